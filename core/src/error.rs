@@ -1,0 +1,96 @@
+//! Errors of the etcd state machine, with etcd's exact texts and status codes.
+//!
+//! Clients match on these strings (`etcdserver: ...`), so they must not change.
+
+use crate::storage::StorageError;
+
+/// The gRPC status code an error maps to. Core knows no gRPC library; the
+/// shell turns this into its own status type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    InvalidArgument,
+    OutOfRange,
+    NotFound,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+    Unimplemented,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl Error {
+    pub fn status_code(&self) -> StatusCode {
+        use Error::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | InvalidSortOption | RequestTooLarge => StatusCode::InvalidArgument,
+            Compacted | FutureRevision | LeaseTtlTooLarge => StatusCode::OutOfRange,
+            LeaseNotFound | MemberNotFound => StatusCode::NotFound,
+            LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
+            NoSpace => StatusCode::ResourceExhausted,
+            NoLeader => StatusCode::Unavailable,
+            NotCapable => StatusCode::Unimplemented,
+            Storage(_) => StatusCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_etcds() {
+        assert_eq!(
+            Error::Compacted.to_string(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        assert_eq!(Error::Compacted.status_code(), StatusCode::OutOfRange);
+        assert_eq!(
+            Error::NoSpace.to_string(),
+            "etcdserver: mvcc: database space exceeded"
+        );
+    }
+}

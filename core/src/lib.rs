@@ -1,0 +1,18 @@
+//! e2d's decisions, as pure deterministic state machines.
+//!
+//! **Architecture invariant:** nothing here performs I/O, reads a clock,
+//! draws OS randomness or spawns a thread. Time arrives as `now_ms`
+//! arguments; storage is reached through the [`storage::Backend`] trait.
+
+pub mod error;
+pub mod lease;
+pub mod limits;
+pub mod mvcc;
+pub mod revision;
+pub mod state_machine;
+pub mod storage;
+pub mod validate;
+pub mod watch;
+
+pub use error::{Error, StatusCode};
+pub use state_machine::StateMachine;

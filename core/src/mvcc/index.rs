@@ -1,0 +1,197 @@
+//! The in-memory key index: for every key, the revisions that changed it.
+//!
+//! Values live in the backend under their revision; the index answers "which
+//! revision holds key K as of revision R" and "which keys lie in [a, b)".
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::revision::Revision;
+
+/// One change of a key: a put, or a delete (tombstone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub revision: Revision,
+    pub tombstone: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct KeyIndex {
+    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+}
+
+/// Which keys a request covers, in etcd's terms: `range_end` empty means the
+/// single key, `"\0"` means every key from `key` on, anything else `[key, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpan<'a> {
+    Single(&'a [u8]),
+    From(&'a [u8]),
+    Between(&'a [u8], &'a [u8]),
+}
+
+impl<'a> KeySpan<'a> {
+    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+        match range_end {
+            [] => KeySpan::Single(key),
+            [0] => KeySpan::From(key),
+            end => KeySpan::Between(key, end),
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match *self {
+            KeySpan::Single(k) => k == key,
+            KeySpan::From(start) => key >= start,
+            KeySpan::Between(start, end) => key >= start && key < end,
+        }
+    }
+
+    /// Whether two spans share a key.
+    pub fn overlaps(&self, other: &KeySpan<'_>) -> bool {
+        let (a_start, a_end) = self.bounds();
+        let (b_start, b_end) = other.bounds();
+        let a_before_b_end = b_end.is_none_or(|e| a_start < e);
+        let b_before_a_end = a_end.is_none_or(|e| b_start < e);
+        a_before_b_end && b_before_a_end
+    }
+
+    /// `(start, exclusive end)`; `None` end means unbounded. A single key's
+    /// end is the key followed by a zero byte.
+    fn bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        match *self {
+            KeySpan::Single(k) => {
+                let mut end = k.to_vec();
+                end.push(0);
+                (k.to_vec(), Some(end))
+            }
+            KeySpan::From(s) => (s.to_vec(), None),
+            KeySpan::Between(s, e) => (s.to_vec(), Some(e.to_vec())),
+        }
+    }
+}
+
+impl KeyIndex {
+    pub fn record(&mut self, key: &[u8], change: Change) {
+        let history = self.keys.entry(key.to_vec()).or_default();
+        if let Some(last) = history.last() {
+            assert!(
+                last.revision < change.revision,
+                "key index: revisions of a key must grow"
+            );
+        }
+        history.push(change);
+    }
+
+    /// The put that holds `key` as of `at_main`, if the key exists then.
+    pub fn get(&self, key: &[u8], at_main: i64) -> Option<Revision> {
+        live_at(self.keys.get(key)?, at_main)
+    }
+
+    /// Keys in `span` alive at `at_main`, in key order, with their revisions.
+    /// Visits until `visit` returns false.
+    pub fn visit_live(
+        &self,
+        span: &KeySpan<'_>,
+        at_main: i64,
+        visit: &mut dyn FnMut(&[u8], Revision) -> bool,
+    ) {
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = match *span {
+            KeySpan::Single(k) => (Bound::Included(k), Bound::Included(k)),
+            KeySpan::From(s) => (Bound::Included(s), Bound::Unbounded),
+            KeySpan::Between(s, e) => {
+                if s >= e {
+                    return;
+                }
+                (Bound::Included(s), Bound::Excluded(e))
+            }
+        };
+        for (key, history) in self.keys.range::<[u8], _>(range) {
+            if let Some(rev) = live_at(history, at_main) {
+                if !visit(key, rev) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Removes history that compaction at `at_main` makes unreachable and
+    /// returns the revisions (with their tombstone flags) to drop from the
+    /// backend. The newest change at or below `at_main` is kept unless it is
+    /// a tombstone.
+    pub fn compact(&mut self, at_main: i64) -> Vec<Change> {
+        let mut dropped = Vec::new();
+        self.keys.retain(|_, history| {
+            let keep_from = match history.iter().rposition(|c| c.revision.main <= at_main) {
+                None => 0,
+                Some(i) if history[i].tombstone => i + 1,
+                Some(i) => i,
+            };
+            dropped.extend(history.drain(..keep_from));
+            !history.is_empty()
+        });
+        dropped
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+fn live_at(history: &[Change], at_main: i64) -> Option<Revision> {
+    let i = history.partition_point(|c| c.revision.main <= at_main);
+    let change = history[..i].last()?;
+    (!change.tombstone).then_some(change.revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(main: i64) -> Change {
+        Change {
+            revision: Revision::new(main, 0),
+            tombstone: false,
+        }
+    }
+
+    fn del(main: i64) -> Change {
+        Change {
+            revision: Revision::new(main, 0),
+            tombstone: true,
+        }
+    }
+
+    #[test]
+    fn get_sees_history() {
+        let mut index = KeyIndex::default();
+        index.record(b"a", put(2));
+        index.record(b"a", del(4));
+        index.record(b"a", put(6));
+        assert_eq!(index.get(b"a", 1), None);
+        assert_eq!(index.get(b"a", 3), Some(Revision::new(2, 0)));
+        assert_eq!(index.get(b"a", 5), None);
+        assert_eq!(index.get(b"a", 9), Some(Revision::new(6, 0)));
+    }
+
+    #[test]
+    fn compaction_keeps_the_live_revision() {
+        let mut index = KeyIndex::default();
+        index.record(b"a", put(2));
+        index.record(b"a", put(3));
+        index.record(b"b", put(2));
+        index.record(b"b", del(3));
+        let dropped = index.compact(3);
+        assert_eq!(dropped.len(), 3);
+        assert_eq!(index.get(b"a", 3), Some(Revision::new(3, 0)));
+        assert_eq!(index.key_count(), 1);
+    }
+
+    #[test]
+    fn spans_overlap() {
+        let a = KeySpan::new(b"a", b"c");
+        assert!(a.overlaps(&KeySpan::new(b"b", b"")));
+        assert!(!a.overlaps(&KeySpan::new(b"c", b"")));
+        assert!(KeySpan::new(b"x", b"\0").overlaps(&KeySpan::new(b"z", b"")));
+        assert!(!KeySpan::new(b"x", b"\0").overlaps(&KeySpan::new(b"a", b"b")));
+    }
+}

@@ -1,0 +1,247 @@
+//! Multi-version concurrency control: every change gets a revision, every
+//! revision stays readable until compaction.
+//!
+//! [`Mvcc`] owns the [`KeyIndex`] (in memory, rebuilt on open) and a
+//! [`Backend`] that stores each key-value under its revision, the layout etcd
+//! uses. Writes go through a [`WriteTxn`], which gives all its changes one
+//! store revision.
+
+pub mod index;
+mod range;
+mod write;
+
+pub use index::{Change, KeyIndex, KeySpan};
+pub use range::RangeResult;
+pub use write::WriteTxn;
+
+use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
+use prost::Message;
+
+use crate::error::Error;
+use crate::revision::{Revision, REVISION_LEN_BYTES};
+use crate::storage::{Backend, StorageError, Table};
+
+/// Marks a tombstone in the kv table: appended to the revision key.
+const TOMBSTONE_MARK: u8 = b't';
+const META_CURRENT_REVISION: &[u8] = b"current_revision";
+const META_COMPACT_REVISION: &[u8] = b"compact_revision";
+
+pub struct Mvcc<B> {
+    backend: B,
+    index: KeyIndex,
+    current_revision: i64,
+    compact_revision: i64,
+}
+
+impl<B: Backend> Mvcc<B> {
+    /// Opens the store over `backend`, rebuilding the key index from it.
+    pub fn open(backend: B) -> Result<Self, Error> {
+        let current_revision = read_meta_i64(&backend, META_CURRENT_REVISION)?.unwrap_or(1);
+        let compact_revision = read_meta_i64(&backend, META_COMPACT_REVISION)?.unwrap_or(0);
+        let mut index = KeyIndex::default();
+        let mut corrupt = None;
+        backend.scan(Table::Kv, &[], &[], &mut |key, value| {
+            match decode_kv_entry(key, value) {
+                Ok((change, kv)) => index.record(&kv.key, change),
+                Err(e) => {
+                    corrupt = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        Ok(Self {
+            backend,
+            index,
+            current_revision,
+            compact_revision,
+        })
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current_revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.index.key_count()
+    }
+
+    /// Starts a write; all its changes share revision `current + 1`.
+    pub fn write(&mut self) -> WriteTxn<'_, B> {
+        WriteTxn::new(self)
+    }
+
+    /// Checks that `revision` (0 = current) can be read and resolves it.
+    pub fn resolve_read_revision(&self, revision: i64) -> Result<i64, Error> {
+        if revision <= 0 {
+            return Ok(self.current_revision);
+        }
+        if revision > self.current_revision {
+            return Err(Error::FutureRevision);
+        }
+        if revision < self.compact_revision {
+            return Err(Error::Compacted);
+        }
+        Ok(revision)
+    }
+
+    /// The value of `key` as of store revision `at_main`.
+    pub fn get(&self, key: &[u8], at_main: i64) -> Result<Option<KeyValue>, Error> {
+        match self.index.get(key, at_main) {
+            Some(rev) => Ok(Some(self.read_kv(rev)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes history older than `revision`; reads below it fail afterwards.
+    pub fn compact(&mut self, revision: i64) -> Result<(), Error> {
+        if revision <= self.compact_revision {
+            return Err(Error::Compacted);
+        }
+        if revision > self.current_revision {
+            return Err(Error::FutureRevision);
+        }
+        for change in self.index.compact(revision) {
+            self.backend
+                .delete(Table::Kv, &kv_entry_key(change.revision, change.tombstone));
+        }
+        self.compact_revision = revision;
+        self.backend.put(
+            Table::Meta,
+            META_COMPACT_REVISION,
+            &revision.to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Events of store revisions `from_main..=to_main`, in revision order, at
+    /// most `events_max` of them, but never splitting a revision. Only reads
+    /// committed revisions. `with_prev` fills each event's previous value.
+    pub fn events(
+        &self,
+        from_main: i64,
+        to_main: i64,
+        events_max: usize,
+        with_prev: bool,
+    ) -> Result<Vec<Event>, Error> {
+        assert!(events_max > 0);
+        let mut events = Vec::new();
+        let mut failure = None;
+        let start = Revision::start_of(from_main.max(1));
+        let end = Revision::start_of(to_main.saturating_add(1));
+        let mut last_main = 0;
+        self.backend.scan(Table::Kv, &start, &end, &mut |key, value| {
+            let (change, kv) = match decode_kv_entry(key, value) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    failure = Some(Error::from(e));
+                    return false;
+                }
+            };
+            if events.len() >= events_max && change.revision.main != last_main {
+                return false;
+            }
+            last_main = change.revision.main;
+            events.push(Event {
+                r#type: if change.tombstone {
+                    EventType::Delete as i32
+                } else {
+                    EventType::Put as i32
+                },
+                kv: Some(kv),
+                prev_kv: None,
+            });
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if with_prev {
+            for event in &mut events {
+                let kv = event.kv.as_ref().expect("events carry their kv");
+                event.prev_kv = self.get(&kv.key, kv.mod_revision - 1)?;
+            }
+        }
+        Ok(events)
+    }
+
+    /// CRC32 over all key-values of revisions `(compact, revision]`, the
+    /// same on every member holding the same history.
+    pub fn hash_kv(&self, revision: i64) -> Result<u32, Error> {
+        let mut hasher = crc32fast::Hasher::new();
+        let start = Revision::start_of(self.compact_revision + 1);
+        let end = Revision::start_of(revision.saturating_add(1));
+        self.backend.scan(Table::Kv, &start, &end, &mut |key, value| {
+            hasher.update(key);
+            hasher.update(value);
+            true
+        })?;
+        Ok(hasher.finalize())
+    }
+
+    fn read_kv(&self, rev: Revision) -> Result<KeyValue, Error> {
+        let bytes = self
+            .backend
+            .get(Table::Kv, &kv_entry_key(rev, false))?
+            .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
+        KeyValue::decode(bytes.as_slice())
+            .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
+    }
+}
+
+fn read_meta_i64<B: Backend>(backend: &B, key: &[u8]) -> Result<Option<i64>, StorageError> {
+    match backend.get(Table::Meta, key)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                StorageError(format!(
+                    "corrupt meta entry {}",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+            Ok(Some(i64::from_be_bytes(raw)))
+        }
+    }
+}
+
+fn kv_entry_key(rev: Revision, tombstone: bool) -> Vec<u8> {
+    let mut key = rev.encode().to_vec();
+    if tombstone {
+        key.push(TOMBSTONE_MARK);
+    }
+    key
+}
+
+fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), StorageError> {
+    let corrupt = || StorageError(format!("corrupt kv entry key {key:02x?}"));
+    let revision = Revision::decode(key.get(..REVISION_LEN_BYTES).ok_or_else(corrupt)?)
+        .ok_or_else(corrupt)?;
+    let tombstone = match &key[REVISION_LEN_BYTES..] {
+        [] => false,
+        [TOMBSTONE_MARK] => true,
+        _ => return Err(corrupt()),
+    };
+    let kv = KeyValue::decode(value).map_err(|_| corrupt())?;
+    Ok((
+        Change {
+            revision,
+            tombstone,
+        },
+        kv,
+    ))
+}

@@ -1,0 +1,542 @@
+//! The etcd state machine: applies KV, lease and alarm requests to the
+//! MVCC store, the lessor and the alarm list, with etcd's semantics.
+//!
+//! Every response carries a header holding only the revision; the shell
+//! fills in cluster id, member id and raft term. Validation that depends on
+//! the request alone lives in [`crate::validate`] and runs before this.
+
+use std::collections::BTreeSet;
+
+use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use e2d_proto::etcdserverpb::{
+    alarm_request::AlarmAction, request_op::Request, response_op::Response, AlarmMember,
+    AlarmRequest, AlarmResponse, AlarmType, Compare, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use e2d_proto::mvccpb::KeyValue;
+
+use crate::error::Error;
+use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
+use crate::mvcc::{KeySpan, Mvcc, WriteTxn};
+use crate::storage::{Backend, StorageError, Table};
+
+const META_ALARM_PREFIX: &[u8] = b"alarm/";
+
+pub struct StateMachine<B: Backend> {
+    mvcc: Mvcc<B>,
+    lessor: Lessor,
+    alarms: BTreeSet<(u64, i32)>,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+impl<B: Backend> StateMachine<B> {
+    /// Opens the state machine over `backend`; leases restart with the time
+    /// they had left at their last checkpoint, counted from `now_ms`.
+    pub fn open(backend: B, now_ms: u64) -> Result<Self, Error> {
+        let mvcc = Mvcc::open(backend)?;
+        let mut lessor = Lessor::default();
+        let mut corrupt = None;
+        mvcc.backend().scan(Table::Lease, &[], &[], &mut |key, value| {
+            let id = key.try_into().ok().map(i64::from_be_bytes);
+            match (id, LeaseRecord::decode(value)) {
+                (Some(id), Some(record)) => lessor.restore(id, record, now_ms),
+                _ => {
+                    corrupt = Some(StorageError(format!("corrupt lease record {key:02x?}")));
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e.into());
+        }
+        let live = mvcc.read_span(&KeySpan::From(b""), mvcc.current_revision(), 0, false)?;
+        for kv in live.kvs.iter().filter(|kv| kv.lease != NO_LEASE) {
+            lessor.attach(kv.lease, &kv.key);
+        }
+        let mut alarms = BTreeSet::new();
+        let mut alarm_end = META_ALARM_PREFIX.to_vec();
+        *alarm_end.last_mut().expect("prefix is not empty") += 1;
+        mvcc.backend()
+            .scan(Table::Meta, META_ALARM_PREFIX, &alarm_end, &mut |key, _| {
+                if let Some(alarm) = decode_alarm_key(key) {
+                    alarms.insert(alarm);
+                }
+                true
+            })?;
+        Ok(Self {
+            mvcc,
+            lessor,
+            alarms,
+        })
+    }
+
+    pub fn mvcc(&self) -> &Mvcc<B> {
+        &self.mvcc
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        self.mvcc.backend_mut()
+    }
+
+    pub fn lessor(&self) -> &Lessor {
+        &self.lessor
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.mvcc.current_revision()
+    }
+
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        let read_main = self.mvcc.resolve_read_revision(req.revision)?;
+        self.mvcc.range_at(req, read_main)
+    }
+
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Error> {
+        self.refuse_writes_without_space()?;
+        self.check_put_preconditions(req, self.mvcc.current_revision())?;
+        let mut txn = self.mvcc.write();
+        let resp = apply_put(&mut txn, &mut self.lessor, req)?;
+        txn.end();
+        Ok(resp)
+    }
+
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+        let mut txn = self.mvcc.write();
+        let resp = apply_delete(&mut txn, &mut self.lessor, req)?;
+        txn.end();
+        Ok(resp)
+    }
+
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        if !self.alarms_of(AlarmType::Nospace).is_empty() && !is_read_only(req) {
+            return Err(Error::NoSpace);
+        }
+        let mut path = Vec::new();
+        self.choose_path(req, &mut path)?;
+        self.check_txn_preconditions(req, &mut path.iter().copied())?;
+        let mut txn = self.mvcc.write();
+        let resp = apply_txn(&mut txn, &mut self.lessor, req, &mut path.iter().copied())?;
+        txn.end();
+        Ok(resp)
+    }
+
+    pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, Error> {
+        self.mvcc.compact(req.revision)?;
+        Ok(CompactionResponse {
+            header: header(self.mvcc.current_revision()),
+        })
+    }
+
+    /// Grants lease `id` (chosen by the caller, never 0).
+    pub fn lease_grant(
+        &mut self,
+        id: LeaseId,
+        ttl_seconds: i64,
+        now_ms: u64,
+    ) -> Result<LeaseGrantResponse, Error> {
+        self.refuse_writes_without_space()?;
+        let lease = self.lessor.grant(id, ttl_seconds, now_ms)?;
+        let ttl = lease.ttl_seconds;
+        let record = LeaseRecord {
+            ttl_seconds: ttl,
+            remaining_ms: lease.remaining_ms(now_ms),
+        };
+        self.mvcc
+            .backend_mut()
+            .put(Table::Lease, &id.to_be_bytes(), &record.encode());
+        Ok(LeaseGrantResponse {
+            header: header(self.mvcc.current_revision()),
+            id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Revokes a lease, deleting its keys in one revision.
+    pub fn lease_revoke(&mut self, id: LeaseId) -> Result<LeaseRevokeResponse, Error> {
+        let lease = self.lessor.remove(id).ok_or(Error::LeaseNotFound)?;
+        let mut txn = self.mvcc.write();
+        for key in &lease.keys {
+            txn.delete_span(&KeySpan::Single(key))?;
+        }
+        txn.end();
+        self.mvcc.backend_mut().delete(Table::Lease, &id.to_be_bytes());
+        Ok(LeaseRevokeResponse {
+            header: header(self.mvcc.current_revision()),
+        })
+    }
+
+    /// Renews a lease for its full TTL and records that; returns the TTL.
+    pub fn lease_renew(&mut self, id: LeaseId, now_ms: u64) -> Result<i64, Error> {
+        let ttl_seconds = self.lessor.renew(id, now_ms)?;
+        self.write_lease_record(id, now_ms);
+        Ok(ttl_seconds)
+    }
+
+    pub fn lease_time_to_live(&self, id: LeaseId, keys: bool, now_ms: u64) -> LeaseTimeToLiveResponse {
+        let revision = self.mvcc.current_revision();
+        match self.lessor.get(id) {
+            None => LeaseTimeToLiveResponse {
+                header: header(revision),
+                id,
+                ttl: -1,
+                ..Default::default()
+            },
+            Some(lease) => LeaseTimeToLiveResponse {
+                header: header(revision),
+                id,
+                ttl: (lease.remaining_ms(now_ms) / 1000) as i64,
+                granted_ttl: lease.ttl_seconds,
+                keys: if keys {
+                    lease.keys.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            },
+        }
+    }
+
+    pub fn lease_leases(&self) -> LeaseLeasesResponse {
+        LeaseLeasesResponse {
+            header: header(self.mvcc.current_revision()),
+            leases: self.lessor.ids().map(|id| LeaseStatus { id }).collect(),
+        }
+    }
+
+    /// Records every lease's remaining time, so a restart resumes from here.
+    pub fn checkpoint_leases(&mut self, now_ms: u64) {
+        let ids: Vec<LeaseId> = self.lessor.ids().collect();
+        for id in ids {
+            self.write_lease_record(id, now_ms);
+        }
+    }
+
+    /// Applies an Alarm request on behalf of member `member_id` (used when
+    /// the request names no member).
+    pub fn alarm(&mut self, req: &AlarmRequest) -> AlarmResponse {
+        let action = AlarmAction::try_from(req.action).unwrap_or(AlarmAction::Get);
+        let changed: Vec<(u64, i32)> = match action {
+            AlarmAction::Get => Vec::new(),
+            AlarmAction::Activate => {
+                if req.alarm != AlarmType::None as i32 {
+                    self.set_alarm(req.member_id, req.alarm, true);
+                }
+                vec![(req.member_id, req.alarm)]
+            }
+            AlarmAction::Deactivate => {
+                let existed = self.alarms.contains(&(req.member_id, req.alarm));
+                self.set_alarm(req.member_id, req.alarm, false);
+                if existed {
+                    vec![(req.member_id, req.alarm)]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        let alarms = if action == AlarmAction::Get {
+            self.alarms
+                .iter()
+                .filter(|(_, a)| req.alarm == AlarmType::None as i32 || *a == req.alarm)
+                .copied()
+                .collect()
+        } else {
+            changed
+        };
+        AlarmResponse {
+            header: header(self.mvcc.current_revision()),
+            alarms: alarms
+                .into_iter()
+                .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                .collect(),
+        }
+    }
+
+    /// Active alarms of one type.
+    pub fn alarms_of(&self, alarm: AlarmType) -> Vec<u64> {
+        self.alarms
+            .iter()
+            .filter(|(_, a)| *a == alarm as i32)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    pub fn all_alarms(&self) -> Vec<AlarmMember> {
+        self.alarms
+            .iter()
+            .map(|&(member_id, alarm)| AlarmMember { member_id, alarm })
+            .collect()
+    }
+
+    /// Refuses a write of `request_bytes` that would take the backend over
+    /// `quota_bytes`, raising the NOSPACE alarm for `member_id` as etcd does.
+    pub fn check_quota(
+        &mut self,
+        member_id: u64,
+        quota_bytes: u64,
+        request_bytes: u64,
+    ) -> Result<(), Error> {
+        let size_bytes = self.mvcc.backend().size_bytes();
+        if size_bytes.saturating_add(request_bytes) > quota_bytes {
+            self.set_alarm(member_id, AlarmType::Nospace as i32, true);
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    fn set_alarm(&mut self, member_id: u64, alarm: i32, active: bool) {
+        let key = encode_alarm_key(member_id, alarm);
+        if active {
+            self.alarms.insert((member_id, alarm));
+            self.mvcc.backend_mut().put(Table::Meta, &key, &[]);
+        } else {
+            self.alarms.remove(&(member_id, alarm));
+            self.mvcc.backend_mut().delete(Table::Meta, &key);
+        }
+    }
+
+    fn refuse_writes_without_space(&self) -> Result<(), Error> {
+        if self.alarms_of(AlarmType::Nospace).is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NoSpace)
+        }
+    }
+
+    fn write_lease_record(&mut self, id: LeaseId, now_ms: u64) {
+        if let Some(lease) = self.lessor.get(id) {
+            let record = LeaseRecord {
+                ttl_seconds: lease.ttl_seconds,
+                remaining_ms: lease.remaining_ms(now_ms),
+            };
+            self.mvcc
+                .backend_mut()
+                .put(Table::Lease, &id.to_be_bytes(), &record.encode());
+        }
+    }
+
+    /// Evaluates the compares of `req` and of the nested txns on the chosen
+    /// branches, in pre-order, against the store before the txn.
+    fn choose_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+        let mut succeeded = true;
+        for compare in &req.compare {
+            if !self.compare_holds(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        for op in branch(req, succeeded) {
+            if let Some(Request::RequestTxn(nested)) = &op.request {
+                self.choose_path(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compare_holds(&self, compare: &Compare) -> Result<bool, Error> {
+        let span = KeySpan::new(&compare.key, &compare.range_end);
+        let found = self
+            .mvcc
+            .read_span(&span, self.mvcc.current_revision(), 0, false)?;
+        if found.kvs.is_empty() {
+            if compare.target == CompareTarget::Value as i32 {
+                return Ok(false);
+            }
+            return Ok(compare_kv(compare, &KeyValue::default()));
+        }
+        Ok(found.kvs.iter().all(|kv| compare_kv(compare, kv)))
+    }
+
+    fn check_txn_preconditions(
+        &self,
+        req: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<(), Error> {
+        let succeeded = path.next().expect("a path step per txn");
+        let current = self.mvcc.current_revision();
+        for op in branch(req, succeeded) {
+            match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    self.mvcc.resolve_read_revision(r.revision)?;
+                }
+                Some(Request::RequestPut(p)) => self.check_put_preconditions(p, current)?,
+                Some(Request::RequestTxn(nested)) => self.check_txn_preconditions(nested, path)?,
+                Some(Request::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_put_preconditions(&self, req: &PutRequest, at_main: i64) -> Result<(), Error> {
+        if (req.ignore_value || req.ignore_lease) && self.mvcc.get(&req.key, at_main)?.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        if !req.ignore_lease && req.lease != NO_LEASE && !self.lessor.contains(req.lease) {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(())
+    }
+}
+
+fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+    if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    }
+}
+
+fn is_read_only(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+        Some(Request::RequestTxn(nested)) => is_read_only(nested),
+        Some(Request::RequestRange(_)) | None => true,
+    })
+}
+
+fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (CompareTarget::try_from(compare.target), &compare.target_union) {
+        (Ok(CompareTarget::Value), target) => {
+            let expected: &[u8] = match target {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(expected)
+        }
+        (Ok(target), union) => {
+            let expected = match union {
+                Some(TargetUnion::Version(v))
+                | Some(TargetUnion::CreateRevision(v))
+                | Some(TargetUnion::ModRevision(v))
+                | Some(TargetUnion::Lease(v)) => *v,
+                _ => 0,
+            };
+            let actual = match target {
+                CompareTarget::Version => kv.version,
+                CompareTarget::Create => kv.create_revision,
+                CompareTarget::Mod => kv.mod_revision,
+                CompareTarget::Lease => kv.lease,
+                CompareTarget::Value => unreachable!("handled above"),
+            };
+            actual.cmp(&expected)
+        }
+        (Err(_), _) => return false,
+    };
+    match CompareResult::try_from(compare.result) {
+        Ok(CompareResult::Equal) => ordering == Ordering::Equal,
+        Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
+        Ok(CompareResult::Greater) => ordering == Ordering::Greater,
+        Ok(CompareResult::Less) => ordering == Ordering::Less,
+        Err(_) => false,
+    }
+}
+
+fn apply_put<B: Backend>(
+    txn: &mut WriteTxn<'_, B>,
+    lessor: &mut Lessor,
+    req: &PutRequest,
+) -> Result<PutResponse, Error> {
+    let existing = txn.mvcc().get(&req.key, txn.read_revision())?;
+    let value = match (&existing, req.ignore_value) {
+        (Some(kv), true) => kv.value.clone(),
+        _ => req.value.clone(),
+    };
+    let lease = match (&existing, req.ignore_lease) {
+        (Some(kv), true) => kv.lease,
+        _ => req.lease,
+    };
+    let prev = txn.put(&req.key, value, lease)?;
+    if let Some(prev) = &prev {
+        if prev.lease != lease {
+            lessor.detach(prev.lease, &req.key);
+        }
+    }
+    if lease != NO_LEASE {
+        lessor.attach(lease, &req.key);
+    }
+    Ok(PutResponse {
+        header: header(txn.write_revision()),
+        prev_kv: if req.prev_kv { prev } else { None },
+    })
+}
+
+fn apply_delete<B: Backend>(
+    txn: &mut WriteTxn<'_, B>,
+    lessor: &mut Lessor,
+    req: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
+    let deleted = txn.delete_span(&KeySpan::new(&req.key, &req.range_end))?;
+    for kv in &deleted {
+        lessor.detach(kv.lease, &kv.key);
+    }
+    Ok(DeleteRangeResponse {
+        header: header(txn.read_revision()),
+        deleted: deleted.len() as i64,
+        prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+    })
+}
+
+fn apply_txn<B: Backend>(
+    txn: &mut WriteTxn<'_, B>,
+    lessor: &mut Lessor,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, Error> {
+    let succeeded = path.next().expect("a path step per txn");
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        let response = match &op.request {
+            Some(Request::RequestRange(r)) => {
+                let read_main = if r.revision > 0 {
+                    r.revision
+                } else {
+                    txn.read_revision()
+                };
+                Response::ResponseRange(txn.mvcc().range_at(r, read_main)?)
+            }
+            Some(Request::RequestPut(p)) => Response::ResponsePut(apply_put(txn, lessor, p)?),
+            Some(Request::RequestDeleteRange(d)) => {
+                Response::ResponseDeleteRange(apply_delete(txn, lessor, d)?)
+            }
+            Some(Request::RequestTxn(nested)) => {
+                Response::ResponseTxn(apply_txn(txn, lessor, nested, path)?)
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: header(txn.read_revision()),
+        succeeded,
+        responses,
+    })
+}
+
+fn encode_alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
+    let mut key = META_ALARM_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key.extend_from_slice(&alarm.to_be_bytes());
+    key
+}
+
+fn decode_alarm_key(key: &[u8]) -> Option<(u64, i32)> {
+    let rest = key.strip_prefix(META_ALARM_PREFIX)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    let member_id = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let alarm = i32::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((member_id, alarm))
+}

@@ -1,0 +1,23 @@
+//! Compiles the etcd v3 API protos with prost, plus tonic service stubs when the
+//! `grpc` feature is on.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+
+    // Cargo sets CARGO_FEATURE_<NAME> for every enabled feature of this crate.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+
+    tonic_prost_build::configure()
+        .build_server(grpc)
+        .build_client(grpc)
+        .emit_rerun_if_changed(false)
+        .compile_protos(
+            &[
+                "proto/etcd/mvcc/mvccpb/kv.proto",
+                "proto/etcd/auth/authpb/auth.proto",
+                "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
+            ],
+            &["proto"],
+        )?;
+    Ok(())
+}

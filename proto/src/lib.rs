@@ -1,0 +1,155 @@
+//! The etcd v3 gRPC API as Rust types, generated at build time by prost (and,
+//! with the `grpc` feature, tonic client/server stubs).
+//!
+//! The `.proto` sources under `proto/` are e2d's own, but packages, services,
+//! message and field names, field numbers and enum values follow etcd 3.5/3.6's
+//! wire format exactly, so any etcd client can talk to e2d. Field names go
+//! through prost's usual snake_case conversion (e.g. `ID` -> `id`,
+//! `grantedTTL` -> `granted_ttl`, `peerURLs` -> `peer_ur_ls`).
+
+/// etcd's MVCC types: `KeyValue` and `Event`.
+#[allow(clippy::all, missing_docs)]
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+
+/// etcd's auth store types: `User`, `Role`, `Permission`.
+#[allow(clippy::all, missing_docs)]
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+
+/// etcd's client API: requests, responses and (with `grpc`) the KV, Watch,
+/// Lease, Cluster, Maintenance and Auth services.
+#[allow(clippy::all, missing_docs)]
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etcdserverpb::*;
+    use prost::Message;
+
+    /// Splits an encoded message into (field number, wire type) pairs of its
+    /// top-level fields.
+    fn tags(mut buf: &[u8]) -> Vec<(u32, u8)> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let key = prost::encoding::decode_varint(&mut buf).unwrap();
+            let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
+            out.push((field, wire));
+            match wire {
+                0 => {
+                    prost::encoding::decode_varint(&mut buf).unwrap();
+                }
+                2 => {
+                    let len = prost::encoding::decode_varint(&mut buf).unwrap() as usize;
+                    buf = &buf[len..];
+                }
+                other => panic!("unexpected wire type {other}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn range_request_field_numbers() {
+        let req = RangeRequest {
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+            limit: 10,
+            revision: 7,
+            sort_order: range_request::SortOrder::Descend as i32,
+            keys_only: true,
+            min_mod_revision: 3,
+            ..Default::default()
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(
+            tags(&bytes),
+            vec![(1, 2), (2, 2), (3, 0), (4, 0), (5, 0), (8, 0), (10, 0)]
+        );
+        // key = "a": tag 0x0a, len 1, 'a'.
+        assert_eq!(&bytes[..3], &[0x0a, 0x01, b'a']);
+        assert_eq!(RangeRequest::decode(&bytes[..]).unwrap(), req);
+    }
+
+    #[test]
+    fn watch_request_oneof_field_numbers() {
+        use watch_request::RequestUnion;
+        let cases = [
+            (
+                RequestUnion::CreateRequest(WatchCreateRequest {
+                    key: b"k".to_vec(),
+                    fragment: true,
+                    ..Default::default()
+                }),
+                1,
+            ),
+            (
+                RequestUnion::CancelRequest(WatchCancelRequest { watch_id: 5 }),
+                2,
+            ),
+            (RequestUnion::ProgressRequest(WatchProgressRequest {}), 3),
+        ];
+        for (union, field) in cases {
+            let req = WatchRequest {
+                request_union: Some(union),
+            };
+            let bytes = req.encode_to_vec();
+            assert_eq!(tags(&bytes), vec![(field, 2)]);
+            assert_eq!(WatchRequest::decode(&bytes[..]).unwrap(), req);
+        }
+        // WatchCreateRequest.fragment is field 8 (varint): tag byte 0x40.
+        let create = WatchCreateRequest {
+            fragment: true,
+            ..Default::default()
+        };
+        assert_eq!(create.encode_to_vec(), vec![0x40, 0x01]);
+    }
+
+    #[test]
+    fn compare_range_end_and_target_union() {
+        let cmp = Compare {
+            result: compare::CompareResult::Greater as i32,
+            target: compare::CompareTarget::Mod as i32,
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            target_union: Some(compare::TargetUnion::ModRevision(9)),
+        };
+        let bytes = cmp.encode_to_vec();
+        assert_eq!(tags(&bytes), vec![(1, 0), (2, 0), (3, 2), (6, 0), (64, 2)]);
+    }
+
+    #[test]
+    fn status_and_lease_field_numbers() {
+        let st = StatusResponse {
+            db_size_quota: 1,
+            storage_version: "3.6.0".into(),
+            downgrade_info: Some(DowngradeInfo::default()),
+            ..Default::default()
+        };
+        assert_eq!(tags(&st.encode_to_vec()), vec![(11, 2), (12, 0), (13, 2)]);
+
+        let ttl = LeaseTimeToLiveResponse {
+            id: 1,
+            ttl: 2,
+            granted_ttl: 3,
+            ..Default::default()
+        };
+        assert_eq!(tags(&ttl.encode_to_vec()), vec![(2, 0), (3, 0), (4, 0)]);
+
+        let m = Member {
+            id: 1,
+            peer_ur_ls: vec!["http://a".into()],
+            client_ur_ls: vec!["http://b".into()],
+            is_learner: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            tags(&m.encode_to_vec()),
+            vec![(1, 0), (3, 2), (4, 2), (5, 0)]
+        );
+    }
+}
