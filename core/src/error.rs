@@ -52,6 +52,8 @@ pub enum Error {
     NoLeader,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("etcdserver: not capable")]
@@ -68,6 +70,7 @@ impl Error {
             | InvalidSortOption | RequestTooLarge => StatusCode::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => StatusCode::OutOfRange,
             LeaseNotFound | MemberNotFound => StatusCode::NotFound,
+            BadLeaderTransferee => StatusCode::FailedPrecondition,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
             NoSpace => StatusCode::ResourceExhausted,
             NoLeader => StatusCode::Unavailable,

@@ -129,6 +129,15 @@ impl<B: Backend> StateMachine<B> {
         Ok(resp)
     }
 
+    /// Serves a txn that writes nothing without taking the write path.
+    pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        assert!(is_read_only(req), "txn_read_only is for txns without writes");
+        let mut path = Vec::new();
+        self.choose_path(req, &mut path)?;
+        self.check_txn_preconditions(req, &mut path.iter().copied())?;
+        read_txn(&self.mvcc, req, &mut path.iter().copied())
+    }
+
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, Error> {
         self.mvcc.compact(req.revision)?;
         Ok(CompactionResponse {
@@ -395,7 +404,8 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
     }
 }
 
-fn is_read_only(req: &TxnRequest) -> bool {
+/// Whether no branch of `req`, nested txns included, writes anything.
+pub fn is_read_only(req: &TxnRequest) -> bool {
     req.success.iter().chain(&req.failure).all(|op| match &op.request {
         Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
         Some(Request::RequestTxn(nested)) => is_read_only(nested),
@@ -519,6 +529,37 @@ fn apply_txn<B: Backend>(
     }
     Ok(TxnResponse {
         header: header(txn.read_revision()),
+        succeeded,
+        responses,
+    })
+}
+
+/// Range ops of a read-only txn, following the chosen branches.
+fn read_txn<B: Backend>(
+    mvcc: &Mvcc<B>,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse, Error> {
+    let succeeded = path.next().expect("a path step per txn");
+    let current = mvcc.current_revision();
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        let response = match &op.request {
+            Some(Request::RequestRange(r)) => {
+                Response::ResponseRange(mvcc.range_at(r, mvcc.resolve_read_revision(r.revision)?)?)
+            }
+            Some(Request::RequestTxn(nested)) => Response::ResponseTxn(read_txn(mvcc, nested, path)?),
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => {
+                unreachable!("read-only txns hold no writes")
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: header(current),
         succeeded,
         responses,
     })

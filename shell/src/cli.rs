@@ -1,0 +1,128 @@
+//! The command line: `e2d run` and `e2d version`. Every flag can also come
+//! from an `E2D_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "e2d", about = "Deploys and runs highly available etcd clusters", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a member.
+    Run(RunArgs),
+    /// Print the version of e2d and of the etcd API it serves.
+    Version,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Name of this member (defaults to the host name).
+    #[arg(long, env = "E2D_NAME")]
+    pub name: Option<String>,
+
+    /// Directory for this member's data.
+    #[arg(long, env = "E2D_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Address other machines reach this one at; used in advertised URLs
+    /// when a listen address is unspecified (0.0.0.0).
+    #[arg(long, env = "E2D_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Address the etcd client API (gRPC and HTTP) listens on.
+    #[arg(long, env = "E2D_CLIENT_ADDR", default_value = "0.0.0.0:2379")]
+    pub client_addr: SocketAddr,
+
+    /// Address peer traffic listens on.
+    #[arg(long, env = "E2D_PEER_ADDR", default_value = "0.0.0.0:2380")]
+    pub peer_addr: SocketAddr,
+
+    /// Also serve /metrics and the health endpoints on this address.
+    #[arg(long, env = "E2D_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Backend size that raises the NOSPACE alarm.
+    #[arg(long, env = "E2D_QUOTA_BACKEND_BYTES", default_value_t = e2d_core::limits::QUOTA_BACKEND_BYTES_DEFAULT)]
+    pub quota_backend_bytes: u64,
+
+    /// Largest client request accepted.
+    #[arg(long, env = "E2D_MAX_REQUEST_BYTES", default_value_t = e2d_core::limits::REQUEST_BYTES_MAX)]
+    pub max_request_bytes: usize,
+
+    /// How often watchers that asked for progress notifications get one.
+    #[arg(long, env = "E2D_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_ms)]
+    pub watch_progress_notify_interval: u64,
+
+    /// Log filter, as in RUST_LOG (e.g. "info" or "e2d_shell=debug").
+    #[arg(long, env = "E2D_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses durations like "500ms", "10s", "5m", "1h" into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a number with a unit, like 500ms, 10s, 5m or 1h"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("invalid duration {text:?}: the unit must be ms, s, m or h")),
+    };
+    let ms = value
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("duration {text:?} is too long"))?;
+    if ms == 0 {
+        return Err(format!("duration {text:?} must be greater than zero"));
+    }
+    Ok(ms)
+}
+
+impl RunArgs {
+    pub fn member_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "default".to_string())
+        })
+    }
+
+    /// The URL others use to reach `addr`: the host replaces an
+    /// unspecified listen address.
+    pub fn advertised_url(&self, addr: SocketAddr) -> String {
+        if addr.ip().is_unspecified() {
+            format!("http://{}:{}", self.host, addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert!(parse_duration_ms("10").unwrap_err().contains("unit"));
+        assert!(parse_duration_ms("0s").unwrap_err().contains("greater than zero"));
+        assert!(parse_duration_ms("fast").is_err());
+    }
+}

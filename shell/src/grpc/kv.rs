@@ -1,0 +1,98 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::sync::Arc;
+
+use e2d_core::validate;
+use e2d_proto::etcdserverpb::kv_server::Kv;
+use e2d_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::status::{check_request_size, to_status};
+use crate::server::{Node, WriteOp, WriteOutcome};
+
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+/// Unwraps the outcome a write op must produce; anything else is a bug.
+macro_rules! expect_outcome {
+    ($outcome:expr, $variant:ident) => {
+        match $outcome {
+            WriteOutcome::$variant(resp) => resp,
+            WriteOutcome::Failed(e) => return Err(to_status(e)),
+            other => unreachable!("write answered with {other:?}"),
+        }
+    };
+}
+pub(crate) use expect_outcome;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let _timer = self.node.metrics.time("Range");
+        let req = request.into_inner();
+        validate::check_range(&req).map_err(to_status)?;
+        let mut resp = self.node.read().range(&req).map_err(to_status)?;
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let _timer = self.node.metrics.time("Put");
+        let req = request.into_inner();
+        check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
+        validate::check_put(&req).map_err(to_status)?;
+        let mut resp = expect_outcome!(self.node.write(WriteOp::Put(req)).await, Put);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let _timer = self.node.metrics.time("DeleteRange");
+        let req = request.into_inner();
+        check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
+        validate::check_delete_range(&req).map_err(to_status)?;
+        let outcome = self.node.write(WriteOp::DeleteRange(req)).await;
+        let mut resp = expect_outcome!(outcome, DeleteRange);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let _timer = self.node.metrics.time("Txn");
+        let req = request.into_inner();
+        check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
+        validate::check_txn(&req).map_err(to_status)?;
+        let mut resp = if e2d_core::state_machine::is_read_only(&req) {
+            self.node.read().txn_read_only(&req).map_err(to_status)?
+        } else {
+            expect_outcome!(self.node.write(WriteOp::Txn(req)).await, Txn)
+        };
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let _timer = self.node.metrics.time("Compact");
+        let req = request.into_inner();
+        let mut resp = expect_outcome!(self.node.write(WriteOp::Compact(req)).await, Compact);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}

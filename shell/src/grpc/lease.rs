@@ -1,0 +1,135 @@
+//! The Lease service: grants, revocations, keep-alive streams, TTL queries.
+
+use std::sync::Arc;
+
+use e2d_core::Error;
+use e2d_proto::etcdserverpb::lease_server::Lease;
+use e2d_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::kv::expect_outcome;
+use super::to_status;
+use crate::server::{Node, WriteOp, WriteOutcome};
+
+/// Keep-alive responses buffered per stream.
+const KEEP_ALIVE_RESPONSES_BUFFERED_MAX: usize = 16;
+/// Tries to find an unused lease id before giving up.
+const LEASE_ID_ATTEMPTS_MAX: usize = 16;
+
+pub struct LeaseService {
+    node: Arc<Node>,
+}
+
+impl LeaseService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let _timer = self.node.metrics.time("LeaseGrant");
+        let req = request.into_inner();
+        let mut outcome = WriteOutcome::Failed(Error::LeaseExists);
+        for _ in 0..LEASE_ID_ATTEMPTS_MAX {
+            let id = if req.id != 0 {
+                req.id
+            } else {
+                self.node.next_lease_id()
+            };
+            let op = WriteOp::LeaseGrant {
+                id,
+                ttl_seconds: req.ttl,
+            };
+            outcome = self.node.write(op).await;
+            let id_taken = matches!(outcome, WriteOutcome::Failed(Error::LeaseExists));
+            if req.id != 0 || !id_taken {
+                break;
+            }
+        }
+        let mut resp = expect_outcome!(outcome, LeaseGrant);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let _timer = self.node.metrics.time("LeaseRevoke");
+        let id = request.into_inner().id;
+        let outcome = self.node.write(WriteOp::LeaseRevoke { id }).await;
+        let mut resp = expect_outcome!(outcome, LeaseRevoke);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (responses, outgoing) = mpsc::channel(KEEP_ALIVE_RESPONSES_BUFFERED_MAX);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = incoming.message().await {
+                let response = keep_alive(&node, req.id).await;
+                if responses.send(response).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(outgoing)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let _timer = self.node.metrics.time("LeaseTimeToLive");
+        let req = request.into_inner();
+        let now_ms = self.node.clock.now_ms();
+        let mut resp = self.node.read().lease_time_to_live(req.id, req.keys, now_ms);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let _timer = self.node.metrics.time("LeaseLeases");
+        let mut resp = self.node.read().lease_leases();
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}
+
+/// Renews one lease; an unknown or expired lease answers TTL 0, as etcd does.
+async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    let _timer = node.metrics.time("LeaseKeepAlive");
+    let ttl = match node.write(WriteOp::LeaseRenew { id }).await {
+        WriteOutcome::LeaseRenew { ttl_seconds } => ttl_seconds,
+        WriteOutcome::Failed(Error::LeaseNotFound) => 0,
+        WriteOutcome::Failed(e) => return Err(to_status(e)),
+        other => unreachable!("keep-alive answered with {other:?}"),
+    };
+    let revision = node.read().current_revision();
+    Ok(LeaseKeepAliveResponse {
+        header: node.header(revision),
+        id,
+        ttl,
+    })
+}

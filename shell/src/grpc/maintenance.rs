@@ -1,0 +1,244 @@
+//! The Maintenance service: status, hashes, defragmentation, alarms and
+//! snapshots.
+
+use std::io::{BufWriter, Read};
+use std::sync::Arc;
+
+use e2d_core::Error;
+use e2d_proto::etcdserverpb::maintenance_server::Maintenance;
+use e2d_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::kv::expect_outcome;
+use super::to_status;
+use crate::server::{Node, WriteOp, WriteOutcome, SINGLE_MEMBER_TERM};
+
+/// The etcd version e2d reports; clients enable features by it.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The storage version reported in Status (etcd 3.6 field).
+const STORAGE_VERSION: &str = "3.5.0";
+/// Bytes per snapshot message.
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// Snapshot messages buffered before the reader waits for the client.
+const SNAPSHOT_CHUNKS_BUFFERED_MAX: usize = 8;
+
+pub struct MaintenanceService {
+    node: Arc<Node>,
+}
+
+impl MaintenanceService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    to_status(Error::Storage(e2d_core::storage::StorageError(e.to_string())))
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let _timer = self.node.metrics.time("Alarm");
+        let req = request.into_inner();
+        let mut resp = expect_outcome!(self.node.write(WriteOp::Alarm(req)).await, Alarm);
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let _timer = self.node.metrics.time("Status");
+        Ok(Response::new(status_of(&self.node)))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        let _timer = self.node.metrics.time("Defragment");
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.defragment())
+            .await
+            .map_err(internal)?
+            .map_err(to_status)?;
+        let revision = self.node.read().current_revision();
+        Ok(Response::new(DefragmentResponse {
+            header: self.node.header(revision),
+        }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let _timer = self.node.metrics.time("Hash");
+        let (view, revision) = {
+            let state = self.node.read();
+            (state.mvcc().backend().point_in_time(), state.current_revision())
+        };
+        let hash = tokio::task::spawn_blocking(move || {
+            let mut hasher = crc32fast::Hasher::new();
+            view.visit_all(&mut |_, key, value| {
+                hasher.update(key);
+                hasher.update(value);
+                Ok(())
+            })
+            .map(|()| hasher.finalize())
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(HashResponse {
+            header: self.node.header(revision),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let _timer = self.node.metrics.time("HashKV");
+        let req = request.into_inner();
+        let state = self.node.read();
+        let mvcc = state.mvcc();
+        let hash_revision = mvcc.resolve_read_revision(req.revision).map_err(to_status)?;
+        let hash = mvcc.hash_kv(hash_revision).map_err(to_status)?;
+        Ok(Response::new(HashKvResponse {
+            header: self.node.header(mvcc.current_revision()),
+            hash,
+            compact_revision: mvcc.compact_revision(),
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let _timer = self.node.metrics.time("Snapshot");
+        let (view, revision) = {
+            let state = self.node.read();
+            (state.mvcc().backend().point_in_time(), state.current_revision())
+        };
+        let header = self.node.header(revision);
+        let dir = self.node.config.data_dir.join("tmp");
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = tempfile_in(&dir)?;
+            let size = {
+                let mut out = BufWriter::new(&mut file);
+                crate::snapshot::write_snapshot(&view, &mut out)
+                    .map_err(|e| std::io::Error::other(e.0))?
+            };
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            Ok((file, size))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let (chunks, outgoing) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED_MAX);
+        tokio::task::spawn_blocking(move || stream_file(file, header, chunks));
+        Ok(Response::new(ReceiverStream::new(outgoing)))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let _timer = self.node.metrics.time("MoveLeader");
+        if request.into_inner().target_id != self.node.identity.member_id {
+            return Err(to_status(Error::BadLeaderTransferee));
+        }
+        let revision = self.node.read().current_revision();
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.node.header(revision),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(to_status(Error::NotCapable))
+    }
+}
+
+pub fn status_of(node: &Node) -> StatusResponse {
+    let state = node.read();
+    let db_size = e2d_core::storage::Backend::size_bytes(state.mvcc().backend());
+    let applied_index = node.applied_index();
+    StatusResponse {
+        header: node.header(state.current_revision()),
+        version: ETCD_VERSION.to_string(),
+        db_size: i64::try_from(db_size).unwrap_or(i64::MAX),
+        leader: node.identity.member_id,
+        raft_index: applied_index,
+        raft_term: SINGLE_MEMBER_TERM,
+        raft_applied_index: applied_index,
+        errors: state
+            .all_alarms()
+            .iter()
+            .map(|a| {
+                let name = AlarmType::try_from(a.alarm)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                format!("memberID:{} alarm:{} ", a.member_id, name)
+            })
+            .collect(),
+        db_size_in_use: i64::try_from(db_size).unwrap_or(i64::MAX),
+        is_learner: false,
+        storage_version: STORAGE_VERSION.to_string(),
+        db_size_quota: i64::try_from(node.config.quota_backend_bytes).unwrap_or(i64::MAX),
+        downgrade_info: None,
+    }
+}
+
+/// An anonymous file in `dir`: created, then unlinked, so it vanishes with
+/// the handle.
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("snapshot-{}-{n}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+fn stream_file(
+    file: (std::fs::File, u64),
+    header: Option<e2d_proto::etcdserverpb::ResponseHeader>,
+    chunks: mpsc::Sender<Result<SnapshotResponse, Status>>,
+) {
+    let (mut file, size) = file;
+    let mut remaining = size;
+    let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+    while remaining > 0 {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = chunks.blocking_send(Err(internal(e)));
+                return;
+            }
+        };
+        remaining -= n as u64;
+        let message = SnapshotResponse {
+            header: header.clone(),
+            remaining_bytes: remaining,
+            blob: buf[..n].to_vec(),
+            version: ETCD_VERSION.to_string(),
+        };
+        if chunks.blocking_send(Ok(message)).is_err() {
+            return;
+        }
+    }
+}

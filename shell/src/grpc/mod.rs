@@ -1,0 +1,27 @@
+//! The etcd v3 gRPC services, each a thin adapter from tonic to the node:
+//! check the request, read or write through [`crate::server::Node`], fill
+//! the response header.
+
+mod auth;
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+mod status;
+mod watch;
+
+pub use auth::AuthService;
+pub use cluster::ClusterService;
+pub use kv::KvService;
+pub use maintenance::ETCD_VERSION;
+pub use lease::LeaseService;
+pub use maintenance::MaintenanceService;
+pub use status::to_status;
+pub use watch::WatchService;
+
+/// Bytes a gRPC message may have on the wire: the request limit plus
+/// etcd's 512 KiB allowance for gRPC framing, so slightly larger requests
+/// get etcd's "request is too large" rather than a transport error.
+pub fn grpc_message_bytes_max(max_request_bytes: usize) -> usize {
+    max_request_bytes + 512 * 1024
+}

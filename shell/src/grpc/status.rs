@@ -1,0 +1,26 @@
+//! Turning core errors into gRPC statuses etcd clients recognise.
+
+use e2d_core::{Error, StatusCode};
+use tonic::{Code, Status};
+
+pub fn to_status(error: Error) -> Status {
+    let code = match error.status_code() {
+        StatusCode::InvalidArgument => Code::InvalidArgument,
+        StatusCode::OutOfRange => Code::OutOfRange,
+        StatusCode::NotFound => Code::NotFound,
+        StatusCode::FailedPrecondition => Code::FailedPrecondition,
+        StatusCode::ResourceExhausted => Code::ResourceExhausted,
+        StatusCode::Unavailable => Code::Unavailable,
+        StatusCode::Internal => Code::Internal,
+        StatusCode::Unimplemented => Code::Unimplemented,
+    };
+    Status::new(code, error.to_string())
+}
+
+/// Refuses a request larger than the configured limit.
+pub fn check_request_size(encoded_len: usize, max_request_bytes: usize) -> Result<(), Status> {
+    if encoded_len > max_request_bytes {
+        return Err(to_status(Error::RequestTooLarge));
+    }
+    Ok(())
+}

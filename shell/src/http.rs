@@ -1,0 +1,90 @@
+//! The HTTP endpoints etcd serves beside gRPC on the client port:
+//! `/health`, `/livez`, `/readyz`, `/version` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use e2d_core::storage::Backend;
+use e2d_proto::etcdserverpb::AlarmType;
+
+use crate::grpc::ETCD_VERSION;
+use crate::metrics::Gauges;
+use crate::server::Node;
+
+/// The cluster version reported at `/version`.
+const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// Why the node is unhealthy, in etcd's words, or `None` when healthy.
+fn unhealthy_reason(node: &Node) -> Option<String> {
+    let state = node.read();
+    let alarms = state.all_alarms();
+    let first = alarms.first()?;
+    let name = AlarmType::try_from(first.alarm)
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN");
+    Some(format!("ALARM {name}"))
+}
+
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let (status, body) = match unhealthy_reason(&node) {
+        None => (StatusCode::OK, serde_json::json!({"health": "true", "reason": ""})),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"health": "false", "reason": reason}),
+        ),
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    match unhealthy_reason(&node) {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("[-]{reason}\n")),
+    }
+}
+
+async fn version() -> impl IntoResponse {
+    let body = serde_json::json!({
+        "etcdserver": ETCD_VERSION,
+        "etcdcluster": ETCD_CLUSTER_VERSION,
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let gauges = {
+        let state = node.read();
+        let mvcc = state.mvcc();
+        Gauges {
+            db_size_bytes: mvcc.backend().size_bytes(),
+            quota_bytes: node.config.quota_backend_bytes,
+            revision: mvcc.current_revision(),
+            compact_revision: mvcc.compact_revision(),
+            keys: mvcc.key_count(),
+            leases: state.lessor().len(),
+            has_leader: true,
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(&gauges),
+    )
+}

@@ -1,0 +1,156 @@
+//! [`Backend`] over fjall: one keyspace per table, staged writes committed
+//! as one atomic batch, synced to disk before the batch is acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use e2d_core::storage::{Backend, StorageError, Table};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+pub struct FjallBackend {
+    db: Database,
+    keyspaces: BTreeMap<Table, Keyspace>,
+    /// Writes not yet committed: `None` is a delete.
+    staged: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+}
+
+fn storage_error(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl FjallBackend {
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let db = Database::builder(dir).open().map_err(storage_error)?;
+        let mut keyspaces = BTreeMap::new();
+        for table in Table::ALL {
+            let keyspace = db
+                .keyspace(table.name(), KeyspaceCreateOptions::default)
+                .map_err(storage_error)?;
+            keyspaces.insert(table, keyspace);
+        }
+        Ok(Self {
+            db,
+            keyspaces,
+            staged: BTreeMap::new(),
+        })
+    }
+
+    fn keyspace(&self, table: Table) -> &Keyspace {
+        &self.keyspaces[&table]
+    }
+
+    /// A handle that defragments without holding up readers or writers.
+    pub fn defragmenter(&self) -> Defragmenter {
+        Defragmenter {
+            keyspaces: self.keyspaces.values().cloned().collect(),
+        }
+    }
+
+    /// A consistent view of everything committed so far, readable without
+    /// holding up writers.
+    pub fn point_in_time(&self) -> PointInTime {
+        PointInTime {
+            snapshot: self.db.snapshot(),
+            keyspaces: self.keyspaces.clone(),
+        }
+    }
+}
+
+pub struct Defragmenter {
+    keyspaces: Vec<Keyspace>,
+}
+
+impl Defragmenter {
+    /// Rewrites the on-disk tables to drop what compaction deleted.
+    pub fn run(&self) -> Result<(), StorageError> {
+        for keyspace in &self.keyspaces {
+            keyspace.rotate_memtable_and_wait().map_err(storage_error)?;
+            keyspace.major_compact().map_err(storage_error)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct PointInTime {
+    snapshot: fjall::Snapshot,
+    keyspaces: BTreeMap<Table, Keyspace>,
+}
+
+impl PointInTime {
+    /// Visits every entry of every table, table by table in key order.
+    pub fn visit_all(
+        &self,
+        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        use fjall::Readable;
+        for (&table, keyspace) in &self.keyspaces {
+            for guard in self.snapshot.iter(keyspace) {
+                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                visit(table, &key, &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FjallBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(staged) = self.staged.get(&(table, key.to_vec())) {
+            return Ok(staged.clone());
+        }
+        let value = self.keyspace(table).get(key).map_err(storage_error)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let keyspace = self.keyspace(table);
+        let iter = if end.is_empty() {
+            keyspace.range(start..)
+        } else {
+            keyspace.range(start..end)
+        };
+        for guard in iter {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.staged.insert((table, key.to_vec()), Some(value.to_vec()));
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.staged.insert((table, key.to_vec()), None);
+    }
+
+    fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.db.batch();
+        if sync {
+            batch = batch.durability(Some(PersistMode::SyncAll));
+        }
+        for ((table, key), value) in std::mem::take(&mut self.staged) {
+            let keyspace = &self.keyspaces[&table];
+            match value {
+                Some(value) => batch.insert(keyspace, key, value),
+                None => batch.remove(keyspace, key),
+            }
+        }
+        batch.commit().map_err(storage_error)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
