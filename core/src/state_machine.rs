@@ -122,7 +122,9 @@ impl<B: Backend> StateMachine<B> {
         }
         let mut path = Vec::new();
         self.choose_path(req, &mut path)?;
-        self.check_txn_preconditions(req, &mut path.iter().copied())?;
+        // As etcd: the puts of the whole path first, then the ranges.
+        self.check_txn_preconditions(req, &mut path.iter().copied(), true)?;
+        self.check_txn_preconditions(req, &mut path.iter().copied(), false)?;
         let mut txn = self.mvcc.write();
         let resp = apply_txn(&mut txn, &mut self.lessor, req, &mut path.iter().copied())?;
         txn.end();
@@ -134,7 +136,9 @@ impl<B: Backend> StateMachine<B> {
         assert!(is_read_only(req), "txn_read_only is for txns without writes");
         let mut path = Vec::new();
         self.choose_path(req, &mut path)?;
-        self.check_txn_preconditions(req, &mut path.iter().copied())?;
+        // As etcd: the puts of the whole path first, then the ranges.
+        self.check_txn_preconditions(req, &mut path.iter().copied(), true)?;
+        self.check_txn_preconditions(req, &mut path.iter().copied(), false)?;
         read_txn(&self.mvcc, req, &mut path.iter().copied())
     }
 
@@ -365,21 +369,25 @@ impl<B: Backend> StateMachine<B> {
         Ok(found.kvs.iter().all(|kv| compare_kv(compare, kv)))
     }
 
+    /// Checks the puts (`puts`) or the ranges (`!puts`) on the chosen path.
     fn check_txn_preconditions(
         &self,
         req: &TxnRequest,
         path: &mut impl Iterator<Item = bool>,
+        puts: bool,
     ) -> Result<(), Error> {
         let succeeded = path.next().expect("a path step per txn");
         let current = self.mvcc.current_revision();
         for op in branch(req, succeeded) {
             match &op.request {
-                Some(Request::RequestRange(r)) => {
+                Some(Request::RequestRange(r)) if !puts => {
                     self.mvcc.resolve_read_revision(r.revision)?;
                 }
-                Some(Request::RequestPut(p)) => self.check_put_preconditions(p, current)?,
-                Some(Request::RequestTxn(nested)) => self.check_txn_preconditions(nested, path)?,
-                Some(Request::RequestDeleteRange(_)) | None => {}
+                Some(Request::RequestPut(p)) if puts => self.check_put_preconditions(p, current)?,
+                Some(Request::RequestTxn(nested)) => {
+                    self.check_txn_preconditions(nested, path, puts)?
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -512,7 +520,10 @@ fn apply_txn<B: Backend>(
                 } else {
                     txn.read_revision()
                 };
-                Response::ResponseRange(txn.mvcc().range_at(r, read_main)?)
+                let mut resp = txn.mvcc().range_at(r, read_main)?;
+                // etcd reports the txn's revision, even for an older read.
+                resp.header = header(txn.read_revision());
+                Response::ResponseRange(resp)
             }
             Some(Request::RequestPut(p)) => Response::ResponsePut(apply_put(txn, lessor, p)?),
             Some(Request::RequestDeleteRange(d)) => {

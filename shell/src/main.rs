@@ -25,7 +25,9 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Run(args) => {
-            let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level);
+            // The storage engine's own info lines are noise to an operator.
+            let directives = format!("fjall=warn,lsm_tree=warn,{}", args.log_level);
+            let filter = tracing_subscriber::EnvFilter::try_new(&directives);
             let filter = match filter {
                 Ok(filter) => filter,
                 Err(e) => {

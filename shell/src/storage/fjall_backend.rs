@@ -150,7 +150,10 @@ impl Backend for FjallBackend {
         batch.commit().map_err(storage_error)
     }
 
+    /// Table files on disk plus what memtables hold; the journal is left
+    /// out, as it is preallocated and recycled.
     fn size_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        let tables: u64 = self.keyspaces.values().map(Keyspace::disk_space).sum();
+        tables + self.db.write_buffer_size()
     }
 }

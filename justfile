@@ -1,0 +1,18 @@
+# e2d's everyday recipes. Builds go to $CARGO_TARGET_DIR (default below) so
+# repeated runs reuse them.
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/e2d-target")
+
+# Build the e2d binary, then run every test (unit, property, black-box).
+test:
+    cargo build -p e2d-shell --bins
+    cargo test --workspace
+
+# Start a single-node server with the default settings.
+run *ARGS:
+    cargo run --release -p e2d-shell --bin e2d -- run {{ARGS}}
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
