@@ -439,8 +439,6 @@ enum Op {
     Revoke(i64),
     /// Reopens the state machine over a copy of its backend.
     Restart,
-    /// Full ranges at every readable revision, and the leases.
-    CheckAll,
 }
 
 /// Generated requests carry revision *seeds*, turned into revisions when the
@@ -527,25 +525,6 @@ impl Harness {
     }
 
     fn step(&mut self, op: &Op) -> Answer {
-        let a = self.step2(op);
-        let kind = match (&a, op) {
-            (Answer::Txn(None), _) => "txn-refused".to_string(),
-            (Answer::Txn(Some(Ok(t))), _) => format!("txn-ok-{}-{}", t.succeeded, t.responses.iter().any(|r| matches!(r.response, Some(Response::ResponseTxn(_))))),
-            (Answer::Txn(Some(Err(e))), _) => format!("txn-err-{e:?}"),
-            (Answer::Range(Ok(r)), _) => format!("range-ok-more{}-n{}", r.more, r.kvs.len().min(2)),
-            (Answer::Range(Err(e)), _) => format!("range-err-{e:?}"),
-            (Answer::Put(Err(e)), _) => format!("put-err-{e:?}"),
-            (Answer::Put(Ok(_)), _) => "put-ok".into(),
-            (Answer::Delete(Ok(d)), _) => format!("del-{}", d.deleted.min(2)),
-            (_, o) => format!("{:?}", o).chars().take(7).collect(),
-        };
-        STATS.lock().unwrap().entry(kind).and_modify(|c| *c += 1).or_insert(1);
-        let mut st = STATS.lock().unwrap();
-        let m = st.entry("maxrev".into()).or_insert(0); *m = (*m).max(self.model.revision as usize);
-        let m = st.entry("compacted>1".into()).or_insert(0); if self.model.compacted > 1 { *m += 1 }
-        a
-    }
-    fn step2(&mut self, op: &Op) -> Answer {
         let current = self.model.revision;
         let answer = match op {
             Op::Range(r) => {
@@ -553,7 +532,6 @@ impl Harness {
                 resolve_range(&mut r, current);
                 validate::check_range(&r).expect("generated ranges are valid");
                 let actual = self.sm.range(&r);
-                if let Ok(a) = &actual { if a.kvs.is_empty() { eprintln!("EMPTY live={} key={:?} end={:?} rev={} co={} f={:?}", self.model.live(b"\0", b"\0", self.model.revision).len(), r.key, r.range_end, r.revision, r.count_only, (r.min_mod_revision, r.max_mod_revision, r.min_create_revision, r.max_create_revision)); } }
                 assert_eq!(actual, self.model.range(&r), "range {r:?}");
                 Answer::Range(actual)
             }
@@ -618,14 +596,8 @@ impl Harness {
                 Answer::Other
             }
             Op::Restart => {
-                self.check_all();
                 let backend = self.sm.mvcc().backend().clone();
                 self.sm = StateMachine::open(backend, NOW_MS).expect("reopen");
-                self.check_all();
-                Answer::Other
-            }
-            Op::CheckAll => {
-                self.check_all();
                 Answer::Other
             }
         };
@@ -634,6 +606,8 @@ impl Harness {
             self.model.revision,
             "revision after {op:?}"
         );
+        // Cheap at this size, so after every op rather than now and then.
+        self.check_all();
         answer
     }
 
@@ -665,11 +639,10 @@ impl Harness {
 }
 
 /// Runs `ops` against the state machine and the model, checking every
-/// answer and the whole store at the end; returns the answers.
+/// answer and the whole store after each op; returns the answers.
 fn check(ops: &[Op]) -> (Harness, Vec<Answer>) {
     let mut h = Harness::new();
     let answers = ops.iter().map(|op| h.step(op)).collect();
-    h.check_all();
     (h, answers)
 }
 
@@ -857,7 +830,6 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1..=3i64, 0..=5i64).prop_map(|(id, ttl)| Op::Grant { id, ttl }),
         1 => (1..=3i64).prop_map(Op::Revoke),
         1 => Just(Op::Restart),
-        1 => Just(Op::CheckAll),
     ]
 }
 
@@ -872,7 +844,6 @@ proptest! {
     #[test]
     fn state_machine_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         check(&ops);
-        eprintln!("{:?}", STATS.lock().unwrap());
     }
 }
 
@@ -953,9 +924,16 @@ fn version_restarts_after_delete() {
             key: "a".into(),
             ..Default::default()
         }),
-        Op::Put(put("a", "z")),
+        Op::Put(PutRequest {
+            prev_kv: true,
+            ..put("a", "z")
+        }),
         Op::Range(get("a")),
     ]);
+    let Answer::Put(Ok(recreated)) = &answers[3] else {
+        panic!("put failed: {:?}", answers[3]);
+    };
+    assert_eq!(recreated.prev_kv, None, "a deleted key has no previous value");
     let kv = only_kv(&answers[4]);
     assert_eq!(
         (kv.version, kv.create_revision, kv.mod_revision),
@@ -1031,5 +1009,3 @@ fn compaction_bounds_reads() {
         Err(Error::Compacted)
     );
 }
-
-static STATS: std::sync::Mutex<BTreeMap<String, usize>> = std::sync::Mutex::new(BTreeMap::new());

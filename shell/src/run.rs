@@ -16,6 +16,9 @@ use crate::grpc::{self, grpc_message_bytes_max};
 use crate::server::{spawn_duties, Clock, Identity, Node, NodeConfig, WriteOp};
 use crate::storage::FjallBackend;
 
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why `e2d run` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -92,7 +95,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         "serving clients on {}",
         args.client_addr
     );
-    let shutdown = shutdown_signal();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
     if let Some(listener) = metrics_listener {
         let router = crate::http::router(node.clone());
         tokio::spawn(async move {
@@ -101,7 +108,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         });
     }
-    serve_clients(node.clone(), client_listener, shutdown).await?;
+    let serving = serve_clients(node.clone(), client_listener, shutdown);
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => served?,
+        _ = stop_rx.wait_for(|stop| *stop) => {
+            // Open watch and keep-alive streams never end on their own: give
+            // in-flight requests a grace period, then stop regardless.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await.is_err() {
+                tracing::info!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+            }
+        }
+    }
     node.write(WriteOp::LeaseCheckpoint).await;
     tracing::info!("stopped");
     Ok(())
