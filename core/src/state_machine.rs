@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use e2d_proto::etcdserverpb::{
     alarm_request::AlarmAction, request_op::Request, response_op::Response, AlarmMember,
-    AlarmRequest, AlarmResponse, AlarmType, Compare, CompactionRequest, CompactionResponse,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, Compare,
     DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse, LeaseLeasesResponse,
     LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
@@ -44,17 +44,18 @@ impl<B: Backend> StateMachine<B> {
         let mvcc = Mvcc::open(backend)?;
         let mut lessor = Lessor::default();
         let mut corrupt = None;
-        mvcc.backend().scan(Table::Lease, &[], &[], &mut |key, value| {
-            let id = key.try_into().ok().map(i64::from_be_bytes);
-            match (id, LeaseRecord::decode(value)) {
-                (Some(id), Some(record)) => lessor.restore(id, record, now_ms),
-                _ => {
-                    corrupt = Some(StorageError(format!("corrupt lease record {key:02x?}")));
-                    return false;
+        mvcc.backend()
+            .scan(Table::Lease, &[], &[], &mut |key, value| {
+                let id = key.try_into().ok().map(i64::from_be_bytes);
+                match (id, LeaseRecord::decode(value)) {
+                    (Some(id), Some(record)) => lessor.restore(id, record, now_ms),
+                    _ => {
+                        corrupt = Some(StorageError(format!("corrupt lease record {key:02x?}")));
+                        return false;
+                    }
                 }
-            }
-            true
-        })?;
+                true
+            })?;
         if let Some(e) = corrupt {
             return Err(e.into());
         }
@@ -133,7 +134,10 @@ impl<B: Backend> StateMachine<B> {
 
     /// Serves a txn that writes nothing without taking the write path.
     pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, Error> {
-        assert!(is_read_only(req), "txn_read_only is for txns without writes");
+        assert!(
+            is_read_only(req),
+            "txn_read_only is for txns without writes"
+        );
         let mut path = Vec::new();
         self.choose_path(req, &mut path)?;
         // As etcd: the puts of the whole path first, then the ranges.
@@ -182,7 +186,9 @@ impl<B: Backend> StateMachine<B> {
             txn.delete_span(&KeySpan::Single(key))?;
         }
         txn.end();
-        self.mvcc.backend_mut().delete(Table::Lease, &id.to_be_bytes());
+        self.mvcc
+            .backend_mut()
+            .delete(Table::Lease, &id.to_be_bytes());
         Ok(LeaseRevokeResponse {
             header: header(self.mvcc.current_revision()),
         })
@@ -195,7 +201,12 @@ impl<B: Backend> StateMachine<B> {
         Ok(ttl_seconds)
     }
 
-    pub fn lease_time_to_live(&self, id: LeaseId, keys: bool, now_ms: u64) -> LeaseTimeToLiveResponse {
+    pub fn lease_time_to_live(
+        &self,
+        id: LeaseId,
+        keys: bool,
+        now_ms: u64,
+    ) -> LeaseTimeToLiveResponse {
         let revision = self.mvcc.current_revision();
         match self.lessor.get(id) {
             None => LeaseTimeToLiveResponse {
@@ -414,16 +425,22 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 /// Whether no branch of `req`, nested txns included, writes anything.
 pub fn is_read_only(req: &TxnRequest) -> bool {
-    req.success.iter().chain(&req.failure).all(|op| match &op.request {
-        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
-        Some(Request::RequestTxn(nested)) => is_read_only(nested),
-        Some(Request::RequestRange(_)) | None => true,
-    })
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+            Some(Request::RequestTxn(nested)) => is_read_only(nested),
+            Some(Request::RequestRange(_)) | None => true,
+        })
 }
 
 fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
-    let ordering = match (CompareTarget::try_from(compare.target), &compare.target_union) {
+    let ordering = match (
+        CompareTarget::try_from(compare.target),
+        &compare.target_union,
+    ) {
         (Ok(CompareTarget::Value), target) => {
             let expected: &[u8] = match target {
                 Some(TargetUnion::Value(v)) => v,
@@ -498,7 +515,7 @@ fn apply_delete<B: Backend>(
         lessor.detach(kv.lease, &kv.key);
     }
     Ok(DeleteRangeResponse {
-        header: header(txn.read_revision()),
+        header: header(txn.write_revision()),
         deleted: deleted.len() as i64,
         prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
     })
@@ -559,7 +576,9 @@ fn read_txn<B: Backend>(
             Some(Request::RequestRange(r)) => {
                 Response::ResponseRange(mvcc.range_at(r, mvcc.resolve_read_revision(r.revision)?)?)
             }
-            Some(Request::RequestTxn(nested)) => Response::ResponseTxn(read_txn(mvcc, nested, path)?),
+            Some(Request::RequestTxn(nested)) => {
+                Response::ResponseTxn(read_txn(mvcc, nested, path)?)
+            }
             Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => {
                 unreachable!("read-only txns hold no writes")
             }

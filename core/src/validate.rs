@@ -17,7 +17,8 @@ pub fn check_range(req: &RangeRequest) -> Result<(), Error> {
     if req.key.is_empty() {
         return Err(Error::EmptyKey);
     }
-    if SortOrder::try_from(req.sort_order).is_err() || SortTarget::try_from(req.sort_target).is_err()
+    if SortOrder::try_from(req.sort_order).is_err()
+        || SortTarget::try_from(req.sort_target).is_err()
     {
         return Err(Error::InvalidSortOption);
     }
@@ -158,13 +159,22 @@ mod tests {
     #[test]
     fn duplicate_puts_and_overlapping_deletes_are_refused() {
         assert_eq!(check_txn(&txn(vec![put("a"), put("b")])), Ok(()));
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")])), Err(Error::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", "c"), put("b")])), Err(Error::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")])),
+            Err(Error::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "c"), put("b")])),
+            Err(Error::DuplicateKey)
+        );
         assert_eq!(check_txn(&txn(vec![del("a", "c"), del("b", "")])), Ok(()));
         let nested = RequestOp {
             request: Some(Request::RequestTxn(txn(vec![put("a")]))),
         };
-        assert_eq!(check_txn(&txn(vec![nested, put("a")])), Err(Error::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("a")])),
+            Err(Error::DuplicateKey)
+        );
     }
 
     #[test]

@@ -217,7 +217,10 @@ impl WatchStream {
     }
 
     fn deliver(&mut self, id: i64, events: &[Event], read_to: i64, current_revision: i64) {
-        let watcher = self.watchers.get_mut(&id).expect("delivering to a known watcher");
+        let watcher = self
+            .watchers
+            .get_mut(&id)
+            .expect("delivering to a known watcher");
         if watcher.next_revision > read_to {
             return;
         }

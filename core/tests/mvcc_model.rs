@@ -76,7 +76,12 @@ impl Model {
     /// `key` as of revision `at`, replaying its history from the start.
     fn get(&self, key: &[u8], at: i64) -> Option<KeyValue> {
         let mut kv: Option<KeyValue> = None;
-        for change in self.history.get(key)?.iter().take_while(|c| c.revision <= at) {
+        for change in self
+            .history
+            .get(key)?
+            .iter()
+            .take_while(|c| c.revision <= at)
+        {
             kv = change.put.as_ref().map(|(value, lease)| KeyValue {
                 key: key.to_vec(),
                 create_revision: kv.as_ref().map_or(change.revision, |p| p.create_revision),
@@ -202,10 +207,13 @@ impl Model {
             (Some(p), true) => p.lease,
             _ => req.lease,
         };
-        self.history.entry(req.key.clone()).or_default().push(Change {
-            revision: new_revision,
-            put: Some((value, lease)),
-        });
+        self.history
+            .entry(req.key.clone())
+            .or_default()
+            .push(Change {
+                revision: new_revision,
+                put: Some((value, lease)),
+            });
         *changed = true;
         PutResponse {
             header: header(new_revision),
@@ -213,18 +221,29 @@ impl Model {
         }
     }
 
-    fn write_delete(&mut self, req: &DeleteRangeRequest, changed: &mut bool) -> DeleteRangeResponse {
+    fn write_delete(
+        &mut self,
+        req: &DeleteRangeRequest,
+        changed: &mut bool,
+    ) -> DeleteRangeResponse {
         let new_revision = self.revision + 1;
         let deleted = self.live(&req.key, &req.range_end, new_revision);
         for kv in &deleted {
-            self.history.get_mut(&kv.key).expect("live key").push(Change {
-                revision: new_revision,
-                put: None,
-            });
+            self.history
+                .get_mut(&kv.key)
+                .expect("live key")
+                .push(Change {
+                    revision: new_revision,
+                    put: None,
+                });
             *changed = true;
         }
         DeleteRangeResponse {
-            header: header(if *changed { new_revision } else { self.revision }),
+            header: header(if *changed {
+                new_revision
+            } else {
+                self.revision
+            }),
             deleted: deleted.len() as i64,
             prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
         }
@@ -326,7 +345,11 @@ impl Model {
                     } else {
                         self.revision
                     };
-                    let at = if r.revision > 0 { r.revision } else { txn_revision };
+                    let at = if r.revision > 0 {
+                        r.revision
+                    } else {
+                        txn_revision
+                    };
                     Response::ResponseRange(self.range_at(r, at, txn_revision))
                 }
                 Request::RequestPut(p) => Response::ResponsePut(self.write_put(p, changed)),
@@ -933,12 +956,12 @@ fn version_restarts_after_delete() {
     let Answer::Put(Ok(recreated)) = &answers[3] else {
         panic!("put failed: {:?}", answers[3]);
     };
-    assert_eq!(recreated.prev_kv, None, "a deleted key has no previous value");
-    let kv = only_kv(&answers[4]);
     assert_eq!(
-        (kv.version, kv.create_revision, kv.mod_revision),
-        (1, 5, 5)
+        recreated.prev_kv, None,
+        "a deleted key has no previous value"
     );
+    let kv = only_kv(&answers[4]);
+    assert_eq!((kv.version, kv.create_revision, kv.mod_revision), (1, 5, 5));
 }
 
 #[test]

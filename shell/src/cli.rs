@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "e2d", about = "Deploys and runs highly available etcd clusters", version)]
+#[command(
+    name = "e2d",
+    about = "Deploys and runs highly available etcd clusters",
+    version
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a member.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
 }
@@ -72,15 +76,21 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number with a unit, like 500ms, 10s, 5m or 1h"))?;
+    let value: u64 = digits.parse().map_err(|_| {
+        format!(
+            "invalid duration {text:?}: expected a number with a unit, like 500ms, 10s, 5m or 1h"
+        )
+    })?;
     let unit_ms = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("invalid duration {text:?}: the unit must be ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: the unit must be ms, s, m or h"
+            ))
+        }
     };
     let ms = value
         .checked_mul(unit_ms)
@@ -122,7 +132,9 @@ mod tests {
         assert_eq!(parse_duration_ms("500ms"), Ok(500));
         assert_eq!(parse_duration_ms("10m"), Ok(600_000));
         assert!(parse_duration_ms("10").unwrap_err().contains("unit"));
-        assert!(parse_duration_ms("0s").unwrap_err().contains("greater than zero"));
+        assert!(parse_duration_ms("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
         assert!(parse_duration_ms("fast").is_err());
     }
 }

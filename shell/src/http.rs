@@ -41,13 +41,20 @@ fn unhealthy_reason(node: &Node) -> Option<String> {
 
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let (status, body) = match unhealthy_reason(&node) {
-        None => (StatusCode::OK, serde_json::json!({"health": "true", "reason": ""})),
+        None => (
+            StatusCode::OK,
+            serde_json::json!({"health": "true", "reason": ""}),
+        ),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"health": "false", "reason": reason}),
         ),
     };
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn livez() -> impl IntoResponse {
@@ -66,7 +73,10 @@ async fn version() -> impl IntoResponse {
         "etcdserver": ETCD_VERSION,
         "etcdcluster": ETCD_CLUSTER_VERSION,
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

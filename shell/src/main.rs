@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .expect("the tokio runtime starts");
-            match runtime.block_on(run::run(args)) {
+            match runtime.block_on(run::run(*args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

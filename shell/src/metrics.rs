@@ -35,7 +35,11 @@ pub struct RequestTimer<'a> {
 impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let seconds = self.started.elapsed().as_secs_f64();
-        let mut methods = self.metrics.methods.lock().unwrap_or_else(|p| p.into_inner());
+        let mut methods = self
+            .metrics
+            .methods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let stats = methods.entry(self.method).or_default();
         stats.count += 1;
         stats.sum_seconds += seconds;
@@ -79,29 +83,92 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
-        gauge(&mut out, "etcd_server_has_leader", "Whether a leader exists (1) or not (0).", u8::from(gauges.has_leader).to_string());
-        gauge(&mut out, "etcd_mvcc_db_total_size_in_bytes", "Size of the backend on disk.", gauges.db_size_bytes.to_string());
-        gauge(&mut out, "etcd_server_quota_backend_bytes", "The backend quota.", gauges.quota_bytes.to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_current_revision", "The current revision of the store.", gauges.revision.to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_compact_revision", "The last compacted revision.", gauges.compact_revision.to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_keys_total", "Live keys in the store.", gauges.keys.to_string());
-        gauge(&mut out, "etcd_debugging_mvcc_watcher_total", "Watchers on all watch streams.", self.watchers.load(Ordering::Relaxed).to_string());
-        gauge(&mut out, "etcd_debugging_lease_total", "Leases currently granted.", gauges.leases.to_string());
-        let methods = self.methods.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        gauge(
+            &mut out,
+            "etcd_server_has_leader",
+            "Whether a leader exists (1) or not (0).",
+            u8::from(gauges.has_leader).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Size of the backend on disk.",
+            gauges.db_size_bytes.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_quota_backend_bytes",
+            "The backend quota.",
+            gauges.quota_bytes.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of the store.",
+            gauges.revision.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_compact_revision",
+            "The last compacted revision.",
+            gauges.compact_revision.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_keys_total",
+            "Live keys in the store.",
+            gauges.keys.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_mvcc_watcher_total",
+            "Watchers on all watch streams.",
+            self.watchers.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_debugging_lease_total",
+            "Leases currently granted.",
+            gauges.leases.to_string(),
+        );
+        let methods = self
+            .methods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         out.push_str("# HELP e2d_grpc_requests_total gRPC requests handled, by method.\n# TYPE e2d_grpc_requests_total counter\n");
         for (method, stats) in &methods {
-            let _ = writeln!(out, "e2d_grpc_requests_total{{method=\"{method}\"}} {}", stats.count);
+            let _ = writeln!(
+                out,
+                "e2d_grpc_requests_total{{method=\"{method}\"}} {}",
+                stats.count
+            );
         }
         out.push_str("# HELP e2d_grpc_request_duration_seconds gRPC request latency, by method.\n# TYPE e2d_grpc_request_duration_seconds histogram\n");
         for (method, stats) in &methods {
             for (bucket, bound) in stats.buckets.iter().zip(LATENCY_BUCKETS_SECONDS) {
                 let _ = writeln!(out, "e2d_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {bucket}");
             }
-            let _ = writeln!(out, "e2d_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}", stats.count);
-            let _ = writeln!(out, "e2d_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}", stats.sum_seconds);
-            let _ = writeln!(out, "e2d_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}", stats.count);
+            let _ = writeln!(
+                out,
+                "e2d_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                stats.count
+            );
+            let _ = writeln!(
+                out,
+                "e2d_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}",
+                stats.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "e2d_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}",
+                stats.count
+            );
         }
         out
     }

@@ -130,12 +130,14 @@ async fn listen(
     what: &'static str,
     flag: &'static str,
 ) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr).await.map_err(|source| RunError::Listen {
-        addr,
-        what,
-        flag,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr,
+            what,
+            flag,
+            source,
+        })
 }
 
 async fn serve_clients(
@@ -146,14 +148,26 @@ async fn serve_clients(
     let max = grpc_message_bytes_max(node.config.max_request_bytes);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max))
-        .add_service(WatchServer::new(grpc::WatchService::new(node.clone())).max_decoding_message_size(max))
-        .add_service(LeaseServer::new(grpc::LeaseService::new(node.clone())).max_decoding_message_size(max))
-        .add_service(ClusterServer::new(grpc::ClusterService::new(node.clone())).max_decoding_message_size(max))
         .add_service(
-            MaintenanceServer::new(grpc::MaintenanceService::new(node.clone())).max_decoding_message_size(max),
+            KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max),
         )
-        .add_service(AuthServer::new(grpc::AuthService::new(node.clone())).max_decoding_message_size(max));
+        .add_service(
+            WatchServer::new(grpc::WatchService::new(node.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            LeaseServer::new(grpc::LeaseService::new(node.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            ClusterServer::new(grpc::ClusterService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            MaintenanceServer::new(grpc::MaintenanceService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AuthServer::new(grpc::AuthService::new(node.clone())).max_decoding_message_size(max),
+        );
     let router = routes
         .routes()
         .into_axum_router()
@@ -168,9 +182,8 @@ async fn serve_clients(
 }
 
 async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler installs");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -121,11 +121,8 @@ impl<B: Backend> Mvcc<B> {
                 .delete(Table::Kv, &kv_entry_key(change.revision, change.tombstone));
         }
         self.compact_revision = revision;
-        self.backend.put(
-            Table::Meta,
-            META_COMPACT_REVISION,
-            &revision.to_be_bytes(),
-        );
+        self.backend
+            .put(Table::Meta, META_COMPACT_REVISION, &revision.to_be_bytes());
         Ok(())
     }
 
@@ -145,29 +142,30 @@ impl<B: Backend> Mvcc<B> {
         let start = Revision::start_of(from_main.max(1));
         let end = Revision::start_of(to_main.saturating_add(1));
         let mut last_main = 0;
-        self.backend.scan(Table::Kv, &start, &end, &mut |key, value| {
-            let (change, kv) = match decode_kv_entry(key, value) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    failure = Some(Error::from(e));
+        self.backend
+            .scan(Table::Kv, &start, &end, &mut |key, value| {
+                let (change, kv) = match decode_kv_entry(key, value) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        failure = Some(Error::from(e));
+                        return false;
+                    }
+                };
+                if events.len() >= events_max && change.revision.main != last_main {
                     return false;
                 }
-            };
-            if events.len() >= events_max && change.revision.main != last_main {
-                return false;
-            }
-            last_main = change.revision.main;
-            events.push(Event {
-                r#type: if change.tombstone {
-                    EventType::Delete as i32
-                } else {
-                    EventType::Put as i32
-                },
-                kv: Some(kv),
-                prev_kv: None,
-            });
-            true
-        })?;
+                last_main = change.revision.main;
+                events.push(Event {
+                    r#type: if change.tombstone {
+                        EventType::Delete as i32
+                    } else {
+                        EventType::Put as i32
+                    },
+                    kv: Some(kv),
+                    prev_kv: None,
+                });
+                true
+            })?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -186,11 +184,12 @@ impl<B: Backend> Mvcc<B> {
         let mut hasher = crc32fast::Hasher::new();
         let start = Revision::start_of(self.compact_revision + 1);
         let end = Revision::start_of(revision.saturating_add(1));
-        self.backend.scan(Table::Kv, &start, &end, &mut |key, value| {
-            hasher.update(key);
-            hasher.update(value);
-            true
-        })?;
+        self.backend
+            .scan(Table::Kv, &start, &end, &mut |key, value| {
+                hasher.update(key);
+                hasher.update(value);
+                true
+            })?;
         Ok(hasher.finalize())
     }
 
@@ -229,8 +228,8 @@ fn kv_entry_key(rev: Revision, tombstone: bool) -> Vec<u8> {
 
 fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), StorageError> {
     let corrupt = || StorageError(format!("corrupt kv entry key {key:02x?}"));
-    let revision = Revision::decode(key.get(..REVISION_LEN_BYTES).ok_or_else(corrupt)?)
-        .ok_or_else(corrupt)?;
+    let revision =
+        Revision::decode(key.get(..REVISION_LEN_BYTES).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
     let tombstone = match &key[REVISION_LEN_BYTES..] {
         [] => false,
         [TOMBSTONE_MARK] => true,

@@ -47,7 +47,8 @@ impl<B: Backend> Mvcc<B> {
     /// checked), returning etcd's response with only the revision in the
     /// header.
     pub fn range_at(&self, req: &RangeRequest, read_main: i64) -> Result<RangeResponse, Error> {
-        let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
+        let sort_order =
+            SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
         let sort_target =
             SortTarget::try_from(req.sort_target).map_err(|_| Error::InvalidSortOption)?;
         let filtered = req.min_mod_revision != 0

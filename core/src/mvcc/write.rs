@@ -52,7 +52,12 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     /// Writes `key`; returns the previous value, if any.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, Error> {
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, Error> {
         let prev = self.mvcc.get(key, self.read_revision())?;
         let revision = self.next_revision();
         let kv = KeyValue {

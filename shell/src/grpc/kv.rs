@@ -38,7 +38,10 @@ pub(crate) use expect_outcome;
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let _timer = self.node.metrics.time("Range");
         let req = request.into_inner();
         validate::check_range(&req).map_err(to_status)?;

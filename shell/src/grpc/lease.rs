@@ -101,7 +101,10 @@ impl Lease for LeaseService {
         let _timer = self.node.metrics.time("LeaseTimeToLive");
         let req = request.into_inner();
         let now_ms = self.node.clock.now_ms();
-        let mut resp = self.node.read().lease_time_to_live(req.id, req.keys, now_ms);
+        let mut resp = self
+            .node
+            .read()
+            .lease_time_to_live(req.id, req.keys, now_ms);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

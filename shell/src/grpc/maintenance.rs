@@ -40,12 +40,17 @@ impl MaintenanceService {
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
-    to_status(Error::Storage(e2d_core::storage::StorageError(e.to_string())))
+    to_status(Error::Storage(e2d_core::storage::StorageError(
+        e.to_string(),
+    )))
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         let _timer = self.node.metrics.time("Alarm");
         let req = request.into_inner();
         let mut resp = expect_outcome!(self.node.write(WriteOp::Alarm(req)).await, Alarm);
@@ -53,7 +58,10 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(resp))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let _timer = self.node.metrics.time("Status");
         Ok(Response::new(status_of(&self.node)))
     }
@@ -78,7 +86,10 @@ impl Maintenance for MaintenanceService {
         let _timer = self.node.metrics.time("Hash");
         let (view, revision) = {
             let state = self.node.read();
-            (state.mvcc().backend().point_in_time(), state.current_revision())
+            (
+                state.mvcc().backend().point_in_time(),
+                state.current_revision(),
+            )
         };
         let hash = tokio::task::spawn_blocking(move || {
             let mut hasher = crc32fast::Hasher::new();
@@ -98,12 +109,17 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         let _timer = self.node.metrics.time("HashKV");
         let req = request.into_inner();
         let state = self.node.read();
         let mvcc = state.mvcc();
-        let hash_revision = mvcc.resolve_read_revision(req.revision).map_err(to_status)?;
+        let hash_revision = mvcc
+            .resolve_read_revision(req.revision)
+            .map_err(to_status)?;
         let hash = mvcc.hash_kv(hash_revision).map_err(to_status)?;
         Ok(Response::new(HashKvResponse {
             header: self.node.header(mvcc.current_revision()),
@@ -122,7 +138,10 @@ impl Maintenance for MaintenanceService {
         let _timer = self.node.metrics.time("Snapshot");
         let (view, revision) = {
             let state = self.node.read();
-            (state.mvcc().backend().point_in_time(), state.current_revision())
+            (
+                state.mvcc().backend().point_in_time(),
+                state.current_revision(),
+            )
         };
         let header = self.node.header(revision);
         let dir = self.node.config.data_dir.join("tmp");
@@ -232,7 +251,7 @@ fn stream_file(
         };
         remaining -= n as u64;
         let message = SnapshotResponse {
-            header: header.clone(),
+            header,
             remaining_bytes: remaining,
             blob: buf[..n].to_vec(),
             version: ETCD_VERSION.to_string(),

@@ -13,9 +13,9 @@ mod watch;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use kv::KvService;
-pub use maintenance::ETCD_VERSION;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use maintenance::ETCD_VERSION;
 pub use status::to_status;
 pub use watch::WatchService;
 

@@ -64,7 +64,8 @@ impl StreamTask {
     async fn run(&mut self, mut incoming: Streaming<WatchRequest>) {
         let mut revision = self.node.subscribe_revision();
         let interval = Duration::from_millis(self.node.config.progress_notify_interval_ms);
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             tokio::select! {
                 message = incoming.message() => match message {
@@ -133,9 +134,11 @@ impl StreamTask {
         if self.stream.wants_sync(current) {
             let mvcc = state.mvcc();
             self.stream
-                .sync(current, mvcc.compact_revision(), &mut |from, to, max, prev| {
-                    mvcc.events(from, to, max, prev)
-                })
+                .sync(
+                    current,
+                    mvcc.compact_revision(),
+                    &mut |from, to, max, prev| mvcc.events(from, to, max, prev),
+                )
                 .map_err(super::to_status)?;
         }
         self.node

@@ -23,7 +23,10 @@ async fn revoke_expired_leases(node: Arc<Node>) {
     loop {
         tick.tick().await;
         let now_ms = node.clock.now_ms();
-        let expired = node.read().lessor().expired(now_ms, LEASE_REVOKES_PER_CHECK_MAX);
+        let expired = node
+            .read()
+            .lessor()
+            .expired(now_ms, LEASE_REVOKES_PER_CHECK_MAX);
         for id in expired {
             match node.write(WriteOp::LeaseRevoke { id }).await {
                 WriteOutcome::Failed(e) => {

@@ -64,7 +64,10 @@ fn read_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, StorageEr
         None => Ok(None),
         Some(bytes) => {
             let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                StorageError(format!("corrupt meta entry {}", String::from_utf8_lossy(key)))
+                StorageError(format!(
+                    "corrupt meta entry {}",
+                    String::from_utf8_lossy(key)
+                ))
             })?;
             Ok(Some(u64::from_be_bytes(raw)))
         }

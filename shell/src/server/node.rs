@@ -109,9 +109,9 @@ impl Node {
             ));
         }
         outcome.await.unwrap_or_else(|_| {
-            WriteOutcome::Failed(e2d_core::Error::Storage(
-                e2d_core::storage::StorageError("the writer has stopped".into()),
-            ))
+            WriteOutcome::Failed(e2d_core::Error::Storage(e2d_core::storage::StorageError(
+                "the writer has stopped".into(),
+            )))
         })
     }
 

@@ -96,9 +96,11 @@ fn apply_batch(node: &Node, batch: &[WriteJob]) -> Result<(Vec<WriteOutcome>, i6
         outcomes.push(outcome);
     }
     let applied_index = node.advance_applied_index(batch.len() as u64);
-    state
-        .backend_mut()
-        .put(Table::Meta, META_APPLIED_INDEX, &applied_index.to_be_bytes());
+    state.backend_mut().put(
+        Table::Meta,
+        META_APPLIED_INDEX,
+        &applied_index.to_be_bytes(),
+    );
     state.backend_mut().commit(true)?;
     Ok((outcomes, state.current_revision()))
 }

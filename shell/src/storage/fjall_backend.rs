@@ -71,6 +71,9 @@ impl Defragmenter {
     }
 }
 
+/// Called with each entry of a [`PointInTime`]; an error stops the visit.
+pub type VisitEntry<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError> + 'a;
+
 pub struct PointInTime {
     snapshot: fjall::Snapshot,
     keyspaces: BTreeMap<Table, Keyspace>,
@@ -78,10 +81,7 @@ pub struct PointInTime {
 
 impl PointInTime {
     /// Visits every entry of every table, table by table in key order.
-    pub fn visit_all(
-        &self,
-        visit: &mut dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
+    pub fn visit_all(&self, visit: &mut VisitEntry<'_>) -> Result<(), StorageError> {
         use fjall::Readable;
         for (&table, keyspace) in &self.keyspaces {
             for guard in self.snapshot.iter(keyspace) {
@@ -125,7 +125,8 @@ impl Backend for FjallBackend {
     }
 
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-        self.staged.insert((table, key.to_vec()), Some(value.to_vec()));
+        self.staged
+            .insert((table, key.to_vec()), Some(value.to_vec()));
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
