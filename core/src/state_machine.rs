@@ -449,19 +449,20 @@ fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
             kv.value.as_slice().cmp(expected)
         }
         (Ok(target), union) => {
-            let expected = match union {
-                Some(TargetUnion::Version(v))
-                | Some(TargetUnion::CreateRevision(v))
-                | Some(TargetUnion::ModRevision(v))
-                | Some(TargetUnion::Lease(v)) => *v,
-                _ => 0,
-            };
-            let actual = match target {
-                CompareTarget::Version => kv.version,
-                CompareTarget::Create => kv.create_revision,
-                CompareTarget::Mod => kv.mod_revision,
-                CompareTarget::Lease => kv.lease,
-                CompareTarget::Value => unreachable!("handled above"),
+            // etcd reads the expected number only from the union member
+            // that matches the target; any other member counts as 0.
+            let (actual, expected) = match (target, union) {
+                (CompareTarget::Version, Some(TargetUnion::Version(v))) => (kv.version, *v),
+                (CompareTarget::Version, _) => (kv.version, 0),
+                (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => {
+                    (kv.create_revision, *v)
+                }
+                (CompareTarget::Create, _) => (kv.create_revision, 0),
+                (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => (kv.mod_revision, *v),
+                (CompareTarget::Mod, _) => (kv.mod_revision, 0),
+                (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => (kv.lease, *v),
+                (CompareTarget::Lease, _) => (kv.lease, 0),
+                (CompareTarget::Value, _) => unreachable!("handled above"),
             };
             actual.cmp(&expected)
         }
@@ -515,7 +516,7 @@ fn apply_delete<B: Backend>(
         lessor.detach(kv.lease, &kv.key);
     }
     Ok(DeleteRangeResponse {
-        header: header(txn.write_revision()),
+        header: header(txn.read_revision()),
         deleted: deleted.len() as i64,
         prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
     })

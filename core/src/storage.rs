@@ -59,6 +59,20 @@ pub trait Backend {
     fn size_bytes(&self) -> u64;
 }
 
+/// Reads an 8-byte big-endian number from the `Meta` table.
+pub fn read_meta_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, StorageError> {
+    let Some(bytes) = backend.get(Table::Meta, key)? else {
+        return Ok(None);
+    };
+    let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        StorageError(format!(
+            "corrupt meta entry {}",
+            String::from_utf8_lossy(key)
+        ))
+    })?;
+    Ok(Some(u64::from_be_bytes(raw)))
+}
+
 /// An in-memory backend: everything is committed as soon as it is written.
 #[derive(Debug, Default, Clone)]
 pub struct MemBackend {

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use e2d_core::state_machine::is_read_only;
 use e2d_core::storage::MemBackend;
 use e2d_core::{validate, Error, StateMachine};
 use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -583,8 +584,14 @@ impl Harness {
                         Answer::Txn(None)
                     }
                     Ok(()) => {
+                        let expected = self.model.txn(&t);
+                        if is_read_only(&t) {
+                            // The shell serves these without the write path.
+                            let read = self.sm.txn_read_only(&t).map(without_nested_headers);
+                            assert_eq!(read, expected, "read-only txn {t:?}");
+                        }
                         let actual = self.sm.txn(&t).map(without_nested_headers);
-                        assert_eq!(actual, self.model.txn(&t), "txn {t:?}");
+                        assert_eq!(actual, expected, "txn {t:?}");
                         Answer::Txn(Some(actual))
                     }
                 }

@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::error::Error;
 use crate::revision::{Revision, REVISION_LEN_BYTES};
-use crate::storage::{Backend, StorageError, Table};
+use crate::storage::{read_meta_u64, Backend, StorageError, Table};
 
 /// Marks a tombstone in the kv table: appended to the revision key.
 const TOMBSTONE_MARK: u8 = b't';
@@ -36,8 +36,10 @@ pub struct Mvcc<B> {
 impl<B: Backend> Mvcc<B> {
     /// Opens the store over `backend`, rebuilding the key index from it.
     pub fn open(backend: B) -> Result<Self, Error> {
-        let current_revision = read_meta_i64(&backend, META_CURRENT_REVISION)?.unwrap_or(1);
-        let compact_revision = read_meta_i64(&backend, META_COMPACT_REVISION)?.unwrap_or(0);
+        let current_revision =
+            read_meta_u64(&backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
+        let compact_revision =
+            read_meta_u64(&backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
         let mut index = KeyIndex::default();
         let mut corrupt = None;
         backend.scan(Table::Kv, &[], &[], &mut |key, value| {
@@ -200,21 +202,6 @@ impl<B: Backend> Mvcc<B> {
             .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
         KeyValue::decode(bytes.as_slice())
             .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
-    }
-}
-
-fn read_meta_i64<B: Backend>(backend: &B, key: &[u8]) -> Result<Option<i64>, StorageError> {
-    match backend.get(Table::Meta, key)? {
-        None => Ok(None),
-        Some(bytes) => {
-            let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                StorageError(format!(
-                    "corrupt meta entry {}",
-                    String::from_utf8_lossy(key)
-                ))
-            })?;
-            Ok(Some(i64::from_be_bytes(raw)))
-        }
     }
 }
 

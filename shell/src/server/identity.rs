@@ -1,7 +1,7 @@
 //! Who this member is: its name, ids and URLs. The ids are derived once,
 //! when the data dir is created, and read back on every later start.
 
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{read_meta_u64, Backend, StorageError, Table};
 use sha2::{Digest, Sha256};
 
 const META_MEMBER_ID: &[u8] = b"member_id";
@@ -35,8 +35,8 @@ impl Identity {
         peer_urls: Vec<String>,
         client_urls: Vec<String>,
     ) -> Result<(Self, bool), StorageError> {
-        let stored_member = read_u64(backend, META_MEMBER_ID)?;
-        let stored_cluster = read_u64(backend, META_CLUSTER_ID)?;
+        let stored_member = read_meta_u64(backend, META_MEMBER_ID)?;
+        let stored_cluster = read_meta_u64(backend, META_CLUSTER_ID)?;
         let (member_id, cluster_id, created) = match (stored_member, stored_cluster) {
             (Some(member), Some(cluster)) => (member, cluster, false),
             _ => {
@@ -56,20 +56,5 @@ impl Identity {
             client_urls,
         };
         Ok((identity, created))
-    }
-}
-
-fn read_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, StorageError> {
-    match backend.get(Table::Meta, key)? {
-        None => Ok(None),
-        Some(bytes) => {
-            let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                StorageError(format!(
-                    "corrupt meta entry {}",
-                    String::from_utf8_lossy(key)
-                ))
-            })?;
-            Ok(Some(u64::from_be_bytes(raw)))
-        }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use e2d_core::storage::{Backend, Table};
+use e2d_core::storage::read_meta_u64;
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::ResponseHeader;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,14 +52,10 @@ impl Node {
     ) -> Arc<Self> {
         let (writes, jobs) = mpsc::channel(WRITE_QUEUE_MAX);
         let (revision_tx, committed_revision) = watch::channel(state.current_revision());
-        let applied_index = state
-            .mvcc()
-            .backend()
-            .get(Table::Meta, META_APPLIED_INDEX)
+        let applied_index = read_meta_u64(state.mvcc().backend(), META_APPLIED_INDEX)
             .ok()
             .flatten()
-            .and_then(|b| b.as_slice().try_into().ok())
-            .map_or(0, u64::from_be_bytes);
+            .unwrap_or(0);
         let node = Arc::new(Self {
             applied_index: AtomicU64::new(applied_index),
             lease_id_next: AtomicU64::new(lease_id_seed),
