@@ -310,3 +310,174 @@ fn split_fragments(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
     batches.push(batch);
     batches
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use e2d_proto::mvccpb::KeyValue;
+
+    fn event(kind: EventType, key: &str, revision: i64, value_bytes: usize) -> Event {
+        Event {
+            r#type: kind as i32,
+            kv: Some(KeyValue {
+                key: key.into(),
+                mod_revision: revision,
+                value: vec![b'v'; value_bytes],
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    /// A store history: one event per revision, starting at revision 2.
+    fn history() -> Vec<Event> {
+        vec![
+            event(EventType::Put, "a", 2, 1),
+            event(EventType::Put, "b", 3, 1),
+            event(EventType::Delete, "a", 4, 0),
+            event(EventType::Put, "c", 5, 1),
+        ]
+    }
+
+    fn reader(
+        history: &[Event],
+    ) -> impl FnMut(i64, i64, usize, bool) -> Result<Vec<Event>, Error> + '_ {
+        move |from, to, _max, _prev| {
+            Ok(history
+                .iter()
+                .filter(|e| {
+                    let rev = e.kv.as_ref().unwrap().mod_revision;
+                    rev >= from && rev <= to
+                })
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn drain(stream: &mut WatchStream) -> Vec<WatchResponse> {
+        std::iter::from_fn(|| stream.poll_response()).collect()
+    }
+
+    fn create(key: &str, range_end: &str, start_revision: i64) -> WatchCreateRequest {
+        WatchCreateRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            start_revision,
+            ..Default::default()
+        }
+    }
+
+    fn revisions(response: &WatchResponse) -> Vec<i64> {
+        response
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect()
+    }
+
+    #[test]
+    fn replays_history_then_follows_new_revisions() {
+        let history = history();
+        let mut stream = WatchStream::new(1 << 20);
+        stream.handle_create(&create("a", "z", 2), 3);
+        let created = drain(&mut stream);
+        assert_eq!(created.len(), 1);
+        assert!(created[0].created);
+        assert_eq!(created[0].watch_id, 0);
+        stream.sync(3, 0, &mut reader(&history)).unwrap();
+        let first = drain(&mut stream);
+        assert_eq!(revisions(&first[0]), vec![2, 3]);
+        assert!(!stream.wants_sync(3));
+        stream.sync(5, 0, &mut reader(&history)).unwrap();
+        let second = drain(&mut stream);
+        assert_eq!(revisions(&second[0]), vec![4, 5]);
+        assert_eq!(second[0].header.unwrap().revision, 5);
+    }
+
+    #[test]
+    fn filters_and_key_spans_select_events() {
+        let history = history();
+        let mut stream = WatchStream::new(1 << 20);
+        let mut no_delete = create("a", "", 2);
+        no_delete.filters = vec![FilterType::Nodelete as i32];
+        stream.handle_create(&no_delete, 5);
+        stream.handle_create(&create("b", "\0", 2), 5);
+        drain(&mut stream);
+        stream.sync(5, 0, &mut reader(&history)).unwrap();
+        let responses = drain(&mut stream);
+        assert_eq!(responses.len(), 2);
+        assert_eq!(
+            (responses[0].watch_id, revisions(&responses[0])),
+            (0, vec![2])
+        );
+        assert_eq!(
+            (responses[1].watch_id, revisions(&responses[1])),
+            (1, vec![3, 5])
+        );
+    }
+
+    #[test]
+    fn compacted_start_revision_cancels_with_the_compact_revision() {
+        let history = history();
+        let mut stream = WatchStream::new(1 << 20);
+        stream.handle_create(&create("a", "", 2), 5);
+        drain(&mut stream);
+        stream.sync(5, 4, &mut reader(&history)).unwrap();
+        let responses = drain(&mut stream);
+        assert_eq!(responses.len(), 1);
+        assert!(responses[0].canceled);
+        assert_eq!(responses[0].compact_revision, 4);
+        assert_eq!(stream.watcher_count(), 0);
+    }
+
+    #[test]
+    fn duplicate_client_ids_are_refused_and_cancel_answers() {
+        let mut stream = WatchStream::new(1 << 20);
+        let mut with_id = create("a", "", 0);
+        with_id.watch_id = 7;
+        stream.handle_create(&with_id, 1);
+        stream.handle_create(&with_id, 1);
+        let responses = drain(&mut stream);
+        assert_eq!(responses[0].watch_id, 7);
+        assert!(responses[1].canceled && responses[1].created);
+        assert_eq!(responses[1].cancel_reason, DUPLICATE_WATCH_ID);
+        stream.handle_cancel(7, 1);
+        let canceled = drain(&mut stream);
+        assert!(canceled[0].canceled && canceled[0].watch_id == 7);
+    }
+
+    #[test]
+    fn large_responses_are_fragmented_when_asked() {
+        let history: Vec<Event> = (2..6)
+            .map(|rev| event(EventType::Put, "k", rev, 400))
+            .collect();
+        let mut stream = WatchStream::new(1000);
+        let mut fragmented = create("k", "", 2);
+        fragmented.fragment = true;
+        stream.handle_create(&fragmented, 5);
+        drain(&mut stream);
+        stream.sync(5, 0, &mut reader(&history)).unwrap();
+        let responses = drain(&mut stream);
+        assert_eq!(responses.len(), 2);
+        assert!(responses[0].fragment);
+        assert!(!responses[1].fragment);
+        let all: Vec<i64> = responses.iter().flat_map(revisions).collect();
+        assert_eq!(all, vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn progress_requests_wait_for_lagging_watchers() {
+        let history = history();
+        let mut stream = WatchStream::new(1 << 20);
+        stream.handle_create(&create("a", "", 2), 5);
+        drain(&mut stream);
+        stream.handle_progress_request(5);
+        assert!(drain(&mut stream).is_empty());
+        stream.sync(5, 0, &mut reader(&history)).unwrap();
+        let responses = drain(&mut stream);
+        let progress = responses.last().unwrap();
+        assert_eq!(progress.watch_id, INVALID_WATCH_ID);
+        assert!(progress.events.is_empty());
+        assert_eq!(progress.header.unwrap().revision, 5);
+    }
+}
