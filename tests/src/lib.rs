@@ -51,6 +51,7 @@ pub fn e2d_bin() -> PathBuf {
             return bin;
         }
         if let Some(bin) = candidate_bins().into_iter().find(|p| p.is_file()) {
+            warn_if_stale(&bin);
             return bin;
         }
         let workspace = workspace_dir();
@@ -68,6 +69,42 @@ pub fn e2d_bin() -> PathBuf {
             })
     })
     .clone()
+}
+
+/// Says so on stderr (shown with failing tests) when server sources are
+/// newer than the binary: run `cargo build -p e2d-shell` before the tests.
+fn warn_if_stale(bin: &Path) {
+    fn newest(dir: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                newest(&path, best);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+                    *best = Some((modified, path));
+                }
+            }
+        }
+    }
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return;
+    };
+    let mut best = None;
+    for dir in ["core/src", "shell/src", "proto"] {
+        newest(&workspace_dir().join(dir), &mut best);
+    }
+    if let Some((modified, path)) = best {
+        if modified > built {
+            eprintln!(
+                "warning: {} is older than {}; run `cargo build -p e2d-shell` to test the current sources",
+                bin.display(),
+                path.display()
+            );
+        }
+    }
 }
 
 fn workspace_dir() -> PathBuf {
@@ -93,7 +130,7 @@ fn candidate_bins() -> Vec<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------
-// Ports and polling
+// Ports
 // ---------------------------------------------------------------------------
 
 /// A loopback port nobody listened on a moment ago. Ports handed out by this
@@ -112,22 +149,6 @@ pub fn free_port() -> u16 {
         if taken.lock().unwrap().insert(port) {
             return port;
         }
-    }
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, or panics after
-/// `timeout` with `what` in the message.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -173,6 +194,13 @@ impl Server {
     }
 
     fn launch(kind: Kind, extra_args: &[&str]) -> Server {
+        // E2D_TESTS_AGAINST_ETCD=1 runs the e2d tests against the reference
+        // etcd instead, to check that the tests' expectations are etcd's.
+        let (kind, extra_args) = if kind == Kind::E2d && against_etcd() {
+            (Kind::Etcd, etcd_flags(extra_args))
+        } else {
+            (kind, extra_args.iter().map(|s| s.to_string()).collect())
+        };
         let mut server = Server {
             kind,
             dir: tempfile::Builder::new()
@@ -184,7 +212,7 @@ impl Server {
                 .expect("cannot create a temp dir"),
             client_port: 0,
             peer_port: 0,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             child: None,
             starts: 0,
         };
@@ -193,6 +221,8 @@ impl Server {
         for attempt in 1..=5 {
             server.client_port = free_port();
             server.peer_port = free_port();
+            // A failed start may have recorded the old URLs in the data dir.
+            let _ = std::fs::remove_dir_all(server.data_dir());
             match server.try_start() {
                 Ok(()) => return server,
                 Err(log) if attempt < 5 && log.contains("in use") => continue,
@@ -303,6 +333,15 @@ impl Server {
         }
     }
 
+    /// Replaces the extra flags used by the next [`Server::start`].
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = if self.kind == Kind::Etcd {
+            etcd_flags(extra_args)
+        } else {
+            extra_args.iter().map(|s| s.to_string()).collect()
+        };
+    }
+
     /// SIGKILLs the process, as a crash would, and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -365,14 +404,13 @@ impl Server {
     }
 
     /// e2d is up once `/health` answers at all (it may be unhealthy on
-    /// purpose, e.g. with a NOSPACE alarm); etcd once it has a leader.
+    /// purpose, e.g. with a NOSPACE alarm); etcd once it has a leader
+    /// (its /health also says false while an alarm is raised).
     fn answers(&self) -> bool {
-        match http_get(self.client_port, "/health") {
-            Ok(resp) => match self.kind {
-                Kind::E2d => resp.status > 0,
-                Kind::Etcd => resp.body.contains("\"health\":\"true\""),
-            },
-            Err(_) => false,
+        match self.kind {
+            Kind::E2d => http_get(self.client_port, "/health").is_ok_and(|r| r.status > 0),
+            Kind::Etcd => http_get(self.client_port, "/metrics")
+                .is_ok_and(|r| r.body.lines().any(|l| l == "etcd_server_has_leader 1")),
         }
     }
 
@@ -413,6 +451,24 @@ impl Drop for Server {
     }
 }
 
+/// Whether `E2D_TESTS_AGAINST_ETCD=1` asks to run the e2d tests against etcd.
+pub fn against_etcd() -> bool {
+    std::env::var("E2D_TESTS_AGAINST_ETCD").is_ok_and(|v| v == "1")
+}
+
+/// The etcd spelling of `e2d run` flags.
+fn etcd_flags(e2d_args: &[&str]) -> Vec<String> {
+    e2d_args
+        .iter()
+        .map(|arg| match *arg {
+            "--watch-progress-notify-interval" => {
+                "--experimental-watch-progress-notify-interval".to_string()
+            }
+            other => other.to_string(),
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // etcdctl
 // ---------------------------------------------------------------------------
@@ -450,7 +506,11 @@ impl CmdOutput {
     #[track_caller]
     pub fn json(&self) -> Value {
         let out = self.out();
-        serde_json::from_str(out.trim())
+        // `txn -i` prints its prompts before the JSON.
+        let start = out
+            .find(['{', '['])
+            .unwrap_or_else(|| panic!("`{}` did not print JSON:\n{self}", self.command));
+        serde_json::from_str(out[start..].trim())
             .unwrap_or_else(|e| panic!("`{}` did not print JSON ({e}):\n{self}", self.command))
     }
 
@@ -576,7 +636,7 @@ pub struct LineProcess {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
-    stderr: thread::JoinHandle<String>,
+    stderr: Option<thread::JoinHandle<String>>,
 }
 
 /// Starts a long-running `etcdctl ARGS` against `endpoint`.
@@ -608,7 +668,7 @@ pub fn spawn_etcdctl(endpoint: &str, args: &[&str]) -> LineProcess {
         child,
         lines,
         seen: Vec::new(),
-        stderr,
+        stderr: Some(stderr),
     }
 }
 
@@ -653,12 +713,38 @@ impl LineProcess {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; returns its
+    /// exit status and stderr. Panics if it keeps running.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for etcdctl") {
+                return (status, self.take_stderr());
+            }
+            if Instant::now() > deadline {
+                let stderr = self.kill_and_stderr();
+                panic!(
+                    "`{}` still running after {timeout:?} (output: {:?}); stderr:\n{stderr}",
+                    self.command, self.seen
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the process and returns what it wrote to stderr.
     pub fn kill_and_stderr(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let handle = std::mem::replace(&mut self.stderr, thread::spawn(String::new));
-        handle.join().unwrap_or_default()
+        self.take_stderr()
+    }
+
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -797,6 +883,20 @@ pub fn int(value: &Value) -> i64 {
     match value {
         Value::Null => 0,
         Value::Number(n) => n.as_i64().unwrap_or_else(|| panic!("{n} is not an i64")),
+        Value::String(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{s:?} is not an integer")),
+        other => panic!("expected an integer, got {other}"),
+    }
+}
+
+/// An unsigned JSON integer field (member and cluster IDs are u64);
+/// missing fields count as 0.
+#[track_caller]
+pub fn uint(value: &Value) -> u64 {
+    match value {
+        Value::Null => 0,
+        Value::Number(n) => n.as_u64().unwrap_or_else(|| panic!("{n} is not a u64")),
         Value::String(s) => s
             .parse()
             .unwrap_or_else(|_| panic!("{s:?} is not an integer")),
