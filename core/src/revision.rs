@@ -2,10 +2,13 @@
 //!
 //! A revision is a `(main, sub)` pair: `main` is the store revision that a
 //! write transaction created, `sub` numbers the changes inside it. Encoded as
-//! 16 big-endian bytes so byte order equals revision order in the backend.
+//! etcd encodes it (8 big-endian bytes of `main`, `_`, 8 big-endian bytes of
+//! `sub`), so byte order equals revision order and `HashKV` agrees with
+//! etcd's.
 
 /// Length of an encoded [`Revision`] in bytes.
-pub const REVISION_LEN_BYTES: usize = 16;
+pub const REVISION_LEN_BYTES: usize = 17;
+const SEPARATOR: u8 = b'_';
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Revision {
@@ -22,17 +25,18 @@ impl Revision {
         debug_assert!(self.main >= 0 && self.sub >= 0);
         let mut out = [0u8; REVISION_LEN_BYTES];
         out[..8].copy_from_slice(&self.main.to_be_bytes());
-        out[8..].copy_from_slice(&self.sub.to_be_bytes());
+        out[8] = SEPARATOR;
+        out[9..].copy_from_slice(&self.sub.to_be_bytes());
         out
     }
 
-    /// Decodes a revision key; `None` for anything that is not 16 bytes.
+    /// Decodes a revision key; `None` for anything not in that shape.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != REVISION_LEN_BYTES {
+        if bytes.len() != REVISION_LEN_BYTES || bytes[8] != SEPARATOR {
             return None;
         }
         let main = i64::from_be_bytes(bytes[..8].try_into().ok()?);
-        let sub = i64::from_be_bytes(bytes[8..].try_into().ok()?);
+        let sub = i64::from_be_bytes(bytes[9..].try_into().ok()?);
         Some(Self { main, sub })
     }
 

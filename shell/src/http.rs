@@ -28,6 +28,21 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// The answer for paths that are neither an endpoint nor a gRPC method:
+/// 404 for HTTP clients, `Unimplemented` for gRPC ones.
+pub async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()))
+            .into_http();
+    }
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
 /// Why the node is unhealthy, in etcd's words, or `None` when healthy.
 fn unhealthy_reason(node: &Node) -> Option<String> {
     let state = node.read();

@@ -171,7 +171,8 @@ async fn serve_clients(
     let router = routes
         .routes()
         .into_axum_router()
-        .merge(crate::http::router(node));
+        .merge(crate::http::router(node))
+        .fallback(crate::http::not_found);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .accept_http1(true)

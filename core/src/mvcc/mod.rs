@@ -17,6 +17,7 @@ pub use write::WriteTxn;
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
+use crate::crc32c::Crc32c;
 use crate::error::Error;
 use crate::revision::{Revision, REVISION_LEN_BYTES};
 use crate::storage::{read_meta_u64, Backend, StorageError, Table};
@@ -146,7 +147,7 @@ impl<B: Backend> Mvcc<B> {
         let mut last_main = 0;
         self.backend
             .scan(Table::Kv, &start, &end, &mut |key, value| {
-                let (change, kv) = match decode_kv_entry(key, value) {
+                let (change, mut kv) = match decode_kv_entry(key, value) {
                     Ok(entry) => entry,
                     Err(e) => {
                         failure = Some(Error::from(e));
@@ -157,6 +158,9 @@ impl<B: Backend> Mvcc<B> {
                     return false;
                 }
                 last_main = change.revision.main;
+                if change.tombstone {
+                    kv.mod_revision = change.revision.main;
+                }
                 events.push(Event {
                     r#type: if change.tombstone {
                         EventType::Delete as i32
@@ -180,19 +184,19 @@ impl<B: Backend> Mvcc<B> {
         Ok(events)
     }
 
-    /// CRC32 over all key-values of revisions `(compact, revision]`, the
-    /// same on every member holding the same history.
+    /// etcd's HashKV: CRC-32C over the bucket name `key`, then every
+    /// revision key and stored value up to `revision` that compaction kept.
+    /// Equal on every member (and on etcd) holding the same history.
     pub fn hash_kv(&self, revision: i64) -> Result<u32, Error> {
-        let mut hasher = crc32fast::Hasher::new();
-        let start = Revision::start_of(self.compact_revision + 1);
+        let mut crc = Crc32c::new();
+        crc.update(b"key");
         let end = Revision::start_of(revision.saturating_add(1));
-        self.backend
-            .scan(Table::Kv, &start, &end, &mut |key, value| {
-                hasher.update(key);
-                hasher.update(value);
-                true
-            })?;
-        Ok(hasher.finalize())
+        self.backend.scan(Table::Kv, &[], &end, &mut |key, value| {
+            crc.update(key);
+            crc.update(value);
+            true
+        })?;
+        Ok(crc.finish())
     }
 
     fn read_kv(&self, rev: Revision) -> Result<KeyValue, Error> {

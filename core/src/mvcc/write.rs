@@ -113,11 +113,20 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     fn store(&mut self, revision: Revision, tombstone: bool, kv: KeyValue, kind: EventType) {
-        self.mvcc.backend.put(
-            Table::Kv,
-            &kv_entry_key(revision, tombstone),
-            &kv.encode_to_vec(),
-        );
+        // A tombstone is stored as etcd stores it, the key alone; its
+        // revision lives in the entry key.
+        let stored = if tombstone {
+            KeyValue {
+                key: kv.key.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        } else {
+            kv.encode_to_vec()
+        };
+        self.mvcc
+            .backend
+            .put(Table::Kv, &kv_entry_key(revision, tombstone), &stored);
         self.mvcc.index.record(
             &kv.key,
             Change {

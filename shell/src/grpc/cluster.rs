@@ -65,9 +65,9 @@ impl Cluster for ClusterService {
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let _timer = self.node.metrics.time("MemberList");
-        let revision = self.node.read().current_revision();
+        // etcd's cluster API headers carry no revision.
         Ok(Response::new(MemberListResponse {
-            header: self.node.header(revision),
+            header: self.node.header(0),
             members: self.members(),
         }))
     }

@@ -124,7 +124,11 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(HashKvResponse {
             header: self.node.header(mvcc.current_revision()),
             hash,
-            compact_revision: mvcc.compact_revision(),
+            // etcd reports -1 until the first compaction.
+            compact_revision: match mvcc.compact_revision() {
+                0 => -1,
+                revision => revision,
+            },
             hash_revision,
         }))
     }
