@@ -1,4 +1,4 @@
-//! Compiles the etcd v3 API protos with prost, plus tonic service stubs when the
+//! Compiles the etcd v3 API protos and e2d's peer protocol with prost, plus tonic service stubs when the
 //! `grpc` feature is on.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/mvcc/mvccpb/kv.proto",
                 "proto/etcd/auth/authpb/auth.proto",
                 "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
+                "proto/e2d/peer.proto",
             ],
             &["proto"],
         )?;

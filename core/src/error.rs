@@ -50,6 +50,12 @@ pub enum Error {
     RequestTooLarge,
     #[error("etcdserver: no leader")]
     NoLeader,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: bad leader transferee")]
@@ -73,7 +79,7 @@ impl Error {
             BadLeaderTransferee => StatusCode::FailedPrecondition,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
             NoSpace => StatusCode::ResourceExhausted,
-            NoLeader => StatusCode::Unavailable,
+            NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,
             NotCapable => StatusCode::Unimplemented,
             Storage(_) => StatusCode::Internal,
         }

@@ -121,6 +121,13 @@ impl Lessor {
         Ok(lease.ttl_seconds)
     }
 
+    /// Sets how long a lease has left, as a checkpoint says.
+    pub fn set_remaining(&mut self, id: LeaseId, remaining_ms: u64, now_ms: u64) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.expiry_ms = now_ms.saturating_add(remaining_ms);
+        }
+    }
+
     /// Gives every lease its full TTL from `now_ms`, as a new leader does.
     pub fn refresh_all(&mut self, now_ms: u64) {
         for lease in self.leases.values_mut() {

@@ -4,6 +4,7 @@
 //! draws OS randomness or spawns a thread. Time arrives as `now_ms`
 //! arguments; storage is reached through the [`storage::Backend`] trait.
 
+pub mod apply;
 mod crc32c;
 pub mod error;
 pub mod lease;

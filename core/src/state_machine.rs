@@ -64,8 +64,7 @@ impl<B: Backend> StateMachine<B> {
             lessor.attach(kv.lease, &kv.key);
         }
         let mut alarms = BTreeSet::new();
-        let mut alarm_end = META_ALARM_PREFIX.to_vec();
-        *alarm_end.last_mut().expect("prefix is not empty") += 1;
+        let alarm_end = crate::apply::prefix_end(META_ALARM_PREFIX);
         mvcc.backend()
             .scan(Table::Meta, META_ALARM_PREFIX, &alarm_end, &mut |key, _| {
                 if let Some(alarm) = decode_alarm_key(key) {
@@ -194,11 +193,13 @@ impl<B: Backend> StateMachine<B> {
         })
     }
 
-    /// Renews a lease for its full TTL and records that; returns the TTL.
-    pub fn lease_renew(&mut self, id: LeaseId, now_ms: u64) -> Result<i64, Error> {
-        let ttl_seconds = self.lessor.renew(id, now_ms)?;
-        self.write_lease_record(id, now_ms);
-        Ok(ttl_seconds)
+    /// Checks that a lease is alive and returns its TTL; renewing it
+    /// happens when the leader's checkpoint of the renewal applies.
+    pub fn lease_ttl_if_alive(&self, id: LeaseId, now_ms: u64) -> Result<i64, Error> {
+        match self.lessor.get(id) {
+            Some(lease) if lease.expiry_ms > now_ms => Ok(lease.ttl_seconds),
+            _ => Err(Error::LeaseNotFound),
+        }
     }
 
     pub fn lease_time_to_live(
@@ -236,12 +237,26 @@ impl<B: Backend> StateMachine<B> {
         }
     }
 
-    /// Records every lease's remaining time, so a restart resumes from here.
-    pub fn checkpoint_leases(&mut self, now_ms: u64) {
-        let ids: Vec<LeaseId> = self.lessor.ids().collect();
-        for id in ids {
+    /// Every lease's remaining time, for a checkpoint proposal.
+    pub fn lease_remaining(&self, now_ms: u64) -> Vec<(LeaseId, u64)> {
+        self.lessor
+            .leases()
+            .map(|lease| (lease.id, lease.remaining_ms(now_ms)))
+            .collect()
+    }
+
+    /// Applies a checkpoint: each lease has the given time left from now,
+    /// and that is recorded so a restart resumes it.
+    pub fn lease_checkpoint(&mut self, leases: &[(LeaseId, u64)], now_ms: u64) {
+        for &(id, remaining_ms) in leases {
+            self.lessor.set_remaining(id, remaining_ms, now_ms);
             self.write_lease_record(id, now_ms);
         }
+    }
+
+    /// Gives every lease its full TTL, as a new leader does.
+    pub fn refresh_leases(&mut self, now_ms: u64) {
+        self.lessor.refresh_all(now_ms);
     }
 
     /// Applies an Alarm request on behalf of member `member_id` (used when
@@ -300,20 +315,11 @@ impl<B: Backend> StateMachine<B> {
             .collect()
     }
 
-    /// Refuses a write of `request_bytes` that would take the backend over
-    /// `quota_bytes`, raising the NOSPACE alarm for `member_id` as etcd does.
-    pub fn check_quota(
-        &mut self,
-        member_id: u64,
-        quota_bytes: u64,
-        request_bytes: u64,
-    ) -> Result<(), Error> {
+    /// Whether a write of `request_bytes` would take the backend over
+    /// `quota_bytes`.
+    pub fn exceeds_quota(&self, quota_bytes: u64, request_bytes: u64) -> bool {
         let size_bytes = self.mvcc.backend().size_bytes();
-        if size_bytes.saturating_add(request_bytes) > quota_bytes {
-            self.set_alarm(member_id, AlarmType::Nospace as i32, true);
-            return Err(Error::NoSpace);
-        }
-        Ok(())
+        size_bytes.saturating_add(request_bytes) > quota_bytes
     }
 
     fn set_alarm(&mut self, member_id: u64, alarm: i32, active: bool) {

@@ -26,6 +26,17 @@ pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
+/// e2d's wire between members: raft messages, forwarded writes, read
+/// indexes. Internal; not part of the etcd API.
+pub mod e2d {
+    #[allow(clippy::all, missing_docs)]
+    pub mod peer {
+        include!(concat!(env!("OUT_DIR"), "/e2d.peer.rs"));
+    }
+}
+
+pub use e2d::peer;
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb::*;

@@ -48,6 +48,25 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_PEER_ADDR", default_value = "0.0.0.0:2380")]
     pub peer_addr: SocketAddr,
 
+    /// Members of a new cluster, as name=peer-url pairs separated by
+    /// commas (defaults to this member alone).
+    #[arg(long, env = "E2D_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Start a new cluster ("new"); joining a running one ("existing")
+    /// follows a MemberAdd.
+    #[arg(long, env = "E2D_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Token mixed into member and cluster ids, so two clusters built from
+    /// the same URLs stay apart.
+    #[arg(
+        long,
+        env = "E2D_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
     /// Also serve /metrics and the health endpoints on this address.
     #[arg(long, env = "E2D_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,

@@ -3,18 +3,25 @@
 
 use std::sync::Arc;
 
-use e2d_core::storage::Backend;
+use e2d_core::storage::{read_meta_u64, Backend};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use e2d_proto::peer::peer_server::PeerServer;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
 use crate::grpc::{self, grpc_message_bytes_max};
-use crate::server::{spawn_duties, Clock, Identity, Node, NodeConfig, WriteOp};
+use crate::raft::{spawn_driver, PeerService, Transport};
+use crate::server::node::META_APPLIED_INDEX;
+use crate::server::{parse_initial_cluster, spawn_duties, Clock, Identity, Node, NodeConfig};
 use crate::storage::FjallBackend;
+
+/// Largest message between members: a raft append of up to 1 MiB of
+/// entries plus framing.
+const PEER_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -36,11 +43,18 @@ pub enum RunError {
         flag: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Cluster(String),
     #[error("serving clients failed: {0}")]
     Serve(String),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    if args.initial_cluster_state == "existing" {
+        return Err(RunError::Cluster(
+            "--initial-cluster-state existing is not supported by this version: start every member with the same --initial-cluster and --initial-cluster-state new".into(),
+        ));
+    }
     let db_dir = args.data_dir.join("db");
     std::fs::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
         path: args.data_dir.display().to_string(),
@@ -52,13 +66,41 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let mut backend = FjallBackend::open(&db_dir).map_err(|e| database_error(e.into()))?;
     let name = args.member_name();
+    let own_peer_url = args.advertised_url(args.peer_addr);
+    let initial_cluster = args
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{name}={own_peer_url}"));
+    let token = &args.initial_cluster_token;
+    let initial_members = parse_initial_cluster(&initial_cluster, token)
+        .map_err(|e| RunError::Cluster(e.to_string()))?;
     let (identity, created) = Identity::load_or_create(
         &mut backend,
         name,
-        vec![args.advertised_url(args.peer_addr)],
+        initial_members,
+        token,
         vec![args.advertised_url(args.client_addr)],
     )
-    .map_err(|e| database_error(e.into()))?;
+    .map_err(|e| RunError::Cluster(e.to_string()))?;
+    let applied_index = read_meta_u64(&backend, META_APPLIED_INDEX)
+        .map_err(|e| database_error(e.into()))?
+        .unwrap_or(0);
+    let voters: Vec<u64> = identity.initial_members.iter().map(|m| m.id).collect();
+    let peers: Vec<(u64, String)> = identity
+        .initial_members
+        .iter()
+        .filter(|m| m.id != identity.member_id)
+        .map(|m| (m.id, m.peer_url.clone()))
+        .collect();
+    let transport = Transport::start(&peers);
+    let (raft, driver) = spawn_driver(
+        identity.member_id,
+        voters,
+        &mut backend,
+        applied_index,
+        transport,
+    )
+    .map_err(database_error)?;
     if created {
         backend.commit(true).map_err(|e| database_error(e.into()))?;
     }
@@ -68,6 +110,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         name = %identity.name,
         member_id = format!("{:x}", identity.member_id),
         cluster_id = format!("{:x}", identity.cluster_id),
+        members = identity.initial_members.len(),
         revision = state.current_revision(),
         data_dir = %args.data_dir.display(),
         "opened data dir"
@@ -82,24 +125,31 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64)
         << 8;
-    let node = Node::start(identity, config, clock, state, lease_id_seed);
+    let node = Arc::new(Node::new(
+        identity,
+        config,
+        clock,
+        state,
+        raft,
+        applied_index,
+        lease_id_seed,
+    ));
+    driver.run(node.clone());
     spawn_duties(node.clone());
 
     let client_listener = listen(args.client_addr, "clients", "--client-addr").await?;
+    let peer_listener = listen(args.peer_addr, "peers", "--peer-addr").await?;
     let metrics_listener = match args.metrics_addr {
         Some(addr) => Some(listen(addr, "metrics", "--metrics-addr").await?),
         None => None,
     };
     tracing::info!(
         client_url = %args.advertised_url(args.client_addr),
-        "serving clients on {}",
-        args.client_addr
+        peer_url = %own_peer_url,
+        "serving clients on {} and peers on {}",
+        args.client_addr,
+        args.peer_addr
     );
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
     if let Some(listener) = metrics_listener {
         let router = crate::http::router(node.clone());
         tokio::spawn(async move {
@@ -108,6 +158,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         });
     }
+    tokio::spawn(serve_peers(node.clone(), peer_listener));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
     let serving = serve_clients(node.clone(), client_listener, shutdown);
     tokio::pin!(serving);
     tokio::select! {
@@ -120,9 +176,39 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     }
-    node.write(WriteOp::LeaseCheckpoint).await;
+    checkpoint_leases_before_exit(&node).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The leader records every lease's remaining time, so a restart resumes it.
+async fn checkpoint_leases_before_exit(node: &Node) {
+    use e2d_proto::peer::{proposal::Op, LeaseCheckpoint, LeaseRemaining};
+    if !node.raft_status().is_leader {
+        return;
+    }
+    let leases = node
+        .read()
+        .lease_remaining(node.clock.now_ms())
+        .into_iter()
+        .map(|(id, remaining_ms)| LeaseRemaining { id, remaining_ms })
+        .collect();
+    let _ = node
+        .propose(Op::LeaseCheckpoint(LeaseCheckpoint { leases }))
+        .await;
+}
+
+async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service =
+        PeerServer::new(PeerService::new(node)).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        tracing::error!(error = %e, "peer listener stopped");
+    }
 }
 
 async fn listen(

@@ -25,15 +25,35 @@ impl ClusterService {
         Self { node }
     }
 
-    fn members(&self) -> Vec<Member> {
-        let identity = &self.node.identity;
-        vec![Member {
-            id: identity.member_id,
-            name: identity.name.clone(),
-            peer_ur_ls: identity.peer_urls.clone(),
-            client_ur_ls: identity.client_urls.clone(),
-            is_learner: false,
-        }]
+    /// Members of the initial cluster, with the names and URLs they
+    /// announced once they did.
+    fn members(&self) -> Result<Vec<Member>, Status> {
+        let announced = self.node.read().members().map_err(super::to_status)?;
+        let members = self
+            .node
+            .identity
+            .initial_members
+            .iter()
+            .map(
+                |initial| match announced.iter().find(|a| a.member_id == initial.id) {
+                    Some(a) => Member {
+                        id: a.member_id,
+                        name: a.name.clone(),
+                        peer_ur_ls: a.peer_urls.clone(),
+                        client_ur_ls: a.client_urls.clone(),
+                        is_learner: false,
+                    },
+                    None => Member {
+                        id: initial.id,
+                        name: String::new(),
+                        peer_ur_ls: vec![initial.peer_url.clone()],
+                        client_ur_ls: Vec::new(),
+                        is_learner: false,
+                    },
+                },
+            )
+            .collect();
+        Ok(members)
     }
 }
 
@@ -68,7 +88,7 @@ impl Cluster for ClusterService {
         // etcd's cluster API headers carry no revision.
         Ok(Response::new(MemberListResponse {
             header: self.node.header(0),
-            members: self.members(),
+            members: self.members()?,
         }))
     }
 

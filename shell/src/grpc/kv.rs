@@ -12,7 +12,9 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::status::{check_request_size, to_status};
-use crate::server::{Node, WriteOp, WriteOutcome};
+use e2d_proto::peer::proposal::Op;
+
+use crate::server::Node;
 
 pub struct KvService {
     node: Arc<Node>,
@@ -28,9 +30,9 @@ impl KvService {
 macro_rules! expect_outcome {
     ($outcome:expr, $variant:ident) => {
         match $outcome {
-            WriteOutcome::$variant(resp) => resp,
-            WriteOutcome::Failed(e) => return Err(to_status(e)),
-            other => unreachable!("write answered with {other:?}"),
+            Ok(e2d_proto::peer::outcome::Result::$variant(resp)) => resp,
+            Err(e) => return Err($crate::grpc::to_status(e)),
+            Ok(other) => unreachable!("write answered with {other:?}"),
         }
     };
 }
@@ -45,6 +47,9 @@ impl Kv for KvService {
         let _timer = self.node.metrics.time("Range");
         let req = request.into_inner();
         validate::check_range(&req).map_err(to_status)?;
+        if !req.serializable {
+            self.node.linearizable_barrier().await.map_err(to_status)?;
+        }
         let mut resp = self.node.read().range(&req).map_err(to_status)?;
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -55,7 +60,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_put(&req).map_err(to_status)?;
-        let mut resp = expect_outcome!(self.node.write(WriteOp::Put(req)).await, Put);
+        let mut resp = expect_outcome!(self.node.propose(Op::Put(req)).await, Put);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -68,7 +73,7 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_delete_range(&req).map_err(to_status)?;
-        let outcome = self.node.write(WriteOp::DeleteRange(req)).await;
+        let outcome = self.node.propose(Op::DeleteRange(req)).await;
         let mut resp = expect_outcome!(outcome, DeleteRange);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -80,9 +85,10 @@ impl Kv for KvService {
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_txn(&req).map_err(to_status)?;
         let mut resp = if e2d_core::state_machine::is_read_only(&req) {
+            self.node.linearizable_barrier().await.map_err(to_status)?;
             self.node.read().txn_read_only(&req).map_err(to_status)?
         } else {
-            expect_outcome!(self.node.write(WriteOp::Txn(req)).await, Txn)
+            expect_outcome!(self.node.propose(Op::Txn(req)).await, Txn)
         };
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -94,7 +100,7 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let _timer = self.node.metrics.time("Compact");
         let req = request.into_inner();
-        let mut resp = expect_outcome!(self.node.write(WriteOp::Compact(req)).await, Compact);
+        let mut resp = expect_outcome!(self.node.propose(Op::Compaction(req)).await, Compaction);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -9,13 +9,14 @@ use e2d_proto::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use e2d_proto::peer::proposal::Op;
+use e2d_proto::peer::{LeaseGrant, LeaseRevoke};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::expect_outcome;
-use super::to_status;
-use crate::server::{Node, WriteOp, WriteOutcome};
+use crate::server::Node;
 
 /// Keep-alive responses buffered per stream.
 const KEEP_ALIVE_RESPONSES_BUFFERED_MAX: usize = 16;
@@ -40,19 +41,19 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let _timer = self.node.metrics.time("LeaseGrant");
         let req = request.into_inner();
-        let mut outcome = WriteOutcome::Failed(Error::LeaseExists);
+        let mut outcome = Err(Error::LeaseExists);
         for _ in 0..LEASE_ID_ATTEMPTS_MAX {
             let id = if req.id != 0 {
                 req.id
             } else {
                 self.node.next_lease_id()
             };
-            let op = WriteOp::LeaseGrant {
+            let grant = LeaseGrant {
                 id,
                 ttl_seconds: req.ttl,
             };
-            outcome = self.node.write(op).await;
-            let id_taken = matches!(outcome, WriteOutcome::Failed(Error::LeaseExists));
+            outcome = self.node.propose(Op::LeaseGrant(grant)).await;
+            let id_taken = matches!(outcome, Err(Error::LeaseExists));
             if req.id != 0 || !id_taken {
                 break;
             }
@@ -68,7 +69,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let _timer = self.node.metrics.time("LeaseRevoke");
         let id = request.into_inner().id;
-        let outcome = self.node.write(WriteOp::LeaseRevoke { id }).await;
+        let outcome = self.node.propose(Op::LeaseRevoke(LeaseRevoke { id })).await;
         let mut resp = expect_outcome!(outcome, LeaseRevoke);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -123,11 +124,10 @@ impl Lease for LeaseService {
 /// Renews one lease; an unknown or expired lease answers TTL 0, as etcd does.
 async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
     let _timer = node.metrics.time("LeaseKeepAlive");
-    let ttl = match node.write(WriteOp::LeaseRenew { id }).await {
-        WriteOutcome::LeaseRenew { ttl_seconds } => ttl_seconds,
-        WriteOutcome::Failed(Error::LeaseNotFound) => 0,
-        WriteOutcome::Failed(e) => return Err(to_status(e)),
-        other => unreachable!("keep-alive answered with {other:?}"),
+    let ttl = match node.lease_keep_alive(id).await {
+        Ok(ttl_seconds) => ttl_seconds,
+        Err(status) if status.code() == tonic::Code::NotFound => 0,
+        Err(status) => return Err(status),
     };
     let revision = node.read().current_revision();
     Ok(LeaseKeepAliveResponse {

@@ -18,7 +18,9 @@ use tonic::{Request, Response, Status};
 
 use super::kv::expect_outcome;
 use super::to_status;
-use crate::server::{Node, WriteOp, WriteOutcome, SINGLE_MEMBER_TERM};
+use e2d_proto::peer::proposal::Op;
+
+use crate::server::Node;
 
 /// The etcd version e2d reports; clients enable features by it.
 pub const ETCD_VERSION: &str = "3.5.17";
@@ -53,7 +55,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<AlarmResponse>, Status> {
         let _timer = self.node.metrics.time("Alarm");
         let req = request.into_inner();
-        let mut resp = expect_outcome!(self.node.write(WriteOp::Alarm(req)).await, Alarm);
+        let mut resp = expect_outcome!(self.node.propose(Op::Alarm(req)).await, Alarm);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -174,9 +176,8 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let _timer = self.node.metrics.time("MoveLeader");
-        if request.into_inner().target_id != self.node.identity.member_id {
-            return Err(to_status(Error::BadLeaderTransferee));
-        }
+        let target = request.into_inner().target_id;
+        self.node.move_leader(target).await.map_err(to_status)?;
         let revision = self.node.read().current_revision();
         Ok(Response::new(MoveLeaderResponse {
             header: self.node.header(revision),
@@ -194,15 +195,15 @@ impl Maintenance for MaintenanceService {
 pub fn status_of(node: &Node) -> StatusResponse {
     let state = node.read();
     let db_size = e2d_core::storage::Backend::size_bytes(state.mvcc().backend());
-    let applied_index = node.applied_index();
+    let raft = node.raft_status();
     StatusResponse {
         header: node.header(state.current_revision()),
         version: ETCD_VERSION.to_string(),
         db_size: i64::try_from(db_size).unwrap_or(i64::MAX),
-        leader: node.identity.member_id,
-        raft_index: applied_index,
-        raft_term: SINGLE_MEMBER_TERM,
-        raft_applied_index: applied_index,
+        leader: raft.leader_id,
+        raft_index: raft.commit_index,
+        raft_term: raft.term,
+        raft_applied_index: raft.applied_index,
         errors: state
             .all_alarms()
             .iter()

@@ -1,11 +1,21 @@
-//! Who this member is: its name, ids and URLs. The ids are derived once,
-//! when the data dir is created, and read back on every later start.
+//! Who this member is and which cluster it belongs to. Ids are derived
+//! from the initial cluster the way every member derives them, so all agree
+//! without talking; they are stored in the data dir on first start and
+//! checked on every later one.
 
 use e2d_core::storage::{read_meta_u64, Backend, StorageError, Table};
 use sha2::{Digest, Sha256};
 
 const META_MEMBER_ID: &[u8] = b"member_id";
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// One member of `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub id: u64,
+    pub name: String,
+    pub peer_url: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -14,6 +24,21 @@ pub struct Identity {
     pub cluster_id: u64,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    pub initial_members: Vec<InitialMember>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("invalid --initial-cluster entry {entry:?}: expected name=url, like node-a=http://10.0.0.1:2380")]
+    BadEntry { entry: String },
+    #[error("--initial-cluster names {name:?} twice")]
+    DuplicateName { name: String },
+    #[error("--name {name:?} is not in --initial-cluster ({names}); add it or fix --name")]
+    NotInCluster { name: String, names: String },
+    #[error("the data dir belongs to cluster {stored:x}, but --initial-cluster describes cluster {derived:x}: use the data dir's own cluster flags, or an empty data dir to start a new cluster")]
+    OtherCluster { stored: u64, derived: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 fn hash_u64(parts: &[&[u8]]) -> u64 {
@@ -23,38 +48,114 @@ fn hash_u64(parts: &[&[u8]]) -> u64 {
         hasher.update(part);
     }
     let digest = hasher.finalize();
-    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes")).max(1)
+}
+
+/// Parses `name=url,name=url`; member ids come from name, URL and token.
+pub fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, IdentityError> {
+    let mut members: Vec<InitialMember> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .filter(|(n, u)| !n.is_empty() && u.contains("://"))
+            .ok_or_else(|| IdentityError::BadEntry {
+                entry: entry.to_string(),
+            })?;
+        if members.iter().any(|m| m.name == name) {
+            return Err(IdentityError::DuplicateName {
+                name: name.to_string(),
+            });
+        }
+        members.push(InitialMember {
+            id: hash_u64(&[name.as_bytes(), url.as_bytes(), token.as_bytes()]),
+            name: name.to_string(),
+            peer_url: url.to_string(),
+        });
+    }
+    Ok(members)
+}
+
+/// The cluster id every member derives from the same initial members.
+pub fn cluster_id_of(members: &[InitialMember], token: &str) -> u64 {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    hash_u64(&[&bytes, token.as_bytes()])
 }
 
 impl Identity {
-    /// Reads the ids stored in `backend`, or derives and stages them for a
+    /// Checks the data dir's ids against the flags, or stages them for a
     /// new data dir. Returns whether they were new (and need a commit).
     pub fn load_or_create(
         backend: &mut impl Backend,
         name: String,
-        peer_urls: Vec<String>,
+        initial_members: Vec<InitialMember>,
+        token: &str,
         client_urls: Vec<String>,
-    ) -> Result<(Self, bool), StorageError> {
+    ) -> Result<(Self, bool), IdentityError> {
+        let me = initial_members
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .ok_or_else(|| IdentityError::NotInCluster {
+                name: name.clone(),
+                names: initial_members
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let derived_cluster = cluster_id_of(&initial_members, token);
         let stored_member = read_meta_u64(backend, META_MEMBER_ID)?;
         let stored_cluster = read_meta_u64(backend, META_CLUSTER_ID)?;
-        let (member_id, cluster_id, created) = match (stored_member, stored_cluster) {
-            (Some(member), Some(cluster)) => (member, cluster, false),
+        let created = match (stored_member, stored_cluster) {
+            (Some(_), Some(stored)) if stored != derived_cluster => {
+                return Err(IdentityError::OtherCluster {
+                    stored,
+                    derived: derived_cluster,
+                });
+            }
+            (Some(_), Some(_)) => false,
             _ => {
-                let peers = peer_urls.join(",");
-                let member = hash_u64(&[name.as_bytes(), peers.as_bytes()]).max(1);
-                let cluster = hash_u64(&[&member.to_be_bytes()]).max(1);
-                backend.put(Table::Meta, META_MEMBER_ID, &member.to_be_bytes());
-                backend.put(Table::Meta, META_CLUSTER_ID, &cluster.to_be_bytes());
-                (member, cluster, true)
+                backend.put(Table::Meta, META_MEMBER_ID, &me.id.to_be_bytes());
+                backend.put(Table::Meta, META_CLUSTER_ID, &derived_cluster.to_be_bytes());
+                true
             }
         };
         let identity = Self {
             name,
-            member_id,
-            cluster_id,
-            peer_urls,
+            member_id: me.id,
+            cluster_id: derived_cluster,
+            peer_urls: vec![me.peer_url.clone()],
             client_urls,
+            initial_members,
         };
         Ok((identity, created))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_member_derives_the_same_ids() {
+        let a = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2", "t").unwrap();
+        let b = parse_initial_cluster("b=http://127.0.0.1:2,a=http://127.0.0.1:1", "t").unwrap();
+        assert_eq!(cluster_id_of(&a, "t"), cluster_id_of(&b, "t"));
+        assert_ne!(cluster_id_of(&a, "t"), cluster_id_of(&a, "other"));
+        assert_ne!(a[0].id, a[1].id);
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        assert!(matches!(
+            parse_initial_cluster("a", "t"),
+            Err(IdentityError::BadEntry { .. })
+        ));
+        assert!(matches!(
+            parse_initial_cluster("a=http://x:1,a=http://y:1", "t"),
+            Err(IdentityError::DuplicateName { .. })
+        ));
     }
 }

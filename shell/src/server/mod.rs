@@ -1,15 +1,13 @@
-//! The running node: the state machine behind a lock, the single writer
-//! that applies and syncs batches of writes, and the background duties
-//! (lease expiry, lease checkpoints).
+//! The running node: the state machine behind a lock, shared by the gRPC
+//! handlers and the raft driver that applies to it, and the background
+//! duties of the leader (lease expiry, lease checkpoints).
 
 mod clock;
 mod duties;
 mod identity;
-mod node;
-mod writer;
+pub(crate) mod node;
 
 pub use clock::Clock;
 pub use duties::spawn_duties;
-pub use identity::Identity;
-pub use node::{Node, NodeConfig, SINGLE_MEMBER_TERM};
-pub use writer::{WriteOp, WriteOutcome};
+pub use identity::{parse_initial_cluster, Identity};
+pub use node::{Node, NodeConfig};

@@ -2,21 +2,23 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
 
-use e2d_core::storage::read_meta_u64;
-use e2d_core::StateMachine;
+use e2d_core::{Error, StateMachine};
 use e2d_proto::etcdserverpb::ResponseHeader;
-use tokio::sync::{mpsc, oneshot, watch};
+use e2d_proto::peer::{outcome, proposal::Op, Outcome, Proposal};
+use tokio::sync::{oneshot, watch};
 
-use super::writer::{self, WriteJob, WriteOp, WriteOutcome, WRITE_QUEUE_MAX};
 use super::{Clock, Identity};
 use crate::metrics::Metrics;
+use crate::raft::{DriverHandle, DriverRequest, RaftStatus};
 use crate::storage::FjallBackend;
 
-/// The raft term a single member reports: it has been leader since it
-/// started, in the first term.
-pub const SINGLE_MEMBER_TERM: u64 = 1;
+/// Where the index of the last applied raft entry is kept.
+pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
+/// How long a write or a linearizable read may wait for the cluster.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -32,88 +34,144 @@ pub struct Node {
     pub clock: Clock,
     pub metrics: Metrics,
     state: RwLock<StateMachine<FjallBackend>>,
-    writes: mpsc::Sender<WriteJob>,
-    committed_revision: watch::Receiver<i64>,
+    raft: DriverHandle,
+    committed_revision: watch::Sender<i64>,
+    applied_index: watch::Sender<u64>,
     lease_id_next: AtomicU64,
-    applied_index: AtomicU64,
 }
 
-/// Where the count of applied writes is kept.
-pub(super) const META_APPLIED_INDEX: &[u8] = b"applied_index";
-
 impl Node {
-    /// Starts the node's writer; the caller spawns the other duties.
-    pub fn start(
+    pub fn new(
         identity: Identity,
         config: NodeConfig,
         clock: Clock,
         state: StateMachine<FjallBackend>,
+        raft: DriverHandle,
+        applied_index: u64,
         lease_id_seed: u64,
-    ) -> Arc<Self> {
-        let (writes, jobs) = mpsc::channel(WRITE_QUEUE_MAX);
-        let (revision_tx, committed_revision) = watch::channel(state.current_revision());
-        let applied_index = read_meta_u64(state.mvcc().backend(), META_APPLIED_INDEX)
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let node = Arc::new(Self {
-            applied_index: AtomicU64::new(applied_index),
+    ) -> Self {
+        let (committed_revision, _) = watch::channel(state.current_revision());
+        let (applied_index, _) = watch::channel(applied_index);
+        Self {
             lease_id_next: AtomicU64::new(lease_id_seed),
             identity,
             config,
             clock,
             metrics: Metrics::default(),
             state: RwLock::new(state),
-            writes,
+            raft,
             committed_revision,
-        });
-        tokio::spawn(writer::run(node.clone(), jobs, revision_tx));
-        node
+            applied_index,
+        }
     }
 
-    /// The state machine as of the last committed write.
+    /// The state machine as of the last applied entry.
     pub fn read(&self) -> RwLockReadGuard<'_, StateMachine<FjallBackend>> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes applied since the data dir was created.
-    pub fn applied_index(&self) -> u64 {
-        self.applied_index.load(Ordering::Relaxed)
-    }
-
-    /// Counts `applied` more writes; returns the new total.
-    pub(super) fn advance_applied_index(&self, applied: u64) -> u64 {
-        self.applied_index.fetch_add(applied, Ordering::Relaxed) + applied
-    }
-
-    /// Compacts the on-disk tables; blocks, so call it off the runtime.
-    pub fn defragment(&self) -> Result<(), e2d_core::Error> {
-        let defragmenter = self.read().mvcc().backend().defragmenter();
-        defragmenter.run().map_err(e2d_core::Error::from)
-    }
-
-    pub(super) fn state_for_writer(&self) -> &RwLock<StateMachine<FjallBackend>> {
+    pub(crate) fn state_for_driver(&self) -> &RwLock<StateMachine<FjallBackend>> {
         &self.state
     }
 
-    /// Applies a write and waits until it is durable.
-    pub async fn write(&self, op: WriteOp) -> WriteOutcome {
-        let (reply, outcome) = oneshot::channel();
-        if self.writes.send(WriteJob { op, reply }).await.is_err() {
-            return WriteOutcome::Failed(e2d_core::Error::Storage(
-                e2d_core::storage::StorageError("the writer has stopped".into()),
-            ));
-        }
-        outcome.await.unwrap_or_else(|_| {
-            WriteOutcome::Failed(e2d_core::Error::Storage(e2d_core::storage::StorageError(
-                "the writer has stopped".into(),
-            )))
-        })
+    pub fn raft_status(&self) -> RaftStatus {
+        self.raft.status()
     }
 
-    /// Changes of the committed revision, for watchers.
+    pub fn raft(&self) -> &DriverHandle {
+        &self.raft
+    }
+
+    /// Replicates a change through raft and returns what applying it gave.
+    pub async fn propose(&self, op: Op) -> Result<outcome::Result, Error> {
+        if let Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_) = &op {
+            self.check_quota(&op).await?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let proposal = Proposal { op: Some(op) };
+        self.raft
+            .send(DriverRequest::Propose { proposal, reply })
+            .await?;
+        let outcome: Outcome = tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::LeaderChanged)??;
+        outcome
+            .result
+            .ok_or_else(|| Error::Storage(e2d_core::storage::StorageError("empty outcome".into())))
+    }
+
+    /// Raises the NOSPACE alarm through raft when a write would pass the
+    /// quota, as etcd does, and refuses the write.
+    async fn check_quota(&self, op: &Op) -> Result<(), Error> {
+        use e2d_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        if let Op::Txn(txn) = op {
+            if e2d_core::state_machine::is_read_only(txn) {
+                return Ok(());
+            }
+        }
+        let request_bytes = prost::Message::encoded_len(&Proposal {
+            op: Some(op.clone()),
+        }) as u64;
+        let over = {
+            let state = self.read();
+            !state.alarms_of(AlarmType::Nospace).is_empty()
+                || state.exceeds_quota(self.config.quota_backend_bytes, request_bytes)
+        };
+        if !over {
+            return Ok(());
+        }
+        let raise = Op::Alarm(AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.identity.member_id,
+            alarm: AlarmType::Nospace as i32,
+        });
+        let already = !self.read().alarms_of(AlarmType::Nospace).is_empty();
+        if !already {
+            let (reply, answer) = oneshot::channel();
+            let proposal = Proposal { op: Some(raise) };
+            self.raft
+                .send(DriverRequest::Propose { proposal, reply })
+                .await?;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer).await;
+        }
+        Err(Error::NoSpace)
+    }
+
+    /// Waits until this member has applied everything committed before
+    /// now: the read index, then the apply.
+    pub async fn linearizable_barrier(&self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.raft.send(DriverRequest::ReadIndex { reply }).await?;
+        let index = tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::LeaderChanged)?;
+        let mut applied = self.applied_index.subscribe();
+        tokio::time::timeout(REQUEST_TIMEOUT, applied.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::Timeout)?;
+        Ok(())
+    }
+
+    pub(crate) fn set_applied_index(&self, index: u64) {
+        self.applied_index.send_replace(index);
+    }
+
+    /// Tells watchers the revision after an apply.
+    pub(crate) fn publish_revision(&self) {
+        let current = self.read().current_revision();
+        self.committed_revision.send_if_modified(|r| {
+            let changed = *r != current;
+            *r = current;
+            changed
+        });
+    }
+
+    /// Changes of the applied revision, for watchers.
     pub fn subscribe_revision(&self) -> watch::Receiver<i64> {
-        self.committed_revision.clone()
+        self.committed_revision.subscribe()
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
@@ -121,7 +179,7 @@ impl Node {
             cluster_id: self.identity.cluster_id,
             member_id: self.identity.member_id,
             revision,
-            raft_term: SINGLE_MEMBER_TERM,
+            raft_term: self.raft.status().term,
         })
     }
 
@@ -138,5 +196,77 @@ impl Node {
         let prefix = (self.identity.member_id & 0xffff) << 48;
         let id = (prefix | (counter & 0xffff_ffff_ffff)) & (i64::MAX as u64);
         i64::try_from(id).expect("masked to 63 bits").max(1)
+    }
+
+    /// Renews a lease on the leader (forwarding there from a follower) and
+    /// replicates the renewal as a checkpoint; returns the TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, tonic::Status> {
+        use e2d_proto::peer::{
+            peer_client::PeerClient, KeepAliveRequest, LeaseCheckpoint, LeaseRemaining,
+        };
+        let status = self.raft_status();
+        if status.is_leader {
+            let now_ms = self.clock.now_ms();
+            let ttl_seconds = self
+                .read()
+                .lease_ttl_if_alive(id, now_ms)
+                .map_err(crate::grpc::to_status)?;
+            let checkpoint = LeaseCheckpoint {
+                leases: vec![LeaseRemaining {
+                    id,
+                    remaining_ms: u64::try_from(ttl_seconds).unwrap_or(0).saturating_mul(1000),
+                }],
+            };
+            self.propose(Op::LeaseCheckpoint(checkpoint))
+                .await
+                .map_err(crate::grpc::to_status)?;
+            return Ok(ttl_seconds);
+        }
+        let url = self
+            .peer_url(status.leader_id)
+            .ok_or_else(|| crate::grpc::to_status(Error::NoLeader))?;
+        let mut client = PeerClient::connect(url)
+            .await
+            .map_err(|_| crate::grpc::to_status(Error::NoLeader))?;
+        let response = client.keep_alive(KeepAliveRequest { id }).await?;
+        Ok(response.into_inner().ttl_seconds)
+    }
+
+    /// Hands leadership to `target` and waits until it has it.
+    pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
+        let status = self.raft_status();
+        if !status.is_leader {
+            return Err(Error::NotLeader);
+        }
+        if self.peer_url(target).is_none() {
+            return Err(Error::BadLeaderTransferee);
+        }
+        if target == self.identity.member_id {
+            return Ok(());
+        }
+        let mut watch = self.raft.subscribe();
+        self.raft
+            .send(DriverRequest::TransferLeader { target })
+            .await?;
+        tokio::time::timeout(REQUEST_TIMEOUT, watch.wait_for(|s| s.leader_id == target))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::Timeout)?;
+        Ok(())
+    }
+
+    /// The peer URL of a member of the initial cluster.
+    pub fn peer_url(&self, member_id: u64) -> Option<String> {
+        self.identity
+            .initial_members
+            .iter()
+            .find(|m| m.id == member_id)
+            .map(|m| m.peer_url.clone())
+    }
+
+    /// Compacts the on-disk tables; blocks, so call it off the runtime.
+    pub fn defragment(&self) -> Result<(), Error> {
+        let defragmenter = self.read().mvcc().backend().defragmenter();
+        defragmenter.run().map_err(Error::from)
     }
 }

@@ -7,11 +7,42 @@ use std::path::Path;
 use e2d_core::storage::{Backend, StorageError, Table};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+/// A key and its value, as stored.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// Where a write goes: a state machine table or the raft log's own spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Space {
+    Table(Table),
+    /// Raft log entries by index (8 bytes, big-endian).
+    RaftLog,
+    /// Hard state and conf state.
+    RaftState,
+}
+
+impl Space {
+    fn name(self) -> &'static str {
+        match self {
+            Space::Table(table) => table.name(),
+            Space::RaftLog => "raft_log",
+            Space::RaftState => "raft_state",
+        }
+    }
+
+    const ALL: [Space; 5] = [
+        Space::Table(Table::Kv),
+        Space::Table(Table::Lease),
+        Space::Table(Table::Meta),
+        Space::RaftLog,
+        Space::RaftState,
+    ];
+}
+
 pub struct FjallBackend {
     db: Database,
-    keyspaces: BTreeMap<Table, Keyspace>,
+    keyspaces: BTreeMap<Space, Keyspace>,
     /// Writes not yet committed: `None` is a delete.
-    staged: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    staged: BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> StorageError {
@@ -22,11 +53,11 @@ impl FjallBackend {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = Database::builder(dir).open().map_err(storage_error)?;
         let mut keyspaces = BTreeMap::new();
-        for table in Table::ALL {
+        for space in Space::ALL {
             let keyspace = db
-                .keyspace(table.name(), KeyspaceCreateOptions::default)
+                .keyspace(space.name(), KeyspaceCreateOptions::default)
                 .map_err(storage_error)?;
-            keyspaces.insert(table, keyspace);
+            keyspaces.insert(space, keyspace);
         }
         Ok(Self {
             db,
@@ -35,8 +66,26 @@ impl FjallBackend {
         })
     }
 
-    fn keyspace(&self, table: Table) -> &Keyspace {
-        &self.keyspaces[&table]
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        &self.keyspaces[&space]
+    }
+
+    /// Stages a write to a raft space; committed with the next batch.
+    pub fn stage_raft(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
+        debug_assert!(!matches!(space, Space::Table(_)));
+        self.staged
+            .insert((space, key.to_vec()), value.map(<[u8]>::to_vec));
+    }
+
+    /// Every committed entry of a raft space, in key order.
+    pub fn read_raft(&self, space: Space) -> Result<Vec<RawEntry>, StorageError> {
+        self.keyspace(space)
+            .iter()
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
     }
 
     /// A handle that defragments without holding up readers or writers.
@@ -51,7 +100,10 @@ impl FjallBackend {
     pub fn point_in_time(&self) -> PointInTime {
         PointInTime {
             snapshot: self.db.snapshot(),
-            keyspaces: self.keyspaces.clone(),
+            keyspaces: Table::ALL
+                .iter()
+                .map(|&table| (table, self.keyspaces[&Space::Table(table)].clone()))
+                .collect(),
         }
     }
 }
@@ -95,10 +147,13 @@ impl PointInTime {
 
 impl Backend for FjallBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Some(staged) = self.staged.get(&(table, key.to_vec())) {
+        if let Some(staged) = self.staged.get(&(Space::Table(table), key.to_vec())) {
             return Ok(staged.clone());
         }
-        let value = self.keyspace(table).get(key).map_err(storage_error)?;
+        let value = self
+            .keyspace(Space::Table(table))
+            .get(key)
+            .map_err(storage_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -109,7 +164,7 @@ impl Backend for FjallBackend {
         end: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let keyspace = self.keyspace(table);
+        let keyspace = self.keyspace(Space::Table(table));
         let iter = if end.is_empty() {
             keyspace.range(start..)
         } else {
@@ -126,11 +181,12 @@ impl Backend for FjallBackend {
 
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
         self.staged
-            .insert((table, key.to_vec()), Some(value.to_vec()));
+            .insert((Space::Table(table), key.to_vec()), Some(value.to_vec()));
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
-        self.staged.insert((table, key.to_vec()), None);
+        self.staged
+            .insert((Space::Table(table), key.to_vec()), None);
     }
 
     fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
@@ -141,8 +197,8 @@ impl Backend for FjallBackend {
         if sync {
             batch = batch.durability(Some(PersistMode::SyncAll));
         }
-        for ((table, key), value) in std::mem::take(&mut self.staged) {
-            let keyspace = &self.keyspaces[&table];
+        for ((space, key), value) in std::mem::take(&mut self.staged) {
+            let keyspace = &self.keyspaces[&space];
             match value {
                 Some(value) => batch.insert(keyspace, key, value),
                 None => batch.remove(keyspace, key),
@@ -154,7 +210,10 @@ impl Backend for FjallBackend {
     /// Table files on disk plus what memtables hold; the journal is left
     /// out, as it is preallocated and recycled.
     fn size_bytes(&self) -> u64 {
-        let tables: u64 = self.keyspaces.values().map(Keyspace::disk_space).sum();
+        let tables: u64 = Table::ALL
+            .iter()
+            .map(|&table| self.keyspace(Space::Table(table)).disk_space())
+            .sum();
         tables + self.db.write_buffer_size()
     }
 }

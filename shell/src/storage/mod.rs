@@ -3,4 +3,4 @@
 
 mod fjall_backend;
 
-pub use fjall_backend::{FjallBackend, PointInTime};
+pub use fjall_backend::{FjallBackend, PointInTime, Space};

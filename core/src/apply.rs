@@ -1,0 +1,93 @@
+//! Applying a replicated proposal (a raft log entry) to the state machine.
+//! Every member applies the same proposals in the same order; only lease
+//! expiry times depend on the member's own clock.
+
+use e2d_proto::peer::outcome::Result as Applied;
+use e2d_proto::peer::proposal::Op;
+use e2d_proto::peer::{Done, MemberAttributes, Outcome, Proposal};
+use prost::Message;
+
+use crate::error::Error;
+use crate::state_machine::StateMachine;
+use crate::storage::{Backend, StorageError, Table};
+
+const META_MEMBER_PREFIX: &[u8] = b"member/";
+
+impl<B: Backend> StateMachine<B> {
+    pub fn apply(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
+        let done = || Applied::Done(Done {});
+        let result = match &proposal.op {
+            Some(Op::Put(req)) => Applied::Put(self.put(req)?),
+            Some(Op::DeleteRange(req)) => Applied::DeleteRange(self.delete_range(req)?),
+            Some(Op::Txn(req)) => Applied::Txn(self.txn(req)?),
+            Some(Op::Compaction(req)) => Applied::Compaction(self.compact(req)?),
+            Some(Op::LeaseGrant(grant)) => {
+                Applied::LeaseGrant(self.lease_grant(grant.id, grant.ttl_seconds, now_ms)?)
+            }
+            Some(Op::LeaseRevoke(revoke)) => Applied::LeaseRevoke(self.lease_revoke(revoke.id)?),
+            Some(Op::LeaseCheckpoint(checkpoint)) => {
+                let leases: Vec<(i64, u64)> = checkpoint
+                    .leases
+                    .iter()
+                    .map(|l| (l.id, l.remaining_ms))
+                    .collect();
+                self.lease_checkpoint(&leases, now_ms);
+                done()
+            }
+            Some(Op::Alarm(req)) => Applied::Alarm(self.alarm(req)),
+            Some(Op::MemberAttributes(member)) => {
+                self.backend_mut().put(
+                    Table::Meta,
+                    &member_key(member.member_id),
+                    &member.encode_to_vec(),
+                );
+                done()
+            }
+            None => done(),
+        };
+        Ok(Outcome {
+            result: Some(result),
+        })
+    }
+
+    /// Members as they announced themselves, by id.
+    pub fn members(&self) -> Result<Vec<MemberAttributes>, Error> {
+        let mut members = Vec::new();
+        let mut corrupt = None;
+        let end = prefix_end(META_MEMBER_PREFIX);
+        self.mvcc()
+            .backend()
+            .scan(Table::Meta, META_MEMBER_PREFIX, &end, &mut |key, value| {
+                match MemberAttributes::decode(value) {
+                    Ok(member) => members.push(member),
+                    Err(_) => {
+                        corrupt = Some(StorageError(format!("corrupt member entry {key:02x?}")));
+                        return false;
+                    }
+                }
+                true
+            })?;
+        match corrupt {
+            Some(e) => Err(e.into()),
+            None => Ok(members),
+        }
+    }
+}
+
+fn member_key(member_id: u64) -> Vec<u8> {
+    let mut key = META_MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key
+}
+
+/// The first key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}

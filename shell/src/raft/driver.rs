@@ -1,0 +1,430 @@
+//! The raft driver: one task owns the `RawNode`, feeds it ticks, proposals,
+//! read-index requests and peer messages, and handles each `Ready` in
+//! raft-rs's order: send, persist (one fsync), send persisted messages,
+//! apply committed entries, advance.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2d_core::storage::{Backend, Table};
+use e2d_core::Error;
+use e2d_proto::peer::{Outcome, Proposal};
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
+use crate::server::node::META_APPLIED_INDEX;
+use crate::server::Node;
+
+/// Requests waiting for the driver; senders wait when it is full.
+const DRIVER_QUEUE_MAX: usize = 4096;
+/// Requests taken from the queue before handling a `Ready`.
+const DRIVER_BATCH_MAX: usize = 512;
+/// Bytes of entries in one append message.
+const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+/// Append messages in flight to one follower.
+const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+
+pub type ProposalReply = oneshot::Sender<Result<Outcome, Error>>;
+
+pub enum DriverRequest {
+    Propose {
+        proposal: Proposal,
+        reply: ProposalReply,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<u64>,
+    },
+    Step(Box<Message>),
+    TransferLeader {
+        target: u64,
+    },
+}
+
+/// What the rest of the node may know of raft.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub is_leader: bool,
+}
+
+#[derive(Clone)]
+pub struct DriverHandle {
+    requests: mpsc::Sender<DriverRequest>,
+    status: watch::Receiver<RaftStatus>,
+}
+
+impl DriverHandle {
+    pub async fn send(&self, request: DriverRequest) -> Result<(), Error> {
+        self.requests.send(request).await.map_err(|_| {
+            Error::Storage(e2d_core::storage::StorageError(
+                "the raft driver has stopped".into(),
+            ))
+        })
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        *self.status.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
+        self.status.clone()
+    }
+}
+
+/// Opens the raft log (creating it with `initial_voters` for a new member)
+/// and starts the driver task.
+pub fn spawn_driver(
+    node_id: u64,
+    initial_voters: Vec<u64>,
+    backend: &mut crate::storage::FjallBackend,
+    applied_index: u64,
+    transport: Transport,
+) -> Result<(DriverHandle, DriverParts), Error> {
+    let storage = match log_store::load(backend)? {
+        Some(storage) => storage,
+        None => log_store::create(backend, ConfState::from((initial_voters, vec![]))),
+    };
+    let config = raft::Config {
+        id: node_id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied: applied_index,
+        max_size_per_msg: RAFT_MESSAGE_BYTES_MAX,
+        max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
+        pre_vote: true,
+        check_quorum: true,
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let raw_node = RawNode::new(&config, storage, &logger)
+        .map_err(|e| Error::Storage(e2d_core::storage::StorageError(format!("raft: {e}"))))?;
+    let (requests, incoming) = mpsc::channel(DRIVER_QUEUE_MAX);
+    let (status_tx, status) = watch::channel(RaftStatus {
+        applied_index,
+        ..Default::default()
+    });
+    let handle = DriverHandle { requests, status };
+    Ok((
+        handle,
+        DriverParts {
+            raw_node,
+            incoming,
+            status: status_tx,
+            transport,
+        },
+    ))
+}
+
+/// What the driver task owns; started with [`DriverParts::run`] once the
+/// node exists.
+pub struct DriverParts {
+    raw_node: RawNode<MemStorage>,
+    incoming: mpsc::Receiver<DriverRequest>,
+    status: watch::Sender<RaftStatus>,
+    transport: Transport,
+}
+
+impl DriverParts {
+    pub fn run(self, node: Arc<Node>) {
+        let driver = Driver {
+            raw_node: self.raw_node,
+            status: self.status,
+            transport: self.transport,
+            node,
+            pending_proposals: BTreeMap::new(),
+            next_proposal_id: 1,
+            pending_reads: BTreeMap::new(),
+            next_read_id: 1,
+            was_leader: false,
+        };
+        tokio::spawn(driver.run(self.incoming));
+    }
+}
+
+struct Driver {
+    raw_node: RawNode<MemStorage>,
+    status: watch::Sender<RaftStatus>,
+    transport: Transport,
+    node: Arc<Node>,
+    pending_proposals: BTreeMap<u64, ProposalReply>,
+    next_proposal_id: u64,
+    pending_reads: BTreeMap<u64, oneshot::Sender<u64>>,
+    next_read_id: u64,
+    was_leader: bool,
+}
+
+impl Driver {
+    async fn run(mut self, mut incoming: mpsc::Receiver<DriverRequest>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+        let mut batch = Vec::with_capacity(DRIVER_BATCH_MAX);
+        // A lone voter elects itself at once rather than after a timeout.
+        if self.raw_node.raft.prs().conf().voters().ids().len() == 1 {
+            let _ = self.raw_node.campaign();
+        }
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.raw_node.tick();
+                }
+                received = incoming.recv_many(&mut batch, DRIVER_BATCH_MAX) => {
+                    if received == 0 {
+                        return;
+                    }
+                    for request in batch.drain(..) {
+                        self.handle(request);
+                    }
+                }
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "cannot write the raft log or state; stopping so no unsynced state is served");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    fn handle(&mut self, request: DriverRequest) {
+        match request {
+            DriverRequest::Propose { proposal, reply } => {
+                let id = self.next_proposal_id;
+                self.next_proposal_id += 1;
+                let context = self.proposal_context(id);
+                match self.raw_node.propose(context, proposal.encode_to_vec()) {
+                    Ok(()) => {
+                        self.pending_proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(not_leader()));
+                    }
+                }
+            }
+            DriverRequest::ReadIndex { reply } => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                self.pending_reads.insert(id, reply);
+                self.raw_node.read_index(id.to_be_bytes().to_vec());
+            }
+            DriverRequest::TransferLeader { target } => {
+                self.raw_node.transfer_leader(target);
+            }
+            DriverRequest::Step(message) => {
+                if let Err(e) = self.raw_node.step(*message) {
+                    tracing::debug!(error = %e, "dropped a raft message");
+                }
+            }
+        }
+    }
+
+    /// Entry context: this member's id and the proposal id, so only the
+    /// member that proposed an entry answers for it.
+    fn proposal_context(&self, id: u64) -> Vec<u8> {
+        let mut context = self.node.identity.member_id.to_be_bytes().to_vec();
+        context.extend_from_slice(&id.to_be_bytes());
+        context
+    }
+
+    fn on_ready(&mut self) -> Result<(), Error> {
+        if !self.raw_node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw_node.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            tracing::error!("received a raft snapshot, which this version cannot install");
+        }
+        self.apply_entries(ready.take_committed_entries())?;
+        {
+            let mut state = self
+                .node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let backend = state.backend_mut();
+            if !ready.entries().is_empty() {
+                let old_last = self.raw_node.store().last_index().unwrap_or(0);
+                let entries = ready.entries();
+                log_store::stage_entries(backend, entries);
+                let new_last = entries.last().map_or(0, |e| e.index);
+                for stale in new_last + 1..=old_last {
+                    backend.stage_raft(crate::storage::Space::RaftLog, &stale.to_be_bytes(), None);
+                }
+                self.raw_node
+                    .mut_store()
+                    .wl()
+                    .append(entries)
+                    .map_err(|e| storage(format!("raft append: {e}")))?;
+            }
+            if let Some(hard_state) = ready.hs() {
+                log_store::stage_hard_state(backend, hard_state);
+                self.raw_node
+                    .mut_store()
+                    .wl()
+                    .set_hardstate(hard_state.clone());
+            }
+            backend.commit(true)?;
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        for read in ready.take_read_states() {
+            self.answer_read(&read.request_ctx, read.index);
+        }
+        if let Some(soft) = ready.ss() {
+            self.on_role_change(soft.leader_id, soft.raft_state);
+        }
+        let mut light = self.raw_node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut store = self.raw_node.mut_store().wl();
+            store.mut_hard_state().commit = commit;
+            let hard_state = store.hard_state().clone();
+            drop(store);
+            let mut state = self
+                .node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            log_store::stage_hard_state(state.backend_mut(), &hard_state);
+        }
+        self.transport.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw_node.advance_apply();
+        {
+            let mut state = self
+                .node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            state.backend_mut().commit(false)?;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now_ms = self.node.clock.now_ms();
+        let mut answers = Vec::new();
+        let last_index;
+        {
+            let mut state = self
+                .node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for entry in &entries {
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal if !entry.data.is_empty() => {
+                        let outcome = match Proposal::decode(entry.data.as_slice()) {
+                            Ok(proposal) => match state.apply(&proposal, now_ms) {
+                                Err(Error::Storage(e)) => return Err(Error::Storage(e)),
+                                result => result,
+                            },
+                            Err(e) => {
+                                tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
+                                continue;
+                            }
+                        };
+                        if let Some(id) = self.own_proposal(&entry.context) {
+                            answers.push((id, outcome));
+                        }
+                    }
+                    EntryType::EntryNormal => {}
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        tracing::warn!(
+                            index = entry.index,
+                            "membership changes are not applied by this version"
+                        );
+                    }
+                }
+            }
+            last_index = entries.last().map_or(0, |e| e.index);
+            state
+                .backend_mut()
+                .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
+        }
+        self.node.set_applied_index(last_index);
+        for (id, outcome) in answers {
+            if let Some(reply) = self.pending_proposals.remove(&id) {
+                let _ = reply.send(outcome);
+            }
+        }
+        self.node.publish_revision();
+        Ok(())
+    }
+
+    fn own_proposal(&self, context: &[u8]) -> Option<u64> {
+        let (member, id) = context.split_at_checked(8)?;
+        let member = u64::from_be_bytes(member.try_into().ok()?);
+        let id = u64::from_be_bytes(id.try_into().ok()?);
+        (member == self.node.identity.member_id).then_some(id)
+    }
+
+    fn answer_read(&mut self, context: &[u8], index: u64) {
+        let Ok(raw) = <[u8; 8]>::try_from(context) else {
+            return;
+        };
+        if let Some(reply) = self.pending_reads.remove(&u64::from_be_bytes(raw)) {
+            let _ = reply.send(index);
+        }
+    }
+
+    fn on_role_change(&mut self, leader_id: u64, role: StateRole) {
+        let is_leader = role == StateRole::Leader;
+        if is_leader && !self.was_leader {
+            tracing::info!(term = self.raw_node.raft.term, "became leader");
+            let now_ms = self.node.clock.now_ms();
+            let mut state = self
+                .node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            state.refresh_leases(now_ms);
+        }
+        if !is_leader && self.was_leader {
+            tracing::info!(leader = format!("{leader_id:x}"), "lost leadership");
+            for (_, reply) in std::mem::take(&mut self.pending_proposals) {
+                let _ = reply.send(Err(Error::LeaderChanged));
+            }
+        }
+        if leader_id == raft::INVALID_ID {
+            // Reads waiting on a vanished leader would never be answered.
+            self.pending_reads.clear();
+        }
+        self.was_leader = is_leader;
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw_node.raft;
+        let status = RaftStatus {
+            leader_id: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: raft.raft_log.applied,
+            is_leader: raft.state == StateRole::Leader,
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+}
+
+fn not_leader() -> Error {
+    Error::NotLeader
+}
+
+fn storage(message: String) -> Error {
+    Error::Storage(e2d_core::storage::StorageError(message))
+}

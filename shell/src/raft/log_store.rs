@@ -1,0 +1,84 @@
+//! The raft log on disk: entries by index in `Space::RaftLog`, hard and
+//! conf state in `Space::RaftState`. At start they are loaded into raft-rs's
+//! `MemStorage`, which serves the running node; every `Ready` stages its new
+//! entries and state here, committed with one fsync.
+
+use e2d_core::storage::StorageError;
+use raft::eraftpb::{ConfState, Entry, HardState};
+use raft::storage::MemStorage;
+
+use super::codec;
+use crate::storage::{FjallBackend, Space};
+
+const HARD_STATE_KEY: &[u8] = b"hard_state";
+const CONF_STATE_KEY: &[u8] = b"conf_state";
+
+fn corrupt(e: impl std::fmt::Display) -> StorageError {
+    StorageError(e.to_string())
+}
+
+/// Loads the log into a `MemStorage`; `None` when this member has no raft
+/// state yet (a new data dir).
+pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> {
+    let state = backend.read_raft(Space::RaftState)?;
+    let mut hard_state = None;
+    let mut conf_state = None;
+    for (key, value) in state {
+        match key.as_slice() {
+            HARD_STATE_KEY => hard_state = Some(codec::decode_hard_state(&value).map_err(corrupt)?),
+            CONF_STATE_KEY => conf_state = Some(codec::decode_conf_state(&value).map_err(corrupt)?),
+            _ => {}
+        }
+    }
+    let Some(conf_state) = conf_state else {
+        return Ok(None);
+    };
+    let storage = MemStorage::new_with_conf_state(conf_state);
+    let entries = backend
+        .read_raft(Space::RaftLog)?
+        .into_iter()
+        .map(|(_, value)| codec::decode_entry(&value).map_err(corrupt))
+        .collect::<Result<Vec<Entry>, _>>()?;
+    {
+        let mut core = storage.wl();
+        if !entries.is_empty() {
+            core.append(&entries).map_err(corrupt)?;
+        }
+        if let Some(hard_state) = hard_state {
+            core.set_hardstate(hard_state);
+        }
+    }
+    Ok(Some(storage))
+}
+
+/// A new member's log: empty, with the initial voters.
+pub fn create(backend: &mut FjallBackend, conf_state: ConfState) -> MemStorage {
+    stage_conf_state(backend, &conf_state);
+    MemStorage::new_with_conf_state(conf_state)
+}
+
+pub fn stage_entries(backend: &mut FjallBackend, entries: &[Entry]) {
+    for entry in entries {
+        backend.stage_raft(
+            Space::RaftLog,
+            &entry.index.to_be_bytes(),
+            Some(&codec::encode_entry(entry)),
+        );
+    }
+}
+
+pub fn stage_hard_state(backend: &mut FjallBackend, state: &HardState) {
+    backend.stage_raft(
+        Space::RaftState,
+        HARD_STATE_KEY,
+        Some(&codec::encode_hard_state(state)),
+    );
+}
+
+pub fn stage_conf_state(backend: &mut FjallBackend, state: &ConfState) {
+    backend.stage_raft(
+        Space::RaftState,
+        CONF_STATE_KEY,
+        Some(&codec::encode_conf_state(state)),
+    );
+}

@@ -1,0 +1,22 @@
+//! Replication: a raft-rs `RawNode` driven by one task, its log kept in
+//! fjall beside the state machine, and the peer transport.
+//!
+//! Data flow of a write: `Node::propose` → (forwarded to the leader if this
+//! member follows) → [`driver`] proposes it → raft `Ready`: messages to
+//! peers, entries and hard state staged and synced → committed entries
+//! applied to the state machine in order → the proposer's waiter answered.
+
+mod codec;
+mod driver;
+mod log_store;
+mod peer_service;
+mod transport;
+
+pub use driver::{spawn_driver, DriverHandle, DriverRequest, RaftStatus};
+pub use peer_service::PeerService;
+pub use transport::Transport;
+
+/// Raft ticks every this long; elections take `ELECTION_TICKS` of them.
+pub const TICK_MS: u64 = 100;
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 1;

@@ -1,0 +1,95 @@
+//! Outgoing raft messages: one task and one gRPC stream per peer, a
+//! bounded queue in front of each; a full queue or a broken stream drops
+//! messages (raft resends what matters) and the task reconnects with
+//! backoff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2d_proto::peer::peer_client::PeerClient;
+use e2d_proto::peer::RaftEnvelope;
+use raft::eraftpb::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::codec;
+
+/// Messages queued for one peer before new ones are dropped.
+const PEER_QUEUE_MAX: usize = 1024;
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+pub struct Transport {
+    peers: BTreeMap<u64, mpsc::Sender<RaftEnvelope>>,
+}
+
+impl Transport {
+    /// Starts a sender task for each `(member id, peer URL)`.
+    pub fn start(peers: &[(u64, String)]) -> Self {
+        let mut senders = BTreeMap::new();
+        for (id, url) in peers {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            tokio::spawn(send_loop(*id, url.clone(), rx));
+            senders.insert(*id, tx);
+        }
+        Self { peers: senders }
+    }
+
+    pub fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            let Some(peer) = self.peers.get(&message.to) else {
+                tracing::debug!(to = format!("{:x}", message.to), "no route to member");
+                continue;
+            };
+            let envelope = RaftEnvelope {
+                message: codec::encode_message(&message),
+            };
+            if peer.try_send(envelope).is_err() {
+                tracing::debug!(
+                    to = format!("{:x}", message.to),
+                    "peer queue full; message dropped"
+                );
+            }
+        }
+    }
+}
+
+async fn send_loop(id: u64, url: String, mut queue: mpsc::Receiver<RaftEnvelope>) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        let client = match PeerClient::connect(url.clone()).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(peer = format!("{id:x}"), %url, error = %e, "peer unreachable");
+                drain_while_down(&mut queue, backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = RECONNECT_BACKOFF_MIN;
+        let (stream_tx, stream_rx) = mpsc::channel(PEER_QUEUE_MAX);
+        let mut client = client;
+        let call = tokio::spawn(async move { client.raft(ReceiverStream::new(stream_rx)).await });
+        loop {
+            let Some(envelope) = queue.recv().await else {
+                return;
+            };
+            if stream_tx.send(envelope).await.is_err() {
+                break;
+            }
+        }
+        let outcome = call.await;
+        tracing::debug!(
+            peer = format!("{id:x}"),
+            ?outcome,
+            "peer stream ended; reconnecting"
+        );
+    }
+}
+
+/// Drops what is queued while the peer is down, for `wait`.
+async fn drain_while_down(queue: &mut mpsc::Receiver<RaftEnvelope>, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, queue.recv()).await {}
+}
