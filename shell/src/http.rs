@@ -45,6 +45,9 @@ pub async fn not_found(request: axum::extract::Request) -> axum::response::Respo
 
 /// Why the node is unhealthy, in etcd's words, or `None` when healthy.
 fn unhealthy_reason(node: &Node) -> Option<String> {
+    if node.raft_status().leader_id == 0 {
+        return Some("RAFT NO LEADER".to_string());
+    }
     let state = node.read();
     let alarms = state.all_alarms();
     let first = alarms.first()?;
@@ -105,7 +108,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             compact_revision: mvcc.compact_revision(),
             keys: mvcc.key_count(),
             leases: state.lessor().len(),
-            has_leader: true,
+            has_leader: node.raft_status().leader_id != 0,
         }
     };
     (

@@ -13,6 +13,8 @@
 //!   (such as `etcdctl watch`) and hands its stdout over line by line.
 //! * [`Server::http_get`] fetches an HTTP path on the client port.
 
+pub mod cluster;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

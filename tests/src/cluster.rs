@@ -1,0 +1,202 @@
+//! A cluster of e2d members as real processes on loopback, formed with
+//! `--initial-cluster`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{e2d_bin, etcdctl, free_port, http_get, CmdOutput};
+
+/// How long a member or the whole cluster gets to come up.
+const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> CmdOutput {
+        etcdctl(&self.endpoint(), args, None)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether this member answers and knows a leader.
+    pub fn has_leader(&self) -> bool {
+        http_get(self.client_port, "/health").is_ok_and(|r| r.status == 200)
+    }
+}
+
+pub struct Cluster {
+    _dir: TempDir,
+    initial_cluster: String,
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `size` members and waits until every one knows the leader.
+    pub fn start(size: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("e2d-cluster-")
+            .tempdir()
+            .expect("cannot create a temp dir");
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                log_path: dir.path().join(format!("m{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            _dir: dir,
+            initial_cluster,
+            members,
+        };
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        cluster.wait_for_leader(None);
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial_cluster = self.initial_cluster.clone();
+        let member = &mut self.members[i];
+        assert!(member.child.is_none(), "member {i} already runs");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&member.log_path)
+            .expect("cannot open the member log");
+        let mut cmd = Command::new(e2d_bin());
+        cmd.arg("run")
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .args([
+                "--client-addr",
+                &format!("127.0.0.1:{}", member.client_port),
+            ])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", member.peer_port)])
+            .args(["--initial-cluster", &initial_cluster])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot clone a file handle"))
+            .stderr(log);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("E2D_") {
+                cmd.env_remove(key);
+            }
+        }
+        member.child = Some(cmd.spawn().expect("cannot start e2d"));
+    }
+
+    /// Restarts member `i` on its data dir.
+    pub fn start_member(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
+    /// SIGKILLs member `i`, as a crash would.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until every running member (but `except`) knows a leader.
+    pub fn wait_for_leader(&self, except: Option<usize>) {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        loop {
+            let ready = self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(i, m)| m.is_running() && Some(*i) != except)
+                .all(|(_, m)| m.has_leader());
+            if ready {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| format!("--- {} ---\n{}", m.name, m.log()))
+                    .collect();
+                panic!(
+                    "no leader within {CLUSTER_START_TIMEOUT:?}:\n{}",
+                    logs.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the member that reports itself leader.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        loop {
+            for (i, member) in self.members.iter().enumerate() {
+                if !member.is_running() {
+                    continue;
+                }
+                let status = member.etcdctl(&["endpoint", "status", "-w", "json"]);
+                if !status.success() {
+                    continue;
+                }
+                let json = status.json();
+                let own = &json[0]["Status"]["header"]["member_id"];
+                let leader = &json[0]["Status"]["leader"];
+                if !leader.is_null() && own == leader {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no member reports itself leader");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Comma-separated endpoints of the running members.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Replicated clusters formed with --initial-cluster: writes through any
+//! member, leader failover, restarts that catch up.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2d_tests::cluster::Cluster;
+
+/// Reads `key` from member `i` (linearizable) and returns its value.
+fn get(cluster: &Cluster, i: usize, key: &str) -> String {
+    cluster.members[i]
+        .etcdctl(&["get", key, "--print-value-only"])
+        .ok()
+        .out()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn writes_through_any_member_are_read_from_every_member() {
+    let cluster = Cluster::start(3);
+    for i in 0..3 {
+        cluster.members[i]
+            .etcdctl(&["put", &format!("from-{i}"), &format!("v{i}")])
+            .ok();
+    }
+    for reader in 0..3 {
+        for writer in 0..3 {
+            assert_eq!(
+                get(&cluster, reader, &format!("from-{writer}")),
+                format!("v{writer}")
+            );
+        }
+    }
+    let list = cluster.members[0]
+        .etcdctl(&["member", "list"])
+        .ok()
+        .out()
+        .to_string();
+    for member in &cluster.members {
+        assert!(
+            list.contains(&member.name),
+            "member list lacks {}: {list}",
+            member.name
+        );
+        assert!(
+            list.contains(&member.endpoint()),
+            "member list lacks {}: {list}",
+            member.endpoint()
+        );
+    }
+}
+
+#[test]
+fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let writer = (leader + 1) % 3;
+    for n in 0..40 {
+        cluster.members[writer]
+            .etcdctl(&["put", &format!("k{n:02}"), &n.to_string()])
+            .ok();
+    }
+    cluster.kill9(leader);
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(15);
+    loop {
+        let put =
+            cluster.members[writer].etcdctl(&["put", "after", "failover", "--command-timeout=1s"]);
+        if put.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write succeeded after the leader died: {put}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "a write succeeded {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+    let survivor = 3 - leader - writer;
+    for n in 0..40 {
+        assert_eq!(get(&cluster, survivor, &format!("k{n:02}")), n.to_string());
+    }
+    assert_eq!(get(&cluster, survivor, "after"), "failover");
+}
+
+#[test]
+fn a_restarted_member_catches_up_from_its_data_dir() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    cluster.members[leader]
+        .etcdctl(&["put", "before", "1"])
+        .ok();
+    cluster.kill9(follower);
+    for n in 0..20 {
+        cluster.members[leader]
+            .etcdctl(&["put", &format!("while-down-{n}"), "x"])
+            .ok();
+    }
+    cluster.start_member(follower);
+    cluster.wait_for_leader(None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = cluster.members[follower].etcdctl(&[
+            "get",
+            "while-down-",
+            "--prefix",
+            "--keys-only",
+            "--consistency=s",
+        ]);
+        let count = seen.out().lines().filter(|l| !l.is_empty()).count();
+        if seen.success() && count == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member did not catch up: {seen}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&cluster, follower, "before"), "1");
+    let revisions: Vec<String> = (0..3)
+        .map(|i| {
+            let status = cluster.members[i]
+                .etcdctl(&["endpoint", "status", "-w", "json"])
+                .ok()
+                .json();
+            status[0]["Status"]["header"]["revision"].to_string()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] == w[1]),
+        "revisions differ: {revisions:?}"
+    );
+}
+
+#[test]
+fn five_members_survive_two_failures() {
+    let mut cluster = Cluster::start(5);
+    let leader = cluster.leader();
+    cluster.members[leader]
+        .etcdctl(&["put", "five", "members"])
+        .ok();
+    let follower = (leader + 1) % 5;
+    cluster.kill9(follower);
+    cluster.kill9(leader);
+    let reader = (leader + 2) % 5;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let put =
+            cluster.members[reader].etcdctl(&["put", "three", "left", "--command-timeout=1s"]);
+        if put.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three of five members accept no write: {put}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&cluster, reader, "five"), "members");
+    assert_eq!(get(&cluster, (leader + 3) % 5, "three"), "left");
+}
