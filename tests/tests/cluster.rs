@@ -167,3 +167,39 @@ fn five_members_survive_two_failures() {
     assert_eq!(get(&cluster, reader, "five"), "members");
     assert_eq!(get(&cluster, (leader + 3) % 5, "three"), "left");
 }
+
+#[test]
+fn a_member_cut_off_from_the_leader_refuses_requests_that_require_one() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let alone = (leader + 1) % 3;
+    cluster.kill9(leader);
+    cluster.kill9(3 - leader - alone);
+    let endpoint = cluster.members[alone].endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+        let mut client = etcd_client::Client::connect([endpoint.as_str()], Some(options))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let options = etcd_client::GetOptions::new().with_serializable();
+            match client.get("any", Some(options)).await {
+                Err(etcd_client::Error::GRpcStatus(status)) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable);
+                    assert_eq!(status.message(), "etcdserver: no leader");
+                    break;
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "a member alone kept answering as if it had a leader: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

@@ -11,7 +11,7 @@ use e2d_proto::etcdserverpb::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::status::{check_request_size, to_status};
+use super::status::{check_has_leader, check_request_size, to_status};
 use e2d_proto::peer::proposal::Op;
 
 use crate::server::Node;
@@ -45,6 +45,7 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let _timer = self.node.metrics.time("Range");
+        check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         validate::check_range(&req).map_err(to_status)?;
         if !req.serializable {
@@ -57,6 +58,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let _timer = self.node.metrics.time("Put");
+        check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_put(&req).map_err(to_status)?;
@@ -70,6 +72,7 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let _timer = self.node.metrics.time("DeleteRange");
+        check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_delete_range(&req).map_err(to_status)?;
@@ -81,6 +84,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let _timer = self.node.metrics.time("Txn");
+        check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_txn(&req).map_err(to_status)?;
@@ -99,6 +103,7 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let _timer = self.node.metrics.time("Compact");
+        check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         let mut resp = expect_outcome!(self.node.propose(Op::Compaction(req)).await, Compaction);
         self.node.fill_header(&mut resp.header);

@@ -81,6 +81,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        super::status::check_has_leader(request.metadata(), &self.node)?;
         let mut incoming = request.into_inner();
         let (responses, outgoing) = mpsc::channel(KEEP_ALIVE_RESPONSES_BUFFERED_MAX);
         let node = self.node.clone();

@@ -24,3 +24,18 @@ pub fn check_request_size(encoded_len: usize, max_request_bytes: usize) -> Resul
     }
     Ok(())
 }
+
+/// Honours etcd's `hasleader` request metadata: clients that set it want
+/// an error rather than an answer from a member cut off from the leader.
+pub fn check_has_leader(
+    metadata: &tonic::metadata::MetadataMap,
+    node: &crate::server::Node,
+) -> Result<(), Status> {
+    let required = metadata
+        .get("hasleader")
+        .is_some_and(|value| value.as_bytes() == b"true");
+    if required && node.raft_status().leader_id == 0 {
+        return Err(to_status(Error::NoLeader));
+    }
+    Ok(())
+}

@@ -36,6 +36,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        super::status::check_has_leader(request.metadata(), &self.node)?;
         let incoming = request.into_inner();
         let (responses, outgoing) = mpsc::channel(WATCH_RESPONSES_BUFFERED_MAX);
         let node = self.node.clone();
