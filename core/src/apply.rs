@@ -35,12 +35,21 @@ impl<B: Backend> StateMachine<B> {
                 done()
             }
             Some(Op::Alarm(req)) => Applied::Alarm(self.alarm(req)),
-            Some(Op::MemberAttributes(member)) => {
-                self.backend_mut().put(
-                    Table::Meta,
-                    &member_key(member.member_id),
-                    &member.encode_to_vec(),
-                );
+            Some(Op::MemberAttributes(announced)) => {
+                // A member names itself and its URLs; whether it votes is
+                // the membership's business, and a removed member stays out.
+                if let Some(known) = self.member(announced.member_id)? {
+                    self.put_member(&MemberAttributes {
+                        is_learner: known.is_learner,
+                        ..announced.clone()
+                    });
+                }
+                done()
+            }
+            Some(Op::InitialMembers(list)) => {
+                for member in &list.members {
+                    self.put_member(member);
+                }
                 done()
             }
             None => done(),
@@ -50,7 +59,34 @@ impl<B: Backend> StateMachine<B> {
         })
     }
 
-    /// Members as they announced themselves, by id.
+    /// Adds or replaces a member of the replicated member list.
+    pub fn put_member(&mut self, member: &MemberAttributes) {
+        self.backend_mut().put(
+            Table::Meta,
+            &member_key(member.member_id),
+            &member.encode_to_vec(),
+        );
+    }
+
+    pub fn remove_member(&mut self, member_id: u64) {
+        self.backend_mut()
+            .delete(Table::Meta, &member_key(member_id));
+    }
+
+    pub fn member(&self, member_id: u64) -> Result<Option<MemberAttributes>, Error> {
+        match self
+            .mvcc()
+            .backend()
+            .get(Table::Meta, &member_key(member_id))?
+        {
+            None => Ok(None),
+            Some(bytes) => MemberAttributes::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|_| StorageError(format!("corrupt member entry {member_id:x}")).into()),
+        }
+    }
+
+    /// The replicated member list, by id.
     pub fn members(&self) -> Result<Vec<MemberAttributes>, Error> {
         let mut members = Vec::new();
         let mut corrupt = None;

@@ -60,6 +60,18 @@ pub enum Error {
     MemberNotFound,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    BadMemberUrls,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("etcdserver: not capable")]
@@ -76,7 +88,13 @@ impl Error {
             | InvalidSortOption | RequestTooLarge => StatusCode::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => StatusCode::OutOfRange,
             LeaseNotFound | MemberNotFound => StatusCode::NotFound,
-            BadLeaderTransferee => StatusCode::FailedPrecondition,
+            BadLeaderTransferee
+            | PeerUrlExists
+            | NotEnoughStartedMembers
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners => StatusCode::FailedPrecondition,
+            BadMemberUrls => StatusCode::InvalidArgument,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
             NoSpace => StatusCode::ResourceExhausted,
             NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,

@@ -10,11 +10,12 @@ use e2d_proto::etcdserverpb::{
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use e2d_proto::peer::peer_server::PeerServer;
+use e2d_proto::peer::MemberAttributes;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
 use crate::grpc::{self, grpc_message_bytes_max};
-use crate::raft::{spawn_driver, PeerService, Transport};
+use crate::raft::{spawn_driver, Bootstrap, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::{parse_initial_cluster, spawn_duties, Clock, Identity, Node, NodeConfig};
 use crate::storage::FjallBackend;
@@ -50,11 +51,6 @@ pub enum RunError {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    if args.initial_cluster_state == "existing" {
-        return Err(RunError::Cluster(
-            "--initial-cluster-state existing is not supported by this version: start every member with the same --initial-cluster and --initial-cluster-state new".into(),
-        ));
-    }
     let db_dir = args.data_dir.join("db");
     std::fs::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
         path: args.data_dir.display().to_string(),
@@ -64,53 +60,115 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         path: db_dir.display().to_string(),
         reason: e.to_string(),
     };
+    let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
     let mut backend = FjallBackend::open(&db_dir).map_err(|e| database_error(e.into()))?;
     let name = args.member_name();
     let own_peer_url = args.advertised_url(args.peer_addr);
+    let client_urls = vec![args.advertised_url(args.client_addr)];
     let initial_cluster = args
         .initial_cluster
         .clone()
         .unwrap_or_else(|| format!("{name}={own_peer_url}"));
     let token = &args.initial_cluster_token;
-    let initial_members = parse_initial_cluster(&initial_cluster, token)
-        .map_err(|e| RunError::Cluster(e.to_string()))?;
-    let (identity, created) = Identity::load_or_create(
-        &mut backend,
-        name,
-        initial_members,
-        token,
-        vec![args.advertised_url(args.client_addr)],
-    )
-    .map_err(|e| RunError::Cluster(e.to_string()))?;
+    let initial_members = parse_initial_cluster(&initial_cluster, token).map_err(cluster_error)?;
+    let joining = args.initial_cluster_state == "existing";
+    let mut known_peers: Vec<(u64, String)> = Vec::new();
+    let (identity, bootstrap) = if joining {
+        let (ids, bootstrap) = match Identity::stored_ids(&backend).map_err(cluster_error)? {
+            // A restart: the raft log already exists and the bootstrap is unused.
+            Some(ids) => (
+                ids,
+                Bootstrap::Join {
+                    voters: Vec::new(),
+                    learners: Vec::new(),
+                },
+            ),
+            None => {
+                let (ids, members) = discover_self(&initial_members, &own_peer_url).await?;
+                let (learners, voters): (Vec<_>, Vec<_>) =
+                    members.iter().partition(|m| m.is_learner);
+                known_peers = members
+                    .iter()
+                    .filter_map(|m| Some((m.member_id, m.peer_urls.first()?.clone())))
+                    .collect();
+                let bootstrap = Bootstrap::Join {
+                    voters: voters.iter().map(|m| m.member_id).collect(),
+                    learners: learners.iter().map(|m| m.member_id).collect(),
+                };
+                (ids, bootstrap)
+            }
+        };
+        let identity = Identity::adopt(
+            &mut backend,
+            name,
+            ids,
+            own_peer_url.clone(),
+            client_urls,
+            initial_members,
+        )
+        .map_err(cluster_error)?;
+        (identity, bootstrap)
+    } else {
+        let (identity, _) =
+            Identity::load_or_create(&mut backend, name, initial_members, token, client_urls)
+                .map_err(cluster_error)?;
+        let members = identity
+            .initial_members
+            .iter()
+            .map(|m| MemberAttributes {
+                member_id: m.id,
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.clone()],
+                client_urls: Vec::new(),
+                is_learner: false,
+            })
+            .collect();
+        let voters = identity.initial_members.iter().map(|m| m.id).collect();
+        (identity, Bootstrap::Found { voters, members })
+    };
     let applied_index = read_meta_u64(&backend, META_APPLIED_INDEX)
         .map_err(|e| database_error(e.into()))?
         .unwrap_or(0);
-    let voters: Vec<u64> = identity.initial_members.iter().map(|m| m.id).collect();
-    let peers: Vec<(u64, String)> = identity
-        .initial_members
-        .iter()
-        .filter(|m| m.id != identity.member_id)
-        .map(|m| (m.id, m.peer_url.clone()))
+    let clock = Clock::start();
+    let mut state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
+    // Routes to peers: the replicated member list, the initial cluster for a
+    // founding member, what a joining member learned from its cluster.
+    let mut peers: Vec<(u64, String)> = state
+        .members()
+        .map_err(database_error)?
+        .into_iter()
+        .filter_map(|m| Some((m.member_id, m.peer_urls.first()?.clone())))
         .collect();
+    if !joining {
+        peers.extend(
+            identity
+                .initial_members
+                .iter()
+                .map(|m| (m.id, m.peer_url.clone())),
+        );
+    }
+    peers.extend(known_peers);
+    peers.retain(|(id, _)| *id != identity.member_id);
+    peers.sort();
+    peers.dedup_by_key(|(id, _)| *id);
     let transport = Transport::start(&peers);
     let (raft, driver) = spawn_driver(
         identity.member_id,
-        voters,
-        &mut backend,
+        bootstrap,
+        state.backend_mut(),
         applied_index,
         transport,
     )
     .map_err(database_error)?;
-    if created {
-        backend.commit(true).map_err(|e| database_error(e.into()))?;
-    }
-    let clock = Clock::start();
-    let state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
+    state
+        .backend_mut()
+        .commit(true)
+        .map_err(|e| database_error(e.into()))?;
     tracing::info!(
         name = %identity.name,
         member_id = format!("{:x}", identity.member_id),
         cluster_id = format!("{:x}", identity.cluster_id),
-        members = identity.initial_members.len(),
+        peers = peers.len(),
         revision = state.current_revision(),
         data_dir = %args.data_dir.display(),
         "opened data dir"
@@ -179,6 +237,49 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     checkpoint_leases_before_exit(&node).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Finds this member's ids in the running cluster it was added to, asking
+/// the other members of `--initial-cluster` in turn; returns the ids and the
+/// cluster's members.
+async fn discover_self(
+    initial_members: &[crate::server::InitialMember],
+    own_peer_url: &str,
+) -> Result<((u64, u64), Vec<MemberAttributes>), RunError> {
+    use e2d_proto::peer::{peer_client::PeerClient, MembersRequest};
+    let mut failures = Vec::new();
+    for member in initial_members
+        .iter()
+        .filter(|m| m.peer_url != own_peer_url)
+    {
+        let answer = async {
+            let mut client = PeerClient::connect(member.peer_url.clone()).await?;
+            Ok::<_, Box<dyn std::error::Error>>(
+                client.members(MembersRequest {}).await?.into_inner(),
+            )
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), answer).await {
+            Ok(Ok(answer)) => {
+                let me = answer
+                    .members
+                    .iter()
+                    .find(|m| m.peer_urls.iter().any(|u| u == own_peer_url));
+                let Some(me) = me else {
+                    return Err(RunError::Cluster(format!(
+                        "the cluster at {} has no member with peer URL {own_peer_url}: add this member first (etcdctl member add NAME --peer-urls={own_peer_url})",
+                        member.peer_url
+                    )));
+                };
+                return Ok(((me.member_id, answer.cluster_id), answer.members.clone()));
+            }
+            Ok(Err(e)) => failures.push(format!("{}: {e}", member.peer_url)),
+            Err(_) => failures.push(format!("{}: no answer within 5s", member.peer_url)),
+        }
+    }
+    Err(RunError::Cluster(format!(
+        "cannot join: no member of --initial-cluster answered ({})",
+        failures.join("; ")
+    )))
 }
 
 /// The leader records every lease's remaining time, so a restart resumes it.

@@ -83,10 +83,92 @@ impl Cluster {
             cluster.spawn(i);
         }
         cluster.wait_for_leader(None);
+        for i in 0..size {
+            cluster.wait_until_announced(i);
+        }
         cluster
     }
 
+    /// Waits until the member list shows member `i` started, with its
+    /// client URL.
+    pub fn wait_until_announced(&self, i: usize) {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        let endpoint = self.members[i].endpoint();
+        loop {
+            let list = self.members[self.any_running()].etcdctl(&["member", "list"]);
+            if list.success() && list.out().contains(&endpoint) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i} never announced itself: {list}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Adds a member through `etcdctl member add` on member `via`, then
+    /// starts it with `--initial-cluster-state existing`; returns its index.
+    pub fn join(&mut self, via: usize, learner: bool) -> usize {
+        let i = self.members.len();
+        let dir = self._dir.path();
+        let member = Member {
+            name: format!("m{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join(format!("m{i}")),
+            log_path: dir.join(format!("m{i}.log")),
+            child: None,
+        };
+        let peer_url = format!("http://127.0.0.1:{}", member.peer_port);
+        let mut args = vec!["member", "add", &member.name, "--peer-urls", &peer_url];
+        if learner {
+            args.push("--learner");
+        }
+        let added = self.members[via].etcdctl(&args);
+        assert!(added.success(), "member add failed: {added}");
+        self.initial_cluster = format!("{},{}={peer_url}", self.initial_cluster, member.name);
+        self.members.push(member);
+        self.spawn_with(i, &["--initial-cluster-state", "existing"]);
+        self.wait_until_announced(i);
+        i
+    }
+
+    /// The id of member `i` as the cluster lists it, in hex.
+    pub fn member_id(&self, i: usize) -> String {
+        let list = self.members[self.any_running()].etcdctl(&["member", "list"]);
+        list.out()
+            .lines()
+            .find(|l| l.contains(&format!(", {}, ", self.members[i].name)))
+            .and_then(|l| l.split(',').next())
+            .unwrap_or_else(|| panic!("{} is not listed: {list}", self.members[i].name))
+            .to_string()
+    }
+
+    fn any_running(&self) -> usize {
+        self.members
+            .iter()
+            .position(Member::is_running)
+            .expect("a running member")
+    }
+
+    /// Whether member `i`'s process has exited (and reaps it).
+    pub fn has_exited(&mut self, i: usize) -> bool {
+        let exited = self.members[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.members[i].child = None;
+        }
+        exited
+    }
+
     fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    fn spawn_with(&mut self, i: usize, extra_args: &[&str]) {
         let initial_cluster = self.initial_cluster.clone();
         let member = &mut self.members[i];
         assert!(member.child.is_none(), "member {i} already runs");
@@ -106,6 +188,7 @@ impl Cluster {
             ])
             .args(["--peer-addr", &format!("127.0.0.1:{}", member.peer_port)])
             .args(["--initial-cluster", &initial_cluster])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot clone a file handle"))
             .stderr(log);

@@ -203,3 +203,122 @@ fn a_member_cut_off_from_the_leader_refuses_requests_that_require_one() {
         }
     });
 }
+
+#[test]
+fn a_learner_joins_catches_up_is_promoted_and_the_leader_can_be_removed() {
+    let mut cluster = Cluster::start(3);
+    for n in 0..30 {
+        cluster.members[0]
+            .etcdctl(&["put", &format!("k{n:02}"), "x"])
+            .ok();
+    }
+    let learner = cluster.join(1, true);
+    let listed = cluster.members[0]
+        .etcdctl(&["member", "list"])
+        .ok()
+        .out()
+        .to_string();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(", m3, ") && l.ends_with("true")),
+        "the new member is not a started learner: {listed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = cluster.members[learner].etcdctl(&[
+            "get",
+            "k29",
+            "--print-value-only",
+            "--consistency=s",
+        ]);
+        if seen.success() && seen.out().trim() == "x" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the learner did not catch up: {seen}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let id = cluster.member_id(learner);
+    cluster.members[2].etcdctl(&["member", "promote", &id]).ok();
+    let listed = cluster.members[0]
+        .etcdctl(&["member", "list"])
+        .ok()
+        .out()
+        .to_string();
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with("false")).count(),
+        4,
+        "{listed}"
+    );
+
+    let leader = cluster.leader();
+    let leader_id = cluster.member_id(leader);
+    let other = (leader + 1) % 4;
+    cluster.members[other]
+        .etcdctl(&["member", "remove", &leader_id])
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cluster.has_exited(leader) {
+        assert!(Instant::now() < deadline, "the removed leader kept running");
+        thread::sleep(Duration::from_millis(50));
+    }
+    cluster.wait_for_leader(None);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let put = cluster.members[learner].etcdctl(&[
+            "put",
+            "after-removal",
+            "ok",
+            "--command-timeout=2s",
+        ]);
+        if put.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write succeeded after the leader's removal: {put}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(&cluster, other, "after-removal"), "ok");
+    let listed = cluster.members[other]
+        .etcdctl(&["member", "list"])
+        .ok()
+        .out()
+        .to_string();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+}
+
+#[test]
+fn membership_changes_that_would_lose_quorum_are_refused() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let dead = (leader + 1) % 3;
+    let alive = (leader + 2) % 3;
+    cluster.kill9(dead);
+    // The leader counts a member as started while it heard from it within
+    // the last election timeout or two.
+    thread::sleep(Duration::from_secs(3));
+    let alive_id = cluster.member_id(alive);
+    cluster.members[leader]
+        .etcdctl(&["member", "remove", &alive_id])
+        .fails_with("etcdserver: re-configuration failed due to not enough started members");
+    cluster.members[leader]
+        .etcdctl(&["member", "remove", "1234"])
+        .fails_with("etcdserver: member not found");
+    cluster.members[leader]
+        .etcdctl(&[
+            "member",
+            "add",
+            "x",
+            "--peer-urls",
+            &format!("http://127.0.0.1:{}", cluster.members[alive].peer_port),
+        ])
+        .fails_with("etcdserver: Peer URLs already exists");
+    cluster.members[leader]
+        .etcdctl(&["member", "promote", &alive_id])
+        .fails_with("etcdserver: can only promote a learner member");
+}

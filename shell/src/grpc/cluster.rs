@@ -1,23 +1,79 @@
-//! The Cluster service. A single member lists itself; membership changes
-//! arrive with replication, so until then they are refused clearly.
+//! The Cluster service: the member list, and membership changes through
+//! raft conf changes with etcd's safety checks (a change that would leave
+//! fewer started voters than a quorum is refused). Changes are decided on
+//! the leader; a follower relays them there.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use e2d_core::Error;
+use e2d_proto::etcdserverpb::cluster_client::ClusterClient;
 use e2d_proto::etcdserverpb::cluster_server::Cluster;
 use e2d_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
+use e2d_proto::peer::member_change::Kind;
+use e2d_proto::peer::proposal::Op;
+use e2d_proto::peer::{MemberAttributes, MemberChange};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use super::to_status;
+use crate::raft::MembershipView;
 use crate::server::Node;
 
-const MEMBERSHIP_FIXED: &str =
-    "e2d: this member runs without peers; start members with --initial-cluster to change membership";
+/// Most learners a cluster may have at once (etcd's default).
+const LEARNERS_MAX: usize = 1;
+/// A learner may be promoted once it has this share of the leader's log.
+const LEARNER_READY_SHARE: f64 = 0.9;
 
 pub struct ClusterService {
     node: Arc<Node>,
+}
+
+fn to_member(m: &MemberAttributes) -> Member {
+    Member {
+        id: m.member_id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.clone(),
+        client_ur_ls: m.client_urls.clone(),
+        is_learner: m.is_learner,
+    }
+}
+
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Voters other than `except` that the leader heard from recently.
+fn started_voters(view: &MembershipView, except: Option<u64>) -> (usize, usize) {
+    let voters: Vec<u64> = view
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| Some(*id) != except)
+        .collect();
+    let started = voters
+        .iter()
+        .filter(|id| view.progress.get(id).is_some_and(|(_, active)| *active))
+        .count();
+    (voters.len(), started)
+}
+
+fn check_urls(urls: &[String]) -> Result<(), Error> {
+    let valid = !urls.is_empty()
+        && urls.iter().all(|u| {
+            u.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty()
+            })
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::BadMemberUrls)
+    }
 }
 
 impl ClusterService {
@@ -25,35 +81,40 @@ impl ClusterService {
         Self { node }
     }
 
-    /// Members of the initial cluster, with the names and URLs they
-    /// announced once they did.
-    fn members(&self) -> Result<Vec<Member>, Status> {
-        let announced = self.node.read().members().map_err(super::to_status)?;
-        let members = self
+    fn members(&self) -> Result<Vec<MemberAttributes>, Status> {
+        self.node.read().members().map_err(to_status)
+    }
+
+    fn listed(members: &[MemberAttributes]) -> Vec<Member> {
+        members.iter().map(to_member).collect()
+    }
+
+    /// This member's view if it leads; otherwise a client of the leader to
+    /// relay the request to.
+    async fn leader_view(
+        &self,
+    ) -> Result<Result<MembershipView, ClusterClient<tonic::transport::Channel>>, Status> {
+        let view = self.node.membership_view().await.map_err(to_status)?;
+        if view.is_leader {
+            return Ok(Ok(view));
+        }
+        let leader = self.node.raft_status().leader_id;
+        let url = self
             .node
-            .identity
-            .initial_members
-            .iter()
-            .map(
-                |initial| match announced.iter().find(|a| a.member_id == initial.id) {
-                    Some(a) => Member {
-                        id: a.member_id,
-                        name: a.name.clone(),
-                        peer_ur_ls: a.peer_urls.clone(),
-                        client_ur_ls: a.client_urls.clone(),
-                        is_learner: false,
-                    },
-                    None => Member {
-                        id: initial.id,
-                        name: String::new(),
-                        peer_ur_ls: vec![initial.peer_url.clone()],
-                        client_ur_ls: Vec::new(),
-                        is_learner: false,
-                    },
-                },
-            )
-            .collect();
-        Ok(members)
+            .read()
+            .member(leader)
+            .map_err(to_status)?
+            .and_then(|m| m.client_urls.first().cloned())
+            .ok_or_else(|| to_status(Error::NoLeader))?;
+        let client = ClusterClient::connect(url)
+            .await
+            .map_err(|_| to_status(Error::NoLeader))?;
+        Ok(Err(client))
+    }
+
+    fn header(&self) -> Option<e2d_proto::etcdserverpb::ResponseHeader> {
+        // etcd's cluster API headers carry no revision.
+        self.node.header(0)
     }
 }
 
@@ -61,23 +122,116 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(Status::failed_precondition(MEMBERSHIP_FIXED))
+        let req = request.into_inner();
+        let view = match self.leader_view().await? {
+            Ok(view) => view,
+            Err(mut leader) => return leader.member_add(req).await,
+        };
+        check_urls(&req.peer_ur_ls).map_err(to_status)?;
+        let mut members = self.members()?;
+        if members
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u)))
+        {
+            return Err(to_status(Error::PeerUrlExists));
+        }
+        if req.is_learner {
+            if view.learners.len() >= LEARNERS_MAX {
+                return Err(to_status(Error::TooManyLearners));
+            }
+        } else {
+            let (voters, started) = started_voters(&view, None);
+            let adding_to_one = voters == 1 && started == 1;
+            if !adding_to_one && started < quorum(voters + 1) {
+                return Err(to_status(Error::NotEnoughStartedMembers));
+            }
+        }
+        let member = MemberAttributes {
+            member_id: new_member_id(&req.peer_ur_ls, self.node.identity.cluster_id),
+            name: String::new(),
+            peer_urls: req.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+            is_learner: req.is_learner,
+        };
+        let change = MemberChange {
+            kind: Kind::Add as i32,
+            member: Some(member.clone()),
+        };
+        self.node
+            .change_membership(change)
+            .await
+            .map_err(to_status)?;
+        members.push(member.clone());
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(to_member(&member)),
+            members: Self::listed(&members),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(Status::failed_precondition(MEMBERSHIP_FIXED))
+        let req = request.into_inner();
+        let view = match self.leader_view().await? {
+            Ok(view) => view,
+            Err(mut leader) => return leader.member_remove(req).await,
+        };
+        let mut members = self.members()?;
+        let member = members
+            .iter()
+            .find(|m| m.member_id == req.id)
+            .cloned()
+            .ok_or_else(|| to_status(Error::MemberNotFound))?;
+        if !member.is_learner {
+            let (voters, started) = started_voters(&view, Some(req.id));
+            if started < quorum(voters) {
+                return Err(to_status(Error::NotEnoughStartedMembers));
+            }
+        }
+        let change = MemberChange {
+            kind: Kind::Remove as i32,
+            member: Some(member),
+        };
+        self.node
+            .change_membership(change)
+            .await
+            .map_err(to_status)?;
+        members.retain(|m| m.member_id != req.id);
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: Self::listed(&members),
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::failed_precondition(MEMBERSHIP_FIXED))
+        let req = request.into_inner();
+        check_urls(&req.peer_ur_ls).map_err(to_status)?;
+        let mut members = self.members()?;
+        let Some(index) = members.iter().position(|m| m.member_id == req.id) else {
+            return Err(to_status(Error::MemberNotFound));
+        };
+        if members.iter().any(|m| {
+            m.member_id != req.id && m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u))
+        }) {
+            return Err(to_status(Error::PeerUrlExists));
+        }
+        members[index].peer_urls = req.peer_ur_ls.clone();
+        let updated = members[index].clone();
+        self.node
+            .propose(Op::MemberAttributes(updated))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: Self::listed(&members),
+        }))
     }
 
     async fn member_list(
@@ -85,17 +239,64 @@ impl Cluster for ClusterService {
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let _timer = self.node.metrics.time("MemberList");
-        // etcd's cluster API headers carry no revision.
         Ok(Response::new(MemberListResponse {
-            header: self.node.header(0),
-            members: self.members()?,
+            header: self.header(),
+            members: Self::listed(&self.members()?),
         }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(Status::failed_precondition(MEMBERSHIP_FIXED))
+        let req = request.into_inner();
+        let view = match self.leader_view().await? {
+            Ok(view) => view,
+            Err(mut leader) => return leader.member_promote(req).await,
+        };
+        let mut members = self.members()?;
+        let Some(index) = members.iter().position(|m| m.member_id == req.id) else {
+            return Err(to_status(Error::MemberNotFound));
+        };
+        if !members[index].is_learner {
+            return Err(to_status(Error::MemberNotLearner));
+        }
+        let matched = view
+            .progress
+            .get(&req.id)
+            .map_or(0, |(matched, _)| *matched);
+        if (matched as f64) < view.last_index as f64 * LEARNER_READY_SHARE {
+            return Err(to_status(Error::LearnerNotReady));
+        }
+        let (voters, started) = started_voters(&view, None);
+        if started + 1 < quorum(voters + 1) {
+            return Err(to_status(Error::NotEnoughStartedMembers));
+        }
+        let change = MemberChange {
+            kind: Kind::Promote as i32,
+            member: Some(members[index].clone()),
+        };
+        self.node
+            .change_membership(change)
+            .await
+            .map_err(to_status)?;
+        members[index].is_learner = false;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: Self::listed(&members),
+        }))
     }
+}
+
+/// A fresh member id, unique to these URLs, this cluster and this moment.
+fn new_member_id(peer_urls: &[String], cluster_id: u64) -> u64 {
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = Sha256::new();
+    hasher.update(peer_urls.join(",").as_bytes());
+    hasher.update(cluster_id.to_be_bytes());
+    hasher.update(now_ns.to_be_bytes());
+    let digest = hasher.finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("sha256 has 32 bytes")).max(1)
 }

@@ -9,9 +9,15 @@ use std::time::Duration;
 
 use e2d_core::storage::{Backend, Table};
 use e2d_core::Error;
-use e2d_proto::peer::{Outcome, Proposal};
+use e2d_core::StateMachine;
+use e2d_proto::peer::member_change::Kind as ChangeKind;
+use e2d_proto::peer::proposal::Op;
+use e2d_proto::peer::{MemberAttributes, MemberChange, MemberList, Outcome, Proposal};
 use prost::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
+use prost011::Message as _;
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
+use crate::storage::FjallBackend;
 
 /// Requests waiting for the driver; senders wait when it is full.
 const DRIVER_QUEUE_MAX: usize = 4096;
@@ -26,6 +33,8 @@ const DRIVER_QUEUE_MAX: usize = 4096;
 const DRIVER_BATCH_MAX: usize = 512;
 /// Bytes of entries in one append message.
 const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+/// How long a removed member keeps answering before it exits.
+const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Append messages in flight to one follower.
 const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
 
@@ -43,6 +52,26 @@ pub enum DriverRequest {
     TransferLeader {
         target: u64,
     },
+    /// A conf change, with what it does to the member list.
+    ChangeMembership {
+        change: MemberChange,
+        reply: ProposalReply,
+    },
+    /// What the leader knows of each member's progress.
+    View {
+        reply: oneshot::Sender<MembershipView>,
+    },
+}
+
+/// The raft configuration and, on the leader, how far each member is.
+#[derive(Debug, Clone, Default)]
+pub struct MembershipView {
+    pub is_leader: bool,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Member id → (matched index, heard from recently).
+    pub progress: BTreeMap<u64, (u64, bool)>,
 }
 
 /// What the rest of the node may know of raft.
@@ -79,18 +108,48 @@ impl DriverHandle {
     }
 }
 
-/// Opens the raft log (creating it with `initial_voters` for a new member)
-/// and starts the driver task.
+/// How a member without a raft log starts one.
+pub enum Bootstrap {
+    /// A founding member of a new cluster: these voters, and the first log
+    /// entry that records them.
+    Found {
+        voters: Vec<u64>,
+        members: Vec<MemberAttributes>,
+    },
+    /// A member added to a running cluster, which starts from the
+    /// cluster's current voters and learners; the leader fills its log.
+    Join {
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+    },
+}
+
+/// Opens the raft log (creating it as `bootstrap` says for a new member)
+/// and prepares the driver task.
 pub fn spawn_driver(
     node_id: u64,
-    initial_voters: Vec<u64>,
+    bootstrap: Bootstrap,
     backend: &mut crate::storage::FjallBackend,
     applied_index: u64,
     transport: Transport,
 ) -> Result<(DriverHandle, DriverParts), Error> {
     let storage = match log_store::load(backend)? {
         Some(storage) => storage,
-        None => log_store::create(backend, ConfState::from((initial_voters, vec![]))),
+        None => match bootstrap {
+            Bootstrap::Found { voters, members } => {
+                let first = Proposal {
+                    op: Some(Op::InitialMembers(MemberList { members })),
+                };
+                log_store::create(
+                    backend,
+                    ConfState::from((voters, vec![])),
+                    Some(first.encode_to_vec()),
+                )?
+            }
+            Bootstrap::Join { voters, learners } => {
+                log_store::create(backend, ConfState::from((voters, learners)), None)?
+            }
+        },
     };
     let config = raft::Config {
         id: node_id,
@@ -144,6 +203,8 @@ impl DriverParts {
             pending_reads: BTreeMap::new(),
             next_read_id: 1,
             was_leader: false,
+            leader_id: raft::INVALID_ID,
+            removed: false,
         };
         tokio::spawn(driver.run(self.incoming));
     }
@@ -159,6 +220,9 @@ struct Driver {
     pending_reads: BTreeMap<u64, oneshot::Sender<u64>>,
     next_read_id: u64,
     was_leader: bool,
+    leader_id: u64,
+    /// This member was removed from the cluster; it stops after the Ready.
+    removed: bool,
 }
 
 impl Driver {
@@ -187,6 +251,14 @@ impl Driver {
                 tracing::error!(error = %e, "cannot write the raft log or state; stopping so no unsynced state is served");
                 std::process::exit(1);
             }
+            if std::mem::take(&mut self.removed) {
+                tracing::warn!("this member was removed from the cluster; stopping (wipe its data dir to add it again)");
+                // Answers to the request that removed it still have to leave.
+                tokio::spawn(async {
+                    tokio::time::sleep(REMOVED_EXIT_GRACE).await;
+                    std::process::exit(0);
+                });
+            }
         }
     }
 
@@ -210,6 +282,40 @@ impl Driver {
                 self.next_read_id += 1;
                 self.pending_reads.insert(id, reply);
                 self.raw_node.read_index(id.to_be_bytes().to_vec());
+            }
+            DriverRequest::ChangeMembership { change, reply } => {
+                let id = self.next_proposal_id;
+                self.next_proposal_id += 1;
+                let mut context = self.proposal_context(id);
+                context.extend_from_slice(&change.encode_to_vec());
+                let member_id = change.member.as_ref().map_or(0, |m| m.member_id);
+                let change_type = match (
+                    change.kind(),
+                    change.member.as_ref().is_some_and(|m| m.is_learner),
+                ) {
+                    (ChangeKind::Add, true) => ConfChangeType::AddLearnerNode,
+                    (ChangeKind::Add, false) | (ChangeKind::Promote, _) => ConfChangeType::AddNode,
+                    (ChangeKind::Remove, _) => ConfChangeType::RemoveNode,
+                };
+                let mut single = ConfChangeSingle::default();
+                single.set_change_type(change_type);
+                single.node_id = member_id;
+                let conf_change = ConfChangeV2 {
+                    changes: vec![single],
+                    ..Default::default()
+                };
+                match self.raw_node.propose_conf_change(context, conf_change) {
+                    Ok(()) => {
+                        self.pending_proposals.insert(id, reply);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "membership change not proposed");
+                        let _ = reply.send(Err(not_leader()));
+                    }
+                }
+            }
+            DriverRequest::View { reply } => {
+                let _ = reply.send(self.membership_view());
             }
             DriverRequest::TransferLeader { target } => {
                 self.raw_node.transfer_leader(target);
@@ -316,9 +422,9 @@ impl Driver {
         let now_ms = self.node.clock.now_ms();
         let mut answers = Vec::new();
         let last_index;
+        let node = self.node.clone();
         {
-            let mut state = self
-                .node
+            let mut state = node
                 .state_for_driver()
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
@@ -326,10 +432,12 @@ impl Driver {
                 match entry.get_entry_type() {
                     EntryType::EntryNormal if !entry.data.is_empty() => {
                         let outcome = match Proposal::decode(entry.data.as_slice()) {
-                            Ok(proposal) => match state.apply(&proposal, now_ms) {
-                                Err(Error::Storage(e)) => return Err(Error::Storage(e)),
-                                result => result,
-                            },
+                            Ok(proposal) => {
+                                match self.apply_proposal(&mut state, &proposal, now_ms) {
+                                    Err(Error::Storage(e)) => return Err(Error::Storage(e)),
+                                    result => result,
+                                }
+                            }
                             Err(e) => {
                                 tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
                                 continue;
@@ -340,10 +448,16 @@ impl Driver {
                         }
                     }
                     EntryType::EntryNormal => {}
-                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        tracing::warn!(
+                    EntryType::EntryConfChangeV2 => {
+                        let outcome = self.apply_membership(&mut state, entry)?;
+                        if let Some(id) = self.own_proposal(&entry.context) {
+                            answers.push((id, Ok(outcome)));
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        tracing::error!(
                             index = entry.index,
-                            "membership changes are not applied by this version"
+                            "skipped a version 1 conf change, which e2d never proposes"
                         );
                     }
                 }
@@ -363,10 +477,106 @@ impl Driver {
         Ok(())
     }
 
+    fn apply_proposal(
+        &mut self,
+        state: &mut StateMachine<FjallBackend>,
+        proposal: &Proposal,
+        now_ms: u64,
+    ) -> Result<Outcome, Error> {
+        let outcome = state.apply(proposal, now_ms)?;
+        let announced: &[MemberAttributes] = match &proposal.op {
+            Some(Op::MemberAttributes(member)) => std::slice::from_ref(member),
+            Some(Op::InitialMembers(list)) => &list.members,
+            _ => &[],
+        };
+        for member in announced {
+            self.route(member);
+        }
+        Ok(outcome)
+    }
+
+    /// Sends this member's raft messages for `member` to its peer URL.
+    fn route(&mut self, member: &MemberAttributes) {
+        if member.member_id == self.node.identity.member_id {
+            return;
+        }
+        if let Some(url) = member.peer_urls.first() {
+            self.transport.set_peer(member.member_id, url);
+        }
+    }
+
+    /// Applies a conf change entry: raft's configuration, the member list
+    /// and the transport's peers.
+    fn apply_membership(
+        &mut self,
+        state: &mut StateMachine<FjallBackend>,
+        entry: &Entry,
+    ) -> Result<Outcome, Error> {
+        let conf_change = ConfChangeV2::decode(entry.data.as_slice())
+            .map_err(|e| storage(format!("corrupt conf change at {}: {e}", entry.index)))?;
+        let conf_state = self
+            .raw_node
+            .apply_conf_change(&conf_change)
+            .map_err(|e| storage(format!("conf change at {}: {e}", entry.index)))?;
+        log_store::stage_conf_state(state.backend_mut(), &conf_state);
+        let change = entry
+            .context
+            .get(16..)
+            .and_then(|bytes| MemberChange::decode(bytes).ok())
+            .unwrap_or_default();
+        let Some(member) = change.member.clone() else {
+            return Ok(done());
+        };
+        let me = self.node.identity.member_id;
+        match change.kind() {
+            ChangeKind::Add => {
+                state.put_member(&member);
+                self.route(&member);
+            }
+            ChangeKind::Promote => {
+                if let Some(known) = state.member(member.member_id)? {
+                    state.put_member(&MemberAttributes {
+                        is_learner: false,
+                        ..known
+                    });
+                }
+            }
+            ChangeKind::Remove => {
+                state.remove_member(member.member_id);
+                self.transport.remove_peer(member.member_id);
+                if member.member_id == me {
+                    self.removed = true;
+                }
+            }
+        }
+        tracing::info!(kind = ?change.kind(), member = format!("{:x}", member.member_id), "membership changed");
+        Ok(done())
+    }
+
+    fn membership_view(&self) -> MembershipView {
+        let raft = &self.raw_node.raft;
+        let conf = raft.prs().conf();
+        let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
+        voters.sort_unstable();
+        let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
+        learners.sort_unstable();
+        let progress = raft
+            .prs()
+            .iter()
+            .map(|(&id, p)| (id, (p.matched, p.recent_active || id == raft.id)))
+            .collect();
+        MembershipView {
+            is_leader: raft.state == StateRole::Leader,
+            last_index: raft.raft_log.last_index(),
+            voters,
+            learners,
+            progress,
+        }
+    }
+
     fn own_proposal(&self, context: &[u8]) -> Option<u64> {
-        let (member, id) = context.split_at_checked(8)?;
-        let member = u64::from_be_bytes(member.try_into().ok()?);
-        let id = u64::from_be_bytes(id.try_into().ok()?);
+        let member = u64::from_be_bytes(context.get(..8)?.try_into().ok()?);
+        let id = u64::from_be_bytes(context.get(8..16)?.try_into().ok()?);
         (member == self.node.identity.member_id).then_some(id)
     }
 
@@ -393,9 +603,14 @@ impl Driver {
         }
         if !is_leader && self.was_leader {
             tracing::info!(leader = format!("{leader_id:x}"), "lost leadership");
+        }
+        if leader_id != self.leader_id {
+            // Proposals sent to the old leader may be lost with it: their
+            // clients hear so now rather than at their timeout.
             for (_, reply) in std::mem::take(&mut self.pending_proposals) {
                 let _ = reply.send(Err(Error::LeaderChanged));
             }
+            self.leader_id = leader_id;
         }
         if leader_id == raft::INVALID_ID {
             // Reads waiting on a vanished leader would never be answered.
@@ -418,6 +633,14 @@ impl Driver {
             *current = status;
             changed
         });
+    }
+}
+
+fn done() -> Outcome {
+    Outcome {
+        result: Some(e2d_proto::peer::outcome::Result::Done(
+            e2d_proto::peer::Done {},
+        )),
     }
 }
 

@@ -51,10 +51,36 @@ pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> 
     Ok(Some(storage))
 }
 
-/// A new member's log: empty, with the initial voters.
-pub fn create(backend: &mut FjallBackend, conf_state: ConfState) -> MemStorage {
+/// A new member's log. A founding member's log starts with the initial
+/// voters and one committed entry, `first_entry`, identical on every
+/// founding member (as etcd's bootstrap entries are); a joining member's
+/// log starts empty and fills from the leader.
+pub fn create(
+    backend: &mut FjallBackend,
+    conf_state: ConfState,
+    first_entry: Option<Vec<u8>>,
+) -> Result<MemStorage, StorageError> {
     stage_conf_state(backend, &conf_state);
-    MemStorage::new_with_conf_state(conf_state)
+    let storage = MemStorage::new_with_conf_state(conf_state);
+    if let Some(data) = first_entry {
+        let entry = Entry {
+            term: 1,
+            index: 1,
+            data,
+            ..Default::default()
+        };
+        let hard_state = HardState {
+            term: 1,
+            vote: 0,
+            commit: 1,
+        };
+        stage_entries(backend, std::slice::from_ref(&entry));
+        stage_hard_state(backend, &hard_state);
+        let mut core = storage.wl();
+        core.append(&[entry]).map_err(corrupt)?;
+        core.set_hardstate(hard_state);
+    }
+    Ok(storage)
 }
 
 pub fn stage_entries(backend: &mut FjallBackend, entries: &[Entry]) {

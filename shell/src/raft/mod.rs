@@ -12,7 +12,9 @@ mod log_store;
 mod peer_service;
 mod transport;
 
-pub use driver::{spawn_driver, DriverHandle, DriverRequest, RaftStatus};
+pub use driver::{
+    spawn_driver, Bootstrap, DriverHandle, DriverRequest, MembershipView, RaftStatus,
+};
 pub use peer_service::PeerService;
 pub use transport::Transport;
 

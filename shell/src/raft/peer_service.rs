@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use e2d_proto::peer::peer_server::Peer;
-use e2d_proto::peer::{KeepAliveRequest, KeepAliveResponse, RaftEnvelope, SendAck};
+use e2d_proto::peer::{
+    KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, RaftEnvelope, SendAck,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
@@ -48,5 +50,16 @@ impl Peer for PeerService {
         let id = request.into_inner().id;
         let ttl_seconds = self.node.lease_keep_alive(id).await?;
         Ok(Response::new(KeepAliveResponse { ttl_seconds }))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let members = self.node.read().members().map_err(to_status)?;
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.node.identity.cluster_id,
+            members,
+        }))
     }
 }

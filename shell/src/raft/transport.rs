@@ -19,21 +19,45 @@ const PEER_QUEUE_MAX: usize = 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Default)]
+struct PeerLink {
+    url: String,
+    queue: mpsc::Sender<RaftEnvelope>,
+}
+
+#[derive(Default)]
 pub struct Transport {
-    peers: BTreeMap<u64, mpsc::Sender<RaftEnvelope>>,
+    peers: BTreeMap<u64, PeerLink>,
 }
 
 impl Transport {
     /// Starts a sender task for each `(member id, peer URL)`.
     pub fn start(peers: &[(u64, String)]) -> Self {
-        let mut senders = BTreeMap::new();
+        let mut transport = Self::default();
         for (id, url) in peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(send_loop(*id, url.clone(), rx));
-            senders.insert(*id, tx);
+            transport.set_peer(*id, url);
         }
-        Self { peers: senders }
+        transport
+    }
+
+    /// Routes messages for `id` to `url`, replacing an older route.
+    pub fn set_peer(&mut self, id: u64, url: &str) {
+        if self.peers.get(&id).is_some_and(|link| link.url == url) {
+            return;
+        }
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        tokio::spawn(send_loop(id, url.to_string(), rx));
+        // Dropping the old link's queue ends its task.
+        self.peers.insert(
+            id,
+            PeerLink {
+                url: url.to_string(),
+                queue,
+            },
+        );
+    }
+
+    pub fn remove_peer(&mut self, id: u64) {
+        self.peers.remove(&id);
     }
 
     pub fn send(&self, messages: Vec<Message>) {
@@ -45,7 +69,7 @@ impl Transport {
             let envelope = RaftEnvelope {
                 message: codec::encode_message(&message),
             };
-            if peer.try_send(envelope).is_err() {
+            if peer.queue.try_send(envelope).is_err() {
                 tracing::debug!(
                     to = format!("{:x}", message.to),
                     "peer queue full; message dropped"

@@ -75,6 +75,8 @@ async fn announce_member(node: Arc<Node>) {
         name: node.identity.name.clone(),
         peer_urls: node.identity.peer_urls.clone(),
         client_urls: node.identity.client_urls.clone(),
+        // Ignored when applied: the membership decides who votes.
+        is_learner: false,
     };
     loop {
         match node.propose(Op::MemberAttributes(attributes.clone())).await {

@@ -84,6 +84,37 @@ pub fn cluster_id_of(members: &[InitialMember], token: &str) -> u64 {
 }
 
 impl Identity {
+    /// The member and cluster ids stored in the data dir, if any.
+    pub fn stored_ids(backend: &impl Backend) -> Result<Option<(u64, u64)>, IdentityError> {
+        let member = read_meta_u64(backend, META_MEMBER_ID)?;
+        let cluster = read_meta_u64(backend, META_CLUSTER_ID)?;
+        Ok(member.zip(cluster))
+    }
+
+    /// The identity of a member added to a running cluster, whose ids the
+    /// cluster chose; stores them in a new data dir.
+    pub fn adopt(
+        backend: &mut impl Backend,
+        name: String,
+        (member_id, cluster_id): (u64, u64),
+        peer_url: String,
+        client_urls: Vec<String>,
+        initial_members: Vec<InitialMember>,
+    ) -> Result<Self, IdentityError> {
+        if Self::stored_ids(backend)?.is_none() {
+            backend.put(Table::Meta, META_MEMBER_ID, &member_id.to_be_bytes());
+            backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
+        }
+        Ok(Self {
+            name,
+            member_id,
+            cluster_id,
+            peer_urls: vec![peer_url],
+            client_urls,
+            initial_members,
+        })
+    }
+
     /// Checks the data dir's ids against the flags, or stages them for a
     /// new data dir. Returns whether they were new (and need a commit).
     pub fn load_or_create(

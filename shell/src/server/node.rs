@@ -232,6 +232,30 @@ impl Node {
         Ok(response.into_inner().ttl_seconds)
     }
 
+    /// Replicates a membership change and waits until it is applied.
+    pub async fn change_membership(
+        &self,
+        change: e2d_proto::peer::MemberChange,
+    ) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.raft
+            .send(DriverRequest::ChangeMembership { change, reply })
+            .await?;
+        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::LeaderChanged)??;
+        Ok(())
+    }
+
+    /// The raft configuration and each member's progress, as this member
+    /// sees them (complete only on the leader).
+    pub async fn membership_view(&self) -> Result<crate::raft::MembershipView, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.raft.send(DriverRequest::View { reply }).await?;
+        answer.await.map_err(|_| Error::LeaderChanged)
+    }
+
     /// Hands leadership to `target` and waits until it has it.
     pub async fn move_leader(&self, target: u64) -> Result<(), Error> {
         let status = self.raft_status();
@@ -255,13 +279,19 @@ impl Node {
         Ok(())
     }
 
-    /// The peer URL of a member of the initial cluster.
+    /// The peer URL of a member: from the replicated member list, or the
+    /// initial cluster before that is known.
     pub fn peer_url(&self, member_id: u64) -> Option<String> {
-        self.identity
-            .initial_members
-            .iter()
-            .find(|m| m.id == member_id)
-            .map(|m| m.peer_url.clone())
+        let replicated = self.read().member(member_id).ok().flatten();
+        replicated
+            .and_then(|m| m.peer_urls.first().cloned())
+            .or_else(|| {
+                self.identity
+                    .initial_members
+                    .iter()
+                    .find(|m| m.id == member_id)
+                    .map(|m| m.peer_url.clone())
+            })
     }
 
     /// Compacts the on-disk tables; blocks, so call it off the runtime.
