@@ -16,3 +16,7 @@ run *ARGS:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Put throughput and latency: 3 e2d members beside 3 etcd members, same load.
+bench *ARGS:
+    bench/compare.sh {{ARGS}}
