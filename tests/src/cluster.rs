@@ -265,6 +265,23 @@ impl Cluster {
         }
     }
 
+    /// Puts through member `i`, retrying while the cluster elects a
+    /// leader; panics if no attempt succeeds within the start timeout.
+    pub fn put_eventually(&self, i: usize, key: &str, value: &str) {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        loop {
+            let put = self.members[i].etcdctl(&["put", key, value, "--command-timeout=1s"]);
+            if put.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i} accepted no write: {put}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Comma-separated endpoints of the running members.
     pub fn endpoints(&self) -> String {
         self.members

@@ -63,19 +63,7 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     }
     cluster.kill9(leader);
     let killed_at = Instant::now();
-    let deadline = killed_at + Duration::from_secs(15);
-    loop {
-        let put =
-            cluster.members[writer].etcdctl(&["put", "after", "failover", "--command-timeout=1s"]);
-        if put.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no write succeeded after the leader died: {put}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    cluster.put_eventually(writer, "after", "failover");
     eprintln!(
         "a write succeeded {:?} after the leader was killed",
         killed_at.elapsed()
@@ -151,19 +139,7 @@ fn five_members_survive_two_failures() {
     cluster.kill9(follower);
     cluster.kill9(leader);
     let reader = (leader + 2) % 5;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let put =
-            cluster.members[reader].etcdctl(&["put", "three", "left", "--command-timeout=1s"]);
-        if put.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "three of five members accept no write: {put}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    cluster.put_eventually(reader, "three", "left");
     assert_eq!(get(&cluster, reader, "five"), "members");
     assert_eq!(get(&cluster, (leader + 3) % 5, "three"), "left");
 }
@@ -266,23 +242,7 @@ fn a_learner_joins_catches_up_is_promoted_and_the_leader_can_be_removed() {
         thread::sleep(Duration::from_millis(50));
     }
     cluster.wait_for_leader(None);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let put = cluster.members[learner].etcdctl(&[
-            "put",
-            "after-removal",
-            "ok",
-            "--command-timeout=2s",
-        ]);
-        if put.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no write succeeded after the leader's removal: {put}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    cluster.put_eventually(learner, "after-removal", "ok");
     assert_eq!(get(&cluster, other, "after-removal"), "ok");
     let listed = cluster.members[other]
         .etcdctl(&["member", "list"])
