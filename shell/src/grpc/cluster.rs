@@ -85,6 +85,14 @@ impl ClusterService {
         self.node.read().members().map_err(to_status)
     }
 
+    /// Where member `id` stands in `members`.
+    fn position_of(members: &[MemberAttributes], id: u64) -> Result<usize, Status> {
+        members
+            .iter()
+            .position(|m| m.member_id == id)
+            .ok_or_else(|| to_status(Error::MemberNotFound))
+    }
+
     fn listed(members: &[MemberAttributes]) -> Vec<Member> {
         members.iter().map(to_member).collect()
     }
@@ -181,11 +189,7 @@ impl Cluster for ClusterService {
             Err(mut leader) => return leader.member_remove(req).await,
         };
         let mut members = self.members()?;
-        let member = members
-            .iter()
-            .find(|m| m.member_id == req.id)
-            .cloned()
-            .ok_or_else(|| to_status(Error::MemberNotFound))?;
+        let member = members[Self::position_of(&members, req.id)?].clone();
         if !member.is_learner {
             let (voters, started) = started_voters(&view, Some(req.id));
             if started < quorum(voters) {
@@ -214,9 +218,7 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls).map_err(to_status)?;
         let mut members = self.members()?;
-        let Some(index) = members.iter().position(|m| m.member_id == req.id) else {
-            return Err(to_status(Error::MemberNotFound));
-        };
+        let index = Self::position_of(&members, req.id)?;
         if members.iter().any(|m| {
             m.member_id != req.id && m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u))
         }) {
@@ -255,9 +257,7 @@ impl Cluster for ClusterService {
             Err(mut leader) => return leader.member_promote(req).await,
         };
         let mut members = self.members()?;
-        let Some(index) = members.iter().position(|m| m.member_id == req.id) else {
-            return Err(to_status(Error::MemberNotFound));
-        };
+        let index = Self::position_of(&members, req.id)?;
         if !members[index].is_learner {
             return Err(to_status(Error::MemberNotLearner));
         }
