@@ -282,3 +282,25 @@ fn membership_changes_that_would_lose_quorum_are_refused() {
         .etcdctl(&["member", "promote", &alive_id])
         .fails_with("etcdserver: can only promote a learner member");
 }
+
+#[test]
+fn a_watch_on_a_follower_sees_every_write_in_order() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    let mut watch = e2d_tests::spawn_etcdctl(
+        &cluster.members[follower].endpoint(),
+        &["watch", "w/", "--prefix"],
+    );
+    thread::sleep(Duration::from_millis(300));
+    for n in 0..50 {
+        cluster.members[leader]
+            .etcdctl(&["put", &format!("w/{n:02}"), &n.to_string()])
+            .ok();
+    }
+    let lines = watch.lines(150, Duration::from_secs(15));
+    let expected: Vec<String> = (0..50)
+        .flat_map(|n| ["PUT".to_string(), format!("w/{n:02}"), n.to_string()])
+        .collect();
+    assert_eq!(lines, expected);
+}

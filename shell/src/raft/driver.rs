@@ -237,6 +237,9 @@ impl Driver {
             tokio::select! {
                 _ = tick.tick() => {
                     self.raw_node.tick();
+                    // Forget proposals whose callers gave up (a forwarded
+                    // proposal the old leader dropped, say).
+                    self.pending_proposals.retain(|_, reply| !reply.is_closed());
                 }
                 received = incoming.recv_many(&mut batch, DRIVER_BATCH_MAX) => {
                     if received == 0 {
@@ -466,6 +469,10 @@ impl Driver {
             state
                 .backend_mut()
                 .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
+            // Watchers and the member list read committed data: make the
+            // applied changes readable before anyone hears of them. The raft
+            // log holds them durably already, so no fsync.
+            state.backend_mut().commit(false)?;
         }
         self.node.set_applied_index(last_index);
         for (id, outcome) in answers {
