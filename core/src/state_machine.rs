@@ -41,7 +41,52 @@ impl<B: Backend> StateMachine<B> {
     /// Opens the state machine over `backend`; leases restart with the time
     /// they had left at their last checkpoint, counted from `now_ms`.
     pub fn open(backend: B, now_ms: u64) -> Result<Self, Error> {
-        let mvcc = Mvcc::open(backend)?;
+        let mut state = Self {
+            mvcc: Mvcc::open(backend)?,
+            lessor: Lessor::default(),
+            alarms: BTreeSet::new(),
+        };
+        state.reload_leases_and_alarms(now_ms)?;
+        Ok(state)
+    }
+
+    /// Rebuilds everything held in memory from the backend's committed
+    /// contents, as after a restart.
+    pub fn reload(&mut self, now_ms: u64) -> Result<(), Error> {
+        self.mvcc.reload()?;
+        self.reload_leases_and_alarms(now_ms)
+    }
+
+    /// Stages the replacement of every table's contents by `records` (a
+    /// snapshot's), except entries `keep` says are this member's own. The
+    /// caller commits, then calls [`StateMachine::reload`].
+    pub fn replace_contents(
+        &mut self,
+        records: &[(Table, Vec<u8>, Vec<u8>)],
+        keep: &dyn Fn(Table, &[u8]) -> bool,
+    ) -> Result<(), Error> {
+        for table in Table::ALL {
+            let mut stale = Vec::new();
+            self.mvcc.backend().scan(table, &[], &[], &mut |key, _| {
+                if !keep(table, key) {
+                    stale.push(key.to_vec());
+                }
+                true
+            })?;
+            for key in stale {
+                self.mvcc.backend_mut().delete(table, &key);
+            }
+        }
+        for (table, key, value) in records {
+            if !keep(*table, key) {
+                self.mvcc.backend_mut().put(*table, key, value);
+            }
+        }
+        Ok(())
+    }
+
+    fn reload_leases_and_alarms(&mut self, now_ms: u64) -> Result<(), Error> {
+        let mvcc = &self.mvcc;
         let mut lessor = Lessor::default();
         let mut corrupt = None;
         mvcc.backend()
@@ -72,11 +117,9 @@ impl<B: Backend> StateMachine<B> {
                 }
                 true
             })?;
-        Ok(Self {
-            mvcc,
-            lessor,
-            alarms,
-        })
+        self.lessor = lessor;
+        self.alarms = alarms;
+        Ok(())
     }
 
     pub fn mvcc(&self) -> &Mvcc<B> {

@@ -37,10 +37,24 @@ pub struct Mvcc<B> {
 impl<B: Backend> Mvcc<B> {
     /// Opens the store over `backend`, rebuilding the key index from it.
     pub fn open(backend: B) -> Result<Self, Error> {
+        let mut mvcc = Self {
+            backend,
+            index: KeyIndex::default(),
+            current_revision: 1,
+            compact_revision: 0,
+        };
+        mvcc.reload()?;
+        Ok(mvcc)
+    }
+
+    /// Rebuilds the key index and revisions from what the backend holds
+    /// (after its contents were replaced wholesale, say).
+    pub fn reload(&mut self) -> Result<(), Error> {
+        let backend = &self.backend;
         let current_revision =
-            read_meta_u64(&backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
+            read_meta_u64(backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
         let compact_revision =
-            read_meta_u64(&backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
+            read_meta_u64(backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
         let mut index = KeyIndex::default();
         let mut corrupt = None;
         backend.scan(Table::Kv, &[], &[], &mut |key, value| {
@@ -56,12 +70,10 @@ impl<B: Backend> Mvcc<B> {
         if let Some(e) = corrupt {
             return Err(e.into());
         }
-        Ok(Self {
-            backend,
-            index,
-            current_revision,
-            compact_revision,
-        })
+        self.index = index;
+        self.current_revision = current_revision;
+        self.compact_revision = compact_revision;
+        Ok(())
     }
 
     pub fn current_revision(&self) -> i64 {
