@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
 use crate::grpc::{self, grpc_message_bytes_max};
-use crate::raft::{spawn_driver, Bootstrap, PeerService, Transport};
+use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::{parse_initial_cluster, spawn_duties, Clock, Identity, Node, NodeConfig};
 use crate::storage::FjallBackend;
@@ -23,6 +23,10 @@ use crate::storage::FjallBackend;
 /// Largest message between members: a raft append of up to 1 MiB of
 /// entries plus framing.
 const PEER_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Entries kept after a log compaction, for followers slightly behind
+/// (etcd keeps as many).
+const LOG_ENTRIES_RETAINED_MAX: u64 = 5_000;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -158,6 +162,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         state.backend_mut(),
         applied_index,
         transport,
+        LogLimits {
+            compact_after_entries: args.snapshot_count,
+            retained_entries: (args.snapshot_count / 2).min(LOG_ENTRIES_RETAINED_MAX),
+        },
     )
     .map_err(database_error)?;
     state

@@ -6,7 +6,7 @@
 //! [value]` (big-endian lengths), then the end byte, zero padding up to a
 //! multiple of 512 bytes, then the 32-byte digest.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use e2d_core::storage::{StorageError, Table};
 use sha2::{Digest, Sha256};
@@ -16,6 +16,66 @@ use crate::storage::PointInTime;
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"E2DSNAP\x01";
 const END_OF_RECORDS: u8 = 0xff;
 const PAD_TO_BYTES: usize = 512;
+
+/// A table's entries as a snapshot carries them.
+pub type Record = (Table, Vec<u8>, Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot read the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not an e2d snapshot (wrong magic)")]
+    Magic,
+    #[error("the snapshot's SHA-256 does not match its contents: it is damaged or truncated")]
+    Digest,
+    #[error("the snapshot's records are malformed at byte {0}")]
+    Malformed(usize),
+}
+
+fn tag_table(tag: u8) -> Option<Table> {
+    match tag {
+        1 => Some(Table::Kv),
+        2 => Some(Table::Lease),
+        3 => Some(Table::Meta),
+        _ => None,
+    }
+}
+
+/// Reads and checks a whole snapshot: digest first, then every record.
+pub fn read_snapshot(input: &mut impl Read) -> Result<Vec<Record>, SnapshotError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    let digest_at = bytes.len().checked_sub(32).ok_or(SnapshotError::Digest)?;
+    let (body, digest) = bytes.split_at(digest_at);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(SnapshotError::Digest);
+    }
+    let mut at = SNAPSHOT_MAGIC.len();
+    if body.get(..at) != Some(SNAPSHOT_MAGIC.as_slice()) {
+        return Err(SnapshotError::Magic);
+    }
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], SnapshotError> {
+        let slice = body
+            .get(*at..*at + n)
+            .ok_or(SnapshotError::Malformed(*at))?;
+        *at += n;
+        Ok(slice)
+    };
+    let length = |bytes: &[u8]| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
+    let mut records = Vec::new();
+    loop {
+        let tag = take(&mut at, 1)?[0];
+        if tag == END_OF_RECORDS {
+            return Ok(records);
+        }
+        let table = tag_table(tag).ok_or(SnapshotError::Malformed(at - 1))?;
+        let key_len = length(take(&mut at, 4)?);
+        let key = take(&mut at, key_len)?.to_vec();
+        let value_len = length(take(&mut at, 4)?);
+        let value = take(&mut at, value_len)?.to_vec();
+        records.push((table, key, value));
+    }
+}
 
 fn table_tag(table: Table) -> u8 {
     match table {
@@ -70,5 +130,29 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_snapshots_are_refused() {
+        let mut body = SNAPSHOT_MAGIC.to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v', END_OF_RECORDS]);
+        let mut bytes = body.clone();
+        bytes.extend_from_slice(&Sha256::digest(&body));
+        let records = read_snapshot(&mut bytes.as_slice()).unwrap();
+        assert_eq!(records, vec![(Table::Kv, b"k".to_vec(), b"v".to_vec())]);
+        bytes[9] ^= 1;
+        assert!(matches!(
+            read_snapshot(&mut bytes.as_slice()),
+            Err(SnapshotError::Digest)
+        ));
+        assert!(matches!(
+            read_snapshot(&mut &b"short"[..]),
+            Err(SnapshotError::Digest)
+        ));
     }
 }

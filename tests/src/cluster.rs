@@ -49,12 +49,20 @@ impl Member {
 pub struct Cluster {
     _dir: TempDir,
     initial_cluster: String,
+    /// Flags every member gets.
+    common_args: Vec<String>,
     pub members: Vec<Member>,
 }
 
 impl Cluster {
     /// Starts `size` members and waits until every one knows the leader.
     pub fn start(size: usize) -> Cluster {
+        Cluster::start_with(size, &[])
+    }
+
+    /// Starts `size` members that all get `common_args` besides the usual
+    /// flags.
+    pub fn start_with(size: usize, common_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("e2d-cluster-")
             .tempdir()
@@ -77,6 +85,7 @@ impl Cluster {
         let mut cluster = Cluster {
             _dir: dir,
             initial_cluster,
+            common_args: common_args.iter().map(|a| a.to_string()).collect(),
             members,
         };
         for i in 0..size {
@@ -170,6 +179,7 @@ impl Cluster {
 
     fn spawn_with(&mut self, i: usize, extra_args: &[&str]) {
         let initial_cluster = self.initial_cluster.clone();
+        let common_args = self.common_args.clone();
         let member = &mut self.members[i];
         assert!(member.child.is_none(), "member {i} already runs");
         let log = File::options()
@@ -188,6 +198,7 @@ impl Cluster {
             ])
             .args(["--peer-addr", &format!("127.0.0.1:{}", member.peer_port)])
             .args(["--initial-cluster", &initial_cluster])
+            .args(&common_args)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot clone a file handle"))

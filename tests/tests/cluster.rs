@@ -304,3 +304,76 @@ fn a_watch_on_a_follower_sees_every_write_in_order() {
         .collect();
     assert_eq!(lines, expected);
 }
+
+/// Waits until member `i` serves `count` keys under `prefix` from its own
+/// state.
+fn wait_for_keys(cluster: &Cluster, i: usize, prefix: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = cluster.members[i].etcdctl(&[
+            "get",
+            prefix,
+            "--prefix",
+            "--keys-only",
+            "--consistency=s",
+        ]);
+        let found = seen.out().lines().filter(|l| !l.is_empty()).count();
+        if seen.success() && found == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {i} has {found} of {count} keys under {prefix}: {seen}\n{}",
+            cluster.members[i].log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn members_behind_a_compacted_log_catch_up_from_a_snapshot() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "20"]);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    cluster.kill9(follower);
+    for n in 0..120 {
+        cluster.members[leader]
+            .etcdctl(&["put", &format!("s/{n:03}"), "x"])
+            .ok();
+    }
+    cluster.start_member(follower);
+    wait_for_keys(&cluster, follower, "s/", 120);
+    assert!(
+        cluster.members[follower]
+            .log()
+            .contains("installed a snapshot"),
+        "the follower caught up without a snapshot"
+    );
+
+    let joined = cluster.join(leader, true);
+    wait_for_keys(&cluster, joined, "s/", 120);
+    assert!(
+        cluster.members[joined]
+            .log()
+            .contains("installed a snapshot"),
+        "the new member caught up without a snapshot"
+    );
+    cluster.members[leader]
+        .etcdctl(&["put", "s/after", "y"])
+        .ok();
+    wait_for_keys(&cluster, joined, "s/", 121);
+    let revisions: Vec<String> = [leader, follower, joined]
+        .iter()
+        .map(|&i| {
+            let status = cluster.members[i]
+                .etcdctl(&["endpoint", "status", "-w", "json"])
+                .ok()
+                .json();
+            status[0]["Status"]["header"]["revision"].to_string()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] == w[1]),
+        "revisions differ: {revisions:?}"
+    );
+}

@@ -224,7 +224,7 @@ pub fn status_of(node: &Node) -> StatusResponse {
 
 /// An anonymous file in `dir`: created, then unlinked, so it vanishes with
 /// the handle.
-fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = dir.join(format!("snapshot-{}-{n}.tmp", std::process::id()));

@@ -17,15 +17,19 @@ use prost::Message as _;
 use prost011::Message as _;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message,
+    MessageType, Snapshot,
 };
 use raft::storage::MemStorage;
+use raft::SnapshotStatus;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
+use crate::snapshot::Record;
 use crate::storage::FjallBackend;
+use e2d_core::storage::read_meta_u64;
 
 /// Requests waiting for the driver; senders wait when it is full.
 const DRIVER_QUEUE_MAX: usize = 4096;
@@ -60,6 +64,16 @@ pub enum DriverRequest {
     /// What the leader knows of each member's progress.
     View {
         reply: oneshot::Sender<MembershipView>,
+    },
+    /// A snapshot arrived: its records, then its raft message to step.
+    InstallSnapshot {
+        message: Box<Message>,
+        records: Vec<Record>,
+    },
+    /// How sending a snapshot to `to` went.
+    ReportSnapshot {
+        to: u64,
+        delivered: bool,
     },
 }
 
@@ -132,6 +146,7 @@ pub fn spawn_driver(
     backend: &mut crate::storage::FjallBackend,
     applied_index: u64,
     transport: Transport,
+    log_limits: LogLimits,
 ) -> Result<(DriverHandle, DriverParts), Error> {
     let storage = match log_store::load(backend)? {
         Some(storage) => storage,
@@ -172,12 +187,14 @@ pub fn spawn_driver(
     });
     let handle = DriverHandle { requests, status };
     Ok((
-        handle,
+        handle.clone(),
         DriverParts {
             raw_node,
             incoming,
             status: status_tx,
             transport,
+            log_limits,
+            handle,
         },
     ))
 }
@@ -189,6 +206,8 @@ pub struct DriverParts {
     incoming: mpsc::Receiver<DriverRequest>,
     status: watch::Sender<RaftStatus>,
     transport: Transport,
+    log_limits: LogLimits,
+    handle: DriverHandle,
 }
 
 impl DriverParts {
@@ -205,6 +224,10 @@ impl DriverParts {
             was_leader: false,
             leader_id: raft::INVALID_ID,
             removed: false,
+            incoming_snapshot: None,
+            state_applied_floor: 0,
+            log_limits: self.log_limits,
+            handle: self.handle,
         };
         tokio::spawn(driver.run(self.incoming));
     }
@@ -223,6 +246,22 @@ struct Driver {
     leader_id: u64,
     /// This member was removed from the cluster; it stops after the Ready.
     removed: bool,
+    /// Records of a snapshot whose raft message was stepped, waiting for
+    /// raft to hand the snapshot over in a Ready.
+    incoming_snapshot: Option<Vec<Record>>,
+    /// Entries up to this index are in the state machine already (it came
+    /// from a snapshot taken after them); their effects are not applied again.
+    state_applied_floor: u64,
+    log_limits: LogLimits,
+    handle: DriverHandle,
+}
+
+/// When the log is compacted: once `compact_after_entries` entries are
+/// applied past its start, all but the last `retained_entries` go.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    pub compact_after_entries: u64,
+    pub retained_entries: u64,
 }
 
 impl Driver {
@@ -320,6 +359,21 @@ impl Driver {
             DriverRequest::View { reply } => {
                 let _ = reply.send(self.membership_view());
             }
+            DriverRequest::InstallSnapshot { message, records } => {
+                self.incoming_snapshot = Some(records);
+                if let Err(e) = self.raw_node.step(*message) {
+                    tracing::warn!(error = %e, "a snapshot's raft message was refused");
+                }
+            }
+            DriverRequest::ReportSnapshot { to, delivered } => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    self.raw_node.report_unreachable(to);
+                    SnapshotStatus::Failure
+                };
+                self.raw_node.report_snapshot(to, status);
+            }
             DriverRequest::TransferLeader { target } => {
                 self.raw_node.transfer_leader(target);
             }
@@ -345,10 +399,10 @@ impl Driver {
         }
         let mut ready = self.raw_node.ready();
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send_messages(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            tracing::error!("received a raft snapshot, which this version cannot install");
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         self.apply_entries(ready.take_committed_entries())?;
         {
@@ -382,7 +436,7 @@ impl Driver {
             backend.commit(true)?;
         }
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            self.send_messages(ready.take_persisted_messages());
         }
         for read in ready.take_read_states() {
             self.answer_read(&read.request_ctx, read.index);
@@ -403,9 +457,10 @@ impl Driver {
                 .unwrap_or_else(|p| p.into_inner());
             log_store::stage_hard_state(state.backend_mut(), &hard_state);
         }
-        self.transport.send(light.take_messages());
+        self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw_node.advance_apply();
+        self.compact_log();
         {
             let mut state = self
                 .node
@@ -433,6 +488,7 @@ impl Driver {
                 .unwrap_or_else(|p| p.into_inner());
             for entry in &entries {
                 match entry.get_entry_type() {
+                    EntryType::EntryNormal if entry.index <= self.state_applied_floor => {}
                     EntryType::EntryNormal if !entry.data.is_empty() => {
                         let outcome = match Proposal::decode(entry.data.as_slice()) {
                             Ok(proposal) => {
@@ -526,6 +582,8 @@ impl Driver {
             .apply_conf_change(&conf_change)
             .map_err(|e| storage(format!("conf change at {}: {e}", entry.index)))?;
         log_store::stage_conf_state(state.backend_mut(), &conf_state);
+        // Snapshots sent from here carry the store's conf state.
+        self.raw_node.mut_store().wl().set_conf_state(conf_state);
         let change = entry
             .context
             .get(16..)
@@ -558,6 +616,139 @@ impl Driver {
         }
         tracing::info!(kind = ?change.kind(), member = format!("{:x}", member.member_id), "membership changed");
         Ok(done())
+    }
+
+    /// Sends raft messages; a snapshot message goes with the state
+    /// machine's snapshot, streamed by a task of its own.
+    fn send_messages(&mut self, messages: Vec<Message>) {
+        let (snapshots, others): (Vec<Message>, Vec<Message>) = messages
+            .into_iter()
+            .partition(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        self.transport.send(others);
+        for message in snapshots {
+            let to = message.to;
+            let Some(url) = self.node.peer_url(to) else {
+                self.raw_node.report_snapshot(to, SnapshotStatus::Failure);
+                continue;
+            };
+            tokio::spawn(super::snapshot_sender::send(
+                self.node.clone(),
+                self.handle.clone(),
+                url,
+                message,
+            ));
+        }
+    }
+
+    /// Replaces the state machine with the snapshot that came with raft's
+    /// `snapshot`, and the log with the snapshot's position.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), Error> {
+        let records = self
+            .incoming_snapshot
+            .take()
+            .ok_or_else(|| storage("raft handed over a snapshot that never arrived".into()))?;
+        let metadata = snapshot.get_metadata().clone();
+        let now_ms = self.node.clock.now_ms();
+        let node = self.node.clone();
+        let mut state = node
+            .state_for_driver()
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        state.replace_contents(&records, &crate::server::is_member_local)?;
+        let (first, last) = {
+            let store = self.raw_node.store();
+            (
+                store.first_index().unwrap_or(1),
+                store.last_index().unwrap_or(0),
+            )
+        };
+        let backend = state.backend_mut();
+        log_store::stage_log_start(backend, metadata.index, metadata.term, first);
+        for stale in metadata.index + 1..=last {
+            backend.stage_raft(crate::storage::Space::RaftLog, &stale.to_be_bytes(), None);
+        }
+        log_store::stage_conf_state(backend, metadata.get_conf_state());
+        backend.commit(true)?;
+        state.reload(now_ms)?;
+        self.raw_node
+            .mut_store()
+            .wl()
+            .apply_snapshot(snapshot)
+            .map_err(|e| storage(format!("raft snapshot: {e}")))?;
+        let state_applied = read_meta_u64(state.mvcc().backend(), META_APPLIED_INDEX)?.unwrap_or(0);
+        let members = state.members()?;
+        drop(state);
+        self.state_applied_floor = state_applied.max(metadata.index);
+        for member in &members {
+            self.route(member);
+        }
+        self.node.set_applied_index(self.state_applied_floor);
+        self.node.publish_revision();
+        tracing::info!(
+            index = metadata.index,
+            state_applied,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Drops applied entries from the log once there are many, keeping
+    /// the last few for followers that are slightly behind.
+    fn compact_log(&mut self) {
+        let applied = self.raw_node.raft.raft_log.applied;
+        let store = self.raw_node.store().clone();
+        let first = store.first_index().unwrap_or(1);
+        if applied < first + self.log_limits.compact_after_entries {
+            return;
+        }
+        let last_dropped = applied - self.log_limits.retained_entries;
+        if let Err(e) = self.compact_log_to(&store, first, last_dropped) {
+            tracing::warn!(error = %e, "log compaction failed; will retry");
+        }
+    }
+
+    fn compact_log_to(
+        &mut self,
+        store: &MemStorage,
+        first: u64,
+        last_dropped: u64,
+    ) -> Result<(), Error> {
+        let raft_error = |e: raft::Error| storage(format!("raft log: {e}"));
+        let term = store.term(last_dropped).map_err(raft_error)?;
+        let last = store.last_index().map_err(raft_error)?;
+        let kept = store
+            .entries(
+                last_dropped + 1,
+                last + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            )
+            .map_err(raft_error)?;
+        let raft_state = store.initial_state().map_err(raft_error)?;
+        {
+            let node = self.node.clone();
+            let mut state = node
+                .state_for_driver()
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            log_store::stage_log_start(state.backend_mut(), last_dropped, term, first);
+            state.backend_mut().commit(false)?;
+        }
+        // MemStorage can only move its start through a snapshot, which
+        // also empties it: put the kept entries and the hard state back.
+        let mut core = store.wl();
+        core.apply_snapshot(log_store::snapshot_marker(
+            last_dropped,
+            term,
+            raft_state.conf_state,
+        ))
+        .map_err(raft_error)?;
+        if !kept.is_empty() {
+            core.append(&kept).map_err(raft_error)?;
+        }
+        core.set_hardstate(raft_state.hard_state);
+        tracing::debug!(last_dropped, kept = kept.len(), "compacted the raft log");
+        Ok(())
     }
 
     fn membership_view(&self) -> MembershipView {

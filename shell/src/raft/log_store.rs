@@ -4,7 +4,7 @@
 //! entries and state here, committed with one fsync.
 
 use e2d_core::storage::StorageError;
-use raft::eraftpb::{ConfState, Entry, HardState};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
 use super::codec;
@@ -12,6 +12,9 @@ use crate::storage::{FjallBackend, Space};
 
 const HARD_STATE_KEY: &[u8] = b"hard_state";
 const CONF_STATE_KEY: &[u8] = b"conf_state";
+/// Index and term of the entry just before the first one kept, once the log
+/// has been compacted (16 bytes, big-endian).
+const LOG_START_KEY: &[u8] = b"log_start";
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
@@ -23,8 +26,18 @@ pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> 
     let state = backend.read_raft(Space::RaftState)?;
     let mut hard_state = None;
     let mut conf_state = None;
+    let mut log_start = None;
     for (key, value) in state {
         match key.as_slice() {
+            LOG_START_KEY => {
+                let raw: [u8; 16] = value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("log start"))?;
+                let index = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+                let term = u64::from_be_bytes(raw[8..].try_into().expect("8 bytes"));
+                log_start = Some((index, term));
+            }
             HARD_STATE_KEY => hard_state = Some(codec::decode_hard_state(&value).map_err(corrupt)?),
             CONF_STATE_KEY => conf_state = Some(codec::decode_conf_state(&value).map_err(corrupt)?),
             _ => {}
@@ -33,7 +46,13 @@ pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> 
     let Some(conf_state) = conf_state else {
         return Ok(None);
     };
-    let storage = MemStorage::new_with_conf_state(conf_state);
+    let storage = MemStorage::new_with_conf_state(conf_state.clone());
+    if let Some((index, term)) = log_start {
+        storage
+            .wl()
+            .apply_snapshot(snapshot_marker(index, term, conf_state))
+            .map_err(corrupt)?;
+    }
     let entries = backend
         .read_raft(Space::RaftLog)?
         .into_iter()
@@ -81,6 +100,28 @@ pub fn create(
         core.set_hardstate(hard_state);
     }
     Ok(storage)
+}
+
+/// A snapshot that only says where the log starts: entries up to `index`
+/// are in the state machine, not the log.
+pub fn snapshot_marker(index: u64, term: u64, conf_state: ConfState) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let metadata = snapshot.mut_metadata();
+    metadata.index = index;
+    metadata.term = term;
+    metadata.set_conf_state(conf_state);
+    snapshot
+}
+
+/// Records that the log now starts after `index` and drops the entries
+/// from `first_kept_before` up to and including `index`.
+pub fn stage_log_start(backend: &mut FjallBackend, index: u64, term: u64, first_index: u64) {
+    let mut value = index.to_be_bytes().to_vec();
+    value.extend_from_slice(&term.to_be_bytes());
+    backend.stage_raft(Space::RaftState, LOG_START_KEY, Some(&value));
+    for stale in first_index..=index {
+        backend.stage_raft(Space::RaftLog, &stale.to_be_bytes(), None);
+    }
 }
 
 pub fn stage_entries(backend: &mut FjallBackend, entries: &[Entry]) {

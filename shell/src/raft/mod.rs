@@ -10,10 +10,11 @@ mod codec;
 mod driver;
 mod log_store;
 mod peer_service;
+mod snapshot_sender;
 mod transport;
 
 pub use driver::{
-    spawn_driver, Bootstrap, DriverHandle, DriverRequest, MembershipView, RaftStatus,
+    spawn_driver, Bootstrap, DriverHandle, DriverRequest, LogLimits, MembershipView, RaftStatus,
 };
 pub use peer_service::PeerService;
 pub use transport::Transport;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use e2d_proto::peer::peer_server::Peer;
 use e2d_proto::peer::{
     KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, RaftEnvelope, SendAck,
+    SnapshotChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -61,5 +62,53 @@ impl Peer for PeerService {
             cluster_id: self.node.identity.cluster_id,
             members,
         }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SendAck>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let message = codec::decode_message(&first.raft_message)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let dir = self.node.config.data_dir.join("tmp");
+        let mut file = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            crate::grpc::tempfile_in(&dir)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
+        let mut write = |data: &[u8]| {
+            use std::io::Write;
+            file.write_all(data)
+                .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))
+        };
+        write(&first.data)?;
+        while let Some(chunk) = incoming.message().await? {
+            write(&chunk.data)?;
+        }
+        let records = tokio::task::spawn_blocking(move || {
+            use std::io::Seek;
+            file.rewind()?;
+            crate::snapshot::read_snapshot(&mut std::io::BufReader::new(file))
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.node
+            .raft()
+            .send(DriverRequest::InstallSnapshot {
+                message: Box::new(message),
+                records,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(SendAck {}))
     }
 }

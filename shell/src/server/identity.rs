@@ -9,6 +9,12 @@ use sha2::{Digest, Sha256};
 const META_MEMBER_ID: &[u8] = b"member_id";
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
+/// Entries of the backend that belong to this member, not the cluster: a
+/// snapshot from another member must not replace them.
+pub fn is_member_local(table: Table, key: &[u8]) -> bool {
+    table == Table::Meta && (key == META_MEMBER_ID || key == META_CLUSTER_ID)
+}
+
 /// One member of `--initial-cluster`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialMember {

@@ -9,5 +9,7 @@ pub(crate) mod node;
 
 pub use clock::Clock;
 pub use duties::spawn_duties;
-pub use identity::{parse_initial_cluster, Identity, IdentityError, InitialMember};
+pub use identity::{
+    is_member_local, parse_initial_cluster, Identity, IdentityError, InitialMember,
+};
 pub use node::{Node, NodeConfig};
