@@ -155,7 +155,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     peers.retain(|(id, _)| *id != identity.member_id);
     peers.sort();
     peers.dedup_by_key(|(id, _)| *id);
-    let transport = Transport::start(&peers);
+    let transport = Transport::start(identity.cluster_id, &peers);
     let (raft, driver) = spawn_driver(
         identity.member_id,
         bootstrap,

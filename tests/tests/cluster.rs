@@ -362,6 +362,11 @@ fn members_behind_a_compacted_log_catch_up_from_a_snapshot() {
         .etcdctl(&["put", "s/after", "y"])
         .ok();
     wait_for_keys(&cluster, joined, "s/", 121);
+    // A member whose own log was compacted restarts from it.
+    cluster.kill9(leader);
+    cluster.start_member(leader);
+    cluster.wait_for_leader(None);
+    wait_for_keys(&cluster, leader, "s/", 121);
     let revisions: Vec<String> = [leader, follower, joined]
         .iter()
         .map(|&i| {
@@ -376,4 +381,53 @@ fn members_behind_a_compacted_log_catch_up_from_a_snapshot() {
         revisions.windows(2).all(|w| w[0] == w[1]),
         "revisions differ: {revisions:?}"
     );
+}
+
+#[test]
+fn a_member_of_another_cluster_is_refused() {
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stray.log");
+    let stray_peer = format!("http://127.0.0.1:{}", e2d_tests::free_port());
+    let initial = format!(
+        "stray={stray_peer},m0=http://127.0.0.1:{}",
+        cluster.members[0].peer_port
+    );
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut stray = std::process::Command::new(e2d_tests::e2d_bin())
+        .args(["run", "--name", "stray", "--initial-cluster", &initial])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--client-addr",
+            &format!("127.0.0.1:{}", e2d_tests::free_port()),
+        ])
+        .args(["--peer-addr", stray_peer.trim_start_matches("http://")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("cluster ID mismatch") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = stray.kill();
+    let _ = stray.wait();
+    assert!(
+        refused,
+        "the stray member was not told it belongs to another cluster:\n{}\n--- m0 ---\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+        cluster.members[0].log()
+    );
+    assert!(cluster.members[0]
+        .log()
+        .contains("refused raft traffic from another cluster"));
+    cluster.members[0].etcdctl(&["put", "still", "fine"]).ok();
 }

@@ -31,6 +31,19 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RaftEnvelope>>,
     ) -> Result<Response<SendAck>, Status> {
+        let own = format!("{:x}", self.node.identity.cluster_id);
+        let sender = request
+            .metadata()
+            .get(super::transport::CLUSTER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown")
+            .to_string();
+        if sender != own {
+            tracing::warn!(sender_cluster = %sender, "refused raft traffic from another cluster");
+            return Err(Status::failed_precondition(format!(
+                "cluster ID mismatch: this member belongs to cluster {own}, the sender to cluster {sender}"
+            )));
+        }
         let mut incoming = request.into_inner();
         while let Some(envelope) = incoming.message().await? {
             let message = codec::decode_message(&envelope.message)

@@ -24,15 +24,22 @@ struct PeerLink {
     queue: mpsc::Sender<RaftEnvelope>,
 }
 
-#[derive(Default)]
 pub struct Transport {
+    cluster_id: u64,
     peers: BTreeMap<u64, PeerLink>,
 }
 
+/// The request metadata that names the sender's cluster; a member refuses
+/// raft traffic from another cluster.
+pub const CLUSTER_ID_HEADER: &str = "e2d-cluster-id";
+
 impl Transport {
     /// Starts a sender task for each `(member id, peer URL)`.
-    pub fn start(peers: &[(u64, String)]) -> Self {
-        let mut transport = Self::default();
+    pub fn start(cluster_id: u64, peers: &[(u64, String)]) -> Self {
+        let mut transport = Self {
+            cluster_id,
+            peers: BTreeMap::new(),
+        };
         for (id, url) in peers {
             transport.set_peer(*id, url);
         }
@@ -45,7 +52,7 @@ impl Transport {
             return;
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_MAX);
-        tokio::spawn(send_loop(id, url.to_string(), rx));
+        tokio::spawn(send_loop(self.cluster_id, id, url.to_string(), rx));
         // Dropping the old link's queue ends its task.
         self.peers.insert(
             id,
@@ -79,7 +86,7 @@ impl Transport {
     }
 }
 
-async fn send_loop(id: u64, url: String, mut queue: mpsc::Receiver<RaftEnvelope>) {
+async fn send_loop(cluster_id: u64, id: u64, url: String, mut queue: mpsc::Receiver<RaftEnvelope>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let client = match PeerClient::connect(url.clone()).await {
@@ -94,21 +101,40 @@ async fn send_loop(id: u64, url: String, mut queue: mpsc::Receiver<RaftEnvelope>
         backoff = RECONNECT_BACKOFF_MIN;
         let (stream_tx, stream_rx) = mpsc::channel(PEER_QUEUE_MAX);
         let mut client = client;
-        let call = tokio::spawn(async move { client.raft(ReceiverStream::new(stream_rx)).await });
-        loop {
-            let Some(envelope) = queue.recv().await else {
-                return;
-            };
-            if stream_tx.send(envelope).await.is_err() {
-                break;
+        let mut request = tonic::Request::new(ReceiverStream::new(stream_rx));
+        request.metadata_mut().insert(
+            CLUSTER_ID_HEADER,
+            format!("{cluster_id:x}")
+                .parse()
+                .expect("hex is valid metadata"),
+        );
+        let mut call = tokio::spawn(async move { client.raft(request).await });
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                envelope = queue.recv() => {
+                    let Some(envelope) = envelope else {
+                        return;
+                    };
+                    if stream_tx.send(envelope).await.is_err() {
+                        break call.await;
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                tracing::warn!(peer = format!("{id:x}"), %url, "{}", status.message());
+                drain_while_down(&mut queue, RECONNECT_BACKOFF_MAX).await;
+            }
+            outcome => {
+                tracing::debug!(
+                    peer = format!("{id:x}"),
+                    ?outcome,
+                    "peer stream ended; reconnecting"
+                )
             }
         }
-        let outcome = call.await;
-        tracing::debug!(
-            peer = format!("{id:x}"),
-            ?outcome,
-            "peer stream ended; reconnecting"
-        );
     }
 }
 

@@ -41,8 +41,6 @@ pub enum IdentityError {
     DuplicateName { name: String },
     #[error("--name {name:?} is not in --initial-cluster ({names}); add it or fix --name")]
     NotInCluster { name: String, names: String },
-    #[error("the data dir belongs to cluster {stored:x}, but --initial-cluster describes cluster {derived:x}: use the data dir's own cluster flags, or an empty data dir to start a new cluster")]
-    OtherCluster { stored: u64, derived: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -143,26 +141,30 @@ impl Identity {
                     .join(", "),
             })?;
         let derived_cluster = cluster_id_of(&initial_members, token);
-        let stored_member = read_meta_u64(backend, META_MEMBER_ID)?;
-        let stored_cluster = read_meta_u64(backend, META_CLUSTER_ID)?;
-        let created = match (stored_member, stored_cluster) {
-            (Some(_), Some(stored)) if stored != derived_cluster => {
-                return Err(IdentityError::OtherCluster {
-                    stored,
-                    derived: derived_cluster,
-                });
+        // Once a member has data, its stored ids rule and the initial
+        // cluster flags are history (as with etcd); peers of another
+        // cluster are refused on the peer port.
+        let (member_id, cluster_id, created) = match Self::stored_ids(backend)? {
+            Some((member, cluster)) => {
+                if cluster != derived_cluster {
+                    tracing::info!(
+                        stored = format!("{cluster:x}"),
+                        flags = format!("{derived_cluster:x}"),
+                        "the data dir's cluster differs from what --initial-cluster describes; using the data dir's"
+                    );
+                }
+                (member, cluster, false)
             }
-            (Some(_), Some(_)) => false,
-            _ => {
+            None => {
                 backend.put(Table::Meta, META_MEMBER_ID, &me.id.to_be_bytes());
                 backend.put(Table::Meta, META_CLUSTER_ID, &derived_cluster.to_be_bytes());
-                true
+                (me.id, derived_cluster, true)
             }
         };
         let identity = Self {
             name,
-            member_id: me.id,
-            cluster_id: derived_cluster,
+            member_id,
+            cluster_id,
             peer_urls: vec![me.peer_url.clone()],
             client_urls,
             initial_members,
