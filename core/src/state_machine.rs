@@ -57,34 +57,6 @@ impl<B: Backend> StateMachine<B> {
         self.reload_leases_and_alarms(now_ms)
     }
 
-    /// Stages the replacement of every table's contents by `records` (a
-    /// snapshot's), except entries `keep` says are this member's own. The
-    /// caller commits, then calls [`StateMachine::reload`].
-    pub fn replace_contents(
-        &mut self,
-        records: &[(Table, Vec<u8>, Vec<u8>)],
-        keep: &dyn Fn(Table, &[u8]) -> bool,
-    ) -> Result<(), Error> {
-        for table in Table::ALL {
-            let mut stale = Vec::new();
-            self.mvcc.backend().scan(table, &[], &[], &mut |key, _| {
-                if !keep(table, key) {
-                    stale.push(key.to_vec());
-                }
-                true
-            })?;
-            for key in stale {
-                self.mvcc.backend_mut().delete(table, &key);
-            }
-        }
-        for (table, key, value) in records {
-            if !keep(*table, key) {
-                self.mvcc.backend_mut().put(*table, key, value);
-            }
-        }
-        Ok(())
-    }
-
     fn reload_leases_and_alarms(&mut self, now_ms: u64) -> Result<(), Error> {
         let mvcc = &self.mvcc;
         let mut lessor = Lessor::default();

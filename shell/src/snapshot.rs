@@ -41,39 +41,54 @@ fn tag_table(tag: u8) -> Option<Table> {
     }
 }
 
-/// Reads and checks a whole snapshot: digest first, then every record.
-pub fn read_snapshot(input: &mut impl Read) -> Result<Vec<Record>, SnapshotError> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes)?;
-    let digest_at = bytes.len().checked_sub(32).ok_or(SnapshotError::Digest)?;
-    let (body, digest) = bytes.split_at(digest_at);
-    if Sha256::digest(body).as_slice() != digest {
+/// Checks a snapshot file's trailing SHA-256 against its contents, reading
+/// it once in bounded memory, and leaves the file at its start.
+pub fn verify_snapshot(file: &mut std::fs::File) -> Result<(), SnapshotError> {
+    use std::io::{Seek, SeekFrom};
+    let length = file.metadata()?.len();
+    let body_length = length.checked_sub(32).ok_or(SnapshotError::Digest)?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut (&mut *file).take(body_length), &mut hasher)?;
+    let mut digest = [0u8; 32];
+    file.read_exact(&mut digest)?;
+    if hasher.finalize().as_slice() != digest {
         return Err(SnapshotError::Digest);
     }
-    let mut at = SNAPSHOT_MAGIC.len();
-    if body.get(..at) != Some(SNAPSHOT_MAGIC.as_slice()) {
+    file.seek(SeekFrom::Start(0))?;
+    Ok(())
+}
+
+/// Visits a snapshot's records in order, one at a time; call
+/// [`verify_snapshot`] first.
+pub fn for_each_record(
+    input: &mut impl Read,
+    visit: &mut dyn FnMut(Record) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let mut at = 0usize;
+    let take = |input: &mut dyn Read, n: usize, at: &mut usize| -> Result<Vec<u8>, SnapshotError> {
+        let mut bytes = vec![0u8; n];
+        input
+            .read_exact(&mut bytes)
+            .map_err(|_| SnapshotError::Malformed(*at))?;
+        *at += n;
+        Ok(bytes)
+    };
+    if take(input, SNAPSHOT_MAGIC.len(), &mut at)? != SNAPSHOT_MAGIC {
         return Err(SnapshotError::Magic);
     }
-    let take = |at: &mut usize, n: usize| -> Result<&[u8], SnapshotError> {
-        let slice = body
-            .get(*at..*at + n)
-            .ok_or(SnapshotError::Malformed(*at))?;
-        *at += n;
-        Ok(slice)
-    };
-    let length = |bytes: &[u8]| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
-    let mut records = Vec::new();
+    let length = |bytes: Vec<u8>| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
     loop {
-        let tag = take(&mut at, 1)?[0];
+        let tag = take(input, 1, &mut at)?[0];
         if tag == END_OF_RECORDS {
-            return Ok(records);
+            return Ok(());
         }
         let table = tag_table(tag).ok_or(SnapshotError::Malformed(at - 1))?;
-        let key_len = length(take(&mut at, 4)?);
-        let key = take(&mut at, key_len)?.to_vec();
-        let value_len = length(take(&mut at, 4)?);
-        let value = take(&mut at, value_len)?.to_vec();
-        records.push((table, key, value));
+        let key_len = length(take(input, 4, &mut at)?);
+        let key = take(input, key_len, &mut at)?;
+        let value_len = length(take(input, 4, &mut at)?);
+        let value = take(input, value_len, &mut at)?;
+        visit((table, key, value))?;
     }
 }
 
@@ -139,19 +154,27 @@ mod tests {
 
     #[test]
     fn damaged_snapshots_are_refused() {
+        use std::io::{Seek, Write};
         let mut body = SNAPSHOT_MAGIC.to_vec();
         body.extend_from_slice(&[1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v', END_OF_RECORDS]);
         let mut bytes = body.clone();
         bytes.extend_from_slice(&Sha256::digest(&body));
-        let records = read_snapshot(&mut bytes.as_slice()).unwrap();
+        let dir = std::env::temp_dir();
+        let mut file = crate::grpc::tempfile_in(&dir).unwrap();
+        file.write_all(&bytes).unwrap();
+        verify_snapshot(&mut file).unwrap();
+        let mut records = Vec::new();
+        for_each_record(&mut file, &mut |r| {
+            records.push(r);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(records, vec![(Table::Kv, b"k".to_vec(), b"v".to_vec())]);
+        file.rewind().unwrap();
         bytes[9] ^= 1;
+        file.write_all(&bytes).unwrap();
         assert!(matches!(
-            read_snapshot(&mut bytes.as_slice()),
-            Err(SnapshotError::Digest)
-        ));
-        assert!(matches!(
-            read_snapshot(&mut &b"short"[..]),
+            verify_snapshot(&mut file),
             Err(SnapshotError::Digest)
         ));
     }

@@ -27,7 +27,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
-use crate::snapshot::Record;
 use crate::storage::FjallBackend;
 use e2d_core::storage::read_meta_u64;
 
@@ -68,7 +67,8 @@ pub enum DriverRequest {
     /// A snapshot arrived: its records, then its raft message to step.
     InstallSnapshot {
         message: Box<Message>,
-        records: Vec<Record>,
+        /// The snapshot, its digest checked.
+        file: std::fs::File,
     },
     /// How sending a snapshot to `to` went.
     ReportSnapshot {
@@ -248,7 +248,7 @@ struct Driver {
     removed: bool,
     /// Records of a snapshot whose raft message was stepped, waiting for
     /// raft to hand the snapshot over in a Ready.
-    incoming_snapshot: Option<Vec<Record>>,
+    incoming_snapshot: Option<std::fs::File>,
     /// Entries up to this index are in the state machine already (it came
     /// from a snapshot taken after them); their effects are not applied again.
     state_applied_floor: u64,
@@ -359,8 +359,8 @@ impl Driver {
             DriverRequest::View { reply } => {
                 let _ = reply.send(self.membership_view());
             }
-            DriverRequest::InstallSnapshot { message, records } => {
-                self.incoming_snapshot = Some(records);
+            DriverRequest::InstallSnapshot { message, file } => {
+                self.incoming_snapshot = Some(file);
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::warn!(error = %e, "a snapshot's raft message was refused");
                 }
@@ -643,7 +643,7 @@ impl Driver {
     /// Replaces the state machine with the snapshot that came with raft's
     /// `snapshot`, and the log with the snapshot's position.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), Error> {
-        let records = self
+        let file = self
             .incoming_snapshot
             .take()
             .ok_or_else(|| storage("raft handed over a snapshot that never arrived".into()))?;
@@ -654,7 +654,9 @@ impl Driver {
             .state_for_driver()
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        state.replace_contents(&records, &crate::server::is_member_local)?;
+        let backend = state.backend_mut();
+        log_store::begin_snapshot_install(backend)?;
+        replace_tables(backend, file)?;
         let (first, last) = {
             let store = self.raw_node.store();
             (
@@ -662,12 +664,12 @@ impl Driver {
                 store.last_index().unwrap_or(0),
             )
         };
-        let backend = state.backend_mut();
         log_store::stage_log_start(backend, metadata.index, metadata.term, first);
         for stale in metadata.index + 1..=last {
             backend.stage_raft(crate::storage::Space::RaftLog, &stale.to_be_bytes(), None);
         }
         log_store::stage_conf_state(backend, metadata.get_conf_state());
+        log_store::end_snapshot_install(backend);
         backend.commit(true)?;
         state.reload(now_ms)?;
         self.raw_node
@@ -832,6 +834,64 @@ impl Driver {
             changed
         });
     }
+}
+
+/// Staged bytes after which a snapshot install commits, so memory stays
+/// bounded whatever the snapshot's size.
+const INSTALL_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Keys deleted per batch when clearing the tables for a snapshot.
+const INSTALL_DELETES_PER_BATCH_MAX: usize = 10_000;
+
+/// Replaces the state machine's tables with a snapshot's records, in
+/// batches; the member's own ids stay.
+fn replace_tables(backend: &mut FjallBackend, mut file: std::fs::File) -> Result<(), Error> {
+    use crate::server::is_member_local;
+    for table in Table::ALL {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut doomed = Vec::new();
+            let start = after.clone().unwrap_or_default();
+            backend.scan(table, &start, &[], &mut |key, _| {
+                if after.as_deref() != Some(key) && !is_member_local(table, key) {
+                    doomed.push(key.to_vec());
+                }
+                doomed.len() < INSTALL_DELETES_PER_BATCH_MAX
+            })?;
+            let Some(last) = doomed.last().cloned() else {
+                break;
+            };
+            for key in &doomed {
+                backend.delete(table, key);
+            }
+            backend.commit(false)?;
+            after = Some(last);
+        }
+    }
+    let mut staged_bytes = 0usize;
+    let mut reader = std::io::BufReader::new(&mut file);
+    let mut failure = None;
+    crate::snapshot::for_each_record(&mut reader, &mut |(table, key, value)| {
+        if is_member_local(table, &key) {
+            return Ok(());
+        }
+        staged_bytes += key.len() + value.len();
+        backend.put(table, &key, &value);
+        if staged_bytes >= INSTALL_BATCH_BYTES_MAX {
+            staged_bytes = 0;
+            if let Err(e) = backend.commit(false) {
+                failure = Some(e);
+                return Err(crate::snapshot::SnapshotError::Io(std::io::Error::other(
+                    "commit failed",
+                )));
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| match failure.take() {
+        Some(storage_failure) => Error::Storage(storage_failure),
+        None => storage(format!("snapshot: {e}")),
+    })?;
+    Ok(())
 }
 
 fn done() -> Outcome {

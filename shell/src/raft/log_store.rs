@@ -3,7 +3,7 @@
 //! `MemStorage`, which serves the running node; every `Ready` stages its new
 //! entries and state here, committed with one fsync.
 
-use e2d_core::storage::StorageError;
+use e2d_core::storage::{Backend, StorageError};
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
@@ -15,6 +15,8 @@ const CONF_STATE_KEY: &[u8] = b"conf_state";
 /// Index and term of the entry just before the first one kept, once the log
 /// has been compacted (16 bytes, big-endian).
 const LOG_START_KEY: &[u8] = b"log_start";
+/// Present while a snapshot replaces the state machine in several batches.
+const INSTALLING_KEY: &[u8] = b"installing_snapshot";
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
@@ -29,6 +31,11 @@ pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> 
     let mut log_start = None;
     for (key, value) in state {
         match key.as_slice() {
+            INSTALLING_KEY => {
+                return Err(StorageError(
+                    "an interrupted snapshot install left this member's data incomplete: remove its data dir, remove the member (etcdctl member remove) and add it again".into(),
+                ));
+            }
             LOG_START_KEY => {
                 let raw: [u8; 16] = value
                     .as_slice()
@@ -100,6 +107,18 @@ pub fn create(
         core.set_hardstate(hard_state);
     }
     Ok(storage)
+}
+
+/// Marks the start of a snapshot install, durably, before the state
+/// machine's tables are replaced batch by batch.
+pub fn begin_snapshot_install(backend: &mut FjallBackend) -> Result<(), StorageError> {
+    backend.stage_raft(Space::RaftState, INSTALLING_KEY, Some(&[]));
+    backend.commit(true)
+}
+
+/// Stages the end of a snapshot install, to commit with its raft state.
+pub fn end_snapshot_install(backend: &mut FjallBackend) {
+    backend.stage_raft(Space::RaftState, INSTALLING_KEY, None);
 }
 
 /// A snapshot that only says where the log starts: entries up to `index`

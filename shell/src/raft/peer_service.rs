@@ -105,11 +105,8 @@ impl Peer for PeerService {
         while let Some(chunk) = incoming.message().await? {
             write(&chunk.data)?;
         }
-        let records = tokio::task::spawn_blocking(move || {
-            use std::io::Seek;
-            file.rewind()?;
-            crate::snapshot::read_snapshot(&mut std::io::BufReader::new(file))
-                .map_err(|e| std::io::Error::other(e.to_string()))
+        let file = tokio::task::spawn_blocking(move || {
+            crate::snapshot::verify_snapshot(&mut file).map(|()| file)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -118,7 +115,7 @@ impl Peer for PeerService {
             .raft()
             .send(DriverRequest::InstallSnapshot {
                 message: Box::new(message),
-                records,
+                file,
             })
             .await
             .map_err(to_status)?;
