@@ -6,6 +6,24 @@ use std::time::{Duration, Instant};
 
 use e2d_tests::cluster::Cluster;
 
+/// Asserts that members `which` report the same store revision.
+fn assert_same_revision(cluster: &Cluster, which: &[usize]) {
+    let revisions: Vec<String> = which
+        .iter()
+        .map(|&i| {
+            let status = cluster.members[i]
+                .etcdctl(&["endpoint", "status", "-w", "json"])
+                .ok()
+                .json();
+            status[0]["Status"]["header"]["revision"].to_string()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] == w[1]),
+        "revisions differ: {revisions:?}"
+    );
+}
+
 /// Reads `key` from member `i` (linearizable) and returns its value.
 fn get(cluster: &Cluster, i: usize, key: &str) -> String {
     cluster.members[i]
@@ -93,39 +111,9 @@ fn a_restarted_member_catches_up_from_its_data_dir() {
     }
     cluster.start_member(follower);
     cluster.wait_for_leader(None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = cluster.members[follower].etcdctl(&[
-            "get",
-            "while-down-",
-            "--prefix",
-            "--keys-only",
-            "--consistency=s",
-        ]);
-        let count = seen.out().lines().filter(|l| !l.is_empty()).count();
-        if seen.success() && count == 20 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted member did not catch up: {seen}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_keys(&cluster, follower, "while-down-", 20);
     assert_eq!(get(&cluster, follower, "before"), "1");
-    let revisions: Vec<String> = (0..3)
-        .map(|i| {
-            let status = cluster.members[i]
-                .etcdctl(&["endpoint", "status", "-w", "json"])
-                .ok()
-                .json();
-            status[0]["Status"]["header"]["revision"].to_string()
-        })
-        .collect();
-    assert!(
-        revisions.windows(2).all(|w| w[0] == w[1]),
-        "revisions differ: {revisions:?}"
-    );
+    assert_same_revision(&cluster, &[0, 1, 2]);
 }
 
 #[test]
@@ -367,20 +355,7 @@ fn members_behind_a_compacted_log_catch_up_from_a_snapshot() {
     cluster.start_member(leader);
     cluster.wait_for_leader(None);
     wait_for_keys(&cluster, leader, "s/", 121);
-    let revisions: Vec<String> = [leader, follower, joined]
-        .iter()
-        .map(|&i| {
-            let status = cluster.members[i]
-                .etcdctl(&["endpoint", "status", "-w", "json"])
-                .ok()
-                .json();
-            status[0]["Status"]["header"]["revision"].to_string()
-        })
-        .collect();
-    assert!(
-        revisions.windows(2).all(|w| w[0] == w[1]),
-        "revisions differ: {revisions:?}"
-    );
+    assert_same_revision(&cluster, &[leader, follower, joined]);
 }
 
 #[test]
