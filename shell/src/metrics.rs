@@ -71,12 +71,9 @@ impl Metrics {
         }
     }
 
+    /// Counts watchers created (positive) or gone (negative).
     pub fn watchers_add(&self, delta: i64) {
         self.watchers.fetch_add(delta, Ordering::Relaxed);
-    }
-
-    pub fn watchers_sub(&self, delta: i64) {
-        self.watchers.fetch_sub(delta, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything.

@@ -49,7 +49,7 @@ impl Watch for WatchService {
             task.run(incoming).await;
             task.node
                 .metrics
-                .watchers_sub(task.stream.watcher_count() as i64);
+                .watchers_add(-(task.stream.watcher_count() as i64));
         });
         Ok(Response::new(ReceiverStream::new(outgoing)))
     }

@@ -307,17 +307,9 @@ impl Driver {
     fn handle(&mut self, request: DriverRequest) {
         match request {
             DriverRequest::Propose { proposal, reply } => {
-                let id = self.next_proposal_id;
-                self.next_proposal_id += 1;
-                let context = self.proposal_context(id);
-                match self.raw_node.propose(context, proposal.encode_to_vec()) {
-                    Ok(()) => {
-                        self.pending_proposals.insert(id, reply);
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(not_leader()));
-                    }
-                }
+                let (id, context) = self.next_proposal();
+                let proposed = self.raw_node.propose(context, proposal.encode_to_vec());
+                self.track_proposal(id, proposed, reply);
             }
             DriverRequest::ReadIndex { reply } => {
                 let id = self.next_read_id;
@@ -326,9 +318,7 @@ impl Driver {
                 self.raw_node.read_index(id.to_be_bytes().to_vec());
             }
             DriverRequest::ChangeMembership { change, reply } => {
-                let id = self.next_proposal_id;
-                self.next_proposal_id += 1;
-                let mut context = self.proposal_context(id);
+                let (id, mut context) = self.next_proposal();
                 context.extend_from_slice(&change.encode_to_vec());
                 let member_id = change.member.as_ref().map_or(0, |m| m.member_id);
                 let change_type = match (
@@ -346,15 +336,8 @@ impl Driver {
                     changes: vec![single],
                     ..Default::default()
                 };
-                match self.raw_node.propose_conf_change(context, conf_change) {
-                    Ok(()) => {
-                        self.pending_proposals.insert(id, reply);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "membership change not proposed");
-                        let _ = reply.send(Err(not_leader()));
-                    }
-                }
+                let proposed = self.raw_node.propose_conf_change(context, conf_change);
+                self.track_proposal(id, proposed, reply);
             }
             DriverRequest::View { reply } => {
                 let _ = reply.send(self.membership_view());
@@ -385,12 +368,28 @@ impl Driver {
         }
     }
 
-    /// Entry context: this member's id and the proposal id, so only the
-    /// member that proposed an entry answers for it.
-    fn proposal_context(&self, id: u64) -> Vec<u8> {
+    /// A fresh proposal id and the entry context that carries it: this
+    /// member's id and the proposal id, so only the member that proposed an
+    /// entry answers for it.
+    fn next_proposal(&mut self) -> (u64, Vec<u8>) {
+        let id = self.next_proposal_id;
+        self.next_proposal_id += 1;
         let mut context = self.node.identity.member_id.to_be_bytes().to_vec();
         context.extend_from_slice(&id.to_be_bytes());
-        context
+        (id, context)
+    }
+
+    /// Waits for the entry to apply, or answers at once that raft refused it.
+    fn track_proposal(&mut self, id: u64, proposed: raft::Result<()>, reply: ProposalReply) {
+        match proposed {
+            Ok(()) => {
+                self.pending_proposals.insert(id, reply);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "proposal refused");
+                let _ = reply.send(Err(Error::NotLeader));
+            }
+        }
     }
 
     fn on_ready(&mut self) -> Result<(), Error> {
@@ -406,20 +405,15 @@ impl Driver {
         }
         self.apply_entries(ready.take_committed_entries())?;
         {
-            let mut state = self
-                .node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = self.node.write_state();
             let backend = state.backend_mut();
             if !ready.entries().is_empty() {
                 let old_last = self.raw_node.store().last_index().unwrap_or(0);
                 let entries = ready.entries();
                 log_store::stage_entries(backend, entries);
                 let new_last = entries.last().map_or(0, |e| e.index);
-                for stale in new_last + 1..=old_last {
-                    backend.stage_raft(crate::storage::Space::RaftLog, &stale.to_be_bytes(), None);
-                }
+                // A shorter append replaces a conflicting tail.
+                log_store::stage_removal(backend, new_last + 1..=old_last);
                 self.raw_node
                     .mut_store()
                     .wl()
@@ -450,11 +444,7 @@ impl Driver {
             store.mut_hard_state().commit = commit;
             let hard_state = store.hard_state().clone();
             drop(store);
-            let mut state = self
-                .node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = self.node.write_state();
             log_store::stage_hard_state(state.backend_mut(), &hard_state);
         }
         self.send_messages(light.take_messages());
@@ -462,11 +452,7 @@ impl Driver {
         self.raw_node.advance_apply();
         self.compact_log();
         {
-            let mut state = self
-                .node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = self.node.write_state();
             state.backend_mut().commit(false)?;
         }
         self.publish_status();
@@ -482,10 +468,7 @@ impl Driver {
         let last_index;
         let node = self.node.clone();
         {
-            let mut state = node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = node.write_state();
             for entry in &entries {
                 match entry.get_entry_type() {
                     EntryType::EntryNormal if entry.index <= self.state_applied_floor => {}
@@ -650,10 +633,7 @@ impl Driver {
         let metadata = snapshot.get_metadata().clone();
         let now_ms = self.node.clock.now_ms();
         let node = self.node.clone();
-        let mut state = node
-            .state_for_driver()
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut state = node.write_state();
         let backend = state.backend_mut();
         log_store::begin_snapshot_install(backend)?;
         replace_tables(backend, file)?;
@@ -665,9 +645,7 @@ impl Driver {
             )
         };
         log_store::stage_log_start(backend, metadata.index, metadata.term, first);
-        for stale in metadata.index + 1..=last {
-            backend.stage_raft(crate::storage::Space::RaftLog, &stale.to_be_bytes(), None);
-        }
+        log_store::stage_removal(backend, metadata.index + 1..=last);
         log_store::stage_conf_state(backend, metadata.get_conf_state());
         log_store::end_snapshot_install(backend);
         backend.commit(true)?;
@@ -729,10 +707,7 @@ impl Driver {
         let raft_state = store.initial_state().map_err(raft_error)?;
         {
             let node = self.node.clone();
-            let mut state = node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = node.write_state();
             log_store::stage_log_start(state.backend_mut(), last_dropped, term, first);
             state.backend_mut().commit(false)?;
         }
@@ -794,11 +769,7 @@ impl Driver {
         if is_leader && !self.was_leader {
             tracing::info!(term = self.raw_node.raft.term, "became leader");
             let now_ms = self.node.clock.now_ms();
-            let mut state = self
-                .node
-                .state_for_driver()
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut state = self.node.write_state();
             state.refresh_leases(now_ms);
         }
         if !is_leader && self.was_leader {
@@ -900,10 +871,6 @@ fn done() -> Outcome {
             e2d_proto::peer::Done {},
         )),
     }
-}
-
-fn not_leader() -> Error {
-    Error::NotLeader
 }
 
 fn storage(message: String) -> Error {

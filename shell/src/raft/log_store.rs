@@ -138,8 +138,13 @@ pub fn stage_log_start(backend: &mut FjallBackend, index: u64, term: u64, first_
     let mut value = index.to_be_bytes().to_vec();
     value.extend_from_slice(&term.to_be_bytes());
     backend.stage_raft(Space::RaftState, LOG_START_KEY, Some(&value));
-    for stale in first_index..=index {
-        backend.stage_raft(Space::RaftLog, &stale.to_be_bytes(), None);
+    stage_removal(backend, first_index..=index);
+}
+
+/// Stages the removal of the entries at `indexes`.
+pub fn stage_removal(backend: &mut FjallBackend, indexes: std::ops::RangeInclusive<u64>) {
+    for index in indexes {
+        backend.stage_raft(Space::RaftLog, &index.to_be_bytes(), None);
     }
 }
 

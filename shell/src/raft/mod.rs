@@ -14,7 +14,8 @@ mod snapshot_sender;
 mod transport;
 
 pub use driver::{
-    spawn_driver, Bootstrap, DriverHandle, DriverRequest, LogLimits, MembershipView, RaftStatus,
+    spawn_driver, Bootstrap, DriverHandle, DriverRequest, LogLimits, MembershipView, ProposalReply,
+    RaftStatus,
 };
 pub use peer_service::PeerService;
 pub use transport::Transport;

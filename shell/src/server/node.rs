@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use e2d_core::{Error, StateMachine};
@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{Clock, Identity};
 use crate::metrics::Metrics;
-use crate::raft::{DriverHandle, DriverRequest, RaftStatus};
+use crate::raft::{DriverHandle, DriverRequest, ProposalReply, RaftStatus};
 use crate::storage::FjallBackend;
 
 /// Where the index of the last applied raft entry is kept.
@@ -70,8 +70,9 @@ impl Node {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn state_for_driver(&self) -> &RwLock<StateMachine<FjallBackend>> {
-        &self.state
+    /// The state machine for the raft driver, the one writer.
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, StateMachine<FjallBackend>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn raft_status(&self) -> RaftStatus {
@@ -87,18 +88,34 @@ impl Node {
         if let Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_) = &op {
             self.check_quota(&op).await?;
         }
-        let (reply, answer) = oneshot::channel();
         let proposal = Proposal { op: Some(op) };
-        self.raft
-            .send(DriverRequest::Propose { proposal, reply })
+        let answer = self
+            .submit(|reply| DriverRequest::Propose { proposal, reply })
             .await?;
-        let outcome: Outcome = tokio::time::timeout(REQUEST_TIMEOUT, answer)
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|_| Error::LeaderChanged)??;
-        outcome
+        Self::outcome_of(answer)
+            .await?
             .result
             .ok_or_else(|| Error::Storage(e2d_core::storage::StorageError("empty outcome".into())))
+    }
+
+    /// Hands the driver a request that answers through `reply`.
+    async fn submit(
+        &self,
+        request: impl FnOnce(ProposalReply) -> DriverRequest,
+    ) -> Result<oneshot::Receiver<Result<Outcome, Error>>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.raft.send(request(reply)).await?;
+        Ok(answer)
+    }
+
+    /// Waits for a submitted request to apply, at most the request timeout.
+    async fn outcome_of(
+        answer: oneshot::Receiver<Result<Outcome, Error>>,
+    ) -> Result<Outcome, Error> {
+        tokio::time::timeout(REQUEST_TIMEOUT, answer)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::LeaderChanged)?
     }
 
     /// Raises the NOSPACE alarm through raft when a write would pass the
@@ -113,27 +130,29 @@ impl Node {
         let request_bytes = prost::Message::encoded_len(&Proposal {
             op: Some(op.clone()),
         }) as u64;
-        let over = {
+        let (alarmed, over) = {
             let state = self.read();
-            !state.alarms_of(AlarmType::Nospace).is_empty()
-                || state.exceeds_quota(self.config.quota_backend_bytes, request_bytes)
+            (
+                !state.alarms_of(AlarmType::Nospace).is_empty(),
+                state.exceeds_quota(self.config.quota_backend_bytes, request_bytes),
+            )
         };
-        if !over {
+        if !alarmed && !over {
             return Ok(());
         }
-        let raise = Op::Alarm(AlarmRequest {
-            action: AlarmAction::Activate as i32,
-            member_id: self.identity.member_id,
-            alarm: AlarmType::Nospace as i32,
-        });
-        let already = !self.read().alarms_of(AlarmType::Nospace).is_empty();
-        if !already {
-            let (reply, answer) = oneshot::channel();
-            let proposal = Proposal { op: Some(raise) };
-            self.raft
-                .send(DriverRequest::Propose { proposal, reply })
+        if !alarmed {
+            let proposal = Proposal {
+                op: Some(Op::Alarm(AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: self.identity.member_id,
+                    alarm: AlarmType::Nospace as i32,
+                })),
+            };
+            let answer = self
+                .submit(|reply| DriverRequest::Propose { proposal, reply })
                 .await?;
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer).await;
+            // Raising the alarm is best effort; the write is refused anyway.
+            let _ = Self::outcome_of(answer).await;
         }
         Err(Error::NoSpace)
     }
@@ -237,15 +256,10 @@ impl Node {
         &self,
         change: e2d_proto::peer::MemberChange,
     ) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.raft
-            .send(DriverRequest::ChangeMembership { change, reply })
+        let answer = self
+            .submit(|reply| DriverRequest::ChangeMembership { change, reply })
             .await?;
-        tokio::time::timeout(REQUEST_TIMEOUT, answer)
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|_| Error::LeaderChanged)??;
-        Ok(())
+        Self::outcome_of(answer).await.map(|_| ())
     }
 
     /// The raft configuration and each member's progress, as this member
