@@ -106,11 +106,10 @@ pub struct DriverHandle {
 
 impl DriverHandle {
     pub async fn send(&self, request: DriverRequest) -> Result<(), Error> {
-        self.requests.send(request).await.map_err(|_| {
-            Error::Storage(e2d_core::storage::StorageError(
-                "the raft driver has stopped".into(),
-            ))
-        })
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| storage("the raft driver has stopped".into()))
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -178,8 +177,8 @@ pub fn spawn_driver(
         ..Default::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let raw_node = RawNode::new(&config, storage, &logger)
-        .map_err(|e| Error::Storage(e2d_core::storage::StorageError(format!("raft: {e}"))))?;
+    let raw_node =
+        RawNode::new(&config, storage, &logger).map_err(|e| storage(format!("raft: {e}")))?;
     let (requests, incoming) = mpsc::channel(DRIVER_QUEUE_MAX);
     let (status_tx, status) = watch::channel(RaftStatus {
         applied_index,
