@@ -147,7 +147,7 @@ pub fn spawn_driver(
     transport: Transport,
     log_limits: LogLimits,
 ) -> Result<(DriverHandle, DriverParts), Error> {
-    let storage = match log_store::load(backend)? {
+    let log = match log_store::load(backend)? {
         Some(storage) => storage,
         None => match bootstrap {
             Bootstrap::Found { voters, members } => {
@@ -178,7 +178,7 @@ pub fn spawn_driver(
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let raw_node =
-        RawNode::new(&config, storage, &logger).map_err(|e| storage(format!("raft: {e}")))?;
+        RawNode::new(&config, log, &logger).map_err(|e| storage(format!("raft: {e}")))?;
     let (requests, incoming) = mpsc::channel(DRIVER_QUEUE_MAX);
     let (status_tx, status) = watch::channel(RaftStatus {
         applied_index,
