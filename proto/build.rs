@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/auth/authpb/auth.proto",
                 "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
                 "proto/e2d/peer.proto",
+                "proto/e2d/gossip.proto",
             ],
             &["proto"],
         )?;

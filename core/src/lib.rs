@@ -10,9 +10,11 @@ pub mod error;
 pub mod lease;
 pub mod limits;
 pub mod mvcc;
+pub mod rng;
 pub mod revision;
 pub mod state_machine;
 pub mod storage;
+pub mod swim;
 pub mod validate;
 pub mod watch;
 

@@ -33,9 +33,15 @@ pub mod e2d {
     pub mod peer {
         include!(concat!(env!("OUT_DIR"), "/e2d.peer.rs"));
     }
+
+    /// The gossip wire: SWIM packets and push-pull frames.
+    #[allow(clippy::all, missing_docs)]
+    pub mod gossip {
+        include!(concat!(env!("OUT_DIR"), "/e2d.gossip.rs"));
+    }
 }
 
-pub use e2d::peer;
+pub use e2d::{gossip, peer};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,127 @@
+//! What each node says about itself in gossip, and how a member looks in a
+//! node's view.
+
+use std::net::SocketAddr;
+
+use e2d_proto::gossip as wire;
+
+/// Where a node is in its life as an etcd member, as it tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum NodeStatus {
+    /// Started; has not decided yet what to do (reading its data dir,
+    /// listing snapshots).
+    #[default]
+    Unknown,
+    /// Has no cluster and waits to found or join one.
+    Pending,
+    /// Runs an etcd member of cluster `cluster_id`.
+    Running,
+}
+
+/// Per-node metadata, spread to all with the node's incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeMeta {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    /// The etcd cluster this node serves; 0 while it serves none.
+    pub cluster_id: u64,
+    pub status: NodeStatus,
+    /// Digest of the founding set this node proposes; 0 for none.
+    pub founders_digest: u64,
+    /// The node will never propose another founding set.
+    pub founders_committed: bool,
+}
+
+/// How alive a member is, in one node's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl Liveness {
+    /// Alive or suspected: still counted as a member of the gossip group.
+    pub fn is_up(self) -> bool {
+        matches!(self, Liveness::Alive | Liveness::Suspect)
+    }
+}
+
+/// One member as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub incarnation: u64,
+    pub liveness: Liveness,
+    pub meta: NodeMeta,
+}
+
+impl NodeStatus {
+    pub fn to_wire(self) -> wire::NodeStatus {
+        match self {
+            NodeStatus::Unknown => wire::NodeStatus::Unknown,
+            NodeStatus::Pending => wire::NodeStatus::Pending,
+            NodeStatus::Running => wire::NodeStatus::Running,
+        }
+    }
+
+    pub fn from_wire(status: wire::NodeStatus) -> Self {
+        match status {
+            wire::NodeStatus::Unknown => NodeStatus::Unknown,
+            wire::NodeStatus::Pending => NodeStatus::Pending,
+            wire::NodeStatus::Running => NodeStatus::Running,
+        }
+    }
+}
+
+impl Liveness {
+    pub fn to_wire(self) -> wire::Liveness {
+        match self {
+            Liveness::Alive => wire::Liveness::Alive,
+            Liveness::Suspect => wire::Liveness::Suspect,
+            Liveness::Dead => wire::Liveness::Dead,
+            Liveness::Left => wire::Liveness::Left,
+        }
+    }
+
+    pub fn from_wire(liveness: wire::Liveness) -> Self {
+        match liveness {
+            wire::Liveness::Alive => Liveness::Alive,
+            wire::Liveness::Suspect => Liveness::Suspect,
+            wire::Liveness::Dead => Liveness::Dead,
+            wire::Liveness::Left => Liveness::Left,
+        }
+    }
+}
+
+impl NodeMeta {
+    pub fn to_wire(&self) -> wire::NodeMeta {
+        wire::NodeMeta {
+            name: self.name.clone(),
+            client_url: self.client_url.clone(),
+            peer_url: self.peer_url.clone(),
+            cluster_id: self.cluster_id,
+            status: self.status.to_wire() as i32,
+            founders_digest: self.founders_digest,
+            founders_committed: self.founders_committed,
+        }
+    }
+
+    /// Refuses unknown enum values; length limits are the decoder's job.
+    pub fn from_wire(meta: wire::NodeMeta) -> Option<Self> {
+        let status = wire::NodeStatus::try_from(meta.status).ok()?;
+        Some(NodeMeta {
+            name: meta.name,
+            client_url: meta.client_url,
+            peer_url: meta.peer_url,
+            cluster_id: meta.cluster_id,
+            status: NodeStatus::from_wire(status),
+            founders_digest: meta.founders_digest,
+            founders_committed: meta.founders_committed,
+        })
+    }
+}

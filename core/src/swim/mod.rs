@@ -1,0 +1,5 @@
+//! SWIM gossip membership (in the spirit of hashicorp/memberlist).
+
+mod meta;
+
+pub use meta::{Liveness, MemberView, NodeMeta, NodeStatus};
