@@ -27,9 +27,13 @@ pub struct NodeMeta {
     /// The etcd cluster this node serves; 0 while it serves none.
     pub cluster_id: u64,
     pub status: NodeStatus,
-    /// Digest of the founding set this node proposes; 0 for none.
-    pub founders_digest: u64,
-    /// The node will never propose another founding set.
+    /// The founding set this node proposes (sorted names), empty for none;
+    /// a Running node keeps the set its cluster was founded with.
+    pub founders: Vec<String>,
+    /// The snapshot the founders restore; empty for none.
+    pub founders_restore: String,
+    /// The node has committed to `founders` and will not propose another
+    /// set.
     pub founders_committed: bool,
 }
 
@@ -106,7 +110,8 @@ impl NodeMeta {
             peer_url: self.peer_url.clone(),
             cluster_id: self.cluster_id,
             status: self.status.to_wire() as i32,
-            founders_digest: self.founders_digest,
+            founders: self.founders.clone(),
+            founders_restore: self.founders_restore.clone(),
             founders_committed: self.founders_committed,
         }
     }
@@ -120,7 +125,8 @@ impl NodeMeta {
             peer_url: meta.peer_url,
             cluster_id: meta.cluster_id,
             status: NodeStatus::from_wire(status),
-            founders_digest: meta.founders_digest,
+            founders: meta.founders,
+            founders_restore: meta.founders_restore,
             founders_committed: meta.founders_committed,
         })
     }
