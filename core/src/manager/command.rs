@@ -1,0 +1,148 @@
+//! What the manager is told and what it asks the shell to do.
+
+use crate::swim::NodeMeta;
+
+/// Identifies a command that expects an answer through
+/// [`super::Manager::handle_result`].
+pub type CommandId = u64;
+
+/// A member of the etcd cluster, as the server's member list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    pub id: u64,
+    /// Empty while the member has not started and published its name.
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+    /// For learners, on the leader: its log has caught up with the leader's
+    /// (it can be promoted). Always false elsewhere.
+    pub caught_up: bool,
+}
+
+/// The local server's view of its cluster, reported while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// 0 while there is no leader.
+    pub leader_id: u64,
+    pub members: Vec<ClusterMember>,
+}
+
+impl ServerStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader_id != 0 && self.leader_id == self.member_id
+    }
+}
+
+/// A founding set of a new cluster, and the snapshot its members restore.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Proposal {
+    /// Sorted, distinct names.
+    pub founders: Vec<String>,
+    pub restore: Option<String>,
+}
+
+/// What the data dir held when the node started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// Nothing: a new node, or one whose disk was lost.
+    Empty,
+    /// No member state yet, but the node had committed to founding this set
+    /// (written before the commitment was published).
+    Committed(Proposal),
+    /// A member's state: restart with it, never wipe it.
+    Member { cluster_id: u64, member_id: u64 },
+}
+
+/// One founding member, as `StartNewCluster` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Founder {
+    pub name: String,
+    pub peer_url: String,
+}
+
+/// Why a member is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// Gossip has not seen it up for longer than the health-check timeout.
+    HealthCheckTimeout,
+    /// A node with an empty data dir now uses its name or peer URL: the
+    /// member's data is gone.
+    Replaced,
+}
+
+/// What the manager asks the shell to do. Commands with an `id` are answered
+/// through [`super::Manager::handle_result`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Set this node's gossip metadata.
+    PublishMeta(NodeMeta),
+    /// List the snapshot store; answer with [`CommandResult::NewestSnapshot`].
+    ListSnapshots { id: CommandId },
+    /// Durably record (or, with `None`, clear) the founding set this node
+    /// commits to, before the commitment is published.
+    PersistCommitment {
+        id: CommandId,
+        proposal: Option<Proposal>,
+    },
+    /// Start the server from the member state in the data dir.
+    RestartFromDataDir { id: CommandId },
+    /// Start a new cluster with these founders, first restoring `restore`
+    /// into the (empty) data dir when given.
+    StartNewCluster {
+        id: CommandId,
+        founders: Vec<Founder>,
+        restore: Option<String>,
+    },
+    /// Take the cluster-wide join lock through one of these client URLs.
+    AcquireJoinLock { id: CommandId, through: Vec<String> },
+    /// Release the join lock (best effort; it also expires on its own).
+    ReleaseJoinLock { through: Vec<String> },
+    /// Read the member list through one of these client URLs; answer with
+    /// [`CommandResult::Members`].
+    FetchMembers { id: CommandId, through: Vec<String> },
+    /// Add this node as a learner through one of these client URLs; answer
+    /// with the member list after the change.
+    AddLearner { id: CommandId, through: Vec<String> },
+    /// Start the server as a member of the existing cluster `members`.
+    StartJoined {
+        id: CommandId,
+        members: Vec<ClusterMember>,
+    },
+    /// Remove a member, through the local server when `through` is empty.
+    RemoveMember {
+        id: CommandId,
+        member_id: u64,
+        name: String,
+        reason: RemovalReason,
+        through: Vec<String>,
+    },
+    /// Promote a caught-up learner (through the local server, the leader).
+    PromoteMember { id: CommandId, member_id: u64 },
+    /// Stop the server and move the data dir of a removed member aside (it is
+    /// kept, never deleted), leaving an empty data dir.
+    ArchiveDataDir { id: CommandId },
+}
+
+/// The answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    Done,
+    /// The server runs, as a member of this cluster (answers the start and
+    /// restart commands).
+    Started {
+        cluster_id: u64,
+    },
+    /// The newest valid snapshot in the store, if any.
+    NewestSnapshot(Option<String>),
+    Members(Vec<ClusterMember>),
+    Failed(String),
+}
+
+/// What the manager reports for logs and `e2d status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// What the node is waiting for, each time it changes.
+    Waiting(String),
+}

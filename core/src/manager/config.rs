@@ -1,0 +1,62 @@
+//! The manager's settings and their checks.
+
+/// Largest cluster e2d forms. etcd advises 3, 5 or 7 voting members; the
+/// founding set travels in every node's gossip metadata, so it is bounded.
+pub const CLUSTER_SIZE_MAX: usize = 9;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerConfig {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    /// `-n`: voting members the cluster should have.
+    pub required_cluster_size: usize,
+    /// How often the leader looks for dead members.
+    pub health_check_interval_ms: u64,
+    /// How long a member may be missing from gossip before it is removed.
+    pub health_check_timeout_ms: u64,
+    /// A snapshot store is configured: list it before founding a cluster.
+    pub snapshots_configured: bool,
+    /// Pause before a failed command is tried again.
+    pub retry_interval_ms: u64,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--required-cluster-size {size} is not allowed: use an odd number from 1 to {CLUSTER_SIZE_MAX} \
+         (an even size tolerates no more failures than the odd size below it)"
+    )]
+    ClusterSize { size: usize },
+    #[error("--health-check-interval must be greater than zero")]
+    HealthCheckInterval,
+    #[error(
+        "--health-check-timeout ({timeout_ms} ms) must be at least --health-check-interval ({interval_ms} ms)"
+    )]
+    HealthCheckTimeout { timeout_ms: u64, interval_ms: u64 },
+    #[error("the node needs a name")]
+    EmptyName,
+}
+
+impl ManagerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let size = self.required_cluster_size;
+        if size == 0 || size % 2 == 0 || size > CLUSTER_SIZE_MAX {
+            return Err(ConfigError::ClusterSize { size });
+        }
+        if self.health_check_interval_ms == 0 {
+            return Err(ConfigError::HealthCheckInterval);
+        }
+        if self.health_check_timeout_ms < self.health_check_interval_ms {
+            return Err(ConfigError::HealthCheckTimeout {
+                timeout_ms: self.health_check_timeout_ms,
+                interval_ms: self.health_check_interval_ms,
+            });
+        }
+        if self.name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        Ok(())
+    }
+}

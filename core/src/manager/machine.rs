@@ -1,0 +1,648 @@
+//! The manager state machine: from gossip, the local server and the snapshot
+//! store to commands.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
+
+use super::command::{
+    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
+    RemovalReason, ServerStatus,
+};
+use super::config::ManagerConfig;
+use super::founding::{self, Step};
+use super::quorum::{is_live, is_up, keeps_quorum, quorum, GossipView};
+
+/// Bound on the gossip view the manager keeps (names).
+pub const VIEW_MEMBERS_MAX: usize = 1024;
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// No member state: found or join a cluster.
+    Pending,
+    /// A start, restart or join is under way.
+    Starting,
+    /// The server runs as a member.
+    Running,
+    /// The server was removed from its cluster; its data dir is moved aside.
+    Removed,
+}
+
+/// The one command in flight that awaits an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaiting {
+    Listing,
+    Persist(Option<Proposal>),
+    Start,
+    Lock,
+    Fetch,
+    Replace,
+    AddLearner,
+    Remove,
+    Promote,
+    Archive,
+}
+
+/// The cluster manager: every decision about bootstrap, joining, restarts,
+/// restores and membership.
+///
+/// Drain contract: after every `handle_*` call, drain [`Manager::poll_command`]
+/// and [`Manager::poll_event`] until they return `None`, then sleep until
+/// [`Manager::poll_timeout`] (or the next input) and call
+/// [`Manager::handle_timeout`]. At most one command that needs an answer is
+/// in flight at a time; its answer comes back through
+/// [`Manager::handle_result`].
+#[derive(Debug)]
+pub struct Manager {
+    config: ManagerConfig,
+    phase: Phase,
+    data_dir: DataDir,
+    view: GossipView,
+    founding: founding::Local,
+    /// The snapshot store has been listed (or none is configured).
+    listed: bool,
+    server: Option<ServerStatus>,
+    /// The cluster the server runs, once started.
+    cluster_id: u64,
+    /// Founders of the cluster this node founded, kept in its metadata.
+    founded_with: Option<Proposal>,
+    join_lock_through: Option<Vec<String>>,
+    published: Option<NodeMeta>,
+    commands: VecDeque<Command>,
+    events: VecDeque<Event>,
+    next_id: CommandId,
+    in_flight: Option<(CommandId, Awaiting)>,
+    retry_at_ms: u64,
+    /// When each member (by id) was first seen not up in gossip.
+    missing_since_ms: BTreeMap<u64, u64>,
+    next_health_check_ms: u64,
+    waiting: String,
+    now_ms: u64,
+}
+
+impl Manager {
+    /// `config` must have passed [`ManagerConfig::validate`].
+    pub fn new(config: ManagerConfig, data_dir: DataDir, now_ms: u64) -> Self {
+        assert!(config.validate().is_ok(), "invalid manager config");
+        let founding = founding::Local {
+            name: config.name.clone(),
+            ..Default::default()
+        };
+        let mut manager = Manager {
+            listed: !config.snapshots_configured,
+            next_health_check_ms: now_ms + config.health_check_interval_ms,
+            config,
+            phase: Phase::Pending,
+            data_dir: data_dir.clone(),
+            view: GossipView::new(),
+            founding,
+            server: None,
+            cluster_id: 0,
+            founded_with: None,
+            join_lock_through: None,
+            published: None,
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            in_flight: None,
+            retry_at_ms: now_ms,
+            missing_since_ms: BTreeMap::new(),
+            waiting: String::new(),
+            now_ms,
+        };
+        match data_dir {
+            DataDir::Member { cluster_id, .. } => {
+                manager.cluster_id = cluster_id;
+                manager.phase = Phase::Starting;
+                manager.issue(Awaiting::Start, |id| Command::RestartFromDataDir { id });
+            }
+            DataDir::Committed(proposal) => {
+                manager.founding.proposal = Some(proposal);
+                manager.founding.committed = true;
+            }
+            DataDir::Empty => {}
+        }
+        manager.evaluate();
+        manager
+    }
+
+    /// A member's gossip state changed (from the SWIM machine's events).
+    pub fn handle_gossip(&mut self, member: MemberView, now_ms: u64) {
+        self.advance(now_ms);
+        if member.name == self.config.name {
+            return;
+        }
+        if self.view.len() >= VIEW_MEMBERS_MAX && !self.view.contains_key(&member.name) {
+            return;
+        }
+        self.view.insert(member.name.clone(), member);
+        self.evaluate();
+    }
+
+    /// The local server's view of its cluster, reported while it runs.
+    pub fn handle_server_status(&mut self, status: ServerStatus, now_ms: u64) {
+        self.advance(now_ms);
+        if self.phase == Phase::Running {
+            self.cluster_id = status.cluster_id;
+            self.server = Some(status);
+        }
+        self.evaluate();
+    }
+
+    /// The local server learnt that its member was removed from the cluster.
+    pub fn handle_server_removed(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        if self.phase == Phase::Running {
+            self.phase = Phase::Removed;
+            self.server = None;
+            self.missing_since_ms.clear();
+        }
+        self.evaluate();
+    }
+
+    /// The answer to command `id`. Answers to unknown ids are ignored.
+    pub fn handle_result(&mut self, id: CommandId, result: CommandResult, now_ms: u64) {
+        self.advance(now_ms);
+        let Some((expected, awaiting)) = self.in_flight.take() else {
+            return;
+        };
+        if expected != id {
+            self.in_flight = Some((expected, awaiting));
+            return;
+        }
+        if let CommandResult::Failed(reason) = &result {
+            self.set_waiting(format!("{awaiting:?} failed: {reason}; retrying"));
+            self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
+            if awaiting == Awaiting::Start && self.phase == Phase::Starting {
+                self.phase = match self.data_dir {
+                    DataDir::Member { .. } => Phase::Starting,
+                    _ => Phase::Pending,
+                };
+            }
+            self.release_join_lock();
+            self.evaluate();
+            return;
+        }
+        self.accept(awaiting, result);
+        self.evaluate();
+    }
+
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        self.evaluate();
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next time the manager wants [`Manager::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let retry = (self.in_flight.is_none() && self.retry_at_ms > self.now_ms)
+            .then_some(self.retry_at_ms);
+        let health = (self.phase == Phase::Running).then_some(self.next_health_check_ms);
+        let pending =
+            (self.phase == Phase::Pending).then_some(self.now_ms + self.config.retry_interval_ms);
+        [retry, health, pending].into_iter().flatten().min()
+    }
+
+    /// What the node waits for, if anything.
+    pub fn waiting_for(&self) -> &str {
+        &self.waiting
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        // Time never goes back for the manager, even if the caller's does.
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    fn issue(&mut self, awaiting: Awaiting, command: impl FnOnce(CommandId) -> Command) {
+        assert!(self.in_flight.is_none(), "one command in flight at a time");
+        let id = self.next_id;
+        self.next_id += 1;
+        self.commands.push_back(command(id));
+        self.in_flight = Some((id, awaiting));
+    }
+
+    fn set_waiting(&mut self, reason: String) {
+        if self.waiting != reason {
+            self.waiting = reason.clone();
+            self.events.push_back(Event::Waiting(reason));
+        }
+    }
+
+    fn accept(&mut self, awaiting: Awaiting, result: CommandResult) {
+        match (awaiting, result) {
+            (Awaiting::Listing, CommandResult::NewestSnapshot(newest)) => {
+                self.founding.newest_snapshot = newest;
+                self.listed = true;
+            }
+            (Awaiting::Persist(proposal), _) => {
+                self.founding.committed = proposal.is_some();
+                if let Some(proposal) = proposal {
+                    self.founding.proposal = Some(proposal);
+                }
+            }
+            (Awaiting::Start, CommandResult::Started { cluster_id }) => {
+                self.phase = Phase::Running;
+                self.cluster_id = cluster_id;
+                self.release_join_lock();
+            }
+            (Awaiting::Lock, _) => {}
+            (Awaiting::Fetch, CommandResult::Members(members)) => self.after_members(members),
+            (Awaiting::AddLearner, CommandResult::Members(members)) => {
+                self.set_waiting("starting as a learner of the running cluster".into());
+                self.phase = Phase::Starting;
+                self.issue(Awaiting::Start, |id| Command::StartJoined { id, members });
+            }
+            (Awaiting::Archive, _) => {
+                self.data_dir = DataDir::Empty;
+                self.phase = Phase::Pending;
+                self.cluster_id = 0;
+                self.founded_with = None;
+                self.founding = founding::Local {
+                    name: self.config.name.clone(),
+                    newest_snapshot: self.founding.newest_snapshot.clone(),
+                    ..Default::default()
+                };
+            }
+            (Awaiting::Replace | Awaiting::Remove | Awaiting::Promote, _) => {}
+            (awaiting, result) => {
+                self.set_waiting(format!("unexpected answer {result:?} to {awaiting:?}"));
+                self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
+                self.release_join_lock();
+            }
+        }
+    }
+
+    /// Runs the rules for the current phase, then publishes the metadata
+    /// they imply.
+    fn evaluate(&mut self) {
+        if self.in_flight.is_none() && self.now_ms >= self.retry_at_ms {
+            match self.phase {
+                Phase::Pending => self.evaluate_pending(),
+                Phase::Starting => {
+                    if matches!(self.data_dir, DataDir::Member { .. }) {
+                        self.issue(Awaiting::Start, |id| Command::RestartFromDataDir { id });
+                    }
+                }
+                Phase::Running => self.evaluate_running(),
+                Phase::Removed => {
+                    self.set_waiting("this member was removed from its cluster; moving its data dir aside to join again".into());
+                    self.issue(Awaiting::Archive, |id| Command::ArchiveDataDir { id });
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn evaluate_pending(&mut self) {
+        if !self.listed {
+            self.set_waiting("listing the snapshot store".into());
+            self.issue(Awaiting::Listing, |id| Command::ListSnapshots { id });
+            return;
+        }
+        if self.config.required_cluster_size == 1 {
+            let proposal = Proposal {
+                founders: vec![self.config.name.clone()],
+                restore: self.founding.newest_snapshot.clone(),
+            };
+            self.start_new_cluster(proposal);
+            return;
+        }
+        let running = self.running_client_urls();
+        if !self.founding.committed && !running.is_empty() {
+            self.evaluate_join(running);
+            return;
+        }
+        let view: Vec<&MemberView> = self.view.values().collect();
+        let step = founding::decide(&self.founding, &view, self.config.required_cluster_size);
+        match step {
+            Step::Wait(reason) => self.set_waiting(reason),
+            Step::Propose(proposal) => {
+                self.founding.proposal = Some(proposal);
+            }
+            Step::Withdraw(reason) => {
+                self.founding.proposal = None;
+                self.set_waiting(reason);
+            }
+            Step::Commit(proposal) => {
+                let persisted = Some(proposal);
+                self.issue(Awaiting::Persist(persisted.clone()), |id| {
+                    Command::PersistCommitment {
+                        id,
+                        proposal: persisted,
+                    }
+                });
+            }
+            Step::Abandon => {
+                self.founding.proposal = None;
+                self.issue(Awaiting::Persist(None), |id| Command::PersistCommitment {
+                    id,
+                    proposal: None,
+                });
+            }
+            Step::Start(proposal) => self.start_new_cluster(proposal),
+        }
+    }
+
+    fn start_new_cluster(&mut self, proposal: Proposal) {
+        assert!(
+            !matches!(self.data_dir, DataDir::Member { .. }),
+            "never found a cluster over a member's data dir"
+        );
+        let founders: Vec<Founder> = proposal
+            .founders
+            .iter()
+            .map(|name| Founder {
+                name: name.clone(),
+                peer_url: if *name == self.config.name {
+                    self.config.peer_url.clone()
+                } else {
+                    self.view
+                        .get(name)
+                        .map(|m| m.meta.peer_url.clone())
+                        .unwrap_or_default()
+                },
+            })
+            .collect();
+        debug_assert!(founders.iter().all(|f| !f.peer_url.is_empty()));
+        let restore = proposal.restore.clone();
+        self.set_waiting(format!(
+            "starting a new cluster with {}{}",
+            proposal.founders.join(", "),
+            restore
+                .as_deref()
+                .map(|s| format!(", restored from {s}"))
+                .unwrap_or_default()
+        ));
+        self.founded_with = Some(proposal);
+        self.phase = Phase::Starting;
+        self.issue(Awaiting::Start, |id| Command::StartNewCluster {
+            id,
+            founders,
+            restore,
+        });
+    }
+
+    /// Client URLs of the nodes gossip shows Alive and Running, by name.
+    fn running_client_urls(&self) -> Vec<String> {
+        self.view
+            .values()
+            .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
+            .map(|m| m.meta.client_url.clone())
+            .collect()
+    }
+
+    /// The cluster the Running nodes in view serve (the smallest id if they
+    /// disagree).
+    fn running_cluster_id(&self) -> u64 {
+        self.view
+            .values()
+            .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
+            .map(|m| m.meta.cluster_id)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn evaluate_join(&mut self, through: Vec<String>) {
+        if self.join_lock_through.is_none() {
+            self.set_waiting(format!(
+                "a cluster is running; taking the join lock through {}",
+                through.join(", ")
+            ));
+            self.join_lock_through = Some(through.clone());
+            self.issue(Awaiting::Lock, |id| Command::AcquireJoinLock {
+                id,
+                through,
+            });
+            return;
+        }
+        self.issue(Awaiting::Fetch, |id| Command::FetchMembers { id, through });
+    }
+
+    /// Next join step once the member list is known.
+    fn after_members(&mut self, members: Vec<ClusterMember>) {
+        let through = self.running_client_urls();
+        if through.is_empty() {
+            self.release_join_lock();
+            return;
+        }
+        let ours = members
+            .iter()
+            .find(|m| m.name == self.config.name || m.peer_url == self.config.peer_url);
+        if let Some(old) = ours {
+            // Our old self, whose data is gone: remove it first, if that
+            // keeps a quorum of live voters.
+            let cluster_id = self.running_cluster_id();
+            let voters_after: Vec<&ClusterMember> = members
+                .iter()
+                .filter(|m| !m.is_learner && m.id != old.id)
+                .collect();
+            let may = old.is_learner
+                || keeps_quorum(&voters_after, &self.view, cluster_id, &self.config.name);
+            if !may {
+                self.set_waiting(format!(
+                    "the cluster still lists this node's old member {:x}; removing it would leave fewer than a quorum of live members",
+                    old.id
+                ));
+                self.release_join_lock();
+                self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
+                return;
+            }
+            let (member_id, name) = (old.id, old.name.clone());
+            self.set_waiting(format!(
+                "removing this node's old member {member_id:x} before joining again"
+            ));
+            self.issue(Awaiting::Replace, |id| Command::RemoveMember {
+                id,
+                member_id,
+                name,
+                reason: RemovalReason::Replaced,
+                through,
+            });
+            return;
+        }
+        if members.len() >= self.config.required_cluster_size {
+            self.set_waiting(format!(
+                "the cluster has its {} members; waiting for a vacancy",
+                members.len()
+            ));
+            self.release_join_lock();
+            self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
+            return;
+        }
+        self.set_waiting("adding this node to the cluster as a learner".into());
+        self.issue(Awaiting::AddLearner, |id| Command::AddLearner {
+            id,
+            through,
+        });
+    }
+
+    fn release_join_lock(&mut self) {
+        if let Some(through) = self.join_lock_through.take() {
+            self.commands
+                .push_back(Command::ReleaseJoinLock { through });
+        }
+    }
+
+    fn evaluate_running(&mut self) {
+        let Some(status) = self.server.clone() else {
+            return;
+        };
+        self.track_missing(&status);
+        if !status.is_leader() {
+            self.set_waiting(String::new());
+            return;
+        }
+        let due = self.now_ms >= self.next_health_check_ms;
+        if due {
+            self.next_health_check_ms = self.now_ms + self.config.health_check_interval_ms;
+            if self.remove_dead(&status) {
+                return;
+            }
+        }
+        self.promote_learner(&status);
+    }
+
+    fn track_missing(&mut self, status: &ServerStatus) {
+        let now_ms = self.now_ms;
+        self.missing_since_ms
+            .retain(|id, _| status.members.iter().any(|m| m.id == *id));
+        for member in &status.members {
+            if is_up(&self.view, member, &self.config.name) {
+                self.missing_since_ms.remove(&member.id);
+            } else {
+                self.missing_since_ms.entry(member.id).or_insert(now_ms);
+            }
+        }
+    }
+
+    /// Removes one member missing longer than the health-check timeout, if
+    /// a quorum of voters is live in view and stays so. Returns whether it
+    /// issued a removal.
+    fn remove_dead(&mut self, status: &ServerStatus) -> bool {
+        let name = &self.config.name;
+        let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
+        if !keeps_quorum(&voters, &self.view, status.cluster_id, name) {
+            self.set_waiting(format!(
+                "fewer than {} of {} voting members are running in gossip; no membership changes",
+                quorum(voters.len()),
+                voters.len()
+            ));
+            return false;
+        }
+        let mut overdue: Vec<(u64, u64)> = self
+            .missing_since_ms
+            .iter()
+            .filter(|(_, since)| self.now_ms >= **since + self.config.health_check_timeout_ms)
+            .map(|(id, since)| (*since, *id))
+            .collect();
+        overdue.sort_unstable();
+        for (_, member_id) in overdue {
+            let Some(member) = status.members.iter().find(|m| m.id == member_id) else {
+                continue;
+            };
+            if member.id == status.member_id {
+                continue;
+            }
+            let voters_after: Vec<&ClusterMember> = voters
+                .iter()
+                .copied()
+                .filter(|m| m.id != member_id)
+                .collect();
+            if !member.is_learner
+                && !keeps_quorum(&voters_after, &self.view, status.cluster_id, name)
+            {
+                continue;
+            }
+            let member_name = member.name.clone();
+            self.set_waiting(format!(
+                "removing member {member_id:x} ({member_name}): missing from gossip for longer than the health-check timeout"
+            ));
+            self.issue(Awaiting::Remove, |id| Command::RemoveMember {
+                id,
+                member_id,
+                name: member_name,
+                reason: RemovalReason::HealthCheckTimeout,
+                through: Vec::new(),
+            });
+            return true;
+        }
+        false
+    }
+
+    fn promote_learner(&mut self, status: &ServerStatus) {
+        let name = &self.config.name;
+        let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
+        if voters.len() >= self.config.required_cluster_size {
+            return;
+        }
+        let ready = status.members.iter().find(|m| {
+            m.is_learner && m.caught_up && is_live(&self.view, m, status.cluster_id, name)
+        });
+        let Some(learner) = ready else { return };
+        let mut voters_after = voters.clone();
+        voters_after.push(learner);
+        if !keeps_quorum(&voters_after, &self.view, status.cluster_id, name) {
+            return;
+        }
+        let member_id = learner.id;
+        self.set_waiting(format!(
+            "promoting learner {member_id:x} ({})",
+            learner.name
+        ));
+        self.issue(Awaiting::Promote, |id| Command::PromoteMember {
+            id,
+            member_id,
+        });
+    }
+
+    /// The metadata the node should publish now; published when it changes.
+    fn publish(&mut self) {
+        let (status, cluster_id, proposal) = match self.phase {
+            Phase::Running => (
+                NodeStatus::Running,
+                self.cluster_id,
+                self.founded_with.clone(),
+            ),
+            Phase::Pending if self.listed => {
+                (NodeStatus::Pending, 0, self.founding.proposal.clone())
+            }
+            Phase::Starting if self.founded_with.is_some() => {
+                (NodeStatus::Pending, 0, self.founding.proposal.clone())
+            }
+            _ => (NodeStatus::Unknown, 0, None),
+        };
+        let meta = NodeMeta {
+            name: self.config.name.clone(),
+            client_url: self.config.client_url.clone(),
+            peer_url: self.config.peer_url.clone(),
+            cluster_id,
+            status,
+            founders: proposal
+                .as_ref()
+                .map(|p| p.founders.clone())
+                .unwrap_or_default(),
+            founders_restore: proposal
+                .as_ref()
+                .and_then(|p| p.restore.clone())
+                .unwrap_or_default(),
+            founders_committed: self.founding.committed
+                || status == NodeStatus::Running && proposal.is_some(),
+        };
+        if self.published.as_ref() != Some(&meta) {
+            self.published = Some(meta.clone());
+            self.commands.push_back(Command::PublishMeta(meta));
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The cluster manager: what a node does to found, join, restart, restore
+//! and heal its etcd cluster, decided from gossip, the local server and the
+//! snapshot store.
+//!
+//! The rules (each has a unit test named after it in `tests`):
+//!
+//! - **Restart, never wipe.** A data dir with member state is restarted as
+//!   is, at any cluster size. A member the cluster removed has its data dir
+//!   moved aside (kept), then joins again as a new member.
+//! - **Size 1** starts at once: restores the newest valid snapshot into an
+//!   empty data dir if the store has one, else founds a new cluster.
+//! - **Join a running cluster.** An empty node that sees a Running node in
+//!   gossip takes the cluster-wide join lock, reads the member list, removes
+//!   its own old member (same name or peer URL: its data is gone) if that
+//!   keeps a quorum of live voters, and, when the cluster has fewer than `n`
+//!   members, adds itself as a learner and starts; the leader promotes it
+//!   once it has caught up.
+//! - **Found a cluster** when none runs: see [`founding`] for the two-phase
+//!   agreement that lets at most one founding set start; the founders
+//!   restore the newest valid snapshot when there is one.
+//! - **Health check** (the raft leader only): a member missing from gossip
+//!   for longer than `--health-check-timeout` is removed, one at a time, and
+//!   only while a quorum of the voters is Running in gossip before and after
+//!   the removal. A minority partition never changes membership.
+
+mod command;
+mod config;
+pub mod founding;
+mod machine;
+pub mod quorum;
+#[cfg(test)]
+mod tests;
+
+pub use command::{
+    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
+    RemovalReason, ServerStatus,
+};
+pub use config::{ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
+pub use machine::{Manager, VIEW_MEMBERS_MAX};
