@@ -42,7 +42,7 @@ pub enum ConfigError {
 impl ManagerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let size = self.required_cluster_size;
-        if size == 0 || size % 2 == 0 || size > CLUSTER_SIZE_MAX {
+        if size == 0 || size.is_multiple_of(2) || size > CLUSTER_SIZE_MAX {
             return Err(ConfigError::ClusterSize { size });
         }
         if self.health_check_interval_ms == 0 {
