@@ -43,6 +43,14 @@ pub struct Proposal {
     pub restore: Option<String>,
 }
 
+/// The sorted member ids of `members`: the membership a decision was made
+/// on, which the shell compares with the current one before a change.
+pub fn member_ids(members: &[ClusterMember]) -> Vec<u64> {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// What the data dir held when the node started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataDir {
@@ -51,8 +59,15 @@ pub enum DataDir {
     /// No member state yet, but the node had committed to founding this set
     /// (written before the commitment was published).
     Committed(Proposal),
-    /// A member's state: restart with it, never wipe it.
-    Member { cluster_id: u64, member_id: u64 },
+    /// A member's state: restart with it, never wipe it. `founders` is the
+    /// set the node founded its cluster with, if it was a founder (the
+    /// commitment stays in the data dir), so that founders which have not
+    /// started yet recognise the cluster as theirs.
+    Member {
+        cluster_id: u64,
+        member_id: u64,
+        founders: Option<Proposal>,
+    },
 }
 
 /// One founding member, as `StartNewCluster` needs it.
@@ -111,15 +126,23 @@ pub enum Command {
         members: Vec<ClusterMember>,
     },
     /// Remove a member, through the local server when `through` is empty.
+    /// Carried out only if the cluster's members are still `expected` (the
+    /// list the decision was made on); otherwise answer `Failed`.
     RemoveMember {
         id: CommandId,
         member_id: u64,
         name: String,
         reason: RemovalReason,
         through: Vec<String>,
+        expected: Vec<u64>,
     },
-    /// Promote a caught-up learner (through the local server, the leader).
-    PromoteMember { id: CommandId, member_id: u64 },
+    /// Promote a caught-up learner (through the local server, the leader),
+    /// only if the cluster's members are still `expected`.
+    PromoteMember {
+        id: CommandId,
+        member_id: u64,
+        expected: Vec<u64>,
+    },
     /// Stop the server and move the data dir of a removed member aside (it is
     /// kept, never deleted), leaving an empty data dir.
     ArchiveDataDir { id: CommandId },

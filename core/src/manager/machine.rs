@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
 
 use super::command::{
-    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
+    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
     RemovalReason, ServerStatus,
 };
 use super::config::ManagerConfig;
@@ -63,6 +63,9 @@ pub struct Manager {
     /// The snapshot store has been listed (or none is configured).
     listed: bool,
     server: Option<ServerStatus>,
+    /// A membership change went through since the last server status: the
+    /// member list in `server` is out of date until the next report.
+    server_stale: bool,
     /// The cluster the server runs, once started.
     cluster_id: u64,
     /// Founders of the cluster this node founded, kept in its metadata.
@@ -98,6 +101,7 @@ impl Manager {
             view: GossipView::new(),
             founding,
             server: None,
+            server_stale: false,
             cluster_id: 0,
             founded_with: None,
             join_lock_through: None,
@@ -112,8 +116,13 @@ impl Manager {
             now_ms,
         };
         match data_dir {
-            DataDir::Member { cluster_id, .. } => {
+            DataDir::Member {
+                cluster_id,
+                founders,
+                ..
+            } => {
                 manager.cluster_id = cluster_id;
+                manager.founded_with = founders;
                 manager.phase = Phase::Starting;
                 manager.issue(Awaiting::Start, |id| Command::RestartFromDataDir { id });
             }
@@ -146,6 +155,7 @@ impl Manager {
         if self.phase == Phase::Running {
             self.cluster_id = status.cluster_id;
             self.server = Some(status);
+            self.server_stale = false;
         }
         self.evaluate();
     }
@@ -275,7 +285,8 @@ impl Manager {
                     ..Default::default()
                 };
             }
-            (Awaiting::Replace | Awaiting::Remove | Awaiting::Promote, _) => {}
+            (Awaiting::Remove | Awaiting::Promote, _) => self.server_stale = true,
+            (Awaiting::Replace, _) => {}
             (awaiting, result) => {
                 self.set_waiting(format!("unexpected answer {result:?} to {awaiting:?}"));
                 self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
@@ -460,6 +471,7 @@ impl Manager {
                 return;
             }
             let (member_id, name) = (old.id, old.name.clone());
+            let expected = member_ids(&members);
             self.set_waiting(format!(
                 "removing this node's old member {member_id:x} before joining again"
             ));
@@ -469,6 +481,7 @@ impl Manager {
                 name,
                 reason: RemovalReason::Replaced,
                 through,
+                expected,
             });
             return;
         }
@@ -499,6 +512,9 @@ impl Manager {
         let Some(status) = self.server.clone() else {
             return;
         };
+        if self.server_stale {
+            return;
+        }
         self.track_missing(&status);
         if !status.is_leader() {
             self.set_waiting(String::new());
@@ -575,6 +591,7 @@ impl Manager {
                 name: member_name,
                 reason: RemovalReason::HealthCheckTimeout,
                 through: Vec::new(),
+                expected: member_ids(&status.members),
             });
             return true;
         }
@@ -601,9 +618,11 @@ impl Manager {
             "promoting learner {member_id:x} ({})",
             learner.name
         ));
+        let expected = member_ids(&status.members);
         self.issue(Awaiting::Promote, |id| Command::PromoteMember {
             id,
             member_id,
+            expected,
         });
     }
 

@@ -32,7 +32,7 @@ pub mod quorum;
 mod tests;
 
 pub use command::{
-    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
+    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
     RemovalReason, ServerStatus,
 };
 pub use config::{ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};

@@ -123,6 +123,7 @@ fn running_manager(name: &str, self_id: u64, leader_id: u64) -> Manager {
         DataDir::Member {
             cluster_id: 77,
             member_id: self_id,
+            founders: None,
         },
         0,
     );
@@ -156,6 +157,7 @@ fn intact_data_dir_is_restarted_never_refounded() {
             DataDir::Member {
                 cluster_id: 9,
                 member_id: 4,
+                founders: None,
             },
             0,
         );

@@ -1,0 +1,706 @@
+//! The cluster manager against random schedules of crashes, lost disks,
+//! partitions and stale gossip, for clusters of 1 to 7 nodes.
+//!
+//! A small world stands in for the shell: it derives each node's gossip view
+//! from the truth (each view entry catches up with probability 0.7 per tick,
+//! so views lag and differ), runs a model of the etcd clusters (members,
+//! learners, a leader only where a quorum of voters runs on one side of a
+//! partition), and carries out every command. It checks:
+//!
+//! - **one cluster identity**: at no time can two clusters make progress
+//!   (have a quorum of voters whose disks still hold their member state);
+//! - **quorum in view**: a health-check removal is issued only when the
+//!   issuer's view shows a quorum of voters Running;
+//! - **never below quorum**: no removal or promotion leaves fewer live
+//!   voters (in the issuer's view) than the new quorum;
+//! - **never wipe**: no founding, commitment or restore over a member's
+//!   data; a data dir is moved aside only for a member that was removed.
+//!
+//! A second property checks liveness: after the faults stop (no lost disks
+//! in that run), `n` nodes end up running one cluster of `n` voters with a
+//! leader (and none is founded when there are fewer than `n` nodes).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use e2d_core::manager::{
+    member_ids, quorum::quorum, ClusterMember, Command, CommandResult, DataDir, Manager, ManagerConfig,
+    Proposal, RemovalReason, ServerStatus,
+};
+use e2d_core::rng::Rng;
+use e2d_core::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
+use proptest::prelude::*;
+
+const HEALTH_TIMEOUT_MS: u64 = 10_000;
+const LOCK_TTL_MS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Tick(u64),
+    Crash(usize),
+    Restart(usize),
+    /// Crash, lose the disk, come back empty.
+    LoseDisk(usize),
+    /// Bit i set: node i on the far side.
+    Partition(u8),
+    Heal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Disk {
+    Empty,
+    Committed(Proposal),
+    Member { cluster: usize, member_id: u64 },
+}
+
+struct Node {
+    name: String,
+    alive: bool,
+    disk: Disk,
+    manager: Option<Manager>,
+    /// (cluster index, member id) while the server runs.
+    server: Option<(usize, u64)>,
+    meta: NodeMeta,
+    view: BTreeMap<String, MemberView>,
+    side: bool,
+}
+
+struct Cluster {
+    founders: Vec<String>,
+    /// Founding members that started it.
+    founded_by: BTreeSet<u64>,
+    members: Vec<ClusterMember>,
+    lock: Option<(usize, u64)>,
+}
+
+struct World {
+    nodes: Vec<Node>,
+    clusters: Vec<Cluster>,
+    size: usize,
+    now_ms: u64,
+    rng: Rng,
+    next_member_id: u64,
+    snapshot: Option<String>,
+    lost_disks: bool,
+}
+
+fn cluster_id(index: usize) -> u64 {
+    100 + index as u64
+}
+
+fn client_url(name: &str) -> String {
+    format!("http://{name}:2379")
+}
+
+fn peer_url(name: &str) -> String {
+    format!("http://{name}:2380")
+}
+
+impl World {
+    fn new(nodes: usize, size: usize, seed: u64) -> Self {
+        let mut world = World {
+            nodes: (0..nodes)
+                .map(|i| Node {
+                    name: format!("n{i}"),
+                    alive: false,
+                    disk: Disk::Empty,
+                    manager: None,
+                    server: None,
+                    meta: NodeMeta::default(),
+                    view: BTreeMap::new(),
+                    side: false,
+                })
+                .collect(),
+            clusters: Vec::new(),
+            size,
+            now_ms: 0,
+            rng: Rng::new(seed),
+            next_member_id: 1,
+            snapshot: (seed % 2 == 0).then(|| "snap-1".to_string()),
+            lost_disks: false,
+        };
+        for i in 0..nodes {
+            world.boot(i);
+        }
+        world
+    }
+
+    fn config(&self, i: usize) -> ManagerConfig {
+        let name = &self.nodes[i].name;
+        ManagerConfig {
+            name: name.clone(),
+            client_url: client_url(name),
+            peer_url: peer_url(name),
+            required_cluster_size: self.size,
+            health_check_interval_ms: 1_000,
+            health_check_timeout_ms: HEALTH_TIMEOUT_MS,
+            snapshots_configured: true,
+            retry_interval_ms: 500,
+        }
+    }
+
+    fn boot(&mut self, i: usize) {
+        let data_dir = match &self.nodes[i].disk {
+            Disk::Empty => DataDir::Empty,
+            Disk::Committed(p) => DataDir::Committed(p.clone()),
+            Disk::Member { cluster, member_id } => DataDir::Member {
+                cluster_id: cluster_id(*cluster),
+                member_id: *member_id,
+                founders: self.clusters[*cluster]
+                    .founded_by
+                    .contains(member_id)
+                    .then(|| Proposal {
+                        founders: self.clusters[*cluster].founders.clone(),
+                        restore: self.snapshot.clone(),
+                    }),
+            },
+        };
+        let manager = Manager::new(self.config(i), data_dir, self.now_ms);
+        let node = &mut self.nodes[i];
+        node.alive = true;
+        node.manager = Some(manager);
+        node.view.clear();
+        self.drain(i);
+    }
+
+    fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.alive = false;
+        node.manager = None;
+        node.server = None;
+        for cluster in &mut self.clusters {
+            if matches!(cluster.lock, Some((holder, _)) if holder == i) {
+                cluster.lock = None;
+            }
+        }
+    }
+
+    fn apply(&mut self, action: &Action) {
+        match *action {
+            Action::Tick(dt) => self.tick(dt),
+            _ if std::env::var_os("WORLD_TRACE").is_some() => {
+                eprintln!("{:>7} == {action:?}", self.now_ms);
+            }
+            _ => {}
+        }
+        match *action {
+            Action::Tick(_) => {}
+            Action::Crash(i) => {
+                if self.nodes[i].alive {
+                    self.crash(i)
+                }
+            }
+            Action::Restart(i) => {
+                if !self.nodes[i].alive {
+                    self.boot(i)
+                }
+            }
+            Action::LoseDisk(i) => {
+                self.crash(i);
+                self.nodes[i].disk = Disk::Empty;
+                self.lost_disks = true;
+                self.boot(i);
+            }
+            Action::Partition(mask) => {
+                for (i, node) in self.nodes.iter_mut().enumerate() {
+                    node.side = mask & (1 << i) != 0;
+                }
+            }
+            Action::Heal => {
+                for node in &mut self.nodes {
+                    node.side = false;
+                }
+            }
+        }
+        self.check_one_cluster_identity();
+    }
+
+    fn connected(&self, i: usize, j: usize) -> bool {
+        self.nodes[i].alive && self.nodes[j].alive && self.nodes[i].side == self.nodes[j].side
+    }
+
+    fn tick(&mut self, dt: u64) {
+        self.now_ms += dt;
+        let n = self.nodes.len();
+        for i in 0..n {
+            if !self.nodes[i].alive {
+                continue;
+            }
+            for j in (0..n).filter(|j| *j != i) {
+                if self.rng.below(10) >= 7 {
+                    continue;
+                }
+                let update = if self.connected(i, j) && self.nodes[j].meta.name == self.nodes[j].name {
+                    Some(MemberView {
+                        name: self.nodes[j].name.clone(),
+                        addr: "127.0.0.1:7980".parse().unwrap(),
+                        incarnation: 1,
+                        liveness: Liveness::Alive,
+                        meta: self.nodes[j].meta.clone(),
+                    })
+                } else {
+                    self.nodes[i].view.get(&self.nodes[j].name).map(|old| MemberView {
+                        liveness: Liveness::Dead,
+                        ..old.clone()
+                    })
+                };
+                let Some(update) = update else { continue };
+                if self.nodes[i].view.get(&update.name) == Some(&update) {
+                    continue;
+                }
+                self.nodes[i].view.insert(update.name.clone(), update.clone());
+                let now = self.now_ms;
+                self.nodes[i].manager.as_mut().unwrap().handle_gossip(update, now);
+                self.drain(i);
+            }
+            self.report_server(i);
+            let now = self.now_ms;
+            let manager = self.nodes[i].manager.as_mut().unwrap();
+            if manager.poll_timeout().is_some_and(|t| t <= now) {
+                manager.handle_timeout(now);
+            }
+            self.drain(i);
+        }
+    }
+
+    /// Each node's state and what its manager waits for, for failure reports.
+    fn report(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} alive={} disk={:?} server={:?} meta={:?}/{:?} waiting={:?}",
+                    n.name,
+                    n.alive,
+                    n.disk,
+                    n.server,
+                    n.meta.status,
+                    n.meta.founders,
+                    n.manager.as_ref().map(|m| m.waiting_for().to_string())
+                )
+            })
+            .collect()
+    }
+
+    /// The leader of `cluster` on `side`: the smallest running voter, when a
+    /// quorum of voters runs there.
+    fn leader(&self, cluster: usize, side: bool) -> Option<u64> {
+        let voters: Vec<&ClusterMember> = self.clusters[cluster]
+            .members
+            .iter()
+            .filter(|m| !m.is_learner)
+            .collect();
+        let running: Vec<u64> = voters
+            .iter()
+            .filter(|m| {
+                self.nodes
+                    .iter()
+                    .any(|n| n.alive && n.side == side && n.server == Some((cluster, m.id)))
+            })
+            .map(|m| m.id)
+            .collect();
+        (running.len() >= quorum(voters.len()))
+            .then(|| running.iter().copied().min())
+            .flatten()
+    }
+
+    fn report_server(&mut self, i: usize) {
+        let Some((cluster, member_id)) = self.nodes[i].server else {
+            return;
+        };
+        let now = self.now_ms;
+        if !self.clusters[cluster].members.iter().any(|m| m.id == member_id) {
+            self.nodes[i].server = None;
+            self.nodes[i].manager.as_mut().unwrap().handle_server_removed(now);
+            self.drain(i);
+            return;
+        }
+        let side = self.nodes[i].side;
+        let leader = self.leader(cluster, side);
+        let members = self.clusters[cluster]
+            .members
+            .iter()
+            .map(|m| ClusterMember {
+                caught_up: m.is_learner
+                    && leader == Some(member_id)
+                    && self.nodes.iter().any(|n| {
+                        n.alive && n.side == side && n.server == Some((cluster, m.id))
+                    }),
+                ..m.clone()
+            })
+            .collect();
+        let status = ServerStatus {
+            cluster_id: cluster_id(cluster),
+            member_id,
+            leader_id: leader.unwrap_or(0),
+            members,
+        };
+        self.nodes[i].manager.as_mut().unwrap().handle_server_status(status, now);
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut commands = 0;
+        while let Some(command) = self.nodes[i].manager.as_mut().and_then(|m| m.poll_command()) {
+            commands += 1;
+            assert!(commands < 1_000, "{} loops on {command:?}", self.nodes[i].name);
+            let answer = self.execute(i, command);
+            if let Some((id, result)) = answer {
+                let now = self.now_ms;
+                self.nodes[i].manager.as_mut().unwrap().handle_result(id, result, now);
+            }
+        }
+    }
+
+    /// The cluster reachable through one of `through` from node `i`, with a
+    /// leader on `i`'s side.
+    fn reachable(&self, i: usize, through: &[String]) -> Option<usize> {
+        through.iter().find_map(|url| {
+            let j = self.nodes.iter().position(|n| client_url(&n.name) == *url)?;
+            let (cluster, _) = self.nodes[j].server?;
+            (self.connected(i, j) && self.leader(cluster, self.nodes[i].side).is_some())
+                .then_some(cluster)
+        })
+    }
+
+    fn execute(&mut self, i: usize, command: Command) -> Option<(u64, CommandResult)> {
+        if std::env::var_os("WORLD_TRACE").is_some() {
+            eprintln!("{:>7} {} {:?}", self.now_ms, self.nodes[i].name, command);
+        }
+        let failed = |id| Some((id, CommandResult::Failed("unreachable".into())));
+        match command {
+            Command::PublishMeta(meta) => {
+                self.nodes[i].meta = meta;
+                None
+            }
+            Command::ListSnapshots { id } => {
+                Some((id, CommandResult::NewestSnapshot(self.snapshot.clone())))
+            }
+            Command::PersistCommitment { id, proposal } => {
+                assert!(
+                    !matches!(self.nodes[i].disk, Disk::Member { .. }),
+                    "commitment written over a member's data dir"
+                );
+                self.nodes[i].disk = match proposal {
+                    Some(p) => Disk::Committed(p),
+                    None => Disk::Empty,
+                };
+                Some((id, CommandResult::Done))
+            }
+            Command::RestartFromDataDir { id } => {
+                let Disk::Member { cluster, member_id } = self.nodes[i].disk else {
+                    panic!("restart without member data");
+                };
+                self.nodes[i].server = Some((cluster, member_id));
+                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+            }
+            Command::StartNewCluster { id, founders, restore } => {
+                assert!(
+                    !matches!(self.nodes[i].disk, Disk::Member { .. }),
+                    "new cluster over a member's data dir"
+                );
+                assert_eq!(restore, self.snapshot, "restores the newest snapshot");
+                let names: Vec<String> = founders.iter().map(|f| f.name.clone()).collect();
+                for f in &founders {
+                    assert_eq!(f.peer_url, peer_url(&f.name));
+                }
+                let cluster = match self.clusters.iter().position(|c| c.founders == names) {
+                    Some(c) => c,
+                    None => {
+                        let members = names
+                            .iter()
+                            .map(|name| {
+                                self.next_member_id += 1;
+                                ClusterMember {
+                                    id: self.next_member_id,
+                                    name: name.clone(),
+                                    peer_url: peer_url(name),
+                                    is_learner: false,
+                                    caught_up: false,
+                                }
+                            })
+                            .collect();
+                        self.clusters.push(Cluster {
+                            founders: names.clone(),
+                            founded_by: BTreeSet::new(),
+                            members,
+                            lock: None,
+                        });
+                        self.clusters.len() - 1
+                    }
+                };
+                let name = self.nodes[i].name.clone();
+                let Some(member) = self.clusters[cluster].members.iter().find(|m| m.name == name)
+                else {
+                    return Some((id, CommandResult::Failed("removed before it started".into())));
+                };
+                let member_id = member.id;
+                self.clusters[cluster].founded_by.insert(member_id);
+                self.nodes[i].disk = Disk::Member { cluster, member_id };
+                self.nodes[i].server = Some((cluster, member_id));
+                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+            }
+            Command::AcquireJoinLock { id, through } => {
+                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
+                let now = self.now_ms;
+                let lock = &mut self.clusters[cluster].lock;
+                match *lock {
+                    Some((holder, at)) if holder != i && now < at + LOCK_TTL_MS => {
+                        Some((id, CommandResult::Failed("join lock held".into())))
+                    }
+                    _ => {
+                        *lock = Some((i, now));
+                        Some((id, CommandResult::Done))
+                    }
+                }
+            }
+            Command::ReleaseJoinLock { .. } => {
+                for cluster in &mut self.clusters {
+                    if matches!(cluster.lock, Some((holder, _)) if holder == i) {
+                        cluster.lock = None;
+                    }
+                }
+                None
+            }
+            Command::FetchMembers { id, through } => {
+                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
+                Some((id, CommandResult::Members(self.clusters[cluster].members.clone())))
+            }
+            Command::AddLearner { id, through } => {
+                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
+                let url = peer_url(&self.nodes[i].name);
+                let members = &mut self.clusters[cluster].members;
+                assert!(members.iter().all(|m| m.peer_url != url), "peer URL added twice");
+                self.next_member_id += 1;
+                members.push(ClusterMember {
+                    id: self.next_member_id,
+                    name: String::new(),
+                    peer_url: url,
+                    is_learner: true,
+                    caught_up: false,
+                });
+                Some((id, CommandResult::Members(members.clone())))
+            }
+            Command::StartJoined { id, members } => {
+                let url = peer_url(&self.nodes[i].name);
+                let me = members.iter().find(|m| m.peer_url == url).expect("joined list names us");
+                let cluster = self
+                    .clusters
+                    .iter()
+                    .position(|c| c.members.iter().any(|m| m.id == me.id))
+                    .expect("the member exists");
+                let name = self.nodes[i].name.clone();
+                let member_id = me.id;
+                if let Some(m) = self.clusters[cluster].members.iter_mut().find(|m| m.id == member_id) {
+                    m.name = name;
+                }
+                self.nodes[i].disk = Disk::Member { cluster, member_id };
+                self.nodes[i].server = Some((cluster, member_id));
+                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+            }
+            Command::RemoveMember { id, member_id, reason, through, expected, .. } => {
+                let cluster = if through.is_empty() {
+                    let (cluster, me) = self.nodes[i].server.expect("local removal needs a server");
+                    if self.leader(cluster, self.nodes[i].side) != Some(me) {
+                        return failed(id);
+                    }
+                    cluster
+                } else {
+                    match self.reachable(i, &through) {
+                        Some(c) => c,
+                        None => return failed(id),
+                    }
+                };
+                if member_ids(&self.clusters[cluster].members) != expected {
+                    return Some((id, CommandResult::Failed("membership changed".into())));
+                }
+                self.check_removal(i, cluster, member_id, reason);
+                self.clusters[cluster].members.retain(|m| m.id != member_id);
+                Some((id, CommandResult::Done))
+            }
+            Command::PromoteMember { id, member_id, expected } => {
+                let Some((cluster, _)) = self.nodes[i].server else { return failed(id) };
+                if member_ids(&self.clusters[cluster].members) != expected {
+                    return Some((id, CommandResult::Failed("membership changed".into())));
+                }
+                self.check_promotion(i, cluster, member_id);
+                match self.clusters[cluster].members.iter_mut().find(|m| m.id == member_id) {
+                    Some(m) => {
+                        m.is_learner = false;
+                        Some((id, CommandResult::Done))
+                    }
+                    None => failed(id),
+                }
+            }
+            Command::ArchiveDataDir { id } => {
+                if let Disk::Member { cluster, member_id } = self.nodes[i].disk {
+                    assert!(
+                        !self.clusters[cluster].members.iter().any(|m| m.id == member_id),
+                        "moved aside the data dir of a member still in its cluster"
+                    );
+                }
+                self.nodes[i].disk = Disk::Empty;
+                self.nodes[i].server = None;
+                Some((id, CommandResult::Done))
+            }
+        }
+    }
+
+    /// Live in node `i`'s view: Alive, Running, in `cluster`, same peer URL.
+    fn live_in_view(&self, i: usize, cluster: usize, member: &ClusterMember) -> bool {
+        if member.peer_url == peer_url(&self.nodes[i].name) {
+            return self.nodes[i].server.is_some_and(|(c, id)| c == cluster && id == member.id);
+        }
+        self.nodes[i].view.values().any(|v| {
+            v.liveness == Liveness::Alive
+                && v.meta.status == NodeStatus::Running
+                && v.meta.cluster_id == cluster_id(cluster)
+                && v.meta.peer_url == member.peer_url
+        })
+    }
+
+    fn live_voters(&self, i: usize, cluster: usize, voters: &[ClusterMember]) -> usize {
+        voters.iter().filter(|m| self.live_in_view(i, cluster, m)).count()
+    }
+
+    fn check_removal(&self, i: usize, cluster: usize, member_id: u64, reason: RemovalReason) {
+        let voters: Vec<ClusterMember> =
+            self.clusters[cluster].members.iter().filter(|m| !m.is_learner).cloned().collect();
+        if reason == RemovalReason::HealthCheckTimeout {
+            assert!(
+                self.live_voters(i, cluster, &voters) >= quorum(voters.len()),
+                "{} removed {member_id} without a quorum of Running voters in view; members {:?}; view {:?}",
+                self.nodes[i].name,
+                self.clusters[cluster].members,
+                self.nodes[i].view.values().map(|v| (&v.name, v.liveness, v.meta.status, v.meta.cluster_id)).collect::<Vec<_>>()
+            );
+        }
+        if !voters.iter().any(|m| m.id == member_id) {
+            return; // a learner: the voters do not change
+        }
+        let after: Vec<ClusterMember> = voters.into_iter().filter(|m| m.id != member_id).collect();
+        assert!(
+            self.live_voters(i, cluster, &after) >= quorum(after.len()),
+            "{} removed {member_id} ({reason:?}), leaving fewer live voters than a quorum; members {:?}; view {:?}",
+            self.nodes[i].name,
+            self.clusters[cluster].members,
+            self.nodes[i].view.values().map(|v| (&v.name, v.liveness, v.meta.status, v.meta.cluster_id)).collect::<Vec<_>>()
+        );
+    }
+
+    fn check_promotion(&self, i: usize, cluster: usize, member_id: u64) {
+        let after: Vec<ClusterMember> = self.clusters[cluster]
+            .members
+            .iter()
+            .filter(|m| !m.is_learner || m.id == member_id)
+            .cloned()
+            .collect();
+        assert!(after.len() <= self.size, "promoted beyond the required size");
+        assert!(
+            self.live_voters(i, cluster, &after) >= quorum(after.len()),
+            "promotion by {} leaves fewer live voters than a quorum",
+            self.nodes[i].name
+        );
+    }
+
+    /// At most one cluster has a quorum of voters whose disks still hold
+    /// their member state: only one can ever make progress.
+    fn check_one_cluster_identity(&self) {
+        let able: Vec<usize> = (0..self.clusters.len())
+            .filter(|&c| {
+                let voters: Vec<&ClusterMember> =
+                    self.clusters[c].members.iter().filter(|m| !m.is_learner).collect();
+                let intact = voters
+                    .iter()
+                    .filter(|m| {
+                        self.nodes
+                            .iter()
+                            .any(|n| n.disk == Disk::Member { cluster: c, member_id: m.id })
+                    })
+                    .count();
+                intact >= quorum(voters.len())
+            })
+            .collect();
+        assert!(
+            able.len() <= 1,
+            "two clusters can make progress: {:?}",
+            able.iter().map(|c| &self.clusters[*c].founders).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Cluster shapes where two founding sets cannot both be filled: fewer than
+/// `2n` nodes.
+fn shape() -> impl Strategy<Value = (usize, usize)> {
+    (1usize..=7).prop_flat_map(|nodes| {
+        let sizes: Vec<usize> = [1usize, 3, 5, 7]
+            .into_iter()
+            .filter(|n| nodes < 2 * n)
+            .collect();
+        (Just(nodes), proptest::sample::select(sizes))
+    })
+}
+
+fn action(nodes: usize, lose_disks: bool) -> impl Strategy<Value = Action> {
+    let node = 0..nodes;
+    let lose = if lose_disks { 1u32 } else { 0 };
+    prop_oneof![
+        8 => (100u64..3_000).prop_map(Action::Tick),
+        1 => node.clone().prop_map(Action::Crash),
+        1 => node.clone().prop_map(Action::Restart),
+        lose => node.prop_map(Action::LoseDisk),
+        1 => any::<u8>().prop_map(Action::Partition),
+        1 => Just(Action::Heal),
+    ]
+}
+
+fn schedule(lose_disks: bool) -> impl Strategy<Value = (usize, usize, u64, Vec<Action>)> {
+    shape().prop_flat_map(move |(nodes, size)| {
+        (
+            Just(nodes),
+            Just(size),
+            any::<u64>(),
+            proptest::collection::vec(action(nodes, lose_disks), 10..80),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn manager_keeps_one_cluster_and_quorum((nodes, size, seed, actions) in schedule(true)) {
+        let mut world = World::new(nodes, size, seed);
+        for action in &actions {
+            world.apply(action);
+        }
+    }
+
+    #[test]
+    fn cluster_forms_and_heals_once_faults_stop((nodes, size, seed, actions) in schedule(false)) {
+        let mut world = World::new(nodes, size, seed);
+        for action in &actions {
+            world.apply(action);
+        }
+        world.apply(&Action::Heal);
+        for i in 0..nodes {
+            world.apply(&Action::Restart(i));
+        }
+        // Long enough for dead members to time out, be removed and replaced.
+        for _ in 0..200 {
+            world.apply(&Action::Tick(500));
+        }
+        let running: BTreeSet<usize> = world.nodes.iter().filter_map(|n| n.server.map(|s| s.0)).collect();
+        if nodes < size {
+            // Fewer nodes than the cluster needs: nobody may found one.
+            prop_assert!(world.clusters.is_empty());
+            return Ok(());
+        }
+        prop_assert_eq!(running.len(), 1, "nodes run {} clusters", running.len());
+        let cluster = *running.iter().next().unwrap();
+        let voters = world.clusters[cluster].members.iter().filter(|m| !m.is_learner).count();
+        prop_assert_eq!(voters, size, "members: {:?}\nnodes: {:#?}", world.clusters[cluster].members, world.report());
+        let serving = world.nodes.iter().filter(|n| n.server.is_some()).count();
+        prop_assert_eq!(serving, size, "nodes: {:#?}", world.report());
+        prop_assert!(world.leader(cluster, false).is_some());
+    }
+}
