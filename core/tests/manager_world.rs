@@ -23,8 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use e2d_core::manager::{
-    member_ids, quorum::quorum, ClusterMember, Command, CommandResult, DataDir, Manager, ManagerConfig,
-    Proposal, RemovalReason, ServerStatus,
+    member_ids, quorum::quorum, ClusterMember, Command, CommandResult, DataDir, Manager,
+    ManagerConfig, Proposal, RemovalReason, ServerStatus,
 };
 use e2d_core::rng::Rng;
 use e2d_core::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
@@ -229,27 +229,37 @@ impl World {
                 if self.rng.below(10) >= 7 {
                     continue;
                 }
-                let update = if self.connected(i, j) && self.nodes[j].meta.name == self.nodes[j].name {
-                    Some(MemberView {
-                        name: self.nodes[j].name.clone(),
-                        addr: "127.0.0.1:7980".parse().unwrap(),
-                        incarnation: 1,
-                        liveness: Liveness::Alive,
-                        meta: self.nodes[j].meta.clone(),
-                    })
-                } else {
-                    self.nodes[i].view.get(&self.nodes[j].name).map(|old| MemberView {
-                        liveness: Liveness::Dead,
-                        ..old.clone()
-                    })
-                };
+                let update =
+                    if self.connected(i, j) && self.nodes[j].meta.name == self.nodes[j].name {
+                        Some(MemberView {
+                            name: self.nodes[j].name.clone(),
+                            addr: "127.0.0.1:7980".parse().unwrap(),
+                            incarnation: 1,
+                            liveness: Liveness::Alive,
+                            meta: self.nodes[j].meta.clone(),
+                        })
+                    } else {
+                        self.nodes[i]
+                            .view
+                            .get(&self.nodes[j].name)
+                            .map(|old| MemberView {
+                                liveness: Liveness::Dead,
+                                ..old.clone()
+                            })
+                    };
                 let Some(update) = update else { continue };
                 if self.nodes[i].view.get(&update.name) == Some(&update) {
                     continue;
                 }
-                self.nodes[i].view.insert(update.name.clone(), update.clone());
+                self.nodes[i]
+                    .view
+                    .insert(update.name.clone(), update.clone());
                 let now = self.now_ms;
-                self.nodes[i].manager.as_mut().unwrap().handle_gossip(update, now);
+                self.nodes[i]
+                    .manager
+                    .as_mut()
+                    .unwrap()
+                    .handle_gossip(update, now);
                 self.drain(i);
             }
             self.report_server(i);
@@ -308,9 +318,17 @@ impl World {
             return;
         };
         let now = self.now_ms;
-        if !self.clusters[cluster].members.iter().any(|m| m.id == member_id) {
+        if !self.clusters[cluster]
+            .members
+            .iter()
+            .any(|m| m.id == member_id)
+        {
             self.nodes[i].server = None;
-            self.nodes[i].manager.as_mut().unwrap().handle_server_removed(now);
+            self.nodes[i]
+                .manager
+                .as_mut()
+                .unwrap()
+                .handle_server_removed(now);
             self.drain(i);
             return;
         }
@@ -322,9 +340,10 @@ impl World {
             .map(|m| ClusterMember {
                 caught_up: m.is_learner
                     && leader == Some(member_id)
-                    && self.nodes.iter().any(|n| {
-                        n.alive && n.side == side && n.server == Some((cluster, m.id))
-                    }),
+                    && self
+                        .nodes
+                        .iter()
+                        .any(|n| n.alive && n.side == side && n.server == Some((cluster, m.id))),
                 ..m.clone()
             })
             .collect();
@@ -334,19 +353,35 @@ impl World {
             leader_id: leader.unwrap_or(0),
             members,
         };
-        self.nodes[i].manager.as_mut().unwrap().handle_server_status(status, now);
+        self.nodes[i]
+            .manager
+            .as_mut()
+            .unwrap()
+            .handle_server_status(status, now);
         self.drain(i);
     }
 
     fn drain(&mut self, i: usize) {
         let mut commands = 0;
-        while let Some(command) = self.nodes[i].manager.as_mut().and_then(|m| m.poll_command()) {
+        while let Some(command) = self.nodes[i]
+            .manager
+            .as_mut()
+            .and_then(|m| m.poll_command())
+        {
             commands += 1;
-            assert!(commands < 1_000, "{} loops on {command:?}", self.nodes[i].name);
+            assert!(
+                commands < 1_000,
+                "{} loops on {command:?}",
+                self.nodes[i].name
+            );
             let answer = self.execute(i, command);
             if let Some((id, result)) = answer {
                 let now = self.now_ms;
-                self.nodes[i].manager.as_mut().unwrap().handle_result(id, result, now);
+                self.nodes[i]
+                    .manager
+                    .as_mut()
+                    .unwrap()
+                    .handle_result(id, result, now);
             }
         }
     }
@@ -355,7 +390,10 @@ impl World {
     /// leader on `i`'s side.
     fn reachable(&self, i: usize, through: &[String]) -> Option<usize> {
         through.iter().find_map(|url| {
-            let j = self.nodes.iter().position(|n| client_url(&n.name) == *url)?;
+            let j = self
+                .nodes
+                .iter()
+                .position(|n| client_url(&n.name) == *url)?;
             let (cluster, _) = self.nodes[j].server?;
             (self.connected(i, j) && self.leader(cluster, self.nodes[i].side).is_some())
                 .then_some(cluster)
@@ -391,9 +429,18 @@ impl World {
                     panic!("restart without member data");
                 };
                 self.nodes[i].server = Some((cluster, member_id));
-                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+                Some((
+                    id,
+                    CommandResult::Started {
+                        cluster_id: cluster_id(cluster),
+                    },
+                ))
             }
-            Command::StartNewCluster { id, founders, restore } => {
+            Command::StartNewCluster {
+                id,
+                founders,
+                restore,
+            } => {
                 assert!(
                     !matches!(self.nodes[i].disk, Disk::Member { .. }),
                     "new cluster over a member's data dir"
@@ -429,18 +476,31 @@ impl World {
                     }
                 };
                 let name = self.nodes[i].name.clone();
-                let Some(member) = self.clusters[cluster].members.iter().find(|m| m.name == name)
+                let Some(member) = self.clusters[cluster]
+                    .members
+                    .iter()
+                    .find(|m| m.name == name)
                 else {
-                    return Some((id, CommandResult::Failed("removed before it started".into())));
+                    return Some((
+                        id,
+                        CommandResult::Failed("removed before it started".into()),
+                    ));
                 };
                 let member_id = member.id;
                 self.clusters[cluster].founded_by.insert(member_id);
                 self.nodes[i].disk = Disk::Member { cluster, member_id };
                 self.nodes[i].server = Some((cluster, member_id));
-                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+                Some((
+                    id,
+                    CommandResult::Started {
+                        cluster_id: cluster_id(cluster),
+                    },
+                ))
             }
             Command::AcquireJoinLock { id, through } => {
-                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
+                let Some(cluster) = self.reachable(i, &through) else {
+                    return failed(id);
+                };
                 let now = self.now_ms;
                 let lock = &mut self.clusters[cluster].lock;
                 match *lock {
@@ -462,14 +522,24 @@ impl World {
                 None
             }
             Command::FetchMembers { id, through } => {
-                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
-                Some((id, CommandResult::Members(self.clusters[cluster].members.clone())))
+                let Some(cluster) = self.reachable(i, &through) else {
+                    return failed(id);
+                };
+                Some((
+                    id,
+                    CommandResult::Members(self.clusters[cluster].members.clone()),
+                ))
             }
             Command::AddLearner { id, through } => {
-                let Some(cluster) = self.reachable(i, &through) else { return failed(id) };
+                let Some(cluster) = self.reachable(i, &through) else {
+                    return failed(id);
+                };
                 let url = peer_url(&self.nodes[i].name);
                 let members = &mut self.clusters[cluster].members;
-                assert!(members.iter().all(|m| m.peer_url != url), "peer URL added twice");
+                assert!(
+                    members.iter().all(|m| m.peer_url != url),
+                    "peer URL added twice"
+                );
                 self.next_member_id += 1;
                 members.push(ClusterMember {
                     id: self.next_member_id,
@@ -482,7 +552,10 @@ impl World {
             }
             Command::StartJoined { id, members } => {
                 let url = peer_url(&self.nodes[i].name);
-                let me = members.iter().find(|m| m.peer_url == url).expect("joined list names us");
+                let me = members
+                    .iter()
+                    .find(|m| m.peer_url == url)
+                    .expect("joined list names us");
                 let cluster = self
                     .clusters
                     .iter()
@@ -490,14 +563,30 @@ impl World {
                     .expect("the member exists");
                 let name = self.nodes[i].name.clone();
                 let member_id = me.id;
-                if let Some(m) = self.clusters[cluster].members.iter_mut().find(|m| m.id == member_id) {
+                if let Some(m) = self.clusters[cluster]
+                    .members
+                    .iter_mut()
+                    .find(|m| m.id == member_id)
+                {
                     m.name = name;
                 }
                 self.nodes[i].disk = Disk::Member { cluster, member_id };
                 self.nodes[i].server = Some((cluster, member_id));
-                Some((id, CommandResult::Started { cluster_id: cluster_id(cluster) }))
+                Some((
+                    id,
+                    CommandResult::Started {
+                        cluster_id: cluster_id(cluster),
+                    },
+                ))
             }
-            Command::RemoveMember { id, member_id, reason, through, expected, .. } => {
+            Command::RemoveMember {
+                id,
+                member_id,
+                reason,
+                through,
+                expected,
+                ..
+            } => {
                 let cluster = if through.is_empty() {
                     let (cluster, me) = self.nodes[i].server.expect("local removal needs a server");
                     if self.leader(cluster, self.nodes[i].side) != Some(me) {
@@ -517,13 +606,23 @@ impl World {
                 self.clusters[cluster].members.retain(|m| m.id != member_id);
                 Some((id, CommandResult::Done))
             }
-            Command::PromoteMember { id, member_id, expected } => {
-                let Some((cluster, _)) = self.nodes[i].server else { return failed(id) };
+            Command::PromoteMember {
+                id,
+                member_id,
+                expected,
+            } => {
+                let Some((cluster, _)) = self.nodes[i].server else {
+                    return failed(id);
+                };
                 if member_ids(&self.clusters[cluster].members) != expected {
                     return Some((id, CommandResult::Failed("membership changed".into())));
                 }
                 self.check_promotion(i, cluster, member_id);
-                match self.clusters[cluster].members.iter_mut().find(|m| m.id == member_id) {
+                match self.clusters[cluster]
+                    .members
+                    .iter_mut()
+                    .find(|m| m.id == member_id)
+                {
                     Some(m) => {
                         m.is_learner = false;
                         Some((id, CommandResult::Done))
@@ -534,7 +633,10 @@ impl World {
             Command::ArchiveDataDir { id } => {
                 if let Disk::Member { cluster, member_id } = self.nodes[i].disk {
                     assert!(
-                        !self.clusters[cluster].members.iter().any(|m| m.id == member_id),
+                        !self.clusters[cluster]
+                            .members
+                            .iter()
+                            .any(|m| m.id == member_id),
                         "moved aside the data dir of a member still in its cluster"
                     );
                 }
@@ -548,7 +650,9 @@ impl World {
     /// Live in node `i`'s view: Alive, Running, in `cluster`, same peer URL.
     fn live_in_view(&self, i: usize, cluster: usize, member: &ClusterMember) -> bool {
         if member.peer_url == peer_url(&self.nodes[i].name) {
-            return self.nodes[i].server.is_some_and(|(c, id)| c == cluster && id == member.id);
+            return self.nodes[i]
+                .server
+                .is_some_and(|(c, id)| c == cluster && id == member.id);
         }
         self.nodes[i].view.values().any(|v| {
             v.liveness == Liveness::Alive
@@ -559,12 +663,19 @@ impl World {
     }
 
     fn live_voters(&self, i: usize, cluster: usize, voters: &[ClusterMember]) -> usize {
-        voters.iter().filter(|m| self.live_in_view(i, cluster, m)).count()
+        voters
+            .iter()
+            .filter(|m| self.live_in_view(i, cluster, m))
+            .count()
     }
 
     fn check_removal(&self, i: usize, cluster: usize, member_id: u64, reason: RemovalReason) {
-        let voters: Vec<ClusterMember> =
-            self.clusters[cluster].members.iter().filter(|m| !m.is_learner).cloned().collect();
+        let voters: Vec<ClusterMember> = self.clusters[cluster]
+            .members
+            .iter()
+            .filter(|m| !m.is_learner)
+            .cloned()
+            .collect();
         if reason == RemovalReason::HealthCheckTimeout {
             assert!(
                 self.live_voters(i, cluster, &voters) >= quorum(voters.len()),
@@ -594,7 +705,10 @@ impl World {
             .filter(|m| !m.is_learner || m.id == member_id)
             .cloned()
             .collect();
-        assert!(after.len() <= self.size, "promoted beyond the required size");
+        assert!(
+            after.len() <= self.size,
+            "promoted beyond the required size"
+        );
         assert!(
             self.live_voters(i, cluster, &after) >= quorum(after.len()),
             "promotion by {} leaves fewer live voters than a quorum",
@@ -607,14 +721,21 @@ impl World {
     fn check_one_cluster_identity(&self) {
         let able: Vec<usize> = (0..self.clusters.len())
             .filter(|&c| {
-                let voters: Vec<&ClusterMember> =
-                    self.clusters[c].members.iter().filter(|m| !m.is_learner).collect();
+                let voters: Vec<&ClusterMember> = self.clusters[c]
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_learner)
+                    .collect();
                 let intact = voters
                     .iter()
                     .filter(|m| {
-                        self.nodes
-                            .iter()
-                            .any(|n| n.disk == Disk::Member { cluster: c, member_id: m.id })
+                        self.nodes.iter().any(|n| {
+                            n.disk
+                                == Disk::Member {
+                                    cluster: c,
+                                    member_id: m.id,
+                                }
+                        })
                     })
                     .count();
                 intact >= quorum(voters.len())
@@ -623,7 +744,9 @@ impl World {
         assert!(
             able.len() <= 1,
             "two clusters can make progress: {:?}",
-            able.iter().map(|c| &self.clusters[*c].founders).collect::<Vec<_>>()
+            able.iter()
+                .map(|c| &self.clusters[*c].founders)
+                .collect::<Vec<_>>()
         );
     }
 }

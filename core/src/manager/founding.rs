@@ -23,6 +23,7 @@
 use crate::swim::{Liveness, MemberView, NodeStatus};
 
 use super::command::Proposal;
+use super::quorum::quorum;
 
 /// What the founding rules say to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,9 @@ fn decide_committed(local: &Local, proposal: &Proposal, view: &[&MemberView]) ->
 }
 
 fn decide_uncommitted(local: &Local, view: &[&MemberView], cluster_size: usize) -> Step {
+    if let Some(reason) = cluster_may_live(local, view) {
+        return wait_or_withdraw(local, reason);
+    }
     let wanted = match adoptable(local, view) {
         Some(proposal) => proposal,
         None => {
@@ -182,6 +186,45 @@ fn wait_or_withdraw(local: &Local, reason: String) -> Step {
     } else {
         Step::Wait(reason)
     }
+}
+
+/// Whether gossip remembers a cluster that may still have a quorum
+/// somewhere (behind a partition, or only stopped): then no new cluster may
+/// be founded. A voter is out of its cluster only when its node is Alive in
+/// view and not Running that cluster (it came back without its data, or
+/// serves another cluster); a Dead, Suspect or Left one may still run it.
+/// Returns what the node waits for.
+fn cluster_may_live(local: &Local, view: &[&MemberView]) -> Option<String> {
+    let is_out = |name: &str, cluster_id: u64| {
+        name == local.name
+            || view.iter().any(|m| {
+                m.name == name
+                    && m.liveness == Liveness::Alive
+                    && !(m.meta.status == NodeStatus::Running && m.meta.cluster_id == cluster_id)
+            })
+    };
+    view.iter()
+        .filter(|m| m.meta.status == NodeStatus::Running && m.meta.cluster_id != 0)
+        .find_map(|m| {
+            let own = [m.name.clone()];
+            let voters = if m.meta.cluster_voters.is_empty() {
+                &own[..]
+            } else {
+                &m.meta.cluster_voters[..]
+            };
+            let may_run: Vec<&str> = voters
+                .iter()
+                .filter(|v| !is_out(v, m.meta.cluster_id))
+                .map(String::as_str)
+                .collect();
+            (may_run.len() >= quorum(voters.len())).then(|| {
+                format!(
+                    "cluster {:x} may still run on {} (not reachable now); waiting for it instead of founding a new one",
+                    m.meta.cluster_id,
+                    may_run.join(", ")
+                )
+            })
+        })
 }
 
 /// The smallest committed proposal in view that names this node.

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
 
 use super::command::{
-    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
-    RemovalReason, ServerStatus,
+    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
+    Proposal, RemovalReason, ServerStatus,
 };
 use super::config::ManagerConfig;
 use super::founding::{self, Step};
@@ -642,6 +642,21 @@ impl Manager {
             }
             _ => (NodeStatus::Unknown, 0, None),
         };
+        let cluster_voters = match (&self.phase, &self.server) {
+            (Phase::Running, Some(server)) => server
+                .members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .map(|m| {
+                    if m.name.is_empty() {
+                        m.peer_url.clone()
+                    } else {
+                        m.name.clone()
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let meta = NodeMeta {
             name: self.config.name.clone(),
             client_url: self.config.client_url.clone(),
@@ -658,6 +673,7 @@ impl Manager {
                 .unwrap_or_default(),
             founders_committed: self.founding.committed
                 || status == NodeStatus::Running && proposal.is_some(),
+            cluster_voters,
         };
         if self.published.as_ref() != Some(&meta) {
             self.published = Some(meta.clone());

@@ -32,8 +32,8 @@ pub mod quorum;
 mod tests;
 
 pub use command::{
-    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal,
-    RemovalReason, ServerStatus,
+    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
+    Proposal, RemovalReason, ServerStatus,
 };
 pub use config::{ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
 pub use machine::{Manager, VIEW_MEMBERS_MAX};

@@ -35,6 +35,9 @@ pub struct NodeMeta {
     /// The node has committed to `founders` and will not propose another
     /// set.
     pub founders_committed: bool,
+    /// Names of the voting members of `cluster_id`, as last seen; empty
+    /// while the node serves no cluster.
+    pub cluster_voters: Vec<String>,
 }
 
 /// How alive a member is, in one node's view.
@@ -113,6 +116,7 @@ impl NodeMeta {
             founders: self.founders.clone(),
             founders_restore: self.founders_restore.clone(),
             founders_committed: self.founders_committed,
+            cluster_voters: self.cluster_voters.clone(),
         }
     }
 
@@ -128,6 +132,7 @@ impl NodeMeta {
             founders: meta.founders,
             founders_restore: meta.founders_restore,
             founders_committed: meta.founders_committed,
+            cluster_voters: meta.cluster_voters,
         })
     }
 }
