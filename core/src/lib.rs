@@ -13,6 +13,7 @@ pub mod manager;
 pub mod mvcc;
 pub mod revision;
 pub mod rng;
+pub mod schedule;
 pub mod state_machine;
 pub mod storage;
 pub mod swim;
