@@ -274,7 +274,7 @@ impl Swim {
         }
         let now_ms = self.now_ms;
         let member = self.members.get_mut(&self.name).expect("local member");
-        member.view.incarnation += 1;
+        member.view.incarnation = member.view.incarnation.saturating_add(1);
         member.view.meta = meta;
         member.state_change_ms = now_ms;
         self.changed(&self.name.clone());
@@ -506,7 +506,7 @@ impl Swim {
     fn refute(&mut self, incarnation: u64) {
         debug_assert!(!self.has_left());
         let member = self.members.get_mut(&self.name).expect("local member");
-        member.view.incarnation = member.view.incarnation.max(incarnation) + 1;
+        member.view.incarnation = member.view.incarnation.max(incarnation).saturating_add(1);
         self.changed(&self.name.clone());
     }
 
