@@ -47,7 +47,10 @@ fn valid_messages() -> Vec<Vec<u8>> {
             })),
             vec![about_other.clone()],
         ),
-        packet(Some(pb::packet::Body::Ack(pb::Ack { seq: 0 })), vec![about_self.clone()]),
+        packet(
+            Some(pb::packet::Body::Ack(pb::Ack { seq: 0 })),
+            vec![about_self.clone()],
+        ),
         gossip(vec![about_self.clone(), about_other.clone()]),
         push_pull(vec![about_self, about_other], false),
     ]
@@ -69,7 +72,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 fn wild_statement() -> impl Strategy<Value = pb::MemberState> {
-    let name = prop_oneof![Just("n0".to_string()), Just("n1".to_string()), "\\PC{0,200}"];
+    let name = prop_oneof![
+        Just("n0".to_string()),
+        Just("n1".to_string()),
+        "\\PC{0,200}"
+    ];
     let addr = prop_oneof![Just(addr_of(1).to_string()), "\\PC{0,80}"];
     (name, addr, any::<u64>(), -2..6i32, any::<bool>(), -2..5i32).prop_map(
         |(name, addr, incarnation, liveness, with_meta, status)| pb::MemberState {
@@ -87,9 +94,7 @@ fn wild_statement() -> impl Strategy<Value = pb::MemberState> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(64)))]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2_000)) {

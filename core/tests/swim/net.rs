@@ -156,7 +156,9 @@ impl Net {
 
     /// Every running node sees every running node alive.
     pub fn all_alive(&self) -> bool {
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|i| self.is_running(*i)).collect();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.is_running(*i))
+            .collect();
         running.iter().all(|observer| {
             running
                 .iter()
@@ -167,7 +169,9 @@ impl Net {
     /// Every event some node saw about `subject`, in order.
     pub fn history_of(&self, subject: usize) -> impl Iterator<Item = &Observed> {
         let name = self.nodes[subject].name.clone();
-        self.history.iter().filter(move |seen| seen.view.name == name)
+        self.history
+            .iter()
+            .filter(move |seen| seen.view.name == name)
     }
 
     pub fn join_all(&mut self, index: usize) {
@@ -220,8 +224,17 @@ impl Net {
 
     fn boot(&mut self, index: usize) {
         let node = &self.nodes[index];
-        let seed = self.seed.wrapping_mul(31).wrapping_add(index as u64 * 1_000 + node.restarts);
-        let swim = Swim::new(self.config.clone(), node.addr, node.meta.clone(), seed, self.now_ms);
+        let seed = self
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(index as u64 * 1_000 + node.restarts);
+        let swim = Swim::new(
+            self.config.clone(),
+            node.addr,
+            node.meta.clone(),
+            seed,
+            self.now_ms,
+        );
         self.nodes[index].swim = Some(swim);
         self.update_health();
         self.drain(index);
@@ -270,7 +283,8 @@ impl Net {
     fn update_health(&mut self) {
         for index in 0..self.nodes.len() {
             let healthy = self.is_running(index)
-                && (0..self.nodes.len()).all(|other| other == index || self.link_is_clean(index, other));
+                && (0..self.nodes.len())
+                    .all(|other| other == index || self.link_is_clean(index, other));
             let node = &mut self.nodes[index];
             node.healthy_since_ms = match (healthy, node.healthy_since_ms) {
                 (false, _) => None,
@@ -356,7 +370,12 @@ impl Net {
                         .expect("a node's own push-pull decodes")
                         .expect("a request is answered"),
                     _ => {
-                        self.schedule(message.to, message.from, Vec::new(), Payload::PushPullFailed);
+                        self.schedule(
+                            message.to,
+                            message.from,
+                            Vec::new(),
+                            Payload::PushPullFailed,
+                        );
                         return;
                     }
                 };

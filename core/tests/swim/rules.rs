@@ -29,7 +29,8 @@ fn drain(swim: &mut Swim) -> (Vec<Transmit>, Vec<Event>) {
 }
 
 fn feed(swim: &mut Swim, updates: Vec<pb::MemberState>, now_ms: u64) -> Vec<Transmit> {
-    swim.handle_packet(b_addr(), &gossip(updates), now_ms).unwrap();
+    swim.handle_packet(b_addr(), &gossip(updates), now_ms)
+        .unwrap();
     drain(swim).0
 }
 
@@ -40,9 +41,17 @@ fn liveness_of(swim: &Swim, name: &str) -> Option<(Liveness, u64)> {
 /// What node n0 believes of "b" after hearing `first` then `then` about it.
 fn check(first: (Liveness, u64), then: (Liveness, u64), expected: (Liveness, u64)) {
     let mut swim = lone(Config::lan());
-    feed(&mut swim, vec![statement("b", b_addr(), 0, Liveness::Alive)], 1);
+    feed(
+        &mut swim,
+        vec![statement("b", b_addr(), 0, Liveness::Alive)],
+        1,
+    );
     if first != (Liveness::Alive, 0) {
-        feed(&mut swim, vec![statement("b", b_addr(), first.1, first.0)], 2);
+        feed(
+            &mut swim,
+            vec![statement("b", b_addr(), first.1, first.0)],
+            2,
+        );
     }
     assert_eq!(liveness_of(&swim, "b"), Some(first), "setting up {first:?}");
     feed(&mut swim, vec![statement("b", b_addr(), then.1, then.0)], 3);
@@ -83,10 +92,21 @@ fn suspect_is_declared_dead_after_suspicion_timeout() {
     let config = Config::lan();
     let timeout_ms = config.suspicion_timeout_ms(2);
     let mut swim = lone(config);
-    feed(&mut swim, vec![statement("b", b_addr(), 0, Liveness::Alive)], 10);
-    feed(&mut swim, vec![statement("b", b_addr(), 0, Liveness::Suspect)], 100);
+    feed(
+        &mut swim,
+        vec![statement("b", b_addr(), 0, Liveness::Alive)],
+        10,
+    );
+    feed(
+        &mut swim,
+        vec![statement("b", b_addr(), 0, Liveness::Suspect)],
+        100,
+    );
     // Step through every deadline up to just before the timeout.
-    while let Some(at_ms) = swim.poll_timeout().filter(|at_ms| *at_ms < 100 + timeout_ms) {
+    while let Some(at_ms) = swim
+        .poll_timeout()
+        .filter(|at_ms| *at_ms < 100 + timeout_ms)
+    {
         swim.handle_timeout(at_ms);
         drain(&mut swim);
     }
@@ -102,27 +122,52 @@ fn suspect_is_declared_dead_after_suspicion_timeout() {
 #[test]
 fn refutes_suspicion_with_higher_incarnation() {
     let mut swim = lone(Config::lan());
-    let sent = feed(&mut swim, vec![statement("n0", addr_of(A), 0, Liveness::Suspect)], 5);
+    let sent = feed(
+        &mut swim,
+        vec![statement("n0", addr_of(A), 0, Liveness::Suspect)],
+        5,
+    );
     assert_eq!(swim.local().incarnation, 1);
     assert_eq!(swim.local().liveness, Liveness::Alive);
     // The accuser hears the refutation directly.
-    let to_accuser = sent.iter().find(|t| t.to == b_addr()).expect("answer to accuser");
+    let to_accuser = sent
+        .iter()
+        .find(|t| t.to == b_addr())
+        .expect("answer to accuser");
     let refutation = &decode(to_accuser).updates[0];
-    assert_eq!((refutation.name.as_str(), refutation.incarnation), ("n0", 1));
+    assert_eq!(
+        (refutation.name.as_str(), refutation.incarnation),
+        ("n0", 1)
+    );
     assert_eq!(refutation.liveness, pb::Liveness::Alive as i32);
     // Dead at a higher incarnation: refuted above it.
-    feed(&mut swim, vec![statement("n0", addr_of(A), 6, Liveness::Dead)], 6);
+    feed(
+        &mut swim,
+        vec![statement("n0", addr_of(A), 6, Liveness::Dead)],
+        6,
+    );
     assert_eq!(swim.local().incarnation, 7);
 }
 
 #[test]
 fn stale_accusation_is_answered_with_current_state() {
     let mut swim = lone(Config::lan());
-    feed(&mut swim, vec![statement("n0", addr_of(A), 3, Liveness::Suspect)], 5);
+    feed(
+        &mut swim,
+        vec![statement("n0", addr_of(A), 3, Liveness::Suspect)],
+        5,
+    );
     assert_eq!(swim.local().incarnation, 4);
-    let sent = feed(&mut swim, vec![statement("n0", addr_of(A), 2, Liveness::Dead)], 6);
+    let sent = feed(
+        &mut swim,
+        vec![statement("n0", addr_of(A), 2, Liveness::Dead)],
+        6,
+    );
     assert_eq!(swim.local().incarnation, 4);
-    let answer = sent.iter().find(|t| t.to == b_addr()).expect("answer to accuser");
+    let answer = sent
+        .iter()
+        .find(|t| t.to == b_addr())
+        .expect("answer to accuser");
     assert!(decode(answer)
         .updates
         .iter()
@@ -133,9 +178,20 @@ fn stale_accusation_is_answered_with_current_state() {
 fn suspected_member_is_told_of_its_suspicion() {
     let mut swim = lone(Config::lan());
     let c_addr = addr_of(2);
-    feed(&mut swim, vec![statement("c", c_addr, 4, Liveness::Alive)], 1);
-    let sent = feed(&mut swim, vec![statement("c", c_addr, 4, Liveness::Suspect)], 2);
-    let told = sent.iter().find(|t| t.to == c_addr).expect("suspect is told");
+    feed(
+        &mut swim,
+        vec![statement("c", c_addr, 4, Liveness::Alive)],
+        1,
+    );
+    let sent = feed(
+        &mut swim,
+        vec![statement("c", c_addr, 4, Liveness::Suspect)],
+        2,
+    );
+    let told = sent
+        .iter()
+        .find(|t| t.to == c_addr)
+        .expect("suspect is told");
     assert!(decode(told)
         .updates
         .iter()
@@ -145,13 +201,18 @@ fn suspected_member_is_told_of_its_suspicion() {
 #[test]
 fn ping_for_another_name_is_not_answered() {
     let mut swim = lone(Config::lan());
-    swim.handle_packet(b_addr(), &ping(9, "someone-else", "b"), 1).unwrap();
+    swim.handle_packet(b_addr(), &ping(9, "someone-else", "b"), 1)
+        .unwrap();
     assert!(drain(&mut swim).0.is_empty());
-    swim.handle_packet(b_addr(), &ping(9, "n0", "b"), 2).unwrap();
+    swim.handle_packet(b_addr(), &ping(9, "n0", "b"), 2)
+        .unwrap();
     let (sent, _) = drain(&mut swim);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to, b_addr());
-    assert_eq!(decode(&sent[0]).body, Some(pb::packet::Body::Ack(pb::Ack { seq: 9 })));
+    assert_eq!(
+        decode(&sent[0]).body,
+        Some(pb::packet::Body::Ack(pb::Ack { seq: 9 }))
+    );
 }
 
 #[test]
@@ -178,18 +239,27 @@ fn indirect_ping_is_relayed_and_answered_with_ack_or_nack() {
         panic!("expected a ping to the target");
     };
     assert_eq!((sent[0].to, relayed.target.as_str()), (c_addr, "c"));
-    let ack = packet(Some(pb::packet::Body::Ack(pb::Ack { seq: relayed.seq })), Vec::new());
+    let ack = packet(
+        Some(pb::packet::Body::Ack(pb::Ack { seq: relayed.seq })),
+        Vec::new(),
+    );
     swim.handle_packet(c_addr, &ack, 50).unwrap();
     let (sent, _) = drain(&mut swim);
     assert_eq!(sent[0].to, b_addr());
-    assert_eq!(decode(&sent[0]).body, Some(pb::packet::Body::Ack(pb::Ack { seq: 41 })));
+    assert_eq!(
+        decode(&sent[0]).body,
+        Some(pb::packet::Body::Ack(pb::Ack { seq: 41 }))
+    );
     // Unanswered: a nack at the probe timeout.
     swim.handle_packet(b_addr(), &request(42), 100).unwrap();
     drain(&mut swim);
     swim.handle_timeout(100 + timeout_ms);
     let (sent, _) = drain(&mut swim);
     let nack = sent.iter().find(|t| t.to == b_addr()).expect("nack");
-    assert_eq!(decode(nack).body, Some(pb::packet::Body::Nack(pb::Nack { seq: 42 })));
+    assert_eq!(
+        decode(nack).body,
+        Some(pb::packet::Body::Nack(pb::Nack { seq: 42 }))
+    );
 }
 
 #[test]
@@ -204,7 +274,11 @@ fn spurious_timeout_does_nothing() {
 #[test]
 fn push_pull_dead_from_a_remote_only_raises_suspicion() {
     let mut swim = lone(Config::lan());
-    feed(&mut swim, vec![statement("b", b_addr(), 2, Liveness::Alive)], 1);
+    feed(
+        &mut swim,
+        vec![statement("b", b_addr(), 2, Liveness::Alive)],
+        1,
+    );
     let frame = push_pull(vec![statement("b", b_addr(), 2, Liveness::Dead)], true);
     assert_eq!(swim.handle_push_pull(b_addr(), &frame, 2).unwrap(), None);
     assert_eq!(liveness_of(&swim, "b"), Some((Liveness::Suspect, 2)));
@@ -214,7 +288,10 @@ fn push_pull_dead_from_a_remote_only_raises_suspicion() {
 fn push_pull_request_is_answered_with_the_whole_view() {
     let mut swim = lone(Config::lan());
     let frame = push_pull(vec![statement("b", b_addr(), 0, Liveness::Alive)], false);
-    let reply = swim.handle_push_pull(b_addr(), &frame, 1).unwrap().expect("reply");
+    let reply = swim
+        .handle_push_pull(b_addr(), &frame, 1)
+        .unwrap()
+        .expect("reply");
     let reply = <pb::PushPull as prost::Message>::decode(reply.as_slice()).unwrap();
     assert!(reply.reply);
     let names: Vec<&str> = reply.members.iter().map(|m| m.name.as_str()).collect();
@@ -229,10 +306,18 @@ fn members_max_bounds_the_view_and_forgets_the_oldest_dead_first() {
     };
     let mut swim = lone(config);
     let alive = |name: &str, index| statement(name, addr_of(index), 0, Liveness::Alive);
-    feed(&mut swim, vec![alive("b", 1), alive("c", 2), alive("d", 3)], 1);
+    feed(
+        &mut swim,
+        vec![alive("b", 1), alive("c", 2), alive("d", 3)],
+        1,
+    );
     assert_eq!(swim.members().count(), 3);
     assert!(swim.member("d").is_none());
-    feed(&mut swim, vec![statement("b", addr_of(1), 0, Liveness::Dead)], 2);
+    feed(
+        &mut swim,
+        vec![statement("b", addr_of(1), 0, Liveness::Dead)],
+        2,
+    );
     feed(&mut swim, vec![alive("d", 3)], 3);
     let names: Vec<&str> = swim.members().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["c", "d", "n0"]);
@@ -256,7 +341,9 @@ fn crashed_member_is_declared_dead_by_all() {
     for observer in 0..3 {
         assert_eq!(net.liveness(observer, 3), Some(Liveness::Dead));
     }
-    assert!(net.history_of(3).any(|seen| seen.view.liveness == Liveness::Suspect));
+    assert!(net
+        .history_of(3)
+        .any(|seen| seen.view.liveness == Liveness::Suspect));
 }
 
 fn suspicions_raised(net: &Net, after_ms: u64) -> usize {
@@ -312,7 +399,10 @@ fn packet_never_exceeds_max_bytes() {
     for observer in 0..count {
         for subject in 0..count {
             let view = net.view(observer, subject).unwrap();
-            assert_eq!(view.meta, net.nodes[subject].meta, "{observer} sees {subject}");
+            assert_eq!(
+                view.meta, net.nodes[subject].meta,
+                "{observer} sees {subject}"
+            );
         }
     }
 }
@@ -449,5 +539,8 @@ fn push_pulls_go_out_as_push_pull_transmits() {
     swim.join(&[b_addr(), b_addr(), addr_of(A)], 1);
     let (sent, _) = drain(&mut swim);
     assert_eq!(sent.len(), 1, "own address and duplicates are skipped");
-    assert_eq!((sent[0].to, sent[0].kind), (b_addr(), TransmitKind::PushPull));
+    assert_eq!(
+        (sent[0].to, sent[0].kind),
+        (b_addr(), TransmitKind::PushPull)
+    );
 }

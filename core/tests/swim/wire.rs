@@ -7,7 +7,12 @@ use e2d_core::swim::{Liveness, NodeMeta, Transmit, WIRE_VERSION};
 use e2d_proto::gossip as pb;
 use prost::Message;
 
-pub fn statement(name: &str, addr: SocketAddr, incarnation: u64, liveness: Liveness) -> pb::MemberState {
+pub fn statement(
+    name: &str,
+    addr: SocketAddr,
+    incarnation: u64,
+    liveness: Liveness,
+) -> pb::MemberState {
     pb::MemberState {
         name: name.to_string(),
         addr: addr.to_string(),
