@@ -96,7 +96,7 @@ impl Net {
             blocked: vec![vec![false; count]; count],
             in_flight: BTreeMap::new(),
             message_seq: 0,
-            rng: Rng::new(seed ^ 0x6e65_7477_6f72_6b),
+            rng: Rng::new(seed ^ 0x006e_6574_776f_726b),
             seed,
             history: Vec::new(),
             datagrams_sent: 0,
