@@ -9,7 +9,9 @@
 //! - `broadcast`: the retransmit queue of updates riding on datagrams.
 //! - `probe`: the probe round-robin and probes in flight.
 //! - `timer`: the one timer table.
-//! - `state`: the machine and its incarnation rules.
+//! - `state`: the machine and its API; `state::incarnation` (the incarnation
+//!   rules), `state::messages` (what goes out and the answers to what comes
+//!   in), `state::ticks` (what each timer does).
 //! - `meta`: what a node says about itself and how a member looks in a view.
 //!
 //! **Architecture invariant:** no I/O, no clock, no OS randomness; every
