@@ -51,6 +51,13 @@ pub fn member_ids(members: &[ClusterMember]) -> Vec<u64> {
     ids
 }
 
+impl Proposal {
+    /// What a Running founder publishes instead of the whole set.
+    pub fn digest(&self) -> u64 {
+        crate::swim::founders_digest(&self.founders, self.restore.as_deref().unwrap_or(""))
+    }
+}
+
 /// What the data dir held when the node started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataDir {

@@ -54,13 +54,21 @@ pub struct Local {
     pub newest_snapshot: Option<String>,
 }
 
-/// A member's published proposal, if it has one.
+/// A member's published proposal, if it has one (only nodes without a
+/// cluster publish the whole set).
 fn proposal_of(member: &MemberView) -> Option<Proposal> {
-    (!member.meta.founders.is_empty()).then(|| Proposal {
-        founders: member.meta.founders.clone(),
-        restore: (!member.meta.founders_restore.is_empty())
-            .then(|| member.meta.founders_restore.clone()),
+    (member.meta.status != NodeStatus::Running && !member.meta.founders.is_empty()).then(|| {
+        Proposal {
+            founders: member.meta.founders.clone(),
+            restore: (!member.meta.founders_restore.is_empty())
+                .then(|| member.meta.founders_restore.clone()),
+        }
     })
+}
+
+/// Whether `member` runs the cluster founded by `proposal`.
+fn runs(member: &MemberView, proposal: &Proposal) -> bool {
+    member.meta.status == NodeStatus::Running && member.meta.founders_digest == proposal.digest()
 }
 
 fn alive<'a>(view: &'a [&'a MemberView]) -> impl Iterator<Item = &'a MemberView> + 'a {
@@ -82,7 +90,7 @@ fn decide_committed(local: &Local, proposal: &Proposal, view: &[&MemberView]) ->
     let runs_elsewhere = alive(view).find(|m| {
         proposal.founders.contains(&m.name)
             && m.meta.status == NodeStatus::Running
-            && proposal_of(m).as_ref() != Some(proposal)
+            && !runs(m, proposal)
     });
     if let Some(member) = runs_elsewhere {
         debug_assert!(member.name != local.name);
@@ -95,8 +103,8 @@ fn decide_committed(local: &Local, proposal: &Proposal, view: &[&MemberView]) ->
         .filter(|name| {
             !alive(view).any(|m| {
                 m.name == **name
-                    && proposal_of(m).as_ref() == Some(proposal)
-                    && (m.meta.founders_committed || m.meta.status == NodeStatus::Running)
+                    && (runs(m, proposal)
+                        || m.meta.founders_committed && proposal_of(m).as_ref() == Some(proposal))
             })
         })
         .map(String::as_str)

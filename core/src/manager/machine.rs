@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
+use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
 
 use super::command::{
     member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
@@ -642,20 +642,27 @@ impl Manager {
             }
             _ => (NodeStatus::Unknown, 0, None),
         };
-        let cluster_voters = match (&self.phase, &self.server) {
+        let running = status == NodeStatus::Running;
+        let cluster_voters: Vec<String> = match (&self.phase, &self.server) {
             (Phase::Running, Some(server)) => server
                 .members
                 .iter()
                 .filter(|m| !m.is_learner)
                 .map(|m| {
                     if m.name.is_empty() {
-                        m.peer_url.clone()
+                        // Not started yet: a name no gossip member has.
+                        format!("#{:x}", m.id)
                     } else {
                         m.name.clone()
                     }
                 })
+                .take(META_NAMES_MAX)
                 .collect(),
             _ => Vec::new(),
+        };
+        let (founders, founders_restore) = match (&proposal, running) {
+            (Some(p), false) => (p.founders.clone(), p.restore.clone().unwrap_or_default()),
+            _ => (Vec::new(), String::new()),
         };
         let meta = NodeMeta {
             name: self.config.name.clone(),
@@ -663,17 +670,11 @@ impl Manager {
             peer_url: self.config.peer_url.clone(),
             cluster_id,
             status,
-            founders: proposal
-                .as_ref()
-                .map(|p| p.founders.clone())
-                .unwrap_or_default(),
-            founders_restore: proposal
-                .as_ref()
-                .and_then(|p| p.restore.clone())
-                .unwrap_or_default(),
-            founders_committed: self.founding.committed
-                || status == NodeStatus::Running && proposal.is_some(),
+            founders,
+            founders_restore,
+            founders_committed: self.founding.committed || running && proposal.is_some(),
             cluster_voters,
+            founders_digest: proposal.as_ref().map_or(0, Proposal::digest),
         };
         if self.published.as_ref() != Some(&meta) {
             self.published = Some(meta.clone());

@@ -337,7 +337,11 @@ fn a_committed_founder_starts_late_when_its_set_already_runs() {
     };
     let mut m = Manager::new(config("c", 3), DataDir::Committed(proposal), 0);
     let mut a = running("a", 5);
-    a.meta.founders = vec!["a".into(), "b".into(), "c".into()];
+    a.meta.founders_digest = Proposal {
+        founders: vec!["a".into(), "b".into(), "c".into()],
+        restore: None,
+    }
+    .digest();
     a.meta.founders_committed = true;
     m.handle_gossip(a, 1);
     m.handle_gossip(proposing("b", &["a", "b", "c"], true), 1);

@@ -27,8 +27,8 @@ pub struct NodeMeta {
     /// The etcd cluster this node serves; 0 while it serves none.
     pub cluster_id: u64,
     pub status: NodeStatus,
-    /// The founding set this node proposes (sorted names), empty for none;
-    /// a Running node keeps the set its cluster was founded with.
+    /// The founding set this node proposes (sorted names) while it has no
+    /// cluster; empty for none.
     pub founders: Vec<String>,
     /// The snapshot the founders restore; empty for none.
     pub founders_restore: String,
@@ -38,6 +38,26 @@ pub struct NodeMeta {
     /// Names of the voting members of `cluster_id`, as last seen; empty
     /// while the node serves no cluster.
     pub cluster_voters: Vec<String>,
+    /// Digest of the founding set proposed or founded with (see
+    /// [`founders_digest`]); 0 for none.
+    pub founders_digest: u64,
+}
+
+/// Most names `founders` and `cluster_voters` hold together.
+pub const META_NAMES_MAX: usize = 9;
+
+/// FNV-1a over the founders' names and the snapshot they restore: how a
+/// Running founder names its founding set in little space.
+pub fn founders_digest(founders: &[String], restore: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for part in founders.iter().map(String::as_str).chain([restore]) {
+        for byte in part.bytes().chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+    }
+    hash.max(1)
 }
 
 /// How alive a member is, in one node's view.
@@ -117,6 +137,7 @@ impl NodeMeta {
             founders_restore: self.founders_restore.clone(),
             founders_committed: self.founders_committed,
             cluster_voters: self.cluster_voters.clone(),
+            founders_digest: self.founders_digest,
         }
     }
 
@@ -133,6 +154,7 @@ impl NodeMeta {
             founders_restore: meta.founders_restore,
             founders_committed: meta.founders_committed,
             cluster_voters: meta.cluster_voters,
+            founders_digest: meta.founders_digest,
         })
     }
 }
