@@ -115,7 +115,7 @@ impl World {
             now_ms: 0,
             rng: Rng::new(seed),
             next_member_id: 1,
-            snapshot: (seed % 2 == 0).then(|| "snap-1".to_string()),
+            snapshot: seed.is_multiple_of(2).then(|| "snap-1".to_string()),
             lost_disks: false,
         };
         for i in 0..nodes {
