@@ -17,7 +17,10 @@
 //!   once it has caught up.
 //! - **Found a cluster** when none runs: see [`founding`] for the two-phase
 //!   agreement that lets at most one founding set start; the founders
-//!   restore the newest valid snapshot when there is one.
+//!   restore the newest valid snapshot when there is one. No set is
+//!   proposed while gossip remembers a cluster that may still have a quorum
+//!   (its voters are Dead, Suspect or Left in view, not back without their
+//!   data): a partition must not look like a total failure.
 //! - **Health check** (the raft leader only): a member missing from gossip
 //!   for longer than `--health-check-timeout` is removed, one at a time, and
 //!   only while a quorum of the voters is Running in gossip before and after

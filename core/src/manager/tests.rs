@@ -600,3 +600,69 @@ fn config_refuses_even_or_oversized_clusters() {
         config("a", size).validate().unwrap();
     }
 }
+
+fn running_with_voters(name: &str, cluster_id: u64, voters: &[&str]) -> MemberView {
+    let mut m = running(name, cluster_id);
+    m.meta.cluster_voters = voters.iter().map(|s| s.to_string()).collect();
+    m
+}
+
+#[test]
+fn no_new_cluster_while_a_remembered_cluster_may_have_a_quorum() {
+    // a and b ran cluster 5 with c; now they are out of reach, c came back
+    // empty and d, e are new: a and b may still serve cluster 5 together.
+    let mut m = Manager::new(config("c", 3), DataDir::Empty, 0);
+    m.handle_gossip(dead(running_with_voters("a", 5, &["a", "b", "c"])), 1);
+    m.handle_gossip(dead(running_with_voters("b", 5, &["a", "b", "c"])), 1);
+    m.handle_gossip(pending("d"), 1);
+    m.handle_gossip(pending("e"), 1);
+    let out = drain(&mut m);
+    assert!(last_meta(&out).unwrap().founders.is_empty());
+    assert!(
+        m.waiting_for().contains("may still run on a, b"),
+        "{}",
+        m.waiting_for()
+    );
+}
+
+#[test]
+fn founds_again_when_the_remembered_cluster_cannot_have_a_quorum() {
+    // Total failure: a is gone for good, b came back without its data.
+    let mut m = Manager::new(config("c", 3), DataDir::Empty, 0);
+    m.handle_gossip(dead(running_with_voters("a", 5, &["a", "b", "c"])), 1);
+    m.handle_gossip(pending("b"), 1);
+    m.handle_gossip(pending("d"), 1);
+    let out = drain(&mut m);
+    assert_eq!(last_meta(&out).unwrap().founders, vec!["b", "c", "d"]);
+}
+
+#[test]
+fn running_nodes_publish_their_voters_and_founding_digest() {
+    let proposal = Proposal {
+        founders: vec!["a".into(), "b".into(), "c".into()],
+        restore: Some("snap".into()),
+    };
+    let mut m = Manager::new(
+        config("a", 3),
+        DataDir::Member {
+            cluster_id: 77,
+            member_id: 1,
+            founders: Some(proposal.clone()),
+        },
+        0,
+    );
+    let restart = actions(&mut m);
+    m.handle_result(
+        id_of(&restart[0]),
+        CommandResult::Started { cluster_id: 77 },
+        0,
+    );
+    let mut members = abc();
+    members[2].name = String::new();
+    m.handle_server_status(status(1, 1, members), 1);
+    let out = drain(&mut m);
+    let meta = last_meta(&out).unwrap();
+    assert_eq!(meta.cluster_voters, vec!["a", "b", "#3"]);
+    assert_eq!(meta.founders_digest, proposal.digest());
+    assert!(meta.founders.is_empty(), "the digest stands for the set");
+}
