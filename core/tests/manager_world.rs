@@ -488,14 +488,7 @@ impl World {
                 };
                 let member_id = member.id;
                 self.clusters[cluster].founded_by.insert(member_id);
-                self.nodes[i].disk = Disk::Member { cluster, member_id };
-                self.nodes[i].server = Some((cluster, member_id));
-                Some((
-                    id,
-                    CommandResult::Started {
-                        cluster_id: cluster_id(cluster),
-                    },
-                ))
+                Some((id, self.start_server(i, cluster, member_id)))
             }
             Command::AcquireJoinLock { id, through } => {
                 let Some(cluster) = self.reachable(i, &through) else {
@@ -570,14 +563,7 @@ impl World {
                 {
                     m.name = name;
                 }
-                self.nodes[i].disk = Disk::Member { cluster, member_id };
-                self.nodes[i].server = Some((cluster, member_id));
-                Some((
-                    id,
-                    CommandResult::Started {
-                        cluster_id: cluster_id(cluster),
-                    },
-                ))
+                Some((id, self.start_server(i, cluster, member_id)))
             }
             Command::RemoveMember {
                 id,
@@ -644,6 +630,15 @@ impl World {
                 self.nodes[i].server = None;
                 Some((id, CommandResult::Done))
             }
+        }
+    }
+
+    /// Node `i` now runs `member_id` of `cluster`, from its disk.
+    fn start_server(&mut self, i: usize, cluster: usize, member_id: u64) -> CommandResult {
+        self.nodes[i].disk = Disk::Member { cluster, member_id };
+        self.nodes[i].server = Some((cluster, member_id));
+        CommandResult::Started {
+            cluster_id: cluster_id(cluster),
         }
     }
 

@@ -552,14 +552,7 @@ impl FakeShell {
 }
 
 fn uploaded(cluster_id: u64, revision: i64, taken_at_ms: u64) -> SnapshotInfo {
-    SnapshotInfo {
-        name: snapshot_name(cluster_id, revision, taken_at_ms),
-        cluster_id,
-        revision,
-        taken_at_ms,
-        size_bytes: 1,
-        valid: true,
-    }
+    SnapshotInfo::named(cluster_id, revision, taken_at_ms, 1, true)
 }
 
 proptest! {

@@ -3,15 +3,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
+use crate::swim::{MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
 
 use super::command::{
-    member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
-    Proposal, RemovalReason, ServerStatus,
+    Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal, ServerStatus,
 };
 use super::config::ManagerConfig;
 use super::founding::{self, Step};
-use super::quorum::{is_live, is_up, keeps_quorum, quorum, GossipView};
+use super::quorum::GossipView;
+
+mod join;
+mod leader;
 
 /// Bound on the gossip view the manager keeps (names).
 pub const VIEW_MEMBERS_MAX: usize = 1024;
@@ -402,227 +404,6 @@ impl Manager {
             id,
             founders,
             restore,
-        });
-    }
-
-    /// Client URLs of the nodes gossip shows Alive and Running, by name.
-    fn running_client_urls(&self) -> Vec<String> {
-        self.view
-            .values()
-            .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
-            .map(|m| m.meta.client_url.clone())
-            .collect()
-    }
-
-    /// The cluster the Running nodes in view serve (the smallest id if they
-    /// disagree).
-    fn running_cluster_id(&self) -> u64 {
-        self.view
-            .values()
-            .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
-            .map(|m| m.meta.cluster_id)
-            .min()
-            .unwrap_or(0)
-    }
-
-    fn evaluate_join(&mut self, through: Vec<String>) {
-        if self.join_lock_through.is_none() {
-            self.set_waiting(format!(
-                "a cluster is running; taking the join lock through {}",
-                through.join(", ")
-            ));
-            self.join_lock_through = Some(through.clone());
-            self.issue(Awaiting::Lock, |id| Command::AcquireJoinLock {
-                id,
-                through,
-            });
-            return;
-        }
-        self.issue(Awaiting::Fetch, |id| Command::FetchMembers { id, through });
-    }
-
-    /// Next join step once the member list is known.
-    fn after_members(&mut self, members: Vec<ClusterMember>) {
-        let through = self.running_client_urls();
-        if through.is_empty() {
-            self.release_join_lock();
-            return;
-        }
-        let ours = members
-            .iter()
-            .find(|m| m.name == self.config.name || m.peer_url == self.config.peer_url);
-        if let Some(old) = ours {
-            // Our old self, whose data is gone: remove it first, if that
-            // keeps a quorum of live voters.
-            let cluster_id = self.running_cluster_id();
-            let voters_after: Vec<&ClusterMember> = members
-                .iter()
-                .filter(|m| !m.is_learner && m.id != old.id)
-                .collect();
-            let may = old.is_learner
-                || keeps_quorum(&voters_after, &self.view, cluster_id, &self.config.name);
-            if !may {
-                self.set_waiting(format!(
-                    "the cluster still lists this node's old member {:x}; removing it would leave fewer than a quorum of live members",
-                    old.id
-                ));
-                self.release_join_lock();
-                self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
-                return;
-            }
-            let (member_id, name) = (old.id, old.name.clone());
-            let expected = member_ids(&members);
-            self.set_waiting(format!(
-                "removing this node's old member {member_id:x} before joining again"
-            ));
-            self.issue(Awaiting::Replace, |id| Command::RemoveMember {
-                id,
-                member_id,
-                name,
-                reason: RemovalReason::Replaced,
-                through,
-                expected,
-            });
-            return;
-        }
-        if members.len() >= self.config.required_cluster_size {
-            self.set_waiting(format!(
-                "the cluster has its {} members; waiting for a vacancy",
-                members.len()
-            ));
-            self.release_join_lock();
-            self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
-            return;
-        }
-        self.set_waiting("adding this node to the cluster as a learner".into());
-        self.issue(Awaiting::AddLearner, |id| Command::AddLearner {
-            id,
-            through,
-        });
-    }
-
-    fn release_join_lock(&mut self) {
-        if let Some(through) = self.join_lock_through.take() {
-            self.commands
-                .push_back(Command::ReleaseJoinLock { through });
-        }
-    }
-
-    fn evaluate_running(&mut self) {
-        let Some(status) = self.server.clone() else {
-            return;
-        };
-        if self.server_stale {
-            return;
-        }
-        self.track_missing(&status);
-        if !status.is_leader() {
-            self.set_waiting(String::new());
-            return;
-        }
-        let due = self.now_ms >= self.next_health_check_ms;
-        if due {
-            self.next_health_check_ms = self.now_ms + self.config.health_check_interval_ms;
-            if self.remove_dead(&status) {
-                return;
-            }
-        }
-        self.promote_learner(&status);
-    }
-
-    fn track_missing(&mut self, status: &ServerStatus) {
-        let now_ms = self.now_ms;
-        self.missing_since_ms
-            .retain(|id, _| status.members.iter().any(|m| m.id == *id));
-        for member in &status.members {
-            if is_up(&self.view, member, &self.config.name) {
-                self.missing_since_ms.remove(&member.id);
-            } else {
-                self.missing_since_ms.entry(member.id).or_insert(now_ms);
-            }
-        }
-    }
-
-    /// Removes one member missing longer than the health-check timeout, if
-    /// a quorum of voters is live in view and stays so. Returns whether it
-    /// issued a removal.
-    fn remove_dead(&mut self, status: &ServerStatus) -> bool {
-        let name = &self.config.name;
-        let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
-        if !keeps_quorum(&voters, &self.view, status.cluster_id, name) {
-            self.set_waiting(format!(
-                "fewer than {} of {} voting members are running in gossip; no membership changes",
-                quorum(voters.len()),
-                voters.len()
-            ));
-            return false;
-        }
-        let mut overdue: Vec<(u64, u64)> = self
-            .missing_since_ms
-            .iter()
-            .filter(|(_, since)| self.now_ms >= **since + self.config.health_check_timeout_ms)
-            .map(|(id, since)| (*since, *id))
-            .collect();
-        overdue.sort_unstable();
-        for (_, member_id) in overdue {
-            let Some(member) = status.members.iter().find(|m| m.id == member_id) else {
-                continue;
-            };
-            if member.id == status.member_id {
-                continue;
-            }
-            let voters_after: Vec<&ClusterMember> = voters
-                .iter()
-                .copied()
-                .filter(|m| m.id != member_id)
-                .collect();
-            if !member.is_learner
-                && !keeps_quorum(&voters_after, &self.view, status.cluster_id, name)
-            {
-                continue;
-            }
-            let member_name = member.name.clone();
-            self.set_waiting(format!(
-                "removing member {member_id:x} ({member_name}): missing from gossip for longer than the health-check timeout"
-            ));
-            self.issue(Awaiting::Remove, |id| Command::RemoveMember {
-                id,
-                member_id,
-                name: member_name,
-                reason: RemovalReason::HealthCheckTimeout,
-                through: Vec::new(),
-                expected: member_ids(&status.members),
-            });
-            return true;
-        }
-        false
-    }
-
-    fn promote_learner(&mut self, status: &ServerStatus) {
-        let name = &self.config.name;
-        let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
-        if voters.len() >= self.config.required_cluster_size {
-            return;
-        }
-        let ready = status.members.iter().find(|m| {
-            m.is_learner && m.caught_up && is_live(&self.view, m, status.cluster_id, name)
-        });
-        let Some(learner) = ready else { return };
-        let mut voters_after = voters.clone();
-        voters_after.push(learner);
-        if !keeps_quorum(&voters_after, &self.view, status.cluster_id, name) {
-            return;
-        }
-        let member_id = learner.id;
-        self.set_waiting(format!(
-            "promoting learner {member_id:x} ({})",
-            learner.name
-        ));
-        let expected = member_ids(&status.members);
-        self.issue(Awaiting::Promote, |id| Command::PromoteMember {
-            id,
-            member_id,
-            expected,
         });
     }
 

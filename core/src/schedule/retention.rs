@@ -155,14 +155,7 @@ mod tests {
     const MINUTE_MS: u64 = 60_000;
 
     fn snapshot(cluster_id: u64, revision: i64, taken_at_ms: u64, valid: bool) -> SnapshotInfo {
-        SnapshotInfo {
-            name: snapshot_name(cluster_id, revision, taken_at_ms),
-            cluster_id,
-            revision,
-            taken_at_ms,
-            size_bytes: 100,
-            valid,
-        }
+        SnapshotInfo::named(cluster_id, revision, taken_at_ms, 100, valid)
     }
 
     fn valid(revision: i64, taken_at_ms: u64) -> SnapshotInfo {

@@ -46,6 +46,24 @@ pub struct SnapshotInfo {
 }
 
 impl SnapshotInfo {
+    /// A snapshot named in e2d's scheme (see [`snapshot_name`]).
+    pub fn named(
+        cluster_id: u64,
+        revision: i64,
+        taken_at_ms: u64,
+        size_bytes: u64,
+        valid: bool,
+    ) -> Self {
+        SnapshotInfo {
+            name: snapshot_name(cluster_id, revision, taken_at_ms),
+            cluster_id,
+            revision,
+            taken_at_ms,
+            size_bytes,
+            valid,
+        }
+    }
+
     /// The order of "newer": time taken, then revision, then name, so two
     /// different snapshots are never equally new.
     pub fn recency_key(&self) -> (u64, i64, &str) {
@@ -144,14 +162,7 @@ mod tests {
     const CLUSTER: u64 = 0xdead_beef;
 
     fn info(cluster_id: u64, revision: i64, taken_at_ms: u64, valid: bool) -> SnapshotInfo {
-        SnapshotInfo {
-            name: snapshot_name(cluster_id, revision, taken_at_ms),
-            cluster_id,
-            revision,
-            taken_at_ms,
-            size_bytes: 1,
-            valid,
-        }
+        SnapshotInfo::named(cluster_id, revision, taken_at_ms, 1, valid)
     }
 
     #[test]
