@@ -813,7 +813,7 @@ proptest! {
             prop_assert!(world.clusters.is_empty());
             return Ok(());
         }
-        prop_assert_eq!(running.len(), 1, "nodes run {} clusters", running.len());
+        prop_assert_eq!(running.len(), 1, "nodes run {} clusters: {:#?}", running.len(), world.report());
         let cluster = *running.iter().next().unwrap();
         let voters = world.clusters[cluster].members.iter().filter(|m| !m.is_learner).count();
         prop_assert_eq!(voters, size, "members: {:?}\nnodes: {:#?}", world.clusters[cluster].members, world.report());

@@ -235,11 +235,22 @@ fn cluster_may_live(local: &Local, view: &[&MemberView]) -> Option<String> {
         })
 }
 
-/// The smallest committed proposal in view that names this node.
+/// The smallest committed proposal in view that names this node and can
+/// still start: none of its members is seen committed to another set.
 fn adoptable(local: &Local, view: &[&MemberView]) -> Option<Proposal> {
+    let committed_to = |name: &str| {
+        view.iter()
+            .find(|m| m.name == name && m.meta.founders_committed)
+            .and_then(|m| proposal_of(m))
+    };
     alive(view)
         .filter(|m| m.meta.founders_committed && m.meta.status == NodeStatus::Pending)
         .filter_map(proposal_of)
         .filter(|p| p.founders.contains(&local.name))
+        .filter(|p| {
+            p.founders
+                .iter()
+                .all(|name| committed_to(name).is_none_or(|other| other == *p))
+        })
         .min()
 }

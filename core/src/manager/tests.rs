@@ -666,3 +666,15 @@ fn running_nodes_publish_their_voters_and_founding_digest() {
     assert_eq!(meta.founders_digest, proposal.digest());
     assert!(meta.founders.is_empty(), "the digest stands for the set");
 }
+
+#[test]
+fn adopts_only_a_committed_proposal_that_can_still_start() {
+    // b committed to {a, b, c}, but c committed to {a, c, d}: only the
+    // second can still start, and it needs a.
+    let mut m = Manager::new(config("a", 3), DataDir::Empty, 0);
+    m.handle_gossip(proposing("b", &["a", "b", "c"], true), 1);
+    m.handle_gossip(proposing("c", &["a", "c", "d"], true), 1);
+    m.handle_gossip(proposing("d", &["a", "c", "d"], true), 1);
+    let out = drain(&mut m);
+    assert_eq!(last_meta(&out).unwrap().founders, vec!["a", "c", "d"]);
+}
