@@ -68,6 +68,8 @@ struct Cluster {
     founders: Vec<String>,
     /// Founding members that started it.
     founded_by: BTreeSet<u64>,
+    /// The member id of each founder, in the first member list.
+    founder_ids: BTreeMap<String, u64>,
     members: Vec<ClusterMember>,
     lock: Option<(usize, u64)>,
 }
@@ -453,7 +455,7 @@ impl World {
                 let cluster = match self.clusters.iter().position(|c| c.founders == names) {
                     Some(c) => c,
                     None => {
-                        let members = names
+                        let members: Vec<ClusterMember> = names
                             .iter()
                             .map(|name| {
                                 self.next_member_id += 1;
@@ -466,27 +468,25 @@ impl World {
                                 }
                             })
                             .collect();
+                        let founder_ids = names
+                            .iter()
+                            .cloned()
+                            .zip(members.iter().map(|m: &ClusterMember| m.id))
+                            .collect();
                         self.clusters.push(Cluster {
                             founders: names.clone(),
                             founded_by: BTreeSet::new(),
+                            founder_ids,
                             members,
                             lock: None,
                         });
                         self.clusters.len() - 1
                     }
                 };
-                let name = self.nodes[i].name.clone();
-                let Some(member) = self.clusters[cluster]
-                    .members
-                    .iter()
-                    .find(|m| m.name == name)
-                else {
-                    return Some((
-                        id,
-                        CommandResult::Failed("removed before it started".into()),
-                    ));
-                };
-                let member_id = member.id;
+                // A founder starts under its id in the first member list,
+                // even if it was removed since: then its server learns that
+                // it was removed, as a real member would.
+                let member_id = self.clusters[cluster].founder_ids[&self.nodes[i].name];
                 self.clusters[cluster].founded_by.insert(member_id);
                 Some((id, self.start_server(i, cluster, member_id)))
             }

@@ -96,6 +96,11 @@ fn decide_committed(local: &Local, proposal: &Proposal, view: &[&MemberView]) ->
         debug_assert!(member.name != local.name);
         return Step::Abandon;
     }
+    // The set already runs: a late founder starts at once (its member is
+    // in the cluster's first member list).
+    if alive(view).any(|m| proposal.founders.contains(&m.name) && runs(m, proposal)) {
+        return Step::Start(proposal.clone());
+    }
     let missing: Vec<&str> = proposal
         .founders
         .iter()

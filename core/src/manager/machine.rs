@@ -15,6 +15,11 @@ use super::quorum::GossipView;
 mod join;
 mod leader;
 
+/// How long the founders must agree on a set, as this node sees them,
+/// before it commits to it: several gossip rounds, so that a view about to
+/// change does not lock a set in.
+pub const FOUNDING_SETTLE_MS: u64 = 3_000;
+
 /// Bound on the gossip view the manager keeps (names).
 pub const VIEW_MEMBERS_MAX: usize = 1024;
 
@@ -83,6 +88,9 @@ pub struct Manager {
     missing_since_ms: BTreeMap<u64, u64>,
     next_health_check_ms: u64,
     waiting: String,
+    /// Since when the founders have agreed on this node's proposal, without
+    /// a break.
+    agreement_since_ms: Option<u64>,
     now_ms: u64,
 }
 
@@ -115,6 +123,7 @@ impl Manager {
             retry_at_ms: now_ms,
             missing_since_ms: BTreeMap::new(),
             waiting: String::new(),
+            agreement_since_ms: None,
             now_ms,
         };
         match data_dir {
@@ -339,6 +348,9 @@ impl Manager {
         }
         let view: Vec<&MemberView> = self.view.values().collect();
         let step = founding::decide(&self.founding, &view, self.config.required_cluster_size);
+        if !matches!(step, Step::Commit(_)) {
+            self.agreement_since_ms = None;
+        }
         match step {
             Step::Wait(reason) => self.set_waiting(reason),
             Step::Propose(proposal) => {
@@ -349,6 +361,17 @@ impl Manager {
                 self.set_waiting(reason);
             }
             Step::Commit(proposal) => {
+                // Commit only after the agreement has held for a while, so a
+                // view that is about to change does not lock a set in.
+                let since_ms = *self.agreement_since_ms.get_or_insert(self.now_ms);
+                if self.now_ms < since_ms + FOUNDING_SETTLE_MS {
+                    self.set_waiting(format!(
+                        "all of {} agree; committing once that has held for {FOUNDING_SETTLE_MS} ms",
+                        proposal.founders.join(", ")
+                    ));
+                    return;
+                }
+                self.agreement_since_ms = None;
                 let persisted = Some(proposal);
                 self.issue(Awaiting::Persist(persisted.clone()), |id| {
                     Command::PersistCommitment {
@@ -388,7 +411,18 @@ impl Manager {
                 },
             })
             .collect();
-        debug_assert!(founders.iter().all(|f| !f.peer_url.is_empty()));
+        let unknown: Vec<&str> = founders
+            .iter()
+            .filter(|f| f.peer_url.is_empty())
+            .map(|f| f.name.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            self.set_waiting(format!(
+                "waiting to learn the peer URL of {} from gossip",
+                unknown.join(", ")
+            ));
+            return;
+        }
         let restore = proposal.restore.clone();
         self.set_waiting(format!(
             "starting a new cluster with {}{}",

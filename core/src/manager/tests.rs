@@ -268,6 +268,18 @@ fn commits_only_when_every_founder_proposes_the_same_set() {
     m.handle_gossip(proposing("c", &["a", "b", "d"], false), 2);
     assert!(actions(&mut m).is_empty(), "c disagrees");
     m.handle_gossip(proposing("c", &["a", "b", "c"], false), 3);
+    assert!(
+        actions(&mut m).is_empty(),
+        "agreement must hold for a while"
+    );
+    m.handle_gossip(proposing("c", &["a", "b", "d"], false), 4);
+    m.handle_gossip(proposing("c", &["a", "b", "c"], false), 5);
+    m.handle_timeout(5 + FOUNDING_SETTLE_MS - 1);
+    assert!(
+        actions(&mut m).is_empty(),
+        "the settle time restarts after a break"
+    );
+    m.handle_timeout(5 + FOUNDING_SETTLE_MS);
     let out = actions(&mut m);
     match out.as_slice() {
         [Command::PersistCommitment {
@@ -276,7 +288,7 @@ fn commits_only_when_every_founder_proposes_the_same_set() {
         other => panic!("{other:?}"),
     }
     // Published as committed only once persisted.
-    m.handle_result(id_of(&out[0]), CommandResult::Done, 4);
+    m.handle_result(id_of(&out[0]), CommandResult::Done, 6 + FOUNDING_SETTLE_MS);
     let out = drain(&mut m);
     assert!(last_meta(&out).unwrap().founders_committed);
 }
