@@ -20,3 +20,8 @@ lint:
 # Put throughput and latency: 3 e2d members beside 3 etcd members, same load.
 bench *ARGS:
     bench/compare.sh {{ARGS}}
+
+# Long runs of the core property tests (gossip, manager, snapshot schedule):
+# CASES random schedules each.
+soak CASES="10000":
+    PROPTEST_CASES={{CASES}} cargo test -p e2d-core --test swim --test manager_world --test schedule_props
