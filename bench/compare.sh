@@ -21,6 +21,7 @@ e2d_cluster="m0=http://127.0.0.1:41380,m1=http://127.0.0.1:41381,m2=http://127.0
 for i in 0 1 2; do
   "$bin/e2d" run --name "m$i" --data-dir "$work/e2d-m$i" --log-level warn \
     --client-addr "127.0.0.1:4137$i" --peer-addr "127.0.0.1:4138$i" \
+    --gossip-addr "127.0.0.1:4139$i" \
     --initial-cluster "$e2d_cluster" >"$work/e2d-m$i.log" 2>&1 &
   pids+=($!)
 done

@@ -48,6 +48,15 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_PEER_ADDR", default_value = "0.0.0.0:2380")]
     pub peer_addr: SocketAddr,
 
+    /// Address gossip listens on (UDP for probes, TCP for state exchange).
+    #[arg(long, env = "E2D_GOSSIP_ADDR", default_value = "0.0.0.0:7980")]
+    pub gossip_addr: SocketAddr,
+
+    /// Gossip seeds: host or host:port, separated by commas (the gossip
+    /// port of --gossip-addr is added when none is given).
+    #[arg(long, env = "E2D_BOOTSTRAP_ADDRS", value_delimiter = ',')]
+    pub bootstrap_addrs: Vec<String>,
+
     /// Members of a new cluster, as name=peer-url pairs separated by
     /// commas (defaults to this member alone).
     #[arg(long, env = "E2D_INITIAL_CLUSTER")]

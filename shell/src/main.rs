@@ -1,6 +1,7 @@
 //! `e2d`: one binary that deploys and runs etcd clusters.
 
 mod cli;
+mod gossip;
 mod grpc;
 mod http;
 mod metrics;

@@ -1,9 +1,11 @@
 //! `e2d run`: open the data dir, start the node, serve clients until a
 //! signal says stop.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use e2d_core::storage::{read_meta_u64, Backend};
+use e2d_core::swim::{NodeMeta, NodeStatus};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
@@ -14,6 +16,7 @@ use e2d_proto::peer::MemberAttributes;
 use tokio::net::TcpListener;
 
 use crate::cli::RunArgs;
+use crate::gossip::{Gossip, GossipConfig};
 use crate::grpc::{self, grpc_message_bytes_max};
 use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
@@ -50,6 +53,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Cluster(String),
+    #[error("--host {host:?} is not an IP address; gossip advertises an IP (pass --host with this node's address)")]
+    GossipHost { host: String },
     #[error("serving clients failed: {0}")]
     Serve(String),
 }
@@ -225,6 +230,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
     }
     tokio::spawn(serve_peers(node.clone(), peer_listener));
+    let gossip = start_gossip(&args, &node).await?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown_signal().await;
@@ -243,8 +249,141 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     checkpoint_leases_before_exit(&node).await;
+    gossip.leave().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Joins the gossip group through `--bootstrap-addrs` and advertises this
+/// member; gossip events are logged.
+async fn start_gossip(args: &RunArgs, node: &Arc<Node>) -> Result<Arc<Gossip>, RunError> {
+    let advertise_ip = if args.gossip_addr.ip().is_unspecified() {
+        args.host.parse().map_err(|_| RunError::GossipHost {
+            host: args.host.clone(),
+        })?
+    } else {
+        args.gossip_addr.ip()
+    };
+    let seeds = resolve_seeds(&args.bootstrap_addrs, args.gossip_addr.port()).await;
+    let identity = &node.identity;
+    let meta = NodeMeta {
+        name: identity.name.clone(),
+        client_url: args.advertised_url(args.client_addr),
+        peer_url: args.advertised_url(args.peer_addr),
+        cluster_id: identity.cluster_id,
+        status: NodeStatus::Running,
+        ..NodeMeta::default()
+    };
+    let config = GossipConfig {
+        bind: args.gossip_addr,
+        advertise_ip,
+        seeds,
+        swim: e2d_core::swim::Config::lan(),
+        rng_seed: identity.member_id ^ node_seed(),
+    };
+    let meta_base = meta.clone();
+    let (gossip, mut events) =
+        Gossip::start(config, meta)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr: args.gossip_addr,
+                what: "gossip",
+                flag: "--gossip-addr",
+                source,
+            })?;
+    tracing::info!(gossip_addr = %gossip.local_addr, "gossiping");
+    let gossip = Arc::new(gossip);
+    tokio::spawn(advertise_voters(node.clone(), gossip.clone(), meta_base));
+    tokio::spawn(async move {
+        while let Some(member) = events.recv().await {
+            tracing::info!(
+                member = %member.name,
+                addr = %member.addr,
+                liveness = ?member.liveness,
+                status = ?member.meta.status,
+                "gossip member changed"
+            );
+        }
+    });
+    Ok(gossip)
+}
+
+/// How often the member list is checked for a change of voters to
+/// advertise.
+const VOTERS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps this member's gossip metadata listing its cluster's voters, so
+/// nodes without a cluster can tell whether it may still have a quorum.
+async fn advertise_voters(node: Arc<Node>, gossip: Arc<Gossip>, mut meta: NodeMeta) {
+    let mut ticker = tokio::time::interval(VOTERS_REFRESH);
+    loop {
+        ticker.tick().await;
+        let Ok(members) = node.read().members() else {
+            continue;
+        };
+        let voters: Vec<String> = members
+            .iter()
+            .filter(|m| !m.is_learner)
+            .map(|m| {
+                if m.name.is_empty() {
+                    format!("#{:x}", m.member_id)
+                } else {
+                    m.name.clone()
+                }
+            })
+            .take(e2d_core::swim::META_NAMES_MAX)
+            .collect();
+        if voters != meta.cluster_voters {
+            meta.cluster_voters = voters;
+            gossip.set_meta(meta.clone()).await;
+        }
+    }
+}
+
+/// `host` or `host:port` seeds as socket addresses; names that do not
+/// resolve are left out with a warning.
+async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<SocketAddr> {
+    let mut resolved = Vec::new();
+    for seed in seeds.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let with_port = seed_with_port(seed, default_port);
+        let found = tokio::net::lookup_host(with_port).await;
+        match found {
+            Ok(addrs) => resolved.extend(addrs),
+            Err(e) => {
+                tracing::warn!(seed, error = %e, "bootstrap address does not resolve; leaving it out")
+            }
+        }
+    }
+    resolved.sort();
+    resolved.dedup();
+    resolved
+}
+
+/// `seed` as `host:port`: `host`, `host:port`, `ip`, `ip:port`,
+/// `[v6]:port` and a bare IPv6 address all work.
+fn seed_with_port(seed: &str, default_port: u16) -> String {
+    if let Ok(ip) = seed.parse::<IpAddr>() {
+        return SocketAddr::new(ip, default_port).to_string();
+    }
+    if seed.parse::<SocketAddr>().is_ok() {
+        return seed.to_string();
+    }
+    let has_port = seed
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if has_port {
+        seed.to_string()
+    } else {
+        format!("{seed}:{default_port}")
+    }
+}
+
+/// A seed for gossip's random choices that differs between processes.
+fn node_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id())
 }
 
 /// Finds this member's ids in the running cluster it was added to, asking
@@ -383,5 +522,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seed_with_port;
+
+    #[test]
+    fn seeds_get_the_gossip_port_when_they_have_none() {
+        for (seed, expected) in [
+            ("10.0.2.15", "10.0.2.15:7980"),
+            ("10.0.2.15:8000", "10.0.2.15:8000"),
+            ("node-1.internal", "node-1.internal:7980"),
+            ("node-1.internal:8000", "node-1.internal:8000"),
+            ("::1", "[::1]:7980"),
+            ("[::1]:8000", "[::1]:8000"),
+        ] {
+            assert_eq!(seed_with_port(seed, 7980), expected, "{seed}");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    pub gossip_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -72,6 +73,7 @@ impl Cluster {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                gossip_port: free_port(),
                 data_dir: dir.path().join(format!("m{i}")),
                 log_path: dir.path().join(format!("m{i}.log")),
                 child: None,
@@ -125,6 +127,7 @@ impl Cluster {
             name: format!("m{i}"),
             client_port: free_port(),
             peer_port: free_port(),
+            gossip_port: free_port(),
             data_dir: dir.join(format!("m{i}")),
             log_path: dir.join(format!("m{i}.log")),
             child: None,
@@ -197,6 +200,10 @@ impl Cluster {
                 &format!("127.0.0.1:{}", member.client_port),
             ])
             .args(["--peer-addr", &format!("127.0.0.1:{}", member.peer_port)])
+            .args([
+                "--gossip-addr",
+                &format!("127.0.0.1:{}", member.gossip_port),
+            ])
             .args(["--initial-cluster", &initial_cluster])
             .args(&common_args)
             .args(extra_args)

@@ -174,6 +174,7 @@ pub struct Server {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    gossip_port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
     starts: u32,
@@ -214,6 +215,7 @@ impl Server {
                 .expect("cannot create a temp dir"),
             client_port: 0,
             peer_port: 0,
+            gossip_port: 0,
             extra_args,
             child: None,
             starts: 0,
@@ -223,6 +225,7 @@ impl Server {
         for attempt in 1..=5 {
             server.client_port = free_port();
             server.peer_port = free_port();
+            server.gossip_port = free_port();
             // A failed start may have recorded the old URLs in the data dir.
             let _ = std::fs::remove_dir_all(server.data_dir());
             match server.try_start() {
@@ -290,6 +293,8 @@ impl Server {
                     .arg(format!("127.0.0.1:{}", self.client_port))
                     .arg("--peer-addr")
                     .arg(format!("127.0.0.1:{}", self.peer_port))
+                    .arg("--gossip-addr")
+                    .arg(format!("127.0.0.1:{}", self.gossip_port))
                     .arg("--name")
                     .arg("default");
                 // Flags only, not the environment, configure the server.

@@ -2,7 +2,7 @@
 //! handlers and the raft driver that applies to it, and the background
 //! duties of the leader (lease expiry, lease checkpoints).
 
-mod clock;
+pub mod clock;
 mod duties;
 mod identity;
 pub(crate) mod node;

@@ -1,0 +1,424 @@
+//! The gossip transport: `core::swim` on a UDP socket (probes and
+//! dissemination) and a TCP listener (push-pull), both on `--gossip-addr`.
+//!
+//! One task owns the `Swim` machine. It feeds it datagrams, push-pull frames
+//! and timeouts, and carries out what it asks: datagrams are sent at once,
+//! push-pull exchanges run as their own tasks (a bounded number at a time)
+//! and report back. Member changes go out on a bounded channel.
+
+mod frame;
+mod junk_filter;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2d_core::swim::{self, Event, MemberView, NodeMeta, Swim, TransmitKind};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::server::clock::Clock;
+use junk_filter::JunkFilter;
+
+/// Largest datagram read; anything longer is truncated and refused.
+const DATAGRAM_BUFFER_BYTES: usize = 64 * 1024;
+/// Push-pull exchanges (in and out) running at once; more are dropped and
+/// retried by SWIM's own timers.
+const PUSH_PULLS_IN_FLIGHT_MAX: usize = 16;
+/// Member changes buffered for the consumer; the gossip loop waits when it
+/// is full.
+pub const EVENTS_QUEUE_MAX: usize = 4_096;
+const CONTROL_QUEUE_MAX: usize = 64;
+
+/// What the rest of the node may ask of gossip.
+enum Control {
+    SetMeta(NodeMeta),
+    Leave(oneshot::Sender<()>),
+    #[cfg(test)]
+    Members(oneshot::Sender<Vec<MemberView>>),
+}
+
+/// What push-pull tasks report to the loop.
+enum Exchange {
+    /// A request arrived; the reply (if any) goes back on `reply`.
+    Inbound {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+    /// Our request to `to` was answered.
+    Answered {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Failed {
+        to: SocketAddr,
+    },
+}
+
+/// A running gossip member.
+pub struct Gossip {
+    control: mpsc::Sender<Control>,
+    pub local_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Where to listen (UDP and TCP).
+    pub bind: SocketAddr,
+    /// The address others reach this node at (the bound port if `bind` has
+    /// port 0).
+    pub advertise_ip: std::net::IpAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub swim: swim::Config,
+    pub rng_seed: u64,
+}
+
+impl Gossip {
+    /// Binds the sockets and starts the gossip task. Member changes arrive
+    /// on the returned receiver, which must be drained.
+    pub async fn start(
+        config: GossipConfig,
+        meta: NodeMeta,
+    ) -> std::io::Result<(Gossip, mpsc::Receiver<MemberView>)> {
+        let udp = UdpSocket::bind(config.bind).await?;
+        let bound = udp.local_addr()?;
+        let tcp = TcpListener::bind(bound).await?;
+        let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
+        let clock = Clock::start();
+        let mut machine = Swim::new(
+            config.swim,
+            local_addr,
+            meta,
+            config.rng_seed,
+            clock.now_ms(),
+        );
+        if !config.seeds.is_empty() {
+            let seeds: Vec<SocketAddr> = config
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| *s != local_addr)
+                .collect();
+            machine.join(&seeds, clock.now_ms());
+        }
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE_MAX);
+        let (exchange_tx, exchange_rx) = mpsc::channel(PUSH_PULLS_IN_FLIGHT_MAX * 2);
+        let permits = Arc::new(Semaphore::new(PUSH_PULLS_IN_FLIGHT_MAX));
+        tokio::spawn(accept_push_pulls(
+            tcp,
+            exchange_tx.clone(),
+            permits.clone(),
+            machine.config().max_push_pull_bytes(),
+        ));
+        let task = Loop {
+            machine,
+            clock,
+            udp,
+            control: control_rx,
+            events: events_tx,
+            exchanges: exchange_rx,
+            exchange_tx,
+            permits,
+            junk: JunkFilter::default(),
+        };
+        tokio::spawn(task.run());
+        let gossip = Gossip {
+            control: control_tx,
+            local_addr,
+        };
+        Ok((gossip, events_rx))
+    }
+
+    pub async fn set_meta(&self, meta: NodeMeta) {
+        let _ = self.control.send(Control::SetMeta(meta)).await;
+    }
+
+    /// Tells the others this node leaves, and waits (bounded) until the
+    /// message is out.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+
+    /// The current view, sorted by name, this node included.
+    #[cfg(test)]
+    pub async fn members(&self) -> Vec<MemberView> {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Members(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Accepts push-pull connections and hands each frame to the loop.
+async fn accept_push_pulls(
+    listener: TcpListener,
+    exchanges: mpsc::Sender<Exchange>,
+    permits: Arc<Semaphore>,
+    max_bytes: usize,
+) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%from, "push-pull refused: too many in flight");
+            continue;
+        };
+        let exchanges = exchanges.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let work = serve_push_pull(stream, from, &exchanges, max_bytes);
+            match tokio::time::timeout(frame::EXCHANGE_TIMEOUT, work).await {
+                Ok(Err(e)) => tracing::debug!(%from, error = %e, "push-pull from peer failed"),
+                Err(_) => tracing::debug!(%from, "push-pull from peer timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+async fn serve_push_pull(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    exchanges: &mpsc::Sender<Exchange>,
+    max_bytes: usize,
+) -> Result<(), frame::FrameError> {
+    let bytes = frame::read_frame(&mut stream, max_bytes).await?;
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let inbound = Exchange::Inbound {
+        from,
+        bytes,
+        reply: reply_tx,
+    };
+    if exchanges.send(inbound).await.is_err() {
+        return Ok(());
+    }
+    if let Ok(Some(reply)) = reply_rx.await {
+        frame::write_frame(&mut stream, &reply).await?;
+    }
+    Ok(())
+}
+
+struct Loop {
+    machine: Swim,
+    clock: Clock,
+    udp: UdpSocket,
+    control: mpsc::Receiver<Control>,
+    events: mpsc::Sender<MemberView>,
+    exchanges: mpsc::Receiver<Exchange>,
+    exchange_tx: mpsc::Sender<Exchange>,
+    permits: Arc<Semaphore>,
+    junk: JunkFilter,
+}
+
+impl Loop {
+    async fn run(mut self) {
+        let mut buffer = vec![0u8; DATAGRAM_BUFFER_BYTES];
+        loop {
+            if !self.drain().await {
+                return;
+            }
+            let now_ms = self.clock.now_ms();
+            let wait_ms = self
+                .machine
+                .poll_timeout()
+                .map_or(1_000, |at| at.saturating_sub(now_ms));
+            tokio::select! {
+                received = self.udp.recv_from(&mut buffer) => {
+                    if let Ok((len, from)) = received {
+                        self.datagram(from, &buffer[..len]);
+                    }
+                }
+                Some(exchange) = self.exchanges.recv() => self.exchange(exchange),
+                control = self.control.recv() => match control {
+                    Some(control) => self.control(control).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {
+                    self.machine.handle_timeout(self.clock.now_ms());
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let now_ms = self.clock.now_ms();
+        if !self.junk.admit(from.ip(), now_ms) {
+            return;
+        }
+        if let Err(e) = self.machine.handle_packet(from, bytes, now_ms) {
+            tracing::debug!(%from, error = %e, "gossip datagram refused");
+            self.junk.record_junk(from.ip(), now_ms);
+        }
+    }
+
+    fn exchange(&mut self, exchange: Exchange) {
+        let now_ms = self.clock.now_ms();
+        match exchange {
+            Exchange::Inbound { from, bytes, reply } => {
+                match self.machine.handle_push_pull(from, &bytes, now_ms) {
+                    Ok(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Err(e) => tracing::debug!(%from, error = %e, "push-pull frame refused"),
+                }
+            }
+            Exchange::Answered { to, bytes } => {
+                if let Err(e) = self.machine.handle_push_pull(to, &bytes, now_ms) {
+                    tracing::debug!(%to, error = %e, "push-pull reply refused");
+                }
+            }
+            Exchange::Failed { to } => self.machine.handle_push_pull_failed(to, now_ms),
+        }
+    }
+
+    async fn control(&mut self, control: Control) {
+        let now_ms = self.clock.now_ms();
+        match control {
+            Control::SetMeta(meta) => self.machine.set_meta(meta, now_ms),
+            Control::Leave(done) => {
+                self.machine.leave(now_ms);
+                self.drain().await;
+                let _ = done.send(());
+            }
+            #[cfg(test)]
+            Control::Members(reply) => {
+                let _ = reply.send(self.machine.members().cloned().collect());
+            }
+        }
+    }
+
+    /// Carries out everything the machine wants now. Returns false once the
+    /// consumer of events is gone.
+    async fn drain(&mut self) -> bool {
+        while let Some(transmit) = self.machine.poll_transmit() {
+            match transmit.kind {
+                TransmitKind::Datagram => {
+                    if let Err(e) = self.udp.send_to(&transmit.bytes, transmit.to).await {
+                        tracing::debug!(to = %transmit.to, error = %e, "gossip datagram not sent");
+                    }
+                }
+                TransmitKind::PushPull => self.push_pull(transmit.to, transmit.bytes),
+            }
+        }
+        while let Some(Event::MemberChanged(member)) = self.machine.poll_event() {
+            if self.events.send(member).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn push_pull(&mut self, to: SocketAddr, request: Vec<u8>) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.machine
+                .handle_push_pull_failed(to, self.clock.now_ms());
+            return;
+        };
+        let max_bytes = self.machine.config().max_push_pull_bytes();
+        let report = self.exchange_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = match frame::exchange(to, &request, max_bytes).await {
+                Ok(bytes) => Exchange::Answered { to, bytes },
+                Err(e) => {
+                    tracing::debug!(%to, error = %e, "push-pull failed");
+                    Exchange::Failed { to }
+                }
+            };
+            let _ = report.send(outcome).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use e2d_core::swim::{Liveness, NodeStatus};
+
+    fn meta(name: &str) -> NodeMeta {
+        NodeMeta {
+            name: name.into(),
+            client_url: format!("http://{name}:2379"),
+            peer_url: format!("http://{name}:2380"),
+            status: NodeStatus::Pending,
+            ..Default::default()
+        }
+    }
+
+    fn config(seeds: Vec<SocketAddr>, seed: u64) -> GossipConfig {
+        GossipConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            advertise_ip: "127.0.0.1".parse().unwrap(),
+            seeds,
+            swim: swim::Config {
+                probe_interval_ms: 200,
+                probe_timeout_ms: 100,
+                gossip_interval_ms: 50,
+                ..swim::Config::lan()
+            },
+            rng_seed: seed,
+        }
+    }
+
+    async fn wait_for(gossip: &Gossip, what: impl Fn(&[MemberView]) -> bool) -> Vec<MemberView> {
+        for _ in 0..100 {
+            let members = gossip.members().await;
+            if what(&members) {
+                return members;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gossip did not converge: {:?}", gossip.members().await);
+    }
+
+    #[tokio::test]
+    async fn three_nodes_meet_through_one_seed_and_spread_metadata() {
+        let (a, _a_events) = Gossip::start(config(Vec::new(), 1), meta("a"))
+            .await
+            .unwrap();
+        let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
+            .await
+            .unwrap();
+        let (c, _c_events) = Gossip::start(config(vec![a.local_addr], 3), meta("c"))
+            .await
+            .unwrap();
+        for node in [&a, &b, &c] {
+            wait_for(node, |m| {
+                m.len() == 3 && m.iter().all(|m| m.liveness == Liveness::Alive)
+            })
+            .await;
+        }
+        let mut running = meta("a");
+        running.status = NodeStatus::Running;
+        running.cluster_id = 7;
+        a.set_meta(running.clone()).await;
+        let seen = wait_for(&c, |m| {
+            m.iter().any(|m| m.name == "a" && m.meta.cluster_id == 7)
+        })
+        .await;
+        assert_eq!(seen[0].meta, running);
+    }
+
+    #[tokio::test]
+    async fn junk_datagrams_are_refused_and_the_node_keeps_working() {
+        let (a, _a_events) = Gossip::start(config(Vec::new(), 1), meta("a"))
+            .await
+            .unwrap();
+        let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..200u32 {
+            junk.send_to(&i.to_be_bytes(), a.local_addr).await.unwrap();
+        }
+        let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
+            .await
+            .unwrap();
+        wait_for(&b, |m| m.len() == 2).await;
+        wait_for(&a, |m| m.len() == 2).await;
+    }
+}
