@@ -324,13 +324,7 @@ async fn advertise_voters(node: Arc<Node>, gossip: Arc<Gossip>, mut meta: NodeMe
         let voters: Vec<String> = members
             .iter()
             .filter(|m| !m.is_learner)
-            .map(|m| {
-                if m.name.is_empty() {
-                    format!("#{:x}", m.member_id)
-                } else {
-                    m.name.clone()
-                }
-            })
+            .map(|m| e2d_core::manager::voter_label(m.member_id, &m.name))
             .take(e2d_core::swim::META_NAMES_MAX)
             .collect();
         if voters != meta.cluster_voters {

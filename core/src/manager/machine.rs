@@ -15,6 +15,16 @@ use super::quorum::GossipView;
 mod join;
 mod leader;
 
+/// How a voter is named in gossip metadata: by its name, or, before it has
+/// started and published one, by its id in a form no gossip name has.
+pub fn voter_label(member_id: u64, name: &str) -> String {
+    if name.is_empty() {
+        format!("#{member_id:x}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// How long the founders must agree on a set, as this node sees them,
 /// before it commits to it: several gossip rounds, so that a view about to
 /// change does not lock a set in.
@@ -463,14 +473,7 @@ impl Manager {
                 .members
                 .iter()
                 .filter(|m| !m.is_learner)
-                .map(|m| {
-                    if m.name.is_empty() {
-                        // Not started yet: a name no gossip member has.
-                        format!("#{:x}", m.id)
-                    } else {
-                        m.name.clone()
-                    }
-                })
+                .map(|m| voter_label(m.id, &m.name))
                 .take(META_NAMES_MAX)
                 .collect(),
             _ => Vec::new(),
