@@ -321,12 +321,12 @@ async fn advertise_voters(node: Arc<Node>, gossip: Arc<Gossip>, mut meta: NodeMe
         let Ok(members) = node.read().members() else {
             continue;
         };
-        let voters: Vec<String> = members
-            .iter()
-            .filter(|m| !m.is_learner)
-            .map(|m| e2d_core::manager::voter_label(m.member_id, &m.name))
-            .take(e2d_core::swim::META_NAMES_MAX)
-            .collect();
+        let voters = e2d_core::manager::voter_labels(
+            members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .map(|m| (m.member_id, m.name.as_str())),
+        );
         if voters != meta.cluster_voters {
             meta.cluster_voters = voters;
             gossip.set_meta(meta.clone()).await;
@@ -358,9 +358,6 @@ async fn resolve_seeds(seeds: &[String], default_port: u16) -> Vec<SocketAddr> {
 fn seed_with_port(seed: &str, default_port: u16) -> String {
     if let Ok(ip) = seed.parse::<IpAddr>() {
         return SocketAddr::new(ip, default_port).to_string();
-    }
-    if seed.parse::<SocketAddr>().is_ok() {
-        return seed.to_string();
     }
     let has_port = seed
         .rsplit_once(':')

@@ -87,13 +87,12 @@ pub fn decide(local: &Local, view: &[&MemberView], cluster_size: usize) -> Step 
 }
 
 fn decide_committed(local: &Local, proposal: &Proposal, view: &[&MemberView]) -> Step {
-    let runs_elsewhere = alive(view).find(|m| {
+    let runs_elsewhere = alive(view).any(|m| {
         proposal.founders.contains(&m.name)
             && m.meta.status == NodeStatus::Running
             && !runs(m, proposal)
     });
-    if let Some(member) = runs_elsewhere {
-        debug_assert!(member.name != local.name);
+    if runs_elsewhere {
         return Step::Abandon;
     }
     // The set already runs: a late founder starts at once (its member is

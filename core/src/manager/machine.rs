@@ -15,14 +15,20 @@ use super::quorum::GossipView;
 mod join;
 mod leader;
 
-/// How a voter is named in gossip metadata: by its name, or, before it has
-/// started and published one, by its id in a form no gossip name has.
-pub fn voter_label(member_id: u64, name: &str) -> String {
-    if name.is_empty() {
-        format!("#{member_id:x}")
-    } else {
-        name.to_string()
-    }
+/// The voters as gossip metadata lists them, at most [`META_NAMES_MAX`]:
+/// each by its name, or, before it has started and published one, by its
+/// id in a form no gossip name has.
+pub fn voter_labels<'a>(voters: impl Iterator<Item = (u64, &'a str)>) -> Vec<String> {
+    voters
+        .map(|(member_id, name)| {
+            if name.is_empty() {
+                format!("#{member_id:x}")
+            } else {
+                name.to_string()
+            }
+        })
+        .take(META_NAMES_MAX)
+        .collect()
 }
 
 /// How long the founders must agree on a set, as this node sees them,
@@ -469,13 +475,13 @@ impl Manager {
         };
         let running = status == NodeStatus::Running;
         let cluster_voters: Vec<String> = match (&self.phase, &self.server) {
-            (Phase::Running, Some(server)) => server
-                .members
-                .iter()
-                .filter(|m| !m.is_learner)
-                .map(|m| voter_label(m.id, &m.name))
-                .take(META_NAMES_MAX)
-                .collect(),
+            (Phase::Running, Some(server)) => voter_labels(
+                server
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_learner)
+                    .map(|m| (m.id, m.name.as_str())),
+            ),
             _ => Vec::new(),
         };
         let (founders, founders_restore) = match (&proposal, running) {

@@ -39,4 +39,4 @@ pub use command::{
     Proposal, RemovalReason, ServerStatus,
 };
 pub use config::{ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
-pub use machine::{voter_label, Manager, FOUNDING_SETTLE_MS, VIEW_MEMBERS_MAX};
+pub use machine::{voter_labels, Manager, FOUNDING_SETTLE_MS, VIEW_MEMBERS_MAX};

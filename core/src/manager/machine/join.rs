@@ -1,18 +1,23 @@
 //! Joining a running cluster: the join lock, the member list, the removal
 //! of this node's old member, then add as learner and start.
 
-use crate::swim::{Liveness, NodeStatus};
+use crate::swim::{Liveness, MemberView, NodeStatus};
 
 use super::super::command::{member_ids, ClusterMember, Command, RemovalReason};
 use super::super::quorum::keeps_quorum;
 use super::{Awaiting, Manager};
 
 impl Manager {
-    /// Client URLs of the nodes gossip shows Alive and Running, by name.
-    pub(super) fn running_client_urls(&self) -> Vec<String> {
+    /// The nodes gossip shows Alive and Running, by name.
+    fn running_nodes(&self) -> impl Iterator<Item = &MemberView> {
         self.view
             .values()
             .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
+    }
+
+    /// Client URLs of the nodes gossip shows Alive and Running, by name.
+    pub(super) fn running_client_urls(&self) -> Vec<String> {
+        self.running_nodes()
             .map(|m| m.meta.client_url.clone())
             .collect()
     }
@@ -20,9 +25,7 @@ impl Manager {
     /// The cluster the Running nodes in view serve (the smallest id if they
     /// disagree).
     pub(super) fn running_cluster_id(&self) -> u64 {
-        self.view
-            .values()
-            .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
+        self.running_nodes()
             .map(|m| m.meta.cluster_id)
             .min()
             .unwrap_or(0)
