@@ -29,6 +29,8 @@ const PUSH_PULLS_IN_FLIGHT_MAX: usize = 16;
 /// is full.
 pub const EVENTS_QUEUE_MAX: usize = 4_096;
 const CONTROL_QUEUE_MAX: usize = 64;
+/// Pause after a failed accept before the next one.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What the rest of the node may ask of gossip.
 enum Control {
@@ -163,8 +165,14 @@ async fn accept_push_pulls(
     max_bytes: usize,
 ) {
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin on it.
+                tracing::warn!(error = %e, "gossip cannot accept a push-pull connection");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::debug!(%from, "push-pull refused: too many in flight");
