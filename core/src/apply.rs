@@ -12,6 +12,8 @@ use crate::state_machine::StateMachine;
 use crate::storage::{Backend, StorageError, Table};
 
 const META_MEMBER_PREFIX: &[u8] = b"member/";
+/// Ids of members removed from the cluster (they never come back).
+const META_REMOVED_MEMBER_PREFIX: &[u8] = b"removed_member/";
 
 impl<B: Backend> StateMachine<B> {
     pub fn apply(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
@@ -68,9 +70,22 @@ impl<B: Backend> StateMachine<B> {
         );
     }
 
+    /// Removes a member for good: its id is remembered, so that its raft
+    /// traffic can be refused should it come back.
     pub fn remove_member(&mut self, member_id: u64) {
         self.backend_mut()
             .delete(Table::Meta, &member_key(member_id));
+        self.backend_mut()
+            .put(Table::Meta, &removed_member_key(member_id), &[]);
+    }
+
+    /// Whether `member_id` was removed from the cluster.
+    pub fn is_removed_member(&self, member_id: u64) -> Result<bool, Error> {
+        Ok(self
+            .mvcc()
+            .backend()
+            .get(Table::Meta, &removed_member_key(member_id))?
+            .is_some())
     }
 
     pub fn member(&self, member_id: u64) -> Result<Option<MemberAttributes>, Error> {
@@ -112,6 +127,12 @@ impl<B: Backend> StateMachine<B> {
 
 fn member_key(member_id: u64) -> Vec<u8> {
     let mut key = META_MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key
+}
+
+fn removed_member_key(member_id: u64) -> Vec<u8> {
+    let mut key = META_REMOVED_MEMBER_PREFIX.to_vec();
     key.extend_from_slice(&member_id.to_be_bytes());
     key
 }

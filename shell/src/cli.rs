@@ -21,15 +21,38 @@ pub struct Cli {
 pub enum Command {
     /// Start a member.
     Run(Box<RunArgs>),
+    /// Show the cluster as one node sees it: members, gossip, leader,
+    /// revision, last snapshot.
+    Status(StatusArgs),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Name of this member (defaults to the host name).
+    /// Name of this member (defaults to the name kept in the data dir, or
+    /// a new one made of the host name and a random suffix).
     #[arg(long, env = "E2D_NAME")]
     pub name: Option<String>,
+
+    /// Voting members the cluster should have: 1, 3, 5, 7 or 9. Every node
+    /// of a cluster is started with the same size.
+    #[arg(
+        short = 'n',
+        long,
+        env = "E2D_REQUIRED_CLUSTER_SIZE",
+        default_value_t = 1
+    )]
+    pub required_cluster_size: usize,
+
+    /// How often the leader checks gossip for members that are gone.
+    #[arg(long, env = "E2D_HEALTH_CHECK_INTERVAL", default_value = "1m", value_parser = parse_duration_ms)]
+    pub health_check_interval: u64,
+
+    /// How long a member may be missing from gossip before the cluster
+    /// removes it (so that a new node can take its place).
+    #[arg(long, env = "E2D_HEALTH_CHECK_TIMEOUT", default_value = "5m", value_parser = parse_duration_ms)]
+    pub health_check_timeout: u64,
 
     /// Directory for this member's data.
     #[arg(long, env = "E2D_DATA_DIR", default_value = "data")]
@@ -102,6 +125,21 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The client address of the node to ask (host:port or http://host:port).
+    #[arg(long, env = "E2D_ENDPOINT", default_value = "127.0.0.1:2379")]
+    pub endpoint: String,
+
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How long to wait for the node's answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
+    pub timeout: u64,
+}
+
 /// Parses durations like "500ms", "10s", "5m", "1h" into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -135,16 +173,6 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 impl RunArgs {
-    pub fn member_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "default".to_string())
-        })
-    }
-
     /// The URL others use to reach `addr`: the host replaces an
     /// unspecified listen address.
     pub fn advertised_url(&self, addr: SocketAddr) -> String {

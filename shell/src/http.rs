@@ -86,7 +86,7 @@ async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     }
 }
 
-async fn version() -> impl IntoResponse {
+pub async fn version() -> impl IntoResponse {
     let body = serde_json::json!({
         "etcdserver": ETCD_VERSION,
         "etcdcluster": ETCD_CLUSTER_VERSION,

@@ -9,6 +9,7 @@ mod raft;
 mod run;
 mod server;
 mod snapshot;
+mod status;
 mod storage;
 
 use clap::Parser;
@@ -26,6 +27,26 @@ fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        Command::Status(args) => {
+            let timeout = std::time::Duration::from_millis(args.timeout);
+            match status::fetch(&args.endpoint, timeout) {
+                Ok(report) if args.json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{}", status::render_table(&report));
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             // The storage engine's own info lines are noise to an operator.
             let directives = format!("fjall=warn,lsm_tree=warn,{}", args.log_level);
@@ -38,17 +59,48 @@ fn main() -> std::process::ExitCode {
                 }
             };
             tracing_subscriber::fmt().with_env_filter(filter).init();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("the tokio runtime starts");
-            match runtime.block_on(run::run(*args)) {
+            match run_until_stopped(&args) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("error: {e}");
                     std::process::ExitCode::FAILURE
                 }
+            }
+        }
+    }
+}
+
+/// How long tasks get to wind down when a removed member starts over.
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the member; a member its cluster removed moves its data dir aside
+/// and runs again, each time on a fresh runtime so nothing of the old
+/// member (tasks, sockets, the open database) survives.
+fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
+    loop {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("the tokio runtime starts");
+        let stopped = runtime.block_on(run::run(args.clone()))?;
+        runtime.shutdown_timeout(RESTART_GRACE);
+        match stopped {
+            run::Stopped::Shutdown => return Ok(()),
+            run::Stopped::Removed => {
+                let now_unix_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let archived = run::archive(&args.data_dir, now_unix_s).map_err(|source| {
+                    run::RunError::DataDir {
+                        path: args.data_dir.display().to_string(),
+                        source,
+                    }
+                })?;
+                tracing::warn!(
+                    archived = %archived.display(),
+                    "moved the removed member's data aside; joining the cluster again as a new member"
+                );
             }
         }
     }

@@ -62,6 +62,13 @@ fn started_voters(view: &MembershipView, except: Option<u64>) -> (usize, usize) 
     (voters.len(), started)
 }
 
+/// Whether learner `id` has enough of the leader's log to be promoted
+/// (`view` is the leader's).
+pub fn learner_ready(view: &MembershipView, id: u64) -> bool {
+    let matched = view.progress.get(&id).map_or(0, |(matched, _)| *matched);
+    matched as f64 >= view.last_index as f64 * LEARNER_READY_SHARE
+}
+
 fn check_urls(urls: &[String]) -> Result<(), Error> {
     let valid = !urls.is_empty()
         && urls.iter().all(|u| {
@@ -261,11 +268,7 @@ impl Cluster for ClusterService {
         if !members[index].is_learner {
             return Err(to_status(Error::MemberNotLearner));
         }
-        let matched = view
-            .progress
-            .get(&req.id)
-            .map_or(0, |(matched, _)| *matched);
-        if (matched as f64) < view.last_index as f64 * LEARNER_READY_SHARE {
+        if !learner_ready(&view, req.id) {
             return Err(to_status(Error::LearnerNotReady));
         }
         let (voters, started) = started_voters(&view, None);

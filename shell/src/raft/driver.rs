@@ -36,8 +36,6 @@ const DRIVER_QUEUE_MAX: usize = 4096;
 const DRIVER_BATCH_MAX: usize = 512;
 /// Bytes of entries in one append message.
 const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
-/// How long a removed member keeps answering before it exits.
-const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Append messages in flight to one follower.
 const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
 
@@ -102,6 +100,8 @@ pub struct RaftStatus {
 pub struct DriverHandle {
     requests: mpsc::Sender<DriverRequest>,
     status: watch::Receiver<RaftStatus>,
+    /// Set once the cluster has removed this member.
+    removed: Arc<watch::Sender<bool>>,
 }
 
 impl DriverHandle {
@@ -118,6 +118,17 @@ impl DriverHandle {
 
     pub fn subscribe(&self) -> watch::Receiver<RaftStatus> {
         self.status.clone()
+    }
+
+    pub fn mark_removed(&self) {
+        self.removed.send_replace(true);
+    }
+
+    /// Resolves once this member has been removed from its cluster: it
+    /// applied its removal, or a peer refused it as removed.
+    pub async fn wait_removed(&self) {
+        let mut removed = self.removed.subscribe();
+        let _ = removed.wait_for(|removed| *removed).await;
     }
 }
 
@@ -184,7 +195,11 @@ pub fn spawn_driver(
         applied_index,
         ..Default::default()
     });
-    let handle = DriverHandle { requests, status };
+    let handle = DriverHandle {
+        requests,
+        status,
+        removed: transport.removed_signal(),
+    };
     Ok((
         handle.clone(),
         DriverParts {
@@ -293,12 +308,7 @@ impl Driver {
                 std::process::exit(1);
             }
             if std::mem::take(&mut self.removed) {
-                tracing::warn!("this member was removed from the cluster; stopping (wipe its data dir to add it again)");
-                // Answers to the request that removed it still have to leave.
-                tokio::spawn(async {
-                    tokio::time::sleep(REMOVED_EXIT_GRACE).await;
-                    std::process::exit(0);
-                });
+                self.node.mark_removed();
             }
         }
     }

@@ -45,9 +45,23 @@ impl Peer for PeerService {
             )));
         }
         let mut incoming = request.into_inner();
+        // A stream comes from one member: look its id up once.
+        let mut checked_sender = None;
         while let Some(envelope) = incoming.message().await? {
             let message = codec::decode_message(&envelope.message)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if checked_sender != Some(message.from)
+                && self
+                    .node
+                    .read()
+                    .is_removed_member(message.from)
+                    .map_err(to_status)?
+            {
+                return Err(Status::permission_denied(
+                    super::transport::REMOVED_MEMBER_MESSAGE,
+                ));
+            }
+            checked_sender = Some(message.from);
             self.node
                 .raft()
                 .send(DriverRequest::Step(Box::new(message)))

@@ -4,12 +4,13 @@
 //! backoff.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2d_proto::peer::peer_client::PeerClient;
 use e2d_proto::peer::RaftEnvelope;
 use raft::eraftpb::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::codec;
@@ -27,7 +28,13 @@ struct PeerLink {
 pub struct Transport {
     cluster_id: u64,
     peers: BTreeMap<u64, PeerLink>,
+    /// Raised when a peer refuses this member as removed from the cluster.
+    removed: Arc<watch::Sender<bool>>,
 }
+
+/// What a member answers a removed member's raft traffic with (etcd's
+/// words).
+pub const REMOVED_MEMBER_MESSAGE: &str = "the member has been permanently removed from the cluster";
 
 /// The request metadata that names the sender's cluster; a member refuses
 /// raft traffic from another cluster.
@@ -39,11 +46,17 @@ impl Transport {
         let mut transport = Self {
             cluster_id,
             peers: BTreeMap::new(),
+            removed: Arc::new(watch::channel(false).0),
         };
         for (id, url) in peers {
             transport.set_peer(*id, url);
         }
         transport
+    }
+
+    /// The signal raised when a peer says this member was removed.
+    pub fn removed_signal(&self) -> Arc<watch::Sender<bool>> {
+        self.removed.clone()
     }
 
     /// Routes messages for `id` to `url`, replacing an older route.
@@ -52,7 +65,13 @@ impl Transport {
             return;
         }
         let (queue, rx) = mpsc::channel(PEER_QUEUE_MAX);
-        tokio::spawn(send_loop(self.cluster_id, id, url.to_string(), rx));
+        tokio::spawn(send_loop(
+            self.cluster_id,
+            id,
+            url.to_string(),
+            rx,
+            self.removed.clone(),
+        ));
         // Dropping the old link's queue ends its task.
         self.peers.insert(
             id,
@@ -86,7 +105,13 @@ impl Transport {
     }
 }
 
-async fn send_loop(cluster_id: u64, id: u64, url: String, mut queue: mpsc::Receiver<RaftEnvelope>) {
+async fn send_loop(
+    cluster_id: u64,
+    id: u64,
+    url: String,
+    mut queue: mpsc::Receiver<RaftEnvelope>,
+    removed: Arc<watch::Sender<bool>>,
+) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let client = match PeerClient::connect(url.clone()).await {
@@ -123,6 +148,11 @@ async fn send_loop(cluster_id: u64, id: u64, url: String, mut queue: mpsc::Recei
             }
         };
         match outcome {
+            Ok(Err(status)) if status.message() == REMOVED_MEMBER_MESSAGE => {
+                tracing::warn!(peer = format!("{id:x}"), %url, "{REMOVED_MEMBER_MESSAGE}");
+                removed.send_replace(true);
+                drain_while_down(&mut queue, RECONNECT_BACKOFF_MAX).await;
+            }
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 tracing::warn!(peer = format!("{id:x}"), %url, "{}", status.message());
                 drain_while_down(&mut queue, RECONNECT_BACKOFF_MAX).await;

@@ -45,6 +45,17 @@ pub enum IdentityError {
     Storage(#[from] StorageError),
 }
 
+impl InitialMember {
+    /// A founding member; its id derives from its name, URL and the token.
+    pub fn new(name: &str, peer_url: &str, token: &str) -> Self {
+        Self {
+            id: hash_u64(&[name.as_bytes(), peer_url.as_bytes(), token.as_bytes()]),
+            name: name.to_string(),
+            peer_url: peer_url.to_string(),
+        }
+    }
+}
+
 fn hash_u64(parts: &[&[u8]]) -> u64 {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -70,11 +81,7 @@ pub fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMembe
                 name: name.to_string(),
             });
         }
-        members.push(InitialMember {
-            id: hash_u64(&[name.as_bytes(), url.as_bytes(), token.as_bytes()]),
-            name: name.to_string(),
-            peer_url: url.to_string(),
-        });
+        members.push(InitialMember::new(name, url, token));
     }
     Ok(members)
 }

@@ -65,6 +65,18 @@ impl Node {
         }
     }
 
+    /// This member applied its own removal from the cluster (what to do
+    /// about it is the caller's choice: a static member exits, a managed
+    /// one rejoins).
+    pub(crate) fn mark_removed(&self) {
+        self.raft.mark_removed();
+    }
+
+    /// Resolves once this member has been removed from its cluster.
+    pub async fn wait_removed(&self) {
+        self.raft.wait_removed().await;
+    }
+
     /// The state machine as of the last applied entry.
     pub fn read(&self) -> RwLockReadGuard<'_, StateMachine<FjallBackend>> {
         self.state.read().unwrap_or_else(|p| p.into_inner())

@@ -1,0 +1,161 @@
+//! The client port: bound once when `e2d run` starts, it answers before the
+//! server runs (`/e2d/status`, and "not started" for the rest) and serves
+//! the etcd API once it does. The routes in use can be swapped while
+//! connections stay open.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use e2d_proto::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use super::RunError;
+use crate::grpc::{self, grpc_message_bytes_max};
+use crate::server::Node;
+
+/// The routes the client port serves now; clones share them.
+#[derive(Clone)]
+pub struct ClientRoutes {
+    current: Arc<RwLock<Router>>,
+}
+
+impl ClientRoutes {
+    pub fn new(routes: Router) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(routes)),
+        }
+    }
+
+    /// Serves `routes` from the next request on.
+    pub fn replace(&self, routes: Router) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    fn routes(&self) -> Router {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl tower::Service<Request> for ClientRoutes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let routes = self.routes();
+        Box::pin(async move { routes.oneshot(request).await })
+    }
+}
+
+/// The etcd API and HTTP endpoints of a running node, plus `extra` routes.
+pub fn node_routes(node: Arc<Node>, extra: Router) -> Router {
+    let max = grpc_message_bytes_max(node.config.max_request_bytes);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(
+            KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            WatchServer::new(grpc::WatchService::new(node.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            LeaseServer::new(grpc::LeaseService::new(node.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            ClusterServer::new(grpc::ClusterService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            MaintenanceServer::new(grpc::MaintenanceService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AuthServer::new(grpc::AuthService::new(node.clone())).max_decoding_message_size(max),
+        );
+    routes
+        .routes()
+        .into_axum_router()
+        .merge(crate::http::router(node))
+        .merge(extra)
+        .fallback(crate::http::not_found)
+}
+
+/// What the client port answers before the server runs: `extra` routes,
+/// `/livez` and `/version`; `/health` and `/readyz` say NOT STARTED and
+/// gRPC calls fail with Unavailable.
+pub fn waiting_routes(extra: Router) -> Router {
+    Router::new()
+        .route("/health", get(not_started_health))
+        .route("/readyz", get(not_started_ready))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/version", get(crate::http::version))
+        .merge(extra)
+        .fallback(not_started)
+}
+
+const NOT_STARTED: &str = "NOT STARTED";
+
+async fn not_started_health() -> impl IntoResponse {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"health": "false", "reason": NOT_STARTED}).to_string(),
+    )
+}
+
+async fn not_started_ready() -> impl IntoResponse {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("[-]{NOT_STARTED}\n"),
+    )
+}
+
+async fn not_started(request: Request) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return tonic::Status::unavailable(
+            "etcdserver: this member has not started yet (see e2d status)",
+        )
+        .into_http();
+    }
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
+/// Serves the client port with whatever `routes` holds, until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    routes: ClientRoutes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let router = Router::new().fallback_service(routes);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| RunError::Serve(e.to_string()))
+}

@@ -1,0 +1,245 @@
+//! What a managed member keeps in its data dir besides the database: its
+//! name, the founding set it committed to, and the archive of data dirs
+//! moved aside after the cluster removed the member. Files are replaced
+//! atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use e2d_core::manager::Proposal;
+
+use super::RunError;
+
+/// This member's name.
+const NAME_FILE: &str = "name";
+/// The founding set this member committed to, or founded its cluster with.
+const FOUNDING_FILE: &str = "founding.json";
+/// Data dirs moved aside, one directory each.
+const ARCHIVE_DIR: &str = "archive";
+/// Longest name: what gossip carries.
+const NAME_BYTES_MAX: usize = 64;
+
+/// Checks a member name: 1 to 64 letters, digits, '.', '_' or '-'.
+pub fn check_name(name: &str) -> Result<(), RunError> {
+    let valid = !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(RunError::Name {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The member's name: `--name` when given, else the one kept in the data
+/// dir, else a new one (the host name and a random suffix) that is kept.
+pub fn member_name(data_dir: &Path, flag: Option<&str>, random: u64) -> Result<String, RunError> {
+    let path = data_dir.join(NAME_FILE);
+    let kept = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(data_dir_error(&path, source)),
+    };
+    let name = match (flag, kept) {
+        (Some(flag), _) => flag.to_string(),
+        (None, Some(kept)) => kept,
+        (None, None) => generated_name(random),
+    };
+    check_name(&name)?;
+    write_atomically(&path, format!("{name}\n").as_bytes())
+        .map_err(|source| data_dir_error(&path, source))?;
+    Ok(name)
+}
+
+fn generated_name(random: u64) -> String {
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(NAME_BYTES_MAX - 7)
+        .collect();
+    let host = if host.is_empty() { "e2d".into() } else { host };
+    format!("{host}-{:06x}", random & 0xff_ffff)
+}
+
+/// The founding set recorded in the data dir, if any.
+pub fn read_commitment(data_dir: &Path) -> Result<Option<Proposal>, RunError> {
+    let path = data_dir.join(FOUNDING_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(data_dir_error(&path, source)),
+    };
+    parse_commitment(&text).map(Some).ok_or_else(|| {
+        RunError::Cluster(format!(
+            "{} is not a founding record e2d wrote; move it away if this node never founded a cluster",
+            path.display()
+        ))
+    })
+}
+
+fn parse_commitment(text: &str) -> Option<Proposal> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let founders = value
+        .get("founders")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<Vec<String>>>()?;
+    let restore = match value.get("restore")? {
+        serde_json::Value::Null => None,
+        v => Some(v.as_str()?.to_string()),
+    };
+    let sorted = founders.windows(2).all(|w| w[0] < w[1]);
+    (sorted && !founders.is_empty()).then_some(Proposal { founders, restore })
+}
+
+/// Records (or, with `None`, clears) the founding set, durably.
+pub fn write_commitment(data_dir: &Path, proposal: Option<&Proposal>) -> std::io::Result<()> {
+    let path = data_dir.join(FOUNDING_FILE);
+    match proposal {
+        Some(proposal) => {
+            let text = serde_json::json!({
+                "founders": proposal.founders,
+                "restore": proposal.restore,
+            });
+            write_atomically(&path, text.to_string().as_bytes())
+        }
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(data_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Moves everything in `data_dir` but the name and earlier archives into
+/// `archive/removed-<unix seconds>`, and returns that directory. Nothing is
+/// deleted.
+pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
+    let archive_root = data_dir.join(ARCHIVE_DIR);
+    std::fs::create_dir_all(&archive_root)?;
+    let mut target = archive_root.join(format!("removed-{now_unix_s}"));
+    let mut suffix = 1;
+    while target.exists() {
+        target = archive_root.join(format!("removed-{now_unix_s}-{suffix}"));
+        suffix += 1;
+    }
+    std::fs::create_dir(&target)?;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ARCHIVE_DIR || name == NAME_FILE {
+            continue;
+        }
+        std::fs::rename(entry.path(), target.join(&name))?;
+    }
+    sync_dir(&target)?;
+    sync_dir(data_dir)?;
+    Ok(target)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
+    RunError::DataDir {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(founders: &[&str], restore: Option<&str>) -> Proposal {
+        Proposal {
+            founders: founders.iter().map(|s| s.to_string()).collect(),
+            restore: restore.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn commitments_survive_a_round_trip_and_can_be_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_commitment(dir.path()).unwrap(), None);
+        for p in [
+            proposal(&["a", "b", "c"], None),
+            proposal(&["a"], Some("s-1")),
+        ] {
+            write_commitment(dir.path(), Some(&p)).unwrap();
+            assert_eq!(read_commitment(dir.path()).unwrap(), Some(p));
+        }
+        write_commitment(dir.path(), None).unwrap();
+        write_commitment(dir.path(), None).unwrap();
+        assert_eq!(read_commitment(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_commitment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "",
+            "{",
+            r#"{"founders":["b","a"],"restore":null}"#,
+            r#"{"founders":[]}"#,
+        ] {
+            std::fs::write(dir.path().join(FOUNDING_FILE), text).unwrap();
+            let error = read_commitment(dir.path()).unwrap_err().to_string();
+            assert!(error.contains("not a founding record"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn names_are_kept_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = member_name(dir.path(), None, 0xabcdef).unwrap();
+        assert!(generated.ends_with("-abcdef"), "{generated}");
+        assert_eq!(member_name(dir.path(), None, 1).unwrap(), generated);
+        assert_eq!(
+            member_name(dir.path(), Some("node-1"), 1).unwrap(),
+            "node-1"
+        );
+        assert_eq!(member_name(dir.path(), None, 1).unwrap(), "node-1");
+        for bad in ["", "a b", "a=b", "a,b", &"x".repeat(65)] {
+            let error = member_name(dir.path(), Some(bad), 1).unwrap_err();
+            assert!(error.to_string().contains("--name"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn archiving_moves_everything_but_the_name_and_keeps_earlier_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        member_name(dir.path(), Some("n1"), 0).unwrap();
+        std::fs::create_dir(dir.path().join("db")).unwrap();
+        std::fs::write(dir.path().join("db/data"), b"x").unwrap();
+        write_commitment(dir.path(), Some(&proposal(&["n1"], None))).unwrap();
+        let first = archive(dir.path(), 7).unwrap();
+        assert_eq!(std::fs::read(first.join("db/data")).unwrap(), b"x");
+        assert!(first.join(FOUNDING_FILE).exists());
+        assert!(!dir.path().join("db").exists());
+        assert_eq!(member_name(dir.path(), None, 0).unwrap(), "n1");
+        std::fs::create_dir(dir.path().join("db")).unwrap();
+        let second = archive(dir.path(), 7).unwrap();
+        assert_ne!(first, second);
+        assert!(first.join("db/data").exists());
+        assert!(second.join("db").exists());
+    }
+}

@@ -1,0 +1,479 @@
+//! A self-managed member: gossip finds the other nodes and `core::manager`
+//! decides when to found, join, restart, promote and remove; this module
+//! carries its commands out and feeds the results, gossip events and the
+//! server's status back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2d_core::manager::{
+    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Manager,
+    ManagerConfig, ServerStatus,
+};
+use e2d_core::swim::{MemberView, NodeMeta};
+use e2d_proto::peer::MemberAttributes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::start::{open_backend, start_node, Membership, NodeSettings};
+use super::status_board::StatusBoard;
+use super::{
+    checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, shutdown_signal,
+    ClientPort, NodeRoutes, RunError, Stopped,
+};
+use crate::cli::RunArgs;
+use crate::gossip::{Gossip, GossipConfig};
+use crate::server::{Identity, InitialMember, Node};
+use crate::storage::FjallBackend;
+
+/// How often the running server's view of its cluster goes to the manager.
+const SERVER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause before the manager tries a failed command again.
+const RETRY_INTERVAL_MS: u64 = 2_000;
+/// How long gossip may find nobody before the log says what it waits for
+/// (and again every this long).
+const ALONE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
+pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
+    let settings = node_settings(&args, &name);
+    let config = ManagerConfig {
+        name: name.clone(),
+        client_url: settings.client_url.clone(),
+        peer_url: settings.peer_url.clone(),
+        required_cluster_size: args.required_cluster_size,
+        health_check_interval_ms: args.health_check_interval,
+        health_check_timeout_ms: args.health_check_timeout,
+        snapshots_configured: false,
+        retry_interval_ms: RETRY_INTERVAL_MS,
+    };
+    config
+        .validate()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if args.required_cluster_size > 1 && args.bootstrap_addrs.is_empty() {
+        return Err(RunError::Config(format!(
+            "--required-cluster-size {} needs --bootstrap-addrs: the gossip addresses (host or host:port) \
+             of one or more of the other nodes, so this node can find them",
+            args.required_cluster_size
+        )));
+    }
+    let backend = open_backend(&args.data_dir)?;
+    let data_dir_state = data_dir_state(&backend, &args)?;
+    let board = StatusBoard::new(name.clone(), args.required_cluster_size);
+    let mut port = ClientPort::open(&args, board.clone()).await?;
+    let gossiping = args.required_cluster_size > 1 || !args.bootstrap_addrs.is_empty();
+    let (gossip, mut gossip_events) = if gossiping {
+        let (gossip, events) = start_gossip(&args, &settings).await?;
+        (Some(gossip), Some(events))
+    } else {
+        (None, None)
+    };
+    let origin = Instant::now();
+    let manager = Manager::new(config, data_dir_state, 0);
+    let mut agent = Agent {
+        manager,
+        origin,
+        settings,
+        token: args.initial_cluster_token.clone(),
+        backend: Some(backend),
+        node: None,
+        removed: false,
+        gossip: gossip.clone(),
+        board: board.clone(),
+        routes: port.routes.clone(),
+        joined_cluster_id: 0,
+        seeds: args.bootstrap_addrs.join(","),
+    };
+    let stopped = agent.run(&mut port, gossip_events.as_mut()).await;
+    port.close().await;
+    if let Some(node) = &agent.node {
+        checkpoint_leases_before_exit(node).await;
+    }
+    if let Some(gossip) = &gossip {
+        gossip.leave().await;
+    }
+    let stopped = stopped?;
+    tracing::info!("stopped");
+    Ok(stopped)
+}
+
+/// What the data dir holds, as the manager needs to know it.
+fn data_dir_state(backend: &FjallBackend, args: &RunArgs) -> Result<DataDir, RunError> {
+    let founders = data_dir::read_commitment(&args.data_dir)?;
+    let ids = Identity::stored_ids(backend).map_err(|e| RunError::Cluster(e.to_string()))?;
+    Ok(match (ids, founders) {
+        (Some((member_id, cluster_id)), founders) => DataDir::Member {
+            cluster_id,
+            member_id,
+            founders,
+        },
+        (None, Some(proposal)) => DataDir::Committed(proposal),
+        (None, None) => DataDir::Empty,
+    })
+}
+
+async fn start_gossip(
+    args: &RunArgs,
+    settings: &NodeSettings,
+) -> Result<(Arc<Gossip>, mpsc::Receiver<MemberView>), RunError> {
+    let advertise_ip = if args.gossip_addr.ip().is_unspecified() {
+        args.host.parse().map_err(|_| RunError::GossipHost {
+            host: args.host.clone(),
+        })?
+    } else {
+        args.gossip_addr.ip()
+    };
+    let seeds: Vec<SocketAddr> =
+        seeds::resolve_seeds(&args.bootstrap_addrs, args.gossip_addr.port())
+            .await
+            .into_iter()
+            .filter(|seed| *seed != SocketAddr::new(advertise_ip, args.gossip_addr.port()))
+            .collect();
+    let meta = NodeMeta {
+        name: settings.name.clone(),
+        client_url: settings.client_url.clone(),
+        peer_url: settings.peer_url.clone(),
+        ..NodeMeta::default()
+    };
+    let config = GossipConfig {
+        bind: args.gossip_addr,
+        advertise_ip,
+        seeds,
+        swim: e2d_core::swim::Config::lan(),
+        rng_seed: seeds::node_seed(),
+    };
+    let (gossip, events) =
+        Gossip::start(config, meta)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr: args.gossip_addr,
+                what: "gossip",
+                flag: "--gossip-addr",
+                source,
+            })?;
+    tracing::info!(gossip_addr = %gossip.local_addr, "gossiping");
+    Ok((Arc::new(gossip), events))
+}
+
+struct Agent {
+    manager: Manager,
+    origin: Instant,
+    settings: NodeSettings,
+    token: String,
+    /// The open database, until the server takes it.
+    backend: Option<FjallBackend>,
+    node: Option<Arc<Node>>,
+    /// The server has reported this member's removal.
+    removed: bool,
+    gossip: Option<Arc<Gossip>>,
+    board: Arc<StatusBoard>,
+    routes: NodeRoutes,
+    /// The cluster a learner was added to, for the start that follows.
+    joined_cluster_id: u64,
+    /// `--bootstrap-addrs`, for the log.
+    seeds: String,
+}
+
+impl Agent {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(
+        &mut self,
+        port: &mut ClientPort,
+        mut gossip_events: Option<&mut mpsc::Receiver<MemberView>>,
+    ) -> Result<Stopped, RunError> {
+        let mut status_tick = tokio::time::interval(SERVER_STATUS_INTERVAL);
+        let mut alone_check = tokio::time::interval_at(
+            Instant::now() + ALONE_WARNING_INTERVAL,
+            ALONE_WARNING_INTERVAL,
+        );
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            if let Some(stopped) = self.drain().await {
+                return Ok(stopped);
+            }
+            let wake_at = match self.manager.poll_timeout() {
+                Some(ms) => self.origin + Duration::from_millis(ms),
+                None => Instant::now() + Duration::from_secs(3600),
+            };
+            let removal = {
+                let node = self.node.clone().filter(|_| !self.removed);
+                async move {
+                    match node {
+                        Some(node) => node.wait_removed().await,
+                        None => std::future::pending().await,
+                    }
+                }
+            };
+            let gossip_event = async {
+                match gossip_events.as_mut() {
+                    Some(events) => events.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut signal => return Ok(Stopped::Shutdown),
+                e = port.failed() => return Err(e),
+                Some(member) = gossip_event => {
+                    tracing::info!(
+                        member = %member.name,
+                        addr = %member.addr,
+                        liveness = ?member.liveness,
+                        status = ?member.meta.status,
+                        "gossip member changed"
+                    );
+                    self.board.gossip_changed(member.clone());
+                    let now_ms = self.now_ms();
+                    self.manager.handle_gossip(member, now_ms);
+                }
+                _ = tokio::time::sleep_until(wake_at) => {
+                    let now_ms = self.now_ms();
+                    self.manager.handle_timeout(now_ms);
+                }
+                _ = status_tick.tick() => {
+                    if let Some(node) = self.node.clone().filter(|_| !self.removed) {
+                        let status = server_status(&node).await;
+                        let now_ms = self.now_ms();
+                        self.manager.handle_server_status(status, now_ms);
+                    }
+                }
+                () = removal => {
+                    tracing::warn!("the cluster removed this member");
+                    self.removed = true;
+                    let now_ms = self.now_ms();
+                    self.manager.handle_server_removed(now_ms);
+                }
+                _ = alone_check.tick() => {
+                    if self.gossip.is_some() && self.board.alive_peers() == 0 {
+                        tracing::warn!(
+                            seeds = %self.seeds,
+                            "no other node has answered on gossip yet; still trying the bootstrap addresses (check that they run e2d and that UDP and TCP reach their gossip port)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the manager's commands until it has none; returns how
+    /// `run` ends if a command ends it.
+    async fn drain(&mut self) -> Option<Stopped> {
+        loop {
+            while let Some(Event::Waiting(reason)) = self.manager.poll_event() {
+                if !reason.is_empty() {
+                    tracing::info!("{reason}");
+                }
+                self.board.set_waiting(&reason);
+            }
+            let command = self.manager.poll_command()?;
+            if let Command::ArchiveDataDir { .. } = command {
+                return Some(Stopped::Removed);
+            }
+            if let Some((id, result)) = self.execute(command).await {
+                if let CommandResult::Failed(reason) = &result {
+                    tracing::warn!(command = id, "{reason}");
+                }
+                let now_ms = self.now_ms();
+                self.manager.handle_result(id, result, now_ms);
+            }
+        }
+    }
+
+    /// Runs one command; commands that expect an answer return it.
+    async fn execute(&mut self, command: Command) -> Option<(CommandId, CommandResult)> {
+        let name = self.settings.name.clone();
+        let answer =
+            |result: Result<CommandResult, String>| result.unwrap_or_else(CommandResult::Failed);
+        let done = |result: Result<(), String>| answer(result.map(|()| CommandResult::Done));
+        Some(match command {
+            Command::PublishMeta(meta) => {
+                if let Some(gossip) = &self.gossip {
+                    gossip.set_meta(meta).await;
+                }
+                return None;
+            }
+            Command::ReleaseJoinLock { through } => {
+                tokio::spawn(async move {
+                    if let Err(e) = cluster_calls::release_join_lock(&through, &name).await {
+                        tracing::debug!(error = %e, "join lock not released; it lapses on its own");
+                    }
+                });
+                return None;
+            }
+            // The caller stops `run` for this one.
+            Command::ArchiveDataDir { .. } => return None,
+            // No snapshot store yet: nothing to restore from.
+            Command::ListSnapshots { id } => (id, CommandResult::NewestSnapshot(None)),
+            Command::PersistCommitment { id, proposal } => {
+                let written =
+                    data_dir::write_commitment(&self.settings.node.data_dir, proposal.as_ref());
+                (
+                    id,
+                    done(written.map_err(|e| format!("cannot record the founding set: {e}"))),
+                )
+            }
+            Command::RestartFromDataDir { id } => (id, self.start(Membership::Restart).await),
+            Command::StartNewCluster {
+                id,
+                founders,
+                restore,
+            } => (id, self.found(&founders, restore).await),
+            Command::AcquireJoinLock { id, through } => (
+                id,
+                done(cluster_calls::acquire_join_lock(&through, &name).await),
+            ),
+            Command::FetchMembers { id, through } => {
+                let members = cluster_calls::members(&through).await;
+                (id, answer(members.map(|(_, m)| CommandResult::Members(m))))
+            }
+            Command::AddLearner { id, through } => {
+                let added = cluster_calls::add_learner(&through, &self.settings.peer_url).await;
+                let added = added.map(|(cluster_id, members)| {
+                    self.joined_cluster_id = cluster_id;
+                    CommandResult::Members(members)
+                });
+                (id, answer(added))
+            }
+            Command::StartJoined { id, members } => (id, self.join(&members).await),
+            Command::RemoveMember {
+                id,
+                member_id,
+                name,
+                reason,
+                through,
+                expected,
+            } => {
+                tracing::debug!(member = format!("{member_id:x}"), %name, ?reason, "removing member");
+                let through = self.through_local(through);
+                (
+                    id,
+                    done(cluster_calls::remove_member(&through, member_id, &expected).await),
+                )
+            }
+            Command::PromoteMember {
+                id,
+                member_id,
+                expected,
+            } => {
+                let through = self.through_local(Vec::new());
+                (
+                    id,
+                    done(cluster_calls::promote_member(&through, member_id, &expected).await),
+                )
+            }
+        })
+    }
+
+    /// `through`, or this member's own client URL when it is empty.
+    fn through_local(&self, through: Vec<String>) -> Vec<String> {
+        if through.is_empty() {
+            vec![self.settings.client_url.clone()]
+        } else {
+            through
+        }
+    }
+
+    async fn found(&mut self, founders: &[Founder], restore: Option<String>) -> CommandResult {
+        if let Some(snapshot) = restore {
+            return CommandResult::Failed(format!(
+                "cannot restore {snapshot}: no snapshot store is configured"
+            ));
+        }
+        let members = founders
+            .iter()
+            .map(|f| InitialMember::new(&f.name, &f.peer_url, &self.token))
+            .collect();
+        self.start(Membership::Found {
+            members,
+            token: self.token.clone(),
+        })
+        .await
+    }
+
+    async fn join(&mut self, members: &[ClusterMember]) -> CommandResult {
+        let Some(me) = members
+            .iter()
+            .find(|m| m.peer_url == self.settings.peer_url)
+        else {
+            return CommandResult::Failed(format!(
+                "the cluster's member list has no member with peer URL {}",
+                self.settings.peer_url
+            ));
+        };
+        if let Err(e) = data_dir::write_commitment(&self.settings.node.data_dir, None) {
+            return CommandResult::Failed(format!("cannot clear the founding record: {e}"));
+        }
+        let membership = Membership::Joined {
+            member_id: me.id,
+            cluster_id: self.joined_cluster_id,
+            members: members
+                .iter()
+                .map(|m| MemberAttributes {
+                    member_id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: vec![m.peer_url.clone()],
+                    client_urls: Vec::new(),
+                    is_learner: m.is_learner,
+                })
+                .collect(),
+        };
+        self.start(membership).await
+    }
+
+    async fn start(&mut self, membership: Membership) -> CommandResult {
+        if let Some(node) = &self.node {
+            // Started before; the answer was what got lost.
+            return CommandResult::Started {
+                cluster_id: node.identity.cluster_id,
+            };
+        }
+        let backend = match self.backend.take() {
+            Some(backend) => backend,
+            None => match open_backend(&self.settings.node.data_dir) {
+                Ok(backend) => backend,
+                Err(e) => return CommandResult::Failed(e.to_string()),
+            },
+        };
+        match start_node(&self.settings, backend, membership).await {
+            Ok(node) => {
+                let cluster_id = node.identity.cluster_id;
+                self.routes.serve_node(&node);
+                self.node = Some(node);
+                CommandResult::Started { cluster_id }
+            }
+            Err(e) => CommandResult::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The running server's view of its cluster.
+async fn server_status(node: &Node) -> ServerStatus {
+    let raft = node.raft_status();
+    let members = node.read().members().unwrap_or_default();
+    let view = if raft.is_leader {
+        node.membership_view().await.ok()
+    } else {
+        None
+    };
+    ServerStatus {
+        cluster_id: node.identity.cluster_id,
+        member_id: node.identity.member_id,
+        leader_id: raft.leader_id,
+        members: members
+            .into_iter()
+            .map(|m| ClusterMember {
+                caught_up: m.is_learner
+                    && view
+                        .as_ref()
+                        .is_some_and(|v| crate::grpc::learner_ready(v, m.member_id)),
+                id: m.member_id,
+                name: m.name,
+                peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+                is_learner: m.is_learner,
+            })
+            .collect(),
+    }
+}

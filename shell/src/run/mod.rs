@@ -1,0 +1,217 @@
+//! `e2d run`: serve the client port, start the member (at once for a
+//! static cluster, when the manager decides for a managed one), and serve
+//! until a signal says stop or the cluster removes the member.
+
+mod client_port;
+mod cluster_calls;
+mod data_dir;
+mod managed;
+mod seeds;
+mod start;
+mod static_members;
+mod status_board;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cli::RunArgs;
+use crate::server::{Node, NodeConfig};
+use client_port::ClientRoutes;
+use start::NodeSettings;
+use status_board::StatusBoard;
+
+pub use data_dir::archive;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why `e2d run` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot use data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database in {path}: {reason} (is another e2d using this data dir?)")]
+    Database { path: String, reason: String },
+    #[error("cannot listen on {addr} for {what}: {source} (is another process using the port? pass another address with {flag})")]
+    Listen {
+        addr: std::net::SocketAddr,
+        what: &'static str,
+        flag: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Cluster(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("--name {name:?} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    Name { name: String },
+    #[error("--host {host:?} is not an IP address; gossip advertises an IP (pass --host with this node's address)")]
+    GossipHost { host: String },
+    #[error("serving clients failed: {0}")]
+    Serve(String),
+}
+
+/// How `e2d run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A signal asked it to stop.
+    Shutdown,
+    /// The cluster removed this managed member: move its data dir aside
+    /// and run again, to join as a new member.
+    Removed,
+}
+
+pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| RunError::DataDir {
+        path: args.data_dir.display().to_string(),
+        source,
+    })?;
+    let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), seeds::node_seed())?;
+    let is_static = args.initial_cluster.is_some() || args.initial_cluster_state == "existing";
+    if is_static {
+        if args.required_cluster_size != 1 || !args.bootstrap_addrs.is_empty() {
+            return Err(RunError::Config(
+                "--initial-cluster and --initial-cluster-state describe a static cluster; \
+                 --required-cluster-size and --bootstrap-addrs a self-managed one: use one or the other"
+                    .into(),
+            ));
+        }
+        static_members::run(args, name).await
+    } else {
+        managed::run(args, name).await
+    }
+}
+
+fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
+    NodeSettings {
+        name: name.to_string(),
+        peer_url: args.advertised_url(args.peer_addr),
+        client_url: args.advertised_url(args.client_addr),
+        peer_addr: args.peer_addr,
+        snapshot_count: args.snapshot_count,
+        node: NodeConfig {
+            data_dir: args.data_dir.clone(),
+            quota_backend_bytes: args.quota_backend_bytes,
+            max_request_bytes: args.max_request_bytes,
+            progress_notify_interval_ms: args.watch_progress_notify_interval,
+        },
+    }
+}
+
+/// What the client port serves: the status board, and the etcd API once
+/// the node runs.
+#[derive(Clone)]
+struct NodeRoutes {
+    routes: ClientRoutes,
+    board: Arc<StatusBoard>,
+}
+
+impl NodeRoutes {
+    /// Serves the etcd API of `node` from now on.
+    fn serve_node(&self, node: &Arc<Node>) {
+        self.board.set_node(Some(node.clone()), "running");
+        self.routes
+            .replace(client_port::node_routes(node.clone(), self.board.routes()));
+    }
+}
+
+/// The client port, served from the start of `run` to its end.
+struct ClientPort {
+    routes: NodeRoutes,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<Result<(), RunError>>,
+}
+
+impl ClientPort {
+    /// Binds the client port; until [`NodeRoutes::serve_node`] it answers
+    /// `/e2d/status` and "not started".
+    async fn open(args: &RunArgs, board: Arc<StatusBoard>) -> Result<Self, RunError> {
+        let listener = listen(args.client_addr, "clients", "--client-addr").await?;
+        let routes = ClientRoutes::new(client_port::waiting_routes(board.routes()));
+        let (stop, mut stopped) = watch::channel(false);
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let serving = tokio::spawn(client_port::serve(listener, routes.clone(), shutdown));
+        tracing::info!(
+            client_url = %args.advertised_url(args.client_addr),
+            "serving clients on {}",
+            args.client_addr
+        );
+        Ok(Self {
+            routes: NodeRoutes { routes, board },
+            stop,
+            serving,
+        })
+    }
+
+    /// Resolves if serving stops on its own (an error).
+    async fn failed(&mut self) -> RunError {
+        match (&mut self.serving).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => RunError::Serve("the client listener stopped".into()),
+            Err(e) => RunError::Serve(e.to_string()),
+        }
+    }
+
+    /// Stops serving: in-flight requests get a grace period, then open
+    /// streams (watches, keep-alives, which never end on their own) close.
+    async fn close(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serving)
+            .await
+            .is_err()
+        {
+            tracing::info!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+            self.serving.abort();
+        }
+    }
+}
+
+/// The leader records every lease's remaining time, so a restart resumes it.
+async fn checkpoint_leases_before_exit(node: &Node) {
+    use e2d_proto::peer::{proposal::Op, LeaseCheckpoint, LeaseRemaining};
+    if !node.raft_status().is_leader {
+        return;
+    }
+    let leases = node
+        .read()
+        .lease_remaining(node.clock.now_ms())
+        .into_iter()
+        .map(|(id, remaining_ms)| LeaseRemaining { id, remaining_ms })
+        .collect();
+    let _ = node
+        .propose(Op::LeaseCheckpoint(LeaseCheckpoint { leases }))
+        .await;
+}
+
+async fn listen(
+    addr: std::net::SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr,
+            what,
+            flag,
+            source,
+        })
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

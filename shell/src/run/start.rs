@@ -1,0 +1,243 @@
+//! Starting the replicated server on an open data dir: founding a new
+//! cluster, joining a running one, or restarting from the member state
+//! the data dir holds. The peer port is served from here on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use e2d_core::storage::{read_meta_u64, Backend};
+use e2d_core::StateMachine;
+use e2d_proto::peer::peer_server::PeerServer;
+use e2d_proto::peer::MemberAttributes;
+use tokio::net::TcpListener;
+
+use super::{listen, RunError};
+use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
+use crate::server::node::META_APPLIED_INDEX;
+use crate::server::{spawn_duties, Clock, Identity, InitialMember, Node, NodeConfig};
+use crate::storage::FjallBackend;
+
+/// Largest message between members: a raft append of up to 1 MiB of
+/// entries plus framing.
+const PEER_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Entries kept after a log compaction, for followers slightly behind
+/// (etcd keeps as many).
+const LOG_ENTRIES_RETAINED_MAX: u64 = 5_000;
+
+/// What a member needs to know of itself to start.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+    pub peer_addr: SocketAddr,
+    pub snapshot_count: u64,
+    pub node: NodeConfig,
+}
+
+/// How the member comes to belong to its cluster.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// A founding member of a new cluster of `members`; ids derive from
+    /// their names, URLs and `token` (a data dir that already has ids keeps
+    /// them).
+    Found {
+        members: Vec<InitialMember>,
+        token: String,
+    },
+    /// Member `member_id`, added to running cluster `cluster_id` whose
+    /// members are `members`.
+    Joined {
+        member_id: u64,
+        cluster_id: u64,
+        members: Vec<MemberAttributes>,
+    },
+    /// The member state in the data dir.
+    Restart,
+}
+
+/// The database directory inside a data dir.
+pub fn database_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// Opens (creating) the database in `data_dir`.
+pub fn open_backend(data_dir: &Path) -> Result<FjallBackend, RunError> {
+    let db_dir = database_dir(data_dir);
+    std::fs::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    FjallBackend::open(&db_dir).map_err(|e| database_error(data_dir, e.into()))
+}
+
+fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
+    RunError::Database {
+        path: database_dir(data_dir).display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Starts raft, the state machine and the peer port; the caller serves
+/// clients with the returned node.
+pub async fn start_node(
+    settings: &NodeSettings,
+    mut backend: FjallBackend,
+    membership: Membership,
+) -> Result<Arc<Node>, RunError> {
+    let data_dir = &settings.node.data_dir;
+    let database_error = |e: e2d_core::Error| database_error(data_dir, e);
+    let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
+    let name = settings.name.clone();
+    let peer_url = settings.peer_url.clone();
+    let client_urls = vec![settings.client_url.clone()];
+    let mut peers: Vec<(u64, String)> = Vec::new();
+    let (identity, bootstrap) = match membership {
+        Membership::Found { members, token } => {
+            let (identity, _) =
+                Identity::load_or_create(&mut backend, name, members, &token, client_urls)
+                    .map_err(cluster_error)?;
+            peers.extend(
+                identity
+                    .initial_members
+                    .iter()
+                    .map(|m| (m.id, m.peer_url.clone())),
+            );
+            let members = identity
+                .initial_members
+                .iter()
+                .map(|m| MemberAttributes {
+                    member_id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: vec![m.peer_url.clone()],
+                    client_urls: Vec::new(),
+                    is_learner: false,
+                })
+                .collect();
+            let voters = identity.initial_members.iter().map(|m| m.id).collect();
+            (identity, Bootstrap::Found { voters, members })
+        }
+        Membership::Joined {
+            member_id,
+            cluster_id,
+            members,
+        } => {
+            peers.extend(
+                members
+                    .iter()
+                    .filter_map(|m| Some((m.member_id, m.peer_urls.first()?.clone()))),
+            );
+            let (learners, voters): (Vec<_>, Vec<_>) = members.iter().partition(|m| m.is_learner);
+            let bootstrap = Bootstrap::Join {
+                voters: voters.iter().map(|m| m.member_id).collect(),
+                learners: learners.iter().map(|m| m.member_id).collect(),
+            };
+            let identity = Identity::adopt(
+                &mut backend,
+                name,
+                (member_id, cluster_id),
+                peer_url,
+                client_urls,
+                Vec::new(),
+            )
+            .map_err(cluster_error)?;
+            (identity, bootstrap)
+        }
+        Membership::Restart => {
+            let ids = Identity::stored_ids(&backend)
+                .map_err(cluster_error)?
+                .ok_or_else(|| {
+                    RunError::Cluster(format!(
+                        "the data dir {} holds no member state to restart from",
+                        data_dir.display()
+                    ))
+                })?;
+            let identity =
+                Identity::adopt(&mut backend, name, ids, peer_url, client_urls, Vec::new())
+                    .map_err(cluster_error)?;
+            // The raft log exists: the bootstrap goes unused.
+            let bootstrap = Bootstrap::Join {
+                voters: Vec::new(),
+                learners: Vec::new(),
+            };
+            (identity, bootstrap)
+        }
+    };
+    let applied_index = read_meta_u64(&backend, META_APPLIED_INDEX)
+        .map_err(|e| database_error(e.into()))?
+        .unwrap_or(0);
+    let clock = Clock::start();
+    let mut state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
+    // Routes to peers: the replicated member list, plus the founders or the
+    // members a joining member learned of.
+    peers.extend(
+        state
+            .members()
+            .map_err(database_error)?
+            .into_iter()
+            .filter_map(|m| Some((m.member_id, m.peer_urls.first()?.clone()))),
+    );
+    peers.retain(|(id, _)| *id != identity.member_id);
+    peers.sort();
+    peers.dedup_by_key(|(id, _)| *id);
+    let transport = Transport::start(identity.cluster_id, &peers);
+    let (raft, driver) = spawn_driver(
+        identity.member_id,
+        bootstrap,
+        state.backend_mut(),
+        applied_index,
+        transport,
+        LogLimits {
+            compact_after_entries: settings.snapshot_count,
+            retained_entries: (settings.snapshot_count / 2).min(LOG_ENTRIES_RETAINED_MAX),
+        },
+    )
+    .map_err(database_error)?;
+    state
+        .backend_mut()
+        .commit(true)
+        .map_err(|e| database_error(e.into()))?;
+    tracing::info!(
+        name = %identity.name,
+        member_id = format!("{:x}", identity.member_id),
+        cluster_id = format!("{:x}", identity.cluster_id),
+        peers = peers.len(),
+        revision = state.current_revision(),
+        data_dir = %data_dir.display(),
+        "opened data dir"
+    );
+    let lease_id_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        << 8;
+    let peer_listener = listen(settings.peer_addr, "peers", "--peer-addr").await?;
+    let node = Arc::new(Node::new(
+        identity,
+        settings.node.clone(),
+        clock,
+        state,
+        raft,
+        applied_index,
+        lease_id_seed,
+    ));
+    driver.run(node.clone());
+    spawn_duties(node.clone());
+    tokio::spawn(serve_peers(node.clone(), peer_listener));
+    tracing::info!(peer_url = %settings.peer_url, "serving peers on {}", settings.peer_addr);
+    Ok(node)
+}
+
+async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service =
+        PeerServer::new(PeerService::new(node)).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        tracing::error!(error = %e, "peer listener stopped");
+    }
+}

@@ -1,0 +1,173 @@
+//! What this node knows for `e2d status`: kept up to date by `run`, read at
+//! `/e2d/status` on the client port.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use e2d_core::swim::{Liveness, MemberView, NodeStatus};
+
+use crate::server::Node;
+use crate::status::{GossipReport, MemberReport, StatusReport, STATUS_PATH};
+
+/// Most gossip nodes the board keeps (as the manager's view).
+const GOSSIP_NODES_MAX: usize = e2d_core::manager::VIEW_MEMBERS_MAX;
+
+pub struct StatusBoard {
+    name: String,
+    required_cluster_size: usize,
+    inner: Mutex<Board>,
+}
+
+#[derive(Default)]
+struct Board {
+    state: &'static str,
+    waiting: String,
+    node: Option<Arc<Node>>,
+    gossip: BTreeMap<String, MemberView>,
+}
+
+fn hex(id: u64) -> String {
+    if id == 0 {
+        String::new()
+    } else {
+        format!("{id:x}")
+    }
+}
+
+fn liveness_name(liveness: Liveness) -> &'static str {
+    match liveness {
+        Liveness::Alive => "alive",
+        Liveness::Suspect => "suspect",
+        Liveness::Dead => "dead",
+        Liveness::Left => "left",
+    }
+}
+
+fn status_name(status: NodeStatus) -> &'static str {
+    match status {
+        NodeStatus::Unknown => "unknown",
+        NodeStatus::Pending => "pending",
+        NodeStatus::Running => "running",
+    }
+}
+
+impl StatusBoard {
+    pub fn new(name: String, required_cluster_size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            required_cluster_size,
+            inner: Mutex::new(Board {
+                state: "pending",
+                ..Board::default()
+            }),
+        })
+    }
+
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_waiting(&self, waiting: &str) {
+        waiting.clone_into(&mut self.board().waiting);
+    }
+
+    /// The server runs as `node`, or (with `None`) no longer runs.
+    pub fn set_node(&self, node: Option<Arc<Node>>, state: &'static str) {
+        let mut board = self.board();
+        board.node = node;
+        board.state = state;
+    }
+
+    /// Another node's gossip state changed.
+    pub fn gossip_changed(&self, member: MemberView) {
+        let mut board = self.board();
+        if member.name == self.name {
+            return;
+        }
+        if board.gossip.len() < GOSSIP_NODES_MAX || board.gossip.contains_key(&member.name) {
+            board.gossip.insert(member.name.clone(), member);
+        }
+    }
+
+    /// Gossip nodes Alive in view, other than this one.
+    pub fn alive_peers(&self) -> usize {
+        self.board()
+            .gossip
+            .values()
+            .filter(|m| m.liveness == Liveness::Alive)
+            .count()
+    }
+
+    pub fn report(&self) -> StatusReport {
+        let board = self.board();
+        let mut report = StatusReport {
+            name: self.name.clone(),
+            required_cluster_size: self.required_cluster_size,
+            state: board.state.to_string(),
+            waiting_for: board.waiting.clone(),
+            gossip: board
+                .gossip
+                .values()
+                .map(|m| GossipReport {
+                    name: m.name.clone(),
+                    addr: m.addr.to_string(),
+                    liveness: liveness_name(m.liveness).into(),
+                    status: status_name(m.meta.status).into(),
+                    cluster_id: hex(m.meta.cluster_id),
+                })
+                .collect(),
+            ..StatusReport::default()
+        };
+        let Some(node) = &board.node else {
+            return report;
+        };
+        let raft = node.raft_status();
+        report.cluster_id = hex(node.identity.cluster_id);
+        report.member_id = hex(node.identity.member_id);
+        report.leader_id = hex(raft.leader_id);
+        report.raft_term = raft.term;
+        report.raft_index = raft.commit_index;
+        let state = node.read();
+        report.revision = state.current_revision();
+        report.members = state
+            .members()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| MemberReport {
+                id: hex(m.member_id),
+                gossip: if m.member_id == node.identity.member_id {
+                    "self".into()
+                } else {
+                    board
+                        .gossip
+                        .get(&m.name)
+                        .map_or("unknown", |g| liveness_name(g.liveness))
+                        .into()
+                },
+                is_leader: m.member_id == raft.leader_id,
+                name: m.name,
+                peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+                client_url: m.client_urls.first().cloned().unwrap_or_default(),
+                is_learner: m.is_learner,
+            })
+            .collect();
+        report
+    }
+
+    /// The `/e2d/status` route.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(STATUS_PATH, get(serve_status))
+            .with_state(self.clone())
+    }
+}
+
+async fn serve_status(State(board): State<Arc<StatusBoard>>) -> impl IntoResponse {
+    let body = serde_json::to_string(&board.report()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}

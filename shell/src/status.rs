@@ -1,0 +1,251 @@
+//! `e2d status`: the cluster as one node sees it, fetched from that node's
+//! `/e2d/status` endpoint on its client port and shown as a table or JSON.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The path a node serves its status on.
+pub const STATUS_PATH: &str = "/e2d/status";
+/// Largest status answer read.
+const STATUS_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// What a node reports at [`STATUS_PATH`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub name: String,
+    pub required_cluster_size: usize,
+    /// `pending`, `running` or `removed`.
+    pub state: String,
+    /// What the node waits for; empty when nothing.
+    pub waiting_for: String,
+    /// Hex ids; empty before the server runs.
+    pub cluster_id: String,
+    pub member_id: String,
+    pub leader_id: String,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub revision: i64,
+    pub members: Vec<MemberReport>,
+    pub gossip: Vec<GossipReport>,
+    /// The newest snapshot taken, when a snapshot store is configured.
+    pub last_snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub id: String,
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+    pub is_learner: bool,
+    pub is_leader: bool,
+    /// The member's liveness in this node's gossip view (`alive`,
+    /// `suspect`, `dead`, `left`), `self`, or `unknown`.
+    pub gossip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GossipReport {
+    pub name: String,
+    pub addr: String,
+    pub liveness: String,
+    /// `unknown`, `pending` or `running`.
+    pub status: String,
+    pub cluster_id: String,
+}
+
+/// Fetches the status of the node whose client API is at `endpoint`
+/// (`host:port` or `http://host:port`).
+pub fn fetch(endpoint: &str, timeout: Duration) -> Result<StatusReport, String> {
+    let authority = endpoint
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    if authority.starts_with("https://") {
+        return Err(format!("{endpoint}: TLS endpoints are not supported by e2d status yet; use the plain client address"));
+    }
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{endpoint}: not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{endpoint}: the name resolves to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot reach {endpoint}: {e} (is e2d running there?)"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let request = format!(
+        "GET {STATUS_PATH} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(STATUS_BYTES_MAX)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("{endpoint}: no complete answer: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{endpoint}: not an HTTP answer"))?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.contains(" 200 ") {
+        return Err(format!(
+            "{endpoint} answered {status_line:?}: is it an e2d client port?"
+        ));
+    }
+    serde_json::from_str(body)
+        .map_err(|e| format!("{endpoint}: the status is not what e2d reports ({e})"))
+}
+
+/// The report as the table `e2d status` prints.
+pub fn render_table(report: &StatusReport) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
+    line("name", report.name.clone());
+    line("state", report.state.clone());
+    line("waiting for", dash(&report.waiting_for));
+    line("cluster size", report.required_cluster_size.to_string());
+    line("cluster id", dash(&report.cluster_id));
+    line("member id", dash(&report.member_id));
+    line("leader", dash(&report.leader_id));
+    line(
+        "revision",
+        format!(
+            "{} (raft term {}, index {})",
+            report.revision, report.raft_term, report.raft_index
+        ),
+    );
+    line(
+        "last snapshot",
+        report
+            .last_snapshot
+            .clone()
+            .unwrap_or_else(|| "none".into()),
+    );
+    let members: Vec<Vec<String>> = report
+        .members
+        .iter()
+        .map(|m| {
+            let role = match (m.is_leader, m.is_learner) {
+                (true, _) => "leader",
+                (false, true) => "learner",
+                (false, false) => "voter",
+            };
+            vec![
+                m.id.clone(),
+                dash(&m.name),
+                m.peer_url.clone(),
+                dash(&m.client_url),
+                role.into(),
+                m.gossip.clone(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&columns(
+        &["MEMBER", "NAME", "PEER URL", "CLIENT URL", "ROLE", "GOSSIP"],
+        &members,
+    ));
+    let gossip: Vec<Vec<String>> = report
+        .gossip
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.addr.clone(),
+                g.liveness.clone(),
+                g.status.clone(),
+                dash(&g.cluster_id),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&columns(
+        &["GOSSIP NODE", "ADDRESS", "LIVENESS", "STATUS", "CLUSTER"],
+        &gossip,
+    ));
+    out
+}
+
+/// Left-aligned columns, two spaces apart.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_members_and_gossip() {
+        let report = StatusReport {
+            name: "a".into(),
+            required_cluster_size: 3,
+            state: "running".into(),
+            cluster_id: "c1".into(),
+            member_id: "m1".into(),
+            leader_id: "m1".into(),
+            revision: 7,
+            members: vec![MemberReport {
+                id: "m1".into(),
+                name: "a".into(),
+                peer_url: "http://127.0.0.1:2380".into(),
+                client_url: "http://127.0.0.1:2379".into(),
+                is_leader: true,
+                gossip: "self".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = render_table(&report);
+        assert!(table.contains("waiting for   -"), "{table}");
+        assert!(
+            table.contains("m1      a     http://127.0.0.1:2380"),
+            "{table}"
+        );
+        assert!(table.contains("leader  self"), "{table}");
+        assert!(table.contains("GOSSIP NODE"), "{table}");
+        assert!(table.contains("(none)"), "{table}");
+    }
+
+    #[test]
+    fn unreachable_endpoints_say_so() {
+        let error = fetch("127.0.0.1:1", Duration::from_secs(1)).unwrap_err();
+        assert!(error.contains("cannot reach 127.0.0.1:1"), "{error}");
+        let error = fetch("no port", Duration::from_secs(1)).unwrap_err();
+        assert!(error.contains("not a host:port"), "{error}");
+    }
+}
