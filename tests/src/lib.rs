@@ -14,6 +14,8 @@
 //! * [`Server::http_get`] fetches an HTTP path on the client port.
 
 pub mod cluster;
+pub mod gossip_cluster;
+pub mod netns;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -795,13 +797,17 @@ impl HttpResponse {
 
 /// `GET path` over HTTP/1.1 on 127.0.0.1:port, one connection per request.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpResponse> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    http_get_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path)
+}
+
+/// `GET path` over HTTP/1.1 on `addr`, one connection per request.
+pub fn http_get_at(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

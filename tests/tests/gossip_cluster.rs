@@ -1,0 +1,303 @@
+//! Self-bootstrapping, self-healing clusters: every node runs
+//! `e2d run -n N --bootstrap-addrs ...` and the cluster forms, replaces
+//! dead members and takes restarted ones back on its own.
+//!
+//! The tests run one at a time: each starts up to seven processes whose
+//! failure detection works on second scales.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use e2d_tests::gossip_cluster::{GossipCluster, Node, QUICK_HEALTH_CHECKS};
+use e2d_tests::netns::Lab;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Founding: gossip rounds, the settle time, then an election.
+const FORM_TIMEOUT: Duration = Duration::from_secs(40);
+/// Suspicion and death in gossip, the health-check timeout, then a join.
+const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until every running node serves with a leader and lists exactly
+/// the running nodes as voters.
+fn wait_until_whole(cluster: &GossipCluster, what: &str, timeout: Duration) {
+    cluster.wait_until(what, timeout, |c| {
+        c.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_running())
+            .all(|(i, n)| n.is_healthy() && c.has_running_nodes_as_voters(i))
+    });
+}
+
+fn put_keys(cluster: &GossipCluster, via: usize, prefix: &str, count: usize) {
+    for k in 0..count {
+        cluster.put(via, &format!("{prefix}{k:03}"), "v");
+    }
+}
+
+#[test]
+fn three_nodes_started_in_any_order_form_one_cluster() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(3, QUICK_HEALTH_CHECKS);
+    for i in [2, 0, 1] {
+        cluster.start(i);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let members = cluster.members(0).unwrap();
+    assert_eq!(members.len(), 3, "{members:?}");
+    for i in 1..3 {
+        assert_eq!(
+            cluster.members(i).unwrap(),
+            members,
+            "node {i} sees another cluster"
+        );
+    }
+    cluster.put(0, "/greeting", "hello");
+    for i in 0..3 {
+        let got = cluster.nodes[i].etcdctl(&["get", "/greeting", "--print-value-only"]);
+        assert_eq!(got.out().trim(), "hello", "node {i}");
+    }
+    // `e2d status` shows the same cluster, as a table and as JSON.
+    let status = std::process::Command::new(e2d_tests::e2d_bin())
+        .args(["status", "--endpoint", &cluster.nodes[1].endpoint()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    for member in &members {
+        assert!(
+            table.contains(&member.id),
+            "{} missing from:\n{table}",
+            member.id
+        );
+    }
+    assert!(
+        table.contains("leader") && table.contains("self"),
+        "{table}"
+    );
+    let json = std::process::Command::new(e2d_tests::e2d_bin())
+        .args([
+            "status",
+            "--json",
+            "--endpoint",
+            &cluster.nodes[2].endpoint(),
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["state"], "running");
+    assert_eq!(json["members"].as_array().unwrap().len(), 3);
+    assert_eq!(json["gossip"].as_array().unwrap().len(), 2, "{json}");
+}
+
+#[test]
+fn a_killed_member_is_removed_and_a_fresh_node_takes_its_place() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(3, QUICK_HEALTH_CHECKS);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    put_keys(&cluster, 0, "/before/", 30);
+    let dead_id = cluster.nodes[2].member_id().unwrap();
+    cluster.kill9(2);
+    // The others keep serving while the dead member is still listed.
+    put_keys(&cluster, 1, "/during/", 30);
+    cluster.wait_until(
+        "the dead member is removed after the health-check timeout",
+        HEAL_TIMEOUT,
+        |c| {
+            c.members(0)
+                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m.id != dead_id))
+        },
+    );
+    let fresh = cluster.add(Node::new(Ipv4Addr::LOCALHOST));
+    wait_until_whole(
+        &cluster,
+        "a fresh node joins as the third member",
+        HEAL_TIMEOUT,
+    );
+    assert!(cluster.nodes[fresh].member_id().unwrap() != dead_id);
+    put_keys(&cluster, fresh, "/after/", 10);
+    for i in [0, 1, fresh] {
+        for (prefix, count) in [("/before/", 30), ("/during/", 30), ("/after/", 10)] {
+            assert_eq!(
+                cluster.count(i, prefix),
+                Some(count),
+                "{prefix} via node {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_restarted_member_rejoins_as_itself_with_its_data() {
+    let _serial = one_at_a_time();
+    let flags = [
+        "--health-check-interval",
+        "1s",
+        "--health-check-timeout",
+        "5m",
+    ];
+    let mut cluster = GossipCluster::on_loopback(3, &flags);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let members = cluster.members(0).unwrap();
+    let id = cluster.nodes[1].member_id().unwrap();
+    put_keys(&cluster, 1, "/a/", 10);
+    cluster.kill9(1);
+    put_keys(&cluster, 0, "/b/", 10);
+    cluster.start(1);
+    wait_until_whole(&cluster, "the restarted member serves again", FORM_TIMEOUT);
+    assert_eq!(cluster.nodes[1].member_id().unwrap(), id);
+    assert_eq!(cluster.members(1).unwrap(), members);
+    assert_eq!(cluster.count(1, "/a/"), Some(10));
+    assert_eq!(cluster.count(1, "/b/"), Some(10));
+    let log = cluster.nodes[1].log();
+    assert!(
+        !log.contains("moved the removed member's data aside"),
+        "{log}"
+    );
+    assert!(!cluster.nodes[1].data_dir().join("archive").exists());
+}
+
+#[test]
+fn a_new_node_on_a_dead_members_address_replaces_it_at_once() {
+    let _serial = one_at_a_time();
+    // A health check too slow to matter: the replacement alone removes
+    // the old member.
+    let flags = [
+        "--health-check-interval",
+        "1s",
+        "--health-check-timeout",
+        "5m",
+    ];
+    let mut cluster = GossipCluster::on_loopback(3, &flags);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    put_keys(&cluster, 0, "/k/", 20);
+    let old_id = cluster.nodes[2].member_id().unwrap();
+    let old_name = cluster.members(0).unwrap()[2].name.clone();
+    cluster.kill9(2);
+    let fresh = Node::replacing(&cluster.nodes[2]);
+    cluster.nodes[2] = fresh;
+    cluster.start(2);
+    wait_until_whole(
+        &cluster,
+        "the new node takes the dead member's place",
+        HEAL_TIMEOUT,
+    );
+    let members = cluster.members(0).unwrap();
+    assert!(members.iter().all(|m| m.id != old_id), "{members:?}");
+    let new = members
+        .iter()
+        .find(|m| m.peer_url == cluster.nodes[2].peer_url())
+        .unwrap();
+    assert_ne!(new.name, old_name);
+    assert_eq!(cluster.count(2, "/k/"), Some(20));
+}
+
+#[test]
+fn five_nodes_replace_two_failed_members() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(5, QUICK_HEALTH_CHECKS);
+    for i in [4, 3, 2, 1, 0] {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "5 nodes form one cluster", FORM_TIMEOUT);
+    put_keys(&cluster, 0, "/five/", 20);
+    cluster.kill9(3);
+    cluster.kill9(4);
+    cluster.wait_until("both dead members are removed", HEAL_TIMEOUT, |c| {
+        c.members(0).is_some_and(|m| m.len() == 3)
+    });
+    put_keys(&cluster, 1, "/three/", 10);
+    cluster.add(Node::new(Ipv4Addr::LOCALHOST));
+    cluster.add(Node::new(Ipv4Addr::LOCALHOST));
+    wait_until_whole(
+        &cluster,
+        "two fresh nodes fill the cluster again",
+        HEAL_TIMEOUT,
+    );
+    assert_eq!(cluster.members(0).unwrap().len(), 5);
+    for i in [0, 5, 6] {
+        assert_eq!(cluster.count(i, "/five/"), Some(20), "node {i}");
+        assert_eq!(cluster.count(i, "/three/"), Some(10), "node {i}");
+    }
+}
+
+#[test]
+fn a_cut_off_leader_removes_nobody_and_rejoins_after_healing() {
+    let _serial = one_at_a_time();
+    let lab = match Lab::create(3) {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("skipped: network namespaces are not available here ({e})");
+            return;
+        }
+    };
+    let nodes = (0..3)
+        .map(|i| {
+            let mut node = Node::new(lab.host(i).ip);
+            node.netns = Some(lab.host(i).netns.clone());
+            node
+        })
+        .collect();
+    // Removal is quick, but needs a quorum in view: the cut-off side has
+    // none, and the partition heals before the majority's timeout.
+    let flags = [
+        "--health-check-interval",
+        "1s",
+        "--health-check-timeout",
+        "40s",
+    ];
+    let mut cluster = GossipCluster::new(3, nodes, &flags);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let members = cluster.members(0).unwrap();
+    let leader = (0..3)
+        .find(|&i| {
+            let status = cluster.nodes[i].status().unwrap();
+            status["leader_id"] == status["member_id"]
+        })
+        .expect("a node leads");
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    lab.cut(leader);
+    // The majority elects a new leader and keeps serving.
+    put_keys(&cluster, a, "/split/", 10);
+    cluster.wait_until(
+        "gossip on the majority side sees the cut node dead",
+        HEAL_TIMEOUT,
+        |c| {
+            c.nodes[a].status().is_some_and(|s| {
+                s["gossip"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g["liveness"] == "dead")
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.members(a).unwrap(), members, "membership changed");
+    lab.heal(leader);
+    wait_until_whole(&cluster, "the cut-off node rejoins", HEAL_TIMEOUT);
+    assert_eq!(cluster.members(leader).unwrap(), members);
+    assert_eq!(cluster.count(leader, "/split/"), Some(10));
+    assert_eq!(cluster.count(b, "/split/"), Some(10));
+    let log = cluster.nodes[leader].log();
+    assert!(!log.contains("removing member"), "{log}");
+}
