@@ -301,3 +301,77 @@ fn a_cut_off_leader_removes_nobody_and_rejoins_after_healing() {
     let log = cluster.nodes[leader].log();
     assert!(!log.contains("removing member"), "{log}");
 }
+
+#[test]
+fn bad_sizes_and_missing_seeds_are_refused_before_the_data_dir_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["-n", "2", "--bootstrap-addrs", "127.0.0.1"],
+            "use an odd number from 1 to 9",
+        ),
+        (
+            &["-n", "11", "--bootstrap-addrs", "127.0.0.1"],
+            "use an odd number from 1 to 9",
+        ),
+        (
+            &["-n", "3"],
+            "--required-cluster-size 3 needs --bootstrap-addrs",
+        ),
+        (
+            &[
+                "--health-check-interval",
+                "1m",
+                "--health-check-timeout",
+                "10s",
+            ],
+            "--health-check-timeout (10000 ms) must be at least --health-check-interval (60000 ms)",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = std::process::Command::new(e2d_tests::e2d_bin())
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!data_dir.exists(), "{args:?} touched the data dir");
+    }
+}
+
+#[test]
+fn a_node_waiting_for_its_peers_says_what_it_waits_for() {
+    let _serial = one_at_a_time();
+    // Two seeds nobody answers on.
+    let mut cluster = GossipCluster::new(
+        3,
+        (0..3).map(|_| Node::new(Ipv4Addr::LOCALHOST)).collect(),
+        QUICK_HEALTH_CHECKS,
+    );
+    cluster.start(0);
+    cluster.wait_until("the node reports that it waits", FORM_TIMEOUT, |c| {
+        c.nodes[0].status().is_some_and(|s| {
+            s["state"] == "pending"
+                && s["waiting_for"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("1 of 3 nodes are pending"))
+        })
+    });
+    let health = e2d_tests::http_get(cluster.nodes[0].client_port, "/health").unwrap();
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("NOT STARTED"), "{}", health.body);
+    cluster.nodes[0]
+        .etcdctl(&["put", "k", "v", "--command-timeout=2s"])
+        .fails_with("has not started yet");
+    let table = std::process::Command::new(e2d_tests::e2d_bin())
+        .args(["status", "--endpoint", &cluster.nodes[0].endpoint()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("state         pending"), "{table}");
+}

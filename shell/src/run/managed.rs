@@ -35,10 +35,10 @@ const RETRY_INTERVAL_MS: u64 = 2_000;
 /// (and again every this long).
 const ALONE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 
-pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
-    let settings = node_settings(&args, &name);
+/// The manager's settings from the flags, checked.
+fn manager_config(args: &RunArgs, settings: &NodeSettings) -> Result<ManagerConfig, RunError> {
     let config = ManagerConfig {
-        name: name.clone(),
+        name: settings.name.clone(),
         client_url: settings.client_url.clone(),
         peer_url: settings.peer_url.clone(),
         required_cluster_size: args.required_cluster_size,
@@ -57,6 +57,18 @@ pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
             args.required_cluster_size
         )));
     }
+    Ok(config)
+}
+
+/// Checks the flags of a managed member before anything is written.
+pub fn check_flags(args: &RunArgs) -> Result<(), RunError> {
+    let placeholder = node_settings(args, "unnamed");
+    manager_config(args, &placeholder).map(|_| ())
+}
+
+pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
+    let settings = node_settings(&args, &name);
+    let config = manager_config(&args, &settings)?;
     let backend = open_backend(&args.data_dir)?;
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);

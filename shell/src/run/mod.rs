@@ -69,11 +69,6 @@ pub enum Stopped {
 }
 
 pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| RunError::DataDir {
-        path: args.data_dir.display().to_string(),
-        source,
-    })?;
-    let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), seeds::node_seed())?;
     let is_static = args.initial_cluster.is_some() || args.initial_cluster_state == "existing";
     if is_static {
         if args.required_cluster_size != 1 || !args.bootstrap_addrs.is_empty() {
@@ -83,6 +78,15 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
                     .into(),
             ));
         }
+    } else {
+        managed::check_flags(&args)?;
+    }
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| RunError::DataDir {
+        path: args.data_dir.display().to_string(),
+        source,
+    })?;
+    let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), seeds::node_seed())?;
+    if is_static {
         static_members::run(args, name).await
     } else {
         managed::run(args, name).await
