@@ -31,16 +31,20 @@ pub fn router(node: Arc<Node>) -> Router {
 /// The answer for paths that are neither an endpoint nor a gRPC method:
 /// 404 for HTTP clients, `Unimplemented` for gRPC ones.
 pub async fn not_found(request: axum::extract::Request) -> axum::response::Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if is_grpc {
+    if is_grpc(&request) {
         return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()))
             .into_http();
     }
     (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
+/// Whether `request` is a gRPC call.
+pub fn is_grpc(request: &axum::extract::Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Why the node is unhealthy, in etcd's words, or `None` when healthy.

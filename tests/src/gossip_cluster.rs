@@ -152,6 +152,17 @@ impl Node {
         self.child = Some(cmd.spawn().expect("cannot start e2d"));
     }
 
+    /// Sends `signal` (such as `STOP` or `CONT`) to the node's process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the node runs");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILLs the node, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

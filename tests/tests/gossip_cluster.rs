@@ -35,6 +35,17 @@ fn wait_until_whole(cluster: &GossipCluster, what: &str, timeout: Duration) {
     });
 }
 
+/// The node that leads, by its own status.
+fn leader(cluster: &GossipCluster) -> usize {
+    (0..cluster.nodes.len())
+        .find(|&i| {
+            cluster.nodes[i]
+                .status()
+                .is_some_and(|s| s["leader_id"] == s["member_id"] && s["member_id"] != "")
+        })
+        .expect("a node leads")
+}
+
 fn put_keys(cluster: &GossipCluster, via: usize, prefix: &str, count: usize) {
     for k in 0..count {
         cluster.put(via, &format!("{prefix}{k:03}"), "v");
@@ -268,12 +279,7 @@ fn a_cut_off_leader_removes_nobody_and_rejoins_after_healing() {
     }
     wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
     let members = cluster.members(0).unwrap();
-    let leader = (0..3)
-        .find(|&i| {
-            let status = cluster.nodes[i].status().unwrap();
-            status["leader_id"] == status["member_id"]
-        })
-        .expect("a node leads");
+    let leader = leader(&cluster);
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
     lab.cut(leader);
     // The majority elects a new leader and keeps serving.
@@ -374,4 +380,34 @@ fn a_node_waiting_for_its_peers_says_what_it_waits_for() {
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("state         pending"), "{table}");
+}
+
+#[test]
+fn a_member_removed_while_paused_moves_its_data_aside_and_joins_again() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(3, QUICK_HEALTH_CHECKS);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    put_keys(&cluster, 0, "/k/", 10);
+    // The leader: its streams to the others stay open while it is paused,
+    // and it comes back believing it still leads.
+    let paused = leader(&cluster);
+    let other = (paused + 1) % 3;
+    let old_id = cluster.nodes[paused].member_id().unwrap();
+    cluster.nodes[paused].signal("STOP");
+    cluster.wait_until("the paused member is removed", HEAL_TIMEOUT, |c| {
+        c.members(other).is_some_and(|m| m.len() == 2)
+    });
+    put_keys(&cluster, other, "/while-away/", 10);
+    cluster.nodes[paused].signal("CONT");
+    wait_until_whole(&cluster, "the removed node joins again", HEAL_TIMEOUT);
+    let new_id = cluster.nodes[paused].member_id().unwrap();
+    assert_ne!(new_id, old_id, "it came back as its old member");
+    let archive = cluster.nodes[paused].data_dir().join("archive");
+    let archived: Vec<_> = std::fs::read_dir(&archive).unwrap().collect();
+    assert_eq!(archived.len(), 1, "{archive:?}");
+    assert_eq!(cluster.count(paused, "/k/"), Some(10));
+    assert_eq!(cluster.count(paused, "/while-away/"), Some(10));
 }

@@ -15,6 +15,9 @@ use super::driver::DriverRequest;
 use crate::grpc::to_status;
 use crate::server::Node;
 
+/// How often a raft stream's sender is checked against the removed members.
+const REMOVED_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct PeerService {
     node: Arc<Node>,
 }
@@ -45,12 +48,16 @@ impl Peer for PeerService {
             )));
         }
         let mut incoming = request.into_inner();
-        // A stream comes from one member: look its id up once.
-        let mut checked_sender = None;
+        // A stream comes from one member, which may be removed while the
+        // stream lasts: its id is looked up again at most every second.
+        let mut checked: Option<(u64, tokio::time::Instant)> = None;
         while let Some(envelope) = incoming.message().await? {
             let message = codec::decode_message(&envelope.message)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if checked_sender != Some(message.from)
+            let fresh = checked.is_some_and(|(from, at)| {
+                from == message.from && at.elapsed() < REMOVED_CHECK_INTERVAL
+            });
+            if !fresh
                 && self
                     .node
                     .read()
@@ -61,7 +68,9 @@ impl Peer for PeerService {
                     super::transport::REMOVED_MEMBER_MESSAGE,
                 ));
             }
-            checked_sender = Some(message.from);
+            if !fresh {
+                checked = Some((message.from, tokio::time::Instant::now()));
+            }
             self.node
                 .raft()
                 .send(DriverRequest::Step(Box::new(message)))

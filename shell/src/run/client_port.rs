@@ -130,12 +130,7 @@ async fn not_started_ready() -> impl IntoResponse {
 }
 
 async fn not_started(request: Request) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if is_grpc {
+    if crate::http::is_grpc(&request) {
         return tonic::Status::unavailable(
             "etcdserver: this member has not started yet (see e2d status)",
         )

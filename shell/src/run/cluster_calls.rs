@@ -206,34 +206,32 @@ fn ids_text(ids: &[u64]) -> String {
         .join(",")
 }
 
-/// Removes member `member_id` if the members are still `expected`.
-pub async fn remove_member(
-    through: &[String],
-    member_id: u64,
-    expected: &[u64],
-) -> Result<(), String> {
-    check_expected(through, expected).await?;
-    through_any(through, |channel| async move {
-        ClusterClient::new(channel)
-            .member_remove(MemberRemoveRequest { id: member_id })
-            .await
-            .map(|_| ())
-    })
-    .await
+/// A change to one member.
+#[derive(Debug, Clone, Copy)]
+pub enum MemberChange {
+    Remove(u64),
+    Promote(u64),
 }
 
-/// Promotes learner `member_id` if the members are still `expected`.
-pub async fn promote_member(
+/// Makes `change` if the cluster's members are still `expected`.
+pub async fn change_member(
     through: &[String],
-    member_id: u64,
+    change: MemberChange,
     expected: &[u64],
 ) -> Result<(), String> {
     check_expected(through, expected).await?;
     through_any(through, |channel| async move {
-        ClusterClient::new(channel)
-            .member_promote(MemberPromoteRequest { id: member_id })
-            .await
-            .map(|_| ())
+        let mut client = ClusterClient::new(channel);
+        match change {
+            MemberChange::Remove(id) => client
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map(|_| ()),
+            MemberChange::Promote(id) => client
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map(|_| ()),
+        }
     })
     .await
 }

@@ -12,11 +12,11 @@ use e2d_core::manager::{
     ManagerConfig, ServerStatus,
 };
 use e2d_core::swim::{MemberView, NodeMeta};
-use e2d_proto::peer::MemberAttributes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::start::{open_backend, start_node, Membership, NodeSettings};
+use super::cluster_calls::MemberChange;
+use super::start::{listed_member, open_backend, start_node, Membership, NodeSettings};
 use super::status_board::StatusBoard;
 use super::{
     checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, shutdown_signal,
@@ -362,7 +362,14 @@ impl Agent {
                 let through = self.through_local(through);
                 (
                     id,
-                    done(cluster_calls::remove_member(&through, member_id, &expected).await),
+                    done(
+                        cluster_calls::change_member(
+                            &through,
+                            MemberChange::Remove(member_id),
+                            &expected,
+                        )
+                        .await,
+                    ),
                 )
             }
             Command::PromoteMember {
@@ -373,7 +380,14 @@ impl Agent {
                 let through = self.through_local(Vec::new());
                 (
                     id,
-                    done(cluster_calls::promote_member(&through, member_id, &expected).await),
+                    done(
+                        cluster_calls::change_member(
+                            &through,
+                            MemberChange::Promote(member_id),
+                            &expected,
+                        )
+                        .await,
+                    ),
                 )
             }
         })
@@ -423,13 +437,7 @@ impl Agent {
             cluster_id: self.joined_cluster_id,
             members: members
                 .iter()
-                .map(|m| MemberAttributes {
-                    member_id: m.id,
-                    name: m.name.clone(),
-                    peer_urls: vec![m.peer_url.clone()],
-                    client_urls: Vec::new(),
-                    is_learner: m.is_learner,
-                })
+                .map(|m| listed_member(m.id, &m.name, &m.peer_url, m.is_learner))
                 .collect(),
         };
         self.start(membership).await

@@ -58,6 +58,18 @@ pub enum Membership {
     Restart,
 }
 
+/// A member as the member list holds it before it has announced its
+/// client URLs.
+pub fn listed_member(id: u64, name: &str, peer_url: &str, is_learner: bool) -> MemberAttributes {
+    MemberAttributes {
+        member_id: id,
+        name: name.to_string(),
+        peer_urls: vec![peer_url.to_string()],
+        client_urls: Vec::new(),
+        is_learner,
+    }
+}
+
 /// The database directory inside a data dir.
 pub fn database_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
@@ -108,13 +120,7 @@ pub async fn start_node(
             let members = identity
                 .initial_members
                 .iter()
-                .map(|m| MemberAttributes {
-                    member_id: m.id,
-                    name: m.name.clone(),
-                    peer_urls: vec![m.peer_url.clone()],
-                    client_urls: Vec::new(),
-                    is_learner: false,
-                })
+                .map(|m| listed_member(m.id, &m.name, &m.peer_url, false))
                 .collect();
             let voters = identity.initial_members.iter().map(|m| m.id).collect();
             (identity, Bootstrap::Found { voters, members })
