@@ -474,7 +474,10 @@ async fn server_status(node: &Node) -> ServerStatus {
     let raft = node.raft_status();
     let members = node.read().members().unwrap_or_default();
     let view = if raft.is_leader {
-        node.membership_view().await.ok()
+        tokio::time::timeout(SERVER_STATUS_INTERVAL, node.membership_view())
+            .await
+            .ok()
+            .and_then(Result::ok)
     } else {
         None
     };
