@@ -269,6 +269,14 @@ impl World {
             let manager = self.nodes[i].manager.as_mut().unwrap();
             if manager.poll_timeout().is_some_and(|t| t <= now) {
                 manager.handle_timeout(now);
+                // A timeout that is still due after it was handled would
+                // wake the shell again at once, forever.
+                let next = manager.poll_timeout();
+                assert!(
+                    next.is_none_or(|t| t > now),
+                    "{}: poll_timeout {next:?} is not after now ({now}) right after handle_timeout",
+                    self.nodes[i].name
+                );
             }
             self.drain(i);
         }

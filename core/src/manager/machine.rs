@@ -242,7 +242,10 @@ impl Manager {
     pub fn poll_timeout(&self) -> Option<u64> {
         let retry = (self.in_flight.is_none() && self.retry_at_ms > self.now_ms)
             .then_some(self.retry_at_ms);
-        let health = (self.phase == Phase::Running).then_some(self.next_health_check_ms);
+        // A due check waits for what holds it back (a retry time, an
+        // answer), which wakes the manager anyway.
+        let health = (self.phase == Phase::Running && self.next_health_check_ms > self.now_ms)
+            .then_some(self.next_health_check_ms);
         let pending =
             (self.phase == Phase::Pending).then_some(self.now_ms + self.config.retry_interval_ms);
         [retry, health, pending].into_iter().flatten().min()

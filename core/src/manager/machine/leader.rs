@@ -7,6 +7,12 @@ use super::{Awaiting, Manager};
 
 impl Manager {
     pub(super) fn evaluate_running(&mut self) {
+        // The check's time moves on whoever leads, so that a due check
+        // never stays due (and the shell never wakes in a loop).
+        let due = self.now_ms >= self.next_health_check_ms;
+        if due {
+            self.next_health_check_ms = self.now_ms + self.config.health_check_interval_ms;
+        }
         let Some(status) = self.server.clone() else {
             return;
         };
@@ -18,12 +24,8 @@ impl Manager {
             self.set_waiting(String::new());
             return;
         }
-        let due = self.now_ms >= self.next_health_check_ms;
-        if due {
-            self.next_health_check_ms = self.now_ms + self.config.health_check_interval_ms;
-            if self.remove_dead(&status) {
-                return;
-            }
+        if due && self.remove_dead(&status) {
+            return;
         }
         self.promote_learner(&status);
     }
