@@ -35,6 +35,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// What the rest of the node may ask of gossip.
 enum Control {
     SetMeta(NodeMeta),
+    Join(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
     #[cfg(test)]
     Members(oneshot::Sender<Vec<MemberView>>),
@@ -135,6 +136,11 @@ impl Gossip {
 
     pub async fn set_meta(&self, meta: NodeMeta) {
         let _ = self.control.send(Control::SetMeta(meta)).await;
+    }
+
+    /// Replaces the seeds gossip (re)joins through while it is alone.
+    pub async fn join(&self, seeds: Vec<SocketAddr>) {
+        let _ = self.control.send(Control::Join(seeds)).await;
     }
 
     /// Tells the others this node leaves, and waits (bounded) until the
@@ -290,6 +296,7 @@ impl Loop {
         let now_ms = self.clock.now_ms();
         match control {
             Control::SetMeta(meta) => self.machine.set_meta(meta, now_ms),
+            Control::Join(seeds) => self.machine.join(&seeds, now_ms),
             Control::Leave(done) => {
                 self.machine.leave(now_ms);
                 self.drain().await;

@@ -19,8 +19,9 @@ use e2d_proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
-/// How long one call through one URL may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call through one URL may take: longer than a server gives
+/// a membership change (7 s), so a slow change is not taken for a failed one.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The key whose holder may change the membership to join.
 const JOIN_LOCK_KEY: &[u8] = b"/_e2d/join-lock";
 /// The join lock lapses this long after it was taken, should its holder

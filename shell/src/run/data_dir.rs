@@ -36,8 +36,12 @@ pub fn check_name(name: &str) -> Result<(), RunError> {
 }
 
 /// The member's name: `--name` when given, else the one kept in the data
-/// dir, else a new one (the host name and a random suffix) that is kept.
-pub fn member_name(data_dir: &Path, flag: Option<&str>, random: u64) -> Result<String, RunError> {
+/// dir, else `fallback()`; it is kept in the data dir.
+pub fn member_name(
+    data_dir: &Path,
+    flag: Option<&str>,
+    fallback: impl FnOnce() -> String,
+) -> Result<String, RunError> {
     let path = data_dir.join(NAME_FILE);
     let kept = match std::fs::read_to_string(&path) {
         Ok(text) => Some(text.trim().to_string()),
@@ -47,7 +51,7 @@ pub fn member_name(data_dir: &Path, flag: Option<&str>, random: u64) -> Result<S
     let name = match (flag, kept) {
         (Some(flag), _) => flag.to_string(),
         (None, Some(kept)) => kept,
-        (None, None) => generated_name(random),
+        (None, None) => fallback(),
     };
     check_name(&name)?;
     write_atomically(&path, format!("{name}\n").as_bytes())
@@ -55,7 +59,8 @@ pub fn member_name(data_dir: &Path, flag: Option<&str>, random: u64) -> Result<S
     Ok(name)
 }
 
-fn generated_name(random: u64) -> String {
+/// The host name as a member name ("e2d" if there is none).
+pub fn host_name() -> String {
     let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
         .trim()
@@ -63,8 +68,17 @@ fn generated_name(random: u64) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(NAME_BYTES_MAX - 7)
         .collect();
-    let host = if host.is_empty() { "e2d".into() } else { host };
-    format!("{host}-{:06x}", random & 0xff_ffff)
+    if host.is_empty() {
+        "e2d".into()
+    } else {
+        host
+    }
+}
+
+/// A new name: the host name and a random suffix, so that nodes sharing a
+/// host name stay apart.
+pub fn generated_name(random: u64) -> String {
+    format!("{}-{:06x}", host_name(), random & 0xff_ffff)
 }
 
 /// The founding set recorded in the data dir, if any.
@@ -210,16 +224,17 @@ mod tests {
     #[test]
     fn names_are_kept_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
-        let generated = member_name(dir.path(), None, 0xabcdef).unwrap();
+        let generated = member_name(dir.path(), None, || generated_name(0xabcdef)).unwrap();
         assert!(generated.ends_with("-abcdef"), "{generated}");
-        assert_eq!(member_name(dir.path(), None, 1).unwrap(), generated);
+        let other = || generated_name(1);
+        assert_eq!(member_name(dir.path(), None, other).unwrap(), generated);
         assert_eq!(
-            member_name(dir.path(), Some("node-1"), 1).unwrap(),
+            member_name(dir.path(), Some("node-1"), other).unwrap(),
             "node-1"
         );
-        assert_eq!(member_name(dir.path(), None, 1).unwrap(), "node-1");
+        assert_eq!(member_name(dir.path(), None, other).unwrap(), "node-1");
         for bad in ["", "a b", "a=b", "a,b", &"x".repeat(65)] {
-            let error = member_name(dir.path(), Some(bad), 1).unwrap_err();
+            let error = member_name(dir.path(), Some(bad), other).unwrap_err();
             assert!(error.to_string().contains("--name"), "{bad}: {error}");
         }
     }
@@ -227,7 +242,7 @@ mod tests {
     #[test]
     fn archiving_moves_everything_but_the_name_and_keeps_earlier_archives() {
         let dir = tempfile::tempdir().unwrap();
-        member_name(dir.path(), Some("n1"), 0).unwrap();
+        member_name(dir.path(), Some("n1"), host_name).unwrap();
         std::fs::create_dir(dir.path().join("db")).unwrap();
         std::fs::write(dir.path().join("db/data"), b"x").unwrap();
         write_commitment(dir.path(), Some(&proposal(&["n1"], None))).unwrap();
@@ -235,7 +250,7 @@ mod tests {
         assert_eq!(std::fs::read(first.join("db/data")).unwrap(), b"x");
         assert!(first.join(FOUNDING_FILE).exists());
         assert!(!dir.path().join("db").exists());
-        assert_eq!(member_name(dir.path(), None, 0).unwrap(), "n1");
+        assert_eq!(member_name(dir.path(), None, host_name).unwrap(), "n1");
         std::fs::create_dir(dir.path().join("db")).unwrap();
         let second = archive(dir.path(), 7).unwrap();
         assert_ne!(first, second);

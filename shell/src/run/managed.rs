@@ -31,9 +31,20 @@ use crate::storage::FjallBackend;
 const SERVER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before the manager tries a failed command again.
 const RETRY_INTERVAL_MS: u64 = 2_000;
-/// How long gossip may find nobody before the log says what it waits for
-/// (and again every this long).
-const ALONE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a running member asks the others whether they still list
+/// it; a member removed while it was away may never hear of it otherwise
+/// (a learner sends no raft traffic to be refused).
+const MEMBERSHIP_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Answers in a row that must leave this member out before it counts as
+/// removed (a member just added may not be applied everywhere yet).
+const ABSENT_ANSWERS_FOR_REMOVAL: u32 = 2;
+/// Other members asked per membership check.
+const MEMBERSHIP_CHECK_PEERS_MAX: usize = 2;
+/// While gossip finds nobody, the bootstrap addresses are resolved again
+/// this often (names may appear, addresses change)...
+const RESEED_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and every this many times the log says what it waits for.
+const RESEEDS_PER_WARNING: u32 = 3;
 
 /// The manager's settings from the flags, checked.
 fn manager_config(args: &RunArgs, settings: &NodeSettings) -> Result<ManagerConfig, RunError> {
@@ -66,10 +77,9 @@ pub fn check_flags(args: &RunArgs) -> Result<(), RunError> {
     manager_config(args, &placeholder).map(|_| ())
 }
 
-pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
+pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
     let config = manager_config(&args, &settings)?;
-    let backend = open_backend(&args.data_dir)?;
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board.clone()).await?;
@@ -94,7 +104,10 @@ pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
         board: board.clone(),
         routes: port.routes.clone(),
         joined_cluster_id: 0,
-        seeds: args.bootstrap_addrs.join(","),
+        seeds: args.bootstrap_addrs.clone(),
+        gossip_addr: args.gossip_addr,
+        alone_checks: 0,
+        absent_answers: 0,
     };
     let stopped = agent.run(&mut port, gossip_events.as_mut()).await;
     port.close().await;
@@ -182,8 +195,13 @@ struct Agent {
     routes: NodeRoutes,
     /// The cluster a learner was added to, for the start that follows.
     joined_cluster_id: u64,
-    /// `--bootstrap-addrs`, for the log.
-    seeds: String,
+    /// `--bootstrap-addrs`.
+    seeds: Vec<String>,
+    gossip_addr: SocketAddr,
+    /// Checks in a row that found gossip alone.
+    alone_checks: u32,
+    /// Membership checks in a row whose answer left this member out.
+    absent_answers: u32,
 }
 
 impl Agent {
@@ -197,10 +215,12 @@ impl Agent {
         mut gossip_events: Option<&mut mpsc::Receiver<MemberView>>,
     ) -> Result<Stopped, RunError> {
         let mut status_tick = tokio::time::interval(SERVER_STATUS_INTERVAL);
-        let mut alone_check = tokio::time::interval_at(
-            Instant::now() + ALONE_WARNING_INTERVAL,
-            ALONE_WARNING_INTERVAL,
+        let mut membership_check = tokio::time::interval_at(
+            Instant::now() + MEMBERSHIP_CHECK_INTERVAL,
+            MEMBERSHIP_CHECK_INTERVAL,
         );
+        let mut alone_check =
+            tokio::time::interval_at(Instant::now() + RESEED_INTERVAL, RESEED_INTERVAL);
         let signal = shutdown_signal();
         tokio::pin!(signal);
         loop {
@@ -255,19 +275,64 @@ impl Agent {
                 () = removal => {
                     tracing::warn!("the cluster removed this member");
                     self.removed = true;
+                    self.board.set_node(self.node.clone(), "removed");
                     let now_ms = self.now_ms();
                     self.manager.handle_server_removed(now_ms);
                 }
-                _ = alone_check.tick() => {
-                    if self.gossip.is_some() && self.board.alive_peers() == 0 {
-                        tracing::warn!(
-                            seeds = %self.seeds,
-                            "no other node has answered on gossip yet; still trying the bootstrap addresses (check that they run e2d and that UDP and TCP reach their gossip port)"
-                        );
-                    }
-                }
+                _ = alone_check.tick() => self.reseed_while_alone().await,
+                _ = membership_check.tick() => self.check_still_listed().await,
             }
         }
+    }
+
+    /// Asks other running members whether this one is still listed; after
+    /// enough answers that leave it out, it counts as removed.
+    async fn check_still_listed(&mut self) {
+        let Some(node) = self.node.clone().filter(|_| !self.removed) else {
+            return;
+        };
+        let cluster_id = node.identity.cluster_id;
+        let mut through = self.board.running_client_urls(cluster_id);
+        through.truncate(MEMBERSHIP_CHECK_PEERS_MAX);
+        if through.is_empty() {
+            return;
+        }
+        let Ok((answer_cluster, members)) = cluster_calls::members(&through).await else {
+            return;
+        };
+        let listed = members.iter().any(|m| m.id == node.identity.member_id);
+        if answer_cluster != cluster_id || members.is_empty() || listed {
+            self.absent_answers = 0;
+            return;
+        }
+        self.absent_answers += 1;
+        if self.absent_answers >= ABSENT_ANSWERS_FOR_REMOVAL {
+            tracing::warn!(
+                member_id = format!("{:x}", node.identity.member_id),
+                "the other members no longer list this member: it was removed while away"
+            );
+            node.mark_removed();
+        }
+    }
+
+    /// While no other node answers on gossip, resolves the bootstrap
+    /// addresses again and says so in the log now and then.
+    async fn reseed_while_alone(&mut self) {
+        let Some(gossip) = &self.gossip else { return };
+        if self.board.alive_peers() > 0 {
+            self.alone_checks = 0;
+            return;
+        }
+        self.alone_checks += 1;
+        let seeds = seeds::resolve_seeds(&self.seeds, self.gossip_addr.port()).await;
+        if self.alone_checks.is_multiple_of(RESEEDS_PER_WARNING) {
+            tracing::warn!(
+                bootstrap_addrs = %self.seeds.join(","),
+                resolved = ?seeds,
+                "no other node has answered on gossip yet; still trying the bootstrap addresses (check that they run e2d and that UDP and TCP reach their gossip port)"
+            );
+        }
+        gossip.join(seeds).await;
     }
 
     /// Carries out the manager's commands until it has none; returns how

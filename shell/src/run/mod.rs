@@ -85,12 +85,32 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
         path: args.data_dir.display().to_string(),
         source,
     })?;
-    let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), seeds::node_seed())?;
+    // The database first: it locks the data dir against a second e2d.
+    let backend = start::open_backend(&args.data_dir)?;
     if is_static {
-        static_members::run(args, name).await
+        // As etcd: the --initial-cluster entry with this member's peer URL,
+        // else the host name.
+        let peer_url = args.advertised_url(args.peer_addr);
+        let from_flags = || {
+            let initial_cluster = args.initial_cluster.as_deref().unwrap_or_default();
+            name_for_peer_url(initial_cluster, &peer_url).unwrap_or_else(data_dir::host_name)
+        };
+        let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), from_flags)?;
+        static_members::run(args, name, backend).await
     } else {
-        managed::run(args, name).await
+        let generated = || data_dir::generated_name(seeds::node_seed());
+        let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), generated)?;
+        managed::run(args, name, backend).await
     }
+}
+
+/// The name `--initial-cluster` gives the member with `peer_url`.
+fn name_for_peer_url(initial_cluster: &str, peer_url: &str) -> Option<String> {
+    initial_cluster
+        .split(',')
+        .filter_map(|entry| entry.trim().split_once('='))
+        .find(|(_, url)| *url == peer_url)
+        .map(|(name, _)| name.to_string())
 }
 
 fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
@@ -217,5 +237,21 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_for_peer_url;
+
+    #[test]
+    fn a_static_member_is_named_by_its_peer_url() {
+        let cluster = "a=http://10.0.0.1:2380, b=http://10.0.0.2:2380";
+        assert_eq!(
+            name_for_peer_url(cluster, "http://10.0.0.2:2380").as_deref(),
+            Some("b")
+        );
+        assert_eq!(name_for_peer_url(cluster, "http://10.0.0.3:2380"), None);
+        assert_eq!(name_for_peer_url("", "http://10.0.0.3:2380"), None);
     }
 }

@@ -100,6 +100,8 @@ pub async fn start_node(
     membership: Membership,
 ) -> Result<Arc<Node>, RunError> {
     let data_dir = &settings.node.data_dir;
+    // Before anything is written: a port in use fails the start cleanly.
+    let peer_listener = listen(settings.peer_addr, "peers", "--peer-addr").await?;
     let database_error = |e: e2d_core::Error| database_error(data_dir, e);
     let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
     let name = settings.name.clone();
@@ -218,7 +220,6 @@ pub async fn start_node(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64)
         << 8;
-    let peer_listener = listen(settings.peer_addr, "peers", "--peer-addr").await?;
     let node = Arc::new(Node::new(
         identity,
         settings.node.clone(),

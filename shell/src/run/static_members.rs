@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use e2d_proto::peer::MemberAttributes;
 
-use super::start::{open_backend, start_node, Membership};
+use super::start::{start_node, Membership};
 use super::status_board::StatusBoard;
 use super::{
     checkpoint_leases_before_exit, node_settings, shutdown_signal, ClientPort, RunError, Stopped,
 };
 use crate::cli::RunArgs;
 use crate::server::{parse_initial_cluster, Identity};
+use crate::storage::FjallBackend;
 
 /// How long a removed member keeps answering before it stops.
 const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
+pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<Stopped, RunError> {
     let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
     let settings = node_settings(&args, &name);
     let initial_cluster = args
@@ -29,7 +30,6 @@ pub async fn run(args: RunArgs, name: String) -> Result<Stopped, RunError> {
     let members = parse_initial_cluster(&initial_cluster, &token).map_err(cluster_error)?;
     let board = StatusBoard::new(name, 1);
     let mut port = ClientPort::open(&args, board).await?;
-    let backend = open_backend(&args.data_dir)?;
     let membership = if args.initial_cluster_state != "existing" {
         Membership::Found { members, token }
     } else if Identity::stored_ids(&backend)

@@ -103,6 +103,21 @@ impl StatusBoard {
             .count()
     }
 
+    /// Client URLs of the other nodes gossip shows alive and running
+    /// cluster `cluster_id`.
+    pub fn running_client_urls(&self, cluster_id: u64) -> Vec<String> {
+        self.board()
+            .gossip
+            .values()
+            .filter(|m| {
+                m.liveness == Liveness::Alive
+                    && m.meta.status == NodeStatus::Running
+                    && m.meta.cluster_id == cluster_id
+            })
+            .map(|m| m.meta.client_url.clone())
+            .collect()
+    }
+
     pub fn report(&self) -> StatusReport {
         let board = self.board();
         let mut report = StatusReport {

@@ -41,6 +41,8 @@ pub enum IdentityError {
     DuplicateName { name: String },
     #[error("--name {name:?} is not in --initial-cluster ({names}); add it or fix --name")]
     NotInCluster { name: String, names: String },
+    #[error("the data dir belongs to member {stored}, not to member {offered}; start it as it is, or move it away to join as a new member")]
+    OtherMember { stored: String, offered: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -112,9 +114,18 @@ impl Identity {
         client_urls: Vec<String>,
         initial_members: Vec<InitialMember>,
     ) -> Result<Self, IdentityError> {
-        if Self::stored_ids(backend)?.is_none() {
-            backend.put(Table::Meta, META_MEMBER_ID, &member_id.to_be_bytes());
-            backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
+        match Self::stored_ids(backend)? {
+            None => {
+                backend.put(Table::Meta, META_MEMBER_ID, &member_id.to_be_bytes());
+                backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
+            }
+            Some(stored) if stored == (member_id, cluster_id) => {}
+            Some((stored_member, stored_cluster)) => {
+                return Err(IdentityError::OtherMember {
+                    stored: format!("{stored_member:x} of cluster {stored_cluster:x}"),
+                    offered: format!("{member_id:x} of cluster {cluster_id:x}"),
+                })
+            }
         }
         Ok(Self {
             name,
