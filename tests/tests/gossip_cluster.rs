@@ -35,6 +35,24 @@ fn wait_until_whole(cluster: &GossipCluster, what: &str, timeout: Duration) {
     });
 }
 
+/// A health check too slow to remove anyone during a test.
+const SLOW_HEALTH_CHECKS: &[&str] = &[
+    "--health-check-interval",
+    "1s",
+    "--health-check-timeout",
+    "5m",
+];
+
+/// `size` nodes on loopback, started together, once they form a cluster.
+fn formed_on_loopback(size: usize, flags: &[&str]) -> GossipCluster {
+    let mut cluster = GossipCluster::on_loopback(size, flags);
+    for i in 0..size {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "the nodes form one cluster", FORM_TIMEOUT);
+    cluster
+}
+
 /// The node that leads, by its own status.
 fn leader(cluster: &GossipCluster) -> usize {
     (0..cluster.nodes.len())
@@ -111,11 +129,7 @@ fn three_nodes_started_in_any_order_form_one_cluster() {
 #[test]
 fn a_killed_member_is_removed_and_a_fresh_node_takes_its_place() {
     let _serial = one_at_a_time();
-    let mut cluster = GossipCluster::on_loopback(3, QUICK_HEALTH_CHECKS);
-    for i in 0..3 {
-        cluster.start(i);
-    }
-    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let mut cluster = formed_on_loopback(3, QUICK_HEALTH_CHECKS);
     put_keys(&cluster, 0, "/before/", 30);
     let dead_id = cluster.nodes[2].member_id().unwrap();
     cluster.kill9(2);
@@ -151,17 +165,7 @@ fn a_killed_member_is_removed_and_a_fresh_node_takes_its_place() {
 #[test]
 fn a_restarted_member_rejoins_as_itself_with_its_data() {
     let _serial = one_at_a_time();
-    let flags = [
-        "--health-check-interval",
-        "1s",
-        "--health-check-timeout",
-        "5m",
-    ];
-    let mut cluster = GossipCluster::on_loopback(3, &flags);
-    for i in 0..3 {
-        cluster.start(i);
-    }
-    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let mut cluster = formed_on_loopback(3, SLOW_HEALTH_CHECKS);
     let members = cluster.members(0).unwrap();
     let id = cluster.nodes[1].member_id().unwrap();
     put_keys(&cluster, 1, "/a/", 10);
@@ -186,17 +190,7 @@ fn a_new_node_on_a_dead_members_address_replaces_it_at_once() {
     let _serial = one_at_a_time();
     // A health check too slow to matter: the replacement alone removes
     // the old member.
-    let flags = [
-        "--health-check-interval",
-        "1s",
-        "--health-check-timeout",
-        "5m",
-    ];
-    let mut cluster = GossipCluster::on_loopback(3, &flags);
-    for i in 0..3 {
-        cluster.start(i);
-    }
-    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let mut cluster = formed_on_loopback(3, SLOW_HEALTH_CHECKS);
     put_keys(&cluster, 0, "/k/", 20);
     let old_id = cluster.nodes[2].member_id().unwrap();
     let old_name = cluster.members(0).unwrap()[2].name.clone();
@@ -385,11 +379,7 @@ fn a_node_waiting_for_its_peers_says_what_it_waits_for() {
 #[test]
 fn a_member_removed_while_paused_moves_its_data_aside_and_joins_again() {
     let _serial = one_at_a_time();
-    let mut cluster = GossipCluster::on_loopback(3, QUICK_HEALTH_CHECKS);
-    for i in 0..3 {
-        cluster.start(i);
-    }
-    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let cluster = formed_on_loopback(3, QUICK_HEALTH_CHECKS);
     put_keys(&cluster, 0, "/k/", 10);
     // The leader: its streams to the others stay open while it is paused,
     // and it comes back believing it still leads.

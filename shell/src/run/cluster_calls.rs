@@ -67,6 +67,15 @@ fn cluster_member(member: &Member) -> ClusterMember {
     }
 }
 
+/// The cluster id of a Cluster API answer, and its member list.
+fn id_and_members(
+    header: Option<e2d_proto::etcdserverpb::ResponseHeader>,
+    members: &[Member],
+) -> (u64, Vec<ClusterMember>) {
+    let cluster_id = header.map_or(0, |h| h.cluster_id);
+    (cluster_id, members.iter().map(cluster_member).collect())
+}
+
 /// Takes the join lock for `holder` (taking it again is fine).
 pub async fn acquire_join_lock(through: &[String], holder: &str) -> Result<(), String> {
     let current = through_any(through, |channel| async move {
@@ -154,11 +163,7 @@ pub async fn members(through: &[String]) -> Result<(u64, Vec<ClusterMember>), St
             .member_list(MemberListRequest { linearizable: true })
             .await?
             .into_inner();
-        let cluster_id = answer.header.map_or(0, |h| h.cluster_id);
-        Ok((
-            cluster_id,
-            answer.members.iter().map(cluster_member).collect(),
-        ))
+        Ok(id_and_members(answer.header, &answer.members))
     })
     .await
 }
@@ -177,11 +182,7 @@ pub async fn add_learner(
             })
             .await?
             .into_inner();
-        let cluster_id = answer.header.map_or(0, |h| h.cluster_id);
-        Ok((
-            cluster_id,
-            answer.members.iter().map(cluster_member).collect(),
-        ))
+        Ok(id_and_members(answer.header, &answer.members))
     })
     .await
 }
