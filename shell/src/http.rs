@@ -79,7 +79,7 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     )
 }
 
-async fn livez() -> impl IntoResponse {
+pub async fn livez() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 

@@ -210,11 +210,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot clone a file handle"))
             .stderr(log);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("E2D_") {
-                cmd.env_remove(key);
-            }
-        }
+        crate::remove_env_with_prefix(&mut cmd, "E2D_");
         member.child = Some(cmd.spawn().expect("cannot start e2d"));
     }
 

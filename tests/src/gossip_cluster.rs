@@ -141,11 +141,7 @@ impl Node {
         if let Some(name) = &self.name {
             cmd.args(["--name", name]);
         }
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("E2D_") {
-                cmd.env_remove(key);
-            }
-        }
+        crate::remove_env_with_prefix(&mut cmd, "E2D_");
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot clone a file handle"))
             .stderr(log);

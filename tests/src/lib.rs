@@ -133,6 +133,16 @@ fn candidate_bins() -> Vec<PathBuf> {
     out
 }
 
+/// Keeps the variables starting with `prefix` (such as `E2D_`) out of
+/// `cmd`'s environment, so that only its flags configure it.
+pub fn remove_env_with_prefix(cmd: &mut Command, prefix: &str) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(prefix) {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Ports
 // ---------------------------------------------------------------------------
@@ -300,11 +310,7 @@ impl Server {
                     .arg("--name")
                     .arg("default");
                 // Flags only, not the environment, configure the server.
-                for (key, _) in std::env::vars_os() {
-                    if key.to_string_lossy().starts_with("E2D_") {
-                        cmd.env_remove(key);
-                    }
-                }
+                remove_env_with_prefix(&mut cmd, "E2D_");
                 cmd
             }
             Kind::Etcd => {
@@ -322,11 +328,7 @@ impl Server {
                     .args(["--initial-cluster", &format!("default={peer}")])
                     .args(["--heartbeat-interval", "20", "--election-timeout", "200"])
                     .args(["--logger", "zap", "--log-level", "warn"]);
-                for (key, _) in std::env::vars_os() {
-                    if key.to_string_lossy().starts_with("ETCD_") {
-                        cmd.env_remove(key);
-                    }
-                }
+                remove_env_with_prefix(&mut cmd, "ETCD_");
                 cmd
             }
         };
@@ -560,11 +562,7 @@ impl std::fmt::Display for CmdOutput {
 fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
     let bin = std::env::var_os("ETCDCTL_BIN").unwrap_or_else(|| "etcdctl".into());
     let mut cmd = Command::new(bin);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ETCDCTL_") {
-            cmd.env_remove(key);
-        }
-    }
+    remove_env_with_prefix(&mut cmd, "ETCDCTL_");
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--dial-timeout=5s")

@@ -96,14 +96,9 @@ impl Gossip {
             config.rng_seed,
             clock.now_ms(),
         );
+        // `join` leaves this node's own address out.
         if !config.seeds.is_empty() {
-            let seeds: Vec<SocketAddr> = config
-                .seeds
-                .iter()
-                .copied()
-                .filter(|s| *s != local_addr)
-                .collect();
-            machine.join(&seeds, clock.now_ms());
+            machine.join(&config.seeds, clock.now_ms());
         }
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
         let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE_MAX);

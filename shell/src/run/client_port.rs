@@ -106,7 +106,7 @@ pub fn waiting_routes(extra: Router) -> Router {
     Router::new()
         .route("/health", get(not_started_health))
         .route("/readyz", get(not_started_ready))
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(crate::http::livez))
         .route("/version", get(crate::http::version))
         .merge(extra)
         .fallback(not_started)

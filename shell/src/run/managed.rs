@@ -82,7 +82,7 @@ pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<S
     let config = manager_config(&args, &settings)?;
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
-    let mut port = ClientPort::open(&args, board.clone()).await?;
+    let mut port = ClientPort::open(&args, board).await?;
     let gossiping = args.required_cluster_size > 1 || !args.bootstrap_addrs.is_empty();
     let (gossip, mut gossip_events) = if gossiping {
         let (gossip, events) = start_gossip(&args, &settings).await?;
@@ -101,7 +101,6 @@ pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<S
         node: None,
         removed: false,
         gossip: gossip.clone(),
-        board: board.clone(),
         routes: port.routes.clone(),
         joined_cluster_id: 0,
         seeds: args.bootstrap_addrs.clone(),
@@ -125,7 +124,7 @@ pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<S
 /// What the data dir holds, as the manager needs to know it.
 fn data_dir_state(backend: &FjallBackend, args: &RunArgs) -> Result<DataDir, RunError> {
     let founders = data_dir::read_commitment(&args.data_dir)?;
-    let ids = Identity::stored_ids(backend).map_err(|e| RunError::Cluster(e.to_string()))?;
+    let ids = Identity::stored_ids(backend)?;
     Ok(match (ids, founders) {
         (Some((member_id, cluster_id)), founders) => DataDir::Member {
             cluster_id,
@@ -148,12 +147,8 @@ async fn start_gossip(
     } else {
         args.gossip_addr.ip()
     };
-    let seeds: Vec<SocketAddr> =
-        seeds::resolve_seeds(&args.bootstrap_addrs, args.gossip_addr.port())
-            .await
-            .into_iter()
-            .filter(|seed| *seed != SocketAddr::new(advertise_ip, args.gossip_addr.port()))
-            .collect();
+    // Gossip leaves its own address out of the seeds.
+    let seeds = seeds::resolve_seeds(&args.bootstrap_addrs, args.gossip_addr.port()).await;
     let meta = NodeMeta {
         name: settings.name.clone(),
         client_url: settings.client_url.clone(),
@@ -191,7 +186,7 @@ struct Agent {
     /// The server has reported this member's removal.
     removed: bool,
     gossip: Option<Arc<Gossip>>,
-    board: Arc<StatusBoard>,
+    /// What the client port serves, the status board included.
     routes: NodeRoutes,
     /// The cluster a learner was added to, for the start that follows.
     joined_cluster_id: u64,
@@ -257,7 +252,7 @@ impl Agent {
                         status = ?member.meta.status,
                         "gossip member changed"
                     );
-                    self.board.gossip_changed(member.clone());
+                    self.routes.board.gossip_changed(member.clone());
                     let now_ms = self.now_ms();
                     self.manager.handle_gossip(member, now_ms);
                 }
@@ -275,7 +270,7 @@ impl Agent {
                 () = removal => {
                     tracing::warn!("the cluster removed this member");
                     self.removed = true;
-                    self.board.set_node(self.node.clone(), "removed");
+                    self.routes.board.set_node(self.node.clone(), "removed");
                     let now_ms = self.now_ms();
                     self.manager.handle_server_removed(now_ms);
                 }
@@ -292,7 +287,7 @@ impl Agent {
             return;
         };
         let cluster_id = node.identity.cluster_id;
-        let mut through = self.board.running_client_urls(cluster_id);
+        let mut through = self.routes.board.running_client_urls(cluster_id);
         through.truncate(MEMBERSHIP_CHECK_PEERS_MAX);
         if through.is_empty() {
             return;
@@ -319,7 +314,7 @@ impl Agent {
     /// addresses again and says so in the log now and then.
     async fn reseed_while_alone(&mut self) {
         let Some(gossip) = &self.gossip else { return };
-        if self.board.alive_peers() > 0 {
+        if self.routes.board.alive_peers() > 0 {
             self.alone_checks = 0;
             return;
         }
@@ -343,7 +338,7 @@ impl Agent {
                 if !reason.is_empty() {
                     tracing::info!("{reason}");
                 }
-                self.board.set_waiting(&reason);
+                self.routes.board.set_waiting(&reason);
             }
             let command = self.manager.poll_command()?;
             if let Command::ArchiveDataDir { .. } = command {

@@ -58,6 +58,12 @@ pub enum RunError {
     Serve(String),
 }
 
+impl From<crate::server::IdentityError> for RunError {
+    fn from(e: crate::server::IdentityError) -> Self {
+        RunError::Cluster(e.to_string())
+    }
+}
+
 /// How `e2d run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -104,13 +110,15 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     }
 }
 
-/// The name `--initial-cluster` gives the member with `peer_url`.
+/// The name `--initial-cluster` gives the member with `peer_url` (none if
+/// it does not parse; the start says why).
 fn name_for_peer_url(initial_cluster: &str, peer_url: &str) -> Option<String> {
-    initial_cluster
-        .split(',')
-        .filter_map(|entry| entry.trim().split_once('='))
-        .find(|(_, url)| *url == peer_url)
-        .map(|(name, _)| name.to_string())
+    // The token only shapes ids, which are not needed here.
+    crate::server::parse_initial_cluster(initial_cluster, "")
+        .ok()?
+        .into_iter()
+        .find(|m| m.peer_url == peer_url)
+        .map(|m| m.name)
 }
 
 fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {

@@ -103,7 +103,6 @@ pub async fn start_node(
     // Before anything is written: a port in use fails the start cleanly.
     let peer_listener = listen(settings.peer_addr, "peers", "--peer-addr").await?;
     let database_error = |e: e2d_core::Error| database_error(data_dir, e);
-    let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
     let name = settings.name.clone();
     let peer_url = settings.peer_url.clone();
     let client_urls = vec![settings.client_url.clone()];
@@ -111,8 +110,7 @@ pub async fn start_node(
     let (identity, bootstrap) = match membership {
         Membership::Found { members, token } => {
             let (identity, _) =
-                Identity::load_or_create(&mut backend, name, members, &token, client_urls)
-                    .map_err(cluster_error)?;
+                Identity::load_or_create(&mut backend, name, members, &token, client_urls)?;
             peers.extend(
                 identity
                     .initial_members
@@ -149,22 +147,18 @@ pub async fn start_node(
                 peer_url,
                 client_urls,
                 Vec::new(),
-            )
-            .map_err(cluster_error)?;
+            )?;
             (identity, bootstrap)
         }
         Membership::Restart => {
-            let ids = Identity::stored_ids(&backend)
-                .map_err(cluster_error)?
-                .ok_or_else(|| {
-                    RunError::Cluster(format!(
-                        "the data dir {} holds no member state to restart from",
-                        data_dir.display()
-                    ))
-                })?;
+            let ids = Identity::stored_ids(&backend)?.ok_or_else(|| {
+                RunError::Cluster(format!(
+                    "the data dir {} holds no member state to restart from",
+                    data_dir.display()
+                ))
+            })?;
             let identity =
-                Identity::adopt(&mut backend, name, ids, peer_url, client_urls, Vec::new())
-                    .map_err(cluster_error)?;
+                Identity::adopt(&mut backend, name, ids, peer_url, client_urls, Vec::new())?;
             // The raft log exists: the bootstrap goes unused.
             let bootstrap = Bootstrap::Join {
                 voters: Vec::new(),

@@ -20,22 +20,18 @@ use crate::storage::FjallBackend;
 const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<Stopped, RunError> {
-    let cluster_error = |e: crate::server::IdentityError| RunError::Cluster(e.to_string());
     let settings = node_settings(&args, &name);
     let initial_cluster = args
         .initial_cluster
         .clone()
         .unwrap_or_else(|| format!("{name}={}", settings.peer_url));
     let token = args.initial_cluster_token.clone();
-    let members = parse_initial_cluster(&initial_cluster, &token).map_err(cluster_error)?;
+    let members = parse_initial_cluster(&initial_cluster, &token)?;
     let board = StatusBoard::new(name, 1);
     let mut port = ClientPort::open(&args, board).await?;
     let membership = if args.initial_cluster_state != "existing" {
         Membership::Found { members, token }
-    } else if Identity::stored_ids(&backend)
-        .map_err(cluster_error)?
-        .is_some()
-    {
+    } else if Identity::stored_ids(&backend)?.is_some() {
         Membership::Restart
     } else {
         let ((member_id, cluster_id), members) =
