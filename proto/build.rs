@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Cargo sets CARGO_FEATURE_<NAME> for every enabled feature of this crate.
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
 
-    tonic_prost_build::configure()
+    madsim_tonic_build::configure()
         .build_server(grpc)
         .build_client(grpc)
         .emit_rerun_if_changed(false)

@@ -7,23 +7,35 @@
 //! through prost's usual snake_case conversion (e.g. `ID` -> `id`,
 //! `grantedTTL` -> `granted_ttl`, `peerURLs` -> `peer_ur_ls`).
 
+/// Includes the code prost generated for a proto package: with the
+/// `grpc` feature under `--cfg madsim`, the variant whose services run on
+/// the simulated network.
+macro_rules! generated {
+    ($package:literal) => {
+        #[cfg(not(all(madsim, feature = "grpc")))]
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+        #[cfg(all(madsim, feature = "grpc"))]
+        include!(concat!(env!("OUT_DIR"), "/sim/", $package, ".rs"));
+    };
+}
+
 /// etcd's MVCC types: `KeyValue` and `Event`.
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
-    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    generated!("mvccpb");
 }
 
 /// etcd's auth store types: `User`, `Role`, `Permission`.
 #[allow(clippy::all, missing_docs)]
 pub mod authpb {
-    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    generated!("authpb");
 }
 
 /// etcd's client API: requests, responses and (with `grpc`) the KV, Watch,
 /// Lease, Cluster, Maintenance and Auth services.
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
-    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    generated!("etcdserverpb");
 }
 
 /// e2d's wire between members: raft messages, forwarded writes, read
@@ -31,13 +43,13 @@ pub mod etcdserverpb {
 pub mod e2d {
     #[allow(clippy::all, missing_docs)]
     pub mod peer {
-        include!(concat!(env!("OUT_DIR"), "/e2d.peer.rs"));
+        generated!("e2d.peer");
     }
 
     /// The gossip wire: SWIM packets and push-pull frames.
     #[allow(clippy::all, missing_docs)]
     pub mod gossip {
-        include!(concat!(env!("OUT_DIR"), "/e2d.gossip.rs"));
+        generated!("e2d.gossip");
     }
 }
 

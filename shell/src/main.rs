@@ -1,20 +1,10 @@
 //! `e2d`: one binary that deploys and runs etcd clusters.
 
-mod cli;
-mod gossip;
-mod grpc;
-mod http;
-mod metrics;
-mod raft;
-mod run;
-mod server;
-mod snapshot;
-mod status;
-mod storage;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use e2d_shell::cli::{self, Cli, Command};
+use e2d_shell::{grpc, run, status};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -310,7 +310,7 @@ impl Loop {
         while let Some(transmit) = self.machine.poll_transmit() {
             match transmit.kind {
                 TransmitKind::Datagram => {
-                    if let Err(e) = self.udp.send_to(&transmit.bytes, transmit.to).await {
+                    if let Err(e) = send_datagram(&self.udp, &transmit.bytes, transmit.to).await {
                         tracing::debug!(to = %transmit.to, error = %e, "gossip datagram not sent");
                     }
                 }
@@ -345,6 +345,14 @@ impl Loop {
             let _ = report.send(outcome).await;
         });
     }
+}
+
+/// Sends one datagram (madsim's socket takes the address first).
+async fn send_datagram(udp: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+    #[cfg(not(madsim))]
+    return udp.send_to(bytes, to).await.map(|_| ());
+    #[cfg(madsim)]
+    return udp.send_to(to, bytes).await;
 }
 
 #[cfg(test)]
@@ -423,7 +431,9 @@ mod tests {
             .unwrap();
         let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         for i in 0..200u32 {
-            junk.send_to(&i.to_be_bytes(), a.local_addr).await.unwrap();
+            send_datagram(&junk, &i.to_be_bytes(), a.local_addr)
+                .await
+                .unwrap();
         }
         let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
             .await

@@ -74,7 +74,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         let _timer = self.node.metrics.time("Defragment");
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || node.defragment())
+        crate::blocking::spawn(move || node.defragment())
             .await
             .map_err(internal)?
             .map_err(to_status)?;
@@ -93,7 +93,7 @@ impl Maintenance for MaintenanceService {
                 state.current_revision(),
             )
         };
-        let hash = tokio::task::spawn_blocking(move || {
+        let hash = crate::blocking::spawn(move || {
             let mut hasher = crc32fast::Hasher::new();
             view.visit_all(&mut |_, key, value| {
                 hasher.update(key);
@@ -151,7 +151,7 @@ impl Maintenance for MaintenanceService {
         };
         let header = self.node.header(revision);
         let dir = self.node.config.data_dir.join("tmp");
-        let file = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+        let file = crate::blocking::spawn(move || -> std::io::Result<(std::fs::File, u64)> {
             std::fs::create_dir_all(&dir)?;
             let mut file = tempfile_in(&dir)?;
             let size = {
@@ -167,7 +167,7 @@ impl Maintenance for MaintenanceService {
         .map_err(internal)?
         .map_err(internal)?;
         let (chunks, outgoing) = mpsc::channel(SNAPSHOT_CHUNKS_BUFFERED_MAX);
-        tokio::task::spawn_blocking(move || stream_file(file, header, chunks));
+        crate::blocking::spawn(move || stream_file(file, header, chunks));
         Ok(Response::new(ReceiverStream::new(outgoing)))
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
-use crate::storage::FjallBackend;
+use crate::storage::DiskBackend;
 use e2d_core::storage::read_meta_u64;
 
 /// Requests waiting for the driver; senders wait when it is full.
@@ -153,7 +153,7 @@ pub enum Bootstrap {
 pub fn spawn_driver(
     node_id: u64,
     bootstrap: Bootstrap,
-    backend: &mut crate::storage::FjallBackend,
+    backend: &mut crate::storage::DiskBackend,
     applied_index: u64,
     transport: Transport,
     log_limits: LogLimits,
@@ -534,7 +534,7 @@ impl Driver {
 
     fn apply_proposal(
         &mut self,
-        state: &mut StateMachine<FjallBackend>,
+        state: &mut StateMachine<DiskBackend>,
         proposal: &Proposal,
         now_ms: u64,
     ) -> Result<Outcome, Error> {
@@ -564,7 +564,7 @@ impl Driver {
     /// and the transport's peers.
     fn apply_membership(
         &mut self,
-        state: &mut StateMachine<FjallBackend>,
+        state: &mut StateMachine<DiskBackend>,
         entry: &Entry,
     ) -> Result<Outcome, Error> {
         let conf_change = ConfChangeV2::decode(entry.data.as_slice())
@@ -824,7 +824,7 @@ const INSTALL_DELETES_PER_BATCH_MAX: usize = 10_000;
 
 /// Replaces the state machine's tables with a snapshot's records, in
 /// batches; the member's own ids stay.
-fn replace_tables(backend: &mut FjallBackend, mut file: std::fs::File) -> Result<(), Error> {
+fn replace_tables(backend: &mut DiskBackend, mut file: std::fs::File) -> Result<(), Error> {
     use crate::server::is_member_local;
     for table in Table::ALL {
         let mut after: Option<Vec<u8>> = None;

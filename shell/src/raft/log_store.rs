@@ -8,7 +8,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
 use super::codec;
-use crate::storage::{FjallBackend, Space};
+use crate::storage::{DiskBackend, Space};
 
 const HARD_STATE_KEY: &[u8] = b"hard_state";
 const CONF_STATE_KEY: &[u8] = b"conf_state";
@@ -24,7 +24,7 @@ fn corrupt(e: impl std::fmt::Display) -> StorageError {
 
 /// Loads the log into a `MemStorage`; `None` when this member has no raft
 /// state yet (a new data dir).
-pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> {
+pub fn load(backend: &DiskBackend) -> Result<Option<MemStorage>, StorageError> {
     let state = backend.read_raft(Space::RaftState)?;
     let mut hard_state = None;
     let mut conf_state = None;
@@ -82,7 +82,7 @@ pub fn load(backend: &FjallBackend) -> Result<Option<MemStorage>, StorageError> 
 /// founding member (as etcd's bootstrap entries are); a joining member's
 /// log starts empty and fills from the leader.
 pub fn create(
-    backend: &mut FjallBackend,
+    backend: &mut DiskBackend,
     conf_state: ConfState,
     first_entry: Option<Vec<u8>>,
 ) -> Result<MemStorage, StorageError> {
@@ -111,13 +111,13 @@ pub fn create(
 
 /// Marks the start of a snapshot install, durably, before the state
 /// machine's tables are replaced batch by batch.
-pub fn begin_snapshot_install(backend: &mut FjallBackend) -> Result<(), StorageError> {
+pub fn begin_snapshot_install(backend: &mut DiskBackend) -> Result<(), StorageError> {
     backend.stage_raft(Space::RaftState, INSTALLING_KEY, Some(&[]));
     backend.commit(true)
 }
 
 /// Stages the end of a snapshot install, to commit with its raft state.
-pub fn end_snapshot_install(backend: &mut FjallBackend) {
+pub fn end_snapshot_install(backend: &mut DiskBackend) {
     backend.stage_raft(Space::RaftState, INSTALLING_KEY, None);
 }
 
@@ -134,7 +134,7 @@ pub fn snapshot_marker(index: u64, term: u64, conf_state: ConfState) -> Snapshot
 
 /// Records that the log now starts after `index` and drops the entries
 /// from `first_kept_before` up to and including `index`.
-pub fn stage_log_start(backend: &mut FjallBackend, index: u64, term: u64, first_index: u64) {
+pub fn stage_log_start(backend: &mut DiskBackend, index: u64, term: u64, first_index: u64) {
     let mut value = index.to_be_bytes().to_vec();
     value.extend_from_slice(&term.to_be_bytes());
     backend.stage_raft(Space::RaftState, LOG_START_KEY, Some(&value));
@@ -142,13 +142,13 @@ pub fn stage_log_start(backend: &mut FjallBackend, index: u64, term: u64, first_
 }
 
 /// Stages the removal of the entries at `indexes`.
-pub fn stage_removal(backend: &mut FjallBackend, indexes: std::ops::RangeInclusive<u64>) {
+pub fn stage_removal(backend: &mut DiskBackend, indexes: std::ops::RangeInclusive<u64>) {
     for index in indexes {
         backend.stage_raft(Space::RaftLog, &index.to_be_bytes(), None);
     }
 }
 
-pub fn stage_entries(backend: &mut FjallBackend, entries: &[Entry]) {
+pub fn stage_entries(backend: &mut DiskBackend, entries: &[Entry]) {
     for entry in entries {
         backend.stage_raft(
             Space::RaftLog,
@@ -158,7 +158,7 @@ pub fn stage_entries(backend: &mut FjallBackend, entries: &[Entry]) {
     }
 }
 
-pub fn stage_hard_state(backend: &mut FjallBackend, state: &HardState) {
+pub fn stage_hard_state(backend: &mut DiskBackend, state: &HardState) {
     backend.stage_raft(
         Space::RaftState,
         HARD_STATE_KEY,
@@ -166,7 +166,7 @@ pub fn stage_hard_state(backend: &mut FjallBackend, state: &HardState) {
     );
 }
 
-pub fn stage_conf_state(backend: &mut FjallBackend, state: &ConfState) {
+pub fn stage_conf_state(backend: &mut DiskBackend, state: &ConfState) {
     backend.stage_raft(
         Space::RaftState,
         CONF_STATE_KEY,

@@ -112,7 +112,7 @@ impl Peer for PeerService {
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = self.node.config.data_dir.join("tmp");
-        let mut file = tokio::task::spawn_blocking(move || {
+        let mut file = crate::blocking::spawn(move || {
             std::fs::create_dir_all(&dir)?;
             crate::grpc::tempfile_in(&dir)
         })
@@ -128,7 +128,7 @@ impl Peer for PeerService {
         while let Some(chunk) = incoming.message().await? {
             write(&chunk.data)?;
         }
-        let file = tokio::task::spawn_blocking(move || {
+        let file = crate::blocking::spawn(move || {
             crate::snapshot::verify_snapshot(&mut file).map(|()| file)
         })
         .await

@@ -42,7 +42,7 @@ async fn stream(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let view = node.read().mvcc().backend().point_in_time();
     let dir = node.config.data_dir.join("tmp");
-    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+    let file = crate::blocking::spawn(move || -> std::io::Result<std::fs::File> {
         std::fs::create_dir_all(&dir)?;
         let mut file = crate::grpc::tempfile_in(&dir)?;
         {
@@ -56,7 +56,7 @@ async fn stream(
     .await??;
     let (chunks, outgoing) = mpsc::channel(CHUNKS_BUFFERED_MAX);
     let raft_message = codec::encode_message(&message);
-    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let reader = crate::blocking::spawn(move || -> std::io::Result<()> {
         let mut file = file;
         let mut first = Some(raft_message);
         loop {

@@ -171,5 +171,6 @@ async fn send_loop(
 /// Drops what is queued while the peer is down, for `wait`.
 async fn drain_while_down(queue: &mut mpsc::Receiver<RaftEnvelope>, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, queue.recv()).await {}
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    while let Ok(Some(_)) = tokio::time::timeout(left(), queue.recv()).await {}
 }

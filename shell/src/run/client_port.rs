@@ -19,11 +19,88 @@ use e2d_proto::etcdserverpb::{
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use super::RunError;
+use super::status_board::StatusBoard;
+use super::{listen, RunError};
+use crate::cli::RunArgs;
 use crate::grpc::{self, grpc_message_bytes_max};
 use crate::server::Node;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the client port serves: the status board, and the etcd API once
+/// the node runs.
+#[derive(Clone)]
+pub struct NodeRoutes {
+    routes: ClientRoutes,
+    pub board: Arc<StatusBoard>,
+}
+
+impl NodeRoutes {
+    /// Serves the etcd API of `node` from now on.
+    pub fn serve_node(&self, node: &Arc<Node>) {
+        self.board.set_node(Some(node.clone()), "running");
+        self.routes
+            .replace(node_routes(node.clone(), self.board.routes()));
+    }
+}
+
+/// The client port, served from the start of `run` to its end.
+pub struct ClientPort {
+    pub routes: NodeRoutes,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<Result<(), RunError>>,
+}
+
+impl ClientPort {
+    /// Binds the client port; until [`NodeRoutes::serve_node`] it answers
+    /// `/e2d/status` and "not started".
+    pub async fn open(args: &RunArgs, board: Arc<StatusBoard>) -> Result<Self, RunError> {
+        let listener = listen(args.client_addr, "clients", "--client-addr").await?;
+        let routes = ClientRoutes::new(waiting_routes(board.routes()));
+        let (stop, mut stopped) = watch::channel(false);
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let serving = tokio::spawn(serve(listener, routes.clone(), shutdown));
+        tracing::info!(
+            client_url = %args.advertised_url(args.client_addr),
+            "serving clients on {}",
+            args.client_addr
+        );
+        Ok(Self {
+            routes: NodeRoutes { routes, board },
+            stop,
+            serving,
+        })
+    }
+
+    /// Resolves if serving stops on its own (an error).
+    pub async fn failed(&mut self) -> RunError {
+        match (&mut self.serving).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => RunError::Serve("the client listener stopped".into()),
+            Err(e) => RunError::Serve(e.to_string()),
+        }
+    }
+
+    /// Stops serving: in-flight requests get a grace period, then open
+    /// streams (watches, keep-alives, which never end on their own) close.
+    pub async fn close(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serving)
+            .await
+            .is_err()
+        {
+            tracing::info!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+            self.serving.abort();
+        }
+    }
+}
 
 /// The routes the client port serves now; clones share them.
 #[derive(Clone)]

@@ -25,7 +25,7 @@ use super::{
 use crate::cli::RunArgs;
 use crate::gossip::{Gossip, GossipConfig};
 use crate::server::{Identity, InitialMember, Node};
-use crate::storage::FjallBackend;
+use crate::storage::DiskBackend;
 
 /// How often the running server's view of its cluster goes to the manager.
 const SERVER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,7 +77,7 @@ pub fn check_flags(args: &RunArgs) -> Result<(), RunError> {
     manager_config(args, &placeholder).map(|_| ())
 }
 
-pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<Stopped, RunError> {
+pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
     let config = manager_config(&args, &settings)?;
     let data_dir_state = data_dir_state(&backend, &args)?;
@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<S
 }
 
 /// What the data dir holds, as the manager needs to know it.
-fn data_dir_state(backend: &FjallBackend, args: &RunArgs) -> Result<DataDir, RunError> {
+fn data_dir_state(backend: &DiskBackend, args: &RunArgs) -> Result<DataDir, RunError> {
     let founders = data_dir::read_commitment(&args.data_dir)?;
     let ids = Identity::stored_ids(backend)?;
     Ok(match (ids, founders) {
@@ -181,7 +181,7 @@ struct Agent {
     settings: NodeSettings,
     token: String,
     /// The open database, until the server takes it.
-    backend: Option<FjallBackend>,
+    backend: Option<DiskBackend>,
     node: Option<Arc<Node>>,
     /// The server has reported this member's removal.
     removed: bool,

@@ -2,6 +2,10 @@
 //! static cluster, when the manager decides for a managed one), and serve
 //! until a signal says stop or the cluster removes the member.
 
+#[cfg(not(madsim))]
+mod client_port;
+#[cfg(madsim)]
+#[path = "client_port_sim.rs"]
 mod client_port;
 mod cluster_calls;
 mod data_dir;
@@ -11,23 +15,14 @@ mod start;
 mod static_members;
 mod status_board;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::cli::RunArgs;
 use crate::server::{Node, NodeConfig};
-use client_port::ClientRoutes;
+use client_port::{ClientPort, NodeRoutes};
 use start::NodeSettings;
-use status_board::StatusBoard;
 
 pub use data_dir::archive;
-
-/// How long in-flight requests get to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why `e2d run` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -137,76 +132,6 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
     }
 }
 
-/// What the client port serves: the status board, and the etcd API once
-/// the node runs.
-#[derive(Clone)]
-struct NodeRoutes {
-    routes: ClientRoutes,
-    board: Arc<StatusBoard>,
-}
-
-impl NodeRoutes {
-    /// Serves the etcd API of `node` from now on.
-    fn serve_node(&self, node: &Arc<Node>) {
-        self.board.set_node(Some(node.clone()), "running");
-        self.routes
-            .replace(client_port::node_routes(node.clone(), self.board.routes()));
-    }
-}
-
-/// The client port, served from the start of `run` to its end.
-struct ClientPort {
-    routes: NodeRoutes,
-    stop: watch::Sender<bool>,
-    serving: JoinHandle<Result<(), RunError>>,
-}
-
-impl ClientPort {
-    /// Binds the client port; until [`NodeRoutes::serve_node`] it answers
-    /// `/e2d/status` and "not started".
-    async fn open(args: &RunArgs, board: Arc<StatusBoard>) -> Result<Self, RunError> {
-        let listener = listen(args.client_addr, "clients", "--client-addr").await?;
-        let routes = ClientRoutes::new(client_port::waiting_routes(board.routes()));
-        let (stop, mut stopped) = watch::channel(false);
-        let shutdown = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let serving = tokio::spawn(client_port::serve(listener, routes.clone(), shutdown));
-        tracing::info!(
-            client_url = %args.advertised_url(args.client_addr),
-            "serving clients on {}",
-            args.client_addr
-        );
-        Ok(Self {
-            routes: NodeRoutes { routes, board },
-            stop,
-            serving,
-        })
-    }
-
-    /// Resolves if serving stops on its own (an error).
-    async fn failed(&mut self) -> RunError {
-        match (&mut self.serving).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(())) => RunError::Serve("the client listener stopped".into()),
-            Err(e) => RunError::Serve(e.to_string()),
-        }
-    }
-
-    /// Stops serving: in-flight requests get a grace period, then open
-    /// streams (watches, keep-alives, which never end on their own) close.
-    async fn close(mut self) {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serving)
-            .await
-            .is_err()
-        {
-            tracing::info!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
-            self.serving.abort();
-        }
-    }
-}
-
 /// The leader records every lease's remaining time, so a restart resumes it.
 async fn checkpoint_leases_before_exit(node: &Node) {
     use e2d_proto::peer::{proposal::Op, LeaseCheckpoint, LeaseRemaining};
@@ -239,6 +164,7 @@ async fn listen(
         })
 }
 
+#[cfg(not(madsim))]
 async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler installs");
@@ -246,6 +172,12 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }
+}
+
+/// A simulated node is stopped by killing it.
+#[cfg(madsim)]
+async fn shutdown_signal() {
+    std::future::pending::<()>().await
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::{listen, RunError};
 use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::{spawn_duties, Clock, Identity, InitialMember, Node, NodeConfig};
-use crate::storage::FjallBackend;
+use crate::storage::DiskBackend;
 
 /// Largest message between members: a raft append of up to 1 MiB of
 /// entries plus framing.
@@ -76,13 +76,13 @@ pub fn database_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Opens (creating) the database in `data_dir`.
-pub fn open_backend(data_dir: &Path) -> Result<FjallBackend, RunError> {
+pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
     let db_dir = database_dir(data_dir);
     std::fs::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
-    FjallBackend::open(&db_dir).map_err(|e| database_error(data_dir, e.into()))
+    DiskBackend::open(&db_dir).map_err(|e| database_error(data_dir, e.into()))
 }
 
 fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
@@ -96,7 +96,7 @@ fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
 /// clients with the returned node.
 pub async fn start_node(
     settings: &NodeSettings,
-    mut backend: FjallBackend,
+    mut backend: DiskBackend,
     membership: Membership,
 ) -> Result<Arc<Node>, RunError> {
     let data_dir = &settings.node.data_dir;
@@ -231,14 +231,21 @@ pub async fn start_node(
 }
 
 async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let service =
         PeerServer::new(PeerService::new(node)).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    if let Err(e) = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming(incoming)
-        .await
-    {
+    let router = tonic::transport::Server::builder().add_service(service);
+    #[cfg(not(madsim))]
+    let served = router
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await;
+    // The simulated transport binds its own endpoint.
+    #[cfg(madsim)]
+    let served = {
+        let addr = listener.local_addr().expect("a bound listener has an address");
+        drop(listener);
+        router.serve(addr).await
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "peer listener stopped");
     }
 }

@@ -14,12 +14,12 @@ use super::{
 };
 use crate::cli::RunArgs;
 use crate::server::{parse_initial_cluster, Identity};
-use crate::storage::FjallBackend;
+use crate::storage::DiskBackend;
 
 /// How long a removed member keeps answering before it stops.
 const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn run(args: RunArgs, name: String, backend: FjallBackend) -> Result<Stopped, RunError> {
+pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
     let initial_cluster = args
         .initial_cluster

@@ -1,18 +1,16 @@
 //! What this node knows for `e2d status`: kept up to date by `run`, read at
 //! `/e2d/status` on the client port.
 
+// Under madsim nothing serves `/e2d/status`; the board is kept all the same.
+#![cfg_attr(madsim, allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use e2d_core::swim::{Liveness, MemberView, NodeStatus};
 
 use crate::server::Node;
-use crate::status::{GossipReport, MemberReport, StatusReport, STATUS_PATH};
+use crate::status::{GossipReport, MemberReport, StatusReport};
 
 /// Most gossip nodes the board keeps (as the manager's view).
 const GOSSIP_NODES_MAX: usize = e2d_core::manager::VIEW_MEMBERS_MAX;
@@ -175,14 +173,19 @@ impl StatusBoard {
     }
 
     /// The `/e2d/status` route.
-    pub fn routes(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route(STATUS_PATH, get(serve_status))
+    #[cfg(not(madsim))]
+    pub fn routes(self: &Arc<Self>) -> axum::Router {
+        use axum::routing::get;
+        axum::Router::new()
+            .route(crate::status::STATUS_PATH, get(serve_status))
             .with_state(self.clone())
     }
 }
 
-async fn serve_status(State(board): State<Arc<StatusBoard>>) -> impl IntoResponse {
+#[cfg(not(madsim))]
+async fn serve_status(
+    axum::extract::State(board): axum::extract::State<Arc<StatusBoard>>,
+) -> impl axum::response::IntoResponse {
     let body = serde_json::to_string(&board.report()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body)
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
 }

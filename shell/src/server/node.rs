@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 use super::{Clock, Identity};
 use crate::metrics::Metrics;
 use crate::raft::{DriverHandle, DriverRequest, ProposalReply, RaftStatus};
-use crate::storage::FjallBackend;
+use crate::storage::DiskBackend;
 
 /// Where the index of the last applied raft entry is kept.
 pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
@@ -33,7 +33,7 @@ pub struct Node {
     pub config: NodeConfig,
     pub clock: Clock,
     pub metrics: Metrics,
-    state: RwLock<StateMachine<FjallBackend>>,
+    state: RwLock<StateMachine<DiskBackend>>,
     raft: DriverHandle,
     committed_revision: watch::Sender<i64>,
     applied_index: watch::Sender<u64>,
@@ -45,7 +45,7 @@ impl Node {
         identity: Identity,
         config: NodeConfig,
         clock: Clock,
-        state: StateMachine<FjallBackend>,
+        state: StateMachine<DiskBackend>,
         raft: DriverHandle,
         applied_index: u64,
         lease_id_seed: u64,
@@ -78,12 +78,12 @@ impl Node {
     }
 
     /// The state machine as of the last applied entry.
-    pub fn read(&self) -> RwLockReadGuard<'_, StateMachine<FjallBackend>> {
+    pub fn read(&self) -> RwLockReadGuard<'_, StateMachine<DiskBackend>> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The state machine for the raft driver, the one writer.
-    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, StateMachine<FjallBackend>> {
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, StateMachine<DiskBackend>> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -5,38 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use e2d_core::storage::{Backend, StorageError, Table};
+
+use super::{RawEntry, Space, VisitEntry};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-
-/// A key and its value, as stored.
-pub type RawEntry = (Vec<u8>, Vec<u8>);
-
-/// Where a write goes: a state machine table or the raft log's own spaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Space {
-    Table(Table),
-    /// Raft log entries by index (8 bytes, big-endian).
-    RaftLog,
-    /// Hard state and conf state.
-    RaftState,
-}
-
-impl Space {
-    fn name(self) -> &'static str {
-        match self {
-            Space::Table(table) => table.name(),
-            Space::RaftLog => "raft_log",
-            Space::RaftState => "raft_state",
-        }
-    }
-
-    const ALL: [Space; 5] = [
-        Space::Table(Table::Kv),
-        Space::Table(Table::Lease),
-        Space::Table(Table::Meta),
-        Space::RaftLog,
-        Space::RaftState,
-    ];
-}
 
 pub struct FjallBackend {
     db: Database,
@@ -122,9 +93,6 @@ impl Defragmenter {
         Ok(())
     }
 }
-
-/// Called with each entry of a [`PointInTime`]; an error stops the visit.
-pub type VisitEntry<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError> + 'a;
 
 pub struct PointInTime {
     snapshot: fjall::Snapshot,

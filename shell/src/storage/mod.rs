@@ -1,6 +1,52 @@
-//! Durable storage for the state machine: the fjall backend and the data
-//! directory layout.
+//! Durable storage for the state machine and the raft log: fjall on a
+//! real disk, or under `--cfg madsim` an in-memory disk that loses what
+//! was not synced when its node is killed.
 
+#[cfg(not(madsim))]
 mod fjall_backend;
+#[cfg(madsim)]
+pub mod memory_disk;
 
-pub use fjall_backend::{FjallBackend, PointInTime, Space};
+#[cfg(not(madsim))]
+pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime};
+#[cfg(madsim)]
+pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime};
+
+use e2d_core::storage::{StorageError, Table};
+
+/// A key and its value, as stored.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// Where a write goes: a state machine table or the raft log's own spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Space {
+    Table(Table),
+    /// Raft log entries by index (8 bytes, big-endian).
+    RaftLog,
+    /// Hard state and conf state.
+    RaftState,
+}
+
+/// fjall keeps each space in a keyspace of this name.
+#[cfg(not(madsim))]
+impl Space {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Space::Table(table) => table.name(),
+            Space::RaftLog => "raft_log",
+            Space::RaftState => "raft_state",
+        }
+    }
+
+    pub(crate) const ALL: [Space; 5] = [
+        Space::Table(Table::Kv),
+        Space::Table(Table::Lease),
+        Space::Table(Table::Meta),
+        Space::RaftLog,
+        Space::RaftState,
+    ];
+}
+
+/// Called with each entry of a [`PointInTime`]; an error stops the visit.
+pub type VisitEntry<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError> + 'a;
+

@@ -1,0 +1,17 @@
+//! The e2d node: CLI, storage, raft, the gRPC and HTTP servers, gossip
+//! and the manager's driver. The `e2d` binary is a thin `main` over it;
+//! the simulator (`sim/`) runs the same code under `--cfg madsim`.
+
+mod blocking;
+pub mod cli;
+mod gossip;
+pub mod grpc;
+#[cfg(not(madsim))]
+mod http;
+mod metrics;
+mod raft;
+pub mod run;
+mod server;
+mod snapshot;
+pub mod status;
+pub mod storage;

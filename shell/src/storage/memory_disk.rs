@@ -1,0 +1,232 @@
+//! The database under `--cfg madsim`: an in-memory disk per database
+//! directory, which outlives the simulated node that opened it and has the
+//! crash semantics of a real one. A committed batch is readable at once;
+//! it is durable only after a synced commit. When the simulator kills a
+//! node it calls [`crash`]: every batch since the last sync is lost, except
+//! an in-order prefix the simulator picks (what the journal happened to
+//! reach the platter before the power went).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use e2d_core::storage::{Backend, StorageError, Table};
+
+use super::{RawEntry, Space, VisitEntry};
+
+type Key = (Space, Vec<u8>);
+/// One commit: its writes in order, `None` a delete.
+type Batch = Vec<(Key, Option<Vec<u8>>)>;
+
+/// Unsynced batches a disk holds before a commit must sync; past this the
+/// caller has stopped syncing, which no correct shell does.
+const UNSYNCED_BATCHES_MAX: usize = 1 << 20;
+
+#[derive(Default)]
+struct Disk {
+    /// What reads see: every committed batch.
+    current: BTreeMap<Key, Vec<u8>>,
+    /// What survives a crash: the state as of the last synced commit.
+    synced: BTreeMap<Key, Vec<u8>>,
+    /// Batches committed since the last sync, oldest first.
+    unsynced: Vec<Batch>,
+}
+
+fn apply(map: &mut BTreeMap<Key, Vec<u8>>, batch: &Batch) {
+    for (key, value) in batch {
+        match value {
+            Some(value) => map.insert(key.clone(), value.clone()),
+            None => map.remove(key),
+        };
+    }
+}
+
+impl Disk {
+    fn sync(&mut self) {
+        for batch in std::mem::take(&mut self.unsynced) {
+            apply(&mut self.synced, &batch);
+        }
+    }
+}
+
+/// Every disk of this process by database directory. Simulated runs use
+/// distinct directories, so runs on other threads never meet.
+static DISKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<Disk>>>> = Mutex::new(BTreeMap::new());
+
+fn disks() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<Disk>>>> {
+    DISKS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
+    disk.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Loses what the disk under `dir` had not synced, but for the first
+/// `kept_batches` unsynced batches. Returns how many batches were lost.
+pub fn crash(dir: &Path, kept_batches: usize) -> usize {
+    let Some(disk) = disks().get(dir).cloned() else {
+        return 0;
+    };
+    let mut disk = lock(&disk);
+    let unsynced = std::mem::take(&mut disk.unsynced);
+    let kept = kept_batches.min(unsynced.len());
+    for batch in &unsynced[..kept] {
+        apply(&mut disk.synced, batch);
+    }
+    disk.current = disk.synced.clone();
+    unsynced.len() - kept
+}
+
+/// Throws away every disk under `root` (a machine lost for good).
+pub fn destroy_under(root: &Path) {
+    disks().retain(|dir, _| !dir.starts_with(root));
+}
+
+pub struct MemoryBackend {
+    disk: Arc<Mutex<Disk>>,
+    staged: BTreeMap<Key, Option<Vec<u8>>>,
+}
+
+impl MemoryBackend {
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let disk = disks().entry(dir.to_path_buf()).or_default().clone();
+        Ok(Self {
+            disk,
+            staged: BTreeMap::new(),
+        })
+    }
+
+    fn disk(&self) -> MutexGuard<'_, Disk> {
+        lock(&self.disk)
+    }
+
+    /// Stages a write to a raft space; committed with the next batch.
+    pub fn stage_raft(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
+        debug_assert!(!matches!(space, Space::Table(_)));
+        self.staged
+            .insert((space, key.to_vec()), value.map(<[u8]>::to_vec));
+    }
+
+    /// Every committed entry of a raft space, in key order.
+    pub fn read_raft(&self, space: Space) -> Result<Vec<RawEntry>, StorageError> {
+        Ok(self
+            .disk()
+            .current
+            .range((space, Vec::new())..)
+            .take_while(|((s, _), _)| *s == space)
+            .map(|((_, key), value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    pub fn defragmenter(&self) -> Defragmenter {
+        Defragmenter
+    }
+
+    pub fn point_in_time(&self) -> PointInTime {
+        let disk = self.disk();
+        let tables = disk
+            .current
+            .iter()
+            .filter_map(|((space, key), value)| match space {
+                Space::Table(table) => Some((*table, key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        PointInTime { tables }
+    }
+}
+
+/// Nothing to rewrite in memory.
+pub struct Defragmenter;
+
+impl Defragmenter {
+    pub fn run(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+pub struct PointInTime {
+    /// Table entries, table by table in key order.
+    tables: Vec<(Table, Vec<u8>, Vec<u8>)>,
+}
+
+impl PointInTime {
+    pub fn visit_all(&self, visit: &mut VisitEntry<'_>) -> Result<(), StorageError> {
+        for (table, key, value) in &self.tables {
+            visit(*table, key, value)?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = (Space::Table(table), key.to_vec());
+        if let Some(staged) = self.staged.get(&key) {
+            return Ok(staged.clone());
+        }
+        Ok(self.disk().current.get(&key).cloned())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let space = Space::Table(table);
+        // Copied out first: `visit` may take its time, and the disk is shared.
+        let entries: Vec<RawEntry> = {
+            let disk = self.disk();
+            disk.current
+                .range((space, start.to_vec())..)
+                .take_while(|((s, key), _)| {
+                    *s == space && (end.is_empty() || key.as_slice() < end)
+                })
+                .map(|((_, key), value)| (key.clone(), value.clone()))
+                .collect()
+        };
+        for (key, value) in entries {
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.staged
+            .insert((Space::Table(table), key.to_vec()), Some(value.to_vec()));
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.staged.insert((Space::Table(table), key.to_vec()), None);
+    }
+
+    fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
+        let batch: Batch = std::mem::take(&mut self.staged).into_iter().collect();
+        let mut disk = self.disk();
+        if !batch.is_empty() {
+            apply(&mut disk.current, &batch);
+            disk.unsynced.push(batch);
+        }
+        if sync {
+            disk.sync();
+        }
+        assert!(
+            disk.unsynced.len() <= UNSYNCED_BATCHES_MAX,
+            "{} batches committed without a sync",
+            disk.unsynced.len()
+        );
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.disk()
+            .current
+            .iter()
+            .map(|((_, key), value)| (key.len() + value.len()) as u64)
+            .sum()
+    }
+}
