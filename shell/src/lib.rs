@@ -12,6 +12,8 @@ mod metrics;
 mod raft;
 pub mod run;
 mod server;
+#[cfg(madsim)]
+pub mod sim_bugs;
 mod snapshot;
 pub mod status;
 pub mod storage;

@@ -1,6 +1,5 @@
 //! `e2d`: one binary that deploys and runs etcd clusters.
 
-
 use clap::Parser;
 
 use e2d_shell::cli::{self, Cli, Command};
@@ -77,21 +76,7 @@ fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
         runtime.shutdown_timeout(RESTART_GRACE);
         match stopped {
             run::Stopped::Shutdown => return Ok(()),
-            run::Stopped::Removed => {
-                let now_unix_s = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let archived = run::archive(&args.data_dir, now_unix_s).map_err(|source| {
-                    run::RunError::DataDir {
-                        path: args.data_dir.display().to_string(),
-                        source,
-                    }
-                })?;
-                tracing::warn!(
-                    archived = %archived.display(),
-                    "moved the removed member's data aside; joining the cluster again as a new member"
-                );
-            }
+            run::Stopped::Removed => run::start_over(&args.data_dir)?,
         }
     }
 }

@@ -10,10 +10,10 @@
 //! exists, the report shows the longest order found and the operations
 //! none of which could come next: the smallest window around the failure.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::history::{History, Operation};
+use crate::history::{History, Operation, Request, Response, TimeMs};
 use crate::kv_model::KvState;
 
 /// What the check found.
@@ -67,17 +67,18 @@ struct Node {
     state: KvState,
 }
 
-fn is_done(done: &[u64], i: usize) -> bool {
-    done[i / 64] & (1 << (i % 64)) != 0
-}
-
 fn set_done(done: &mut [u64], i: usize) {
     done[i / 64] |= 1 << (i % 64);
 }
 
-/// Checks `history` against the KV model, exploring at most
-/// `max_explored` search states.
+/// Checks `history` against the KV model from an empty store, exploring
+/// at most `max_explored` search states.
 pub fn check(history: &History, max_explored: usize) -> Verdict {
+    check_from(KvState::default(), history, max_explored)
+}
+
+/// Checks `history` against the KV model starting at `initial`.
+pub fn check_from(initial: KvState, history: &History, max_explored: usize) -> Verdict {
     // Reads whose answer was lost say nothing.
     let mut ops: Vec<Operation> = history
         .operations
@@ -87,14 +88,15 @@ pub fn check(history: &History, max_explored: usize) -> Verdict {
         .collect();
     ops.sort_by_key(|op| (op.invoked_ms, op.deadline_ms()));
     let required = ops.iter().filter(|op| op.completed.is_some()).count();
+    let hints = try_orders(&ops);
     let start = Node {
         done: vec![0; ops.len().div_ceil(64)],
-        state: KvState::default(),
+        state: initial,
     };
     let mut seen: HashSet<Node> = HashSet::new();
     // Each frame: a node, its order so far, and the candidates left to try.
     let mut stack: Vec<(Node, Vec<usize>, Vec<usize>)> = Vec::new();
-    let first = candidates(&ops, &start.done);
+    let first = candidates(&ops, &hints, &start.done);
     stack.push((start, Vec::new(), first));
     let mut best: Option<(Vec<usize>, KvState, Vec<usize>)> = None;
     let mut explored = 0;
@@ -109,7 +111,7 @@ pub fn check(history: &History, max_explored: usize) -> Verdict {
         let Some(next) = untried.pop() else {
             let longer = best.as_ref().is_none_or(|(o, _, _)| order.len() > o.len());
             if longer {
-                let stuck = candidates(&ops, &node.done);
+                let stuck = candidates(&ops, &hints, &node.done);
                 best = Some((order, node.state, stuck));
             }
             continue;
@@ -132,7 +134,7 @@ pub fn check(history: &History, max_explored: usize) -> Verdict {
         }
         let mut child_order = order;
         child_order.push(next);
-        let child_candidates = candidates(&ops, &child.done);
+        let child_candidates = candidates(&ops, &hints, &child.done);
         stack.push((child, child_order, child_candidates));
     }
     let (order, state, stuck) = best.unwrap_or_default();
@@ -144,25 +146,81 @@ pub fn check(history: &History, max_explored: usize) -> Verdict {
 }
 
 /// The operations that may come next: not yet linearized, and invoked
-/// before every pending operation with a known answer completed. Ordered so
-/// that the last (tried first) completes earliest; operations whose answer
-/// was lost come first (tried last).
-fn candidates(ops: &[Operation], done: &[u64]) -> Vec<usize> {
+/// before every pending operation with a known answer completed; the last
+/// is tried first (see [`try_order`]).
+fn candidates(ops: &[Operation], hints: &[TryOrder], done: &[u64]) -> Vec<usize> {
     // `ops` is sorted by invocation, and an operation completes after its
     // invocation: once an operation is invoked after the earliest pending
-    // completion seen so far, no later one can come next.
+    // completion seen so far, no later one can come next. Done operations
+    // are skipped a word of the bitset at a time.
     let mut horizon = u64::MAX;
     let mut next = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        if op.invoked_ms > horizon {
-            break;
-        }
-        if !is_done(done, i) {
+    'words: for (w, &word) in done.iter().enumerate() {
+        let mut pending = !word;
+        while pending != 0 {
+            let i = w * 64 + pending.trailing_zeros() as usize;
+            pending &= pending - 1;
+            let Some(op) = ops.get(i) else {
+                break 'words;
+            };
+            if op.invoked_ms > horizon {
+                break 'words;
+            }
             horizon = horizon.min(op.deadline_ms());
             next.push(i);
         }
     }
     next.retain(|&i| ops[i].invoked_ms <= horizon);
-    next.sort_by_key(|&i| std::cmp::Reverse(ops[i].deadline_ms()));
+    next.sort_by_key(|&i| std::cmp::Reverse(hints[i]));
     next
+}
+
+/// Which candidate to try first (the smallest): the one whose answer
+/// names the lowest revision, a change before the reads that saw it, then
+/// the earliest completion. For a correct store this is the order the
+/// revisions already tell, so the search rarely backtracks.
+type TryOrder = (i64, bool, TimeMs);
+
+/// The try order of every operation. A write whose answer was lost takes
+/// the revision a read saw its value at (values are unique), else it goes
+/// last: unseen, it may as well never have happened.
+fn try_orders(ops: &[Operation]) -> Vec<TryOrder> {
+    let mut seen_at: HashMap<(&str, &str), i64> = HashMap::new();
+    for op in ops {
+        if let (
+            Request::Get { key },
+            Some((
+                _,
+                Response::Get {
+                    found: Some((value, at)),
+                    ..
+                },
+            )),
+        ) = (&op.request, &op.completed)
+        {
+            seen_at.insert((key.as_str(), value.as_str()), *at);
+        }
+    }
+    ops.iter()
+        .map(|op| match &op.completed {
+            Some((at, response)) => {
+                let changed = match response {
+                    Response::Put { .. } => true,
+                    Response::Get { .. } => false,
+                    Response::Delete { deleted, .. } => *deleted > 0,
+                    Response::CompareAndSet { succeeded, .. } => *succeeded,
+                };
+                (response.revision(), !changed, *at)
+            }
+            None => {
+                let written = match &op.request {
+                    Request::Put { key, value } | Request::CompareAndSet { key, value, .. } => {
+                        seen_at.get(&(key.as_str(), value.as_str())).copied()
+                    }
+                    _ => None,
+                };
+                (written.unwrap_or(i64::MAX), false, TimeMs::MAX)
+            }
+        })
+        .collect()
 }

@@ -238,19 +238,22 @@ impl Loop {
                 .machine
                 .poll_timeout()
                 .map_or(1_000, |at| at.saturating_sub(now_ms));
+            // Biased (replayable under simulation), with datagrams last
+            // so that a flood cannot starve timeouts or control.
             tokio::select! {
-                received = self.udp.recv_from(&mut buffer) => {
-                    if let Ok((len, from)) = received {
-                        self.datagram(from, &buffer[..len]);
-                    }
-                }
-                Some(exchange) = self.exchanges.recv() => self.exchange(exchange),
+                biased;
                 control = self.control.recv() => match control {
                     Some(control) => self.control(control).await,
                     None => return,
                 },
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {
                     self.machine.handle_timeout(self.clock.now_ms());
+                }
+                Some(exchange) = self.exchanges.recv() => self.exchange(exchange),
+                received = self.udp.recv_from(&mut buffer) => {
+                    if let Ok((len, from)) = received {
+                        self.datagram(from, &buffer[..len]);
+                    }
                 }
             }
         }

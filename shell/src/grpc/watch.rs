@@ -68,7 +68,14 @@ impl StreamTask {
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
+            // Biased: a fixed polling order keeps simulated runs
+            // replayable; each branch is bounded, so none starves.
             tokio::select! {
+                biased;
+                _ = progress.tick() => {
+                    let current = self.node.read().current_revision();
+                    self.stream.handle_progress_tick(current);
+                }
                 message = incoming.message() => match message {
                     Ok(Some(request)) => self.handle_request(request),
                     Ok(None) | Err(_) => return,
@@ -76,10 +83,6 @@ impl StreamTask {
                 changed = revision.changed() => if changed.is_err() {
                     return;
                 },
-                _ = progress.tick() => {
-                    let current = self.node.read().current_revision();
-                    self.stream.handle_progress_tick(current);
-                }
             }
             if !self.sync_and_send().await {
                 return;
@@ -92,6 +95,16 @@ impl StreamTask {
         let before = self.stream.watcher_count() as i64;
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
+                #[cfg(madsim)]
+                let create = {
+                    let mut create = create;
+                    if crate::sim_bugs::planted().watch_resume_skips_a_revision
+                        && create.start_revision > 1
+                    {
+                        create.start_revision += 1;
+                    }
+                    create
+                };
                 self.stream.handle_create(&create, current)
             }
             Some(RequestUnion::CancelRequest(cancel)) => {

@@ -24,6 +24,7 @@ use raft::SnapshotStatus;
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::election_timeout::ElectionTimeouts;
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
@@ -226,6 +227,7 @@ pub struct DriverParts {
 
 impl DriverParts {
     pub fn run(self, node: Arc<Node>) {
+        let member_id = self.raw_node.raft.id;
         let driver = Driver {
             raw_node: self.raw_node,
             status: self.status,
@@ -242,6 +244,7 @@ impl DriverParts {
             state_applied_floor: 0,
             log_limits: self.log_limits,
             handle: self.handle,
+            election_timeouts: ElectionTimeouts::new(timeout_seed(member_id)),
         };
         tokio::spawn(driver.run(self.incoming));
     }
@@ -268,6 +271,16 @@ struct Driver {
     state_applied_floor: u64,
     log_limits: LogLimits,
     handle: DriverHandle,
+    election_timeouts: ElectionTimeouts,
+}
+
+/// A seed for this member's election timeouts: its id and the time, so
+/// members differ and a restart draws afresh.
+fn timeout_seed(member_id: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    member_id ^ nanos.rotate_left(32)
 }
 
 /// When the log is compacted: once `compact_after_entries` entries are
@@ -287,8 +300,12 @@ impl Driver {
             let _ = self.raw_node.campaign();
         }
         loop {
+            // Biased (replayable under simulation): the tick, ready once
+            // per interval, before the requests.
             tokio::select! {
+                biased;
                 _ = tick.tick() => {
+                    self.election_timeouts.settle(&mut self.raw_node.raft);
                     self.raw_node.tick();
                     // Forget proposals whose callers gave up (a forwarded
                     // proposal the old leader dropped, say).
@@ -436,7 +453,11 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            backend.commit(true)?;
+            #[cfg(madsim)]
+            let sync = !crate::sim_bugs::planted().ack_before_fsync;
+            #[cfg(not(madsim))]
+            let sync = true;
+            backend.commit(sync)?;
         }
         if !ready.persisted_messages().is_empty() {
             self.send_messages(ready.take_persisted_messages());

@@ -8,6 +8,7 @@
 
 mod codec;
 mod driver;
+mod election_timeout;
 mod log_store;
 mod peer_service;
 mod snapshot_sender;

@@ -136,6 +136,7 @@ async fn send_loop(
         let mut call = tokio::spawn(async move { client.raft(request).await });
         let outcome = loop {
             tokio::select! {
+                biased;
                 outcome = &mut call => break outcome,
                 envelope = queue.recv() => {
                     let Some(envelope) = envelope else {

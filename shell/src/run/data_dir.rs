@@ -152,6 +152,8 @@ pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
             continue;
         }
         std::fs::rename(entry.path(), target.join(&name))?;
+        #[cfg(madsim)]
+        crate::storage::memory_disk::moved(&entry.path(), &target.join(&name));
     }
     sync_dir(&target)?;
     sync_dir(data_dir)?;

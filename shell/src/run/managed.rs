@@ -242,6 +242,7 @@ impl Agent {
                 }
             };
             tokio::select! {
+                biased;
                 _ = &mut signal => return Ok(Stopped::Shutdown),
                 e = port.failed() => return Err(e),
                 Some(member) = gossip_event => {

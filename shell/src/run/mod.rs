@@ -20,9 +20,8 @@ use tokio::net::TcpListener;
 use crate::cli::RunArgs;
 use crate::server::{Node, NodeConfig};
 use client_port::{ClientPort, NodeRoutes};
+pub use start::database_dir;
 use start::NodeSettings;
-
-pub use data_dir::archive;
 
 /// Why `e2d run` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +131,23 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
     }
 }
 
+/// Moves a removed member's data aside, so that `run` joins the cluster
+/// again as a new member.
+pub fn start_over(data_dir: &std::path::Path) -> Result<(), RunError> {
+    let now_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let archived = data_dir::archive(data_dir, now_unix_s).map_err(|source| RunError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    tracing::warn!(
+        archived = %archived.display(),
+        "moved the removed member's data aside; joining the cluster again as a new member"
+    );
+    Ok(())
+}
+
 /// The leader records every lease's remaining time, so a restart resumes it.
 async fn checkpoint_leases_before_exit(node: &Node) {
     use e2d_proto::peer::{proposal::Op, LeaseCheckpoint, LeaseRemaining};
@@ -169,6 +185,7 @@ async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler installs");
     tokio::select! {
+        biased;
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }

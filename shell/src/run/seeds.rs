@@ -38,12 +38,17 @@ fn seed_with_port(seed: &str, default_port: u16) -> String {
     }
 }
 
-/// A seed for gossip's random choices that differs between processes.
+/// A seed for gossip's random choices that differs between processes:
+/// the time through a randomly keyed hash (std seeds the keys from the
+/// OS; under madsim, from the simulation's seed, so runs replay).
 pub fn node_seed() -> u64 {
-    std::time::SystemTime::now()
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id())
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(nanos);
+    hasher.finish()
 }
 
 #[cfg(test)]

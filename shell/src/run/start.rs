@@ -241,7 +241,9 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
     // The simulated transport binds its own endpoint.
     #[cfg(madsim)]
     let served = {
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         drop(listener);
         router.serve(addr).await
     };

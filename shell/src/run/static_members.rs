@@ -45,6 +45,7 @@ pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<St
     let node = start_node(&settings, backend, membership).await?;
     port.routes.serve_node(&node);
     let stopped = tokio::select! {
+        biased;
         _ = shutdown_signal() => Stopped::Shutdown,
         _ = node.wait_removed() => {
             tracing::warn!("this member was removed from the cluster; stopping (wipe its data dir to add it again)");

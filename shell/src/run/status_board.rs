@@ -187,5 +187,8 @@ async fn serve_status(
     axum::extract::State(board): axum::extract::State<Arc<StatusBoard>>,
 ) -> impl axum::response::IntoResponse {
     let body = serde_json::to_string(&board.report()).unwrap_or_default();
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }

@@ -77,6 +77,21 @@ pub fn crash(dir: &Path, kept_batches: usize) -> usize {
     unsynced.len() - kept
 }
 
+/// Follows a directory rename: disks under `from` are under `to` now.
+pub fn moved(from: &Path, to: &Path) {
+    let mut disks = disks();
+    let under: Vec<PathBuf> = disks
+        .keys()
+        .filter(|dir| dir.starts_with(from))
+        .cloned()
+        .collect();
+    for dir in under {
+        let disk = disks.remove(&dir).expect("listed just now");
+        let rest = dir.strip_prefix(from).expect("filtered by prefix");
+        disks.insert(to.join(rest), disk);
+    }
+}
+
 /// Throws away every disk under `root` (a machine lost for good).
 pub fn destroy_under(root: &Path) {
     disks().retain(|dir, _| !dir.starts_with(root));
@@ -181,9 +196,7 @@ impl Backend for MemoryBackend {
             let disk = self.disk();
             disk.current
                 .range((space, start.to_vec())..)
-                .take_while(|((s, key), _)| {
-                    *s == space && (end.is_empty() || key.as_slice() < end)
-                })
+                .take_while(|((s, key), _)| *s == space && (end.is_empty() || key.as_slice() < end))
                 .map(|((_, key), value)| (key.clone(), value.clone()))
                 .collect()
         };
@@ -201,7 +214,8 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
-        self.staged.insert((Space::Table(table), key.to_vec()), None);
+        self.staged
+            .insert((Space::Table(table), key.to_vec()), None);
     }
 
     fn commit(&mut self, sync: bool) -> Result<(), StorageError> {

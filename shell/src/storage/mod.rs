@@ -49,4 +49,3 @@ impl Space {
 
 /// Called with each entry of a [`PointInTime`]; an error stops the visit.
 pub type VisitEntry<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError> + 'a;
-

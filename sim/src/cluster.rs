@@ -1,0 +1,268 @@
+//! A cluster of real e2d nodes on simulated hosts: each runs `e2d run -n`
+//! (gossip, manager, raft, the gRPC services) on its own IP with its data
+//! dir on an in-memory disk that outlives it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use e2d_shell::cli::{Cli, Command, RunArgs};
+use e2d_shell::storage::memory_disk;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+
+pub const CLIENT_PORT: u16 = 2379;
+const PEER_PORT: u16 = 2380;
+const GOSSIP_PORT: u16 = 7980;
+
+/// The health-check flags every node runs with: short, so that dead
+/// members are replaced within a run.
+pub const HEALTH_CHECK_INTERVAL: &str = "1s";
+pub const HEALTH_CHECK_TIMEOUT: &str = "10s";
+
+/// One machine: its slot in the cluster, and who runs there now.
+pub struct Member {
+    pub slot: usize,
+    pub name: String,
+    pub ip: IpAddr,
+    pub node: NodeHandle,
+    data_dir: PathBuf,
+    /// Down by a crash or a power loss (not yet restarted).
+    pub down: bool,
+}
+
+impl Member {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{CLIENT_PORT}", self.ip)
+    }
+}
+
+/// Errors nodes stopped with, for the report.
+pub type NodeErrors = Arc<Mutex<Vec<String>>>;
+
+pub struct Cluster {
+    handle: Handle,
+    /// This run's own directory for data dirs (real files hold the small
+    /// ones: the name, the founding commitment).
+    root: PathBuf,
+    size: usize,
+    members: Vec<Member>,
+    /// Hosts handed out so far (a replacement gets a new address).
+    hosts: u8,
+    pub errors: NodeErrors,
+}
+
+fn host_ip(host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
+}
+
+impl Cluster {
+    /// Starts `size` nodes that find each other through gossip.
+    pub fn start(root: PathBuf, size: usize) -> Self {
+        let mut cluster = Self {
+            handle: Handle::current(),
+            root,
+            size,
+            members: Vec::new(),
+            hosts: 0,
+            errors: NodeErrors::default(),
+        };
+        let seeds: Vec<IpAddr> = (1..=size as u8).map(host_ip).collect();
+        for slot in 0..size {
+            let member = cluster.launch(slot, &seeds);
+            cluster.members.push(member);
+        }
+        cluster
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The node ids of the members, by slot.
+    pub fn node_ids(&self) -> Vec<madsim::task::NodeId> {
+        self.members.iter().map(|m| m.node.id()).collect()
+    }
+
+    fn launch(&mut self, slot: usize, seeds: &[IpAddr]) -> Member {
+        self.hosts += 1;
+        let host = self.hosts;
+        let ip = host_ip(host);
+        let name = format!("n{slot}-h{host}");
+        let data_dir = self.root.join(&name);
+        let args = run_args(&name, ip, &data_dir, seeds, self.size);
+        let errors = self.errors.clone();
+        let node = self
+            .handle
+            .create_node()
+            .name(name.clone())
+            .ip(ip)
+            .init(move || run_member(args.clone(), errors.clone()))
+            .build();
+        Member {
+            slot,
+            name,
+            ip,
+            node,
+            data_dir,
+            down: false,
+        }
+    }
+
+    /// `kill -9`: the node stops at once and its disk keeps what it had
+    /// synced, plus `kept_batches` of what it had not.
+    pub fn crash(&mut self, slot: usize, kept_batches: usize) -> usize {
+        let member = &mut self.members[slot];
+        self.handle.kill(member.node.id());
+        member.down = true;
+        memory_disk::crash(
+            &e2d_shell::run::database_dir(&member.data_dir),
+            kept_batches,
+        )
+    }
+
+    pub fn restart(&mut self, slot: usize) {
+        let member = &mut self.members[slot];
+        assert!(member.down, "only a stopped node restarts");
+        self.handle.restart(member.node.id());
+        member.down = false;
+    }
+
+    pub fn pause(&self, slot: usize) {
+        self.handle.pause(self.members[slot].node.id());
+    }
+
+    pub fn resume(&self, slot: usize) {
+        self.handle.resume(self.members[slot].node.id());
+    }
+
+    /// The machine in `slot` is lost with its disk; a fresh node with a
+    /// new name and address takes the slot, seeded with the others.
+    pub fn replace(&mut self, slot: usize) {
+        let old = &self.members[slot];
+        self.handle.kill(old.node.id());
+        memory_disk::destroy_under(&old.data_dir);
+        let _ = std::fs::remove_dir_all(&old.data_dir);
+        let seeds: Vec<IpAddr> = self
+            .members
+            .iter()
+            .filter(|m| m.slot != slot)
+            .map(|m| m.ip)
+            .collect();
+        let member = self.launch(slot, &seeds);
+        self.members[slot] = member;
+    }
+
+    /// Cuts the links between `side` and everyone else, both ways.
+    pub fn isolate(&self, side: &[usize]) {
+        let net = NetSim::current();
+        for a in side {
+            for b in (0..self.size).filter(|b| !side.contains(b)) {
+                net.clog_link(self.id(*a), self.id(b));
+                net.clog_link(self.id(b), self.id(*a));
+            }
+        }
+    }
+
+    pub fn cut_one_way(&self, from: usize, to: usize) {
+        NetSim::current().clog_link(self.id(from), self.id(to));
+    }
+
+    /// Two halves that cannot reach each other; `bridge` reaches both.
+    pub fn split_with_bridge(&self, bridge: usize) {
+        let others: Vec<usize> = (0..self.size).filter(|s| *s != bridge).collect();
+        let (left, right) = others.split_at(others.len() / 2);
+        let net = NetSim::current();
+        for a in left {
+            for b in right {
+                net.clog_link(self.id(*a), self.id(*b));
+                net.clog_link(self.id(*b), self.id(*a));
+            }
+        }
+    }
+
+    /// Every link works again.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        for a in 0..self.size {
+            for b in 0..self.size {
+                if a != b {
+                    net.unclog_link(self.id(a), self.id(b));
+                }
+            }
+        }
+    }
+
+    fn id(&self, slot: usize) -> madsim::task::NodeId {
+        self.members[slot].node.id()
+    }
+}
+
+/// What the simulated machine runs: `e2d run`, again as a new member when
+/// the cluster removed it, as the binary's `main` does.
+async fn run_member(args: RunArgs, errors: NodeErrors) {
+    loop {
+        match e2d_shell::run::run(args.clone()).await {
+            Ok(e2d_shell::run::Stopped::Shutdown) => return,
+            Ok(e2d_shell::run::Stopped::Removed) => {
+                if let Err(e) = e2d_shell::run::start_over(&args.data_dir) {
+                    record(&errors, &args, e);
+                    return;
+                }
+            }
+            Err(e) => {
+                record(&errors, &args, e);
+                return;
+            }
+        }
+    }
+}
+
+fn record(errors: &NodeErrors, args: &RunArgs, e: e2d_shell::run::RunError) {
+    let name = args.name.clone().unwrap_or_default();
+    errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!("{name} stopped: {e}"));
+}
+
+/// The flags of one node, parsed as the binary parses them.
+fn run_args(name: &str, ip: IpAddr, data_dir: &Path, seeds: &[IpAddr], size: usize) -> RunArgs {
+    let seeds: Vec<String> = seeds.iter().map(|ip| ip.to_string()).collect();
+    let argv = [
+        "e2d".to_string(),
+        "run".into(),
+        "--name".into(),
+        name.into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--host".into(),
+        ip.to_string(),
+        "--client-addr".into(),
+        format!("{ip}:{CLIENT_PORT}"),
+        "--peer-addr".into(),
+        format!("{ip}:{PEER_PORT}"),
+        "--gossip-addr".into(),
+        format!("{ip}:{GOSSIP_PORT}"),
+        "--required-cluster-size".into(),
+        size.to_string(),
+        "--bootstrap-addrs".into(),
+        seeds.join(","),
+        "--health-check-interval".into(),
+        HEALTH_CHECK_INTERVAL.into(),
+        "--health-check-timeout".into(),
+        HEALTH_CHECK_TIMEOUT.into(),
+    ];
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Run(args),
+        }) => *args,
+        Ok(_) => unreachable!("the command is run"),
+        Err(e) => panic!("the simulator's own flags parse: {e}"),
+    }
+}

@@ -1,0 +1,297 @@
+//! The faults one seed injects, decided up front from the seed alone, so a
+//! run can be replayed and its plan printed before it starts.
+//!
+//! Faults come one at a time with a quiet gap after each, and each leaves
+//! a majority of the founding size able to come back on its own: the
+//! checkers judge safety through every fault and liveness once they stop.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A small deterministic generator (SplitMix64): the plan must not depend
+/// on anything but the seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range` (inclusive of both ends).
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high, "an empty range");
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "an empty range");
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}
+
+/// What goes wrong. Nodes are named by slot (0..cluster size); a replaced
+/// node's slot is taken by its replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9`, then a restart on the same disk after `down_ms`; what
+    /// the disk had not synced is lost, but for a prefix of its writes.
+    Crash { slot: usize, down_ms: u64 },
+    /// Every node killed at once (a power cut), all restarted after
+    /// `down_ms`.
+    PowerLoss { down_ms: u64 },
+    /// The machine is lost for good: a fresh node with a new name, a new
+    /// address and an empty disk takes its place.
+    Replace { slot: usize },
+    /// `isolated` cannot reach the rest and the rest cannot reach them.
+    Partition { isolated: Vec<usize>, ms: u64 },
+    /// Packets from `from` to `to` are dropped; the way back works.
+    OneWay { from: usize, to: usize, ms: u64 },
+    /// Two sides that cannot reach each other, and `bridge` that reaches
+    /// both.
+    Bridge { bridge: usize, ms: u64 },
+    /// Every packet has a `percent` chance of being lost.
+    PacketLoss { percent: u8, ms: u64 },
+    /// Every packet takes up to `latency_ms` to arrive.
+    DelaySpike { latency_ms: u64, ms: u64 },
+    /// The process stops being scheduled (SIGSTOP) and resumes later.
+    Pause { slot: usize, ms: u64 },
+}
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Crash { .. } => "crash",
+            Fault::PowerLoss { .. } => "power-loss",
+            Fault::Replace { .. } => "replace",
+            Fault::Partition { .. } => "partition",
+            Fault::OneWay { .. } => "one-way",
+            Fault::Bridge { .. } => "bridge",
+            Fault::PacketLoss { .. } => "packet-loss",
+            Fault::DelaySpike { .. } => "delay-spike",
+            Fault::Pause { .. } => "pause",
+        }
+    }
+
+    /// How long the fault lasts before it heals (a replacement is for good
+    /// at once).
+    pub fn duration_ms(&self) -> u64 {
+        match self {
+            Fault::Crash { down_ms, .. } | Fault::PowerLoss { down_ms } => *down_ms,
+            Fault::Replace { .. } => 0,
+            Fault::Partition { ms, .. }
+            | Fault::OneWay { ms, .. }
+            | Fault::Bridge { ms, .. }
+            | Fault::PacketLoss { ms, .. }
+            | Fault::DelaySpike { ms, .. }
+            | Fault::Pause { ms, .. } => *ms,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Crash { slot, down_ms } => write!(f, "crash n{slot} for {down_ms} ms"),
+            Fault::PowerLoss { down_ms } => write!(f, "power loss for {down_ms} ms"),
+            Fault::Replace { slot } => write!(f, "replace n{slot} with a fresh node"),
+            Fault::Partition { isolated, ms } => write!(f, "isolate {isolated:?} for {ms} ms"),
+            Fault::OneWay { from, to, ms } => write!(f, "drop n{from} -> n{to} for {ms} ms"),
+            Fault::Bridge { bridge, ms } => write!(f, "split with bridge n{bridge} for {ms} ms"),
+            Fault::PacketLoss { percent, ms } => {
+                write!(f, "lose {percent}% of packets for {ms} ms")
+            }
+            Fault::DelaySpike { latency_ms, ms } => {
+                write!(f, "delay packets up to {latency_ms} ms for {ms} ms")
+            }
+            Fault::Pause { slot, ms } => write!(f, "pause n{slot} for {ms} ms"),
+        }
+    }
+}
+
+/// A fault and when it starts, in simulated ms since the cluster started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+/// The shape of the runs a plan is made for.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanConfig {
+    /// The founding cluster size (`-n`).
+    pub cluster_size: usize,
+    /// When the first fault may start: the cluster has formed by then.
+    pub first_fault_ms: u64,
+    /// No fault starts after this.
+    pub faults_end_ms: u64,
+    /// The quiet time after a fault heals before the next starts.
+    pub gap_ms: u64,
+    /// Faults per run at most.
+    pub faults_max: usize,
+}
+
+/// Which fault kinds a plan may draw, by weight.
+const KIND_WEIGHTS: [(&str, u64); 9] = [
+    ("crash", 20),
+    ("power-loss", 6),
+    ("replace", 8),
+    ("partition", 16),
+    ("one-way", 10),
+    ("bridge", 8),
+    ("packet-loss", 12),
+    ("delay-spike", 10),
+    ("pause", 10),
+];
+
+fn draw_kind(rng: &mut SplitMix) -> &'static str {
+    let total: u64 = KIND_WEIGHTS.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.between(0, total - 1);
+    for (kind, weight) in KIND_WEIGHTS {
+        if pick < weight {
+            return kind;
+        }
+        pick -= weight;
+    }
+    unreachable!("the weights sum to the total")
+}
+
+fn draw_fault(rng: &mut SplitMix, size: usize) -> Fault {
+    let slot = rng.below(size);
+    let ms = rng.between(1_000, 8_000);
+    match draw_kind(rng) {
+        "crash" => Fault::Crash {
+            slot,
+            down_ms: rng.between(100, 6_000),
+        },
+        "power-loss" => Fault::PowerLoss {
+            down_ms: rng.between(100, 3_000),
+        },
+        "replace" => Fault::Replace { slot },
+        "partition" => {
+            // A minority: one node, or two of five.
+            let count = 1 + rng.below(size.div_ceil(2) - 1).min(1);
+            let mut isolated: Vec<usize> = Vec::new();
+            while isolated.len() < count {
+                let pick = rng.below(size);
+                if !isolated.contains(&pick) {
+                    isolated.push(pick);
+                }
+            }
+            isolated.sort_unstable();
+            Fault::Partition { isolated, ms }
+        }
+        "one-way" => {
+            let to = (slot + 1 + rng.below(size - 1)) % size;
+            Fault::OneWay { from: slot, to, ms }
+        }
+        "bridge" => Fault::Bridge { bridge: slot, ms },
+        "packet-loss" => Fault::PacketLoss {
+            percent: rng.between(5, 30) as u8,
+            ms,
+        },
+        "delay-spike" => Fault::DelaySpike {
+            latency_ms: rng.between(50, 400),
+            ms,
+        },
+        "pause" => Fault::Pause {
+            slot,
+            ms: rng.between(500, 12_000),
+        },
+        other => unreachable!("no fault kind {other}"),
+    }
+}
+
+/// The faults of `seed`, in start order, none overlapping.
+pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
+    assert!(
+        config.cluster_size >= 3,
+        "faults need a cluster of 3 or more"
+    );
+    let mut rng = SplitMix::new(seed ^ 0x5eed_fa17);
+    let mut at_ms = config.first_fault_ms + rng.between(0, 2_000);
+    let mut faults = Vec::new();
+    while faults.len() < config.faults_max && at_ms <= config.faults_end_ms {
+        let fault = draw_fault(&mut rng, config.cluster_size);
+        let next = at_ms + fault.duration_ms() + config.gap_ms + rng.between(0, 3_000);
+        faults.push(Scheduled { at_ms, fault });
+        at_ms = next;
+    }
+    faults
+}
+
+/// How many faults of each kind a set of plans holds.
+pub fn count_by_kind<'a>(
+    faults: impl IntoIterator<Item = &'a Fault>,
+) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    for fault in faults {
+        *counts.entry(fault.kind()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: PlanConfig = PlanConfig {
+        cluster_size: 3,
+        first_fault_ms: 10_000,
+        faults_end_ms: 60_000,
+        gap_ms: 2_000,
+        faults_max: 8,
+    };
+
+    #[test]
+    fn a_seed_always_gives_the_same_plan() {
+        assert_eq!(plan(7, CONFIG), plan(7, CONFIG));
+        assert_ne!(plan(7, CONFIG), plan(8, CONFIG));
+    }
+
+    #[test]
+    fn faults_never_overlap_and_stay_in_bounds() {
+        for seed in 0..500 {
+            let faults = plan(seed, CONFIG);
+            assert!(!faults.is_empty());
+            assert!(faults.len() <= CONFIG.faults_max);
+            for pair in faults.windows(2) {
+                let end = pair[0].at_ms + pair[0].fault.duration_ms() + CONFIG.gap_ms;
+                assert!(pair[1].at_ms >= end, "seed {seed}: {pair:?}");
+            }
+            for scheduled in &faults {
+                assert!(scheduled.at_ms >= CONFIG.first_fault_ms);
+                assert!(scheduled.at_ms <= CONFIG.faults_end_ms);
+                if let Fault::Partition { isolated, .. } = &scheduled.fault {
+                    assert!(isolated.len() * 2 < CONFIG.cluster_size, "a minority");
+                }
+                if let Fault::OneWay { from, to, .. } = scheduled.fault {
+                    assert_ne!(from, to);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_is_drawn() {
+        let all: Vec<Fault> = (0..300)
+            .flat_map(|seed| plan(seed, CONFIG))
+            .map(|s| s.fault)
+            .collect();
+        let counts = count_by_kind(&all);
+        assert_eq!(counts.len(), KIND_WEIGHTS.len(), "{counts:?}");
+    }
+}

@@ -1,0 +1,594 @@
+//! One seed from start to verdict: a cluster forms, clients and a watcher
+//! run while the seed's faults come and go, the faults stop, the cluster
+//! must recover within a bound, and the checkers judge what was seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2d_proto::etcdserverpb::cluster_client::ClusterClient;
+use e2d_proto::etcdserverpb::kv_client::KvClient;
+use e2d_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use e2d_proto::etcdserverpb::{MemberListRequest, PutRequest, RangeRequest, StatusRequest};
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+use madsim::time::{sleep, Instant};
+use sha2::{Digest, Sha256};
+
+use crate::checks::{self, Contents, WatchLog};
+use crate::cluster::Cluster;
+use crate::history::History;
+use crate::kv_model::KvState;
+use crate::linearizability::{self, Verdict};
+use crate::plan::{self, Fault, PlanConfig, Scheduled};
+use crate::workload::{self, connect, elapsed_ms, Directory};
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub cluster_size: usize,
+    pub clients: u8,
+    /// How long clients run, in simulated ms after the cluster formed.
+    pub workload_ms: u64,
+    pub faults_max: usize,
+    /// Bugs planted in the shell for this run (to prove the checkers
+    /// bite); none in a real run.
+    pub bugs: e2d_shell::sim_bugs::Bugs,
+}
+
+impl RunConfig {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            cluster_size: 3,
+            clients: 3,
+            workload_ms: 60_000,
+            faults_max: 8,
+            bugs: e2d_shell::sim_bugs::Bugs::default(),
+        }
+    }
+
+    fn plan_config(&self) -> PlanConfig {
+        PlanConfig {
+            cluster_size: self.cluster_size,
+            first_fault_ms: 3_000,
+            faults_end_ms: self.workload_ms.saturating_sub(10_000),
+            gap_ms: 2_000,
+            faults_max: self.faults_max,
+        }
+    }
+
+    /// The faults this run injects.
+    pub fn plan(&self) -> Vec<Scheduled> {
+        plan::plan(self.seed, self.plan_config())
+    }
+}
+
+/// What one run found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub simulated_ms: u64,
+    pub faults: Vec<Fault>,
+    pub operations: usize,
+    pub unknown_outcomes: usize,
+    pub watch_events: usize,
+    /// Whether the whole history was decided by the linearizability check
+    /// (else it was checked key by key).
+    pub linearizability_decided: bool,
+    /// Keys whose history the bounded search could not decide either way.
+    pub undecided_keys: Vec<String>,
+    pub recovery_ms: Option<u64>,
+    /// Wall time the checkers took.
+    pub check_wall_ms: u64,
+    /// Everything that went wrong; empty when the run passed.
+    pub failures: Vec<String>,
+    /// A hash of everything that happened: the same seed must give the
+    /// same hash.
+    pub trace_hash: String,
+}
+
+/// How long the cluster gets to form before anything else.
+const FORMATION_BOUND: Duration = Duration::from_secs(60);
+/// How long the cluster gets, once faults stop, to be whole again:
+/// health-check timeout plus a join, with room for elections.
+const RECOVERY_BOUND: Duration = Duration::from_secs(90);
+/// Search states the whole-history linearizability check may explore.
+const LINEARIZABILITY_STATES_MAX: usize = 300_000;
+/// The same, per key, when the whole history is undecided.
+const KEY_STATES_MAX: usize = 300_000;
+/// How often the observer asks every member for its status.
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs one seed to its verdict. Must be called outside any runtime.
+pub fn run(config: RunConfig, root: PathBuf) -> Report {
+    let seed = config.seed;
+    let mut runtime_config = madsim::Config::default();
+    runtime_config.net.send_latency = Duration::from_millis(1)..Duration::from_millis(5);
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, runtime_config);
+    let (mut report, seen, mut trace) = runtime.block_on(scenario(config, root.clone()));
+    e2d_shell::storage::memory_disk::destroy_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+    // Judged outside the simulation, where time is the real one.
+    if let Some(seen) = seen {
+        let checking = std::time::Instant::now();
+        judge(&mut report, &seen);
+        report.check_wall_ms = checking.elapsed().as_millis() as u64;
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(seen.history.operations.iter().map(|op| format!("{op:?}")));
+        lines.extend(seen.watch.events.iter().map(|e| format!("{e:?}")));
+        for line in &lines {
+            trace.update(line.as_bytes());
+            trace.update(b"\n");
+        }
+        // For comparing two runs of one seed line by line.
+        if let Some(dir) = std::env::var_os("E2D_SIM_TRACE_DIR") {
+            static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = PathBuf::from(dir).join(format!("seed-{seed}-{n}.trace"));
+            let _ = std::fs::write(path, lines.join("\n"));
+        }
+    }
+    for failure in &report.failures {
+        trace.update(failure.as_bytes());
+    }
+    let digest = trace.finalize();
+    report.trace_hash = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    report
+}
+
+/// What the clients and the observer saw, for the checkers.
+struct Seen {
+    history: History,
+    watch: WatchLog,
+    cluster_ids: BTreeSet<u64>,
+    contents: Vec<(String, Option<Contents>)>,
+}
+
+struct Shared {
+    history: Arc<Mutex<History>>,
+    watch: Arc<Mutex<WatchLog>>,
+    cluster_ids: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sha256) {
+    e2d_shell::sim_bugs::plant(config.bugs);
+    let origin = Instant::now();
+    let mut report = Report {
+        seed: config.seed,
+        ..Report::default()
+    };
+    let mut trace = Sha256::new();
+    let mut cluster = Cluster::start(root, config.cluster_size);
+    let directory = Directory::default();
+    directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
+    let handle = madsim::runtime::Handle::current();
+    let control = handle
+        .create_node()
+        .name("control")
+        .ip(workload::client_ip(200))
+        .build();
+
+    // Formation.
+    let formed = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
+            .await
+            .unwrap_or(false)
+    };
+    if !formed {
+        report.failures.push(format!(
+            "the cluster did not take a write within {FORMATION_BOUND:?} of starting"
+        ));
+        finish(&mut report, origin, &cluster);
+        return (report, None, trace);
+    }
+    let start_ms = elapsed_ms(origin);
+    trace.update(format!("formed at {start_ms}\n"));
+    let until_ms = start_ms + config.workload_ms;
+
+    let shared = Shared {
+        history: Arc::default(),
+        watch: Arc::default(),
+        cluster_ids: Arc::default(),
+    };
+    let mut tasks = Vec::new();
+    for client in 0..config.clients {
+        let node = handle
+            .create_node()
+            .name(format!("client-{client}"))
+            .ip(workload::client_ip(client))
+            .build();
+        let (directory, history) = (directory.clone(), shared.history.clone());
+        tasks.push(node.spawn(workload::run_client(
+            u32::from(client),
+            directory,
+            origin,
+            until_ms,
+            history,
+        )));
+    }
+    let watcher = handle
+        .create_node()
+        .name("watcher")
+        .ip(workload::client_ip(100))
+        .build();
+    tasks.push(watcher.spawn(workload::run_watcher(
+        directory.clone(),
+        origin,
+        until_ms + 5_000,
+        shared.watch.clone(),
+    )));
+    {
+        let (directory, ids) = (directory.clone(), shared.cluster_ids.clone());
+        tasks.push(control.spawn(observe(directory, origin, until_ms, ids)));
+    }
+
+    // Faults.
+    for scheduled in config.plan() {
+        let at_ms = start_ms + scheduled.at_ms;
+        sleep(Duration::from_millis(
+            at_ms.saturating_sub(elapsed_ms(origin)),
+        ))
+        .await;
+        let line = format!("{} ms: {}", elapsed_ms(origin), scheduled.fault);
+        tracing::info!("{line}");
+        trace.update(line.as_bytes());
+        inject(&mut cluster, &directory, &scheduled.fault).await;
+        report.faults.push(scheduled.fault);
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    // Recovery: everything heals; the cluster must be whole again.
+    cluster.heal();
+    let healed_ms = elapsed_ms(origin);
+    let intended: BTreeSet<String> = cluster.members().iter().map(|m| m.name.clone()).collect();
+    let recovered = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { wait_for_recovery(&directory, &intended, RECOVERY_BOUND).await })
+            .await
+    };
+    match recovered {
+        Ok(Ok(())) => report.recovery_ms = Some(elapsed_ms(origin) - healed_ms),
+        Ok(Err(state)) => report.failures.push(format!(
+            "not whole again {RECOVERY_BOUND:?} after the faults stopped: {state}"
+        )),
+        Err(e) => report
+            .failures
+            .push(format!("the recovery check failed: {e}")),
+    }
+
+    // What each member serves, once they have caught up.
+    let contents = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { final_contents(&directory).await })
+            .await
+            .unwrap_or_default()
+    };
+    let seen = Seen {
+        history: std::mem::take(&mut *shared.history.lock().unwrap_or_else(|p| p.into_inner())),
+        watch: std::mem::take(&mut *shared.watch.lock().unwrap_or_else(|p| p.into_inner())),
+        cluster_ids: shared
+            .cluster_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        contents,
+    };
+    finish(&mut report, origin, &cluster);
+    (report, Some(seen), trace)
+}
+
+/// Adds what the nodes stopped with, and the simulated time.
+fn finish(report: &mut Report, origin: Instant, cluster: &Cluster) {
+    report.failures.extend(
+        cluster
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned(),
+    );
+    report.simulated_ms = elapsed_ms(origin);
+}
+
+fn judge(report: &mut Report, seen: &Seen) {
+    let Seen {
+        history,
+        watch,
+        cluster_ids,
+        contents,
+    } = seen;
+    report.operations = history.operations.len();
+    report.unknown_outcomes = history
+        .operations
+        .iter()
+        .filter(|op| op.completed.is_none())
+        .count();
+    report.watch_events = watch.events.len();
+    let initial = KvState::with_background_writes();
+    match linearizability::check_from(initial.clone(), history, LINEARIZABILITY_STATES_MAX) {
+        Verdict::Linearizable => report.linearizability_decided = true,
+        Verdict::Violation(v) => {
+            report.linearizability_decided = true;
+            report.failures.push(format!("not linearizable: {v}"));
+        }
+        Verdict::Undecided { .. } => {
+            for (key, part) in split_by_key(history) {
+                match linearizability::check_from(initial.clone(), &part, KEY_STATES_MAX) {
+                    Verdict::Linearizable => {}
+                    Verdict::Undecided { .. } => report.undecided_keys.push(key),
+                    Verdict::Violation(v) => report
+                        .failures
+                        .push(format!("not linearizable on {key}: {v}")),
+                }
+            }
+        }
+    }
+    report.failures.extend(checks::watch(history, watch));
+    report.failures.extend(checks::identity(cluster_ids));
+    let mut served = Vec::new();
+    for (name, contents) in contents {
+        match contents {
+            Some(contents) => served.push((name.clone(), contents.clone())),
+            None => report
+                .failures
+                .push(format!("{name} did not serve its contents after recovery")),
+        }
+    }
+    report.failures.extend(checks::agreement(&served));
+    if let Some((_, contents)) = served.first() {
+        report
+            .failures
+            .extend(checks::durability(history, contents));
+    }
+}
+
+fn split_by_key(history: &History) -> BTreeMap<String, History> {
+    let mut parts: BTreeMap<String, History> = BTreeMap::new();
+    for op in &history.operations {
+        let key = match &op.request {
+            crate::history::Request::Put { key, .. }
+            | crate::history::Request::Get { key }
+            | crate::history::Request::Delete { key }
+            | crate::history::Request::CompareAndSet { key, .. } => key.clone(),
+        };
+        parts.entry(key).or_default().push(op.clone());
+    }
+    parts
+}
+
+async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
+    let hold = |ms: u64| sleep(Duration::from_millis(ms));
+    match fault {
+        Fault::Crash { slot, down_ms } => {
+            let kept = thread_rng().gen_range(0..4);
+            cluster.crash(*slot, kept);
+            hold(*down_ms).await;
+            cluster.restart(*slot);
+        }
+        Fault::PowerLoss { down_ms } => {
+            for slot in 0..cluster.size() {
+                let kept = thread_rng().gen_range(0..4);
+                cluster.crash(slot, kept);
+            }
+            hold(*down_ms).await;
+            for slot in 0..cluster.size() {
+                cluster.restart(slot);
+            }
+        }
+        Fault::Replace { slot } => {
+            cluster.replace(*slot);
+            directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
+        }
+        Fault::Partition { isolated, ms } => {
+            cluster.isolate(isolated);
+            hold(*ms).await;
+            cluster.heal();
+        }
+        Fault::OneWay { from, to, ms } => {
+            cluster.cut_one_way(*from, *to);
+            hold(*ms).await;
+            cluster.heal();
+        }
+        Fault::Bridge { bridge, ms } => {
+            cluster.split_with_bridge(*bridge);
+            hold(*ms).await;
+            cluster.heal();
+        }
+        Fault::PacketLoss { percent, ms } => {
+            let net = NetSim::current();
+            net.update_config(|c| c.packet_loss_rate = f64::from(*percent) / 100.0);
+            hold(*ms).await;
+            net.update_config(|c| c.packet_loss_rate = 0.0);
+        }
+        Fault::DelaySpike { latency_ms, ms } => {
+            let net = NetSim::current();
+            let mut normal = None;
+            net.update_config(|c| {
+                normal = Some(c.send_latency.clone());
+                c.send_latency = Duration::from_millis(1)..Duration::from_millis(*latency_ms);
+            });
+            hold(*ms).await;
+            net.update_config(|c| c.send_latency = normal.expect("read above"));
+        }
+        Fault::Pause { slot, ms } => {
+            cluster.pause(*slot);
+            hold(*ms).await;
+            cluster.resume(*slot);
+        }
+    }
+}
+
+/// Retries a write through any member until one succeeds.
+async fn wait_for_write(directory: &Directory, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Some(channel) = connect(&directory.pick()).await {
+            let put = PutRequest {
+                key: b"/sim/probe".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            };
+            let mut client = KvClient::new(channel);
+            let call = client.put(put);
+            if let Ok(Ok(_)) = madsim::time::timeout(Duration::from_secs(3), call).await {
+                return true;
+            }
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Records the cluster id every member answers with.
+async fn observe(
+    directory: Directory,
+    origin: Instant,
+    until_ms: u64,
+    ids: Arc<Mutex<BTreeSet<u64>>>,
+) {
+    while elapsed_ms(origin) < until_ms {
+        sleep(OBSERVE_INTERVAL).await;
+        for url in directory.all() {
+            let Some(channel) = connect(&url).await else {
+                continue;
+            };
+            let mut client = MaintenanceClient::new(channel);
+            let call = client.status(StatusRequest {});
+            if let Ok(Ok(answer)) = madsim::time::timeout(Duration::from_secs(1), call).await {
+                if let Some(header) = answer.into_inner().header {
+                    ids.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(header.cluster_id);
+                }
+            }
+        }
+    }
+}
+
+/// Waits until every member runs, all agree on one leader, the member
+/// list is exactly `intended` with no learner, and a write succeeds.
+/// On timeout, says what was still wrong.
+async fn wait_for_recovery(
+    directory: &Directory,
+    intended: &BTreeSet<String>,
+    bound: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    let mut state = String::from("no member answered");
+    while Instant::now() < deadline {
+        sleep(Duration::from_secs(1)).await;
+        match recovery_state(directory, intended).await {
+            Ok(()) if wait_for_write(directory, Duration::from_secs(5)).await => return Ok(()),
+            Ok(()) => state = "a write did not succeed".into(),
+            Err(now) => state = now,
+        }
+    }
+    Err(state)
+}
+
+async fn recovery_state(directory: &Directory, intended: &BTreeSet<String>) -> Result<(), String> {
+    let mut leaders = BTreeSet::new();
+    for url in directory.all() {
+        let channel = connect(&url)
+            .await
+            .ok_or(format!("{url} does not answer"))?;
+        let mut client = MaintenanceClient::new(channel);
+        let call = client.status(StatusRequest {});
+        let status = madsim::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| format!("{url}: status timed out"))?
+            .map_err(|e| format!("{url}: {}", e.message()))?
+            .into_inner();
+        if status.leader == 0 {
+            return Err(format!("{url} knows no leader"));
+        }
+        leaders.insert(status.leader);
+    }
+    if leaders.len() > 1 {
+        return Err(format!("members name different leaders: {leaders:x?}"));
+    }
+    let channel = connect(&directory.pick())
+        .await
+        .ok_or("no member answers")?;
+    let mut client = ClusterClient::new(channel);
+    let call = client.member_list(MemberListRequest { linearizable: true });
+    let members = madsim::time::timeout(Duration::from_secs(2), call)
+        .await
+        .map_err(|_| "member list timed out".to_string())?
+        .map_err(|e| format!("member list: {}", e.message()))?
+        .into_inner()
+        .members;
+    let names: BTreeSet<String> = members.iter().map(|m| m.name.clone()).collect();
+    if names != *intended || members.len() != intended.len() {
+        return Err(format!("members are {names:?}, not {intended:?}"));
+    }
+    if let Some(learner) = members.iter().find(|m| m.is_learner) {
+        return Err(format!("{} is still a learner", learner.name));
+    }
+    Ok(())
+}
+
+/// Each member's keys, read locally (serializable) once every member
+/// reports the same applied index; `None` for a member that did not
+/// answer.
+async fn final_contents(directory: &Directory) -> Vec<(String, Option<Contents>)> {
+    // Let the members apply what the leader committed.
+    for _ in 0..30 {
+        let mut applied = BTreeSet::new();
+        for url in directory.all() {
+            if let Some(channel) = connect(&url).await {
+                let mut client = MaintenanceClient::new(channel);
+                let call = client.status(StatusRequest {});
+                if let Ok(Ok(status)) = madsim::time::timeout(Duration::from_secs(2), call).await {
+                    applied.insert(status.into_inner().raft_applied_index);
+                }
+            }
+        }
+        if applied.len() == 1 {
+            break;
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+    let mut all = Vec::new();
+    for url in directory.all() {
+        let mut contents = None;
+        if let Some(channel) = connect(&url).await {
+            let mut client = KvClient::new(channel);
+            let call = client.range(RangeRequest {
+                key: b"k".to_vec(),
+                range_end: b"l".to_vec(),
+                serializable: true,
+                ..Default::default()
+            });
+            if let Ok(Ok(answer)) = madsim::time::timeout(Duration::from_secs(2), call).await {
+                contents = Some(
+                    answer
+                        .into_inner()
+                        .kvs
+                        .into_iter()
+                        .map(|kv| {
+                            (
+                                String::from_utf8_lossy(&kv.key).into_owned(),
+                                (
+                                    String::from_utf8_lossy(&kv.value).into_owned(),
+                                    kv.mod_revision,
+                                ),
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+        all.push((url, contents));
+    }
+    all
+}
