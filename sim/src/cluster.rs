@@ -41,6 +41,14 @@ impl Member {
 /// Errors nodes stopped with, for the report.
 pub type NodeErrors = Arc<Mutex<Vec<String>>>;
 
+/// Machines whose member the cluster removed, waiting to be restarted:
+/// `e2d` starts such a member over on a fresh runtime, so that nothing of
+/// the old one (tasks, sockets) survives; a simulated machine restarts.
+type RestartRequests = Arc<Mutex<Vec<madsim::task::NodeId>>>;
+
+/// How often restart requests are served.
+const RESTART_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct Cluster {
     handle: Handle,
     /// This run's own directory for data dirs (real files hold the small
@@ -51,6 +59,7 @@ pub struct Cluster {
     /// Hosts handed out so far (a replacement gets a new address).
     hosts: u8,
     pub errors: NodeErrors,
+    restarts: RestartRequests,
 }
 
 fn host_ip(host: u8) -> IpAddr {
@@ -67,7 +76,19 @@ impl Cluster {
             members: Vec::new(),
             hosts: 0,
             errors: NodeErrors::default(),
+            restarts: RestartRequests::default(),
         };
+        let (handle, restarts) = (cluster.handle.clone(), cluster.restarts.clone());
+        madsim::task::spawn(async move {
+            loop {
+                madsim::time::sleep(RESTART_POLL).await;
+                let due: Vec<_> =
+                    std::mem::take(&mut *restarts.lock().unwrap_or_else(|p| p.into_inner()));
+                for node in due {
+                    handle.restart(node);
+                }
+            }
+        });
         let seeds: Vec<IpAddr> = (1..=size as u8).map(host_ip).collect();
         for slot in 0..size {
             let member = cluster.launch(slot, &seeds);
@@ -97,13 +118,20 @@ impl Cluster {
         let data_dir = self.root.join(&name);
         let args = run_args(&name, ip, &data_dir, seeds, self.size);
         let errors = self.errors.clone();
+        let restarts = self.restarts.clone();
+        let itself: Arc<Mutex<Option<madsim::task::NodeId>>> = Arc::default();
+        let own_id = itself.clone();
         let node = self
             .handle
             .create_node()
             .name(name.clone())
             .ip(ip)
-            .init(move || run_member(args.clone(), errors.clone()))
+            .init(move || {
+                let restart = (restarts.clone(), own_id.clone());
+                run_member(args.clone(), errors.clone(), restart)
+            })
             .build();
+        *itself.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.id());
         Member {
             slot,
             name,
@@ -205,21 +233,23 @@ impl Cluster {
 
 /// What the simulated machine runs: `e2d run`, again as a new member when
 /// the cluster removed it, as the binary's `main` does.
-async fn run_member(args: RunArgs, errors: NodeErrors) {
-    loop {
-        match e2d_shell::run::run(args.clone()).await {
-            Ok(e2d_shell::run::Stopped::Shutdown) => return,
-            Ok(e2d_shell::run::Stopped::Removed) => {
-                if let Err(e) = e2d_shell::run::start_over(&args.data_dir) {
-                    record(&errors, &args, e);
-                    return;
-                }
+async fn run_member(
+    args: RunArgs,
+    errors: NodeErrors,
+    (restarts, itself): (RestartRequests, Arc<Mutex<Option<madsim::task::NodeId>>>),
+) {
+    match e2d_shell::run::run(args.clone()).await {
+        Ok(e2d_shell::run::Stopped::Shutdown) => {}
+        Ok(e2d_shell::run::Stopped::Removed) => match e2d_shell::run::start_over(&args.data_dir) {
+            Ok(()) => {
+                let id = *itself.lock().unwrap_or_else(|p| p.into_inner());
+                let id = id.expect("the node id is known once the node is built");
+                restarts.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+                std::future::pending::<()>().await;
             }
-            Err(e) => {
-                record(&errors, &args, e);
-                return;
-            }
-        }
+            Err(e) => record(&errors, &args, e),
+        },
+        Err(e) => record(&errors, &args, e),
     }
 }
 

@@ -30,6 +30,10 @@ fn main() -> std::process::ExitCode {
         /// Run every seed twice and fail when the two traces differ.
         #[arg(long)]
         determinism: bool,
+        /// Plant a bug in the shell, to see the checkers catch it:
+        /// ack-before-fsync, reads-without-read-index, watch-resume-skips.
+        #[arg(long, value_delimiter = ',')]
+        plant: Vec<String>,
         /// The command printed to replay a failed seed.
         #[arg(long, default_value = "just sim")]
         replay: String,
@@ -44,6 +48,20 @@ fn main() -> std::process::ExitCode {
     let mut template = RunConfig::new(args.seed);
     template.cluster_size = args.nodes as usize;
     template.workload_ms = args.workload_secs * 1_000;
+    for bug in &args.plant {
+        match bug.as_str() {
+            "ack-before-fsync" => template.bugs.ack_before_fsync = true,
+            "reads-without-read-index" => template.bugs.reads_without_read_index = true,
+            "watch-resume-skips" => template.bugs.watch_resume_skips_a_revision = true,
+            other => {
+                eprintln!(
+                    "error: --plant {other:?} is not a bug the simulator knows; use \
+                     ack-before-fsync, reads-without-read-index or watch-resume-skips"
+                );
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

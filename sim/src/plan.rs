@@ -144,6 +144,10 @@ pub struct PlanConfig {
     pub faults_max: usize,
 }
 
+/// The least time between two machines lost for good: the health-check
+/// timeout the simulated nodes run with, a join and a promotion, with room.
+pub const REPLACE_SPACING_MS: u64 = 60_000;
+
 /// Which fault kinds a plan may draw, by weight.
 const KIND_WEIGHTS: [(&str, u64); 9] = [
     ("crash", 20),
@@ -224,8 +228,21 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
     let mut rng = SplitMix::new(seed ^ 0x5eed_fa17);
     let mut at_ms = config.first_fault_ms + rng.between(0, 2_000);
     let mut faults = Vec::new();
+    let mut last_replace_ms: Option<u64> = None;
     while faults.len() < config.faults_max && at_ms <= config.faults_end_ms {
-        let fault = draw_fault(&mut rng, config.cluster_size);
+        let mut fault = draw_fault(&mut rng, config.cluster_size);
+        if let Fault::Replace { slot } = fault {
+            // A second machine lost before the first is replaced would be
+            // a majority lost: that needs a restore, not self-healing.
+            if last_replace_ms.is_some_and(|last| at_ms < last + REPLACE_SPACING_MS) {
+                fault = Fault::Crash {
+                    slot,
+                    down_ms: rng.between(100, 6_000),
+                };
+            } else {
+                last_replace_ms = Some(at_ms);
+            }
+        }
         let next = at_ms + fault.duration_ms() + config.gap_ms + rng.between(0, 3_000);
         faults.push(Scheduled { at_ms, fault });
         at_ms = next;
@@ -281,6 +298,17 @@ mod tests {
                 if let Fault::OneWay { from, to, .. } = scheduled.fault {
                     assert_ne!(from, to);
                 }
+            }
+            let replaces: Vec<u64> = faults
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Replace { .. }))
+                .map(|s| s.at_ms)
+                .collect();
+            for pair in replaces.windows(2) {
+                assert!(
+                    pair[1] >= pair[0] + REPLACE_SPACING_MS,
+                    "seed {seed}: {replaces:?}"
+                );
             }
         }
     }

@@ -1,0 +1,103 @@
+//! Whole simulated clusters (`--cfg madsim` only): a bounded batch of
+//! seeds must pass, a seed must replay to the same trace, and each bug
+//! planted in the shell must be caught within a bounded number of seeds.
+#![cfg(madsim)]
+
+use e2d_sim::runner::{run_batch, run_one};
+use e2d_sim::scenario::{Report, RunConfig};
+
+/// Seeds the clean batch runs; `just sim N` runs more.
+const CLEAN_SEEDS: u64 = 60;
+/// Seeds within which each planted bug must be caught.
+const SEEDS_TO_CATCH_A_BUG: u64 = 8;
+
+fn jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn quiet(_: &Report) {}
+
+#[test]
+fn a_batch_of_seeds_passes_every_check() {
+    let reports = run_batch(&RunConfig::new(1), 1, CLEAN_SEEDS, jobs(), &quiet);
+    let failed: Vec<(u64, &Vec<String>)> = reports
+        .iter()
+        .filter(|r| !r.failures.is_empty())
+        .map(|r| (r.seed, &r.failures))
+        .collect();
+    assert!(failed.is_empty(), "failed seeds: {failed:#?}");
+    // The runs did real work: faults came and operations were checked.
+    let faults: usize = reports.iter().map(|r| r.faults.len()).sum();
+    let operations: usize = reports.iter().map(|r| r.operations).sum();
+    assert!(faults as u64 >= CLEAN_SEEDS, "{faults} faults");
+    assert!(
+        operations as u64 >= CLEAN_SEEDS * 1_000,
+        "{operations} operations"
+    );
+}
+
+#[test]
+fn a_seed_replays_to_the_same_trace() {
+    for seed in [7, 8] {
+        let first = run_one(RunConfig::new(seed));
+        let second = run_one(RunConfig::new(seed));
+        assert!(!first.trace_hash.is_empty());
+        assert_eq!(first.trace_hash, second.trace_hash, "seed {seed}");
+        assert_eq!(first.operations, second.operations, "seed {seed}");
+    }
+    let other = run_one(RunConfig::new(9));
+    assert_ne!(run_one(RunConfig::new(7)).trace_hash, other.trace_hash);
+}
+
+/// Runs seeds with `plant` until one fails with a failure `caught`
+/// accepts; returns that failure.
+fn caught_within_bound(
+    plant: impl Fn(&mut e2d_shell::sim_bugs::Bugs),
+    caught: impl Fn(&str) -> bool,
+) -> String {
+    let mut config = RunConfig::new(1);
+    config.workload_ms = 30_000;
+    plant(&mut config.bugs);
+    let reports = run_batch(&config, 1, SEEDS_TO_CATCH_A_BUG, jobs(), &quiet);
+    reports
+        .iter()
+        .flat_map(|r| r.failures.iter())
+        .find(|f| caught(f))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("the bug went unnoticed in {SEEDS_TO_CATCH_A_BUG} seeds: {reports:#?}")
+        })
+}
+
+#[test]
+fn acknowledging_before_fsync_is_caught() {
+    let failure = caught_within_bound(
+        |bugs| bugs.ack_before_fsync = true,
+        |f| {
+            f.starts_with("not linearizable")
+                || f.contains("is missing")
+                || f.contains("never saw the acknowledged")
+                || f.contains("disagree")
+                || f.starts_with("panicked")
+        },
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn reading_without_a_read_index_is_caught() {
+    let failure = caught_within_bound(
+        |bugs| bugs.reads_without_read_index = true,
+        |f| f.starts_with("not linearizable"),
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn a_watch_that_skips_on_resume_is_caught() {
+    let failure = caught_within_bound(
+        |bugs| bugs.watch_resume_skips_a_revision = true,
+        |f| f.contains("the watcher never saw"),
+    );
+    eprintln!("caught: {failure}");
+}
