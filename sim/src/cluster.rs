@@ -84,6 +84,12 @@ impl Cluster {
                 madsim::time::sleep(RESTART_POLL).await;
                 let due: Vec<_> =
                     std::mem::take(&mut *restarts.lock().unwrap_or_else(|p| p.into_inner()));
+                // Killed first: a killed node's tasks (and the sockets they
+                // hold) go at the executor's next turn, not at once.
+                for &node in &due {
+                    handle.kill(node);
+                }
+                madsim::time::sleep(RESTART_POLL).await;
                 for node in due {
                     handle.restart(node);
                 }

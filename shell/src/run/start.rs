@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use e2d_core::storage::{read_meta_u64, Backend};
+use e2d_core::storage::{read_meta_u64, Backend, StorageError, Table};
 use e2d_core::StateMachine;
 use e2d_proto::peer::peer_server::PeerServer;
 use e2d_proto::peer::MemberAttributes;
@@ -68,6 +68,32 @@ pub fn listed_member(id: u64, name: &str, peer_url: &str, is_learner: bool) -> M
         client_urls: Vec::new(),
         is_learner,
     }
+}
+
+/// The members a joining member was told of, as `<hex id> <peer URL>`
+/// lines.
+const META_JOIN_PEERS: &[u8] = b"join_peers";
+
+fn stage_join_peers(backend: &mut DiskBackend, peers: &[(u64, String)]) {
+    let lines: Vec<String> = peers
+        .iter()
+        .map(|(id, url)| format!("{id:x} {url}"))
+        .collect();
+    backend.put(Table::Meta, META_JOIN_PEERS, lines.join("\n").as_bytes());
+}
+
+fn stored_join_peers(backend: &DiskBackend) -> Result<Vec<(u64, String)>, StorageError> {
+    let Some(bytes) = backend.get(Table::Meta, META_JOIN_PEERS)? else {
+        return Ok(Vec::new());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (id, url) = line.split_once(' ')?;
+            Some((u64::from_str_radix(id, 16).ok()?, url.to_string()))
+        })
+        .collect())
 }
 
 /// The database directory inside a data dir.
@@ -148,6 +174,7 @@ pub async fn start_node(
                 client_urls,
                 Vec::new(),
             )?;
+            stage_join_peers(&mut backend, &peers);
             (identity, bootstrap)
         }
         Membership::Restart => {
@@ -167,13 +194,15 @@ pub async fn start_node(
             (identity, bootstrap)
         }
     };
+    peers.extend(stored_join_peers(&backend).map_err(|e| database_error(e.into()))?);
     let applied_index = read_meta_u64(&backend, META_APPLIED_INDEX)
         .map_err(|e| database_error(e.into()))?
         .unwrap_or(0);
     let clock = Clock::start();
     let mut state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
     // Routes to peers: the replicated member list, plus the founders or the
-    // members a joining member learned of.
+    // members a joining member learned of (kept, for a restart before the
+    // member list has reached this member).
     peers.extend(
         state
             .members()
