@@ -3,10 +3,19 @@
 
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/e2d-target")
 
-# Build the e2d binary, then run every test (unit, property, black-box).
+# Build the e2d binary, then run every test (unit, property, black-box),
+# then the simulator's own tests: a bounded batch of seeds, replay, and the
+# planted bugs it must catch.
 test:
     cargo build -p e2d-shell --bins
     cargo test --workspace
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo test --release -p e2d-sim
+
+# Simulated clusters under faults: N seeds (default 200) from --seed S
+# (default 1) on every core. Prints a summary and, for each failed seed,
+# the command that replays it; see `just sim 1 --help` for more flags.
+sim N="200" *ARGS:
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo run --release -q -p e2d-sim -- {{N}} {{ARGS}}
 
 # Start a single-node server with the default settings.
 run *ARGS:

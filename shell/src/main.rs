@@ -61,11 +61,13 @@ fn main() -> std::process::ExitCode {
 }
 
 /// How long tasks get to wind down when a removed member starts over.
+#[cfg(not(madsim))]
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the member; a member its cluster removed moves its data dir aside
 /// and runs again, each time on a fresh runtime so nothing of the old
 /// member (tasks, sockets, the open database) survives.
+#[cfg(not(madsim))]
 fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
     loop {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,4 +81,13 @@ fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
             run::Stopped::Removed => run::start_over(&args.data_dir)?,
         }
     }
+}
+
+/// A simulator build runs nodes inside `e2d-sim` only.
+#[cfg(madsim)]
+fn run_until_stopped(_: &cli::RunArgs) -> Result<(), run::RunError> {
+    Err(run::RunError::Config(
+        "this e2d was built for the simulator (--cfg madsim); build it without to run a node"
+            .into(),
+    ))
 }

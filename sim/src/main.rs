@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
     #[command(name = "e2d-sim")]
     struct Args {
         /// How many seeds to run.
-        #[arg(default_value_t = 20)]
+        #[arg(default_value_t = 200)]
         seeds: u64,
         /// The first seed.
         #[arg(long, default_value_t = 1)]
