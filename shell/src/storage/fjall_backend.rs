@@ -6,14 +6,13 @@ use std::path::Path;
 
 use e2d_core::storage::{Backend, StorageError, Table};
 
-use super::{RawEntry, Space, VisitEntry};
+use super::{RawEntry, Space, Staged, VisitEntry};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub struct FjallBackend {
     db: Database,
     keyspaces: BTreeMap<Space, Keyspace>,
-    /// Writes not yet committed: `None` is a delete.
-    staged: BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>,
+    staged: Staged,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> StorageError {
@@ -33,7 +32,7 @@ impl FjallBackend {
         Ok(Self {
             db,
             keyspaces,
-            staged: BTreeMap::new(),
+            staged: Staged::default(),
         })
     }
 
@@ -44,8 +43,7 @@ impl FjallBackend {
     /// Stages a write to a raft space; committed with the next batch.
     pub fn stage_raft(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
         debug_assert!(!matches!(space, Space::Table(_)));
-        self.staged
-            .insert((space, key.to_vec()), value.map(<[u8]>::to_vec));
+        self.staged.stage(space, key, value);
     }
 
     /// Every committed entry of a raft space, in key order.
@@ -115,7 +113,7 @@ impl PointInTime {
 
 impl Backend for FjallBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Some(staged) = self.staged.get(&(Space::Table(table), key.to_vec())) {
+        if let Some(staged) = self.staged.get(Space::Table(table), key) {
             return Ok(staged.clone());
         }
         let value = self
@@ -148,24 +146,23 @@ impl Backend for FjallBackend {
     }
 
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-        self.staged
-            .insert((Space::Table(table), key.to_vec()), Some(value.to_vec()));
+        self.staged.stage(Space::Table(table), key, Some(value));
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
-        self.staged
-            .insert((Space::Table(table), key.to_vec()), None);
+        self.staged.stage(Space::Table(table), key, None);
     }
 
     fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
-        if self.staged.is_empty() {
+        let staged = self.staged.take();
+        if staged.is_empty() {
             return Ok(());
         }
         let mut batch = self.db.batch();
         if sync {
             batch = batch.durability(Some(PersistMode::SyncAll));
         }
-        for ((space, key), value) in std::mem::take(&mut self.staged) {
+        for ((space, key), value) in staged {
             let keyspace = &self.keyspaces[&space];
             match value {
                 Some(value) => batch.insert(keyspace, key, value),

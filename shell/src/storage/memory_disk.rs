@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use e2d_core::storage::{Backend, StorageError, Table};
 
-use super::{RawEntry, Space, VisitEntry};
+use super::{RawEntry, Space, Staged, VisitEntry};
 
 type Key = (Space, Vec<u8>);
 /// One commit: its writes in order, `None` a delete.
@@ -99,7 +99,7 @@ pub fn destroy_under(root: &Path) {
 
 pub struct MemoryBackend {
     disk: Arc<Mutex<Disk>>,
-    staged: BTreeMap<Key, Option<Vec<u8>>>,
+    staged: Staged,
 }
 
 impl MemoryBackend {
@@ -107,7 +107,7 @@ impl MemoryBackend {
         let disk = disks().entry(dir.to_path_buf()).or_default().clone();
         Ok(Self {
             disk,
-            staged: BTreeMap::new(),
+            staged: Staged::default(),
         })
     }
 
@@ -118,8 +118,7 @@ impl MemoryBackend {
     /// Stages a write to a raft space; committed with the next batch.
     pub fn stage_raft(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
         debug_assert!(!matches!(space, Space::Table(_)));
-        self.staged
-            .insert((space, key.to_vec()), value.map(<[u8]>::to_vec));
+        self.staged.stage(space, key, value);
     }
 
     /// Every committed entry of a raft space, in key order.
@@ -176,10 +175,10 @@ impl PointInTime {
 
 impl Backend for MemoryBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let key = (Space::Table(table), key.to_vec());
-        if let Some(staged) = self.staged.get(&key) {
+        if let Some(staged) = self.staged.get(Space::Table(table), key) {
             return Ok(staged.clone());
         }
+        let key = (Space::Table(table), key.to_vec());
         Ok(self.disk().current.get(&key).cloned())
     }
 
@@ -209,17 +208,15 @@ impl Backend for MemoryBackend {
     }
 
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
-        self.staged
-            .insert((Space::Table(table), key.to_vec()), Some(value.to_vec()));
+        self.staged.stage(Space::Table(table), key, Some(value));
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) {
-        self.staged
-            .insert((Space::Table(table), key.to_vec()), None);
+        self.staged.stage(Space::Table(table), key, None);
     }
 
     fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
-        let batch: Batch = std::mem::take(&mut self.staged).into_iter().collect();
+        let batch: Batch = self.staged.take().into_iter().collect();
         let mut disk = self.disk();
         if !batch.is_empty() {
             apply(&mut disk.current, &batch);

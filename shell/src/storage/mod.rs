@@ -12,6 +12,8 @@ pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime};
 #[cfg(madsim)]
 pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime};
 
+use std::collections::BTreeMap;
+
 use e2d_core::storage::{StorageError, Table};
 
 /// A key and its value, as stored.
@@ -49,3 +51,24 @@ impl Space {
 
 /// Called with each entry of a [`PointInTime`]; an error stops the visit.
 pub type VisitEntry<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), StorageError> + 'a;
+
+/// Writes staged for the next commit, by space and key; `None` is a delete.
+#[derive(Default)]
+pub(crate) struct Staged(BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>);
+
+impl Staged {
+    pub(crate) fn stage(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
+        self.0
+            .insert((space, key.to_vec()), value.map(<[u8]>::to_vec));
+    }
+
+    /// The staged write to `key`, if there is one.
+    pub(crate) fn get(&self, space: Space, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.0.get(&(space, key.to_vec()))
+    }
+
+    /// Everything staged, in key order, leaving nothing staged.
+    pub(crate) fn take(&mut self) -> BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>> {
+        std::mem::take(&mut self.0)
+    }
+}
