@@ -9,10 +9,10 @@ pub mod grpc;
 #[cfg(not(madsim))]
 mod http;
 mod metrics;
+mod node_seed;
 mod raft;
 pub mod run;
 mod server;
-#[cfg(madsim)]
 pub mod sim_bugs;
 mod snapshot;
 pub mod status;

@@ -1,11 +1,11 @@
 //! Bugs the simulator can plant in the shell, to prove its checkers catch
-//! them. Simulator builds only (`--cfg madsim`); each simulated run is on
-//! one thread, so the switches are per thread.
-
-use std::cell::Cell;
+//! them. Only a simulator build (`--cfg madsim`) can plant one; elsewhere
+//! [`planted`] is a constant with none, so the checks at the planting
+//! sites compile away. Each simulated run is on one thread, so the
+//! switches are per thread.
 
 /// Which bugs are planted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bugs {
     /// The raft log and hard state are acknowledged before they are
     /// synced to disk.
@@ -17,19 +17,31 @@ pub struct Bugs {
     pub watch_resume_skips_a_revision: bool,
 }
 
-thread_local! {
-    static PLANTED: Cell<Bugs> = const { Cell::new(Bugs {
+impl Bugs {
+    pub const NONE: Bugs = Bugs {
         ack_before_fsync: false,
         reads_without_read_index: false,
         watch_resume_skips_a_revision: false,
-    }) };
+    };
+}
+
+#[cfg(madsim)]
+thread_local! {
+    static PLANTED: std::cell::Cell<Bugs> = const { std::cell::Cell::new(Bugs::NONE) };
 }
 
 /// Plants `bugs` for everything this thread runs from now on.
+#[cfg(madsim)]
 pub fn plant(bugs: Bugs) {
     PLANTED.with(|p| p.set(bugs));
 }
 
+#[cfg(madsim)]
 pub fn planted() -> Bugs {
-    PLANTED.with(Cell::get)
+    PLANTED.with(std::cell::Cell::get)
+}
+
+#[cfg(not(madsim))]
+pub const fn planted() -> Bugs {
+    Bugs::NONE
 }

@@ -41,31 +41,23 @@ struct AckedWrite {
 fn acked_writes(history: &History) -> BTreeMap<String, Vec<AckedWrite>> {
     let mut writes: BTreeMap<String, Vec<AckedWrite>> = BTreeMap::new();
     for op in &history.operations {
-        let Some((_, response)) = &op.completed else {
+        let Some((_, response)) = op.completed.as_ref().filter(|(_, r)| r.is_change()) else {
             continue;
         };
-        let write = match (&op.request, response) {
-            (Request::Put { key, value }, Response::Put { revision }) => {
-                Some((key, *revision, Some(value.clone())))
+        let value = match &op.request {
+            Request::Put { value, .. } | Request::CompareAndSet { value, .. } => {
+                Some(value.clone())
             }
-            (
-                Request::CompareAndSet { key, value, .. },
-                Response::CompareAndSet {
-                    revision,
-                    succeeded: true,
-                },
-            ) => Some((key, *revision, Some(value.clone()))),
-            (Request::Delete { key }, Response::Delete { revision, deleted }) if *deleted > 0 => {
-                Some((key, *revision, None))
-            }
-            _ => None,
+            Request::Delete { .. } => None,
+            Request::Get { .. } => continue,
         };
-        if let Some((key, revision, value)) = write {
-            writes
-                .entry(key.clone())
-                .or_default()
-                .push(AckedWrite { revision, value });
-        }
+        writes
+            .entry(op.request.key().to_string())
+            .or_default()
+            .push(AckedWrite {
+                revision: response.revision(),
+                value,
+            });
     }
     for list in writes.values_mut() {
         list.sort_by_key(|w| w.revision);

@@ -180,8 +180,7 @@ impl Cluster {
     pub fn replace(&mut self, slot: usize) {
         let old = &self.members[slot];
         self.handle.kill(old.node.id());
-        memory_disk::destroy_under(&old.data_dir);
-        let _ = std::fs::remove_dir_all(&old.data_dir);
+        wipe(&old.data_dir);
         let seeds: Vec<IpAddr> = self
             .members
             .iter()
@@ -235,6 +234,13 @@ impl Cluster {
     fn id(&self, slot: usize) -> madsim::task::NodeId {
         self.members[slot].node.id()
     }
+}
+
+/// Everything a machine stored under `dir` is gone: its in-memory disks
+/// and its files.
+pub fn wipe(dir: &Path) {
+    memory_disk::destroy_under(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// What the simulated machine runs: `e2d run`, again as a new member when

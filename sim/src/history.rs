@@ -50,6 +50,40 @@ pub enum Response {
     },
 }
 
+impl Request {
+    pub fn key(&self) -> &str {
+        match self {
+            Request::Put { key, .. }
+            | Request::Get { key }
+            | Request::Delete { key }
+            | Request::CompareAndSet { key, .. } => key,
+        }
+    }
+}
+
+impl Response {
+    /// The store revision of the answer's header.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Response::Put { revision }
+            | Response::Get { revision, .. }
+            | Response::Delete { revision, .. }
+            | Response::CompareAndSet { revision, .. } => *revision,
+        }
+    }
+
+    /// Whether the operation changed the store (and so took a revision of
+    /// its own).
+    pub fn is_change(&self) -> bool {
+        match self {
+            Response::Put { .. } => true,
+            Response::Get { .. } => false,
+            Response::Delete { deleted, .. } => *deleted > 0,
+            Response::CompareAndSet { succeeded, .. } => *succeeded,
+        }
+    }
+}
+
 /// One operation of one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {

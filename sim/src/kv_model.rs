@@ -121,18 +121,6 @@ impl KvState {
     }
 }
 
-impl Response {
-    /// The store revision of the answer's header.
-    pub fn revision(&self) -> i64 {
-        match self {
-            Response::Put { revision }
-            | Response::Get { revision, .. }
-            | Response::Delete { revision, .. }
-            | Response::CompareAndSet { revision, .. } => *revision,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,15 +203,7 @@ fn try_orders(ops: &[Operation]) -> Vec<TryOrder> {
     }
     ops.iter()
         .map(|op| match &op.completed {
-            Some((at, response)) => {
-                let changed = match response {
-                    Response::Put { .. } => true,
-                    Response::Get { .. } => false,
-                    Response::Delete { deleted, .. } => *deleted > 0,
-                    Response::CompareAndSet { succeeded, .. } => *succeeded,
-                };
-                (response.revision(), !changed, *at)
-            }
+            Some((at, response)) => (response.revision(), !response.is_change(), *at),
             None => {
                 let written = match &op.request {
                     Request::Put { key, value } | Request::CompareAndSet { key, value, .. } => {

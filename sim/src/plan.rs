@@ -8,39 +8,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A small deterministic generator (SplitMix64): the plan must not depend
-/// on anything but the seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
+use e2d_core::rng::Rng;
 
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `range` (inclusive of both ends).
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        assert!(low <= high, "an empty range");
-        low + self.next_u64() % (high - low + 1)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        assert!(n > 0, "an empty range");
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
+/// A number in `low..=high`, from the seed's generator.
+fn between(rng: &mut Rng, low: u64, high: u64) -> u64 {
+    assert!(low <= high, "an empty range");
+    let span = usize::try_from(high - low + 1).expect("a span that fits in usize");
+    low + rng.below(span) as u64
 }
 
 /// What goes wrong. Nodes are named by slot (0..cluster size); a replaced
@@ -161,9 +135,9 @@ const KIND_WEIGHTS: [(&str, u64); 9] = [
     ("pause", 10),
 ];
 
-fn draw_kind(rng: &mut SplitMix) -> &'static str {
+fn draw_kind(rng: &mut Rng) -> &'static str {
     let total: u64 = KIND_WEIGHTS.iter().map(|(_, w)| w).sum();
-    let mut pick = rng.between(0, total - 1);
+    let mut pick = between(rng, 0, total - 1);
     for (kind, weight) in KIND_WEIGHTS {
         if pick < weight {
             return kind;
@@ -173,16 +147,20 @@ fn draw_kind(rng: &mut SplitMix) -> &'static str {
     unreachable!("the weights sum to the total")
 }
 
-fn draw_fault(rng: &mut SplitMix, size: usize) -> Fault {
+fn crash(rng: &mut Rng, slot: usize) -> Fault {
+    Fault::Crash {
+        slot,
+        down_ms: between(rng, 100, 6_000),
+    }
+}
+
+fn draw_fault(rng: &mut Rng, size: usize) -> Fault {
     let slot = rng.below(size);
-    let ms = rng.between(1_000, 8_000);
+    let ms = between(rng, 1_000, 8_000);
     match draw_kind(rng) {
-        "crash" => Fault::Crash {
-            slot,
-            down_ms: rng.between(100, 6_000),
-        },
+        "crash" => crash(rng, slot),
         "power-loss" => Fault::PowerLoss {
-            down_ms: rng.between(100, 3_000),
+            down_ms: between(rng, 100, 3_000),
         },
         "replace" => Fault::Replace { slot },
         "partition" => {
@@ -204,16 +182,16 @@ fn draw_fault(rng: &mut SplitMix, size: usize) -> Fault {
         }
         "bridge" => Fault::Bridge { bridge: slot, ms },
         "packet-loss" => Fault::PacketLoss {
-            percent: rng.between(5, 30) as u8,
+            percent: between(rng, 5, 30) as u8,
             ms,
         },
         "delay-spike" => Fault::DelaySpike {
-            latency_ms: rng.between(50, 400),
+            latency_ms: between(rng, 50, 400),
             ms,
         },
         "pause" => Fault::Pause {
             slot,
-            ms: rng.between(500, 12_000),
+            ms: between(rng, 500, 12_000),
         },
         other => unreachable!("no fault kind {other}"),
     }
@@ -225,8 +203,9 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
         config.cluster_size >= 3,
         "faults need a cluster of 3 or more"
     );
-    let mut rng = SplitMix::new(seed ^ 0x5eed_fa17);
-    let mut at_ms = config.first_fault_ms + rng.between(0, 2_000);
+    // The plan depends on nothing but the seed.
+    let mut rng = Rng::new(seed ^ 0x5eed_fa17);
+    let mut at_ms = config.first_fault_ms + between(&mut rng, 0, 2_000);
     let mut faults = Vec::new();
     let mut last_replace_ms: Option<u64> = None;
     while faults.len() < config.faults_max && at_ms <= config.faults_end_ms {
@@ -235,15 +214,12 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
             // A second machine lost before the first is replaced would be
             // a majority lost: that needs a restore, not self-healing.
             if last_replace_ms.is_some_and(|last| at_ms < last + REPLACE_SPACING_MS) {
-                fault = Fault::Crash {
-                    slot,
-                    down_ms: rng.between(100, 6_000),
-                };
+                fault = crash(&mut rng, slot);
             } else {
                 last_replace_ms = Some(at_ms);
             }
         }
-        let next = at_ms + fault.duration_ms() + config.gap_ms + rng.between(0, 3_000);
+        let next = at_ms + fault.duration_ms() + config.gap_ms + between(&mut rng, 0, 3_000);
         faults.push(Scheduled { at_ms, fault });
         at_ms = next;
     }

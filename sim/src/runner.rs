@@ -32,8 +32,7 @@ pub fn run_one(config: RunConfig) -> Report {
     match outcome {
         Ok(report) => report,
         Err(panic) => {
-            e2d_shell::storage::memory_disk::destroy_under(&root);
-            let _ = std::fs::remove_dir_all(&root);
+            crate::cluster::wipe(&root);
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()

@@ -10,7 +10,9 @@ use std::time::Duration;
 use e2d_proto::etcdserverpb::cluster_client::ClusterClient;
 use e2d_proto::etcdserverpb::kv_client::KvClient;
 use e2d_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use e2d_proto::etcdserverpb::{MemberListRequest, PutRequest, RangeRequest, StatusRequest};
+use e2d_proto::etcdserverpb::{
+    MemberListRequest, PutRequest, RangeRequest, StatusRequest, StatusResponse,
+};
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::{sleep, Instant};
@@ -46,7 +48,7 @@ impl RunConfig {
             clients: 3,
             workload_ms: 60_000,
             faults_max: 8,
-            bugs: e2d_shell::sim_bugs::Bugs::default(),
+            bugs: e2d_shell::sim_bugs::Bugs::NONE,
         }
     }
 
@@ -109,8 +111,7 @@ pub fn run(config: RunConfig, root: PathBuf) -> Report {
     runtime_config.net.send_latency = Duration::from_millis(1)..Duration::from_millis(5);
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, runtime_config);
     let (mut report, seen, mut trace) = runtime.block_on(scenario(config, root.clone()));
-    e2d_shell::storage::memory_disk::destroy_under(&root);
-    let _ = std::fs::remove_dir_all(&root);
+    crate::cluster::wipe(&root);
     // Judged outside the simulation, where time is the real one.
     if let Some(seen) = seen {
         let checking = std::time::Instant::now();
@@ -354,13 +355,10 @@ fn judge(report: &mut Report, seen: &Seen) {
 fn split_by_key(history: &History) -> BTreeMap<String, History> {
     let mut parts: BTreeMap<String, History> = BTreeMap::new();
     for op in &history.operations {
-        let key = match &op.request {
-            crate::history::Request::Put { key, .. }
-            | crate::history::Request::Get { key }
-            | crate::history::Request::Delete { key }
-            | crate::history::Request::CompareAndSet { key, .. } => key.clone(),
-        };
-        parts.entry(key).or_default().push(op.clone());
+        parts
+            .entry(op.request.key().to_string())
+            .or_default()
+            .push(op.clone());
     }
     parts
 }
@@ -448,6 +446,18 @@ async fn wait_for_write(directory: &Directory, bound: Duration) -> bool {
     false
 }
 
+/// One member's status, or why there is none.
+async fn member_status(url: &str, timeout: Duration) -> Result<StatusResponse, String> {
+    let channel = connect(url).await.ok_or(format!("{url} does not answer"))?;
+    let mut client = MaintenanceClient::new(channel);
+    let call = client.status(StatusRequest {});
+    Ok(madsim::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("{url}: status timed out"))?
+        .map_err(|e| format!("{url}: {}", e.message()))?
+        .into_inner())
+}
+
 /// Records the cluster id every member answers with.
 async fn observe(
     directory: Directory,
@@ -458,17 +468,11 @@ async fn observe(
     while elapsed_ms(origin) < until_ms {
         sleep(OBSERVE_INTERVAL).await;
         for url in directory.all() {
-            let Some(channel) = connect(&url).await else {
-                continue;
-            };
-            let mut client = MaintenanceClient::new(channel);
-            let call = client.status(StatusRequest {});
-            if let Ok(Ok(answer)) = madsim::time::timeout(Duration::from_secs(1), call).await {
-                if let Some(header) = answer.into_inner().header {
-                    ids.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(header.cluster_id);
-                }
+            let status = member_status(&url, Duration::from_secs(1)).await;
+            if let Some(header) = status.ok().and_then(|s| s.header) {
+                ids.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(header.cluster_id);
             }
         }
     }
@@ -498,16 +502,7 @@ async fn wait_for_recovery(
 async fn recovery_state(directory: &Directory, intended: &BTreeSet<String>) -> Result<(), String> {
     let mut leaders = BTreeSet::new();
     for url in directory.all() {
-        let channel = connect(&url)
-            .await
-            .ok_or(format!("{url} does not answer"))?;
-        let mut client = MaintenanceClient::new(channel);
-        let call = client.status(StatusRequest {});
-        let status = madsim::time::timeout(Duration::from_secs(2), call)
-            .await
-            .map_err(|_| format!("{url}: status timed out"))?
-            .map_err(|e| format!("{url}: {}", e.message()))?
-            .into_inner();
+        let status = member_status(&url, Duration::from_secs(2)).await?;
         if status.leader == 0 {
             return Err(format!("{url} knows no leader"));
         }
@@ -545,12 +540,8 @@ async fn final_contents(directory: &Directory) -> Vec<(String, Option<Contents>)
     for _ in 0..30 {
         let mut applied = BTreeSet::new();
         for url in directory.all() {
-            if let Some(channel) = connect(&url).await {
-                let mut client = MaintenanceClient::new(channel);
-                let call = client.status(StatusRequest {});
-                if let Ok(Ok(status)) = madsim::time::timeout(Duration::from_secs(2), call).await {
-                    applied.insert(status.into_inner().raft_applied_index);
-                }
+            if let Ok(status) = member_status(&url, Duration::from_secs(2)).await {
+                applied.insert(status.raft_applied_index);
             }
         }
         if applied.len() == 1 {

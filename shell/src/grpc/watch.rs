@@ -94,17 +94,12 @@ impl StreamTask {
         let current = self.node.read().current_revision();
         let before = self.stream.watcher_count() as i64;
         match request.request_union {
-            Some(RequestUnion::CreateRequest(create)) => {
-                #[cfg(madsim)]
-                let create = {
-                    let mut create = create;
-                    if crate::sim_bugs::planted().watch_resume_skips_a_revision
-                        && create.start_revision > 1
-                    {
-                        create.start_revision += 1;
-                    }
-                    create
-                };
+            Some(RequestUnion::CreateRequest(mut create)) => {
+                if crate::sim_bugs::planted().watch_resume_skips_a_revision
+                    && create.start_revision > 1
+                {
+                    create.start_revision += 1;
+                }
                 self.stream.handle_create(&create, current)
             }
             Some(RequestUnion::CancelRequest(cancel)) => {

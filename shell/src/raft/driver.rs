@@ -227,7 +227,6 @@ pub struct DriverParts {
 
 impl DriverParts {
     pub fn run(self, node: Arc<Node>) {
-        let member_id = self.raw_node.raft.id;
         let driver = Driver {
             raw_node: self.raw_node,
             status: self.status,
@@ -244,7 +243,7 @@ impl DriverParts {
             state_applied_floor: 0,
             log_limits: self.log_limits,
             handle: self.handle,
-            election_timeouts: ElectionTimeouts::new(timeout_seed(member_id)),
+            election_timeouts: ElectionTimeouts::new(crate::node_seed::node_seed()),
         };
         tokio::spawn(driver.run(self.incoming));
     }
@@ -272,15 +271,6 @@ struct Driver {
     log_limits: LogLimits,
     handle: DriverHandle,
     election_timeouts: ElectionTimeouts,
-}
-
-/// A seed for this member's election timeouts: its id and the time, so
-/// members differ and a restart draws afresh.
-fn timeout_seed(member_id: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    member_id ^ nanos.rotate_left(32)
 }
 
 /// When the log is compacted: once `compact_after_entries` entries are
@@ -453,11 +443,7 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            #[cfg(madsim)]
-            let sync = !crate::sim_bugs::planted().ack_before_fsync;
-            #[cfg(not(madsim))]
-            let sync = true;
-            backend.commit(sync)?;
+            backend.commit(!crate::sim_bugs::planted().ack_before_fsync)?;
         }
         if !ready.persisted_messages().is_empty() {
             self.send_messages(ready.take_persisted_messages());

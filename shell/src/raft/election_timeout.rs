@@ -7,12 +7,13 @@
 //! spread their timeouts over `[election, 2 × election)` ticks as raft-rs
 //! would.
 
+use e2d_core::rng::Rng;
 use raft::{Raft, StateRole, Storage};
 
 use super::ELECTION_TICKS;
 
 pub struct ElectionTimeouts {
-    state: u64,
+    rng: Rng,
     /// The (term, role) the current timeout was drawn for: raft-rs draws a
     /// new one each time either changes.
     drawn_for: Option<(u64, StateRole)>,
@@ -22,19 +23,10 @@ pub struct ElectionTimeouts {
 impl ElectionTimeouts {
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed,
+            rng: Rng::new(seed),
             drawn_for: None,
             ticks: ELECTION_TICKS,
         }
-    }
-
-    /// SplitMix64.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 
     /// Puts this generator's timeout in place of raft-rs's own draw.
@@ -42,7 +34,7 @@ impl ElectionTimeouts {
         let now = (raft.term, raft.state);
         if self.drawn_for != Some(now) {
             self.drawn_for = Some(now);
-            self.ticks = ELECTION_TICKS + (self.next_u64() % ELECTION_TICKS as u64) as usize;
+            self.ticks = ELECTION_TICKS + self.rng.below(ELECTION_TICKS);
         }
         if raft.randomized_election_timeout() != self.ticks {
             raft.set_randomized_election_timeout(self.ticks);

@@ -160,7 +160,7 @@ async fn start_gossip(
         advertise_ip,
         seeds,
         swim: e2d_core::swim::Config::lan(),
-        rng_seed: seeds::node_seed(),
+        rng_seed: crate::node_seed::node_seed(),
     };
     let (gossip, events) =
         Gossip::start(config, meta)

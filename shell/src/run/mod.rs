@@ -98,7 +98,7 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), from_flags)?;
         static_members::run(args, name, backend).await
     } else {
-        let generated = || data_dir::generated_name(seeds::node_seed());
+        let generated = || data_dir::generated_name(crate::node_seed::node_seed());
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), generated)?;
         managed::run(args, name, backend).await
     }

@@ -1,5 +1,4 @@
-//! Gossip seeds from `--bootstrap-addrs`, and the seed of gossip's random
-//! choices.
+//! Gossip seeds from `--bootstrap-addrs`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -36,19 +35,6 @@ fn seed_with_port(seed: &str, default_port: u16) -> String {
     } else {
         format!("{seed}:{default_port}")
     }
-}
-
-/// A seed for gossip's random choices that differs between processes:
-/// the time through a randomly keyed hash (std seeds the keys from the
-/// OS; under madsim, from the simulation's seed, so runs replay).
-pub fn node_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(nanos);
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -172,7 +172,6 @@ impl Node {
     /// Waits until this member has applied everything committed before
     /// now: the read index, then the apply.
     pub async fn linearizable_barrier(&self) -> Result<(), Error> {
-        #[cfg(madsim)]
         if crate::sim_bugs::planted().reads_without_read_index {
             return Ok(());
         }
