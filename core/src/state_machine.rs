@@ -98,6 +98,11 @@ impl<B: Backend> StateMachine<B> {
         &self.mvcc
     }
 
+    /// Gives the backend back, with everything staged in it.
+    pub fn into_backend(self) -> B {
+        self.mvcc.into_backend()
+    }
+
     pub fn backend_mut(&mut self) -> &mut B {
         self.mvcc.backend_mut()
     }

@@ -8,10 +8,10 @@
 
 use std::io::{Read, Write};
 
-use e2d_core::storage::{StorageError, Table};
+use e2d_core::storage::{Backend, StorageError, Table};
 use sha2::{Digest, Sha256};
 
-use crate::storage::PointInTime;
+use crate::storage::{DiskBackend, PointInTime};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"E2DSNAP\x01";
 const END_OF_RECORDS: u8 = 0xff;
@@ -90,6 +90,66 @@ pub fn for_each_record(
         let value = take(input, value_len, &mut at)?;
         visit((table, key, value))?;
     }
+}
+
+/// Staged bytes after which loading a snapshot commits, so memory stays
+/// bounded whatever the snapshot's size.
+const LOAD_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Keys deleted per batch when clearing the tables for a snapshot.
+const LOAD_DELETES_PER_BATCH_MAX: usize = 10_000;
+
+/// Replaces the keys `replaced` selects with those of the (verified)
+/// snapshot in `file`, in batches of bounded size: first every such key is
+/// deleted, then the snapshot's are written. Keys `replaced` refuses stay
+/// as they are, in the backend and in the snapshot alike.
+pub fn replace_tables(
+    backend: &mut DiskBackend,
+    mut file: std::fs::File,
+    replaced: &dyn Fn(Table, &[u8]) -> bool,
+) -> Result<(), StorageError> {
+    for table in Table::ALL {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut doomed = Vec::new();
+            let start = after.clone().unwrap_or_default();
+            backend.scan(table, &start, &[], &mut |key, _| {
+                if after.as_deref() != Some(key) && replaced(table, key) {
+                    doomed.push(key.to_vec());
+                }
+                doomed.len() < LOAD_DELETES_PER_BATCH_MAX
+            })?;
+            let Some(last) = doomed.last().cloned() else {
+                break;
+            };
+            for key in &doomed {
+                backend.delete(table, key);
+            }
+            backend.commit(false)?;
+            after = Some(last);
+        }
+    }
+    let mut staged_bytes = 0usize;
+    let mut reader = std::io::BufReader::new(&mut file);
+    let mut failure = None;
+    for_each_record(&mut reader, &mut |(table, key, value)| {
+        if !replaced(table, &key) {
+            return Ok(());
+        }
+        staged_bytes += key.len() + value.len();
+        backend.put(table, &key, &value);
+        if staged_bytes >= LOAD_BATCH_BYTES_MAX {
+            staged_bytes = 0;
+            if let Err(e) = backend.commit(false) {
+                failure = Some(e);
+                return Err(SnapshotError::Io(std::io::Error::other("commit failed")));
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| match failure.take() {
+        Some(storage_failure) => storage_failure,
+        None => StorageError(format!("snapshot: {e}")),
+    })
 }
 
 fn table_tag(table: Table) -> u8 {

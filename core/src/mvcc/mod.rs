@@ -27,6 +27,13 @@ const TOMBSTONE_MARK: u8 = b't';
 const META_CURRENT_REVISION: &[u8] = b"current_revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 
+/// Whether `key` of the `Meta` table belongs to the store itself (its
+/// revisions), not to the member or the cluster it runs in: what a backup
+/// restored into another cluster keeps.
+pub fn is_store_meta(key: &[u8]) -> bool {
+    key == META_CURRENT_REVISION || key == META_COMPACT_REVISION
+}
+
 pub struct Mvcc<B> {
     backend: B,
     index: KeyIndex,
@@ -86,6 +93,10 @@ impl<B: Backend> Mvcc<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    pub fn into_backend(self) -> B {
+        self.backend
     }
 
     pub fn backend_mut(&mut self) -> &mut B {

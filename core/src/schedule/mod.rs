@@ -21,3 +21,4 @@ pub use config::{ConfigError, SchedulerConfig};
 pub use retention::{plan_prune, Retention};
 pub use scheduler::{ScheduleCommand, Scheduler};
 pub use snapshot_info::{newest_valid, parse_snapshot_name, snapshot_name, SnapshotInfo};
+pub use utc::rfc3339 as utc_rfc3339;

@@ -248,3 +248,23 @@ mod tests {
         }
     }
 }
+
+/// `epoch_ms` as RFC 3339 in UTC, to the millisecond
+/// (`2024-02-29T23:59:59.123Z`); times past year 9999 show as its last
+/// millisecond.
+pub fn rfc3339(epoch_ms: u64) -> String {
+    let t = UtcDateTime::from_epoch_ms(epoch_ms.min(EPOCH_MS_YEAR_10000 - 1));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond
+    )
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn formats_in_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(951_868_799_123), "2000-02-29T23:59:59.123Z");
+    }
+}

@@ -652,7 +652,10 @@ impl Driver {
         let mut state = node.write_state();
         let backend = state.backend_mut();
         log_store::begin_snapshot_install(backend)?;
-        replace_tables(backend, file)?;
+        crate::snapshot::replace_tables(backend, file, &|table, key| {
+            !crate::server::is_member_local(table, key)
+        })
+        .map_err(Error::Storage)?;
         let (first, last) = {
             let store = self.raw_node.store();
             (
@@ -821,64 +824,6 @@ impl Driver {
             changed
         });
     }
-}
-
-/// Staged bytes after which a snapshot install commits, so memory stays
-/// bounded whatever the snapshot's size.
-const INSTALL_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Keys deleted per batch when clearing the tables for a snapshot.
-const INSTALL_DELETES_PER_BATCH_MAX: usize = 10_000;
-
-/// Replaces the state machine's tables with a snapshot's records, in
-/// batches; the member's own ids stay.
-fn replace_tables(backend: &mut DiskBackend, mut file: std::fs::File) -> Result<(), Error> {
-    use crate::server::is_member_local;
-    for table in Table::ALL {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let mut doomed = Vec::new();
-            let start = after.clone().unwrap_or_default();
-            backend.scan(table, &start, &[], &mut |key, _| {
-                if after.as_deref() != Some(key) && !is_member_local(table, key) {
-                    doomed.push(key.to_vec());
-                }
-                doomed.len() < INSTALL_DELETES_PER_BATCH_MAX
-            })?;
-            let Some(last) = doomed.last().cloned() else {
-                break;
-            };
-            for key in &doomed {
-                backend.delete(table, key);
-            }
-            backend.commit(false)?;
-            after = Some(last);
-        }
-    }
-    let mut staged_bytes = 0usize;
-    let mut reader = std::io::BufReader::new(&mut file);
-    let mut failure = None;
-    crate::snapshot::for_each_record(&mut reader, &mut |(table, key, value)| {
-        if is_member_local(table, &key) {
-            return Ok(());
-        }
-        staged_bytes += key.len() + value.len();
-        backend.put(table, &key, &value);
-        if staged_bytes >= INSTALL_BATCH_BYTES_MAX {
-            staged_bytes = 0;
-            if let Err(e) = backend.commit(false) {
-                failure = Some(e);
-                return Err(crate::snapshot::SnapshotError::Io(std::io::Error::other(
-                    "commit failed",
-                )));
-            }
-        }
-        Ok(())
-    })
-    .map_err(|e| match failure.take() {
-        Some(storage_failure) => Error::Storage(storage_failure),
-        None => storage(format!("snapshot: {e}")),
-    })?;
-    Ok(())
 }
 
 fn done() -> Outcome {

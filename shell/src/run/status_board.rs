@@ -27,6 +27,7 @@ struct Board {
     waiting: String,
     node: Option<Arc<Node>>,
     gossip: BTreeMap<String, MemberView>,
+    last_snapshot: Option<String>,
 }
 
 fn hex(id: u64) -> String {
@@ -68,6 +69,11 @@ impl StatusBoard {
 
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This member uploaded the snapshot `name`.
+    pub fn set_last_snapshot(&self, name: &str) {
+        self.board().last_snapshot = Some(name.to_string());
     }
 
     pub fn set_waiting(&self, waiting: &str) {
@@ -123,6 +129,7 @@ impl StatusBoard {
             required_cluster_size: self.required_cluster_size,
             state: board.state.to_string(),
             waiting_for: board.waiting.clone(),
+            last_snapshot: board.last_snapshot.clone(),
             gossip: board
                 .gossip
                 .values()

@@ -1,0 +1,91 @@
+//! Taking a snapshot: the state machine at one revision, through the
+//! envelope into a file, then into the store under its name.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use e2d_core::schedule::{snapshot_name, SnapshotInfo};
+use indicatif::ProgressBar;
+
+use super::envelope::{Envelope, SnapshotWriter};
+use super::{wall_clock_ms, BackupConfig, Store};
+use crate::server::Node;
+
+/// A fresh IV for AES-CTR: never reused under one key, so taken from the
+/// operating system.
+fn fresh_iv() -> std::io::Result<[u8; 16]> {
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut iv).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+    Ok(iv)
+}
+
+/// Writes a stored snapshot to a new file at `path`: `write_payload`
+/// writes the payload, the envelope wraps it. Returns the file's size.
+pub fn write_stored(
+    path: &Path,
+    envelope: &Envelope,
+    write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut writer = SnapshotWriter::new(BufWriter::new(file), envelope, fresh_iv()?)?;
+    write_payload(&mut writer)?;
+    let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+/// Removes a file when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Snapshots the running member's state machine and uploads it.
+pub async fn take_and_upload(
+    node: &Node,
+    store: &Store,
+    config: &BackupConfig,
+) -> Result<SnapshotInfo, String> {
+    let (view, revision) = {
+        let state = node.read();
+        (
+            state.mvcc().backend().point_in_time(),
+            state.current_revision(),
+        )
+    };
+    let cluster_id = node.identity.cluster_id;
+    let taken_at_ms = wall_clock_ms();
+    let name = snapshot_name(cluster_id, revision, taken_at_ms);
+    let dir = node.config.data_dir.join("tmp");
+    let temp = TempFile(dir.join(format!(".{name}.taking")));
+    let (path, envelope) = (temp.0.clone(), config.envelope.clone());
+    crate::blocking::spawn(move || {
+        std::fs::create_dir_all(&dir)?;
+        write_stored(&path, &envelope, |out| {
+            crate::snapshot::write_snapshot(&view, &mut &mut *out)
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.0))
+        })
+    })
+    .await
+    .map_err(|e| format!("writing snapshot {name}: {e}"))?
+    .map_err(|e| format!("writing snapshot {name}: {e}"))?;
+    let size_bytes = store
+        .put(&name, &temp.0, &ProgressBar::hidden())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(SnapshotInfo {
+        name,
+        cluster_id,
+        revision,
+        taken_at_ms,
+        size_bytes,
+        valid: size_bytes > 0,
+    })
+}
