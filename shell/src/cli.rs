@@ -24,8 +24,117 @@ pub enum Command {
     /// Show the cluster as one node sees it: members, gossip, leader,
     /// revision, last snapshot.
     Status(StatusArgs),
+    /// Save, list, inspect and restore snapshot backups.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of a running cluster and write it to a store URL
+    /// (named by cluster, revision and time) or to a file.
+    Save(SnapshotSaveArgs),
+    /// List the snapshots in a store, oldest first.
+    List(SnapshotListArgs),
+    /// Check a snapshot file and show what it holds.
+    Inspect(SnapshotInspectArgs),
+    /// Restore a snapshot file, or the newest valid snapshot of a store,
+    /// into a new data dir (the server must not run on it).
+    Restore(SnapshotRestoreArgs),
+}
+
+/// How snapshots are wrapped: compression and encryption.
+#[derive(Debug, Clone, Args)]
+pub struct EnvelopeArgs {
+    /// Compress snapshots with gzip (at level 0 when encrypted).
+    #[arg(long, env = "E2D_SNAPSHOT_COMPRESSION")]
+    pub snapshot_compression: bool,
+
+    /// Encrypt snapshots (AES-256-CTR, HMAC-SHA-512/256) with a key derived
+    /// from the CA key; needs --ca-key. Unencrypted snapshots are then
+    /// refused on restore.
+    #[arg(long, env = "E2D_SNAPSHOT_ENCRYPTION")]
+    pub snapshot_encryption: bool,
+
+    /// The CA private key (PEM: PKCS#1, SEC1 or PKCS#8); snapshot keys are
+    /// derived from it.
+    #[arg(long, env = "E2D_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Credentials of the cloud snapshot stores; without them the standard
+/// AWS chain applies (environment, profile, instance role).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// AWS access key id for S3.
+    #[arg(long, env = "E2D_AWS_ACCESS_KEY")]
+    pub aws_access_key: Option<String>,
+    /// AWS secret access key for S3.
+    #[arg(long, env = "E2D_AWS_SECRET_KEY", hide_env_values = true)]
+    pub aws_secret_key: Option<String>,
+    /// AWS region of the S3 bucket.
+    #[arg(long, env = "E2D_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// DigitalOcean Spaces access key.
+    #[arg(long, env = "E2D_DO_SPACES_KEY")]
+    pub do_spaces_key: Option<String>,
+    /// DigitalOcean Spaces secret key.
+    #[arg(long, env = "E2D_DO_SPACES_SECRET", hide_env_values = true)]
+    pub do_spaces_secret: Option<String>,
+    /// Spaces endpoint, instead of https://<region>.digitaloceanspaces.com.
+    #[arg(long, env = "E2D_DO_SPACES_ENDPOINT")]
+    pub do_spaces_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotSaveArgs {
+    /// A store URL (file://, s3://, https://<region>.digitaloceanspaces.com/)
+    /// or a file path.
+    pub target: String,
+    /// Client URL of a member to take the snapshot from.
+    #[arg(long, env = "E2D_ENDPOINT", default_value = "127.0.0.1:2379")]
+    pub endpoint: String,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    /// A store URL.
+    pub url: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotInspectArgs {
+    /// A snapshot file.
+    pub file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// A snapshot file, or a store URL (its newest valid snapshot).
+    pub source: String,
+    /// The data dir to create; it must not exist or be empty.
+    #[arg(long, env = "E2D_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -120,6 +229,29 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_ms)]
     pub watch_progress_notify_interval: u64,
 
+    /// Where the leader keeps periodic snapshots: file://<dir>,
+    /// s3://<bucket>[/prefix] or
+    /// https://<region>.digitaloceanspaces.com/<bucket>[/prefix]. A new
+    /// cluster whose members all start with empty data dirs restores the
+    /// newest valid snapshot found there.
+    #[arg(long, env = "E2D_SNAPSHOT_BACKUP_URL")]
+    pub snapshot_backup_url: Option<String>,
+
+    /// Time between snapshots (skipped while nothing changed).
+    #[arg(long, env = "E2D_SNAPSHOT_INTERVAL", default_value = "1m", value_parser = parse_duration_ms)]
+    pub snapshot_interval: u64,
+
+    /// Snapshots kept: the newest N, then the newest of each of the last H
+    /// hours and D days that have one (N[,Hh][,Dd]).
+    #[arg(long, env = "E2D_SNAPSHOT_RETENTION", default_value = "5,24h,7d", value_parser = parse_retention)]
+    pub snapshot_retention: e2d_core::schedule::Retention,
+
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Log filter, as in RUST_LOG (e.g. "info" or "e2d_shell=debug").
     #[arg(long, env = "E2D_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -141,6 +273,36 @@ pub struct StatusArgs {
 }
 
 /// Parses durations like "500ms", "10s", "5m", "1h" into milliseconds.
+/// `N[,Hh][,Dd]`: the newest N snapshots, plus the newest of each of the
+/// last H hours and D days.
+pub fn parse_retention(text: &str) -> Result<e2d_core::schedule::Retention, String> {
+    let bad = |why: String| format!("{why}; expected N[,Hh][,Dd], such as 5,24h,7d");
+    let mut parts = text.split(',').map(str::trim);
+    let count = |part: &str| {
+        part.parse::<usize>()
+            .map_err(|_| bad(format!("{part:?} is not a count")))
+    };
+    let keep_newest = count(parts.next().unwrap_or(""))?;
+    if keep_newest == 0 {
+        return Err(bad("at least one snapshot must be kept".into()));
+    }
+    let mut retention = e2d_core::schedule::Retention {
+        keep_newest,
+        keep_hourly: 0,
+        keep_daily: 0,
+    };
+    for part in parts {
+        if let Some(hours) = part.strip_suffix('h') {
+            retention.keep_hourly = count(hours)?;
+        } else if let Some(days) = part.strip_suffix('d') {
+            retention.keep_daily = count(days)?;
+        } else {
+            return Err(bad(format!("{part:?} ends in neither h nor d")));
+        }
+    }
+    Ok(retention)
+}
+
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -187,6 +349,17 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_flags() {
+        let r = parse_retention("5,24h,7d").unwrap();
+        assert_eq!((r.keep_newest, r.keep_hourly, r.keep_daily), (5, 24, 7));
+        let r = parse_retention("3").unwrap();
+        assert_eq!((r.keep_newest, r.keep_hourly, r.keep_daily), (3, 0, 0));
+        assert!(parse_retention("0").unwrap_err().contains("at least one"));
+        assert!(parse_retention("5,24x").unwrap_err().contains("neither h nor d"));
+        assert!(parse_retention("five").unwrap_err().contains("not a count"));
+    }
 
     #[test]
     fn durations_parse_with_units() {

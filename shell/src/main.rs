@@ -16,6 +16,19 @@ fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::SUCCESS
         }
+        #[cfg(not(madsim))]
+        Command::Snapshot(command) => match e2d_shell::backup::commands::run(command) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        #[cfg(madsim)]
+        Command::Snapshot(_) => {
+            eprintln!("error: snapshot commands do not run in a simulator build");
+            std::process::ExitCode::FAILURE
+        }
         Command::Status(args) => {
             let timeout = std::time::Duration::from_millis(args.timeout);
             match status::fetch(&args.endpoint, timeout) {

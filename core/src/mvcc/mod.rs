@@ -24,7 +24,7 @@ use crate::storage::{read_meta_u64, Backend, StorageError, Table};
 
 /// Marks a tombstone in the kv table: appended to the revision key.
 const TOMBSTONE_MARK: u8 = b't';
-const META_CURRENT_REVISION: &[u8] = b"current_revision";
+pub const META_CURRENT_REVISION: &[u8] = b"current_revision";
 const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 
 /// Whether `key` of the `Meta` table belongs to the store itself (its
@@ -238,6 +238,12 @@ fn kv_entry_key(rev: Revision, tombstone: bool) -> Vec<u8> {
         key.push(TOMBSTONE_MARK);
     }
     key
+}
+
+/// One record of the kv table as a snapshot carries it: whether it is a
+/// delete (tombstone), and the key-value it holds.
+pub fn decode_kv_record(key: &[u8], value: &[u8]) -> Result<(bool, KeyValue), StorageError> {
+    decode_kv_entry(key, value).map(|(change, kv)| (change.tombstone, kv))
 }
 
 fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), StorageError> {

@@ -96,7 +96,7 @@ pub async fn fetch_verified(
     }
     store.get(name, &download.0, progress).await?;
     let (stored, opened) = (download.0.clone(), payload.clone());
-    let keys = config.envelope.keys.clone();
+    let keys = config.open_keys.clone();
     let require_sealed = config.require_sealed();
     let verified = crate::blocking::spawn(move || {
         open_verified(&stored, &opened, keys.as_ref(), require_sealed)

@@ -37,6 +37,12 @@ pub fn write_stored(
     Ok(file.metadata()?.len())
 }
 
+/// Wraps the payload file at `payload` into a stored snapshot at `path`.
+pub fn seal_file(payload: &Path, path: &Path, envelope: &Envelope) -> std::io::Result<u64> {
+    let mut input = std::fs::File::open(payload)?;
+    write_stored(path, envelope, |out| std::io::copy(&mut input, out).map(|_| ()))
+}
+
 /// Removes a file when dropped.
 pub struct TempFile(pub PathBuf);
 

@@ -3,7 +3,9 @@
 //! carries its commands out and feeds the results, gossip events and the
 //! server's status back.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +21,10 @@ use super::cluster_calls::MemberChange;
 use super::start::{listed_member, open_backend, start_node, Membership, NodeSettings};
 use super::status_board::StatusBoard;
 use super::{
-    checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, shutdown_signal,
-    ClientPort, NodeRoutes, RunError, Stopped,
+    checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, serve_started,
+    shutdown_signal, ClientPort, NodeRoutes, RunError, Stopped,
 };
+use crate::backup::{restore, Backups};
 use crate::cli::RunArgs;
 use crate::gossip::{Gossip, GossipConfig};
 use crate::server::{Identity, InitialMember, Node};
@@ -47,7 +50,11 @@ const RESEED_INTERVAL: Duration = Duration::from_secs(10);
 const RESEEDS_PER_WARNING: u32 = 3;
 
 /// The manager's settings from the flags, checked.
-fn manager_config(args: &RunArgs, settings: &NodeSettings) -> Result<ManagerConfig, RunError> {
+fn manager_config(
+    args: &RunArgs,
+    settings: &NodeSettings,
+    snapshots_configured: bool,
+) -> Result<ManagerConfig, RunError> {
     let config = ManagerConfig {
         name: settings.name.clone(),
         client_url: settings.client_url.clone(),
@@ -55,7 +62,7 @@ fn manager_config(args: &RunArgs, settings: &NodeSettings) -> Result<ManagerConf
         required_cluster_size: args.required_cluster_size,
         health_check_interval_ms: args.health_check_interval,
         health_check_timeout_ms: args.health_check_timeout,
-        snapshots_configured: false,
+        snapshots_configured,
         retry_interval_ms: RETRY_INTERVAL_MS,
     };
     config
@@ -74,12 +81,17 @@ fn manager_config(args: &RunArgs, settings: &NodeSettings) -> Result<ManagerConf
 /// Checks the flags of a managed member before anything is written.
 pub fn check_flags(args: &RunArgs) -> Result<(), RunError> {
     let placeholder = node_settings(args, "unnamed");
-    manager_config(args, &placeholder).map(|_| ())
+    manager_config(args, &placeholder, args.snapshot_backup_url.is_some()).map(|_| ())
 }
 
-pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<Stopped, RunError> {
+pub async fn run(
+    args: RunArgs,
+    name: String,
+    backend: DiskBackend,
+    backups: Option<Backups>,
+) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
-    let config = manager_config(&args, &settings)?;
+    let config = manager_config(&args, &settings, backups.is_some())?;
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board).await?;
@@ -107,6 +119,9 @@ pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<St
         gossip_addr: args.gossip_addr,
         alone_checks: 0,
         absent_answers: 0,
+        backups,
+        staged_restore: None,
+        refused_snapshots: BTreeMap::new(),
     };
     let stopped = agent.run(&mut port, gossip_events.as_mut()).await;
     port.close().await;
@@ -197,6 +212,12 @@ struct Agent {
     alone_checks: u32,
     /// Membership checks in a row whose answer left this member out.
     absent_answers: u32,
+    backups: Option<Backups>,
+    /// The newest restorable snapshot, fetched and verified by the
+    /// listing: its name and payload file.
+    staged_restore: Option<(String, PathBuf)>,
+    /// Snapshots refused on this start, with the reason.
+    refused_snapshots: BTreeMap<String, String>,
 }
 
 impl Agent {
@@ -378,8 +399,7 @@ impl Agent {
             }
             // The caller stops `run` for this one.
             Command::ArchiveDataDir { .. } => return None,
-            // No snapshot store yet: nothing to restore from.
-            Command::ListSnapshots { id } => (id, CommandResult::NewestSnapshot(None)),
+            Command::ListSnapshots { id } => (id, self.list_snapshots().await),
             Command::PersistCommitment { id, proposal } => {
                 let written =
                     data_dir::write_commitment(&self.settings.node.data_dir, proposal.as_ref());
@@ -463,21 +483,108 @@ impl Agent {
         }
     }
 
+    /// Where snapshots are fetched to and verified before a restore.
+    fn restore_staging(&self) -> PathBuf {
+        self.settings.node.data_dir.join("restore")
+    }
+
+    /// Finds the newest snapshot that can be restored, and stages it.
+    async fn list_snapshots(&mut self) -> CommandResult {
+        let Some(backups) = &self.backups else {
+            return CommandResult::NewestSnapshot(None);
+        };
+        let staging = self.restore_staging();
+        let found = restore::fetch_newest_restorable(
+            &backups.store,
+            &staging,
+            &backups.config,
+            &mut self.refused_snapshots,
+        )
+        .await;
+        match found {
+            Ok(Some((snapshot, payload))) => {
+                tracing::info!(
+                    snapshot = %snapshot.name,
+                    revision = snapshot.revision,
+                    store = %backups.config.location,
+                    "found the newest valid snapshot; a new cluster will restore it"
+                );
+                self.staged_restore = Some((snapshot.name.clone(), payload));
+                CommandResult::NewestSnapshot(Some(snapshot.name))
+            }
+            Ok(None) => CommandResult::NewestSnapshot(None),
+            Err(e) => CommandResult::Failed(format!("cannot list snapshots: {e}")),
+        }
+    }
+
+    /// Loads snapshot `name` into the (empty) database; returns the
+    /// store's revision.
+    async fn restore(&mut self, name: &str) -> Result<i64, String> {
+        let backups = self
+            .backups
+            .as_ref()
+            .ok_or_else(|| format!("cannot restore {name}: no --snapshot-backup-url is set"))?;
+        let payload = match &self.staged_restore {
+            Some((staged, payload)) if staged == name => payload.clone(),
+            _ => restore::fetch_verified(
+                &backups.store,
+                name,
+                &self.restore_staging(),
+                &backups.config,
+                &indicatif::ProgressBar::hidden(),
+            )
+            .await
+            .map_err(|e| format!("cannot restore: {e}"))?,
+        };
+        let backend = match self.backend.take() {
+            Some(backend) => backend,
+            None => open_backend(&self.settings.node.data_dir).map_err(|e| e.to_string())?,
+        };
+        let now_ms = crate::backup::wall_clock_ms();
+        let loaded = crate::blocking::spawn(move || {
+            restore::load_into(backend, &payload, None, now_ms)
+        })
+        .await
+        .map_err(|e| format!("cannot restore {name}: {e}"))?;
+        let (backend, revision) = loaded.map_err(|e| format!("cannot restore {name}: {e}"))?;
+        self.backend = Some(backend);
+        Ok(revision)
+    }
+
     async fn found(&mut self, founders: &[Founder], restore: Option<String>) -> CommandResult {
-        if let Some(snapshot) = restore {
-            return CommandResult::Failed(format!(
-                "cannot restore {snapshot}: no snapshot store is configured"
-            ));
+        // A restored cluster is a new cluster: its ids differ from those
+        // of one founded without it, and agree among founders only if
+        // they all restored the same snapshot.
+        let token = match &restore {
+            Some(name) => format!("{}/{name}", self.token),
+            None => self.token.clone(),
+        };
+        if let Some(name) = &restore {
+            match self.restore(name).await {
+                Ok(revision) => tracing::info!(snapshot = %name, revision, "restored the snapshot"),
+                Err(e) => return CommandResult::Failed(e),
+            }
         }
         let members = founders
             .iter()
-            .map(|f| InitialMember::new(&f.name, &f.peer_url, &self.token))
+            .map(|f| InitialMember::new(&f.name, &f.peer_url, &token))
             .collect();
-        self.start(Membership::Found {
-            members,
-            token: self.token.clone(),
-        })
-        .await
+        let started = self.start(Membership::Found { members, token }).await;
+        if let (Some(node), Some(_)) = (&self.node, &restore) {
+            spawn_restored_marker(node.clone());
+        }
+        self.clear_restore_staging();
+        started
+    }
+
+    fn clear_restore_staging(&mut self) {
+        self.staged_restore = None;
+        let staging = self.restore_staging();
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %staging.display(), error = %e, "cannot remove the restore staging dir");
+            }
+        }
     }
 
     async fn join(&mut self, members: &[ClusterMember]) -> CommandResult {
@@ -493,6 +600,7 @@ impl Agent {
         if let Err(e) = data_dir::write_commitment(&self.settings.node.data_dir, None) {
             return CommandResult::Failed(format!("cannot clear the founding record: {e}"));
         }
+        self.clear_restore_staging();
         let membership = Membership::Joined {
             member_id: me.id,
             cluster_id: self.joined_cluster_id,
@@ -521,13 +629,54 @@ impl Agent {
         match start_node(&self.settings, backend, membership).await {
             Ok(node) => {
                 let cluster_id = node.identity.cluster_id;
-                self.routes.serve_node(&node);
+                serve_started(&node, &self.routes, self.backups.as_ref());
                 self.node = Some(node);
                 CommandResult::Started { cluster_id }
             }
             Err(e) => CommandResult::Failed(e.to_string()),
         }
     }
+}
+
+/// Pause between tries to record the restore.
+const RESTORED_MARKER_RETRY: Duration = Duration::from_secs(2);
+/// Tries to record the restore before giving up.
+const RESTORED_MARKER_TRIES_MAX: u32 = 60;
+
+/// Records the time of the restore under `/_e2d/snapshot`, through raft,
+/// once: every founder that restored tries, and a compare on the key's
+/// version lets only the first write it.
+fn spawn_restored_marker(node: Arc<Node>) {
+    use e2d_proto::etcdserverpb::{compare, request_op, Compare, PutRequest, RequestOp, TxnRequest};
+    use e2d_proto::peer::proposal::Op;
+    tokio::spawn(async move {
+        for _ in 0..RESTORED_MARKER_TRIES_MAX {
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Version as i32,
+                    key: restore::RESTORED_AT_KEY.to_vec(),
+                    target_union: Some(compare::TargetUnion::Version(0)),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: restore::RESTORED_AT_KEY.to_vec(),
+                        value: restore::restored_at_text(crate::backup::wall_clock_ms())
+                            .into_bytes(),
+                        ..Default::default()
+                    })),
+                }],
+                failure: Vec::new(),
+            };
+            match node.propose(Op::Txn(txn)).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "restore not recorded yet"),
+            }
+            tokio::time::sleep(RESTORED_MARKER_RETRY).await;
+        }
+        tracing::warn!("could not record the restore under /_e2d/snapshot");
+    });
 }
 
 /// The running server's view of its cluster.

@@ -17,10 +17,13 @@ mod status_board;
 
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
+use crate::backup::Backups;
 use crate::cli::RunArgs;
 use crate::server::{Node, NodeConfig};
 use client_port::{ClientPort, NodeRoutes};
-pub use start::database_dir;
+pub use start::{database_dir, open_backend};
 use start::NodeSettings;
 
 /// Why `e2d run` could not start or stopped with an error.
@@ -85,6 +88,9 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
         path: args.data_dir.display().to_string(),
         source,
     })?;
+    let backups = Backups::from_run_args(&args)
+        .await
+        .map_err(RunError::Config)?;
     // The database first: it locks the data dir against a second e2d.
     let backend = start::open_backend(&args.data_dir)?;
     if is_static {
@@ -96,11 +102,11 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
             name_for_peer_url(initial_cluster, &peer_url).unwrap_or_else(data_dir::host_name)
         };
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), from_flags)?;
-        static_members::run(args, name, backend).await
+        static_members::run(args, name, backend, backups).await
     } else {
         let generated = || data_dir::generated_name(crate::node_seed::node_seed());
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), generated)?;
-        managed::run(args, name, backend).await
+        managed::run(args, name, backend, backups).await
     }
 }
 
@@ -128,6 +134,15 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
             max_request_bytes: args.max_request_bytes,
             progress_notify_interval_ms: args.watch_progress_notify_interval,
         },
+    }
+}
+
+/// Serves `node` on the client port, and starts its backups.
+fn serve_started(node: &Arc<Node>, routes: &NodeRoutes, backups: Option<&Backups>) {
+    routes.serve_node(node);
+    if let Some(backups) = backups {
+        let board = routes.board.clone();
+        backups.start_schedule(node.clone(), move |name| board.set_last_snapshot(name));
     }
 }
 

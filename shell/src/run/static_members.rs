@@ -10,8 +10,10 @@ use e2d_proto::peer::MemberAttributes;
 use super::start::{start_node, Membership};
 use super::status_board::StatusBoard;
 use super::{
-    checkpoint_leases_before_exit, node_settings, shutdown_signal, ClientPort, RunError, Stopped,
+    checkpoint_leases_before_exit, node_settings, serve_started, shutdown_signal, ClientPort,
+    RunError, Stopped,
 };
+use crate::backup::Backups;
 use crate::cli::RunArgs;
 use crate::server::{parse_initial_cluster, Identity};
 use crate::storage::DiskBackend;
@@ -19,7 +21,12 @@ use crate::storage::DiskBackend;
 /// How long a removed member keeps answering before it stops.
 const REMOVED_EXIT_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<Stopped, RunError> {
+pub async fn run(
+    args: RunArgs,
+    name: String,
+    backend: DiskBackend,
+    backups: Option<Backups>,
+) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
     let initial_cluster = args
         .initial_cluster
@@ -43,7 +50,7 @@ pub async fn run(args: RunArgs, name: String, backend: DiskBackend) -> Result<St
         }
     };
     let node = start_node(&settings, backend, membership).await?;
-    port.routes.serve_node(&node);
+    serve_started(&node, &port.routes, backups.as_ref());
     let stopped = tokio::select! {
         biased;
         _ = shutdown_signal() => Stopped::Shutdown,
