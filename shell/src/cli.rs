@@ -357,7 +357,9 @@ mod tests {
         let r = parse_retention("3").unwrap();
         assert_eq!((r.keep_newest, r.keep_hourly, r.keep_daily), (3, 0, 0));
         assert!(parse_retention("0").unwrap_err().contains("at least one"));
-        assert!(parse_retention("5,24x").unwrap_err().contains("neither h nor d"));
+        assert!(parse_retention("5,24x")
+            .unwrap_err()
+            .contains("neither h nor d"));
         assert!(parse_retention("five").unwrap_err().contains("not a count"));
     }
 

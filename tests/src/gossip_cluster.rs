@@ -26,6 +26,8 @@ pub struct Node {
     pub name: Option<String>,
     /// Runs in this network namespace (`ip netns exec`), if any.
     pub netns: Option<String>,
+    /// Environment variables the process gets.
+    pub env: Vec<(String, String)>,
     dir: TempDir,
     child: Option<Child>,
     starts: u32,
@@ -41,6 +43,7 @@ impl Node {
             gossip_port: free_port(),
             name: None,
             netns: None,
+            env: Vec::new(),
             dir: tempfile::Builder::new()
                 .prefix("e2d-node-")
                 .tempdir()
@@ -58,6 +61,7 @@ impl Node {
         node.peer_port = other.peer_port;
         node.gossip_port = other.gossip_port;
         node.netns = other.netns.clone();
+        node.env = other.env.clone();
         node
     }
 
@@ -142,6 +146,7 @@ impl Node {
             cmd.args(["--name", name]);
         }
         crate::remove_env_with_prefix(&mut cmd, "E2D_");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot clone a file handle"))
             .stderr(log);

@@ -101,9 +101,7 @@ impl SnapshotKeys {
 
 /// The first PEM block's label and DER bytes.
 fn pem_block(text: &str) -> Result<(String, Vec<u8>), String> {
-    let begin = text
-        .find("-----BEGIN ")
-        .ok_or("no \"-----BEGIN\" line")?;
+    let begin = text.find("-----BEGIN ").ok_or("no \"-----BEGIN\" line")?;
     let rest = &text[begin + "-----BEGIN ".len()..];
     let label_end = rest.find("-----").ok_or("unterminated BEGIN line")?;
     let label = rest[..label_end].to_string();

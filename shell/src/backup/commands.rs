@@ -100,7 +100,8 @@ async fn save(args: SnapshotSaveArgs) -> Result<(), String> {
     match target {
         Target::File(path) => {
             let temp = TempFile(sibling_temp(&path, "saving"));
-            seal_file(&payload.0, &temp.0, &envelope).map_err(|e| format!("{}: {e}", path.display()))?;
+            seal_file(&payload.0, &temp.0, &envelope)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             std::fs::rename(&temp.0, &path).map_err(|e| format!("{}: {e}", path.display()))?;
             println!("Snapshot saved at {} (revision {revision})", path.display());
         }
@@ -151,7 +152,10 @@ async fn list(args: SnapshotListArgs) -> Result<(), String> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listed).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&listed).unwrap_or_default()
+        );
         return Ok(());
     }
     if listed.is_empty() {
@@ -194,10 +198,15 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", file.display()))?
         .len();
     let payload = TempFile(sibling_temp(file, "inspect"));
-    let layers: Layers = open_verified(file, &payload.0, keys.as_ref(), args.envelope.snapshot_encryption)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let (revision, live_keys, leases) = count_payload(&payload.0)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let layers: Layers = open_verified(
+        file,
+        &payload.0,
+        keys.as_ref(),
+        args.envelope.snapshot_encryption,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (revision, live_keys, leases) =
+        count_payload(&payload.0).map_err(|e| format!("{}: {e}", file.display()))?;
     let named = file
         .file_name()
         .and_then(|n| parse_snapshot_name(&n.to_string_lossy()));
@@ -214,7 +223,10 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
         taken_at: named.map(|(_, _, taken_at_ms)| utc_rfc3339(taken_at_ms)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inspection).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inspection).unwrap_or_default()
+        );
         return Ok(());
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" };
@@ -283,8 +295,13 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
     let (name, payload) = match Location::parse_or_file(&args.source) {
         Target::File(path) => {
             let payload = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
-            open_verified(&path, &payload, open_keys.as_ref(), args.envelope.snapshot_encryption)
-                .map_err(|e| format!("{}: {e}; the data dir was not touched", path.display()))?;
+            open_verified(
+                &path,
+                &payload,
+                open_keys.as_ref(),
+                args.envelope.snapshot_encryption,
+            )
+            .map_err(|e| format!("{}: {e}; the data dir was not touched", path.display()))?;
             (path.display().to_string(), payload)
         }
         Target::Store(location) => {
@@ -302,8 +319,8 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
             let found = restore::fetch_newest_restorable(&store, &staging, &config, &mut refused)
                 .await
                 .map_err(|e| format!("{e}; the data dir was not touched"))?;
-            let (snapshot, payload) = found
-                .ok_or_else(|| format!("no snapshots in {}", config.location))?;
+            let (snapshot, payload) =
+                found.ok_or_else(|| format!("no snapshots in {}", config.location))?;
             let moved = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
             std::fs::rename(&payload, &moved).map_err(|e| e.to_string())?;
             let _ = std::fs::remove_dir_all(&staging);

@@ -58,7 +58,9 @@ pub enum OpenError {
     NoKey,
     #[error("the snapshot was encrypted with another CA key (key id {found}, this CA key's is {ours}); pass the CA key it was made with")]
     WrongKey { found: String, ours: String },
-    #[error("the snapshot failed authentication: it was changed or cut short after it was written")]
+    #[error(
+        "the snapshot failed authentication: it was changed or cut short after it was written"
+    )]
     Tampered,
     #[error("the snapshot is not encrypted, but snapshot encryption is on: refusing a snapshot anyone could have written (turn --snapshot-encryption off to restore it)")]
     Unencrypted,
@@ -228,7 +230,11 @@ pub fn open(
 
 /// The rest of a sealed snapshot after its magic: decrypts to `out`, then
 /// checks the tag.
-fn unseal(mut input: impl Read, out: &mut impl Write, keys: &SnapshotKeys) -> Result<(), OpenError> {
+fn unseal(
+    mut input: impl Read,
+    out: &mut impl Write,
+    keys: &SnapshotKeys,
+) -> Result<(), OpenError> {
     let truncated = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => OpenError::Tampered,
         _ => OpenError::Io(e),

@@ -41,7 +41,12 @@ impl FileStore {
         }
     }
 
-    pub async fn put(&self, name: &str, path: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        path: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         let (name, from, progress) = (name.to_string(), path.to_path_buf(), progress.clone());
         self.blocking(format!("writing {name}"), move |dir| {
             std::fs::create_dir_all(&dir)?;
@@ -84,7 +89,12 @@ impl FileStore {
         .await
     }
 
-    pub async fn get(&self, name: &str, to: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn get(
+        &self,
+        name: &str,
+        to: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         let (name, to, progress) = (name.to_string(), to.to_path_buf(), progress.clone());
         self.blocking(format!("reading {name}"), move |dir| {
             copy_synced(&dir.join(&name), &to, &progress)
@@ -94,12 +104,13 @@ impl FileStore {
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.blocking(format!("deleting {name}"), move |dir| {
-            match std::fs::remove_file(dir.join(&name)) {
+        self.blocking(
+            format!("deleting {name}"),
+            move |dir| match std::fs::remove_file(dir.join(&name)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
-            }
-        })
+            },
+        )
         .await
     }
 }

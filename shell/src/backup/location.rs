@@ -71,10 +71,7 @@ pub enum Target {
 }
 
 fn is_label(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn bucket_and_prefix(rest: &str) -> Result<(String, String), String> {

@@ -70,7 +70,11 @@ pub fn store_settings(args: &StoreArgs) -> StoreSettings {
 
 impl BackupConfig {
     /// The configuration the flags describe, checked; the CA key is read.
-    pub fn from_args(url: &str, envelope: &EnvelopeArgs, store: &StoreArgs) -> Result<Self, String> {
+    pub fn from_args(
+        url: &str,
+        envelope: &EnvelopeArgs,
+        store: &StoreArgs,
+    ) -> Result<Self, String> {
         let location = Location::parse(url)?;
         let (envelope, open_keys) = envelope_from_args(envelope)?;
         Ok(Self {

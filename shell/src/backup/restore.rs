@@ -11,7 +11,7 @@ use e2d_core::StateMachine;
 use indicatif::ProgressBar;
 
 use super::envelope::{self, Layers, OpenError};
-use super::store::{StoreError, Store};
+use super::store::{Store, StoreError};
 use super::take::TempFile;
 use super::{snapshots_in, BackupConfig, SnapshotKeys};
 use crate::snapshot::{verify_snapshot, SnapshotError};
@@ -61,7 +61,9 @@ pub fn open_verified(
             .map_err(OpenError::Io)?;
         let mut out = std::io::BufWriter::new(file);
         let layers = envelope::open(input, &mut out, keys, require_sealed)?;
-        let mut file = out.into_inner().map_err(|e| OpenError::Io(e.into_error()))?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| OpenError::Io(e.into_error()))?;
         verify_snapshot(&mut file)?;
         Ok(layers)
     })();
@@ -121,10 +123,11 @@ pub async fn fetch_newest_restorable(
     config: &BackupConfig,
     refused: &mut BTreeMap<String, String>,
 ) -> Result<Option<(SnapshotInfo, PathBuf)>, String> {
-    let mut snapshots: Vec<SnapshotInfo> = snapshots_in(&store.list().await.map_err(|e| e.to_string())?)
-        .into_iter()
-        .filter(|snapshot| snapshot.valid)
-        .collect();
+    let mut snapshots: Vec<SnapshotInfo> =
+        snapshots_in(&store.list().await.map_err(|e| e.to_string())?)
+            .into_iter()
+            .filter(|snapshot| snapshot.valid)
+            .collect();
     if snapshots.is_empty() {
         return Ok(None);
     }
@@ -133,7 +136,15 @@ pub async fn fetch_newest_restorable(
         if refused.contains_key(&snapshot.name) {
             continue;
         }
-        match fetch_verified(store, &snapshot.name, staging, config, &ProgressBar::hidden()).await {
+        match fetch_verified(
+            store,
+            &snapshot.name,
+            staging,
+            config,
+            &ProgressBar::hidden(),
+        )
+        .await
+        {
             Ok(payload) => return Ok(Some((snapshot, payload))),
             Err(FetchError::Store(e)) => return Err(e.to_string()),
             Err(e @ FetchError::Refused { .. }) => {

@@ -40,7 +40,10 @@ impl S3Store {
                 if let Some(region) = &settings.aws_region {
                     loader = loader.region(aws_config::Region::new(region.clone()));
                 }
-                let keys = (settings.aws_access_key.clone(), settings.aws_secret_key.clone());
+                let keys = (
+                    settings.aws_access_key.clone(),
+                    settings.aws_secret_key.clone(),
+                );
                 let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
                     || std::env::var_os("AWS_ENDPOINT_URL").is_some();
                 (bucket, prefix, keys, custom_endpoint)
@@ -57,7 +60,10 @@ impl S3Store {
                 loader = loader
                     .region(aws_config::Region::new(SPACES_SIGNING_REGION))
                     .endpoint_url(endpoint);
-                let keys = (settings.do_spaces_key.clone(), settings.do_spaces_secret.clone());
+                let keys = (
+                    settings.do_spaces_key.clone(),
+                    settings.do_spaces_secret.clone(),
+                );
                 (bucket, prefix, keys, true)
             }
             Location::File { .. } => unreachable!("a directory is not a bucket"),
@@ -112,7 +118,12 @@ impl S3Store {
         }
     }
 
-    pub async fn put(&self, name: &str, path: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        path: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         let action = || format!("uploading {name}");
         let size = tokio::fs::metadata(path)
             .await
@@ -147,7 +158,9 @@ impl S3Store {
             .upload_id()
             .ok_or_else(|| self.error(action(), "the store gave no upload id"))?
             .to_string();
-        let uploaded = self.upload_parts(&key, &upload_id, path, size, progress).await;
+        let uploaded = self
+            .upload_parts(&key, &upload_id, path, size, progress)
+            .await;
         if uploaded.is_err() {
             let _ = self
                 .client
@@ -250,7 +263,12 @@ impl S3Store {
         Ok(objects)
     }
 
-    pub async fn get(&self, name: &str, to: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn get(
+        &self,
+        name: &str,
+        to: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         let action = || format!("downloading {name}");
         let object = self
             .client
@@ -268,11 +286,7 @@ impl S3Store {
             .await
             .map_err(|e| self.error(action(), e))?;
         let mut received = 0u64;
-        while let Some(bytes) = body
-            .try_next()
-            .await
-            .map_err(|e| self.error(action(), e))?
-        {
+        while let Some(bytes) = body.try_next().await.map_err(|e| self.error(action(), e))? {
             file.write_all(&bytes)
                 .await
                 .map_err(|e| self.error(action(), e))?;

@@ -65,7 +65,12 @@ impl Store {
     }
 
     /// Uploads the file at `path` as `name`; returns its size.
-    pub async fn put(&self, name: &str, path: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn put(
+        &self,
+        name: &str,
+        path: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         match self {
             Store::File(store) => store.put(name, path, progress).await,
             #[cfg(not(madsim))]
@@ -85,7 +90,12 @@ impl Store {
     }
 
     /// Downloads `name` into the file at `to` (created or truncated).
-    pub async fn get(&self, name: &str, to: &Path, progress: &ProgressBar) -> Result<u64, StoreError> {
+    pub async fn get(
+        &self,
+        name: &str,
+        to: &Path,
+        progress: &ProgressBar,
+    ) -> Result<u64, StoreError> {
         match self {
             Store::File(store) => store.get(name, to, progress).await,
             #[cfg(not(madsim))]

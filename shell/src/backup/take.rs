@@ -40,7 +40,9 @@ pub fn write_stored(
 /// Wraps the payload file at `payload` into a stored snapshot at `path`.
 pub fn seal_file(payload: &Path, path: &Path, envelope: &Envelope) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(payload)?;
-    write_stored(path, envelope, |out| std::io::copy(&mut input, out).map(|_| ()))
+    write_stored(path, envelope, |out| {
+        std::io::copy(&mut input, out).map(|_| ())
+    })
 }
 
 /// Removes a file when dropped.

@@ -541,11 +541,10 @@ impl Agent {
             None => open_backend(&self.settings.node.data_dir).map_err(|e| e.to_string())?,
         };
         let now_ms = crate::backup::wall_clock_ms();
-        let loaded = crate::blocking::spawn(move || {
-            restore::load_into(backend, &payload, None, now_ms)
-        })
-        .await
-        .map_err(|e| format!("cannot restore {name}: {e}"))?;
+        let loaded =
+            crate::blocking::spawn(move || restore::load_into(backend, &payload, None, now_ms))
+                .await
+                .map_err(|e| format!("cannot restore {name}: {e}"))?;
         let (backend, revision) = loaded.map_err(|e| format!("cannot restore {name}: {e}"))?;
         self.backend = Some(backend);
         Ok(revision)
@@ -647,7 +646,9 @@ const RESTORED_MARKER_TRIES_MAX: u32 = 60;
 /// once: every founder that restored tries, and a compare on the key's
 /// version lets only the first write it.
 fn spawn_restored_marker(node: Arc<Node>) {
-    use e2d_proto::etcdserverpb::{compare, request_op, Compare, PutRequest, RequestOp, TxnRequest};
+    use e2d_proto::etcdserverpb::{
+        compare, request_op, Compare, PutRequest, RequestOp, TxnRequest,
+    };
     use e2d_proto::peer::proposal::Op;
     tokio::spawn(async move {
         for _ in 0..RESTORED_MARKER_TRIES_MAX {

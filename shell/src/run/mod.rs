@@ -23,8 +23,8 @@ use crate::backup::Backups;
 use crate::cli::RunArgs;
 use crate::server::{Node, NodeConfig};
 use client_port::{ClientPort, NodeRoutes};
-pub use start::{database_dir, open_backend};
 use start::NodeSettings;
+pub use start::{database_dir, open_backend};
 
 /// Why `e2d run` could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
