@@ -30,6 +30,11 @@ lint:
 bench *ARGS:
     bench/compare.sh {{ARGS}}
 
+# Snapshot throughput (plain, gzip, gzip + encryption) on a SIZE_MIB
+# database, beside sha512sum of the same bytes, with peak RSS.
+bench-snapshot SIZE_MIB="1024":
+    bench/snapshot.sh {{SIZE_MIB}}
+
 # Long runs of the core property tests (gossip, manager, snapshot schedule):
 # CASES random schedules each.
 soak CASES="10000":

@@ -26,7 +26,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Save, list, inspect and restore snapshot backups.
     #[command(subcommand)]
-    Snapshot(SnapshotCommand),
+    Snapshot(Box<SnapshotCommand>),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
 }
@@ -35,14 +35,14 @@ pub enum Command {
 pub enum SnapshotCommand {
     /// Take a snapshot of a running cluster and write it to a store URL
     /// (named by cluster, revision and time) or to a file.
-    Save(SnapshotSaveArgs),
+    Save(Box<SnapshotSaveArgs>),
     /// List the snapshots in a store, oldest first.
-    List(SnapshotListArgs),
+    List(Box<SnapshotListArgs>),
     /// Check a snapshot file and show what it holds.
-    Inspect(SnapshotInspectArgs),
+    Inspect(Box<SnapshotInspectArgs>),
     /// Restore a snapshot file, or the newest valid snapshot of a store,
     /// into a new data dir (the server must not run on it).
-    Restore(SnapshotRestoreArgs),
+    Restore(Box<SnapshotRestoreArgs>),
 }
 
 /// How snapshots are wrapped: compression and encryption.
@@ -96,6 +96,9 @@ pub struct SnapshotSaveArgs {
     /// Client URL of a member to take the snapshot from.
     #[arg(long, env = "E2D_ENDPOINT", default_value = "127.0.0.1:2379")]
     pub endpoint: String,
+    /// Take the snapshot from this stopped member's data dir instead.
+    #[arg(long, conflicts_with = "endpoint")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
     #[command(flatten)]

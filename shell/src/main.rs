@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         #[cfg(not(madsim))]
-        Command::Snapshot(command) => match e2d_shell::backup::commands::run(command) {
+        Command::Snapshot(command) => match e2d_shell::backup::commands::run(*command) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

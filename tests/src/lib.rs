@@ -935,6 +935,22 @@ pub fn normalize_json(value: &mut Value) {
     }
 }
 
+/// Runs `e2d` with `args` (and `envs` on top of a clean `E2D_*`
+/// environment) and captures its output.
+pub fn e2d_command(args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {
+    let mut cmd = Command::new(e2d_bin());
+    cmd.args(args);
+    remove_env_with_prefix(&mut cmd, "E2D_");
+    cmd.envs(envs.iter().copied()).stdin(Stdio::null());
+    let output = cmd.output().expect("cannot run e2d");
+    CmdOutput {
+        command: format!("e2d {}", args.join(" ")),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        status: output.status,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,21 +978,5 @@ mod tests {
         let a = free_port();
         let b = free_port();
         assert_ne!(a, b);
-    }
-}
-
-/// Runs `e2d` with `args` (and `envs` on top of a clean `E2D_*`
-/// environment) and captures its output.
-pub fn e2d_command(args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {
-    let mut cmd = Command::new(e2d_bin());
-    cmd.args(args);
-    remove_env_with_prefix(&mut cmd, "E2D_");
-    cmd.envs(envs.iter().copied()).stdin(Stdio::null());
-    let output = cmd.output().expect("cannot run e2d");
-    CmdOutput {
-        command: format!("e2d {}", args.join(" ")),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        status: output.status,
     }
 }

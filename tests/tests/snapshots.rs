@@ -310,6 +310,23 @@ fn tampered_snapshots_are_refused_and_the_data_dir_is_untouched() {
         std::fs::remove_dir_all(&data_dir).unwrap();
     }
 
+    // A stopped member's data dir snapshots without a server.
+    let mut server = server;
+    server.kill9();
+    let offline = scratch.text("offline.snap");
+    let data_dir = server.data_dir();
+    let out = e2d(&[
+        "snapshot",
+        "save",
+        &offline,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--snapshot-compression",
+    ]);
+    assert!(out.out().contains("Snapshot saved at"), "{out}");
+    let inspected = e2d(&["snapshot", "inspect", &offline, "--json"]).json();
+    assert_eq!(inspected["keys"], 50, "{inspected}");
+
     // A store whose newest snapshot is damaged falls back to the next.
     let store = scratch.path("store");
     std::fs::create_dir_all(&store).unwrap();

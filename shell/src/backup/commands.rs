@@ -30,10 +30,10 @@ pub fn run(command: SnapshotCommand) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         match command {
-            SnapshotCommand::Save(args) => save(args).await,
-            SnapshotCommand::List(args) => list(args).await,
-            SnapshotCommand::Inspect(args) => inspect(args),
-            SnapshotCommand::Restore(args) => restore_command(args).await,
+            SnapshotCommand::Save(args) => save(*args).await,
+            SnapshotCommand::List(args) => list(*args).await,
+            SnapshotCommand::Inspect(args) => inspect(*args),
+            SnapshotCommand::Restore(args) => restore_command(*args).await,
         }
     })
 }
@@ -80,6 +80,31 @@ async fn download_payload(endpoint: &str, path: &Path) -> Result<(u64, i64), Str
     ids.ok_or_else(|| format!("{url}: the snapshot stream was empty"))
 }
 
+/// Writes the stored snapshot of a stopped member's data dir to a new
+/// file at `path`, straight from the database; returns the cluster id and
+/// revision.
+fn seal_data_dir(
+    data_dir: &Path,
+    path: &Path,
+    envelope: &super::Envelope,
+) -> Result<(u64, i64), String> {
+    let backend = crate::run::open_backend(data_dir).map_err(|e| e.to_string())?;
+    let cluster_id = crate::server::Identity::stored_ids(&backend)
+        .map_err(|e| e.to_string())?
+        .map_or(0, |(_, cluster_id)| cluster_id);
+    let revision = e2d_core::storage::read_meta_u64(&backend, e2d_core::mvcc::META_CURRENT_REVISION)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(1) as i64;
+    let view = backend.point_in_time();
+    super::take::write_stored(path, envelope, |out| {
+        crate::snapshot::write_snapshot(&view, &mut &mut *out)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.0))
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((cluster_id, revision))
+}
+
 async fn save(args: SnapshotSaveArgs) -> Result<(), String> {
     let (envelope, _) = envelope_from_args(&args.envelope)?;
     let target = Location::parse_or_file(&args.target);
@@ -90,31 +115,33 @@ async fn save(args: SnapshotSaveArgs) -> Result<(), String> {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         Target::Store(_) => std::env::temp_dir(),
     };
-    let payload = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "payload"));
-    let (cluster_id, revision) = download_payload(&args.endpoint, &payload.0).await?;
-    let mut file = std::fs::File::open(&payload.0).map_err(|e| e.to_string())?;
-    crate::snapshot::verify_snapshot(&mut file)
-        .map_err(|e| format!("the member sent a bad snapshot: {e}"))?;
-    drop(file);
-    let name = snapshot_name(cluster_id, revision, wall_clock_ms());
+    let sealed = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "sealed"));
+    let (cluster_id, revision) = match &args.data_dir {
+        Some(data_dir) => seal_data_dir(data_dir, &sealed.0, &envelope)?,
+        None => {
+            let payload = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "payload"));
+            let ids = download_payload(&args.endpoint, &payload.0).await?;
+            let mut file = std::fs::File::open(&payload.0).map_err(|e| e.to_string())?;
+            crate::snapshot::verify_snapshot(&mut file)
+                .map_err(|e| format!("the member sent a bad snapshot: {e}"))?;
+            seal_file(&payload.0, &sealed.0, &envelope).map_err(|e| e.to_string())?;
+            ids
+        }
+    };
     match target {
         Target::File(path) => {
-            let temp = TempFile(sibling_temp(&path, "saving"));
-            seal_file(&payload.0, &temp.0, &envelope)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            std::fs::rename(&temp.0, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::rename(&sealed.0, &path).map_err(|e| format!("{}: {e}", path.display()))?;
             println!("Snapshot saved at {} (revision {revision})", path.display());
         }
         Target::Store(location) => {
             let location = location?;
-            let stored = TempFile(sibling_temp(&work_dir.join(&name), "sealed"));
-            seal_file(&payload.0, &stored.0, &envelope).map_err(|e| e.to_string())?;
+            let name = snapshot_name(cluster_id, revision, wall_clock_ms());
             let store = Store::open(&location, &store_settings(&args.store))
                 .await
                 .map_err(|e| e.to_string())?;
             let progress = progress_bar("uploading");
             store
-                .put(&name, &stored.0, &progress)
+                .put(&name, &sealed.0, &progress)
                 .await
                 .map_err(|e| e.to_string())?;
             progress.finish_and_clear();

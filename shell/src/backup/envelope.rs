@@ -11,7 +11,9 @@
 //! HMAC-SHA-512/256 over everything before it (magic, key id, IV and
 //! ciphertext), so a swapped header fails as surely as a flipped byte.
 //! Compression runs after encryption and, when encrypting, at level 0:
-//! compressing plaintext would leak its content through the size. Both
+//! compressing plaintext would leak its content through the size. Without
+//! encryption gzip runs at its fastest level, which keeps most of the gain
+//! at several times the speed of its default. Both
 //! directions stream in bounded memory; opening writes the payload to a
 //! file and checks the tag at the end, so nothing unverified is ever used.
 
@@ -136,7 +138,7 @@ impl<W: Write> SnapshotWriter<W> {
             (None, false) => Layered::Plain(out),
             (Some(keys), false) => Layered::Sealed(Sealer::new(out, keys, iv)?),
             (None, true) => {
-                Layered::Compressed(flate2::write::GzEncoder::new(out, Compression::default()))
+                Layered::Compressed(flate2::write::GzEncoder::new(out, Compression::fast()))
             }
             (Some(keys), true) => {
                 let gzip = flate2::write::GzEncoder::new(out, Compression::none());
