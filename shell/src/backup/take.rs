@@ -11,6 +11,9 @@ use super::envelope::{Envelope, SnapshotWriter};
 use super::{wall_clock_ms, BackupConfig, Store};
 use crate::server::Node;
 
+/// Bytes handed to the envelope at a time.
+const PAYLOAD_CHUNK_BYTES: usize = 256 * 1024;
+
 /// A fresh IV for AES-CTR: never reused under one key, so taken from the
 /// operating system.
 fn fresh_iv() -> std::io::Result<[u8; 16]> {
@@ -31,7 +34,12 @@ pub fn write_stored(
         .create_new(true)
         .open(path)?;
     let mut writer = SnapshotWriter::new(BufWriter::new(file), envelope, fresh_iv()?)?;
-    write_payload(&mut writer)?;
+    // The payload arrives in small pieces (record headers): the layers
+    // work on whole chunks.
+    let mut chunked = BufWriter::with_capacity(PAYLOAD_CHUNK_BYTES, &mut writer);
+    write_payload(&mut chunked)?;
+    chunked.flush()?;
+    drop(chunked);
     let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(file.metadata()?.len())
