@@ -15,6 +15,9 @@ pub struct Bugs {
     pub reads_without_read_index: bool,
     /// A watch that resumes from a revision skips that revision.
     pub watch_resume_skips_a_revision: bool,
+    /// A cluster restored after a total loss takes an older snapshot than
+    /// the newest valid one.
+    pub restore_skips_the_newest_snapshot: bool,
 }
 
 impl Bugs {
@@ -22,6 +25,7 @@ impl Bugs {
         ack_before_fsync: false,
         reads_without_read_index: false,
         watch_resume_skips_a_revision: false,
+        restore_skips_the_newest_snapshot: false,
     };
 }
 

@@ -70,9 +70,39 @@ fn acked_writes(history: &History) -> BTreeMap<String, Vec<AckedWrite>> {
 /// key's modification revision is at least that of its last acknowledged
 /// write, and equal only with that write's value.
 pub fn durability(history: &History, contents: &Contents) -> Vec<String> {
+    durable_up_to(history, contents, i64::MAX)
+}
+
+/// What a cluster restored from the snapshot at `snapshot_revision` must
+/// serve: every acknowledged write up to that revision (unless a later one
+/// up to it replaced it), and nothing written after it: exactly the writes
+/// after the snapshot are missing.
+pub fn restored(history: &History, contents: &Contents, snapshot_revision: i64) -> Vec<String> {
+    let mut problems = durable_up_to(history, contents, snapshot_revision);
+    for (key, (value, revision)) in contents {
+        if *revision > snapshot_revision {
+            problems.push(format!(
+                "the restored {key} holds {value:?} from revision {revision}, after the snapshot at revision {snapshot_revision}"
+            ));
+        }
+    }
+    problems
+}
+
+/// Durability of the acknowledged writes at revisions up to `bound`.
+fn durable_up_to(history: &History, contents: &Contents, bound: i64) -> Vec<String> {
     let mut problems = Vec::new();
-    for (key, writes) in acked_writes(history) {
-        let last = writes.last().expect("listed keys have writes");
+    let lost_deletes: std::collections::BTreeSet<&str> = history
+        .operations
+        .iter()
+        .filter(|op| op.completed.is_none() && matches!(op.request, Request::Delete { .. }))
+        .map(|op| op.request.key())
+        .collect();
+    for (key, mut writes) in acked_writes(history) {
+        writes.retain(|w| w.revision <= bound);
+        let Some(last) = writes.last() else {
+            continue;
+        };
         match (contents.get(&key), &last.value) {
             (Some((value, revision)), _) if *revision > last.revision => {
                 // Overwritten later by a write whose answer was lost.
@@ -86,6 +116,9 @@ pub fn durability(history: &History, contents: &Contents) -> Vec<String> {
                 }
             }
             (None, None) => {}
+            // A delete whose answer was lost may take effect at any time
+            // after it was sent, even long after later acknowledged writes.
+            (None, Some(_)) if lost_deletes.contains(key.as_str()) => {}
             (None, Some(acked)) => problems.push(format!(
                 "{key} is missing: the write of {acked:?} at revision {} was acknowledged",
                 last.revision
@@ -210,5 +243,67 @@ pub fn identity(cluster_ids: &std::collections::BTreeSet<u64>) -> Vec<String> {
         )]
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Operation;
+
+    fn put(history: &mut History, at_ms: u64, value: &str, revision: i64) {
+        history.push(Operation {
+            client: 0,
+            invoked_ms: at_ms,
+            request: Request::Put {
+                key: "k0".into(),
+                value: value.into(),
+            },
+            completed: Some((at_ms + 1, Response::Put { revision })),
+        });
+    }
+
+    fn contents(value: &str, revision: i64) -> Contents {
+        Contents::from([("k0".to_string(), (value.to_string(), revision))])
+    }
+
+    #[test]
+    fn a_missing_acknowledged_write_is_reported() {
+        let mut history = History::default();
+        put(&mut history, 10, "a", 5);
+        assert!(durability(&history, &contents("a", 5)).is_empty());
+        let problems = durability(&history, &Contents::new());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("is missing"));
+    }
+
+    #[test]
+    fn a_delete_with_a_lost_answer_may_land_after_later_writes() {
+        let mut history = History::default();
+        history.push(Operation {
+            client: 1,
+            invoked_ms: 1,
+            request: Request::Delete { key: "k0".into() },
+            completed: None,
+        });
+        put(&mut history, 10, "a", 5);
+        assert!(durability(&history, &Contents::new()).is_empty());
+    }
+
+    #[test]
+    fn a_restore_keeps_exactly_the_writes_up_to_its_snapshot() {
+        let mut history = History::default();
+        put(&mut history, 10, "a", 5);
+        put(&mut history, 20, "b", 9);
+        assert!(restored(&history, &contents("a", 5), 7).is_empty());
+        assert!(
+            !restored(&history, &contents("b", 9), 7).is_empty(),
+            "a write after the snapshot came back"
+        );
+        assert!(
+            !restored(&history, &Contents::new(), 7).is_empty(),
+            "a write before the snapshot was lost"
+        );
+        assert!(restored(&history, &contents("b", 9), 9).is_empty());
     }
 }

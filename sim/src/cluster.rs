@@ -20,6 +20,8 @@ const GOSSIP_PORT: u16 = 7980;
 /// members are replaced within a run.
 pub const HEALTH_CHECK_INTERVAL: &str = "1s";
 pub const HEALTH_CHECK_TIMEOUT: &str = "10s";
+/// How often the leader snapshots into the bucket.
+pub const SNAPSHOT_INTERVAL: &str = "3s";
 
 /// One machine: its slot in the cluster, and who runs there now.
 pub struct Member {
@@ -54,6 +56,9 @@ pub struct Cluster {
     /// This run's own directory for data dirs (real files hold the small
     /// ones: the name, the founding commitment).
     root: PathBuf,
+    /// The snapshot bucket every node uses (a directory under `root`): it
+    /// outlives every machine.
+    bucket: PathBuf,
     size: usize,
     members: Vec<Member>,
     /// Hosts handed out so far (a replacement gets a new address).
@@ -71,6 +76,7 @@ impl Cluster {
     pub fn start(root: PathBuf, size: usize) -> Self {
         let mut cluster = Self {
             handle: Handle::current(),
+            bucket: root.join("bucket"),
             root,
             size,
             members: Vec::new(),
@@ -122,7 +128,7 @@ impl Cluster {
         let ip = host_ip(host);
         let name = format!("n{slot}-h{host}");
         let data_dir = self.root.join(&name);
-        let args = run_args(&name, ip, &data_dir, seeds, self.size);
+        let args = run_args(&name, ip, &data_dir, seeds, self.size, &self.bucket);
         let errors = self.errors.clone();
         let restarts = self.restarts.clone();
         let itself: Arc<Mutex<Option<madsim::task::NodeId>>> = Arc::default();
@@ -189,6 +195,37 @@ impl Cluster {
             .collect();
         let member = self.launch(slot, &seeds);
         self.members[slot] = member;
+    }
+
+    /// Every machine is lost with its disk at once; fresh nodes with new
+    /// names and addresses take every slot, seeded with each other.
+    pub fn replace_all(&mut self) {
+        for member in &self.members {
+            self.handle.kill(member.node.id());
+            wipe(&member.data_dir);
+        }
+        let first = self.hosts + 1;
+        let seeds: Vec<IpAddr> = (first..first + self.size as u8).map(host_ip).collect();
+        for slot in 0..self.size {
+            let member = self.launch(slot, &seeds);
+            self.members[slot] = member;
+        }
+    }
+
+    /// The newest snapshot in the bucket: its name and revision.
+    pub fn newest_snapshot(&self) -> Option<(String, i64)> {
+        let mut newest: Option<((u64, i64, String), i64)> = None;
+        for entry in std::fs::read_dir(&self.bucket).ok()?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((_, revision, taken_at_ms)) = e2d_core::schedule::parse_snapshot_name(&name)
+            {
+                let key = (taken_at_ms, revision, name);
+                if newest.as_ref().is_none_or(|(best, _)| key > *best) {
+                    newest = Some((key, revision));
+                }
+            }
+        }
+        newest.map(|((_, _, name), revision)| (name, revision))
     }
 
     /// Cuts the links between `side` and everyone else, both ways.
@@ -274,7 +311,14 @@ fn record(errors: &NodeErrors, args: &RunArgs, e: e2d_shell::run::RunError) {
 }
 
 /// The flags of one node, parsed as the binary parses them.
-fn run_args(name: &str, ip: IpAddr, data_dir: &Path, seeds: &[IpAddr], size: usize) -> RunArgs {
+fn run_args(
+    name: &str,
+    ip: IpAddr,
+    data_dir: &Path,
+    seeds: &[IpAddr],
+    size: usize,
+    bucket: &Path,
+) -> RunArgs {
     let seeds: Vec<String> = seeds.iter().map(|ip| ip.to_string()).collect();
     let argv = [
         "e2d".to_string(),
@@ -299,6 +343,10 @@ fn run_args(name: &str, ip: IpAddr, data_dir: &Path, seeds: &[IpAddr], size: usi
         HEALTH_CHECK_INTERVAL.into(),
         "--health-check-timeout".into(),
         HEALTH_CHECK_TIMEOUT.into(),
+        "--snapshot-backup-url".into(),
+        format!("file://{}", bucket.display()),
+        "--snapshot-interval".into(),
+        SNAPSHOT_INTERVAL.into(),
     ];
     match Cli::try_parse_from(argv) {
         Ok(Cli {

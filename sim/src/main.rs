@@ -53,10 +53,12 @@ fn main() -> std::process::ExitCode {
             "ack-before-fsync" => template.bugs.ack_before_fsync = true,
             "reads-without-read-index" => template.bugs.reads_without_read_index = true,
             "watch-resume-skips" => template.bugs.watch_resume_skips_a_revision = true,
+            "restore-skips-newest" => template.bugs.restore_skips_the_newest_snapshot = true,
             other => {
                 eprintln!(
                     "error: --plant {other:?} is not a bug the simulator knows; use \
-                     ack-before-fsync, reads-without-read-index or watch-resume-skips"
+                     ack-before-fsync, reads-without-read-index, watch-resume-skips or \
+                     restore-skips-newest"
                 );
                 return std::process::ExitCode::from(2);
             }

@@ -43,6 +43,10 @@ pub enum Fault {
     DelaySpike { latency_ms: u64, ms: u64 },
     /// The process stops being scheduled (SIGSTOP) and resumes later.
     Pause { slot: usize, ms: u64 },
+    /// Every machine and disk is lost at once; fresh machines restore the
+    /// newest snapshot from the bucket. Comes after the other faults, at
+    /// most once a run ([`total_loss`]).
+    TotalLoss,
 }
 
 impl Fault {
@@ -57,6 +61,7 @@ impl Fault {
             Fault::PacketLoss { .. } => "packet-loss",
             Fault::DelaySpike { .. } => "delay-spike",
             Fault::Pause { .. } => "pause",
+            Fault::TotalLoss => "total-loss",
         }
     }
 
@@ -65,7 +70,7 @@ impl Fault {
     pub fn duration_ms(&self) -> u64 {
         match self {
             Fault::Crash { down_ms, .. } | Fault::PowerLoss { down_ms } => *down_ms,
-            Fault::Replace { .. } => 0,
+            Fault::Replace { .. } | Fault::TotalLoss => 0,
             Fault::Partition { ms, .. }
             | Fault::OneWay { ms, .. }
             | Fault::Bridge { ms, .. }
@@ -92,6 +97,7 @@ impl fmt::Display for Fault {
                 write!(f, "delay packets up to {latency_ms} ms for {ms} ms")
             }
             Fault::Pause { slot, ms } => write!(f, "pause n{slot} for {ms} ms"),
+            Fault::TotalLoss => write!(f, "lose every machine and disk, restore from the bucket"),
         }
     }
 }
@@ -224,6 +230,12 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
         at_ms = next;
     }
     faults
+}
+
+/// Whether the run of `seed` ends with a [`Fault::TotalLoss`]: one seed
+/// in three.
+pub fn total_loss(seed: u64) -> bool {
+    Rng::new(seed ^ 0x0007_07a1_1055).below(3) == 0
 }
 
 /// How many faults of each kind a set of plans holds.

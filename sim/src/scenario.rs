@@ -120,6 +120,17 @@ pub fn run(config: RunConfig, root: PathBuf) -> Report {
         let mut lines: Vec<String> = Vec::new();
         lines.extend(seen.history.operations.iter().map(|op| format!("{op:?}")));
         lines.extend(seen.watch.events.iter().map(|e| format!("{e:?}")));
+        if let Some(restored) = &seen.restored {
+            lines.push(format!("restored from {:?}", restored.snapshot));
+            lines.extend(
+                restored
+                    .history
+                    .operations
+                    .iter()
+                    .map(|op| format!("{op:?}")),
+            );
+            lines.extend(restored.watch.events.iter().map(|e| format!("{e:?}")));
+        }
         for line in &lines {
             trace.update(line.as_bytes());
             trace.update(b"\n");
@@ -146,12 +157,88 @@ struct Seen {
     watch: WatchLog,
     cluster_ids: BTreeSet<u64>,
     contents: Vec<(String, Option<Contents>)>,
+    /// After a total loss: the cluster restored from the bucket.
+    restored: Option<Restored>,
 }
 
+/// The second life of a cluster that lost every machine and disk.
+struct Restored {
+    /// The snapshot the bucket held at the loss: its name and revision.
+    snapshot: Option<(String, i64)>,
+    /// What each fresh member served before any client wrote to it.
+    restored_contents: Vec<(String, Option<Contents>)>,
+    /// The workload on the restored cluster, checked on its own.
+    history: History,
+    watch: WatchLog,
+    cluster_ids: BTreeSet<u64>,
+    contents: Vec<(String, Option<Contents>)>,
+}
+
+/// What one workload period records.
+#[derive(Default)]
 struct Shared {
     history: Arc<Mutex<History>>,
     watch: Arc<Mutex<WatchLog>>,
     cluster_ids: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+impl Shared {
+    fn take(&self) -> (History, WatchLog, BTreeSet<u64>) {
+        (
+            std::mem::take(&mut *self.history.lock().unwrap_or_else(|p| p.into_inner())),
+            std::mem::take(&mut *self.watch.lock().unwrap_or_else(|p| p.into_inner())),
+            std::mem::take(&mut *self.cluster_ids.lock().unwrap_or_else(|p| p.into_inner())),
+        )
+    }
+}
+
+/// How long clients run on a cluster restored after a total loss.
+const RESTORED_WORKLOAD_MS: u64 = 10_000;
+/// Client ids on a restored cluster start here, so that their values
+/// differ from those the snapshot brought back.
+const RESTORED_CLIENT_BASE: u32 = 10;
+
+/// Starts the clients, the watcher (from `first_revision`) and the
+/// observer, all running until `until_ms`.
+fn start_workload(
+    config: &RunConfig,
+    directory: &Directory,
+    origin: Instant,
+    until_ms: u64,
+    first_revision: i64,
+    client_base: u32,
+    control: &madsim::runtime::NodeHandle,
+) -> (Shared, Vec<madsim::task::JoinHandle<()>>) {
+    let handle = madsim::runtime::Handle::current();
+    let shared = Shared::default();
+    let mut tasks = Vec::new();
+    for client in 0..config.clients {
+        let id = client_base + u32::from(client);
+        let node = handle
+            .create_node()
+            .name(format!("client-{id}"))
+            .ip(workload::client_ip(id as u8))
+            .build();
+        let (directory, history) = (directory.clone(), shared.history.clone());
+        tasks.push(node.spawn(workload::run_client(
+            id, directory, origin, until_ms, history,
+        )));
+    }
+    let watcher = handle
+        .create_node()
+        .name(format!("watcher-{client_base}"))
+        .ip(workload::client_ip(100 + client_base as u8))
+        .build();
+    tasks.push(watcher.spawn(workload::run_watcher(
+        directory.clone(),
+        origin,
+        until_ms + 5_000,
+        shared.watch.clone(),
+        first_revision,
+    )));
+    let (directory, ids) = (directory.clone(), shared.cluster_ids.clone());
+    tasks.push(control.spawn(observe(directory, origin, until_ms, ids)));
+    (shared, tasks)
 }
 
 async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sha256) {
@@ -191,42 +278,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
     trace.update(format!("formed at {start_ms}\n"));
     let until_ms = start_ms + config.workload_ms;
 
-    let shared = Shared {
-        history: Arc::default(),
-        watch: Arc::default(),
-        cluster_ids: Arc::default(),
-    };
-    let mut tasks = Vec::new();
-    for client in 0..config.clients {
-        let node = handle
-            .create_node()
-            .name(format!("client-{client}"))
-            .ip(workload::client_ip(client))
-            .build();
-        let (directory, history) = (directory.clone(), shared.history.clone());
-        tasks.push(node.spawn(workload::run_client(
-            u32::from(client),
-            directory,
-            origin,
-            until_ms,
-            history,
-        )));
-    }
-    let watcher = handle
-        .create_node()
-        .name("watcher")
-        .ip(workload::client_ip(100))
-        .build();
-    tasks.push(watcher.spawn(workload::run_watcher(
-        directory.clone(),
-        origin,
-        until_ms + 5_000,
-        shared.watch.clone(),
-    )));
-    {
-        let (directory, ids) = (directory.clone(), shared.cluster_ids.clone());
-        tasks.push(control.spawn(observe(directory, origin, until_ms, ids)));
-    }
+    let (shared, tasks) = start_workload(&config, &directory, origin, until_ms, 1, 0, &control);
 
     // Faults.
     for scheduled in config.plan() {
@@ -273,18 +325,95 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
             .await
             .unwrap_or_default()
     };
+    let (history, watch, cluster_ids) = shared.take();
+    let restored = if plan::total_loss(config.seed) {
+        trace.update(format!("{} ms: {}\n", elapsed_ms(origin), Fault::TotalLoss));
+        report.faults.push(Fault::TotalLoss);
+        match restore_after_total_loss(&config, &mut cluster, &directory, origin, &control).await {
+            Ok(restored) => Some(restored),
+            Err(failure) => {
+                report.failures.push(failure);
+                None
+            }
+        }
+    } else {
+        None
+    };
     let seen = Seen {
-        history: std::mem::take(&mut *shared.history.lock().unwrap_or_else(|p| p.into_inner())),
-        watch: std::mem::take(&mut *shared.watch.lock().unwrap_or_else(|p| p.into_inner())),
-        cluster_ids: shared
-            .cluster_ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        history,
+        watch,
+        cluster_ids,
         contents,
+        restored,
     };
     finish(&mut report, origin, &cluster);
     (report, Some(seen), trace)
+}
+
+/// Loses every machine and disk at once, starts fresh machines that
+/// restore the newest snapshot of the bucket, reads what they restored,
+/// then runs a workload on the restored cluster.
+async fn restore_after_total_loss(
+    config: &RunConfig,
+    cluster: &mut Cluster,
+    directory: &Directory,
+    origin: Instant,
+    control: &madsim::runtime::NodeHandle,
+) -> Result<Restored, String> {
+    cluster.replace_all();
+    // Nothing writes to the bucket any more: the newest there is what a
+    // restore must take.
+    let snapshot = cluster.newest_snapshot();
+    directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
+    let formed = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
+            .await
+            .unwrap_or(false)
+    };
+    if !formed {
+        return Err(format!(
+            "after losing every machine, the fresh ones did not take a write within {FORMATION_BOUND:?}"
+        ));
+    }
+    let restored_contents = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { final_contents(&directory).await })
+            .await
+            .unwrap_or_default()
+    };
+    let first_revision = snapshot.as_ref().map_or(1, |(_, revision)| revision + 1);
+    let until_ms = elapsed_ms(origin) + RESTORED_WORKLOAD_MS;
+    let (shared, tasks) = start_workload(
+        config,
+        directory,
+        origin,
+        until_ms,
+        first_revision,
+        RESTORED_CLIENT_BASE,
+        control,
+    );
+    for task in tasks {
+        let _ = task.await;
+    }
+    let contents = {
+        let directory = directory.clone();
+        control
+            .spawn(async move { final_contents(&directory).await })
+            .await
+            .unwrap_or_default()
+    };
+    let (history, watch, cluster_ids) = shared.take();
+    Ok(Restored {
+        snapshot,
+        restored_contents,
+        history,
+        watch,
+        cluster_ids,
+        contents,
+    })
 }
 
 /// Adds what the nodes stopped with, and the simulated time.
@@ -301,55 +430,121 @@ fn finish(report: &mut Report, origin: Instant, cluster: &Cluster) {
 }
 
 fn judge(report: &mut Report, seen: &Seen) {
-    let Seen {
-        history,
-        watch,
-        cluster_ids,
-        contents,
-    } = seen;
-    report.operations = history.operations.len();
-    report.unknown_outcomes = history
+    report.linearizability_decided = true;
+    let mut failures = judge_period(
+        report,
+        KvState::with_background_writes(),
+        &seen.history,
+        &seen.watch,
+        &seen.cluster_ids,
+        &seen.contents,
+    );
+    if let Some(restored) = &seen.restored {
+        failures.extend(judge_restore(report, &seen.history, restored));
+    }
+    report.failures.extend(failures);
+}
+
+/// The checks of one workload period, from the store state `initial`.
+fn judge_period(
+    report: &mut Report,
+    initial: KvState,
+    history: &History,
+    watch: &WatchLog,
+    cluster_ids: &BTreeSet<u64>,
+    contents: &[(String, Option<Contents>)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    report.operations += history.operations.len();
+    report.unknown_outcomes += history
         .operations
         .iter()
         .filter(|op| op.completed.is_none())
         .count();
-    report.watch_events = watch.events.len();
-    let initial = KvState::with_background_writes();
+    report.watch_events += watch.events.len();
     match linearizability::check_from(initial.clone(), history, LINEARIZABILITY_STATES_MAX) {
-        Verdict::Linearizable => report.linearizability_decided = true,
-        Verdict::Violation(v) => {
-            report.linearizability_decided = true;
-            report.failures.push(format!("not linearizable: {v}"));
-        }
+        Verdict::Linearizable => {}
+        Verdict::Violation(v) => failures.push(format!("not linearizable: {v}")),
         Verdict::Undecided { .. } => {
+            report.linearizability_decided = false;
             for (key, part) in split_by_key(history) {
                 match linearizability::check_from(initial.clone(), &part, KEY_STATES_MAX) {
                     Verdict::Linearizable => {}
                     Verdict::Undecided { .. } => report.undecided_keys.push(key),
-                    Verdict::Violation(v) => report
-                        .failures
-                        .push(format!("not linearizable on {key}: {v}")),
+                    Verdict::Violation(v) => {
+                        failures.push(format!("not linearizable on {key}: {v}"))
+                    }
                 }
             }
         }
     }
-    report.failures.extend(checks::watch(history, watch));
-    report.failures.extend(checks::identity(cluster_ids));
+    failures.extend(checks::watch(history, watch));
+    failures.extend(checks::identity(cluster_ids));
+    let served = served_contents(contents, "after recovery", &mut failures);
+    failures.extend(checks::agreement(&served));
+    if let Some((_, contents)) = served.first() {
+        failures.extend(checks::durability(history, contents));
+    }
+    failures
+}
+
+/// The members that answered with their contents; one failure for each
+/// that did not.
+fn served_contents(
+    contents: &[(String, Option<Contents>)],
+    when: &str,
+    failures: &mut Vec<String>,
+) -> Vec<(String, Contents)> {
     let mut served = Vec::new();
     for (name, contents) in contents {
         match contents {
             Some(contents) => served.push((name.clone(), contents.clone())),
-            None => report
-                .failures
-                .push(format!("{name} did not serve its contents after recovery")),
+            None => failures.push(format!("{name} did not serve its contents {when}")),
         }
     }
-    report.failures.extend(checks::agreement(&served));
-    if let Some((_, contents)) = served.first() {
-        report
-            .failures
-            .extend(checks::durability(history, contents));
+    served
+}
+
+/// A restore after a total loss: the fresh members agree, serve exactly
+/// what the newest snapshot held of the acknowledged writes, and the
+/// restored cluster then behaves as any other.
+fn judge_restore(report: &mut Report, before: &History, restored: &Restored) -> Vec<String> {
+    let mut failures = Vec::new();
+    let served = served_contents(
+        &restored.restored_contents,
+        "after the restore",
+        &mut failures,
+    );
+    failures.extend(checks::agreement(&served));
+    let Some((_, first)) = served.first() else {
+        return failures;
+    };
+    match &restored.snapshot {
+        Some((_, revision)) => failures.extend(checks::restored(before, first, *revision)),
+        None if !first.is_empty() => failures.push(format!(
+            "the bucket held no snapshot, yet the fresh cluster serves {} keys",
+            first.len()
+        )),
+        None => {}
     }
+    let initial = KvState {
+        revision: restored
+            .snapshot
+            .as_ref()
+            .map_or(0, |(_, revision)| *revision),
+        keys: first.clone(),
+        background_writes: true,
+    };
+    let after = judge_period(
+        report,
+        initial,
+        &restored.history,
+        &restored.watch,
+        &restored.cluster_ids,
+        &restored.contents,
+    );
+    failures.extend(after.into_iter().map(|f| format!("after the restore: {f}")));
+    failures
 }
 
 fn split_by_key(history: &History) -> BTreeMap<String, History> {
@@ -422,6 +617,7 @@ async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
             hold(*ms).await;
             cluster.resume(*slot);
         }
+        Fault::TotalLoss => unreachable!("a total loss ends a run; plans never hold one"),
     }
 }
 

@@ -246,15 +246,16 @@ pub async fn run_client(
     }
 }
 
-/// Watches every key from revision 1 until `until_ms`, resuming after the
+/// Watches every key from `first_revision` until `until_ms`, resuming after the
 /// last revision seen whenever a stream ends.
 pub async fn run_watcher(
     directory: Directory,
     origin: Instant,
     until_ms: TimeMs,
     log: Arc<Mutex<WatchLog>>,
+    first_revision: i64,
 ) {
-    let mut next_revision = 1i64;
+    let mut next_revision = first_revision;
     let mut responses = 0u64;
     while elapsed_ms(origin) < until_ms {
         madsim::time::sleep(Duration::from_millis(50)).await;

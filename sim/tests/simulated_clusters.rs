@@ -30,6 +30,14 @@ fn a_batch_of_seeds_passes_every_check() {
     let faults: usize = reports.iter().map(|r| r.faults.len()).sum();
     let operations: usize = reports.iter().map(|r| r.operations).sum();
     assert!(faults as u64 >= CLEAN_SEEDS, "{faults} faults");
+    let restores = reports
+        .iter()
+        .filter(|r| r.faults.contains(&e2d_sim::plan::Fault::TotalLoss))
+        .count();
+    assert!(
+        restores as u64 >= CLEAN_SEEDS / 6,
+        "{restores} total losses"
+    );
     assert!(
         operations as u64 >= CLEAN_SEEDS * 1_000,
         "{operations} operations"
@@ -98,6 +106,19 @@ fn a_watch_that_skips_on_resume_is_caught() {
     let failure = caught_within_bound(
         |bugs| bugs.watch_resume_skips_a_revision = true,
         |f| f.contains("the watcher never saw"),
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn restoring_an_older_snapshot_than_the_newest_is_caught() {
+    let failure = caught_within_bound(
+        |bugs| bugs.restore_skips_the_newest_snapshot = true,
+        |f| {
+            f.contains("older than the acknowledged")
+                || f.contains("is missing: the write")
+                || f.contains("after the snapshot at revision")
+        },
     );
     eprintln!("caught: {failure}");
 }

@@ -132,6 +132,9 @@ pub async fn fetch_newest_restorable(
         return Ok(None);
     }
     snapshots.sort_by(|a, b| b.recency_key().cmp(&a.recency_key()));
+    if crate::sim_bugs::planted().restore_skips_the_newest_snapshot && snapshots.len() > 1 {
+        snapshots.remove(0);
+    }
     for snapshot in snapshots {
         if refused.contains_key(&snapshot.name) {
             continue;
