@@ -260,13 +260,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
         .build();
 
     // Formation.
-    let formed = {
-        let directory = directory.clone();
-        control
-            .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
-            .await
-            .unwrap_or(false)
-    };
+    let formed = takes_a_write(&control, &directory).await;
     if !formed {
         report.failures.push(format!(
             "the cluster did not take a write within {FORMATION_BOUND:?} of starting"
@@ -318,13 +312,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
     }
 
     // What each member serves, once they have caught up.
-    let contents = {
-        let directory = directory.clone();
-        control
-            .spawn(async move { final_contents(&directory).await })
-            .await
-            .unwrap_or_default()
-    };
+    let contents = contents_of(&control, &directory).await;
     let (history, watch, cluster_ids) = shared.take();
     let restored = if plan::total_loss(config.seed) {
         trace.update(format!("{} ms: {}\n", elapsed_ms(origin), Fault::TotalLoss));
@@ -365,25 +353,13 @@ async fn restore_after_total_loss(
     // restore must take.
     let snapshot = cluster.newest_snapshot();
     directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
-    let formed = {
-        let directory = directory.clone();
-        control
-            .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
-            .await
-            .unwrap_or(false)
-    };
+    let formed = takes_a_write(control, directory).await;
     if !formed {
         return Err(format!(
             "after losing every machine, the fresh ones did not take a write within {FORMATION_BOUND:?}"
         ));
     }
-    let restored_contents = {
-        let directory = directory.clone();
-        control
-            .spawn(async move { final_contents(&directory).await })
-            .await
-            .unwrap_or_default()
-    };
+    let restored_contents = contents_of(control, directory).await;
     let first_revision = snapshot.as_ref().map_or(1, |(_, revision)| revision + 1);
     let until_ms = elapsed_ms(origin) + RESTORED_WORKLOAD_MS;
     let (shared, tasks) = start_workload(
@@ -398,13 +374,7 @@ async fn restore_after_total_loss(
     for task in tasks {
         let _ = task.await;
     }
-    let contents = {
-        let directory = directory.clone();
-        control
-            .spawn(async move { final_contents(&directory).await })
-            .await
-            .unwrap_or_default()
-    };
+    let contents = contents_of(control, directory).await;
     let (history, watch, cluster_ids) = shared.take();
     Ok(Restored {
         snapshot,
@@ -619,6 +589,28 @@ async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
         }
         Fault::TotalLoss => unreachable!("a total loss ends a run; plans never hold one"),
     }
+}
+
+/// Whether the cluster takes a write within the formation bound, asked
+/// from the control host.
+async fn takes_a_write(control: &madsim::runtime::NodeHandle, directory: &Directory) -> bool {
+    let directory = directory.clone();
+    control
+        .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
+        .await
+        .unwrap_or(false)
+}
+
+/// What each member serves, read from the control host.
+async fn contents_of(
+    control: &madsim::runtime::NodeHandle,
+    directory: &Directory,
+) -> Vec<(String, Option<Contents>)> {
+    let directory = directory.clone();
+    control
+        .spawn(async move { final_contents(&directory).await })
+        .await
+        .unwrap_or_default()
 }
 
 /// Retries a write through any member until one succeeds.

@@ -107,6 +107,20 @@ fn sealed_flags(scratch: &Scratch) -> Vec<String> {
     ]
 }
 
+/// `e2d run` flags for sealed, compressed snapshots into the scratch
+/// store every second, and `extra`.
+fn backing_up(scratch: &Scratch, extra: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--snapshot-backup-url".to_string(),
+        scratch.store_url(),
+        "--snapshot-interval".into(),
+        "1s".into(),
+    ];
+    flags.extend(sealed_flags(scratch));
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    flags
+}
+
 fn as_strs(flags: &[String]) -> Vec<&str> {
     flags.iter().map(String::as_str).collect()
 }
@@ -116,17 +130,8 @@ fn the_leader_snapshots_prunes_and_an_offline_restore_serves_the_data() {
     let _serial = one_at_a_time();
     let scratch = Scratch::new();
     let url = scratch.store_url();
-    let sealed = sealed_flags(&scratch);
-    let mut flags = vec![
-        "--snapshot-backup-url",
-        &url,
-        "--snapshot-interval",
-        "1s",
-        "--snapshot-retention",
-        "2",
-    ];
-    flags.extend(as_strs(&sealed));
-    let server = Server::e2d_with(&flags);
+    let flags = backing_up(&scratch, &["--snapshot-retention", "2"]);
+    let server = Server::e2d_with(&as_strs(&flags));
     for i in 0..5 {
         server
             .etcdctl(&["put", &format!("k{i}"), &format!("v{i}")])
@@ -346,14 +351,8 @@ fn a_cluster_that_lost_every_node_and_disk_comes_back_from_its_snapshot() {
     let _serial = one_at_a_time();
     let scratch = Scratch::new();
     let url = scratch.store_url();
-    let sealed = sealed_flags(&scratch);
-    let mut flags = vec![
-        "--snapshot-backup-url",
-        url.as_str(),
-        "--snapshot-interval",
-        "1s",
-    ];
-    flags.extend(as_strs(&sealed));
+    let flags = backing_up(&scratch, &[]);
+    let flags = as_strs(&flags);
     let mut cluster = GossipCluster::on_loopback(3, &flags);
     for i in 0..3 {
         cluster.start(i);
