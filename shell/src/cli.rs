@@ -27,6 +27,10 @@ pub enum Command {
     /// Save, list, inspect and restore snapshot backups.
     #[command(subcommand)]
     Snapshot(Box<SnapshotCommand>),
+    /// Make the cluster's certificates: a CA, then server, peer and client
+    /// certificates it signs.
+    #[command(subcommand)]
+    Pki(Box<PkiCommand>),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
 }
@@ -43,6 +47,53 @@ pub enum SnapshotCommand {
     /// Restore a snapshot file, or the newest valid snapshot of a store,
     /// into a new data dir (the server must not run on it).
     Restore(Box<SnapshotRestoreArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Make a new CA (refuses to replace one without --force).
+    Init(PkiInitArgs),
+    /// Make server, peer and client certificates signed by the CA.
+    Gencerts(PkiGencertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PkiInitArgs {
+    /// Where to write the CA certificate.
+    #[arg(long, default_value = "ca.crt")]
+    pub ca_cert: PathBuf,
+    /// Where to write the CA key (mode 0600).
+    #[arg(long, default_value = "ca.key")]
+    pub ca_key: PathBuf,
+    /// The CA's key: ECDSA P-256 or RSA 2048.
+    #[arg(long, value_enum, default_value = "ecdsa")]
+    pub key_type: crate::pki::init::KeyType,
+    /// Replace an existing CA (what it signed stops being trusted).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PkiGencertsArgs {
+    /// The CA certificate.
+    #[arg(long, default_value = "ca.crt")]
+    pub ca_cert: PathBuf,
+    /// The CA key.
+    #[arg(long, default_value = "ca.key")]
+    pub ca_key: PathBuf,
+    /// Host names and addresses the certificates are valid for, besides
+    /// 127.0.0.1, localhost and this machine's own addresses.
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Where to write server.crt/key, peer.crt/key and client.crt/key.
+    #[arg(long, default_value = ".")]
+    pub output_dir: PathBuf,
+    /// The certificates' keys: ECDSA P-256 or RSA 2048.
+    #[arg(long, value_enum, default_value = "ecdsa")]
+    pub key_type: crate::pki::init::KeyType,
+    /// Replace existing certificates.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// How snapshots are wrapped: compression and encryption.

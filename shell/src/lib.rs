@@ -11,6 +11,7 @@ pub mod grpc;
 mod http;
 mod metrics;
 mod node_seed;
+pub mod pki;
 mod raft;
 pub mod run;
 mod server;

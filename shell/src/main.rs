@@ -29,6 +29,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: snapshot commands do not run in a simulator build");
             std::process::ExitCode::FAILURE
         }
+        Command::Pki(command) => match e2d_shell::pki::run(*command) {
+            Ok(done) => {
+                println!("{done}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Status(args) => {
             let timeout = std::time::Duration::from_millis(args.timeout);
             match status::fetch(&args.endpoint, timeout) {

@@ -1,0 +1,167 @@
+//! Loading the certificates and keys `e2d run` is given, with an error
+//! that names the file and the fault: missing, not PEM, expired, not yet
+//! valid, not signed by the CA, or a key that is not the certificate's.
+
+use std::path::Path;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{read_file, PkiError};
+
+/// A certificate with its key, checked.
+#[derive(Debug)]
+pub struct CheckedPair {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for CheckedPair {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn invalid(message: String) -> PkiError {
+    PkiError::Invalid(message)
+}
+
+/// The certificates in the PEM file at `path`.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let text = read_file(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(format!("{} is not a PEM certificate: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(format!(
+            "{} holds no certificate (no BEGIN CERTIFICATE block)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
+    X509Certificate::from_der(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| {
+            invalid(format!(
+                "{} is not an X.509 certificate: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// Fails unless `cert` is valid at `now_unix_s`.
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    path: &Path,
+    now_unix_s: i64,
+) -> Result<(), PkiError> {
+    let validity = cert.validity();
+    if now_unix_s < validity.not_before.timestamp() {
+        return Err(invalid(format!(
+            "{} is not valid yet: valid from {} (is the clock right?)",
+            path.display(),
+            validity.not_before
+        )));
+    }
+    if now_unix_s > validity.not_after.timestamp() {
+        return Err(invalid(format!(
+            "{} expired on {}: make a new one (e2d pki gencerts)",
+            path.display(),
+            validity.not_after
+        )));
+    }
+    Ok(())
+}
+
+fn now_unix_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The CA certificate at `path`, checked to be valid now.
+pub fn load_ca(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
+    let ca = load_certs(path)?.swap_remove(0);
+    check_validity(&parse(&ca, path)?, path, now_unix_s())?;
+    Ok(ca)
+}
+
+/// The certificate at `cert_path` and its key at `key_path`, checked: valid
+/// now, signed by `ca` (from `ca_path`), and the key is the certificate's.
+pub fn load_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    ca: &CertificateDer<'_>,
+    ca_path: &Path,
+) -> Result<CheckedPair, PkiError> {
+    let chain = load_certs(cert_path)?;
+    let leaf = parse(&chain[0], cert_path)?;
+    check_validity(&leaf, cert_path, now_unix_s())?;
+    let ca_cert = parse(ca, ca_path)?;
+    leaf.verify_signature(Some(ca_cert.public_key()))
+        .map_err(|_| {
+            invalid(format!(
+                "{} is not signed by the CA {}: sign it with that CA (e2d pki gencerts)",
+                cert_path.display(),
+                ca_path.display()
+            ))
+        })?;
+    let key_text = read_file(key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|e| {
+        invalid(format!(
+            "{} is not a PEM private key (PKCS#8, SEC1 or PKCS#1): {e}",
+            key_path.display()
+        ))
+    })?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| {
+        invalid(format!(
+            "{} is a key of a kind TLS cannot use: {e}",
+            key_path.display()
+        ))
+    })?;
+    let public = signing.public_key().ok_or_else(|| {
+        invalid(format!(
+            "cannot derive the public key of {}",
+            key_path.display()
+        ))
+    })?;
+    if public.as_ref() != leaf.public_key().raw {
+        return Err(invalid(format!(
+            "{} is not the key of {}: pass the key made with that certificate",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(CheckedPair { chain, key })
+}
+
+/// Fails unless `key` is the key of the certificate in `cert_pem`.
+pub fn key_matches_cert(
+    key: &rcgen::KeyPair,
+    cert_pem: &str,
+    key_path: &Path,
+    cert_path: &Path,
+) -> Result<(), PkiError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+        invalid(format!(
+            "{} is not a PEM certificate: {e}",
+            cert_path.display()
+        ))
+    })?;
+    let cert = parse(&der, cert_path)?;
+    if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
+        return Err(invalid(format!(
+            "{} is not the key of {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(())
+}

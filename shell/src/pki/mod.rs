@@ -1,0 +1,111 @@
+//! The cluster's certificates: `e2d pki init` makes a CA (`init`),
+//! `e2d pki gencerts` the server, peer and client certificates it signs
+//! (`gencerts`), and `check` loads and vets what `e2d run` is given.
+
+pub mod check;
+pub mod gencerts;
+pub mod init;
+
+use std::path::Path;
+
+/// How long a CA is valid.
+pub const CA_VALIDITY_DAYS: i64 = 10 * 365;
+/// How long a server, peer or client certificate is valid.
+pub const LEAF_VALIDITY_DAYS: i64 = 365;
+/// Leaves are backdated this much, for clocks slightly behind.
+pub const BACKDATE_MINUTES: i64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path} already exists; pass --force to replace it{why}")]
+    Exists { path: String, why: &'static str },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Writes `contents` to a new file at `path` with `mode`, or over an old
+/// one with `force`; written beside and renamed, so a reader never sees
+/// half a key.
+pub fn write_file(
+    path: &Path,
+    contents: &str,
+    mode: u32,
+    force: bool,
+    why: &'static str,
+) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display().to_string();
+    if path.exists() && !force {
+        return Err(PkiError::Exists { path: shown, why });
+    }
+    let write = |source| PkiError::Write {
+        path: shown.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write)?;
+    }
+    let temp = crate::backup::store::sibling_temp(path, "writing");
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(write)
+}
+
+pub fn read_file(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Runs one `e2d pki` command; returns what to print.
+pub fn run(command: crate::cli::PkiCommand) -> Result<String, PkiError> {
+    use crate::cli::PkiCommand;
+    match command {
+        PkiCommand::Init(args) => {
+            init::init(&args.ca_cert, &args.ca_key, args.key_type, args.force)?;
+            Ok(format!(
+                "wrote the CA certificate {} and its key {}",
+                args.ca_cert.display(),
+                args.ca_key.display()
+            ))
+        }
+        PkiCommand::Gencerts(args) => {
+            let names = gencerts::gencerts(
+                &args.ca_cert,
+                &args.ca_key,
+                &args.hosts,
+                &args.output_dir,
+                args.key_type,
+                args.force,
+            )?;
+            Ok(format!(
+                "wrote server, peer and client certificates and keys to {}, valid for {}",
+                args.output_dir.display(),
+                names.join(", ")
+            ))
+        }
+    }
+}
