@@ -96,6 +96,34 @@ pub struct PkiGencertsArgs {
     pub force: bool,
 }
 
+/// Mutual TLS: with a CA, the client and peer ports take only clients
+/// whose certificates the CA signed, and the node presents its own.
+#[derive(Debug, Clone, Args, Default)]
+pub struct TlsArgs {
+    /// The CA certificate; turns TLS on for the client and peer ports.
+    #[arg(long, env = "E2D_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Certificate of the client port.
+    #[arg(long, env = "E2D_SERVER_CERT")]
+    pub server_cert: Option<PathBuf>,
+    /// Key of the client port's certificate.
+    #[arg(long, env = "E2D_SERVER_KEY")]
+    pub server_key: Option<PathBuf>,
+    /// Certificate of the peer port, also shown when calling peers.
+    #[arg(long, env = "E2D_PEER_CERT")]
+    pub peer_cert: Option<PathBuf>,
+    /// Key of the peer certificate.
+    #[arg(long, env = "E2D_PEER_KEY")]
+    pub peer_key: Option<PathBuf>,
+    /// Certificate this node shows when it calls other members' client
+    /// ports.
+    #[arg(long, env = "E2D_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, env = "E2D_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+}
+
 /// How snapshots are wrapped: compression and encryption.
 #[derive(Debug, Clone, Args)]
 pub struct EnvelopeArgs {
@@ -306,6 +334,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Log filter, as in RUST_LOG (e.g. "info" or "e2d_shell=debug").
     #[arg(long, env = "E2D_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -392,10 +423,15 @@ impl RunArgs {
     /// The URL others use to reach `addr`: the host replaces an
     /// unspecified listen address.
     pub fn advertised_url(&self, addr: SocketAddr) -> String {
-        if addr.ip().is_unspecified() {
-            format!("http://{}:{}", self.host, addr.port())
+        let scheme = if self.tls.ca_cert.is_some() {
+            "https"
         } else {
-            format!("http://{addr}")
+            "http"
+        };
+        if addr.ip().is_unspecified() {
+            format!("{scheme}://{}:{}", self.host, addr.port())
+        } else {
+            format!("{scheme}://{addr}")
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod grpc;
 mod http;
 mod metrics;
 mod node_seed;
+mod outgoing;
 pub mod pki;
 mod raft;
 pub mod run;
@@ -19,3 +20,5 @@ pub mod sim_bugs;
 mod snapshot;
 pub mod status;
 pub mod storage;
+#[cfg(not(madsim))]
+pub mod tls;

@@ -121,9 +121,10 @@ impl ClusterService {
             .map_err(to_status)?
             .and_then(|m| m.client_urls.first().cloned())
             .ok_or_else(|| to_status(Error::NoLeader))?;
-        let client = ClusterClient::connect(url)
+        let channel = crate::outgoing::connect(&url, crate::outgoing::CallAs::Client)
             .await
             .map_err(|_| to_status(Error::NoLeader))?;
+        let client = ClusterClient::new(channel);
         Ok(Err(client))
     }
 

@@ -75,9 +75,10 @@ async fn stream(
             }
         }
     });
-    let mut client = PeerClient::connect(url.to_string())
-        .await?
-        .max_encoding_message_size(CHUNK_BYTES * 2);
+    let channel = crate::outgoing::connect(url, crate::outgoing::CallAs::Peer)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut client = PeerClient::new(channel).max_encoding_message_size(CHUNK_BYTES * 2);
     client
         .install_snapshot(ReceiverStream::new(outgoing))
         .await?;

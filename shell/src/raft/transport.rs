@@ -114,8 +114,8 @@ async fn send_loop(
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let client = match PeerClient::connect(url.clone()).await {
-            Ok(client) => client,
+        let client = match crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer).await {
+            Ok(channel) => PeerClient::new(channel),
             Err(e) => {
                 tracing::debug!(peer = format!("{id:x}"), %url, error = %e, "peer unreachable");
                 drain_while_down(&mut queue, backoff).await;

@@ -223,11 +223,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let router = Router::new().fallback_service(routes);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| RunError::Serve(e.to_string()))
+        .add_routes(tonic::service::Routes::from(router));
+    let served = match crate::tls::client::installed() {
+        Some(material) => {
+            let config = material
+                .server_config(crate::tls::material::Role::Server)
+                .map_err(|e| RunError::Config(e.0))?;
+            let incoming = crate::tls::incoming::accept(listener, config, "client port");
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| RunError::Serve(e.to_string()))
 }

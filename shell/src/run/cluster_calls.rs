@@ -40,8 +40,7 @@ where
     let mut failures = Vec::new();
     for url in urls {
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("not a URL: {e}"))?
+            let channel = crate::outgoing::endpoint(url, crate::outgoing::CallAs::Client)?
                 .connect_timeout(CALL_TIMEOUT)
                 .connect()
                 .await

@@ -91,6 +91,15 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     let backups = Backups::from_run_args(&args)
         .await
         .map_err(RunError::Config)?;
+    #[cfg(not(madsim))]
+    {
+        let material =
+            crate::tls::Material::from_args(&args.tls).map_err(|e| RunError::Config(e.0))?;
+        crate::tls::client::install(material.clone());
+        if let Some(material) = material {
+            crate::tls::reload::spawn(material);
+        }
+    }
     // The database first: it locks the data dir against a second e2d.
     let backend = start::open_backend(&args.data_dir)?;
     if is_static {

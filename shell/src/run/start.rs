@@ -264,9 +264,23 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
         PeerServer::new(PeerService::new(node)).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let router = tonic::transport::Server::builder().add_service(service);
     #[cfg(not(madsim))]
-    let served = router
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await;
+    let served = match crate::tls::client::installed() {
+        Some(material) => match material.server_config(crate::tls::material::Role::Peer) {
+            Ok(config) => {
+                let incoming = crate::tls::incoming::accept(listener, config, "peer port");
+                router.serve_with_incoming(incoming).await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "peer port TLS");
+                return;
+            }
+        },
+        None => {
+            router
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        }
+    };
     // The simulated transport binds its own endpoint.
     #[cfg(madsim)]
     let served = {

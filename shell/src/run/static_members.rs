@@ -82,7 +82,9 @@ async fn discover_self(
         .filter(|m| m.peer_url != own_peer_url)
     {
         let answer = async {
-            let mut client = PeerClient::connect(member.peer_url.clone()).await?;
+            let channel =
+                crate::outgoing::connect(&member.peer_url, crate::outgoing::CallAs::Peer).await?;
+            let mut client = PeerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error>>(
                 client.members(MembersRequest {}).await?.into_inner(),
             )

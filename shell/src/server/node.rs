@@ -259,9 +259,10 @@ impl Node {
         let url = self
             .peer_url(status.leader_id)
             .ok_or_else(|| crate::grpc::to_status(Error::NoLeader))?;
-        let mut client = PeerClient::connect(url)
+        let channel = crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer)
             .await
             .map_err(|_| crate::grpc::to_status(Error::NoLeader))?;
+        let mut client = PeerClient::new(channel);
         let response = client.keep_alive(KeepAliveRequest { id }).await?;
         Ok(response.into_inner().ttl_seconds)
     }
