@@ -165,3 +165,69 @@ pub fn key_matches_cert(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::gencerts::{issue, Role};
+    use crate::pki::init::{init, KeyType};
+    use std::path::PathBuf;
+
+    /// A CA in a temp dir, and a leaf it signed whose validity starts and
+    /// ends `days` from now.
+    fn leaf_valid(dir: &Path, from_days: i64, to_days: i64) -> (PathBuf, PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, KeyPair};
+        let (ca_cert, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        init(&ca_cert, &ca_key, KeyType::Ecdsa, true).unwrap();
+        let issuer = crate::pki::gencerts::load_issuer(&ca_cert, &ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from_days);
+        params.not_after = now + time::Duration::days(to_days);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_path, key_path) = (dir.join("leaf.crt"), dir.join("leaf.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (ca_cert, cert_path, key_path)
+    }
+
+    fn error_of(dir: &Path, from_days: i64, to_days: i64) -> String {
+        let (ca_path, cert, key) = leaf_valid(dir, from_days, to_days);
+        let ca = load_ca(&ca_path).unwrap();
+        load_pair(&cert, &key, &ca, &ca_path)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn expired_and_future_certificates_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(error_of(dir.path(), -30, -1).contains("expired on"));
+        assert!(error_of(dir.path(), 2, 30).contains("is not valid yet"));
+        assert_eq!(error_of(dir.path(), -1, 30), "");
+    }
+
+    #[test]
+    fn issued_certificates_verify_with_their_ca_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        init(&ca_cert, &ca_key, KeyType::Rsa, false).unwrap();
+        let issuer = crate::pki::gencerts::load_issuer(&ca_cert, &ca_key).unwrap();
+        let (cert, key) = issue(&issuer, Role::Peer, &["10.0.0.1".into()], KeyType::Ecdsa).unwrap();
+        std::fs::write(dir.path().join("peer.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("peer.key"), key).unwrap();
+        let ca = load_ca(&ca_cert).unwrap();
+        load_pair(
+            &dir.path().join("peer.crt"),
+            &dir.path().join("peer.key"),
+            &ca,
+            &ca_cert,
+        )
+        .unwrap();
+        assert!(matches!(
+            init(&ca_cert, &ca_key, KeyType::Ecdsa, false),
+            Err(crate::pki::PkiError::Exists { .. })
+        ));
+    }
+}

@@ -1,0 +1,345 @@
+//! Mutual TLS end to end: certificates from `e2d pki`, etcdctl with and
+//! without them, a three-node self-managed cluster over TLS on every
+//! port, and certificate rotation without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use e2d_tests::gossip_cluster::{GossipCluster, Node};
+use e2d_tests::{e2d_command, etcdctl, CmdOutput};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A CA and its certificates, made by `e2d pki` in a temp dir.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("e2d-pki-")
+            .tempdir()
+            .unwrap();
+        let pki = Pki { dir };
+        pki.e2d(&["pki", "init"]).ok();
+        pki.e2d(&["pki", "gencerts"]).ok();
+        pki
+    }
+
+    fn e2d(&self, args: &[&str]) -> CmdOutput {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for flag in ["--ca-cert", "--ca-key"] {
+            if args.len() > 1 {
+                let file = if flag == "--ca-cert" {
+                    "ca.crt"
+                } else {
+                    "ca.key"
+                };
+                all.push(flag.into());
+                all.push(self.file(file));
+            }
+        }
+        if args.get(1) == Some(&"gencerts") {
+            all.push("--output-dir".into());
+            all.push(self.dir.path().display().to_string());
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        e2d_command(&all, &[])
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `e2d run` flags for TLS everywhere.
+    fn run_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        for (flag, file) in [
+            ("--ca-cert", "ca.crt"),
+            ("--ca-key", "ca.key"),
+            ("--server-cert", "server.crt"),
+            ("--server-key", "server.key"),
+            ("--peer-cert", "peer.crt"),
+            ("--peer-key", "peer.key"),
+            ("--client-cert", "client.crt"),
+            ("--client-key", "client.key"),
+        ] {
+            flags.push(flag.to_string());
+            flags.push(self.file(file));
+        }
+        flags
+    }
+
+    /// etcdctl flags presenting this PKI's client certificate.
+    fn client_flags(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.file("ca.crt"),
+            "--cert".into(),
+            self.file("client.crt"),
+            "--key".into(),
+            self.file("client.key"),
+        ]
+    }
+}
+
+fn https(node: &Node) -> String {
+    format!("https://{}", node.endpoint())
+}
+
+/// etcdctl against `node` with `tls` flags, then `args`.
+fn tls_etcdctl(node: &Node, tls: &[String], args: &[&str]) -> CmdOutput {
+    let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
+    all.extend_from_slice(&["--dial-timeout", "2s", "--command-timeout", "4s"]);
+    all.extend_from_slice(args);
+    etcdctl(&https(node), &all, None)
+}
+
+#[track_caller]
+fn wait_until(what: &str, cluster: &GossipCluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + FORM_TIMEOUT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "not within {FORM_TIMEOUT:?}: {what}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Every running node lists the running nodes as started voters, over TLS.
+fn whole(cluster: &GossipCluster, pki: &Pki) -> bool {
+    let running: Vec<&Node> = cluster.nodes.iter().filter(|n| n.is_running()).collect();
+    running.iter().all(|node| {
+        let list = tls_etcdctl(node, &pki.client_flags(), &["member", "list", "-w", "json"]);
+        if !list.success() {
+            return false;
+        }
+        let members = list.json()["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        members.len() == running.len()
+            && members.iter().all(|m| {
+                m["name"].as_str().is_some_and(|n| !n.is_empty())
+                    && m["isLearner"].as_bool() != Some(true)
+                    && m["peerURLs"][0]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("https://"))
+                    && m["clientURLs"][0]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("https://"))
+            })
+    })
+}
+
+fn tls_cluster(size: usize, pki: &Pki, extra: &[&str]) -> GossipCluster {
+    let mut flags = pki.run_flags();
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = GossipCluster::on_loopback(size, &flags);
+    for i in 0..size {
+        cluster.start(i);
+    }
+    wait_until("the nodes form one cluster over TLS", &cluster, || {
+        whole(&cluster, pki)
+    });
+    cluster
+}
+
+#[test]
+fn etcdctl_needs_a_client_certificate_from_the_cluster_ca() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let cluster = tls_cluster(1, &pki, &[]);
+    let node = &cluster.nodes[0];
+    tls_etcdctl(node, &pki.client_flags(), &["put", "greeting", "hello"]).ok();
+    let got = tls_etcdctl(
+        node,
+        &pki.client_flags(),
+        &["get", "greeting", "--print-value-only"],
+    );
+    assert_eq!(got.out().trim(), "hello");
+
+    // No client certificate: the handshake is refused.
+    let ca_only = vec!["--cacert".to_string(), pki.file("ca.crt")];
+    assert!(!tls_etcdctl(node, &ca_only, &["get", "greeting"]).success());
+    // A client certificate from another CA: refused as well.
+    let other = Pki::new();
+    let foreign = vec![
+        "--cacert".to_string(),
+        pki.file("ca.crt"),
+        "--cert".into(),
+        other.file("client.crt"),
+        "--key".into(),
+        other.file("client.key"),
+    ];
+    assert!(!tls_etcdctl(node, &foreign, &["get", "greeting"]).success());
+    // Plain text on a TLS port gets nowhere.
+    let plain = etcdctl(
+        &node.endpoint(),
+        &["--dial-timeout", "2s", "get", "greeting"],
+        None,
+    );
+    assert!(!plain.success());
+}
+
+#[test]
+fn a_three_node_cluster_forms_and_heals_over_mutual_tls() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let mut cluster = tls_cluster(
+        3,
+        &pki,
+        &[
+            "--health-check-interval",
+            "1s",
+            "--health-check-timeout",
+            "3s",
+        ],
+    );
+    tls_etcdctl(&cluster.nodes[0], &pki.client_flags(), &["put", "k", "v"]).ok();
+    // A member lost for good is replaced by a fresh node, all over TLS.
+    cluster.kill9(2);
+    let fresh = Node::replacing(&cluster.nodes[2]);
+    cluster.nodes[2] = fresh;
+    cluster.start(2);
+    wait_until(
+        "the fresh node takes the lost member's place",
+        &cluster,
+        || {
+            whole(&cluster, &pki)
+                && tls_etcdctl(
+                    &cluster.nodes[2],
+                    &pki.client_flags(),
+                    &["get", "k", "--print-value-only"],
+                )
+                .stdout
+                .trim()
+                    == "v"
+        },
+    );
+}
+
+/// The SHA-256 fingerprint of the certificate `node` presents.
+fn served_fingerprint(node: &Node, pki: &Pki) -> String {
+    let connect = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &node.endpoint(),
+            "-cert",
+            &pki.file("client.crt"),
+            "-key",
+            &pki.file("client.key"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    fingerprint_of_pem(&String::from_utf8_lossy(&connect.stdout))
+}
+
+fn fingerprint_of_pem(text: &str) -> String {
+    let mut child = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn fingerprint_of_file(path: &Path) -> String {
+    fingerprint_of_pem(&std::fs::read_to_string(path).unwrap())
+}
+
+#[test]
+fn new_certificates_are_taken_up_on_sighup_without_downtime() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let cluster = tls_cluster(1, &pki, &[]);
+    let node = &cluster.nodes[0];
+    let before = served_fingerprint(node, &pki);
+    assert_eq!(before, fingerprint_of_file(&pki.path("server.crt")));
+    // New certificates from the same CA, written over the old ones.
+    pki.e2d(&["pki", "gencerts", "--force"]).ok();
+    let after_file = fingerprint_of_file(&pki.path("server.crt"));
+    assert_ne!(before, after_file);
+    node.signal("HUP");
+    wait_until("the node presents the new certificate", &cluster, || {
+        served_fingerprint(node, &pki) == after_file
+    });
+    // Clients with the new client certificate are served; the node never
+    // stopped.
+    tls_etcdctl(node, &pki.client_flags(), &["put", "after", "rotation"]).ok();
+    assert!(
+        node.log().contains("reloaded the certificates"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn bad_certificates_are_refused_with_the_reason() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let data_dir = pki.file("data");
+    let run = |replace: &[(&str, String)]| {
+        let mut flags = pki.run_flags();
+        for (flag, value) in replace {
+            let at = flags.iter().position(|f| f == flag).unwrap();
+            flags[at + 1] = value.clone();
+        }
+        let mut args = vec![
+            "run",
+            "--data-dir",
+            &data_dir,
+            "--client-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend(flags.iter().map(String::as_str));
+        e2d_command(&args, &[])
+    };
+    run(&[("--server-cert", pki.file("missing.crt"))]).fails_with("cannot read");
+    run(&[("--server-key", pki.file("client.key"))]).fails_with("is not the key of");
+    run(&[
+        ("--peer-cert", other.file("peer.crt")),
+        ("--peer-key", other.file("peer.key")),
+    ])
+    .fails_with("is not signed by the CA");
+    run(&[("--client-cert", pki.file("ca.key"))]).fails_with("holds no certificate");
+    let args = [
+        "run",
+        "--data-dir",
+        &data_dir,
+        "--ca-cert",
+        &pki.file("ca.crt"),
+    ];
+    e2d_command(&args, &[]).fails_with("pass --server-cert and --server-key");
+    pki.e2d(&["pki", "init"])
+        .fails_with("already exists; pass --force");
+    assert!(!Path::new(&data_dir).join("db").exists());
+}
