@@ -32,6 +32,9 @@ pub struct StatusReport {
     pub gossip: Vec<GossipReport>,
     /// The newest snapshot taken, when a snapshot store is configured.
     pub last_snapshot: Option<String>,
+    /// Gossip messages dropped because they failed authentication.
+    #[serde(default)]
+    pub gossip_unauthenticated_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

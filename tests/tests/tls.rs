@@ -343,3 +343,64 @@ fn bad_certificates_are_refused_with_the_reason() {
         .fails_with("already exists; pass --force");
     assert!(!Path::new(&data_dir).join("db").exists());
 }
+
+#[test]
+fn a_gossip_node_without_the_ca_key_can_neither_join_nor_disturb() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let other = Pki::new();
+    let key = pki.file("ca.key");
+    let mut cluster = GossipCluster::on_loopback(3, &[]);
+    for i in 0..3 {
+        cluster.nodes[i]
+            .env
+            .push(("E2D_CA_KEY".into(), key.clone()));
+        cluster.start(i);
+    }
+    cluster.wait_until("the sealed gossip forms a cluster", FORM_TIMEOUT, |c| {
+        (0..3).all(|i| c.nodes[i].is_healthy() && c.has_running_nodes_as_voters(i))
+    });
+    // Two intruders seeded with the cluster: one gossips in the clear, one
+    // with another CA's key. Neither is let in; the cluster stays as it is.
+    let other_key = other.file("ca.key");
+    for intruder_key in [None, Some(other_key.as_str())] {
+        let mut intruder = Node::new(std::net::Ipv4Addr::LOCALHOST);
+        if let Some(key) = intruder_key {
+            intruder.env.push(("E2D_CA_KEY".into(), key.into()));
+        }
+        cluster.add(intruder);
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    for i in 0..3 {
+        let status = cluster.nodes[i].status().expect("a member answers");
+        let gossip = status["gossip"].as_array().cloned().unwrap_or_default();
+        // The other two members, and no one else.
+        assert_eq!(gossip.len(), 2, "node {i} sees {gossip:?}");
+        assert!(
+            gossip.iter().all(|g| g["status"] == "running"),
+            "node {i} sees {gossip:?}"
+        );
+        assert_eq!(cluster.members(i).map(|m| m.len()), Some(3), "node {i}");
+    }
+    let dropped: u64 = (0..3)
+        .map(|i| {
+            cluster.nodes[i].status().unwrap()["gossip_unauthenticated_dropped"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        dropped > 0,
+        "the intruders' messages were not counted as dropped"
+    );
+    for intruder in &cluster.nodes[3..] {
+        let status = intruder.status().expect("the intruder answers");
+        assert_eq!(status["state"], "pending", "{status}");
+        let seen = status["gossip"].as_array().cloned().unwrap_or_default();
+        assert!(
+            seen.iter().all(|g| g["status"] != "running"),
+            "the intruder sees {seen:?}"
+        );
+    }
+    assert_eq!(cluster.members(0).map(|m| m.len()), Some(3));
+}

@@ -58,22 +58,7 @@ pub fn hex(bytes: &[u8]) -> String {
 impl SnapshotKeys {
     /// Reads the CA key at `path` and derives the snapshot keys from it.
     pub fn from_ca_key_file(path: &std::path::Path) -> Result<Self, CaKeyError> {
-        use std::io::Read;
-        let shown = path.display().to_string();
-        let read = |source| CaKeyError::Read {
-            path: shown.clone(),
-            source,
-        };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(read)?
-            .take(KEY_FILE_BYTES_MAX)
-            .read_to_string(&mut text)
-            .map_err(read)?;
-        Self::from_pem(&text).map_err(|reason| CaKeyError::Format {
-            path: shown,
-            reason,
-        })
+        Ok(Self::from_secret(&ca_secret_from_file(path)?))
     }
 
     /// Derives the snapshot keys from a PEM private key.
@@ -97,6 +82,26 @@ impl SnapshotKeys {
             .expect(lengths_fit);
         keys
     }
+}
+
+/// The CA key at `path`, reduced to its secret (see the module docs).
+pub fn ca_secret_from_file(path: &std::path::Path) -> Result<Vec<u8>, CaKeyError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let read = |source| CaKeyError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(KEY_FILE_BYTES_MAX)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    secret_of_pem(&text).map_err(|reason| CaKeyError::Format {
+        path: shown,
+        reason,
+    })
 }
 
 /// The first PEM block's label and DER bytes.

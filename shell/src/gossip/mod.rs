@@ -8,6 +8,7 @@
 
 mod frame;
 mod junk_filter;
+pub mod seal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::server::clock::Clock;
 use junk_filter::JunkFilter;
+pub use seal::Seal;
+use seal::{Channel, SEAL_OVERHEAD_BYTES};
 
 /// Largest datagram read; anything longer is truncated and refused.
 const DATAGRAM_BUFFER_BYTES: usize = 64 * 1024;
@@ -63,6 +66,8 @@ enum Exchange {
 pub struct Gossip {
     control: mpsc::Sender<Control>,
     pub local_addr: SocketAddr,
+    /// The seal in use, and its count of dropped messages.
+    pub seal: Seal,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +80,8 @@ pub struct GossipConfig {
     pub seeds: Vec<SocketAddr>,
     pub swim: swim::Config,
     pub rng_seed: u64,
+    /// Seals every message (or none, without a CA key).
+    pub seal: Seal,
 }
 
 impl Gossip {
@@ -84,13 +91,19 @@ impl Gossip {
         config: GossipConfig,
         meta: NodeMeta,
     ) -> std::io::Result<(Gossip, mpsc::Receiver<MemberView>)> {
+        let seal = config.seal.clone();
+        let mut swim_config = config.swim;
+        if seal.is_on() {
+            // Sealed datagrams stay within the size the network takes.
+            swim_config.max_packet_bytes -= SEAL_OVERHEAD_BYTES;
+        }
         let udp = UdpSocket::bind(config.bind).await?;
         let bound = udp.local_addr()?;
         let tcp = TcpListener::bind(bound).await?;
         let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
         let clock = Clock::start();
         let mut machine = Swim::new(
-            config.swim,
+            swim_config,
             local_addr,
             meta,
             config.rng_seed,
@@ -109,6 +122,7 @@ impl Gossip {
             exchange_tx.clone(),
             permits.clone(),
             machine.config().max_push_pull_bytes(),
+            seal.clone(),
         ));
         let task = Loop {
             machine,
@@ -120,11 +134,13 @@ impl Gossip {
             exchange_tx,
             permits,
             junk: JunkFilter::default(),
+            seal,
         };
         tokio::spawn(task.run());
         let gossip = Gossip {
             control: control_tx,
             local_addr,
+            seal: config.seal,
         };
         Ok((gossip, events_rx))
     }
@@ -164,6 +180,7 @@ async fn accept_push_pulls(
     exchanges: mpsc::Sender<Exchange>,
     permits: Arc<Semaphore>,
     max_bytes: usize,
+    seal: Seal,
 ) {
     loop {
         let (stream, from) = match listener.accept().await {
@@ -179,10 +196,10 @@ async fn accept_push_pulls(
             tracing::debug!(%from, "push-pull refused: too many in flight");
             continue;
         };
-        let exchanges = exchanges.clone();
+        let (exchanges, seal) = (exchanges.clone(), seal.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let work = serve_push_pull(stream, from, &exchanges, max_bytes);
+            let work = serve_push_pull(stream, from, &exchanges, max_bytes, &seal);
             match tokio::time::timeout(frame::EXCHANGE_TIMEOUT, work).await {
                 Ok(Err(e)) => tracing::debug!(%from, error = %e, "push-pull from peer failed"),
                 Err(_) => tracing::debug!(%from, "push-pull from peer timed out"),
@@ -197,8 +214,12 @@ async fn serve_push_pull(
     from: SocketAddr,
     exchanges: &mpsc::Sender<Exchange>,
     max_bytes: usize,
+    seal: &Seal,
 ) -> Result<(), frame::FrameError> {
-    let bytes = frame::read_frame(&mut stream, max_bytes).await?;
+    let sealed = frame::read_frame(&mut stream, max_bytes + SEAL_OVERHEAD_BYTES).await?;
+    let Some(bytes) = seal.open(Channel::PushPull, &sealed) else {
+        return Ok(());
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
     let inbound = Exchange::Inbound {
         from,
@@ -209,7 +230,7 @@ async fn serve_push_pull(
         return Ok(());
     }
     if let Ok(Some(reply)) = reply_rx.await {
-        frame::write_frame(&mut stream, &reply).await?;
+        frame::write_frame(&mut stream, &seal.seal(Channel::PushPull, &reply)).await?;
     }
     Ok(())
 }
@@ -224,6 +245,7 @@ struct Loop {
     exchange_tx: mpsc::Sender<Exchange>,
     permits: Arc<Semaphore>,
     junk: JunkFilter,
+    seal: Seal,
 }
 
 impl Loop {
@@ -264,7 +286,11 @@ impl Loop {
         if !self.junk.admit(from.ip(), now_ms) {
             return;
         }
-        if let Err(e) = self.machine.handle_packet(from, bytes, now_ms) {
+        let Some(bytes) = self.seal.open(Channel::Datagram, bytes) else {
+            self.junk.record_junk(from.ip(), now_ms);
+            return;
+        };
+        if let Err(e) = self.machine.handle_packet(from, &bytes, now_ms) {
             tracing::debug!(%from, error = %e, "gossip datagram refused");
             self.junk.record_junk(from.ip(), now_ms);
         }
@@ -313,7 +339,8 @@ impl Loop {
         while let Some(transmit) = self.machine.poll_transmit() {
             match transmit.kind {
                 TransmitKind::Datagram => {
-                    if let Err(e) = send_datagram(&self.udp, &transmit.bytes, transmit.to).await {
+                    let sealed = self.seal.seal(Channel::Datagram, &transmit.bytes);
+                    if let Err(e) = send_datagram(&self.udp, &sealed, transmit.to).await {
                         tracing::debug!(to = %transmit.to, error = %e, "gossip datagram not sent");
                     }
                 }
@@ -334,12 +361,18 @@ impl Loop {
                 .handle_push_pull_failed(to, self.clock.now_ms());
             return;
         };
-        let max_bytes = self.machine.config().max_push_pull_bytes();
+        let max_bytes = self.machine.config().max_push_pull_bytes() + SEAL_OVERHEAD_BYTES;
         let report = self.exchange_tx.clone();
+        let seal = self.seal.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = match frame::exchange(to, &request, max_bytes).await {
-                Ok(bytes) => Exchange::Answered { to, bytes },
+            let request = seal.seal(Channel::PushPull, &request);
+            let answered = frame::exchange(to, &request, max_bytes)
+                .await
+                .map(|reply| seal.open(Channel::PushPull, &reply));
+            let outcome = match answered {
+                Ok(Some(bytes)) => Exchange::Answered { to, bytes },
+                Ok(None) => Exchange::Failed { to },
                 Err(e) => {
                     tracing::debug!(%to, error = %e, "push-pull failed");
                     Exchange::Failed { to }
@@ -385,6 +418,7 @@ mod tests {
                 ..swim::Config::lan()
             },
             rng_seed: seed,
+            seal: Seal::default(),
         }
     }
 

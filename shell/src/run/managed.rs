@@ -98,6 +98,7 @@ pub async fn run(
     let gossiping = args.required_cluster_size > 1 || !args.bootstrap_addrs.is_empty();
     let (gossip, mut gossip_events) = if gossiping {
         let (gossip, events) = start_gossip(&args, &settings).await?;
+        port.routes.board.set_gossip_seal(gossip.seal.clone());
         (Some(gossip), Some(events))
     } else {
         (None, None)
@@ -176,6 +177,13 @@ async fn start_gossip(
         seeds,
         swim: e2d_core::swim::Config::lan(),
         rng_seed: crate::node_seed::node_seed(),
+        seal: match &args.envelope.ca_key {
+            Some(path) => crate::gossip::Seal::from_ca_secret(
+                &crate::backup::ca_key::ca_secret_from_file(path)
+                    .map_err(|e| RunError::Config(e.to_string()))?,
+            ),
+            None => crate::gossip::Seal::default(),
+        },
     };
     let (gossip, events) =
         Gossip::start(config, meta)

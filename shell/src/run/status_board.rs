@@ -28,6 +28,7 @@ struct Board {
     node: Option<Arc<Node>>,
     gossip: BTreeMap<String, MemberView>,
     last_snapshot: Option<String>,
+    seal: Option<crate::gossip::Seal>,
 }
 
 fn hex(id: u64) -> String {
@@ -69,6 +70,11 @@ impl StatusBoard {
 
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gossip runs with `seal`, whose dropped messages the report counts.
+    pub fn set_gossip_seal(&self, seal: crate::gossip::Seal) {
+        self.board().seal = Some(seal);
     }
 
     /// This member uploaded the snapshot `name`.
@@ -130,6 +136,7 @@ impl StatusBoard {
             state: board.state.to_string(),
             waiting_for: board.waiting.clone(),
             last_snapshot: board.last_snapshot.clone(),
+            gossip_unauthenticated_dropped: board.seal.as_ref().map_or(0, |s| s.failures()),
             gossip: board
                 .gossip
                 .values()
