@@ -344,9 +344,20 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// The client address of the node to ask (host:port or http://host:port).
+    /// The client address of the node to ask (host:port, http://host:port
+    /// or https://host:port).
     #[arg(long, env = "E2D_ENDPOINT", default_value = "127.0.0.1:2379")]
     pub endpoint: String,
+
+    /// For an https endpoint: the CA that signed the node's certificate.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// For an https endpoint: the client certificate to present.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// For an https endpoint: the client certificate's key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 
     /// Print the status as JSON.
     #[arg(long)]

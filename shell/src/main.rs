@@ -41,7 +41,15 @@ fn main() -> std::process::ExitCode {
         },
         Command::Status(args) => {
             let timeout = std::time::Duration::from_millis(args.timeout);
-            match status::fetch(&args.endpoint, timeout) {
+            let tls = match (&args.cacert, &args.cert, &args.key) {
+                (Some(ca_cert), Some(cert), Some(key)) => Some(status::ClientTls {
+                    ca_cert: ca_cert.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            };
+            match status::fetch(&args.endpoint, timeout, tls.as_ref()) {
                 Ok(report) if args.json => {
                     println!(
                         "{}",

@@ -60,38 +60,49 @@ pub struct GossipReport {
     pub cluster_id: String,
 }
 
+/// The client certificate `e2d status` presents to an https endpoint.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca_cert: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 /// Fetches the status of the node whose client API is at `endpoint`
-/// (`host:port` or `http://host:port`).
-pub fn fetch(endpoint: &str, timeout: Duration) -> Result<StatusReport, String> {
-    let authority = endpoint
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    if authority.starts_with("https://") {
-        return Err(format!("{endpoint}: TLS endpoints are not supported by e2d status yet; use the plain client address"));
-    }
+/// (`host:port`, `http://host:port`, or `https://host:port` with `tls`).
+pub fn fetch(
+    endpoint: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<StatusReport, String> {
+    let trimmed = endpoint.trim().trim_end_matches('/');
+    let (authority, secure) = match trimmed.strip_prefix("https://") {
+        Some(authority) => (authority, true),
+        None => (trimmed.trim_start_matches("http://"), false),
+    };
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("{endpoint}: not a host:port address ({e})"))?
         .next()
         .ok_or_else(|| format!("{endpoint}: the name resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+    let stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("cannot reach {endpoint}: {e} (is e2d running there?)"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{endpoint}: {e}"))?;
-    let request = format!(
-        "GET {STATUS_PATH} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("{endpoint}: {e}"))?;
-    let mut answer = Vec::new();
-    stream
-        .take(STATUS_BYTES_MAX)
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("{endpoint}: no complete answer: {e}"))?;
+    let answer = if secure {
+        let tls =
+            tls.ok_or_else(|| format!("{endpoint} is https: pass --cacert, --cert and --key"))?;
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
+        let connection = tls_connection(tls, host).map_err(|e| format!("{endpoint}: {e}"))?;
+        ask(rustls::StreamOwned::new(connection, stream), authority)
+    } else {
+        ask(stream, authority)
+    }
+    .map_err(|e| format!("{endpoint}: {e}"))?;
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -104,6 +115,48 @@ pub fn fetch(endpoint: &str, timeout: Duration) -> Result<StatusReport, String> 
     }
     serde_json::from_str(body)
         .map_err(|e| format!("{endpoint}: the status is not what e2d reports ({e})"))
+}
+
+/// Sends the status request over `stream` and reads the whole answer.
+fn ask(mut stream: impl Read + Write, authority: &str) -> Result<Vec<u8>, String> {
+    let request = format!(
+        "GET {STATUS_PATH} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    // A TLS peer that closes without close_notify still sent the answer.
+    match stream.take(STATUS_BYTES_MAX).read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => Ok(answer),
+        Err(e) => Err(format!("no complete answer: {e}")),
+    }
+}
+
+fn tls_connection(tls: &ClientTls, host: &str) -> Result<rustls::ClientConnection, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let ca = crate::pki::check::load_certs(&tls.ca_cert).map_err(|e| e.to_string())?;
+    let chain = crate::pki::check::load_certs(&tls.cert).map_err(|e| e.to_string())?;
+    let key_text = std::fs::read_to_string(&tls.key)
+        .map_err(|e| format!("cannot read {}: {e}", tls.key.display()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_text.as_bytes())
+        .map_err(|e| format!("{} is not a PEM private key: {e}", tls.key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("the client certificate cannot be used: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+        .map_err(|e| format!("{host} is not a server name: {e}"))?;
+    rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())
 }
 
 /// The report as the table `e2d status` prints.
@@ -246,9 +299,9 @@ mod tests {
 
     #[test]
     fn unreachable_endpoints_say_so() {
-        let error = fetch("127.0.0.1:1", Duration::from_secs(1)).unwrap_err();
+        let error = fetch("127.0.0.1:1", Duration::from_secs(1), None).unwrap_err();
         assert!(error.contains("cannot reach 127.0.0.1:1"), "{error}");
-        let error = fetch("no port", Duration::from_secs(1)).unwrap_err();
+        let error = fetch("no port", Duration::from_secs(1), None).unwrap_err();
         assert!(error.contains("not a host:port"), "{error}");
     }
 }

@@ -188,6 +188,26 @@ fn etcdctl_needs_a_client_certificate_from_the_cluster_ca() {
         other.file("client.key"),
     ];
     assert!(!tls_etcdctl(node, &foreign, &["get", "greeting"]).success());
+    // `e2d status` speaks TLS with the same certificates.
+    let endpoint = https(node);
+    let status = e2d_command(
+        &[
+            "status",
+            "--endpoint",
+            &endpoint,
+            "--json",
+            "--cacert",
+            &pki.file("ca.crt"),
+            "--cert",
+            &pki.file("client.crt"),
+            "--key",
+            &pki.file("client.key"),
+        ],
+        &[],
+    );
+    assert_eq!(status.json()["state"], "running", "{status}");
+    e2d_command(&["status", "--endpoint", &endpoint], &[])
+        .fails_with("pass --cacert, --cert and --key");
     // Plain text on a TLS port gets nowhere.
     let plain = etcdctl(
         &node.endpoint(),
