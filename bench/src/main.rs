@@ -1,96 +1,142 @@
-//! `e2d-bench`: a put load against any etcd-compatible endpoints, through
-//! the third-party `etcd-client` crate, so e2d and etcd are measured alike.
+//! `e2d-bench`: etcd's benchmark vocabulary against any etcd-compatible
+//! endpoints, through the third-party `etcd-client` crate, so e2d and etcd
+//! are measured by the same client code.
 //!
-//! Prints throughput and latency percentiles as one line of `key=value`.
+//! Connection flags come before the workload, workload flags after it:
+//!
+//! ```text
+//! e2d-bench --endpoints 127.0.0.1:2379 --conns 100 --clients 1000 --json \
+//!     put --total 100000 --key-size 8 --val-size 256 --key-space-size 100000
+//! ```
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod report;
+mod workloads;
 
-use clap::Parser;
-use tokio::sync::Mutex;
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "e2d-bench",
-    about = "Put load against etcd-compatible endpoints"
-)]
-struct Args {
-    /// Comma-separated endpoints, e.g. 127.0.0.1:2379,127.0.0.1:22379.
+#[command(name = "e2d-bench", about = "Benchmarks etcd-compatible servers")]
+pub struct Cli {
+    /// Comma-separated endpoints.
+    #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Connections, shared by the clients.
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Clients issuing requests at once.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Print the result as JSON.
     #[arg(long)]
-    endpoints: String,
-    /// Concurrent clients (each its own connection).
-    #[arg(long, default_value_t = 16)]
-    clients: usize,
-    /// Puts in all.
-    #[arg(long, default_value_t = 10_000)]
-    total: usize,
-    /// Distinct keys written (round robin).
-    #[arg(long, default_value_t = 1_000)]
-    key_space: usize,
-    #[arg(long, default_value_t = 256)]
-    value_bytes: usize,
-    /// A label printed with the results.
-    #[arg(long, default_value = "target")]
-    label: String,
+    pub json: bool,
+    /// CA certificate for https endpoints.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate for https endpoints.
+    #[arg(long)]
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key for https endpoints.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub workload: Workload,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    if args.clients == 0 || args.total == 0 || args.key_space == 0 {
-        return Err("--clients, --total and --key-space must be greater than zero".into());
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// Requests in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub total: u64,
+    /// Requests per second over all clients (0: as fast as they go).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct KeyArgs {
+    /// Bytes per key.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Distinct keys written.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: u64,
+    /// Keys in order rather than at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Workload {
+    /// Puts.
+    Put {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Ranges over [key, end).
+    Range {
+        key: String,
+        end: Option<String>,
+        #[command(flatten)]
+        common: Common,
+        /// l: linearizable, s: serializable.
+        #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+        consistency: String,
+    },
+    /// Transactions of puts.
+    TxnPut {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Puts per transaction.
+        #[arg(long, default_value_t = 1)]
+        txn_ops: usize,
+    },
+    /// One writer, many watchers of its key: events delivered per second
+    /// and the time from a put's answer to each watcher's event.
+    Watch {
+        #[command(flatten)]
+        common: Common,
+        /// Watchers in all (spread over the connections).
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+    },
+    /// Lease keep-alives on one lease per client.
+    LeaseKeepalive {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if cli.conns == 0 || cli.clients == 0 || cli.endpoints.is_empty() {
+        eprintln!("error: --conns, --clients and --endpoints must not be zero or empty");
+        return std::process::ExitCode::from(2);
     }
-    let endpoints: Vec<String> = args.endpoints.split(',').map(str::to_string).collect();
-    let value = vec![b'v'; args.value_bytes];
-    let next = Arc::new(Mutex::new(0usize));
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(args.clients);
-    for client_index in 0..args.clients {
-        // Spread clients over the endpoints, as a load balancer would.
-        let endpoint = endpoints[client_index % endpoints.len()].clone();
-        let mut client = etcd_client::Client::connect([endpoint], None).await?;
-        let (next, value, total, key_space) =
-            (next.clone(), value.clone(), args.total, args.key_space);
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let n = {
-                    let mut next = next.lock().await;
-                    if *next >= total {
-                        break;
-                    }
-                    *next += 1;
-                    *next - 1
-                };
-                let key = format!("bench/{:08}", n % key_space);
-                let begin = Instant::now();
-                client.put(key, value.clone(), None).await?;
-                latencies.push(begin.elapsed());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the runtime starts");
+    match runtime.block_on(workloads::run(&cli)) {
+        Ok(report) => {
+            if cli.json {
+                println!("{}", report.json());
+            } else {
+                println!("{}", report.text());
             }
-            Ok::<_, etcd_client::Error>(latencies)
-        }));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    let mut latencies: Vec<Duration> = Vec::with_capacity(args.total);
-    for worker in workers {
-        latencies.extend(worker.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[index].as_secs_f64() * 1000.0
-    };
-    println!(
-        "label={} puts={} clients={} seconds={:.2} puts_per_second={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
-        args.label,
-        latencies.len(),
-        args.clients,
-        elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(0.5),
-        percentile(0.9),
-        percentile(0.99),
-        percentile(1.0),
-    );
-    Ok(())
 }

@@ -237,7 +237,7 @@ pub async fn serve(
                 .await
         }
         None => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = super::without_delay(listener);
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

@@ -204,6 +204,21 @@ async fn listen(
         })
 }
 
+/// The connections of `listener` with Nagle's algorithm off: a small
+/// answer goes out at once instead of waiting for the client's delayed
+/// acknowledgement (40 ms on Linux).
+#[cfg(not(madsim))]
+fn without_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 #[cfg(not(madsim))]
 async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -277,7 +277,7 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
         },
         None => {
             router
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(super::without_delay(listener))
                 .await
         }
     };

@@ -1,0 +1,322 @@
+//! The workloads: each client runs requests until the shared count of
+//! `--total` is reached, paced by `--rate`, recording every latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use hdrhistogram::Histogram;
+
+use crate::report::{histogram, record, Report};
+use crate::{Cli, Common, KeyArgs, Workload};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long watchers wait for the last events after the writer is done.
+const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
+    let mut options = ConnectOptions::new();
+    if let Some(ca) = &cli.cacert {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(ca)?));
+        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+        }
+        options = options.with_tls(tls);
+    }
+    let mut clients = Vec::with_capacity(cli.conns);
+    for i in 0..cli.conns {
+        let endpoint = &cli.endpoints[i % cli.endpoints.len()];
+        clients.push(Client::connect([endpoint.as_str()], Some(options.clone())).await?);
+    }
+    Ok(clients)
+}
+
+/// A small generator per client for random keys.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn key_of(keys: &KeyArgs, n: u64, rng: &mut XorShift) -> Vec<u8> {
+    let index = if keys.sequential_keys {
+        n % keys.key_space_size.max(1)
+    } else {
+        rng.next() % keys.key_space_size.max(1)
+    };
+    let digits = format!("{index:0width$}", width = keys.key_size);
+    digits.as_bytes()[digits.len().saturating_sub(keys.key_size.max(1))..].to_vec()
+}
+
+/// Counts requests out to the clients and paces them.
+struct Pacer {
+    next: AtomicU64,
+    total: u64,
+    rate: u64,
+    start: Instant,
+}
+
+impl Pacer {
+    /// The next request's number, once it is due; `None` when all are out.
+    async fn take(&self) -> Option<u64> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if n >= self.total {
+            return None;
+        }
+        if self.rate > 0 {
+            let due = self.start + Duration::from_secs_f64(n as f64 / self.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        Some(n)
+    }
+}
+
+/// Runs `clients` copies of `request` over the connections round robin.
+async fn run_clients<F, Fut>(
+    cli: &Cli,
+    common: &Common,
+    workload: &'static str,
+    request: F,
+) -> Result<Report, Error>
+where
+    F: Fn(Client, u64, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), etcd_client::Error>> + Send,
+{
+    let conns = connections(cli).await?;
+    let pacer = Arc::new(Pacer {
+        next: AtomicU64::new(0),
+        total: common.total,
+        rate: common.rate,
+        start: Instant::now(),
+    });
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(cli.clients);
+    for client_index in 0..cli.clients {
+        let client = conns[client_index % conns.len()].clone();
+        let (pacer, request) = (pacer.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = histogram();
+            let mut errors = 0u64;
+            while let Some(n) = pacer.take().await {
+                let begin = Instant::now();
+                match request(client.clone(), n, client_index).await {
+                    Ok(()) => record(&mut latencies, begin.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = histogram();
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await?;
+        latencies.add(h)?;
+        errors += e;
+    }
+    Ok(Report {
+        workload,
+        total: common.total,
+        errors,
+        elapsed: start.elapsed(),
+        operations: common.total - errors,
+        latencies,
+    })
+}
+
+pub async fn run(cli: &Cli) -> Result<Report, Error> {
+    match &cli.workload {
+        Workload::Put { common, keys } => {
+            let (keys, value) = (Arc::new(keys.clone()), Arc::new(vec![b'v'; keys.val_size]));
+            run_clients(cli, common, "put", move |mut client, n, who| {
+                let (keys, value) = (keys.clone(), value.clone());
+                async move {
+                    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (n << 8) ^ who as u64);
+                    client
+                        .put(key_of(&keys, n, &mut rng), value.to_vec(), None)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await
+        }
+        Workload::Range {
+            key,
+            end,
+            common,
+            consistency,
+        } => {
+            let (key, end, serializable) = (key.clone(), end.clone(), consistency == "s");
+            let name = if serializable { "range-s" } else { "range-l" };
+            run_clients(cli, common, name, move |mut client, _, _| {
+                let (key, end) = (key.clone(), end.clone());
+                async move {
+                    let mut options = GetOptions::new();
+                    if let Some(end) = end {
+                        options = options.with_range(end);
+                    }
+                    if serializable {
+                        options = options.with_serializable();
+                    }
+                    client.get(key, Some(options)).await.map(|_| ())
+                }
+            })
+            .await
+        }
+        Workload::TxnPut {
+            common,
+            keys,
+            txn_ops,
+        } => {
+            let (keys, value, ops) = (
+                Arc::new(keys.clone()),
+                Arc::new(vec![b'v'; keys.val_size]),
+                *txn_ops,
+            );
+            run_clients(cli, common, "txn-put", move |mut client, n, who| {
+                let (keys, value) = (keys.clone(), value.clone());
+                async move {
+                    let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (n << 8) ^ who as u64);
+                    let puts: Vec<TxnOp> = (0..ops)
+                        .map(|_| TxnOp::put(key_of(&keys, n, &mut rng), value.to_vec(), None))
+                        .collect();
+                    client.txn(Txn::new().and_then(puts)).await.map(|_| ())
+                }
+            })
+            .await
+        }
+        Workload::LeaseKeepalive { common } => {
+            type Stream = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+            // One lease and one keep-alive stream per client, made on its
+            // first request.
+            let streams: Arc<Vec<tokio::sync::Mutex<Option<Stream>>>> = Arc::new(
+                (0..cli.clients)
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+            );
+            run_clients(cli, common, "lease-keepalive", move |mut client, _, who| {
+                let streams = streams.clone();
+                async move {
+                    let mut slot = streams[who].lock().await;
+                    if slot.is_none() {
+                        let id = client.lease_grant(60, None).await?.id();
+                        *slot = Some(client.lease_keep_alive(id).await?);
+                    }
+                    let (keeper, stream) = slot.as_mut().expect("made above");
+                    keeper.keep_alive().await?;
+                    stream.message().await.map(|_| ())
+                }
+            })
+            .await
+        }
+        Workload::Watch {
+            common,
+            watchers,
+            val_size,
+        } => watch(cli, common, *watchers, *val_size).await,
+    }
+}
+
+/// One writer puts `total` values into one key, each carrying its number;
+/// every watcher records the time from the put's sending to the event.
+async fn watch(
+    cli: &Cli,
+    common: &Common,
+    watchers: usize,
+    val_size: usize,
+) -> Result<Report, Error> {
+    const KEY: &str = "e2d-bench/watch";
+    let conns = connections(cli).await?;
+    let total = common.total;
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> =
+        Arc::new(Mutex::new(vec![None; total as usize]));
+    let mut tasks = Vec::with_capacity(watchers);
+    let ready = Arc::new(tokio::sync::Barrier::new(watchers + 1));
+    for w in 0..watchers {
+        let mut client = conns[w % conns.len()].clone();
+        let (sent_at, ready) = (sent_at.clone(), ready.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = histogram();
+            let mut stream = match client.watch(KEY, None).await {
+                Ok(watch) => watch,
+                Err(_) => {
+                    ready.wait().await;
+                    return (latencies, 0u64, total);
+                }
+            };
+            ready.wait().await;
+            let mut seen = 0u64;
+            let deadline = Instant::now() + WATCH_DRAIN_TIMEOUT + Duration::from_secs(total / 100);
+            while seen < total {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Ok(Ok(Some(response))) = tokio::time::timeout(left, stream.message()).await
+                else {
+                    break;
+                };
+                let now = Instant::now();
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    seen += 1;
+                    let n: usize = std::str::from_utf8(kv.value())
+                        .ok()
+                        .and_then(|v| v.trim_start_matches('0').parse().ok())
+                        .unwrap_or(0);
+                    let sent = sent_at
+                        .lock()
+                        .expect("not poisoned")
+                        .get(n)
+                        .copied()
+                        .flatten();
+                    if let Some(sent) = sent {
+                        record(&mut latencies, now.saturating_duration_since(sent));
+                    }
+                }
+            }
+            (latencies, seen, total - seen)
+        }));
+    }
+    ready.wait().await;
+    let start = Instant::now();
+    let mut writer = conns[0].clone();
+    let mut errors = 0;
+    for n in 0..total {
+        if common.rate > 0 {
+            let due = start + Duration::from_secs_f64(n as f64 / common.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let value = format!("{n:0width$}", width = val_size.max(1));
+        sent_at.lock().expect("not poisoned")[n as usize] = Some(Instant::now());
+        if writer.put(KEY, value, None).await.is_err() {
+            errors += 1;
+        }
+    }
+    let mut latencies: Histogram<u64> = histogram();
+    let mut delivered = 0;
+    let mut missed = 0;
+    for task in tasks {
+        let (h, seen, lost) = task.await?;
+        latencies.add(h)?;
+        delivered += seen;
+        missed += lost;
+    }
+    Ok(Report {
+        workload: "watch",
+        total: total * watchers as u64,
+        errors: errors * watchers as u64 + missed.saturating_sub(errors * watchers as u64),
+        elapsed: start.elapsed(),
+        operations: delivered,
+        latencies,
+    })
+}
