@@ -1,39 +1,139 @@
 #!/usr/bin/env bash
-# Starts a 3-member e2d cluster and a 3-member etcd cluster on loopback and
-# runs the same put load (e2d-bench) against each; prints one line per run.
-# Usage: bench/compare.sh [e2d-bench flags...]   (builds in release first)
+# e2d beside etcd (Debian etcd-server, default settings), on loopback and on
+# disk with fsync on for both: the same e2d-bench workloads against each,
+# in alternation, then one table: workload, e2d, etcd, ratio. Also the
+# disk's fsync time, server peak RSS after loading KEYS (default 1M) keys
+# of 256 B, and cold start to the first served request.
+#
+# Usage: bench/compare.sh          (SCALE=0.1 for a quick run, KEYS=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/e2d-target}"
 cargo build --release -q -p e2d-shell -p e2d-bench
 bin="$CARGO_TARGET_DIR/release"
-work=$(mktemp -d)
+SCALE="${SCALE:-1}"
+KEYS="${KEYS:-1000000}"
+work=$(mktemp -d /var/tmp/e2d-bench.XXXXXX)
 pids=()
 cleanup() { { kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
-wait_for() { # url
-  for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done
+wait_for() { # host:port
+  for _ in $(seq 1 600); do
+    etcdctl --endpoints "$1" --dial-timeout 1s endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
   echo "no answer from $1" >&2; return 1
 }
 
-e2d_cluster="m0=http://127.0.0.1:41380,m1=http://127.0.0.1:41381,m2=http://127.0.0.1:41382"
-for i in 0 1 2; do
-  "$bin/e2d" run --name "m$i" --data-dir "$work/e2d-m$i" --log-level warn \
-    --client-addr "127.0.0.1:4137$i" --peer-addr "127.0.0.1:4138$i" \
-    --gossip-addr "127.0.0.1:4139$i" \
-    --initial-cluster "$e2d_cluster" >"$work/e2d-m$i.log" 2>&1 &
-  pids+=($!)
-done
-etcd_cluster="m0=http://127.0.0.1:42380,m1=http://127.0.0.1:42381,m2=http://127.0.0.1:42382"
-for i in 0 1 2; do
-  etcd --name "m$i" --data-dir "$work/etcd-m$i" --log-level warn --logger zap \
-    --listen-client-urls "http://127.0.0.1:4237$i" --advertise-client-urls "http://127.0.0.1:4237$i" \
-    --listen-peer-urls "http://127.0.0.1:4238$i" --initial-advertise-peer-urls "http://127.0.0.1:4238$i" \
-    --initial-cluster "$etcd_cluster" >"$work/etcd-m$i.log" 2>&1 &
-  pids+=($!)
-done
-for i in 0 1 2; do wait_for "http://127.0.0.1:4137$i/health"; wait_for "http://127.0.0.1:4237$i/health"; done
+# start_e2d NAME PORT_BASE MEMBERS: members on PORT_BASE+i (client) and
+# PORT_BASE+10+i (peer), a static cluster.
+start_e2d() {
+  local name=$1 base=$2 size=$3 cluster="" i
+  for ((i = 0; i < size; i++)); do cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"; done
+  for ((i = 0; i < size; i++)); do
+    "$bin/e2d" run --name "m$i" --data-dir "$work/$name-m$i" --log-level warn \
+      --client-addr "127.0.0.1:$((base + i))" --peer-addr "127.0.0.1:$((base + 10 + i))" \
+      --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
+    pids+=($!)
+  done
+}
+start_etcd() {
+  local name=$1 base=$2 size=$3 cluster="" i
+  for ((i = 0; i < size; i++)); do cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"; done
+  for ((i = 0; i < size; i++)); do
+    etcd --name "m$i" --data-dir "$work/$name-m$i" --log-level warn --logger zap \
+      --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
+      --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
+      --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
+    pids+=($!)
+  done
+}
+endpoints() { local base=$1 size=$2 out="" i; for ((i = 0; i < size; i++)); do out+="${out:+,}127.0.0.1:$((base + i))"; done; echo "$out"; }
 
-"$bin/e2d-bench" --label e2d --endpoints 127.0.0.1:41370,127.0.0.1:41371,127.0.0.1:41372 "$@"
-"$bin/e2d-bench" --label etcd --endpoints 127.0.0.1:42370,127.0.0.1:42371,127.0.0.1:42372 "$@"
+start_e2d e2d1 41300 1; start_etcd etcd1 42300 1
+start_e2d e2d3 43300 3; start_etcd etcd3 44300 3
+for base in 41300 42300; do wait_for "127.0.0.1:$base"; done
+for base in 43300 44300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))"; done; done
+for base in 41300 42300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key bench-value >/dev/null; done
+
+results="$work/results.jsonl"
+# run LABEL SHAPE E2D_BASE ETCD_BASE SIZE ARGS...: e2d then etcd, same load.
+run() {
+  local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 size=$5; shift 5
+  for server in e2d etcd; do
+    local base=$e2d_base; [ "$server" = etcd ] && base=$etcd_base
+    local out
+    out=$("$bin/e2d-bench" --endpoints "$(endpoints "$base" "$size")" --json "$@")
+    echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"result\": $out}" >>"$results"
+  done
+}
+big=(--conns 100 --clients 1000)
+run "put, 1000 clients" "1 node" 41300 42300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "put, 1 client" "1 node" 41300 42300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "range linearizable" "1 node" 41300 42300 1 "${big[@]}" range bench-key --total "$(n 100000)"
+run "range serializable" "1 node" 41300 42300 1 "${big[@]}" range bench-key --consistency s --total "$(n 100000)"
+run "txn-put" "1 node" 41300 42300 1 "${big[@]}" txn-put --total "$(n 50000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "watch, 1000 watchers" "1 node" 41300 42300 1 --conns 10 watch --watchers 1000 --total "$(n 500)"
+run "lease-keepalive" "1 node" 41300 42300 1 "${big[@]}" lease-keepalive --total "$(n 100000)"
+run "put, 1000 clients" "3 nodes" 43300 44300 3 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "put, 1 client" "3 nodes" 43300 44300 3 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+
+# The disk's fsync time: 4 KiB writes, each synced.
+fsync_ms=$(python3 - "$work" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+times = []
+for _ in range(200):
+    os.write(fd, b"x" * 4096)
+    start = time.perf_counter(); os.fsync(fd); times.append(time.perf_counter() - start)
+times.sort()
+print(f"{times[len(times) // 2] * 1000:.3f}")
+PY
+)
+
+# Peak RSS after KEYS keys of 256 B, then cold start of each server on
+# its loaded data dir.
+rss_of() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+declare -A rss cold
+for server in e2d etcd; do
+  base=45300; [ "$server" = etcd ] && base=46300
+  if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
+  pid=${pids[-1]}
+  wait_for "127.0.0.1:$base"
+  "$bin/e2d-bench" --endpoints "127.0.0.1:$base" --conns 50 --clients 500 --json \
+    put --total "$KEYS" --key-size 16 --val-size 256 --key-space-size "$KEYS" --sequential-keys >/dev/null
+  rss[$server]=$(rss_of "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  started=$(date +%s%N)
+  if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
+  until etcdctl --endpoints "127.0.0.1:$base" --dial-timeout 200ms get bench-key >/dev/null 2>&1; do sleep 0.01; done
+  cold[$server]=$(( ($(date +%s%N) - started) / 1000000 ))
+done
+
+python3 - "$results" "$fsync_ms" "${rss[e2d]}" "${rss[etcd]}" "${cold[e2d]}" "${cold[etcd]}" "$KEYS" <<'PY'
+import json, sys
+path, fsync_ms, rss_e2d, rss_etcd, cold_e2d, cold_etcd, keys = sys.argv[1:]
+rows = {}
+for line in open(path):
+    r = json.loads(line)
+    rows.setdefault((r["label"], r["shape"]), {})[r["server"]] = r["result"]
+def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.3f}"
+print(f"| workload | shape | measure | e2d | etcd | e2d / etcd |")
+print(f"| --- | --- | --- | --- | --- | --- |")
+for (label, shape), by in rows.items():
+    e, c = by["e2d"], by["etcd"]
+    for name, get in [("ops/s", lambda r: r["throughput_ops_per_sec"]),
+                      ("p50 ms", lambda r: r["latency_ms"]["p50"]),
+                      ("p99 ms", lambda r: r["latency_ms"]["p99"])]:
+        a, b = get(e), get(c)
+        ratio = a / b if b else float("nan")
+        print(f"| {label} | {shape} | {name} | {fmt(a)} | {fmt(b)} | {ratio:.2f} |")
+    if e["errors"] or c["errors"]:
+        print(f"| {label} | {shape} | errors | {e['errors']} | {c['errors']} | |")
+print(f"| peak RSS after {int(keys):,} keys of 256 B | 1 node | MiB | {int(rss_e2d)/1024:.0f} | {int(rss_etcd)/1024:.0f} | {int(rss_e2d)/int(rss_etcd):.2f} |")
+print(f"| cold start to first served request | 1 node | ms | {cold_e2d} | {cold_etcd} | {int(cold_e2d)/max(1,int(cold_etcd)):.2f} |")
+print(f"\nfsync of 4 KiB on this disk: median {fsync_ms} ms")
+PY
