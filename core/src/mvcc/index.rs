@@ -15,9 +15,55 @@ pub struct Change {
     pub tombstone: bool,
 }
 
+/// The changes of one key, oldest first. Most keys have a single live
+/// change, kept inline: with a million keys the index is much of the
+/// server's memory.
+#[derive(Debug, Clone)]
+enum History {
+    One(Change),
+    Many(Vec<Change>),
+}
+
+impl History {
+    fn as_slice(&self) -> &[Change] {
+        match self {
+            History::One(change) => std::slice::from_ref(change),
+            History::Many(changes) => changes,
+        }
+    }
+
+    fn push(&mut self, change: Change) {
+        match self {
+            History::One(first) => *self = History::Many(vec![*first, change]),
+            History::Many(changes) => changes.push(change),
+        }
+    }
+
+    /// Removes the oldest `n` changes into `out`; returns whether any
+    /// change is left.
+    fn drop_oldest(&mut self, n: usize, out: &mut Vec<Change>) -> bool {
+        let kept: Vec<Change> = {
+            let all = self.as_slice();
+            out.extend_from_slice(&all[..n]);
+            all[n..].to_vec()
+        };
+        match kept.as_slice() {
+            [] => false,
+            [one] => {
+                *self = History::One(*one);
+                true
+            }
+            _ => {
+                *self = History::Many(kept);
+                true
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+    keys: BTreeMap<Box<[u8]>, History>,
 }
 
 /// Which keys a request covers, in etcd's terms: `range_end` empty means the
@@ -72,19 +118,27 @@ impl<'a> KeySpan<'a> {
 
 impl KeyIndex {
     pub fn record(&mut self, key: &[u8], change: Change) {
-        let history = self.keys.entry(key.to_vec()).or_default();
-        if let Some(last) = history.last() {
-            assert!(
-                last.revision < change.revision,
-                "key index: revisions of a key must grow"
-            );
+        match self.keys.get_mut(key) {
+            Some(history) => {
+                let last = history
+                    .as_slice()
+                    .last()
+                    .expect("histories are never empty");
+                assert!(
+                    last.revision < change.revision,
+                    "key index: revisions of a key must grow"
+                );
+                history.push(change);
+            }
+            None => {
+                self.keys.insert(key.into(), History::One(change));
+            }
         }
-        history.push(change);
     }
 
     /// The put that holds `key` as of `at_main`, if the key exists then.
     pub fn get(&self, key: &[u8], at_main: i64) -> Option<Revision> {
-        live_at(self.keys.get(key)?, at_main)
+        live_at(self.keys.get(key)?.as_slice(), at_main)
     }
 
     /// Keys in `span` alive at `at_main`, in key order, with their revisions.
@@ -106,7 +160,7 @@ impl KeyIndex {
             }
         };
         for (key, history) in self.keys.range::<[u8], _>(range) {
-            if let Some(rev) = live_at(history, at_main) {
+            if let Some(rev) = live_at(history.as_slice(), at_main) {
                 if !visit(key, rev) {
                     return;
                 }
@@ -121,13 +175,13 @@ impl KeyIndex {
     pub fn compact(&mut self, at_main: i64) -> Vec<Change> {
         let mut dropped = Vec::new();
         self.keys.retain(|_, history| {
-            let keep_from = match history.iter().rposition(|c| c.revision.main <= at_main) {
+            let changes = history.as_slice();
+            let keep_from = match changes.iter().rposition(|c| c.revision.main <= at_main) {
                 None => 0,
-                Some(i) if history[i].tombstone => i + 1,
+                Some(i) if changes[i].tombstone => i + 1,
                 Some(i) => i,
             };
-            dropped.extend(history.drain(..keep_from));
-            !history.is_empty()
+            keep_from == 0 || history.drop_oldest(keep_from, &mut dropped)
         });
         dropped
     }

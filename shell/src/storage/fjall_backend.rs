@@ -15,17 +15,28 @@ pub struct FjallBackend {
     staged: Staged,
 }
 
+/// Block cache for reads that miss the memtables; the key index in memory
+/// already answers where a key's revisions are.
+const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// A keyspace's memtable is flushed to disk at this size.
+const MEMTABLE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
 fn storage_error(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
 impl FjallBackend {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let db = Database::builder(dir).open().map_err(storage_error)?;
+        let db = Database::builder(dir)
+            .cache_size(BLOCK_CACHE_BYTES)
+            .open()
+            .map_err(storage_error)?;
         let mut keyspaces = BTreeMap::new();
         for space in Space::ALL {
             let keyspace = db
-                .keyspace(space.name(), KeyspaceCreateOptions::default)
+                .keyspace(space.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
+                })
                 .map_err(storage_error)?;
             keyspaces.insert(space, keyspace);
         }
