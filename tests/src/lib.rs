@@ -935,6 +935,13 @@ pub fn normalize_json(value: &mut Value) {
     }
 }
 
+/// Serializes the tests of one test binary that start many processes or
+/// rely on timing: hold the guard for the test's length.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs `e2d` with `args` (and `envs` on top of a clean `E2D_*`
 /// environment) and captures its output.
 pub fn e2d_command(args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {

@@ -6,17 +6,11 @@
 //! failure detection works on second scales.
 
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use e2d_tests::gossip_cluster::{GossipCluster, Node, QUICK_HEALTH_CHECKS};
 use e2d_tests::netns::Lab;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
+use e2d_tests::one_at_a_time;
 
 /// Founding: gossip rounds, the settle time, then an election.
 const FORM_TIMEOUT: Duration = Duration::from_secs(40);

@@ -6,19 +6,13 @@
 //! every node and disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use e2d_tests::gossip_cluster::GossipCluster;
 use e2d_tests::moto::Moto;
+use e2d_tests::one_at_a_time;
 use e2d_tests::{e2d_command, CmdOutput, Server};
 use serde_json::Value;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const CA_KEY: &str = include_str!("../../shell/src/backup/testdata/ec_sec1.pem");
 const OTHER_CA_KEY: &str = include_str!("../../shell/src/backup/testdata/other_ec_sec1.pem");

@@ -3,17 +3,11 @@
 //! port, and certificate rotation without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use e2d_tests::gossip_cluster::{GossipCluster, Node};
+use e2d_tests::one_at_a_time;
 use e2d_tests::{e2d_command, etcdctl, CmdOutput};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
