@@ -146,7 +146,11 @@ impl StreamTask {
                 .sync(
                     current,
                     mvcc.compact_revision(),
-                    &mut |from, to, max, prev| mvcc.events(from, to, max, prev),
+                    &mut |from, to, max, prev| {
+                        self.node
+                            .recent_events
+                            .get_or_read((from, to, max, prev), || mvcc.events(from, to, max, prev))
+                    },
                 )
                 .map_err(super::to_status)?;
         }

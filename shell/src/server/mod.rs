@@ -6,6 +6,7 @@ pub mod clock;
 mod duties;
 mod identity;
 pub(crate) mod node;
+pub mod recent_events;
 
 pub use clock::Clock;
 pub use duties::spawn_duties;

@@ -33,6 +33,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub clock: Clock,
     pub metrics: Metrics,
+    /// Recent event reads, shared by the watch streams.
+    pub recent_events: super::recent_events::RecentEvents,
     state: RwLock<StateMachine<DiskBackend>>,
     raft: DriverHandle,
     committed_revision: watch::Sender<i64>,
@@ -58,6 +60,7 @@ impl Node {
             config,
             clock,
             metrics: Metrics::default(),
+            recent_events: Default::default(),
             state: RwLock::new(state),
             raft,
             committed_revision,
