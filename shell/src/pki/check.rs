@@ -3,27 +3,29 @@
 //! valid, not signed by the CA, or a key that is not the certificate's.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{read_file, PkiError};
 
-/// A certificate with its key, checked.
-#[derive(Debug)]
+/// A certificate with its key, checked: ready to present as a server (the
+/// signing key made once), and as the PEM a client identity takes.
+#[derive(Debug, Clone)]
 pub struct CheckedPair {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    pub certified: Arc<CertifiedKey>,
+    pub chain_pem: String,
+    pub key_pem: String,
 }
 
-impl Clone for CheckedPair {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
+/// The CA certificate, checked, as DER and as the PEM it was read from.
+#[derive(Debug, Clone)]
+pub struct CheckedCa {
+    pub der: CertificateDer<'static>,
+    pub pem: String,
 }
 
 fn invalid(message: String) -> PkiError {
@@ -32,7 +34,11 @@ fn invalid(message: String) -> PkiError {
 
 /// The certificates in the PEM file at `path`.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let text = read_file(path)?;
+    certs_in(&read_file(path)?, path)
+}
+
+/// The certificates in `text`, read from `path`.
+fn certs_in(text: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| invalid(format!("{} is not a PEM certificate: {e}", path.display())))?;
@@ -87,10 +93,11 @@ fn now_unix_s() -> i64 {
 }
 
 /// The CA certificate at `path`, checked to be valid now.
-pub fn load_ca(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
-    let ca = load_certs(path)?.swap_remove(0);
-    check_validity(&parse(&ca, path)?, path, now_unix_s())?;
-    Ok(ca)
+pub fn load_ca(path: &Path) -> Result<CheckedCa, PkiError> {
+    let pem = read_file(path)?;
+    let der = certs_in(&pem, path)?.swap_remove(0);
+    check_validity(&parse(&der, path)?, path, now_unix_s())?;
+    Ok(CheckedCa { der, pem })
 }
 
 /// The certificate at `cert_path` and its key at `key_path`, checked: valid
@@ -101,7 +108,8 @@ pub fn load_pair(
     ca: &CertificateDer<'_>,
     ca_path: &Path,
 ) -> Result<CheckedPair, PkiError> {
-    let chain = load_certs(cert_path)?;
+    let chain_pem = read_file(cert_path)?;
+    let chain = certs_in(&chain_pem, cert_path)?;
     let leaf = parse(&chain[0], cert_path)?;
     check_validity(&leaf, cert_path, now_unix_s())?;
     let ca_cert = parse(ca, ca_path)?;
@@ -139,7 +147,11 @@ pub fn load_pair(
             cert_path.display()
         )));
     }
-    Ok(CheckedPair { chain, key })
+    Ok(CheckedPair {
+        certified: Arc::new(CertifiedKey::new(chain, signing)),
+        chain_pem,
+        key_pem: key_text,
+    })
 }
 
 /// Fails unless `key` is the key of the certificate in `cert_pem`.
@@ -195,7 +207,7 @@ mod tests {
     fn error_of(dir: &Path, from_days: i64, to_days: i64) -> String {
         let (ca_path, cert, key) = leaf_valid(dir, from_days, to_days);
         let ca = load_ca(&ca_path).unwrap();
-        load_pair(&cert, &key, &ca, &ca_path)
+        load_pair(&cert, &key, &ca.der, &ca_path)
             .map(|_| String::new())
             .unwrap_or_else(|e| e.to_string())
     }
@@ -221,7 +233,7 @@ mod tests {
         load_pair(
             &dir.path().join("peer.crt"),
             &dir.path().join("peer.key"),
-            &ca,
+            &ca.der,
             &ca_cert,
         )
         .unwrap();

@@ -5,12 +5,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
 use crate::cli::TlsArgs;
-use crate::pki::check::{load_ca, load_pair, CheckedPair};
+use crate::pki::check::{load_ca, load_pair, CheckedCa, CheckedPair};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -34,7 +33,7 @@ struct PairPaths {
 /// The CA and the three pairs, as last loaded.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    pub ca: CertificateDer<'static>,
+    pub ca: CheckedCa,
     pub server: CheckedPair,
     pub peer: CheckedPair,
     pub client: CheckedPair,
@@ -129,7 +128,7 @@ impl Material {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(self.current().ca.clone())
+            .add(self.current().ca.der.clone())
             .map_err(|e| TlsError(format!("the CA certificate cannot be a trust root: {e}")))?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -151,7 +150,7 @@ impl Material {
 fn load(ca_path: &std::path::Path, paths: &[PairPaths; 3]) -> Result<Loaded, TlsError> {
     let ca = load_ca(ca_path).map_err(|e| TlsError(e.to_string()))?;
     let pair = |p: &PairPaths| {
-        load_pair(&p.cert, &p.key, &ca, ca_path).map_err(|e| TlsError(e.to_string()))
+        load_pair(&p.cert, &p.key, &ca.der, ca_path).map_err(|e| TlsError(e.to_string()))
     };
     Ok(Loaded {
         server: pair(&paths[0])?,
@@ -186,9 +185,6 @@ impl std::fmt::Debug for Material {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let loaded = self.material.current();
-        let pair = loaded.pair(self.role);
-        let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&pair.key).ok()?;
-        Some(Arc::new(CertifiedKey::new(pair.chain.clone(), key)))
+        Some(self.material.current().pair(self.role).certified.clone())
     }
 }
