@@ -217,7 +217,10 @@ async fn serve_push_pull(
     seal: &Seal,
 ) -> Result<(), frame::FrameError> {
     let sealed = frame::read_frame(&mut stream, max_bytes + SEAL_OVERHEAD_BYTES).await?;
-    let Some(bytes) = seal.open(Channel::PushPull, &sealed) else {
+    let Some(bytes) = seal
+        .open(Channel::PushPull, &sealed)
+        .map(|b| b.into_owned())
+    else {
         return Ok(());
     };
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -230,7 +233,9 @@ async fn serve_push_pull(
         return Ok(());
     }
     if let Ok(Some(reply)) = reply_rx.await {
-        frame::write_frame(&mut stream, &seal.seal(Channel::PushPull, &reply)).await?;
+        if let Some(sealed) = seal.seal(Channel::PushPull, &reply) {
+            frame::write_frame(&mut stream, &sealed).await?;
+        }
     }
     Ok(())
 }
@@ -339,7 +344,9 @@ impl Loop {
         while let Some(transmit) = self.machine.poll_transmit() {
             match transmit.kind {
                 TransmitKind::Datagram => {
-                    let sealed = self.seal.seal(Channel::Datagram, &transmit.bytes);
+                    let Some(sealed) = self.seal.seal(Channel::Datagram, &transmit.bytes) else {
+                        continue;
+                    };
                     if let Err(e) = send_datagram(&self.udp, &sealed, transmit.to).await {
                         tracing::debug!(to = %transmit.to, error = %e, "gossip datagram not sent");
                     }
@@ -366,10 +373,12 @@ impl Loop {
         let seal = self.seal.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let request = seal.seal(Channel::PushPull, &request);
-            let answered = frame::exchange(to, &request, max_bytes)
-                .await
-                .map(|reply| seal.open(Channel::PushPull, &reply));
+            let answered = match seal.seal(Channel::PushPull, &request) {
+                Some(sealed) => frame::exchange(to, &sealed, max_bytes)
+                    .await
+                    .map(|reply| seal.open(Channel::PushPull, &reply).map(|b| b.into_owned())),
+                None => Ok(None),
+            };
             let outcome = match answered {
                 Ok(Some(bytes)) => Exchange::Answered { to, bytes },
                 Ok(None) => Exchange::Failed { to },

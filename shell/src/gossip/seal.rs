@@ -8,6 +8,7 @@
 //! sealed = version (1) | nonce (12) | ciphertext | tag (16)
 //! ```
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -74,16 +75,18 @@ impl Seal {
         self.failures.load(Ordering::Relaxed)
     }
 
-    pub fn seal(&self, channel: Channel, message: &[u8]) -> Vec<u8> {
+    /// The message as it goes on the wire; `None` if it cannot be sealed
+    /// (then it is not sent).
+    pub fn seal<'a>(&self, channel: Channel, message: &'a [u8]) -> Option<Cow<'a, [u8]>> {
         let Some(cipher) = &self.cipher else {
-            return message.to_vec();
+            return Some(Cow::Borrowed(message));
         };
         let mut nonce = [0u8; NONCE_BYTES];
         // The OS has no randomness to give only if it is broken; a nonce
         // reused then would be worse than a message lost.
         if getrandom::fill(&mut nonce).is_err() {
             tracing::error!("no randomness for a gossip nonce; message not sent");
-            return Vec::new();
+            return None;
         }
         let sealed = cipher
             .encrypt(
@@ -98,14 +101,14 @@ impl Seal {
         out.push(VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        out
+        Some(Cow::Owned(out))
     }
 
     /// The message inside `bytes`, or `None` (counted) if it does not
     /// authenticate.
-    pub fn open(&self, channel: Channel, bytes: &[u8]) -> Option<Vec<u8>> {
+    pub fn open<'a>(&self, channel: Channel, bytes: &'a [u8]) -> Option<Cow<'a, [u8]>> {
         let Some(cipher) = &self.cipher else {
-            return Some(bytes.to_vec());
+            return Some(Cow::Borrowed(bytes));
         };
         let opened = match bytes {
             [VERSION, rest @ ..] if rest.len() >= NONCE_BYTES + TAG_BYTES => {
@@ -131,7 +134,7 @@ impl Seal {
                 );
             }
         }
-        opened
+        opened.map(Cow::Owned)
     }
 }
 
@@ -143,7 +146,7 @@ mod tests {
     fn sealed_messages_open_only_with_the_same_key_and_channel() {
         let seal = Seal::from_ca_secret(b"one CA");
         let other = Seal::from_ca_secret(b"another CA");
-        let sealed = seal.seal(Channel::Datagram, b"ping");
+        let sealed = seal.seal(Channel::Datagram, b"ping").unwrap().into_owned();
         assert_eq!(sealed.len(), 4 + SEAL_OVERHEAD_BYTES);
         assert_eq!(
             seal.open(Channel::Datagram, &sealed).as_deref(),
@@ -153,7 +156,10 @@ mod tests {
         assert_eq!(other.open(Channel::Datagram, &sealed), None);
         let plain = Seal::default();
         assert_eq!(
-            seal.open(Channel::Datagram, &plain.seal(Channel::Datagram, b"ping")),
+            seal.open(
+                Channel::Datagram,
+                &plain.seal(Channel::Datagram, b"ping").unwrap()
+            ),
             None
         );
         let mut flipped = sealed.clone();
@@ -162,7 +168,7 @@ mod tests {
         assert_eq!(seal.failures(), 3);
         assert_eq!(other.failures(), 1);
         assert_ne!(
-            seal.seal(Channel::Datagram, b"ping"),
+            seal.seal(Channel::Datagram, b"ping").unwrap().into_owned(),
             sealed,
             "nonces repeat"
         );
