@@ -1,6 +1,6 @@
 //! `e2d snapshot save | list | inspect | restore`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -279,7 +279,7 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
 /// is the one that counts).
 fn count_payload(path: &Path) -> Result<(i64, u64, u64), SnapshotError> {
     let mut input = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut alive: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+    let mut alive: BTreeSet<Vec<u8>> = BTreeSet::new();
     let (mut revision, mut leases) = (0i64, 0u64);
     crate::snapshot::for_each_record(&mut input, &mut |(table, key, value)| {
         match table {
@@ -289,7 +289,7 @@ fn count_payload(path: &Path) -> Result<(i64, u64, u64), SnapshotError> {
                 if tombstone {
                     alive.remove(&kv.key);
                 } else {
-                    alive.insert(kv.key, ());
+                    alive.insert(kv.key);
                 }
             }
             Table::Lease => leases += 1,

@@ -491,6 +491,15 @@ impl Agent {
         }
     }
 
+    /// The open database, or the data dir's opened again (a failed start
+    /// took it).
+    fn take_backend(&mut self) -> Result<DiskBackend, RunError> {
+        match self.backend.take() {
+            Some(backend) => Ok(backend),
+            None => open_backend(&self.settings.node.data_dir),
+        }
+    }
+
     /// Where snapshots are fetched to and verified before a restore.
     fn restore_staging(&self) -> PathBuf {
         self.settings.node.data_dir.join("restore")
@@ -544,10 +553,7 @@ impl Agent {
             .await
             .map_err(|e| format!("cannot restore: {e}"))?,
         };
-        let backend = match self.backend.take() {
-            Some(backend) => backend,
-            None => open_backend(&self.settings.node.data_dir).map_err(|e| e.to_string())?,
-        };
+        let backend = self.take_backend().map_err(|e| e.to_string())?;
         let now_ms = crate::backup::wall_clock_ms();
         let loaded =
             crate::blocking::spawn(move || restore::load_into(backend, &payload, None, now_ms))
@@ -626,12 +632,9 @@ impl Agent {
                 cluster_id: node.identity.cluster_id,
             };
         }
-        let backend = match self.backend.take() {
-            Some(backend) => backend,
-            None => match open_backend(&self.settings.node.data_dir) {
-                Ok(backend) => backend,
-                Err(e) => return CommandResult::Failed(e.to_string()),
-            },
+        let backend = match self.take_backend() {
+            Ok(backend) => backend,
+            Err(e) => return CommandResult::Failed(e.to_string()),
         };
         match start_node(&self.settings, backend, membership).await {
             Ok(node) => {
