@@ -508,16 +508,16 @@ fn apply_put<B: Backend>(
     lessor: &mut Lessor,
     req: &PutRequest,
 ) -> Result<PutResponse, Error> {
-    let existing = txn.mvcc().get(&req.key, txn.read_revision())?;
-    let value = match (&existing, req.ignore_value) {
+    let prev = txn.get(&req.key)?;
+    let value = match (&prev, req.ignore_value) {
         (Some(kv), true) => kv.value.clone(),
         _ => req.value.clone(),
     };
-    let lease = match (&existing, req.ignore_lease) {
+    let lease = match (&prev, req.ignore_lease) {
         (Some(kv), true) => kv.lease,
         _ => req.lease,
     };
-    let prev = txn.put(&req.key, value, lease)?;
+    let prev = txn.put(&req.key, prev, value, lease);
     if let Some(prev) = &prev {
         if prev.lease != lease {
             lessor.detach(prev.lease, &req.key);

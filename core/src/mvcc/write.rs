@@ -51,14 +51,21 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.mvcc.read_span(span, self.read_revision(), 0, false)
     }
 
-    /// Writes `key`; returns the previous value, if any.
+    /// What `key` holds as this txn reads it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Error> {
+        self.mvcc.get(key, self.read_revision())
+    }
+
+    /// Writes `key` over `prev`, which must be what [`WriteTxn::get`]
+    /// returns for it (the caller has read it already); returns `prev`.
     pub fn put(
         &mut self,
         key: &[u8],
+        prev: Option<KeyValue>,
         value: Vec<u8>,
         lease: i64,
-    ) -> Result<Option<KeyValue>, Error> {
-        let prev = self.mvcc.get(key, self.read_revision())?;
+    ) -> Option<KeyValue> {
+        debug_assert!(prev.as_ref().is_none_or(|p| p.key == key));
         let revision = self.next_revision();
         let kv = KeyValue {
             key: key.to_vec(),
@@ -69,7 +76,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
             lease,
         };
         self.store(revision, false, kv, EventType::Put);
-        Ok(prev)
+        prev
     }
 
     /// Deletes every key of `span`; returns the deleted key-values.
