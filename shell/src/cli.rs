@@ -31,8 +31,76 @@ pub enum Command {
     /// certificates it signs.
     #[command(subcommand)]
     Pki(Box<PkiCommand>),
+    /// Print the peers a node would find with --peer-discovery, to check
+    /// tags, IAM policies, tokens and DNS before starting a cluster.
+    Discover(Box<DiscoverArgs>),
     /// Print the version of e2d and of the etcd API it serves.
     Version,
+}
+
+/// How a node finds its peers besides --bootstrap-addrs.
+#[derive(Debug, Clone, Args)]
+pub struct DiscoveryArgs {
+    /// How to find peers: aws-autoscaling-group,
+    /// ec2-tags[:<name>=<value>,...], do-tags[:<tag>,...] or
+    /// k8s-dns:<headless-service>. Runs at start and again whenever gossip
+    /// has fewer peers than the cluster needs.
+    #[arg(long, env = "E2D_PEER_DISCOVERY", value_parser = parse_peer_discovery)]
+    pub peer_discovery: Option<crate::discovery::Method>,
+
+    /// DigitalOcean API token for do-tags (read access to droplets).
+    #[arg(long, env = "DIGITALOCEAN_ACCESS_TOKEN", hide_env_values = true)]
+    pub do_access_token: Option<String>,
+
+    /// DigitalOcean API base URL.
+    #[arg(long, env = "E2D_DO_API_URL", default_value = "https://api.digitalocean.com")]
+    pub do_api_url: String,
+
+    /// DigitalOcean droplet metadata base URL (this droplet's id and tags).
+    #[arg(
+        long,
+        env = "E2D_DO_METADATA_URL",
+        default_value = "http://169.254.169.254/metadata/v1"
+    )]
+    pub do_metadata_url: String,
+
+    /// DNS servers (ip:port, separated by commas) for k8s-dns, instead of
+    /// the system's configuration.
+    #[arg(long, env = "E2D_DNS_SERVER", value_delimiter = ',')]
+    pub dns_server: Vec<SocketAddr>,
+}
+
+impl DiscoveryArgs {
+    /// What the discovery sources need, for a node reached at `host`.
+    pub fn settings(&self, host: &str) -> crate::discovery::Settings {
+        let advertised: Vec<std::net::IpAddr> = host.parse().into_iter().collect();
+        crate::discovery::Settings {
+            do_access_token: self.do_access_token.clone(),
+            do_api_url: self.do_api_url.clone(),
+            do_metadata_url: self.do_metadata_url.clone(),
+            dns_servers: self.dns_server.clone(),
+            own_ips: crate::discovery::own_ips(&advertised),
+        }
+    }
+}
+
+fn parse_peer_discovery(text: &str) -> Result<crate::discovery::Method, String> {
+    text.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+    /// The gossip address of `e2d run`; its port is the peers' gossip port.
+    #[arg(long, env = "E2D_GOSSIP_ADDR", default_value = "0.0.0.0:7980")]
+    pub gossip_addr: SocketAddr,
+    /// This node's address, left out of what is found.
+    #[arg(long, env = "E2D_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +338,9 @@ pub struct RunArgs {
     /// port of --gossip-addr is added when none is given).
     #[arg(long, env = "E2D_BOOTSTRAP_ADDRS", value_delimiter = ',')]
     pub bootstrap_addrs: Vec<String>,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 
     /// Members of a new cluster, as name=peer-url pairs separated by
     /// commas (defaults to this member alone).

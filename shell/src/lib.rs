@@ -5,6 +5,7 @@
 pub mod backup;
 mod blocking;
 pub mod cli;
+pub mod discovery;
 mod gossip;
 pub mod grpc;
 #[cfg(not(madsim))]

@@ -29,6 +29,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: snapshot commands do not run in a simulator build");
             std::process::ExitCode::FAILURE
         }
+        #[cfg(not(madsim))]
+        Command::Discover(args) => match e2d_shell::discovery::report::run(&args) {
+            Ok(report) => {
+                print!("{report}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        #[cfg(madsim)]
+        Command::Discover(_) => {
+            eprintln!("error: discover does not run in a simulator build");
+            std::process::ExitCode::FAILURE
+        }
         Command::Pki(command) => match e2d_shell::pki::run(*command) {
             Ok(done) => {
                 println!("{done}");

@@ -4,7 +4,6 @@
 //! server's status back.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,7 @@ use super::{
 };
 use crate::backup::{restore, Backups};
 use crate::cli::RunArgs;
+use crate::discovery::{self, seeding};
 use crate::gossip::{Gossip, GossipConfig};
 use crate::server::{Identity, InitialMember, Node};
 use crate::storage::DiskBackend;
@@ -43,11 +43,6 @@ const MEMBERSHIP_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const ABSENT_ANSWERS_FOR_REMOVAL: u32 = 2;
 /// Other members asked per membership check.
 const MEMBERSHIP_CHECK_PEERS_MAX: usize = 2;
-/// While gossip finds nobody, the bootstrap addresses are resolved again
-/// this often (names may appear, addresses change)...
-const RESEED_INTERVAL: Duration = Duration::from_secs(10);
-/// ...and every this many times the log says what it waits for.
-const RESEEDS_PER_WARNING: u32 = 3;
 
 /// The manager's settings from the flags, checked.
 fn manager_config(
@@ -68,10 +63,13 @@ fn manager_config(
     config
         .validate()
         .map_err(|e| RunError::Config(e.to_string()))?;
-    if args.required_cluster_size > 1 && args.bootstrap_addrs.is_empty() {
+    if args.required_cluster_size > 1
+        && args.bootstrap_addrs.is_empty()
+        && args.discovery.peer_discovery.is_none()
+    {
         return Err(RunError::Config(format!(
-            "--required-cluster-size {} needs --bootstrap-addrs: the gossip addresses (host or host:port) \
-             of one or more of the other nodes, so this node can find them",
+            "--required-cluster-size {} needs --bootstrap-addrs (the gossip addresses, host or host:port, \
+             of one or more of the other nodes) or --peer-discovery, so this node can find them",
             args.required_cluster_size
         )));
     }
@@ -95,13 +93,33 @@ pub async fn run(
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board).await?;
-    let gossiping = args.required_cluster_size > 1 || !args.bootstrap_addrs.is_empty();
-    let (gossip, mut gossip_events) = if gossiping {
+    let gossiping = args.required_cluster_size > 1
+        || !args.bootstrap_addrs.is_empty()
+        || args.discovery.peer_discovery.is_some();
+    let source = match &args.discovery.peer_discovery {
+        Some(method) => Some(
+            discovery::open(method, &args.discovery.settings(&args.host))
+                .map_err(|e| RunError::Config(format!("--peer-discovery {e}")))?,
+        ),
+        None => None,
+    };
+    let (gossip, mut gossip_events, seeding) = if gossiping {
         let (gossip, events) = start_gossip(&args, &settings).await?;
         port.routes.board.set_gossip_seal(gossip.seal.clone());
-        (Some(gossip), Some(events))
+        let board = port.routes.board.clone();
+        let seeding = tokio::spawn(seeding::keep_seeding(
+            seeding::Seeding {
+                bootstrap_addrs: args.bootstrap_addrs.clone(),
+                gossip_port: args.gossip_addr.port(),
+                source,
+                peers_needed: args.required_cluster_size.saturating_sub(1).max(1),
+            },
+            gossip.clone(),
+            move || board.alive_peers(),
+        ));
+        (Some(gossip), Some(events), Some(seeding))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let origin = Instant::now();
     let manager = Manager::new(config, data_dir_state, 0);
@@ -116,15 +134,15 @@ pub async fn run(
         gossip: gossip.clone(),
         routes: port.routes.clone(),
         joined_cluster_id: 0,
-        seeds: args.bootstrap_addrs.clone(),
-        gossip_addr: args.gossip_addr,
-        alone_checks: 0,
         absent_answers: 0,
         backups,
         staged_restore: None,
         refused_snapshots: BTreeMap::new(),
     };
     let stopped = agent.run(&mut port, gossip_events.as_mut()).await;
+    if let Some(seeding) = seeding {
+        seeding.abort();
+    }
     port.close().await;
     if let Some(node) = &agent.node {
         checkpoint_leases_before_exit(node).await;
@@ -213,11 +231,6 @@ struct Agent {
     routes: NodeRoutes,
     /// The cluster a learner was added to, for the start that follows.
     joined_cluster_id: u64,
-    /// `--bootstrap-addrs`.
-    seeds: Vec<String>,
-    gossip_addr: SocketAddr,
-    /// Checks in a row that found gossip alone.
-    alone_checks: u32,
     /// Membership checks in a row whose answer left this member out.
     absent_answers: u32,
     backups: Option<Backups>,
@@ -243,8 +256,6 @@ impl Agent {
             Instant::now() + MEMBERSHIP_CHECK_INTERVAL,
             MEMBERSHIP_CHECK_INTERVAL,
         );
-        let mut alone_check =
-            tokio::time::interval_at(Instant::now() + RESEED_INTERVAL, RESEED_INTERVAL);
         let signal = shutdown_signal();
         tokio::pin!(signal);
         loop {
@@ -304,7 +315,6 @@ impl Agent {
                     let now_ms = self.now_ms();
                     self.manager.handle_server_removed(now_ms);
                 }
-                _ = alone_check.tick() => self.reseed_while_alone().await,
                 _ = membership_check.tick() => self.check_still_listed().await,
             }
         }
@@ -338,26 +348,6 @@ impl Agent {
             );
             node.mark_removed();
         }
-    }
-
-    /// While no other node answers on gossip, resolves the bootstrap
-    /// addresses again and says so in the log now and then.
-    async fn reseed_while_alone(&mut self) {
-        let Some(gossip) = &self.gossip else { return };
-        if self.routes.board.alive_peers() > 0 {
-            self.alone_checks = 0;
-            return;
-        }
-        self.alone_checks += 1;
-        let seeds = seeds::resolve_seeds(&self.seeds, self.gossip_addr.port()).await;
-        if self.alone_checks.is_multiple_of(RESEEDS_PER_WARNING) {
-            tracing::warn!(
-                bootstrap_addrs = %self.seeds.join(","),
-                resolved = ?seeds,
-                "no other node has answered on gossip yet; still trying the bootstrap addresses (check that they run e2d and that UDP and TCP reach their gossip port)"
-            );
-        }
-        gossip.join(seeds).await;
     }
 
     /// Carries out the manager's commands until it has none; returns how

@@ -10,7 +10,7 @@ mod client_port;
 mod cluster_calls;
 mod data_dir;
 mod managed;
-mod seeds;
+pub(crate) mod seeds;
 mod start;
 mod static_members;
 mod status_board;
@@ -74,10 +74,13 @@ pub enum Stopped {
 pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     let is_static = args.initial_cluster.is_some() || args.initial_cluster_state == "existing";
     if is_static {
-        if args.required_cluster_size != 1 || !args.bootstrap_addrs.is_empty() {
+        if args.required_cluster_size != 1
+            || !args.bootstrap_addrs.is_empty()
+            || args.discovery.peer_discovery.is_some()
+        {
             return Err(RunError::Config(
                 "--initial-cluster and --initial-cluster-state describe a static cluster; \
-                 --required-cluster-size and --bootstrap-addrs a self-managed one: use one or the other"
+                 --required-cluster-size, --bootstrap-addrs and --peer-discovery a self-managed one: use one or the other"
                     .into(),
             ));
         }
