@@ -53,7 +53,11 @@ pub struct DiscoveryArgs {
     pub do_access_token: Option<String>,
 
     /// DigitalOcean API base URL.
-    #[arg(long, env = "E2D_DO_API_URL", default_value = "https://api.digitalocean.com")]
+    #[arg(
+        long,
+        env = "E2D_DO_API_URL",
+        default_value = "https://api.digitalocean.com"
+    )]
     pub do_api_url: String,
 
     /// DigitalOcean droplet metadata base URL (this droplet's id and tags).

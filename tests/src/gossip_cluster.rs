@@ -140,8 +140,10 @@ impl Node {
             .args(["--client-addr", &self.endpoint()])
             .args(["--peer-addr", &format!("{}:{}", self.ip, self.peer_port)])
             .args(["--gossip-addr", &self.gossip_addr()])
-            .args(["--bootstrap-addrs", seeds])
             .args(flags);
+        if !seeds.is_empty() {
+            cmd.args(["--bootstrap-addrs", seeds]);
+        }
         if let Some(name) = &self.name {
             cmd.args(["--name", name]);
         }
@@ -220,6 +222,14 @@ impl GossipCluster {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes,
         }
+    }
+
+    /// `nodes` not yet started, finding each other only through
+    /// `--peer-discovery` (in `flags` or each node's environment).
+    pub fn discovering(size: usize, nodes: Vec<Node>, flags: &[&str]) -> GossipCluster {
+        let mut cluster = GossipCluster::new(size, nodes, flags);
+        cluster.seeds.clear();
+        cluster
     }
 
     /// `size` nodes on 127.0.0.1, not yet started.

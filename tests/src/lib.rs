@@ -17,6 +17,10 @@ pub mod cluster;
 pub mod gossip_cluster;
 pub mod moto;
 pub mod netns;
+pub mod stub_digitalocean;
+pub mod stub_dns;
+pub mod stub_http;
+pub mod stub_imds;
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use aws_sdk_autoscaling::types::LifecycleState;
+use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::types::Filter;
 use tokio::sync::OnceCell;
 
@@ -83,20 +84,15 @@ impl Aws {
             let page = match tokio::time::timeout(CALL_TIMEOUT, pages.next()).await {
                 Err(_) => return Err(self.error("EC2 DescribeInstances timed out")),
                 Ok(None) => return Ok(found),
-                Ok(Some(page)) => page.map_err(|e| {
-                    self.error(format!(
-                        "EC2 DescribeInstances failed: {} (does the instance role allow ec2:DescribeInstances?)",
-                        aws_sdk_ec2::error::DisplayErrorContext(&e)
-                    ))
-                })?,
+                Ok(Some(page)) => {
+                    page.map_err(|e| self.error(failure("EC2", "ec2:DescribeInstances", &e)))?
+                }
             };
             for reservation in page.reservations() {
                 for instance in reservation.instances() {
                     found.push(Instance {
                         id: instance.instance_id().unwrap_or_default().to_string(),
-                        private_ip: instance
-                            .private_ip_address()
-                            .and_then(|ip| ip.parse().ok()),
+                        private_ip: instance.private_ip_address().and_then(|ip| ip.parse().ok()),
                         tags: instance
                             .tags()
                             .iter()
@@ -130,9 +126,29 @@ impl Aws {
         }
         let (own, by) = match own_id {
             Some(id) => (Vec::new(), format!("instance id {id}")),
-            None => (self.own_ips.clone(), "this node's own addresses".to_string()),
+            None => (
+                self.own_ips.clone(),
+                "this node's own addresses".to_string(),
+            ),
         };
         finish(ips, &own, by, warnings)
+    }
+}
+
+/// Why a call failed; a refusal by the service names the permission the
+/// call needs.
+fn failure<E, R>(service: &str, permission: &str, error: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let call = permission.split(':').nth(1).unwrap_or(permission);
+    let context = aws_sdk_ec2::error::DisplayErrorContext(error);
+    match error {
+        SdkError::ServiceError(_) => format!(
+            "{service} {call} was refused: {context} (does the instance role allow {permission}?)"
+        ),
+        _ => format!("{service} {call} failed: {context}"),
     }
 }
 
@@ -158,11 +174,6 @@ impl AutoScalingGroup {
             ))
         })?;
         let autoscaling = &aws.clients().await?.autoscaling;
-        let asg_error = |call: &str, e: String| {
-            aws.error(format!(
-                "Auto Scaling {call} failed: {e} (does the instance role allow autoscaling:{call}?)"
-            ))
-        };
         let described = tokio::time::timeout(
             CALL_TIMEOUT,
             autoscaling
@@ -173,18 +184,17 @@ impl AutoScalingGroup {
         .await
         .map_err(|_| aws.error("Auto Scaling DescribeAutoScalingInstances timed out"))?
         .map_err(|e| {
-            asg_error(
-                "DescribeAutoScalingInstances",
-                aws_sdk_autoscaling::error::DisplayErrorContext(&e).to_string(),
-            )
+            aws.error(failure(
+                "Auto Scaling",
+                "autoscaling:DescribeAutoScalingInstances",
+                &e,
+            ))
         })?;
         let group = described
             .auto_scaling_instances()
             .iter()
             .find_map(|i| i.auto_scaling_group_name())
-            .ok_or_else(|| {
-                aws.error(format!("instance {own_id} is not in an Auto Scaling group"))
-            })?
+            .ok_or_else(|| aws.error(format!("instance {own_id} is not in an Auto Scaling group")))?
             .to_string();
         let groups = tokio::time::timeout(
             CALL_TIMEOUT,
@@ -196,10 +206,11 @@ impl AutoScalingGroup {
         .await
         .map_err(|_| aws.error("Auto Scaling DescribeAutoScalingGroups timed out"))?
         .map_err(|e| {
-            asg_error(
-                "DescribeAutoScalingGroups",
-                aws_sdk_autoscaling::error::DisplayErrorContext(&e).to_string(),
-            )
+            aws.error(failure(
+                "Auto Scaling",
+                "autoscaling:DescribeAutoScalingGroups",
+                &e,
+            ))
         })?;
         let mut ids: Vec<String> = groups
             .auto_scaling_groups()

@@ -171,7 +171,12 @@ impl DoTags {
                 .bearer_auth(&self.token)
                 .send()
                 .await
-                .map_err(|e| error(format!("cannot reach the DigitalOcean API at {}: {e}", self.api_url)))?;
+                .map_err(|e| {
+                    error(format!(
+                        "cannot reach the DigitalOcean API at {}: {e}",
+                        self.api_url
+                    ))
+                })?;
             let status = response.status();
             if status.as_u16() == 401 || status.as_u16() == 403 {
                 return Err(error(format!(

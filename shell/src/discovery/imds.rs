@@ -46,7 +46,9 @@ impl Imds {
         if id.starts_with("i-") && id.len() <= 64 {
             Ok(id.to_string())
         } else {
-            Err(format!("the metadata service gave {id:?} as the instance id"))
+            Err(format!(
+                "the metadata service gave {id:?} as the instance id"
+            ))
         }
     }
 
@@ -60,10 +62,7 @@ impl Imds {
         if let Some(token) = &token {
             request = request.header("X-aws-ec2-metadata-token", token);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -73,7 +72,9 @@ impl Imds {
             return Err(format!("the metadata service answered {status} for {path}"));
         }
         if body.len() > ANSWER_BYTES_MAX {
-            return Err(format!("the metadata service's answer for {path} is too long"));
+            return Err(format!(
+                "the metadata service's answer for {path} is too long"
+            ));
         }
         String::from_utf8(body.to_vec())
             .map_err(|_| format!("the metadata service's answer for {path} is not text"))

@@ -14,8 +14,8 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use super::{finish, DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
 use super::CALL_TIMEOUT;
+use super::{finish, DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
 
 const METHOD: &str = "k8s-dns";
 /// Pods come and go; an answer is not kept longer than this.

@@ -63,12 +63,10 @@ impl FromStr for Method {
         };
         let method = match (name, argument) {
             ("aws-autoscaling-group", None) => Method::AwsAutoscalingGroup,
-            ("aws-autoscaling-group", Some(_)) => {
-                return Err(
-                    "aws-autoscaling-group takes no argument: the group is the one this instance is in"
-                        .into(),
-                )
-            }
+            ("aws-autoscaling-group", Some(_)) => return Err(
+                "aws-autoscaling-group takes no argument: the group is the one this instance is in"
+                    .into(),
+            ),
             ("ec2-tags", argument) => Method::Ec2Tags(ec2_tags(argument.unwrap_or(""))?),
             ("do-tags", argument) => Method::DoTags(do_tags(argument.unwrap_or(""))?),
             ("k8s-dns", Some(service)) if valid_dns_name(service) => Method::K8sDns {
@@ -80,12 +78,10 @@ impl FromStr for Method {
                      e.g. k8s-dns:e2d or k8s-dns:e2d.default.svc.cluster.local"
                 ))
             }
-            ("k8s-dns", None) => {
-                return Err(
-                    "k8s-dns needs the headless Service's name: k8s-dns:<service>, e.g. k8s-dns:e2d"
-                        .into(),
-                )
-            }
+            ("k8s-dns", None) => return Err(
+                "k8s-dns needs the headless Service's name: k8s-dns:<service>, e.g. k8s-dns:e2d"
+                    .into(),
+            ),
             (other, _) => return Err(format!("unknown peer discovery method {other:?}: {USAGE}")),
         };
         Ok(method)
@@ -169,7 +165,10 @@ mod tests {
                     ("Email".into(), "admin@example.com".into()),
                 ]),
             ),
-            ("ec2-tags:Role=", Method::Ec2Tags(vec![("Role".into(), "".into())])),
+            (
+                "ec2-tags:Role=",
+                Method::Ec2Tags(vec![("Role".into(), "".into())]),
+            ),
             ("do-tags", Method::DoTags(vec![])),
             (
                 "do-tags:e2d,k8s:etcd,e2d",

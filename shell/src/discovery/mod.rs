@@ -165,7 +165,12 @@ mod tests {
     #[test]
     fn results_are_sorted_deduplicated_bounded_and_leave_this_node_out() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let found = vec![ip("10.0.0.3"), ip("10.0.0.1"), ip("10.0.0.3"), ip("10.0.0.2")];
+        let found = vec![
+            ip("10.0.0.3"),
+            ip("10.0.0.1"),
+            ip("10.0.0.3"),
+            ip("10.0.0.2"),
+        ];
         let done = finish(found, &[ip("10.0.0.2")], "own addresses".into(), vec![]);
         assert_eq!(done.peers, vec![ip("10.0.0.1"), ip("10.0.0.3")]);
         assert!(done.warnings.is_empty());

@@ -125,7 +125,10 @@ mod tests {
             found("ec2-tags:Role=etcd", "10.9.0.9"),
             vec![ip("10.9.0.1"), ip("10.9.0.2")]
         );
-        assert_eq!(found("ec2-tags:Role=etcd,Env=test", "10.9.0.9"), vec![ip("10.9.0.2")]);
+        assert_eq!(
+            found("ec2-tags:Role=etcd,Env=test", "10.9.0.9"),
+            vec![ip("10.9.0.2")]
+        );
         assert!(found("k8s-dns:nothing", "10.9.0.1").is_empty());
         clear();
     }
