@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use e2d_shell::cli::{Cli, Command, RunArgs};
+use e2d_shell::discovery::simulated;
 use e2d_shell::storage::memory_disk;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
@@ -63,6 +64,9 @@ pub struct Cluster {
     members: Vec<Member>,
     /// Hosts handed out so far (a replacement gets a new address).
     hosts: u8,
+    /// The simulated cloud's tag the nodes find each other by, when they
+    /// use peer discovery rather than bootstrap addresses.
+    discovery_tag: Option<String>,
     pub errors: NodeErrors,
     restarts: RestartRequests,
 }
@@ -72,9 +76,16 @@ fn host_ip(host: u8) -> IpAddr {
 }
 
 impl Cluster {
-    /// Starts `size` nodes that find each other through gossip.
-    pub fn start(root: PathBuf, size: usize) -> Self {
+    /// Starts `size` nodes that find each other through gossip, seeded by
+    /// bootstrap addresses or, with `discovery`, by the simulated cloud.
+    pub fn start(root: PathBuf, size: usize, discovery: bool) -> Self {
+        // Runs in one process share the simulated cloud: a tag per run.
+        let discovery_tag = discovery.then(|| {
+            let run = root.file_name().map(|n| n.to_string_lossy().into_owned());
+            run.unwrap_or_else(|| "e2d-sim".into())
+        });
         let mut cluster = Self {
+            discovery_tag,
             handle: Handle::current(),
             bucket: root.join("bucket"),
             root,
@@ -128,7 +139,14 @@ impl Cluster {
         let ip = host_ip(host);
         let name = format!("n{slot}-h{host}");
         let data_dir = self.root.join(&name);
-        let args = run_args(&name, ip, &data_dir, seeds, self.size, &self.bucket);
+        let seeding = match &self.discovery_tag {
+            Some(tag) => {
+                simulated::register(tag, ip);
+                Seeding::Discovery(tag.clone())
+            }
+            None => Seeding::Bootstrap(seeds.to_vec()),
+        };
+        let args = run_args(&name, ip, &data_dir, &seeding, self.size, &self.bucket);
         let errors = self.errors.clone();
         let restarts = self.restarts.clone();
         let itself: Arc<Mutex<Option<madsim::task::NodeId>>> = Arc::default();
@@ -187,6 +205,7 @@ impl Cluster {
         let old = &self.members[slot];
         self.handle.kill(old.node.id());
         wipe(&old.data_dir);
+        self.leave_cloud(old.ip);
         let seeds: Vec<IpAddr> = self
             .members
             .iter()
@@ -203,12 +222,20 @@ impl Cluster {
         for member in &self.members {
             self.handle.kill(member.node.id());
             wipe(&member.data_dir);
+            self.leave_cloud(member.ip);
         }
         let first = self.hosts + 1;
         let seeds: Vec<IpAddr> = (first..first + self.size as u8).map(host_ip).collect();
         for slot in 0..self.size {
             let member = self.launch(slot, &seeds);
             self.members[slot] = member;
+        }
+    }
+
+    /// A lost machine no longer shows in the simulated cloud.
+    fn leave_cloud(&self, ip: IpAddr) {
+        if let Some(tag) = &self.discovery_tag {
+            simulated::deregister(tag, ip);
         }
     }
 
@@ -275,6 +302,14 @@ impl Cluster {
 
 /// Everything a machine stored under `dir` is gone: its in-memory disks
 /// and its files.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(tag) = &self.discovery_tag {
+            simulated::forget(tag);
+        }
+    }
+}
+
 pub fn wipe(dir: &Path) {
     memory_disk::destroy_under(dir);
     let _ = std::fs::remove_dir_all(dir);
@@ -310,16 +345,29 @@ fn record(errors: &NodeErrors, args: &RunArgs, e: e2d_shell::run::RunError) {
         .push(format!("{name} stopped: {e}"));
 }
 
+/// How a node finds the others.
+enum Seeding {
+    Bootstrap(Vec<IpAddr>),
+    /// `--peer-discovery do-tags:<tag>` in the simulated cloud.
+    Discovery(String),
+}
+
 /// The flags of one node, parsed as the binary parses them.
 fn run_args(
     name: &str,
     ip: IpAddr,
     data_dir: &Path,
-    seeds: &[IpAddr],
+    seeding: &Seeding,
     size: usize,
     bucket: &Path,
 ) -> RunArgs {
-    let seeds: Vec<String> = seeds.iter().map(|ip| ip.to_string()).collect();
+    let (seed_flag, seed_value) = match seeding {
+        Seeding::Bootstrap(seeds) => {
+            let seeds: Vec<String> = seeds.iter().map(|ip| ip.to_string()).collect();
+            ("--bootstrap-addrs", seeds.join(","))
+        }
+        Seeding::Discovery(tag) => ("--peer-discovery", format!("do-tags:{tag}")),
+    };
     let argv = [
         "e2d".to_string(),
         "run".into(),
@@ -337,8 +385,8 @@ fn run_args(
         format!("{ip}:{GOSSIP_PORT}"),
         "--required-cluster-size".into(),
         size.to_string(),
-        "--bootstrap-addrs".into(),
-        seeds.join(","),
+        seed_flag.into(),
+        seed_value,
         "--health-check-interval".into(),
         HEALTH_CHECK_INTERVAL.into(),
         "--health-check-timeout".into(),

@@ -238,6 +238,13 @@ pub fn total_loss(seed: u64) -> bool {
     Rng::new(seed ^ 0x0007_07a1_1055).below(3) == 0
 }
 
+/// Whether the nodes of the run of `seed` find each other through peer
+/// discovery (the simulated cloud) rather than bootstrap addresses: one
+/// seed in two.
+pub fn peer_discovery(seed: u64) -> bool {
+    Rng::new(seed ^ 0x00d1_5c0f_e4ed).below(2) == 0
+}
+
 /// How many faults of each kind a set of plans holds.
 pub fn count_by_kind<'a>(
     faults: impl IntoIterator<Item = &'a Fault>,

@@ -101,6 +101,15 @@ pub fn summary(reports: &[Report], wall: std::time::Duration, replay: &str) -> S
     let faults: BTreeMap<&str, u64> = count_by_kind(reports.iter().flat_map(|r| &r.faults));
     let listed: Vec<String> = faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(out, "faults: {}", listed.join(", "));
+    let discovered = reports
+        .iter()
+        .filter(|r| crate::plan::peer_discovery(r.seed))
+        .count();
+    let _ = writeln!(
+        out,
+        "seeding: {discovered} clusters by peer discovery (the simulated cloud), {} by bootstrap addresses",
+        reports.len() - discovered
+    );
     let operations: usize = reports.iter().map(|r| r.operations).sum();
     let unknown: usize = reports.iter().map(|r| r.unknown_outcomes).sum();
     let events: usize = reports.iter().map(|r| r.watch_events).sum();

@@ -249,7 +249,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
         ..Report::default()
     };
     let mut trace = Sha256::new();
-    let mut cluster = Cluster::start(root, config.cluster_size);
+    let mut cluster = Cluster::start(root, config.cluster_size, plan::peer_discovery(config.seed));
     let directory = Directory::default();
     directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
     let handle = madsim::runtime::Handle::current();

@@ -2,7 +2,8 @@
 //! Under `--cfg madsim` every discovery method reads it: `ec2-tags` and
 //! `do-tags` by each tag (`Name=value` for EC2), `k8s-dns` by the Service
 //! name, `aws-autoscaling-group` by that name. The harness registers and
-//! removes machines as it starts and kills them.
+//! removes machines as it starts and kills them; runs in one process use
+//! tags of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -28,9 +29,9 @@ pub fn deregister(tag: &str, ip: IpAddr) {
     }
 }
 
-/// Forgets every tag (a new simulated run).
-pub fn clear() {
-    cloud().clear();
+/// Forgets `tag` and its addresses (its simulated run is over).
+pub fn forget(tag: &str) {
+    cloud().remove(tag);
 }
 
 /// The tags `method` looks up in the simulated cloud.
@@ -99,13 +100,12 @@ impl PeerSource for SimulatedSource {
 mod tests {
     use std::net::IpAddr;
 
-    use super::{clear, deregister, register, SimulatedSource};
+    use super::{deregister, forget, register, SimulatedSource};
     use crate::discovery::{Method, PeerSource};
 
     #[test]
     fn the_simulated_cloud_answers_by_tag_without_the_asking_node() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        clear();
         for last in 1..=3 {
             register("sim-e2d", ip(&format!("10.9.0.{last}")));
         }
@@ -130,6 +130,9 @@ mod tests {
             vec![ip("10.9.0.2")]
         );
         assert!(found("k8s-dns:nothing", "10.9.0.1").is_empty());
-        clear();
+        for tag in ["sim-e2d", "Role=etcd", "Env=test"] {
+            forget(tag);
+        }
+        assert!(found("do-tags:sim-e2d", "10.9.0.1").is_empty());
     }
 }
