@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::keys::check_namespace;
 use crate::seal::EncryptionKey;
 
-/// The endpoint used when none is given.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+/// The endpoint used when none is given (`http://`, or `https://` with
+/// TLS).
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "e2db";
 /// Attempts of one transaction before it fails with `Error::Conflict`.
@@ -105,7 +106,7 @@ impl Config {
     ///
     /// | variable | meaning |
     /// | --- | --- |
-    /// | `E2DB_ENDPOINTS` | endpoints separated by commas (default `http://127.0.0.1:2379`) |
+    /// | `E2DB_ENDPOINTS` | endpoints separated by commas (default `127.0.0.1:2379`) |
     /// | `E2DB_NAMESPACE` | the namespace (default `e2db`) |
     /// | `E2DB_CACERT`, `E2DB_CERT`, `E2DB_KEY` | TLS: CA, client certificate and key (PEM files) |
     /// | `E2DB_ENCRYPTION_KEY_FILE` | key for `encrypted` fields (see [`EncryptionKey::from_file`]) |
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn environment() {
         let config = Config::from_vars(vars(&[])).unwrap();
-        assert_eq!(config.endpoints, [DEFAULT_ENDPOINT]);
+        assert_eq!(config.endpoint_urls(), ["http://127.0.0.1:2379"]);
         assert_eq!(config.namespace, DEFAULT_NAMESPACE);
         let config = Config::from_vars(vars(&[
             ("E2DB_ENDPOINTS", "a:2379, b:2379"),

@@ -1,7 +1,8 @@
 //! `Db`: one connection to etcd, the tables opened through it, and
 //! transactions over them.
 
-use std::collections::HashSet;
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use crate::keys::TableKeys;
 use crate::row::RowCodec;
 use crate::schema::{self, StoredSchema, Table};
 use crate::table::TableHandle;
-use crate::txn::Tx;
+use crate::txn::{Tx, TxFuture};
 
 /// A connection to etcd. Clones share it.
 #[derive(Clone)]
@@ -25,8 +26,9 @@ pub struct Db {
 struct Inner {
     client: Client,
     config: Config,
-    /// Tables whose schema this connection has checked.
-    opened: Mutex<HashSet<&'static str>>,
+    /// Row types whose schema this connection has checked, and their
+    /// tables.
+    opened: Mutex<HashMap<TypeId, &'static str>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -56,7 +58,7 @@ impl Db {
             inner: Arc::new(Inner {
                 client,
                 config,
-                opened: Mutex::new(HashSet::new()),
+                opened: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -85,7 +87,7 @@ impl Db {
             Some(stored) => expected.check_stored(&stored)?,
             None => self.store_schema(&schema_key, &expected).await?,
         }
-        self.lock_opened().insert(T::NAME);
+        self.lock_opened().insert(TypeId::of::<T>(), T::NAME);
         Ok(TableHandle {
             db: self.clone(),
             codec,
@@ -140,22 +142,28 @@ impl Db {
     /// # async fn f(db: e2db::Db) -> e2db::Result<()> {
     /// # #[derive(serde::Serialize, serde::Deserialize, e2db::Table)]
     /// # struct Account { #[e2db(id)] name: String, balance: i64 }
-    /// db.tx(async |tx| {
-    ///     let mut from: Account = tx.get("alice").await?.expect("alice");
-    ///     let mut to: Account = tx.get("bob").await?.expect("bob");
-    ///     from.balance -= 10;
-    ///     to.balance += 10;
-    ///     tx.update(from).await?;
-    ///     tx.update(to).await?;
-    ///     Ok(())
+    /// db.tx(|tx| {
+    ///     Box::pin(async move {
+    ///         let mut from: Account = tx.get("alice").await?.expect("alice");
+    ///         let mut to: Account = tx.get("bob").await?.expect("bob");
+    ///         from.balance -= 10;
+    ///         to.balance += 10;
+    ///         tx.update(from).await?;
+    ///         tx.update(to).await?;
+    ///         Ok(())
+    ///     })
     /// })
     /// .await
     /// # }
     /// ```
-    pub async fn tx<R>(&self, mut f: impl AsyncFnMut(&mut Tx) -> Result<R>) -> Result<R> {
+    pub async fn tx<'env, R, F>(&'env self, mut f: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'a> FnMut(&'a mut Tx<'env>) -> TxFuture<'a, R> + Send + 'env,
+    {
         let attempts_max = self.inner.config.retries_max;
         for attempt in 1..=attempts_max {
-            let mut tx = Tx::new(self.clone());
+            let mut tx = Tx::new(self);
             let result = f(&mut tx).await?;
             if tx.commit().await? {
                 return Ok(result);
@@ -169,7 +177,7 @@ impl Db {
         })
     }
 
-    fn lock_opened(&self) -> std::sync::MutexGuard<'_, HashSet<&'static str>> {
+    fn lock_opened(&self) -> std::sync::MutexGuard<'_, HashMap<TypeId, &'static str>> {
         self.inner
             .opened
             .lock()
@@ -186,7 +194,7 @@ impl Db {
 
     /// The codec of an opened table.
     pub(crate) fn codec<T: Table>(&self) -> Result<RowCodec> {
-        if !self.lock_opened().contains(T::NAME) {
+        if !self.lock_opened().contains_key(&TypeId::of::<T>()) {
             return Err(Error::InvalidQuery {
                 table: T::NAME.to_string(),
                 detail: "the table is not open on this connection; call Db::table first, which checks its schema".into(),
@@ -196,7 +204,7 @@ impl Db {
     }
 
     pub(crate) fn forget_table(&self, name: &str) {
-        self.lock_opened().remove(name);
+        self.lock_opened().retain(|_, table| *table != name);
     }
 
     pub(crate) fn kv(&self) -> KvClient {

@@ -96,6 +96,6 @@ pub use query::{and, eq, ge, gt, is_in, le, lt, ne, not, or, Filter, Query, RowS
 pub use schema::{Field, StoredSchema, Table};
 pub use seal::EncryptionKey;
 pub use table::{TableHandle, PAGE_KEYS, ROWS_IN_MEMORY_MAX};
-pub use txn::{Tx, TXN_OPS_MAX};
+pub use txn::{Tx, TxFuture, TXN_OPS_MAX};
 pub use value::Value;
 pub use watch::{Change, Changes, Event};

@@ -27,6 +27,12 @@ pub struct TableHandle<T> {
     pub(crate) row_type: PhantomData<fn() -> T>,
 }
 
+impl<T> std::fmt::Debug for TableHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TableHandle({})", self.codec.keys.table_prefix())
+    }
+}
+
 impl<T> Clone for TableHandle<T> {
     fn clone(&self) -> Self {
         TableHandle {
@@ -43,27 +49,25 @@ impl<T: Table> TableHandle<T> {
     /// a unique value is taken, `Error::RequiredMissing` if a required
     /// field is empty.
     pub async fn insert(&self, row: T) -> Result<T> {
-        self.db.tx(async |tx| tx.insert_ref(&row).await).await
+        self.db.tx(|tx| Box::pin(tx.insert_ref(&row))).await
     }
 
     /// Replaces the row with the same primary key (`Error::NotFound` if
     /// there is none).
     pub async fn update(&self, row: T) -> Result<T> {
-        self.db.tx(async |tx| tx.update_ref(&row).await).await
+        self.db.tx(|tx| Box::pin(tx.update_ref(&row))).await
     }
 
     /// Inserts the row or replaces the one with its primary key.
     pub async fn upsert(&self, row: T) -> Result<T> {
-        self.db.tx(async |tx| tx.upsert_ref(&row).await).await
+        self.db.tx(|tx| Box::pin(tx.upsert_ref(&row))).await
     }
 
     /// Deletes the row with this primary key and returns it
     /// (`Error::NotFound` if there is none).
     pub async fn delete(&self, key: impl Into<Value>) -> Result<T> {
         let key = key.into();
-        self.db
-            .tx(async |tx| tx.delete::<T>(key.clone()).await)
-            .await
+        self.db.tx(|tx| Box::pin(tx.delete::<T>(key.clone()))).await
     }
 
     /// The row with this primary key.
@@ -201,7 +205,7 @@ impl<T: Table> TableHandle<T> {
             for key in keys {
                 let gone = self
                     .db
-                    .tx(async |tx| tx.delete_if_matches::<T>(&key, &filter).await)
+                    .tx(|tx| Box::pin(tx.delete_if_matches::<T>(&key, &filter)))
                     .await?;
                 deleted += u64::from(gone);
             }

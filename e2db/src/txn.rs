@@ -6,12 +6,18 @@
 //! committed transaction saw exactly the state it wrote over, with no
 //! locks held.
 //!
+//! All reads of one attempt are made at one revision (that of its first
+//! read), so what the transaction decides, including a refusal such as a
+//! taken unique value, holds for one state of the store.
+//!
 //! Every row operation of e2db is a transaction of this kind: an insert
 //! reads the row key (it must be missing), the unique index keys of its
 //! values (missing, or its own) and the auto-increment counter, and writes
 //! the row, its index keys and the counter in one Txn.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 
@@ -26,13 +32,20 @@ use crate::value::Value;
 /// default `--max-txn-ops`).
 pub const TXN_OPS_MAX: usize = 128;
 
+/// What a transaction body returns: `Box::pin(async move { ... })`.
+pub type TxFuture<'a, R> = Pin<Box<dyn Future<Output = Result<R>> + Send + 'a>>;
+
 /// An open transaction; see `Db::tx`.
-pub struct Tx {
-    db: Db,
+pub struct Tx<'env> {
+    db: &'env Db,
     /// Key → (mod revision when read, value).
     reads: BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)>,
     /// Key → the value to put, or `None` to delete.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The revision every read is made at: that of the first read, so the
+    /// transaction sees one state of the store, and a refusal (a taken
+    /// unique value, a missing row) is true of that state.
+    revision: i64,
 }
 
 /// What a row write expects to find.
@@ -43,12 +56,13 @@ enum Mode {
     Upsert,
 }
 
-impl Tx {
-    pub(crate) fn new(db: Db) -> Tx {
+impl<'env> Tx<'env> {
+    pub(crate) fn new(db: &'env Db) -> Tx<'env> {
         Tx {
             db,
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
+            revision: 0,
         }
     }
 
@@ -62,7 +76,13 @@ impl Tx {
         if let Some((_, value)) = self.reads.get(key) {
             return Ok(value.clone());
         }
-        let response = self.db.get(key, GetOptions::new()).await?;
+        let response = self
+            .db
+            .get(key, GetOptions::new().with_revision(self.revision))
+            .await?;
+        if self.revision == 0 {
+            self.revision = response.header().map_or(0, |h| h.revision());
+        }
         let (revision, value) = match response.kvs().first() {
             Some(kv) => (kv.mod_revision(), Some(kv.value().to_vec())),
             None => (0, None),
