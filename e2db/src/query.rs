@@ -297,7 +297,7 @@ impl<T: Table> Query<T> {
             self.reverse && self.order_by.is_none(),
         );
         let source = match &self.order_by {
-            None => Source::Scan(scan),
+            None => Source::Scan(Box::new(scan)),
             Some(field) => {
                 schema::field::<T>(field)?;
                 let mut keyed = Vec::new();
@@ -344,7 +344,7 @@ pub struct RowStream<T> {
 }
 
 enum Source<T> {
-    Scan(Scan<T>),
+    Scan(Box<Scan<T>>),
     Sorted(VecDeque<Decoded<T>>),
 }
 
