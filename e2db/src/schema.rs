@@ -13,6 +13,46 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// A row type: `#[derive(e2db::Table)]` implements it.
+///
+/// The derive refuses at compile time a table without a primary key:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize, e2db::Table)]
+/// struct NoKey { name: String }
+/// ```
+///
+/// an encrypted field in an index:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize, e2db::Table)]
+/// struct Leaky { #[e2db(id)] id: u64, #[e2db(encrypted, index)] secret: String }
+/// ```
+///
+/// and a table name that is not safe in a key:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize, e2db::Table)]
+/// #[e2db(table = "../etc")]
+/// struct Escape { #[e2db(id)] id: u64 }
+/// ```
+///
+/// while this is a table:
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize, e2db::Table)]
+/// #[e2db(table = "notes", version = 3)]
+/// struct Note {
+///     #[e2db(id)]
+///     #[serde(rename = "key")]
+///     id: String,
+///     #[e2db(unique, required)]
+///     title: String,
+/// }
+/// use e2db::Table as _;
+/// assert_eq!((Note::NAME, Note::VERSION), ("notes", 3));
+/// assert_eq!(Note::FIELDS[0].name, "key");
+/// assert!(Note::FIELDS[1].unique && Note::FIELDS[1].index && Note::FIELDS[1].required);
+/// ```
 pub trait Table: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The table's name in the key space.
     const NAME: &'static str;
@@ -199,6 +239,82 @@ pub fn primary_key<T: Table>() -> &'static Field {
         .iter()
         .find(|f| f.id)
         .expect("#[derive(e2db::Table)] requires exactly one primary key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table written by hand, with `FIELDS` chosen by the test.
+    macro_rules! hand_table {
+        ($name:ident, $fields:expr) => {
+            #[derive(serde::Serialize, serde::Deserialize)]
+            struct $name;
+            impl Table for $name {
+                const NAME: &'static str = "hand";
+                const VERSION: u32 = 1;
+                const FIELDS: &'static [Field] = $fields;
+            }
+        };
+    }
+
+    const PLAIN: Field = Field {
+        name: "f",
+        id: false,
+        increment: false,
+        index: false,
+        unique: false,
+        required: false,
+        encrypted: false,
+    };
+
+    #[test]
+    fn hand_written_tables_are_checked() {
+        hand_table!(NoKey, &[PLAIN]);
+        hand_table!(
+            TwoKeys,
+            &[
+                Field { id: true, ..PLAIN },
+                Field {
+                    name: "g",
+                    id: true,
+                    ..PLAIN
+                }
+            ]
+        );
+        hand_table!(Twice, &[Field { id: true, ..PLAIN }, PLAIN]);
+        hand_table!(
+            BadIndex,
+            &[
+                Field { id: true, ..PLAIN },
+                Field {
+                    name: "a/b",
+                    index: true,
+                    ..PLAIN
+                }
+            ]
+        );
+        hand_table!(
+            Good,
+            &[
+                Field { id: true, ..PLAIN },
+                Field {
+                    name: "g",
+                    index: true,
+                    ..PLAIN
+                }
+            ]
+        );
+        let refusal = |r: Result<()>| match r {
+            Err(Error::SchemaMismatch { detail, .. }) => detail,
+            other => panic!("accepted: {other:?}"),
+        };
+        assert!(refusal(validate::<NoKey>()).contains("0 primary keys"));
+        assert!(refusal(validate::<TwoKeys>()).contains("2 primary keys"));
+        assert!(refusal(validate::<Twice>()).contains("declared twice"));
+        assert!(refusal(validate::<BadIndex>()).contains("part of a key"));
+        validate::<Good>().unwrap();
+    }
 }
 
 /// The field of `T` named `name`, or an error listing the fields.

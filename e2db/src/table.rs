@@ -82,7 +82,8 @@ impl<T: Table> TableHandle<T> {
     }
 
     /// The rows whose indexed (or unique) `field` holds `value`, in primary
-    /// key order, read at one revision.
+    /// key order, read at one revision. A unique index holds no nulls, so
+    /// null finds nothing there (a plain index finds the rows with null).
     pub async fn find_by(&self, field: &str, value: impl Into<Value>) -> Result<Vec<T>> {
         let field = schema::field::<T>(field)?;
         if !field.index {
