@@ -241,6 +241,24 @@ pub fn primary_key<T: Table>() -> &'static Field {
         .expect("#[derive(e2db::Table)] requires exactly one primary key")
 }
 
+/// The field of `T` named `name`, or an error listing the fields.
+pub fn field<T: Table>(name: &str) -> Result<&'static Field> {
+    T::FIELDS
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| Error::InvalidQuery {
+            table: T::NAME.to_string(),
+            detail: format!(
+                "no field `{name}`; the fields are {}",
+                T::FIELDS
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,22 +333,4 @@ mod tests {
         assert!(refusal(validate::<BadIndex>()).contains("part of a key"));
         validate::<Good>().unwrap();
     }
-}
-
-/// The field of `T` named `name`, or an error listing the fields.
-pub fn field<T: Table>(name: &str) -> Result<&'static Field> {
-    T::FIELDS
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| Error::InvalidQuery {
-            table: T::NAME.to_string(),
-            detail: format!(
-                "no field `{name}`; the fields are {}",
-                T::FIELDS
-                    .iter()
-                    .map(|f| f.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
 }
