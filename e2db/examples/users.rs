@@ -48,7 +48,17 @@ fn user(email: &str, team: &str, age: u32) -> User {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
     let mut config = Config::from_env()?;
     if let Some(endpoint) = std::env::args().nth(1) {
         config.endpoints = vec![endpoint];
