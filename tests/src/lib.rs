@@ -949,9 +949,16 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// Runs `e2d` with `args` (and `envs` on top of a clean `E2D_*`
 /// environment) and captures its output.
 pub fn e2d_command(args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {
+    e2d_command_without(&["E2D_"], args, envs)
+}
+
+/// [`e2d_command`] with every variable of `prefixes` removed first.
+pub fn e2d_command_without(prefixes: &[&str], args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {
     let mut cmd = Command::new(e2d_bin());
     cmd.args(args);
-    remove_env_with_prefix(&mut cmd, "E2D_");
+    for prefix in prefixes {
+        remove_env_with_prefix(&mut cmd, prefix);
+    }
     cmd.envs(envs.iter().copied()).stdin(Stdio::null());
     let output = cmd.output().expect("cannot run e2d");
     CmdOutput {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2d_tests::gossip_cluster::{GossipCluster, Node};
@@ -13,28 +13,18 @@ use e2d_tests::moto::Moto;
 use e2d_tests::stub_digitalocean::{Droplet, StubDigitalOcean, PAGE_SIZE};
 use e2d_tests::stub_dns::StubDns;
 use e2d_tests::stub_imds::StubImds;
-use e2d_tests::{e2d_bin, free_port, remove_env_with_prefix, CmdOutput};
+use e2d_tests::{e2d_command_without, free_port, CmdOutput};
 use serde_json::Value;
 
 const TOKEN: &str = "dop_v1_test_token";
 const GOSSIP_PORT: u16 = 7980;
 
-/// `e2d discover ARGS --json` with only `envs` of the cloud variables.
+/// `e2d discover ARGS` with only `envs` of the cloud variables.
 fn discover(args: &[&str], envs: &[(&str, String)]) -> CmdOutput {
-    let mut cmd = Command::new(e2d_bin());
-    cmd.arg("discover").args(args);
-    for prefix in ["E2D_", "AWS_", "DIGITALOCEAN_"] {
-        remove_env_with_prefix(&mut cmd, prefix);
-    }
-    cmd.envs(envs.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    let output = cmd.output().expect("cannot run e2d");
-    CmdOutput {
-        command: format!("e2d discover {}", args.join(" ")),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        status: output.status,
-    }
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut argv = vec!["discover"];
+    argv.extend_from_slice(args);
+    e2d_command_without(&["E2D_", "AWS_", "DIGITALOCEAN_"], &argv, &envs)
 }
 
 /// The peers of a successful `--json` discovery, as `ip:port` strings.
@@ -186,18 +176,17 @@ fn k8s_dns_finds_the_pods_of_a_headless_service() {
         ],
     )]));
     let server = dns.addr.to_string();
-    let out = discover(
-        &[
-            "--peer-discovery",
-            &format!("k8s-dns:{name}"),
-            "--dns-server",
-            &server,
-            "--host",
-            "10.1.0.2",
-            "--json",
-        ],
-        &[],
-    );
+    let method = format!("k8s-dns:{name}");
+    let as_pod_2 = [
+        "--peer-discovery",
+        &method,
+        "--dns-server",
+        &server,
+        "--host",
+        "10.1.0.2",
+        "--json",
+    ];
+    let out = discover(&as_pod_2, &[]);
     assert_eq!(peers(&out), with_port(&["10.1.0.1", "10.1.0.3"]));
 
     // A pod joins: the next discovery sees it.
@@ -207,18 +196,7 @@ fn k8s_dns_finds_the_pods_of_a_headless_service() {
         .get_mut(name)
         .unwrap()
         .push(Ipv4Addr::new(10, 1, 0, 4));
-    let out = discover(
-        &[
-            "--peer-discovery",
-            &format!("k8s-dns:{name}"),
-            "--dns-server",
-            &server,
-            "--host",
-            "10.1.0.2",
-            "--json",
-        ],
-        &[],
-    );
+    let out = discover(&as_pod_2, &[]);
     assert_eq!(
         peers(&out),
         with_port(&["10.1.0.1", "10.1.0.3", "10.1.0.4"])

@@ -65,6 +65,22 @@ impl Aws {
             .await
     }
 
+    /// One call that needs `permission`, bounded in time.
+    async fn call<T, E, R>(
+        &self,
+        permission: &str,
+        call: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<T, DiscoveryError>
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => Err(self.error(format!("{permission} timed out"))),
+            Ok(result) => result.map_err(|e| self.error(failure(permission, &e))),
+        }
+    }
+
     /// Instances matching `filters` (or with `ids`), paged: (id, private
     /// IP, tags) of each.
     async fn instances(
@@ -85,7 +101,7 @@ impl Aws {
                 Err(_) => return Err(self.error("EC2 DescribeInstances timed out")),
                 Ok(None) => return Ok(found),
                 Ok(Some(page)) => {
-                    page.map_err(|e| self.error(failure("EC2", "ec2:DescribeInstances", &e)))?
+                    page.map_err(|e| self.error(failure("ec2:DescribeInstances", &e)))?
                 }
             };
             for reservation in page.reservations() {
@@ -137,18 +153,17 @@ impl Aws {
 
 /// Why a call failed; a refusal by the service names the permission the
 /// call needs.
-fn failure<E, R>(service: &str, permission: &str, error: &SdkError<E, R>) -> String
+fn failure<E, R>(permission: &str, error: &SdkError<E, R>) -> String
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let call = permission.split(':').nth(1).unwrap_or(permission);
     let context = aws_sdk_ec2::error::DisplayErrorContext(error);
     match error {
         SdkError::ServiceError(_) => format!(
-            "{service} {call} was refused: {context} (does the instance role allow {permission}?)"
+            "{permission} was refused: {context} (does the instance role allow {permission}?)"
         ),
-        _ => format!("{service} {call} failed: {context}"),
+        _ => format!("{permission} failed: {context}"),
     }
 }
 
@@ -174,44 +189,30 @@ impl AutoScalingGroup {
             ))
         })?;
         let autoscaling = &aws.clients().await?.autoscaling;
-        let described = tokio::time::timeout(
-            CALL_TIMEOUT,
-            autoscaling
-                .describe_auto_scaling_instances()
-                .instance_ids(&own_id)
-                .send(),
-        )
-        .await
-        .map_err(|_| aws.error("Auto Scaling DescribeAutoScalingInstances timed out"))?
-        .map_err(|e| {
-            aws.error(failure(
-                "Auto Scaling",
+        let described = aws
+            .call(
                 "autoscaling:DescribeAutoScalingInstances",
-                &e,
-            ))
-        })?;
+                autoscaling
+                    .describe_auto_scaling_instances()
+                    .instance_ids(&own_id)
+                    .send(),
+            )
+            .await?;
         let group = described
             .auto_scaling_instances()
             .iter()
             .find_map(|i| i.auto_scaling_group_name())
             .ok_or_else(|| aws.error(format!("instance {own_id} is not in an Auto Scaling group")))?
             .to_string();
-        let groups = tokio::time::timeout(
-            CALL_TIMEOUT,
-            autoscaling
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names(&group)
-                .send(),
-        )
-        .await
-        .map_err(|_| aws.error("Auto Scaling DescribeAutoScalingGroups timed out"))?
-        .map_err(|e| {
-            aws.error(failure(
-                "Auto Scaling",
+        let groups = aws
+            .call(
                 "autoscaling:DescribeAutoScalingGroups",
-                &e,
-            ))
-        })?;
+                autoscaling
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&group)
+                    .send(),
+            )
+            .await?;
         let mut ids: Vec<String> = groups
             .auto_scaling_groups()
             .iter()
