@@ -20,12 +20,30 @@ trap cleanup EXIT
 n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
 wait_for() { # host:port
+  local pid
   for _ in $(seq 1 600); do
     etcdctl --endpoints "$1" --dial-timeout 1s endpoint health >/dev/null 2>&1 && return 0
+    for pid in ${pids_at[*]}; do
+      kill -0 "$pid" 2>/dev/null && continue
+      echo "a server (pid $pid) exited while starting; its log:" >&2
+      grep -l . "$work"/*.log | xargs tail -n 3 >&2; exit 1
+    done
     sleep 0.05
   done
   echo "no answer from $1" >&2; return 1
 }
+
+# Server pids by client port base, for the CPU each workload costs them.
+declare -A pids_at
+# cpu_ticks BASE: user + system clock ticks of the servers on BASE so far.
+cpu_ticks() {
+  local total=0 pid
+  for pid in ${pids_at[$1]}; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+clk_tck=$(getconf CLK_TCK)
 
 # start_e2d NAME PORT_BASE MEMBERS: members on PORT_BASE+i (client) and
 # PORT_BASE+10+i (peer), a static cluster.
@@ -36,7 +54,7 @@ start_e2d() {
     "$bin/e2d" run --name "m$i" --data-dir "$work/$name-m$i" --log-level warn \
       --client-addr "127.0.0.1:$((base + i))" --peer-addr "127.0.0.1:$((base + 10 + i))" \
       --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
-    pids+=($!)
+    pids+=($!); pids_at[$base]+=" $!"
   done
 }
 start_etcd() {
@@ -47,16 +65,18 @@ start_etcd() {
       --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
       --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
       --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
-    pids+=($!)
+    pids+=($!); pids_at[$base]+=" $!"
   done
 }
 endpoints() { local base=$1 size=$2 out="" i; for ((i = 0; i < size; i++)); do out+="${out:+,}127.0.0.1:$((base + i))"; done; echo "$out"; }
 
-start_e2d e2d1 41300 1; start_etcd etcd1 42300 1
-start_e2d e2d3 43300 3; start_etcd etcd3 44300 3
-for base in 41300 42300; do wait_for "127.0.0.1:$base"; done
-for base in 43300 44300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))"; done; done
-for base in 41300 42300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key bench-value >/dev/null; done
+start_e2d e2d1 21300 1; start_etcd etcd1 22300 1
+start_e2d e2d3 23300 3; start_etcd etcd3 24300 3
+for base in 21300 22300; do wait_for "127.0.0.1:$base"; done
+for base in 23300 24300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))"; done; done
+# Client and peer ports sit below the kernel's ephemeral range (32768 on),
+# so no outgoing connection holds one when a server starts.
+for base in 21300 22300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key bench-value >/dev/null; done
 
 results="$work/results.jsonl"
 # run LABEL SHAPE E2D_BASE ETCD_BASE SIZE ARGS...: e2d then etcd, same load.
@@ -64,21 +84,23 @@ run() {
   local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 size=$5; shift 5
   for server in e2d etcd; do
     local base=$e2d_base; [ "$server" = etcd ] && base=$etcd_base
-    local out
+    local out before after
+    before=$(cpu_ticks "$base")
     out=$("$bin/e2d-bench" --endpoints "$(endpoints "$base" "$size")" --json "$@")
-    echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"result\": $out}" >>"$results"
+    after=$(cpu_ticks "$base")
+    echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
   done
 }
 big=(--conns 100 --clients 1000)
-run "put, 1000 clients" "1 node" 41300 42300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "put, 1 client" "1 node" 41300 42300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "range linearizable" "1 node" 41300 42300 1 "${big[@]}" range bench-key --total "$(n 100000)"
-run "range serializable" "1 node" 41300 42300 1 "${big[@]}" range bench-key --consistency s --total "$(n 100000)"
-run "txn-put" "1 node" 41300 42300 1 "${big[@]}" txn-put --total "$(n 50000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "watch, 1000 watchers" "1 node" 41300 42300 1 --conns 10 watch --watchers 1000 --total "$(n 500)"
-run "lease-keepalive" "1 node" 41300 42300 1 "${big[@]}" lease-keepalive --total "$(n 100000)"
-run "put, 1000 clients" "3 nodes" 43300 44300 3 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "put, 1 client" "3 nodes" 43300 44300 3 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "put, 1000 clients" "1 node" 21300 22300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "put, 1 client" "1 node" 21300 22300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "range linearizable" "1 node" 21300 22300 1 "${big[@]}" range bench-key --total "$(n 100000)"
+run "range serializable" "1 node" 21300 22300 1 "${big[@]}" range bench-key --consistency s --total "$(n 100000)"
+run "txn-put" "1 node" 21300 22300 1 "${big[@]}" txn-put --total "$(n 50000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "watch, 1000 watchers" "1 node" 21300 22300 1 --conns 10 watch --watchers 1000 --total "$(n 500)"
+run "lease-keepalive" "1 node" 21300 22300 1 "${big[@]}" lease-keepalive --total "$(n 100000)"
+run "put, 1000 clients" "3 nodes" 23300 24300 3 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
+run "put, 1 client" "3 nodes" 23300 24300 3 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
 
 # The disk's fsync time: 4 KiB writes, each synced.
 fsync_ms=$(python3 - "$work" <<'PY'
@@ -99,7 +121,8 @@ PY
 rss_of() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 declare -A rss cold
 for server in e2d etcd; do
-  base=45300; [ "$server" = etcd ] && base=46300
+  base=25300; [ "$server" = etcd ] && base=26300
+  pids_at[$base]=""
   if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
   pid=${pids[-1]}
   wait_for "127.0.0.1:$base"
@@ -107,9 +130,13 @@ for server in e2d etcd; do
     put --total "$KEYS" --key-size 16 --val-size 256 --key-space-size "$KEYS" --sequential-keys >/dev/null
   rss[$server]=$(rss_of "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  pids_at[$base]=""
   started=$(date +%s%N)
   if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
-  until etcdctl --endpoints "127.0.0.1:$base" --dial-timeout 200ms get bench-key >/dev/null 2>&1; do sleep 0.01; done
+  until etcdctl --endpoints "127.0.0.1:$base" --dial-timeout 200ms get bench-key >/dev/null 2>&1; do
+    kill -0 "${pids[-1]}" || { echo "$server exited on restart; see $work" >&2; exit 1; }
+    sleep 0.01
+  done
   cold[$server]=$(( ($(date +%s%N) - started) / 1000000 ))
 done
 
@@ -119,15 +146,18 @@ path, fsync_ms, rss_e2d, rss_etcd, cold_e2d, cold_etcd, keys = sys.argv[1:]
 rows = {}
 for line in open(path):
     r = json.loads(line)
+    # Server CPU (all members) per operation the bench counted.
+    r["result"]["server_cpu_us_per_op"] = r["server_cpu_s"] * 1e6 / max(1, r["result"]["total"])
     rows.setdefault((r["label"], r["shape"]), {})[r["server"]] = r["result"]
-def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.3f}"
+def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.3f}"
 print(f"| workload | shape | measure | e2d | etcd | e2d / etcd |")
 print(f"| --- | --- | --- | --- | --- | --- |")
 for (label, shape), by in rows.items():
     e, c = by["e2d"], by["etcd"]
     for name, get in [("ops/s", lambda r: r["throughput_ops_per_sec"]),
                       ("p50 ms", lambda r: r["latency_ms"]["p50"]),
-                      ("p99 ms", lambda r: r["latency_ms"]["p99"])]:
+                      ("p99 ms", lambda r: r["latency_ms"]["p99"]),
+                      ("server CPU µs/op", lambda r: r["server_cpu_us_per_op"])]:
         a, b = get(e), get(c)
         ratio = a / b if b else float("nan")
         print(f"| {label} | {shape} | {name} | {fmt(a)} | {fmt(b)} | {ratio:.2f} |")
