@@ -54,8 +54,10 @@ impl Watcher {
 }
 
 /// Reads committed events `from..=to`, at most about `max` of them, with
-/// previous values when asked.
-pub type ReadEvents<'a> = dyn FnMut(i64, i64, usize, bool) -> Result<Vec<Event>, Error> + 'a;
+/// previous values when asked. Shared: streams woken for the same
+/// revision can be handed one read.
+pub type ReadEvents<'a> =
+    dyn FnMut(i64, i64, usize, bool) -> Result<std::sync::Arc<[Event]>, Error> + 'a;
 
 #[derive(Debug)]
 pub struct WatchStream {
@@ -341,7 +343,7 @@ mod tests {
 
     fn reader(
         history: &[Event],
-    ) -> impl FnMut(i64, i64, usize, bool) -> Result<Vec<Event>, Error> + '_ {
+    ) -> impl FnMut(i64, i64, usize, bool) -> Result<std::sync::Arc<[Event]>, Error> + '_ {
         move |from, to, _max, _prev| {
             Ok(history
                 .iter()

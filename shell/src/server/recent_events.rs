@@ -19,17 +19,18 @@ type ReadKey = (i64, i64, usize, bool);
 
 #[derive(Default)]
 pub struct RecentEvents {
-    reads: Mutex<VecDeque<(ReadKey, Arc<Vec<Event>>)>>,
+    reads: Mutex<VecDeque<(ReadKey, Arc<[Event]>)>>,
 }
 
 impl RecentEvents {
-    /// The events of `key`, from a recent identical read or from `read`.
-    /// Committed revisions never change, so a kept read stays true.
+    /// The events of `key`, from a recent identical read (shared, not
+    /// copied) or from `read`. Committed revisions never change, so a kept
+    /// read stays true.
     pub fn get_or_read(
         &self,
         key: ReadKey,
         read: impl FnOnce() -> Result<Vec<Event>, Error>,
-    ) -> Result<Vec<Event>, Error> {
+    ) -> Result<Arc<[Event]>, Error> {
         let kept = {
             let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
             reads
@@ -38,15 +39,15 @@ impl RecentEvents {
                 .map(|(_, events)| events.clone())
         };
         if let Some(events) = kept {
-            return Ok(events.as_ref().clone());
+            return Ok(events);
         }
-        let events = read()?;
+        let events: Arc<[Event]> = read()?.into();
         if events.len() <= EVENTS_PER_READ_KEPT_MAX {
             let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
             if reads.len() >= READS_KEPT_MAX {
                 reads.pop_front();
             }
-            reads.push_back((key, Arc::new(events.clone())));
+            reads.push_back((key, events.clone()));
         }
         Ok(events)
     }
