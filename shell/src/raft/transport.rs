@@ -4,14 +4,16 @@
 //! backoff.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use e2d_proto::peer::peer_client::PeerClient;
 use e2d_proto::peer::RaftEnvelope;
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::codec;
 
@@ -109,69 +111,138 @@ async fn send_loop(
     cluster_id: u64,
     id: u64,
     url: String,
-    mut queue: mpsc::Receiver<RaftEnvelope>,
+    queue: mpsc::Receiver<RaftEnvelope>,
     removed: Arc<watch::Sender<bool>>,
 ) {
+    let queue = SharedQueue::new(queue);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let client = match crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer).await {
+        let mut client = match crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer).await {
             Ok(channel) => PeerClient::new(channel),
             Err(e) => {
                 tracing::debug!(peer = format!("{id:x}"), %url, error = %e, "peer unreachable");
-                drain_while_down(&mut queue, backoff).await;
+                if !drain_while_down(&queue, backoff).await {
+                    return;
+                }
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
             }
         };
         backoff = RECONNECT_BACKOFF_MIN;
-        let (stream_tx, stream_rx) = mpsc::channel(PEER_QUEUE_MAX);
-        let mut client = client;
-        let mut request = tonic::Request::new(ReceiverStream::new(stream_rx));
+        // The queue itself is the call's body: the connection takes each
+        // message from it with no task in between.
+        let mut request = tonic::Request::new(queue.next_call());
         request.metadata_mut().insert(
             CLUSTER_ID_HEADER,
             format!("{cluster_id:x}")
                 .parse()
                 .expect("hex is valid metadata"),
         );
-        let mut call = tokio::spawn(async move { client.raft(request).await });
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                outcome = &mut call => break outcome,
-                envelope = queue.recv() => {
-                    let Some(envelope) = envelope else {
-                        return;
-                    };
-                    if stream_tx.send(envelope).await.is_err() {
-                        break call.await;
-                    }
-                }
-            }
-        };
-        match outcome {
-            Ok(Err(status)) if status.message() == REMOVED_MEMBER_MESSAGE => {
+        let outcome = client.raft(request).await;
+        if queue.is_closed() {
+            // The member is no longer a peer.
+            return;
+        }
+        let drained = match outcome {
+            Err(status) if status.message() == REMOVED_MEMBER_MESSAGE => {
                 tracing::warn!(peer = format!("{id:x}"), %url, "{REMOVED_MEMBER_MESSAGE}");
                 removed.send_replace(true);
-                drain_while_down(&mut queue, RECONNECT_BACKOFF_MAX).await;
+                drain_while_down(&queue, RECONNECT_BACKOFF_MAX).await
             }
-            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 tracing::warn!(peer = format!("{id:x}"), %url, "{}", status.message());
-                drain_while_down(&mut queue, RECONNECT_BACKOFF_MAX).await;
+                drain_while_down(&queue, RECONNECT_BACKOFF_MAX).await
             }
             outcome => {
                 tracing::debug!(
                     peer = format!("{id:x}"),
                     ?outcome,
                     "peer stream ended; reconnecting"
-                )
+                );
+                true
             }
+        };
+        if !drained {
+            return;
         }
     }
 }
 
-/// Drops what is queued while the peer is down, for `wait`.
-async fn drain_while_down(queue: &mut mpsc::Receiver<RaftEnvelope>, wait: Duration) {
+/// One peer's queue, kept by the send loop across reconnects and lent to
+/// the body of the raft call in progress.
+struct SharedQueue {
+    queue: Arc<Mutex<mpsc::Receiver<RaftEnvelope>>>,
+    /// Bumped for each call; only the newest call's body reads the queue.
+    call: Arc<AtomicU64>,
+}
+
+/// The body of one raft call: the queue while this call is the newest.
+/// An older call's body (its connection may poll it once more before it
+/// goes) ends at once, so it never takes a message or the queue's waker.
+struct CallBody {
+    queue: Arc<Mutex<mpsc::Receiver<RaftEnvelope>>>,
+    call: Arc<AtomicU64>,
+    this_call: u64,
+}
+
+impl SharedQueue {
+    fn new(queue: mpsc::Receiver<RaftEnvelope>) -> Self {
+        Self {
+            queue: Arc::new(Mutex::new(queue)),
+            call: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The body of a new call; older calls' bodies end.
+    fn next_call(&self) -> CallBody {
+        let this_call = self.call.fetch_add(1, Ordering::SeqCst) + 1;
+        CallBody {
+            queue: self.queue.clone(),
+            call: self.call.clone(),
+            this_call,
+        }
+    }
+
+    /// Takes a message between calls, ending any call's body first.
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<RaftEnvelope>> {
+        self.call.fetch_add(1, Ordering::SeqCst);
+        lock(&self.queue).poll_recv(cx)
+    }
+
+    /// The transport dropped this peer and nothing is left to send.
+    fn is_closed(&self) -> bool {
+        let queue = lock(&self.queue);
+        queue.is_closed() && queue.is_empty()
+    }
+}
+
+fn lock(
+    queue: &Mutex<mpsc::Receiver<RaftEnvelope>>,
+) -> std::sync::MutexGuard<'_, mpsc::Receiver<RaftEnvelope>> {
+    queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl tokio_stream::Stream for CallBody {
+    type Item = RaftEnvelope;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RaftEnvelope>> {
+        if self.call.load(Ordering::SeqCst) != self.this_call {
+            return Poll::Ready(None);
+        }
+        lock(&self.queue).poll_recv(cx)
+    }
+}
+
+/// Drops what is queued while the peer is down, for `wait`; false once
+/// the transport has dropped the peer.
+async fn drain_while_down(queue: &SharedQueue, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    while let Ok(Some(_)) = tokio::time::timeout(left(), queue.recv()).await {}
+    loop {
+        match tokio::time::timeout(left(), std::future::poll_fn(|cx| queue.poll_recv(cx))).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
 }
