@@ -419,14 +419,18 @@ impl Server {
         }
     }
 
-    /// e2d is up once `/health` answers with anything but NOT STARTED (it
-    /// may be unhealthy on purpose, e.g. with a NOSPACE alarm); etcd once
+    /// e2d is up once `/health` answers with anything but NOT STARTED or
+    /// RAFT NO LEADER (a lone member elects itself at once; it may be
+    /// unhealthy on purpose, e.g. with a NOSPACE alarm); etcd once
     /// it has a leader (its /health also says false while an alarm is
     /// raised).
     fn answers(&self) -> bool {
         match self.kind {
-            Kind::E2d => http_get(self.client_port, "/health")
-                .is_ok_and(|r| r.status > 0 && !r.body.contains("NOT STARTED")),
+            Kind::E2d => http_get(self.client_port, "/health").is_ok_and(|r| {
+                r.status > 0
+                    && !r.body.contains("NOT STARTED")
+                    && !r.body.contains("RAFT NO LEADER")
+            }),
             Kind::Etcd => http_get(self.client_port, "/metrics")
                 .is_ok_and(|r| r.body.lines().any(|l| l == "etcd_server_has_leader 1")),
         }
