@@ -70,18 +70,7 @@ fn start_tls_server(dir: &Path, port: u16) -> Killed {
             .args(["--client-addr", &format!("127.0.0.1:{port}")])
             .args(["--peer-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--gossip-addr", &format!("127.0.0.1:{}", free_port())]);
-        for (flag, name) in [
-            ("--ca-cert", "ca.crt"),
-            ("--ca-key", "ca.key"),
-            ("--server-cert", "server.crt"),
-            ("--server-key", "server.key"),
-            ("--peer-cert", "peer.crt"),
-            ("--peer-key", "peer.key"),
-            ("--client-cert", "client.crt"),
-            ("--client-key", "client.key"),
-        ] {
-            cmd.args([flag, &file(dir, name)]);
-        }
+        cmd.args(e2d_tests::tls_run_flags(dir));
         remove_env_with_prefix(&mut cmd, "E2D_");
         cmd
     };

@@ -950,6 +950,26 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `e2d run` flags for TLS everywhere, with the files `e2d pki init` and
+/// `e2d pki gencerts` write into `dir`.
+pub fn tls_run_flags(dir: &std::path::Path) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (flag, file) in [
+        ("--ca-cert", "ca.crt"),
+        ("--ca-key", "ca.key"),
+        ("--server-cert", "server.crt"),
+        ("--server-key", "server.key"),
+        ("--peer-cert", "peer.crt"),
+        ("--peer-key", "peer.key"),
+        ("--client-cert", "client.crt"),
+        ("--client-key", "client.key"),
+    ] {
+        flags.push(flag.to_string());
+        flags.push(dir.join(file).display().to_string());
+    }
+    flags
+}
+
 /// Runs `e2d` with `args` (and `envs` on top of a clean `E2D_*`
 /// environment) and captures its output.
 pub fn e2d_command(args: &[&str], envs: &[(&str, &str)]) -> CmdOutput {

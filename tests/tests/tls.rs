@@ -59,21 +59,7 @@ impl Pki {
 
     /// `e2d run` flags for TLS everywhere.
     fn run_flags(&self) -> Vec<String> {
-        let mut flags = Vec::new();
-        for (flag, file) in [
-            ("--ca-cert", "ca.crt"),
-            ("--ca-key", "ca.key"),
-            ("--server-cert", "server.crt"),
-            ("--server-key", "server.key"),
-            ("--peer-cert", "peer.crt"),
-            ("--peer-key", "peer.key"),
-            ("--client-cert", "client.crt"),
-            ("--client-key", "client.key"),
-        ] {
-            flags.push(flag.to_string());
-            flags.push(self.file(file));
-        }
-        flags
+        e2d_tests::tls_run_flags(self.dir.path())
     }
 
     /// etcdctl flags presenting this PKI's client certificate.
