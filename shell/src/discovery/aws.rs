@@ -12,7 +12,8 @@ use aws_sdk_ec2::types::Filter;
 use tokio::sync::OnceCell;
 
 use super::imds::Imds;
-use super::{finish, DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
+use super::{finish_listing, own_id_or_warn};
+use super::{DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
 use super::{CALL_TIMEOUT, PAGES_MAX};
 
 /// Instance ids asked about in one DescribeInstances call.
@@ -125,8 +126,12 @@ impl Aws {
 
     /// The peers among `instances`, without this one: by instance id when
     /// the metadata service told it, else by this node's addresses.
-    fn peers(&self, instances: Vec<Instance>, own_id: Option<&str>) -> Discovered {
-        let mut warnings = Vec::new();
+    fn peers(
+        &self,
+        instances: Vec<Instance>,
+        own_id: Option<&str>,
+        mut warnings: Vec<String>,
+    ) -> Discovered {
         let mut ips = Vec::new();
         for instance in &instances {
             if own_id == Some(instance.id.as_str()) {
@@ -140,14 +145,7 @@ impl Aws {
                 )),
             }
         }
-        let (own, by) = match own_id {
-            Some(id) => (Vec::new(), format!("instance id {id}")),
-            None => (
-                self.own_ips.clone(),
-                "this node's own addresses".to_string(),
-            ),
-        };
-        finish(ips, &own, by, warnings)
+        finish_listing(ips, own_id, "instance", &self.own_ips, warnings)
     }
 }
 
@@ -227,7 +225,7 @@ impl AutoScalingGroup {
         for chunk in ids.chunks(IDS_PER_CALL_MAX) {
             instances.extend(aws.instances(Vec::new(), chunk.to_vec()).await?);
         }
-        let mut found = aws.peers(instances, Some(&own_id));
+        let mut found = aws.peers(instances, Some(&own_id), Vec::new());
         found.self_excluded_by = format!("{} in group {group}", found.self_excluded_by);
         Ok(found)
     }
@@ -295,19 +293,8 @@ impl Ec2Tags {
                 .build(),
         );
         let instances = aws.instances(filters, Vec::new()).await?;
-        let own_id = match own_id {
-            Ok(id) => Some(id),
-            Err(e) => {
-                warnings.push(format!(
-                    "cannot tell this instance's id ({e}); leaving out this node's own addresses instead"
-                ));
-                None
-            }
-        };
-        let mut found = aws.peers(instances, own_id.as_deref());
-        warnings.append(&mut found.warnings);
-        found.warnings = warnings;
-        Ok(found)
+        let own_id = own_id_or_warn(own_id, "instance", &mut warnings);
+        Ok(aws.peers(instances, own_id.as_deref(), warnings))
     }
 }
 

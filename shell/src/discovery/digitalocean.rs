@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::{finish, DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
+use super::{finish_listing, own_id_or_warn};
+use super::{DiscoverFuture, Discovered, DiscoveryError, PeerSource, Settings};
 use super::{CALL_TIMEOUT, PAGES_MAX};
 
 /// Droplets per page (the API's largest).
@@ -124,15 +125,7 @@ impl DoTags {
             droplets.extend(self.droplets(tag).await?);
         }
         let mut warnings = Vec::new();
-        let own_id = match own_id {
-            Ok(id) => Some(id),
-            Err(e) => {
-                warnings.push(format!(
-                    "cannot tell this droplet's id ({e}); leaving out this node's own addresses instead"
-                ));
-                None
-            }
-        };
+        let own_id = own_id_or_warn(own_id, "droplet", &mut warnings);
         let mut ips = Vec::new();
         for droplet in droplets.iter().filter(|d| Some(d.id) != own_id) {
             let private = droplet
@@ -149,11 +142,13 @@ impl DoTags {
                 )),
             }
         }
-        let (own, by) = match own_id {
-            Some(id) => (Vec::new(), format!("droplet id {id}")),
-            None => (self.own_ips.clone(), "this node's own addresses".into()),
-        };
-        Ok(finish(ips, &own, by, warnings))
+        Ok(finish_listing(
+            ips,
+            own_id,
+            "droplet",
+            &self.own_ips,
+            warnings,
+        ))
     }
 
     /// Every droplet tagged `tag`, page by page.

@@ -156,6 +156,42 @@ pub(crate) fn finish(
     }
 }
 
+/// This node's id in the cloud (`kind`: "instance", "droplet") as its
+/// metadata service told it, or `None` with a warning that its own
+/// addresses are left out instead.
+#[cfg_attr(madsim, allow(dead_code))]
+pub(crate) fn own_id_or_warn<T>(
+    id: Result<T, String>,
+    kind: &str,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
+    match id {
+        Ok(id) => Some(id),
+        Err(e) => {
+            warnings.push(format!(
+                "cannot tell this {kind}'s id ({e}); leaving out this node's own addresses instead"
+            ));
+            None
+        }
+    }
+}
+
+/// [`finish`] for a cloud listing: with `own_id` known the caller has
+/// skipped this node's entry already; without it, `own_ips` go.
+#[cfg_attr(madsim, allow(dead_code))]
+pub(crate) fn finish_listing(
+    found: Vec<IpAddr>,
+    own_id: Option<impl fmt::Display>,
+    kind: &str,
+    own_ips: &[IpAddr],
+    warnings: Vec<String>,
+) -> Discovered {
+    match own_id {
+        Some(id) => finish(found, &[], format!("{kind} id {id}"), warnings),
+        None => finish(found, own_ips, "this node's own addresses".into(), warnings),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;

@@ -69,7 +69,8 @@ pub async fn keep_seeding(
     loop {
         tokio::time::sleep(wait).await;
         wait = CHECK_INTERVAL;
-        if alive_peers() >= seeding.peers_needed {
+        let alive = alive_peers();
+        if alive >= seeding.peers_needed {
             short_rounds = 0;
             continue;
         }
@@ -107,7 +108,7 @@ pub async fn keep_seeding(
                     tracing::warn!("peer discovery failed: {e}; asking again in {wait:?}");
                 }
             },
-            None if alive_peers() == 0 && short_rounds.is_multiple_of(RESEEDS_PER_WARNING) => {
+            None if alive == 0 && short_rounds.is_multiple_of(RESEEDS_PER_WARNING) => {
                 tracing::warn!(
                     bootstrap_addrs = %seeding.bootstrap_addrs.join(","),
                     resolved = ?seeds,
