@@ -84,6 +84,7 @@ impl Pacer {
 }
 
 /// Runs `clients` copies of `request` over the connections round robin.
+/// `request` takes a client's handle and gives it back with the outcome.
 async fn run_clients<F, Fut>(
     cli: &Cli,
     common: &Common,
@@ -92,7 +93,7 @@ async fn run_clients<F, Fut>(
 ) -> Result<Report, Error>
 where
     F: Fn(Client, u64, usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Result<(), etcd_client::Error>> + Send,
+    Fut: std::future::Future<Output = (Client, Result<(), etcd_client::Error>)> + Send,
 {
     let conns = connections(cli).await?;
     let pacer = Arc::new(Pacer {
@@ -104,14 +105,18 @@ where
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(cli.clients);
     for client_index in 0..cli.clients {
-        let client = conns[client_index % conns.len()].clone();
+        let mut client = conns[client_index % conns.len()].clone();
         let (pacer, request) = (pacer.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = histogram();
             let mut errors = 0u64;
             while let Some(n) = pacer.take().await {
                 let begin = Instant::now();
-                match request(client.clone(), n, client_index).await {
+                // The client goes into the request and comes back: one
+                // handle per client, not a clone per request.
+                let (returned, outcome) = request(client, n, client_index).await;
+                client = returned;
+                match outcome {
                     Ok(()) => record(&mut latencies, begin.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -144,10 +149,11 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                 let (keys, value) = (keys.clone(), value.clone());
                 async move {
                     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (n << 8) ^ who as u64);
-                    client
+                    let outcome = client
                         .put(key_of(&keys, n, &mut rng), value.to_vec(), None)
                         .await
-                        .map(|_| ())
+                        .map(|_| ());
+                    (client, outcome)
                 }
             })
             .await
@@ -170,7 +176,8 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                     if serializable {
                         options = options.with_serializable();
                     }
-                    client.get(key, Some(options)).await.map(|_| ())
+                    let outcome = client.get(key, Some(options)).await.map(|_| ());
+                    (client, outcome)
                 }
             })
             .await
@@ -192,7 +199,8 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                     let puts: Vec<TxnOp> = (0..ops)
                         .map(|_| TxnOp::put(key_of(&keys, n, &mut rng), value.to_vec(), None))
                         .collect();
-                    client.txn(Txn::new().and_then(puts)).await.map(|_| ())
+                    let outcome = client.txn(Txn::new().and_then(puts)).await.map(|_| ());
+                    (client, outcome)
                 }
             })
             .await
@@ -210,13 +218,18 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                 let streams = streams.clone();
                 async move {
                     let mut slot = streams[who].lock().await;
-                    if slot.is_none() {
-                        let id = client.lease_grant(60, None).await?.id();
-                        *slot = Some(client.lease_keep_alive(id).await?);
+                    let outcome = async {
+                        if slot.is_none() {
+                            let id = client.lease_grant(60, None).await?.id();
+                            *slot = Some(client.lease_keep_alive(id).await?);
+                        }
+                        let (keeper, stream) = slot.as_mut().expect("made above");
+                        keeper.keep_alive().await?;
+                        stream.message().await.map(|_| ())
                     }
-                    let (keeper, stream) = slot.as_mut().expect("made above");
-                    keeper.keep_alive().await?;
-                    stream.message().await.map(|_| ())
+                    .await;
+                    drop(slot);
+                    (client, outcome)
                 }
             })
             .await

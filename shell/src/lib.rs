@@ -5,6 +5,8 @@
 pub mod backup;
 mod blocking;
 pub mod cli;
+#[cfg(not(madsim))]
+mod coalesced_io;
 pub mod discovery;
 mod gossip;
 pub mod grpc;

@@ -5,6 +5,10 @@ use clap::Parser;
 use e2d_shell::cli::{self, Cli, Command};
 use e2d_shell::{grpc, run, status};
 
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {

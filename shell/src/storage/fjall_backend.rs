@@ -171,7 +171,9 @@ impl Backend for FjallBackend {
         }
         let mut batch = self.db.batch();
         if sync {
-            batch = batch.durability(Some(PersistMode::SyncAll));
+            // fdatasync, as etcd's WAL: it persists the journal's bytes and
+            // its length, which is all recovery reads; mtime can wait.
+            batch = batch.durability(Some(PersistMode::SyncData));
         }
         for ((space, key), value) in staged {
             let keyspace = &self.keyspaces[&space];

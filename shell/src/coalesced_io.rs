@@ -1,0 +1,142 @@
+//! A served connection whose writes wait one scheduler round before they
+//! reach the socket, so the answers that become ready together leave in
+//! one `writev`.
+//!
+//! Without it, each answer is its own syscall: the raft driver applies a
+//! batch, wakes every waiting call, and the connection task flushes after
+//! each call's frames. With it, the first flush after new bytes yields once
+//! (the task goes to the back of the run queue, behind the other calls the
+//! batch woke), and the second flush writes everything they added. An idle
+//! server loses nothing: the yield returns at once when nothing else runs.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes held back at most; past this, writes go to the socket first.
+const HELD_BYTES_MAX: usize = 64 * 1024;
+
+/// `inner` with coalesced writes; reads pass straight through.
+pub struct CoalescedIo<T> {
+    inner: T,
+    /// Bytes accepted from the writer and not yet on the socket.
+    held: Vec<u8>,
+    /// Of `held`, this many went out already (a partial write).
+    held_written: usize,
+    /// The bytes held have waited their round: the next flush writes
+    /// them, with whatever came in the meantime. Once per hold, so a busy
+    /// connection is never put off twice.
+    yielded: bool,
+}
+
+impl<T> CoalescedIo<T> {
+    pub fn new(inner: T) -> Self {
+        CoalescedIo {
+            inner,
+            held: Vec::new(),
+            held_written: 0,
+            yielded: false,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> CoalescedIo<T> {
+    /// Writes out everything held.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.held_written < self.held.len() {
+            let written = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.held[self.held_written..])
+            )?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.held_written += written;
+        }
+        self.held.clear();
+        self.held_written = 0;
+        self.yielded = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Room for more bytes: drains first when the hold is full.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.held.len() >= HELD_BYTES_MAX {
+            std::task::ready!(self.poll_drain(cx))?;
+        }
+        debug_assert!(self.held.len() < HELD_BYTES_MAX);
+        Poll::Ready(Ok(HELD_BYTES_MAX - self.held.len()))
+    }
+}
+
+impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for CoalescedIo<T>
+{
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CoalescedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let room = std::task::ready!(self.poll_room(cx))?;
+        let taken = buf.len().min(room);
+        self.held.extend_from_slice(&buf[..taken]);
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut room = std::task::ready!(self.poll_room(cx))?;
+        let mut taken = 0;
+        for buf in bufs {
+            let part = buf.len().min(room);
+            self.held.extend_from_slice(&buf[..part]);
+            taken += part;
+            room -= part;
+            if room == 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.held_written < self.held.len() && !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
