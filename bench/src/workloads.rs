@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, GetOptions, Txn, TxnOp};
 use hdrhistogram::Histogram;
 
 use crate::report::{histogram, record, Report};
@@ -18,24 +18,57 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
-    let mut options = ConnectOptions::new();
-    if let Some(ca) = &cli.cacert {
-        let mut tls = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(ca)?));
-        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
-            tls = tls.identity(etcd_client::Identity::from_pem(
-                std::fs::read(cert)?,
-                std::fs::read(key)?,
-            ));
+    let tls = match &cli.cacert {
+        Some(ca) => {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(ca)?));
+            if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    std::fs::read(cert)?,
+                    std::fs::read(key)?,
+                ));
+            }
+            Some(tls)
         }
-        options = options.with_tls(tls);
-    }
+        None => None,
+    };
     let mut clients = Vec::with_capacity(cli.conns);
     for i in 0..cli.conns {
         let endpoint = &cli.endpoints[i % cli.endpoints.len()];
-        clients.push(Client::connect([endpoint.as_str()], Some(options.clone())).await?);
+        clients.push(connect(endpoint, tls.clone()).await?);
     }
     Ok(clients)
+}
+
+/// One connection to `endpoint` (`host:port`, or a URL) as an etcd client.
+/// Its writes wait one scheduler round, so the requests its clients send
+/// together leave in one syscall, as grpc-go's (etcd's benchmark tool) do.
+async fn connect(endpoint: &str, tls: Option<etcd_client::TlsOptions>) -> Result<Client, Error> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else if tls.is_some() {
+        format!("https://{endpoint}")
+    } else {
+        format!("http://{endpoint}")
+    };
+    let mut target = tonic::transport::Endpoint::from_shared(url)?;
+    if let Some(tls) = tls {
+        target = target.tls_config(tls)?;
+    }
+    let channel = target
+        .connect_with_connector(tower::service_fn(
+            |uri: tonic::codegen::http::Uri| async move {
+                let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+                let port = uri.port_u16().unwrap_or(2379);
+                let stream = tokio::net::TcpStream::connect((host, port)).await?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    e2d_shell::coalesced_io::CoalescedIo::new(stream),
+                ))
+            },
+        ))
+        .await?;
+    Ok(Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?)
 }
 
 /// A small generator per client for random keys.

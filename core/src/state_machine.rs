@@ -508,17 +508,26 @@ fn apply_put<B: Backend>(
     lessor: &mut Lessor,
     req: &PutRequest,
 ) -> Result<PutResponse, Error> {
-    let prev = txn.get(&req.key)?;
-    let value = match (&prev, req.ignore_value) {
+    // The previous value is read only when the request needs it; what the
+    // new one takes from it (create revision, version, lease) the key
+    // index holds.
+    let prev_kv = if req.prev_kv || req.ignore_value {
+        txn.get(&req.key)?
+    } else {
+        None
+    };
+    let prev = txn.live(&req.key);
+    debug_assert!(!(req.prev_kv || req.ignore_value) || prev.is_some() == prev_kv.is_some());
+    let value = match (&prev_kv, req.ignore_value) {
         (Some(kv), true) => kv.value.clone(),
         _ => req.value.clone(),
     };
-    let lease = match (&prev, req.ignore_lease) {
-        (Some(kv), true) => kv.lease,
+    let lease = match (prev, req.ignore_lease) {
+        (Some(live), true) => live.lease,
         _ => req.lease,
     };
-    let prev = txn.put(&req.key, prev, value, lease);
-    if let Some(prev) = &prev {
+    txn.put(&req.key, prev, value, lease);
+    if let Some(prev) = prev {
         if prev.lease != lease {
             lessor.detach(prev.lease, &req.key);
         }
@@ -528,7 +537,7 @@ fn apply_put<B: Backend>(
     }
     Ok(PutResponse {
         header: header(txn.write_revision()),
-        prev_kv: if req.prev_kv { prev } else { None },
+        prev_kv: if req.prev_kv { prev_kv } else { None },
     })
 }
 

@@ -6,7 +6,7 @@ pub mod backup;
 mod blocking;
 pub mod cli;
 #[cfg(not(madsim))]
-mod coalesced_io;
+pub mod coalesced_io;
 pub mod discovery;
 mod gossip;
 pub mod grpc;

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use e2d_proto::mvccpb::KeyValue;
+
 use crate::revision::Revision;
 
 /// One change of a key: a put, or a delete (tombstone).
@@ -61,9 +63,35 @@ impl History {
     }
 }
 
+/// What a write needs of a key's live value without reading the value:
+/// the first revision of its generation, its version and its lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Live {
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl Live {
+    pub fn of(kv: &KeyValue) -> Self {
+        Live {
+            create_revision: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    history: History,
+    /// Of the newest change, when it is a put; meaningless after a delete.
+    live: Live,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    keys: BTreeMap<Box<[u8]>, History>,
+    keys: BTreeMap<Box<[u8]>, Entry>,
 }
 
 /// Which keys a request covers, in etcd's terms: `range_end` empty means the
@@ -117,10 +145,14 @@ impl<'a> KeySpan<'a> {
 }
 
 impl KeyIndex {
-    pub fn record(&mut self, key: &[u8], change: Change) {
+    /// Records `change` of `key`; `live` describes the value a put stores
+    /// (it is ignored for a delete).
+    pub fn record(&mut self, key: &[u8], change: Change, live: Live) {
+        debug_assert!(change.tombstone || live.version > 0);
         match self.keys.get_mut(key) {
-            Some(history) => {
-                let last = history
+            Some(entry) => {
+                let last = entry
+                    .history
                     .as_slice()
                     .last()
                     .expect("histories are never empty");
@@ -128,17 +160,26 @@ impl KeyIndex {
                     last.revision < change.revision,
                     "key index: revisions of a key must grow"
                 );
-                history.push(change);
+                entry.history.push(change);
+                entry.live = live;
             }
             None => {
-                self.keys.insert(key.into(), History::One(change));
+                let history = History::One(change);
+                self.keys.insert(key.into(), Entry { history, live });
             }
         }
     }
 
     /// The put that holds `key` as of `at_main`, if the key exists then.
     pub fn get(&self, key: &[u8], at_main: i64) -> Option<Revision> {
-        live_at(self.keys.get(key)?.as_slice(), at_main)
+        live_at(self.keys.get(key)?.history.as_slice(), at_main)
+    }
+
+    /// The newest value of `key`, if its newest change is a put.
+    pub fn live(&self, key: &[u8]) -> Option<Live> {
+        let entry = self.keys.get(key)?;
+        let last = entry.history.as_slice().last()?;
+        (!last.tombstone).then_some(entry.live)
     }
 
     /// Keys in `span` alive at `at_main`, in key order, with their revisions.
@@ -159,8 +200,8 @@ impl KeyIndex {
                 (Bound::Included(s), Bound::Excluded(e))
             }
         };
-        for (key, history) in self.keys.range::<[u8], _>(range) {
-            if let Some(rev) = live_at(history.as_slice(), at_main) {
+        for (key, entry) in self.keys.range::<[u8], _>(range) {
+            if let Some(rev) = live_at(entry.history.as_slice(), at_main) {
                 if !visit(key, rev) {
                     return;
                 }
@@ -174,7 +215,7 @@ impl KeyIndex {
     /// a tombstone.
     pub fn compact(&mut self, at_main: i64) -> Vec<Change> {
         let mut dropped = Vec::new();
-        self.keys.retain(|_, history| {
+        self.keys.retain(|_, Entry { history, .. }| {
             let changes = history.as_slice();
             let keep_from = match changes.iter().rposition(|c| c.revision.main <= at_main) {
                 None => 0,
@@ -201,26 +242,34 @@ fn live_at(history: &[Change], at_main: i64) -> Option<Revision> {
 mod tests {
     use super::*;
 
-    fn put(main: i64) -> Change {
-        Change {
+    fn put(index: &mut KeyIndex, key: &[u8], main: i64) {
+        let version = index.live(key).map_or(1, |live| live.version + 1);
+        let change = Change {
             revision: Revision::new(main, 0),
             tombstone: false,
-        }
+        };
+        let live = Live {
+            create_revision: index.live(key).map_or(main, |live| live.create_revision),
+            version,
+            lease: main * 10,
+        };
+        index.record(key, change, live);
     }
 
-    fn del(main: i64) -> Change {
-        Change {
+    fn del(index: &mut KeyIndex, key: &[u8], main: i64) {
+        let change = Change {
             revision: Revision::new(main, 0),
             tombstone: true,
-        }
+        };
+        index.record(key, change, Live::default());
     }
 
     #[test]
     fn get_sees_history() {
         let mut index = KeyIndex::default();
-        index.record(b"a", put(2));
-        index.record(b"a", del(4));
-        index.record(b"a", put(6));
+        put(&mut index, b"a", 2);
+        del(&mut index, b"a", 4);
+        put(&mut index, b"a", 6);
         assert_eq!(index.get(b"a", 1), None);
         assert_eq!(index.get(b"a", 3), Some(Revision::new(2, 0)));
         assert_eq!(index.get(b"a", 5), None);
@@ -228,12 +277,39 @@ mod tests {
     }
 
     #[test]
+    fn live_follows_the_newest_change() {
+        let mut index = KeyIndex::default();
+        assert_eq!(index.live(b"a"), None);
+        put(&mut index, b"a", 2);
+        put(&mut index, b"a", 3);
+        let live = Live {
+            create_revision: 2,
+            version: 2,
+            lease: 30,
+        };
+        assert_eq!(index.live(b"a"), Some(live));
+        del(&mut index, b"a", 4);
+        assert_eq!(index.live(b"a"), None);
+        put(&mut index, b"a", 5);
+        assert_eq!(
+            index.live(b"a").map(|l| (l.create_revision, l.version)),
+            Some((5, 1))
+        );
+        // Compaction drops old changes, not what the newest one says.
+        index.compact(5);
+        assert_eq!(
+            index.live(b"a").map(|l| (l.create_revision, l.version)),
+            Some((5, 1))
+        );
+    }
+
+    #[test]
     fn compaction_keeps_the_live_revision() {
         let mut index = KeyIndex::default();
-        index.record(b"a", put(2));
-        index.record(b"a", put(3));
-        index.record(b"b", put(2));
-        index.record(b"b", del(3));
+        put(&mut index, b"a", 2);
+        put(&mut index, b"a", 3);
+        put(&mut index, b"b", 2);
+        del(&mut index, b"b", 3);
         let dropped = index.compact(3);
         assert_eq!(dropped.len(), 3);
         assert_eq!(index.get(b"a", 3), Some(Revision::new(3, 0)));

@@ -10,7 +10,7 @@ pub mod index;
 mod range;
 mod write;
 
-pub use index::{Change, KeyIndex, KeySpan};
+pub use index::{Change, KeyIndex, KeySpan, Live};
 pub use range::RangeResult;
 pub use write::WriteTxn;
 
@@ -66,7 +66,7 @@ impl<B: Backend> Mvcc<B> {
         let mut corrupt = None;
         backend.scan(Table::Kv, &[], &[], &mut |key, value| {
             match decode_kv_entry(key, value) {
-                Ok((change, kv)) => index.record(&kv.key, change),
+                Ok((change, kv)) => index.record(&kv.key, change, Live::of(&kv)),
                 Err(e) => {
                     corrupt = Some(e);
                     return false;

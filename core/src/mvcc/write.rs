@@ -3,7 +3,7 @@
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
-use super::{kv_entry_key, Change, KeySpan, Mvcc, RangeResult, META_CURRENT_REVISION};
+use super::{kv_entry_key, Change, KeySpan, Live, Mvcc, RangeResult, META_CURRENT_REVISION};
 use crate::error::Error;
 use crate::revision::Revision;
 use crate::storage::{Backend, Table};
@@ -56,27 +56,26 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.mvcc.get(key, self.read_revision())
     }
 
-    /// Writes `key` over `prev`, which must be what [`WriteTxn::get`]
-    /// returns for it (the caller has read it already); returns `prev`.
-    pub fn put(
-        &mut self,
-        key: &[u8],
-        prev: Option<KeyValue>,
-        value: Vec<u8>,
-        lease: i64,
-    ) -> Option<KeyValue> {
-        debug_assert!(prev.as_ref().is_none_or(|p| p.key == key));
+    /// What the key index says of `key`'s value as this txn reads it,
+    /// without reading the value.
+    pub fn live(&self, key: &[u8]) -> Option<Live> {
+        self.mvcc.index.live(key)
+    }
+
+    /// Writes `key` over `prev`, which must be what [`WriteTxn::live`]
+    /// returns for it (the caller has asked already).
+    pub fn put(&mut self, key: &[u8], prev: Option<Live>, value: Vec<u8>, lease: i64) {
+        debug_assert_eq!(prev, self.live(key));
         let revision = self.next_revision();
         let kv = KeyValue {
             key: key.to_vec(),
-            create_revision: prev.as_ref().map_or(self.main, |p| p.create_revision),
+            create_revision: prev.map_or(self.main, |p| p.create_revision),
             mod_revision: self.main,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: prev.map_or(1, |p| p.version + 1),
             value,
             lease,
         };
         self.store(revision, false, kv, EventType::Put);
-        prev
     }
 
     /// Deletes every key of `span`; returns the deleted key-values.
@@ -134,13 +133,16 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.mvcc
             .backend
             .put(Table::Kv, &kv_entry_key(revision, tombstone), &stored);
-        self.mvcc.index.record(
-            &kv.key,
-            Change {
-                revision,
-                tombstone,
-            },
-        );
+        let live = if tombstone {
+            Live::default()
+        } else {
+            Live::of(&kv)
+        };
+        let change = Change {
+            revision,
+            tombstone,
+        };
+        self.mvcc.index.record(&kv.key, change, live);
         self.events.push(Event {
             r#type: kind as i32,
             kv: Some(kv),
