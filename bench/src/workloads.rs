@@ -2,7 +2,7 @@
 //! `--total` is reached, paced by `--rate`, recording every latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
@@ -286,8 +286,10 @@ async fn watch(
     const KEY: &str = "e2d-bench/watch";
     let conns = connections(cli).await?;
     let total = common.total;
-    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> =
-        Arc::new(Mutex::new(vec![None; total as usize]));
+    // When each put went out, in nanoseconds after `epoch` plus one (zero:
+    // not yet); read by every watcher for every event, so without a lock.
+    let epoch = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::with_capacity(watchers);
     let ready = Arc::new(tokio::sync::Barrier::new(watchers + 1));
     for w in 0..watchers {
@@ -319,13 +321,9 @@ async fn watch(
                         .ok()
                         .and_then(|v| v.trim_start_matches('0').parse().ok())
                         .unwrap_or(0);
-                    let sent = sent_at
-                        .lock()
-                        .expect("not poisoned")
-                        .get(n)
-                        .copied()
-                        .flatten();
-                    if let Some(sent) = sent {
+                    let sent_ns = sent_at.get(n).map_or(0, |at| at.load(Ordering::Acquire));
+                    if sent_ns > 0 {
+                        let sent = epoch + Duration::from_nanos(sent_ns - 1);
                         record(&mut latencies, now.saturating_duration_since(sent));
                     }
                 }
@@ -343,7 +341,8 @@ async fn watch(
             tokio::time::sleep_until(due.into()).await;
         }
         let value = format!("{n:0width$}", width = val_size.max(1));
-        sent_at.lock().expect("not poisoned")[n as usize] = Some(Instant::now());
+        let sent_ns = epoch.elapsed().as_nanos() as u64 + 1;
+        sent_at[n as usize].store(sent_ns, Ordering::Release);
         if writer.put(KEY, value, None).await.is_err() {
             errors += 1;
         }

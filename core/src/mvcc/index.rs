@@ -10,11 +10,29 @@ use e2d_proto::mvccpb::KeyValue;
 
 use crate::revision::Revision;
 
-/// One change of a key: a put, or a delete (tombstone).
+/// One change of a key: a put, or a delete (tombstone). 16 bytes: the
+/// sub revision (a change's place within its revision) is kept in 32 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
-    pub revision: Revision,
+    main: i64,
+    sub: u32,
     pub tombstone: bool,
+}
+
+impl Change {
+    /// `None` when the sub revision does not fit in 32 bits: no revision
+    /// this store writes has that many changes.
+    pub fn new(revision: Revision, tombstone: bool) -> Option<Self> {
+        Some(Change {
+            main: revision.main,
+            sub: u32::try_from(revision.sub).ok()?,
+            tombstone,
+        })
+    }
+
+    pub fn revision(&self) -> Revision {
+        Revision::new(self.main, i64::from(self.sub))
+    }
 }
 
 /// The changes of one key, oldest first. Most keys have a single live
@@ -157,7 +175,7 @@ impl KeyIndex {
                     .last()
                     .expect("histories are never empty");
                 assert!(
-                    last.revision < change.revision,
+                    last.revision() < change.revision(),
                     "key index: revisions of a key must grow"
                 );
                 entry.history.push(change);
@@ -217,7 +235,7 @@ impl KeyIndex {
         let mut dropped = Vec::new();
         self.keys.retain(|_, Entry { history, .. }| {
             let changes = history.as_slice();
-            let keep_from = match changes.iter().rposition(|c| c.revision.main <= at_main) {
+            let keep_from = match changes.iter().rposition(|c| c.main <= at_main) {
                 None => 0,
                 Some(i) if changes[i].tombstone => i + 1,
                 Some(i) => i,
@@ -233,9 +251,9 @@ impl KeyIndex {
 }
 
 fn live_at(history: &[Change], at_main: i64) -> Option<Revision> {
-    let i = history.partition_point(|c| c.revision.main <= at_main);
+    let i = history.partition_point(|c| c.main <= at_main);
     let change = history[..i].last()?;
-    (!change.tombstone).then_some(change.revision)
+    (!change.tombstone).then_some(change.revision())
 }
 
 #[cfg(test)]
@@ -244,10 +262,7 @@ mod tests {
 
     fn put(index: &mut KeyIndex, key: &[u8], main: i64) {
         let version = index.live(key).map_or(1, |live| live.version + 1);
-        let change = Change {
-            revision: Revision::new(main, 0),
-            tombstone: false,
-        };
+        let change = Change::new(Revision::new(main, 0), false).unwrap();
         let live = Live {
             create_revision: index.live(key).map_or(main, |live| live.create_revision),
             version,
@@ -257,10 +272,7 @@ mod tests {
     }
 
     fn del(index: &mut KeyIndex, key: &[u8], main: i64) {
-        let change = Change {
-            revision: Revision::new(main, 0),
-            tombstone: true,
-        };
+        let change = Change::new(Revision::new(main, 0), true).unwrap();
         index.record(key, change, Live::default());
     }
 
@@ -314,6 +326,14 @@ mod tests {
         assert_eq!(dropped.len(), 3);
         assert_eq!(index.get(b"a", 3), Some(Revision::new(3, 0)));
         assert_eq!(index.key_count(), 1);
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // With a million keys the index is much of the server's memory.
+        assert_eq!(std::mem::size_of::<Change>(), 16);
+        assert_eq!(std::mem::size_of::<History>(), 24);
+        assert!(Change::new(Revision::new(1, 1 << 32), false).is_none());
     }
 
     #[test]

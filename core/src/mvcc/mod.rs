@@ -143,8 +143,10 @@ impl<B: Backend> Mvcc<B> {
             return Err(Error::FutureRevision);
         }
         for change in self.index.compact(revision) {
-            self.backend
-                .delete(Table::Kv, &kv_entry_key(change.revision, change.tombstone));
+            self.backend.delete(
+                Table::Kv,
+                &kv_entry_key(change.revision(), change.tombstone),
+            );
         }
         self.compact_revision = revision;
         self.backend
@@ -177,12 +179,12 @@ impl<B: Backend> Mvcc<B> {
                         return false;
                     }
                 };
-                if events.len() >= events_max && change.revision.main != last_main {
+                if events.len() >= events_max && change.revision().main != last_main {
                     return false;
                 }
-                last_main = change.revision.main;
+                last_main = change.revision().main;
                 if change.tombstone {
-                    kv.mod_revision = change.revision.main;
+                    kv.mod_revision = change.revision().main;
                 }
                 events.push(Event {
                     r#type: if change.tombstone {
@@ -256,11 +258,5 @@ fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), Stora
         _ => return Err(corrupt()),
     };
     let kv = KeyValue::decode(value).map_err(|_| corrupt())?;
-    Ok((
-        Change {
-            revision,
-            tombstone,
-        },
-        kv,
-    ))
+    Ok((Change::new(revision, tombstone).ok_or_else(corrupt)?, kv))
 }

@@ -138,10 +138,8 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         } else {
             Live::of(&kv)
         };
-        let change = Change {
-            revision,
-            tombstone,
-        };
+        let change =
+            Change::new(revision, tombstone).expect("a revision's changes are counted in 32 bits");
         self.mvcc.index.record(&kv.key, change, live);
         self.events.push(Event {
             r#type: kind as i32,

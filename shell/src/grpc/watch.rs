@@ -1,7 +1,11 @@
-//! The Watch service: one task per stream drives a core
+//! The Watch service: each stream's response body drives a core
 //! [`WatchStream`] with client requests, committed revisions and the
-//! progress timer, and forwards its responses through a bounded channel.
+//! progress timer. The body is polled by the connection's task for the
+//! stream, so an event costs no task hop or channel on its way out, and a
+//! client that stops reading stops the stream's work (HTTP/2 flow control).
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +13,15 @@ use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
 use e2d_proto::etcdserverpb::{WatchRequest, WatchResponse};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::server::Node;
 
-/// Responses buffered per stream before the stream task waits for the client.
-const WATCH_RESPONSES_BUFFERED_MAX: usize = 128;
+/// New revisions taken in a row before requests and the progress timer
+/// are looked at first.
+const REVISION_STREAK_MAX: u32 = 16;
+
+type Responses = Pin<Box<dyn futures_util::Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 pub struct WatchService {
     node: Arc<Node>,
@@ -30,63 +35,127 @@ impl WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = Responses;
 
     async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         super::status::check_has_leader(request.metadata(), &self.node)?;
-        let incoming = request.into_inner();
-        let (responses, outgoing) = mpsc::channel(WATCH_RESPONSES_BUFFERED_MAX);
         let node = self.node.clone();
-        tokio::spawn(async move {
-            let mut task = StreamTask {
-                stream: WatchStream::new(node.config.max_request_bytes),
-                node,
-                responses,
-            };
-            task.run(incoming).await;
-            task.node
-                .metrics
-                .watchers_add(-(task.stream.watcher_count() as i64));
+        let interval = Duration::from_millis(node.config.progress_notify_interval_ms);
+        let task = StreamTask {
+            stream: WatchStream::new(node.config.max_request_bytes),
+            revision: node.subscribe_revision(),
+            progress: tokio::time::interval_at(tokio::time::Instant::now() + interval, interval),
+            incoming: request.into_inner(),
+            node,
+            ready: VecDeque::new(),
+            lagging: false,
+            ended: false,
+            revision_streak: 0,
+        };
+        // Boxed, so each response moves a pointer in and out, not the task.
+        let responses = futures_util::stream::unfold(Box::new(task), |mut task| async move {
+            let response = task.next_response().await?;
+            Some((response, task))
         });
-        Ok(Response::new(ReceiverStream::new(outgoing)))
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
 struct StreamTask {
     node: Arc<Node>,
     stream: WatchStream,
-    responses: mpsc::Sender<Result<WatchResponse, Status>>,
+    incoming: Streaming<WatchRequest>,
+    revision: tokio::sync::watch::Receiver<i64>,
+    progress: tokio::time::Interval,
+    /// Responses made and not yet taken by the connection; one sync step's
+    /// worth at most, as [`StreamTask::sync_step`] bounds it.
+    ready: VecDeque<Result<WatchResponse, Status>>,
+    /// Watchers still lag the store: the next step syncs without waiting.
+    lagging: bool,
+    /// The client is gone or the stream failed: nothing after `ready`.
+    ended: bool,
+    /// Wake-ups in a row that were new revisions.
+    revision_streak: u32,
+}
+
+impl Drop for StreamTask {
+    fn drop(&mut self) {
+        self.node
+            .metrics
+            .watchers_add(-(self.stream.watcher_count() as i64));
+    }
 }
 
 impl StreamTask {
-    async fn run(&mut self, mut incoming: Streaming<WatchRequest>) {
-        let mut revision = self.node.subscribe_revision();
-        let interval = Duration::from_millis(self.node.config.progress_notify_interval_ms);
-        let mut progress =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    /// The stream's next response; `None` ends it.
+    async fn next_response(&mut self) -> Option<Result<WatchResponse, Status>> {
         loop {
-            // Biased: a fixed polling order keeps simulated runs
-            // replayable; each branch is bounded, so none starves.
+            if let Some(response) = self.ready.pop_front() {
+                return Some(response);
+            }
+            if self.ended {
+                return None;
+            }
+            if !self.lagging {
+                self.wait_for_input().await;
+                if self.ended {
+                    return None;
+                }
+            }
+            match self.sync_step() {
+                Ok((batch, lagging)) => {
+                    self.ready.extend(batch.into_iter().map(Ok));
+                    self.lagging = lagging;
+                }
+                Err(status) => {
+                    self.ready.push_back(Err(status));
+                    self.ended = true;
+                }
+            }
+        }
+    }
+
+    /// Waits for a client request, a new revision or the progress tick,
+    /// and takes it in.
+    async fn wait_for_input(&mut self) {
+        // Biased: a fixed polling order keeps simulated runs replayable.
+        // A new revision, the common wake-up, is looked at first, so an
+        // event costs one poll, not three; after a streak of them the
+        // others go first once, so a busy store starves neither.
+        if self.revision_streak < REVISION_STREAK_MAX {
             tokio::select! {
                 biased;
-                _ = progress.tick() => {
-                    let current = self.node.read().current_revision();
-                    self.stream.handle_progress_tick(current);
-                }
-                message = incoming.message() => match message {
-                    Ok(Some(request)) => self.handle_request(request),
-                    Ok(None) | Err(_) => return,
-                },
-                changed = revision.changed() => if changed.is_err() {
+                changed = self.revision.changed() => {
+                    self.revision_streak += 1;
+                    self.ended |= changed.is_err();
                     return;
-                },
+                }
+                _ = self.progress.tick() => self.on_progress_tick(),
+                message = self.incoming.message() => self.on_message(message),
             }
-            if !self.sync_and_send().await {
-                return;
+        } else {
+            tokio::select! {
+                biased;
+                _ = self.progress.tick() => self.on_progress_tick(),
+                message = self.incoming.message() => self.on_message(message),
+                changed = self.revision.changed() => self.ended |= changed.is_err(),
             }
+        }
+        self.revision_streak = 0;
+    }
+
+    fn on_progress_tick(&mut self) {
+        let current = self.node.read().current_revision();
+        self.stream.handle_progress_tick(current);
+    }
+
+    fn on_message(&mut self, message: Result<Option<WatchRequest>, Status>) {
+        match message {
+            Ok(Some(request)) => self.handle_request(request),
+            Ok(None) | Err(_) => self.ended = true,
         }
     }
 
@@ -110,28 +179,6 @@ impl StreamTask {
         }
         let after = self.stream.watcher_count() as i64;
         self.node.metrics.watchers_add(after - before);
-    }
-
-    /// Catches watchers up and sends what the stream produced; false once
-    /// the client is gone.
-    async fn sync_and_send(&mut self) -> bool {
-        loop {
-            let (batch, more) = match self.sync_step() {
-                Ok(step) => step,
-                Err(status) => {
-                    let _ = self.responses.send(Err(status)).await;
-                    return false;
-                }
-            };
-            for response in batch {
-                if self.responses.send(Ok(response)).await.is_err() {
-                    return false;
-                }
-            }
-            if !more {
-                return true;
-            }
-        }
     }
 
     /// One bounded step under the read lock: returns the responses to send
