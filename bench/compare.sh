@@ -79,17 +79,34 @@ for base in 23300 24300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))
 for base in 21300 22300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key bench-value >/dev/null; done
 
 results="$work/results.jsonl"
-# run LABEL SHAPE E2D_BASE ETCD_BASE SIZE ARGS...: e2d then etcd, same load.
-run() {
-  local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 size=$5; shift 5
+# run_at LABEL SHAPE E2D_BASE ETCD_BASE E2D_ENDPOINTS ETCD_ENDPOINTS ARGS...:
+# e2d then etcd, same load.
+run_at() {
+  local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 e2d_endpoints=$5 etcd_endpoints=$6; shift 6
   for server in e2d etcd; do
-    local base=$e2d_base; [ "$server" = etcd ] && base=$etcd_base
+    local base=$e2d_base endpoints=$e2d_endpoints
+    [ "$server" = etcd ] && base=$etcd_base endpoints=$etcd_endpoints
     local out before after
     before=$(cpu_ticks "$base")
-    out=$("$bin/e2d-bench" --endpoints "$(endpoints "$base" "$size")" --json "$@")
+    out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@")
     after=$(cpu_ticks "$base")
     echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
   done
+}
+# run LABEL SHAPE E2D_BASE ETCD_BASE SIZE ARGS...: every member's endpoint.
+run() {
+  local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 size=$5; shift 5
+  run_at "$label" "$shape" "$e2d_base" "$etcd_base" "$(endpoints "$e2d_base" "$size")" "$(endpoints "$etcd_base" "$size")" "$@"
+}
+# member_endpoint BASE SIZE leader|follower: one member's endpoint, by role.
+member_endpoint() {
+  etcdctl --endpoints "$(endpoints "$1" "$2")" endpoint status -w json | python3 -c '
+import json, sys
+want_leader = sys.argv[1] == "leader"
+for e in json.load(sys.stdin):
+    s = e["Status"]
+    if (s["leader"] == s["header"]["member_id"]) == want_leader:
+        print(e["Endpoint"]); break' "$3"
 }
 big=(--conns 100 --clients 1000)
 run "put, 1000 clients" "1 node" 21300 22300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
@@ -100,7 +117,13 @@ run "txn-put" "1 node" 21300 22300 1 "${big[@]}" txn-put --total "$(n 50000)" --
 run "watch, 1000 watchers" "1 node" 21300 22300 1 --conns 10 watch --watchers 1000 --total "$(n 500)"
 run "lease-keepalive" "1 node" 21300 22300 1 "${big[@]}" lease-keepalive --total "$(n 100000)"
 run "put, 1000 clients" "3 nodes" 23300 24300 3 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "put, 1 client" "3 nodes" 23300 24300 3 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+# One client's latency depends on whether its member leads: both, so
+# neither server gets the luckier member.
+for role in leader follower; do
+  run_at "put, 1 client, to the $role" "3 nodes" 23300 24300 \
+    "$(member_endpoint 23300 3 $role)" "$(member_endpoint 24300 3 $role)" \
+    put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+done
 
 # The disk's fsync time: 4 KiB writes, each synced.
 fsync_ms=$(python3 - "$work" <<'PY'

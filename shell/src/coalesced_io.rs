@@ -140,3 +140,61 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedIo<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn poll_flush<T: AsyncWrite + Unpin>(io: &mut CoalescedIo<T>) -> Poll<std::io::Result<()>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(io).poll_flush(&mut cx)
+    }
+
+    fn write<T: AsyncWrite + Unpin>(io: &mut CoalescedIo<T>, bytes: &[u8]) -> usize {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(io).poll_write(&mut cx, bytes) {
+            Poll::Ready(Ok(n)) => n,
+            other => panic!("write did not complete: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_wait_one_round_then_leave_together() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut io = CoalescedIo::new(near);
+        assert_eq!(write(&mut io, b"one "), 4);
+        assert!(poll_flush(&mut io).is_pending(), "the first flush yields");
+        // What comes during the round joins the same write.
+        assert_eq!(write(&mut io, b"two"), 3);
+        assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
+        let mut got = [0u8; 7];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two");
+        // An empty hold flushes at once, and a new hold yields again.
+        assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
+        write(&mut io, b"x");
+        assert!(poll_flush(&mut io).is_pending());
+    }
+
+    #[tokio::test]
+    async fn a_full_hold_goes_out_before_more_is_taken() {
+        let (near, mut far) = tokio::io::duplex(4 * HELD_BYTES_MAX);
+        let mut io = CoalescedIo::new(near);
+        let big = vec![7u8; HELD_BYTES_MAX + 10];
+        let taken = write(&mut io, &big);
+        assert_eq!(taken, HELD_BYTES_MAX, "the hold takes what fits");
+        assert_eq!(
+            write(&mut io, &big[taken..]),
+            10,
+            "a full hold drains first"
+        );
+        let mut got = vec![0u8; HELD_BYTES_MAX];
+        far.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|&b| b == 7));
+        assert!(poll_flush(&mut io).is_pending());
+        assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
+        let mut rest = [0u8; 10];
+        far.read_exact(&mut rest).await.unwrap();
+    }
+}

@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use crate::coalesced_io::CoalescedIo;
+
 /// A handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for the server to take them.
@@ -66,12 +68,13 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// The connections of `listener` that complete a handshake under `config`.
+/// The connections of `listener` that complete a handshake under `config`,
+/// their writes coalesced (see [`crate::coalesced_io`]).
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     what: &'static str,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConnection>> {
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<CoalescedIo<TlsConnection>>> {
     let (ready, connections) = mpsc::channel(READY_CONNECTIONS_MAX);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -92,7 +95,8 @@ pub fn accept(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = ready.send(Ok(TlsConnection(stream))).await;
+                        let connection = CoalescedIo::new(TlsConnection(stream));
+                        let _ = ready.send(Ok(connection)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(%from, error = %e, "{what}: TLS handshake refused")
