@@ -511,13 +511,14 @@ fn apply_put<B: Backend>(
     // The previous value is read only when the request needs it; what the
     // new one takes from it (create revision, version, lease) the key
     // index holds.
-    let prev_kv = if req.prev_kv || req.ignore_value {
+    let reads_prev_value = req.prev_kv || req.ignore_value;
+    let prev_kv = if reads_prev_value {
         txn.get(&req.key)?
     } else {
         None
     };
     let prev = txn.live(&req.key);
-    debug_assert!(!(req.prev_kv || req.ignore_value) || prev.is_some() == prev_kv.is_some());
+    debug_assert!(!reads_prev_value || prev.is_some() == prev_kv.is_some());
     let value = match (&prev_kv, req.ignore_value) {
         (Some(kv), true) => kv.value.clone(),
         _ => req.value.clone(),
