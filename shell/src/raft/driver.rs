@@ -421,6 +421,10 @@ impl Driver {
         }
         self.apply_entries(ready.take_committed_entries())?;
         {
+            // As etcd's `raft.MustSync`: new entries, a snapshot, or a new
+            // term or vote. A commit index that moved alone may be lost in a
+            // crash (raft learns it again), so it rides the next sync.
+            let must_sync = ready.must_sync();
             let mut state = self.node.write_state();
             let backend = state.backend_mut();
             if !ready.entries().is_empty() {
@@ -443,7 +447,7 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            backend.commit(!crate::sim_bugs::planted().ack_before_fsync)?;
+            backend.commit(must_sync && !crate::sim_bugs::planted().ack_before_fsync)?;
         }
         if !ready.persisted_messages().is_empty() {
             self.send_messages(ready.take_persisted_messages());
@@ -524,6 +528,15 @@ impl Driver {
             state
                 .backend_mut()
                 .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
+            // The commit index on disk covers what the state on disk has
+            // applied (a restart refuses applied > committed), in this same
+            // batch: the Ready's hard state may reach the disk later.
+            let mut store = self.raw_node.mut_store().wl();
+            if store.hard_state().commit < last_index {
+                store.mut_hard_state().commit = last_index;
+                log_store::stage_hard_state(state.backend_mut(), store.hard_state());
+            }
+            drop(store);
             // Watchers and the member list read committed data: make the
             // applied changes readable before anyone hears of them. The raft
             // log holds them durably already, so no fsync.
