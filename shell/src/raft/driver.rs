@@ -35,6 +35,10 @@ use e2d_core::storage::read_meta_u64;
 const DRIVER_QUEUE_MAX: usize = 4096;
 /// Requests taken from the queue before handling a `Ready`.
 const DRIVER_BATCH_MAX: usize = 512;
+/// A batch at least this large means requests are arriving faster than
+/// the driver's cycle: it lets the tasks that are ready to propose run once
+/// and takes what they sent, so one log sync covers them too.
+const DRIVER_BATCH_BUSY: usize = 8;
 /// Bytes of entries in one append message.
 const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight to one follower.
@@ -305,6 +309,13 @@ impl Driver {
                     if received == 0 {
                         return;
                     }
+                    if received >= DRIVER_BATCH_BUSY {
+                        tokio::task::yield_now().await;
+                        while batch.len() < DRIVER_BATCH_MAX {
+                            let Ok(request) = incoming.try_recv() else { break };
+                            batch.push(request);
+                        }
+                    }
                     for request in batch.drain(..) {
                         self.handle(request);
                     }
@@ -447,7 +458,11 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            backend.commit(must_sync && !crate::sim_bugs::planted().ack_before_fsync)?;
+            if must_sync && !crate::sim_bugs::planted().ack_before_fsync {
+                crate::blocking::in_place(|| backend.commit(true))?;
+            } else {
+                backend.commit(false)?;
+            }
         }
         if !ready.persisted_messages().is_empty() {
             self.send_messages(ready.take_persisted_messages());
