@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         .build_client(grpc)
         .emit_rerun_if_changed(false)
+        // Keys and values are shared, not copied, by every watcher and
+        // response that carries them.
+        .bytes([".mvccpb.KeyValue"])
         .compile_protos(
             &[
                 "proto/etcd/mvcc/mvccpb/kv.proto",

@@ -472,7 +472,7 @@ fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            kv.value.as_slice().cmp(expected)
+            kv.value[..].cmp(expected)
         }
         (Ok(target), union) => {
             // etcd reads the expected number only from the union member
@@ -520,7 +520,7 @@ fn apply_put<B: Backend>(
     let prev = txn.live(&req.key);
     debug_assert!(!reads_prev_value || prev.is_some() == prev_kv.is_some());
     let value = match (&prev_kv, req.ignore_value) {
-        (Some(kv), true) => kv.value.clone(),
+        (Some(kv), true) => kv.value.to_vec(),
         _ => req.value.clone(),
     };
     let lease = match (prev, req.ignore_lease) {

@@ -322,9 +322,9 @@ mod tests {
         Event {
             r#type: kind as i32,
             kv: Some(KeyValue {
-                key: key.into(),
+                key: key.as_bytes().to_vec().into(),
                 mod_revision: revision,
-                value: vec![b'v'; value_bytes],
+                value: vec![b'v'; value_bytes].into(),
                 ..Default::default()
             }),
             prev_kv: None,

@@ -84,11 +84,11 @@ impl Model {
             .take_while(|c| c.revision <= at)
         {
             kv = change.put.as_ref().map(|(value, lease)| KeyValue {
-                key: key.to_vec(),
+                key: key.to_vec().into(),
                 create_revision: kv.as_ref().map_or(change.revision, |p| p.create_revision),
                 mod_revision: change.revision,
                 version: kv.as_ref().map_or(1, |p| p.version + 1),
-                value: value.clone(),
+                value: value.clone().into(),
                 lease: *lease,
             });
         }
@@ -108,7 +108,7 @@ impl Model {
         self.live(b"\0", b"\0", self.revision)
             .into_iter()
             .filter(|kv| kv.lease == id)
-            .map(|kv| kv.key)
+            .map(|kv| kv.key.to_vec())
             .collect()
     }
 
@@ -201,7 +201,7 @@ impl Model {
         let new_revision = self.revision + 1;
         let prev = self.get(&req.key, new_revision);
         let value = match (&prev, req.ignore_value) {
-            (Some(p), true) => p.value.clone(),
+            (Some(p), true) => p.value.to_vec(),
             _ => req.value.clone(),
         };
         let lease = match (&prev, req.ignore_lease) {
@@ -231,7 +231,7 @@ impl Model {
         let deleted = self.live(&req.key, &req.range_end, new_revision);
         for kv in &deleted {
             self.history
-                .get_mut(&kv.key)
+                .get_mut(&kv.key[..])
                 .expect("live key")
                 .push(Change {
                     revision: new_revision,
@@ -428,7 +428,7 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     let ordering = match (CompareTarget::try_from(c.target), &c.target_union) {
-        (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => kv.value.cmp(v),
+        (Ok(CompareTarget::Value), Some(TargetUnion::Value(v))) => kv.value[..].cmp(&v[..]),
         (Ok(CompareTarget::Version), Some(TargetUnion::Version(v))) => kv.version.cmp(v),
         (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(v))) => {
             kv.create_revision.cmp(v)
@@ -1029,7 +1029,7 @@ fn compaction_bounds_reads() {
         Op::Restart,
     ]);
     assert_eq!(h.sm.mvcc().compact_revision(), 3);
-    assert_eq!(only_kv(&answers[5]).value, b"y");
+    assert_eq!(only_kv(&answers[5]).value, &b"y"[..]);
     assert!(matches!(answers[6], Answer::Range(Err(Error::Compacted))));
     assert_eq!(
         h.sm.compact(&CompactionRequest {

@@ -68,11 +68,11 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         debug_assert_eq!(prev, self.live(key));
         let revision = self.next_revision();
         let kv = KeyValue {
-            key: key.to_vec(),
+            key: key.to_vec().into(),
             create_revision: prev.map_or(self.main, |p| p.create_revision),
             mod_revision: self.main,
             version: prev.map_or(1, |p| p.version + 1),
-            value,
+            value: value.into(),
             lease,
         };
         self.store(revision, false, kv, EventType::Put);

@@ -279,7 +279,7 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
 /// is the one that counts).
 fn count_payload(path: &Path) -> Result<(i64, u64, u64), SnapshotError> {
     let mut input = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut alive: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut alive: BTreeSet<prost::bytes::Bytes> = BTreeSet::new();
     let (mut revision, mut leases) = (0i64, 0u64);
     crate::snapshot::for_each_record(&mut input, &mut |(table, key, value)| {
         match table {
