@@ -462,14 +462,11 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            if must_sync && !crate::sim_bugs::planted().ack_before_fsync {
-                if busy {
-                    crate::blocking::in_place(|| backend.commit(true))?;
-                } else {
-                    backend.commit(true)?;
-                }
+            let sync = must_sync && !crate::sim_bugs::planted().ack_before_fsync;
+            if sync && busy {
+                crate::blocking::in_place(|| backend.commit(true))?;
             } else {
-                backend.commit(false)?;
+                backend.commit(sync)?;
             }
         }
         if !ready.persisted_messages().is_empty() {
