@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request as AxumRequest;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::get;
 use axum::Router;
 use e2d_proto::etcdserverpb::{
@@ -21,7 +21,8 @@ use e2d_proto::etcdserverpb::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
+use tonic::server::NamedService;
+use tower::{Service, ServiceExt};
 
 use super::status_board::StatusBoard;
 use super::{listen, RunError};
@@ -44,8 +45,10 @@ impl NodeRoutes {
     /// Serves the etcd API of `node` from now on.
     pub fn serve_node(&self, node: &Arc<Node>) {
         self.board.set_node(Some(node.clone()), "running");
-        self.routes
-            .replace(node_routes(node.clone(), self.board.routes()));
+        self.routes.replace(
+            Some(GrpcServices::new(node)),
+            node_routes(node.clone(), self.board.routes()),
+        );
     }
 }
 
@@ -105,22 +108,92 @@ impl ClientPort {
 /// The routes the client port serves now; clones share them.
 #[derive(Clone)]
 pub struct ClientRoutes {
-    current: Arc<RwLock<Router>>,
+    current: Arc<RwLock<Arc<Served>>>,
 }
 
-impl ClientRoutes {
-    pub fn new(routes: Router) -> Self {
+/// One generation of what the client port serves: the etcd gRPC services
+/// (once the node runs) and the HTTP routes.
+struct Served {
+    grpc: Option<GrpcServices>,
+    http: Router,
+}
+
+/// The etcd gRPC services of a running node. A call goes straight to its
+/// service by the path's service name, with no HTTP router on its way.
+#[derive(Clone)]
+struct GrpcServices {
+    kv: KvServer<grpc::KvService>,
+    watch: WatchServer<grpc::WatchService>,
+    lease: LeaseServer<grpc::LeaseService>,
+    cluster: ClusterServer<grpc::ClusterService>,
+    maintenance: MaintenanceServer<grpc::MaintenanceService>,
+    auth: AuthServer<grpc::AuthService>,
+}
+
+type Body = tonic::body::Body;
+type Responding = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl GrpcServices {
+    fn new(node: &Arc<Node>) -> Self {
+        let max = grpc_message_bytes_max(node.config.max_request_bytes);
         Self {
-            current: Arc::new(RwLock::new(routes)),
+            kv: KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max),
+            watch: WatchServer::new(grpc::WatchService::new(node.clone()))
+                .max_decoding_message_size(max),
+            lease: LeaseServer::new(grpc::LeaseService::new(node.clone()))
+                .max_decoding_message_size(max),
+            cluster: ClusterServer::new(grpc::ClusterService::new(node.clone()))
+                .max_decoding_message_size(max),
+            maintenance: MaintenanceServer::new(grpc::MaintenanceService::new(node.clone()))
+                .max_decoding_message_size(max),
+            auth: AuthServer::new(grpc::AuthService::new(node.clone()))
+                .max_decoding_message_size(max),
         }
     }
 
-    /// Serves `routes` from the next request on.
-    pub fn replace(&self, routes: Router) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    /// Calls the service `request`'s path names (`/etcdserverpb.KV/Put`),
+    /// or gives the request back when the path names none of them.
+    fn call(&self, request: Request<Body>) -> Result<Responding, Request<Body>> {
+        fn named<S: NamedService>(_: &S, service: &str) -> bool {
+            S::NAME == service
+        }
+        let path = request.uri().path();
+        let Some((service, _method)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
+        else {
+            return Err(request);
+        };
+        let mut this = self.clone();
+        Ok(if named(&this.kv, service) {
+            this.kv.call(request)
+        } else if named(&this.watch, service) {
+            this.watch.call(request)
+        } else if named(&this.lease, service) {
+            this.lease.call(request)
+        } else if named(&this.cluster, service) {
+            this.cluster.call(request)
+        } else if named(&this.maintenance, service) {
+            this.maintenance.call(request)
+        } else if named(&this.auth, service) {
+            this.auth.call(request)
+        } else {
+            return Err(request);
+        })
+    }
+}
+
+impl ClientRoutes {
+    fn new(http: Router) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(Served { grpc: None, http }))),
+        }
     }
 
-    fn routes(&self) -> Router {
+    /// Serves `grpc` and `http` from the next request on.
+    fn replace(&self, grpc: Option<GrpcServices>, http: Router) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Served { grpc, http });
+    }
+
+    fn served(&self) -> Arc<Served> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -128,50 +201,36 @@ impl ClientRoutes {
     }
 }
 
-impl tower::Service<Request> for ClientRoutes {
-    type Response = Response;
+impl tower::Service<Request<Body>> for ClientRoutes {
+    type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Responding;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        let routes = self.routes();
-        Box::pin(async move { routes.oneshot(request).await })
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let served = self.served();
+        let request = match &served.grpc {
+            Some(grpc) => match grpc.call(request) {
+                Ok(responding) => return responding,
+                Err(request) => request,
+            },
+            None => request,
+        };
+        let http = served.http.clone();
+        Box::pin(async move {
+            let response = http.oneshot(request).await?;
+            Ok(response.map(Body::new))
+        })
     }
 }
 
-/// The etcd API and HTTP endpoints of a running node, plus `extra` routes.
-pub fn node_routes(node: Arc<Node>, extra: Router) -> Router {
-    let max = grpc_message_bytes_max(node.config.max_request_bytes);
-    let mut routes = tonic::service::RoutesBuilder::default();
-    routes
-        .add_service(
-            KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            WatchServer::new(grpc::WatchService::new(node.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            LeaseServer::new(grpc::LeaseService::new(node.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            ClusterServer::new(grpc::ClusterService::new(node.clone()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(
-            MaintenanceServer::new(grpc::MaintenanceService::new(node.clone()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(
-            AuthServer::new(grpc::AuthService::new(node.clone())).max_decoding_message_size(max),
-        );
-    routes
-        .routes()
-        .into_axum_router()
-        .merge(crate::http::router(node))
+/// The HTTP endpoints of a running node, plus `extra` routes; gRPC calls
+/// to no etcd service get `Unimplemented`.
+fn node_routes(node: Arc<Node>, extra: Router) -> Router {
+    crate::http::router(node)
         .merge(extra)
         .fallback(crate::http::not_found)
 }
@@ -206,7 +265,7 @@ async fn not_started_ready() -> impl IntoResponse {
     )
 }
 
-async fn not_started(request: Request) -> Response {
+async fn not_started(request: AxumRequest) -> AxumResponse {
     if crate::http::is_grpc(&request) {
         return tonic::Status::unavailable(
             "etcdserver: this member has not started yet (see e2d status)",
@@ -222,10 +281,7 @@ pub async fn serve(
     routes: ClientRoutes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let router = Router::new().fallback_service(routes);
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(router));
+    let server = tonic::transport::Server::builder().accept_http1(true);
     let served = match crate::tls::client::installed() {
         Some(material) => {
             let config = material
@@ -233,13 +289,13 @@ pub async fn serve(
                 .map_err(|e| RunError::Config(e.0))?;
             let incoming = crate::tls::incoming::accept(listener, config, "client port");
             server
-                .serve_with_incoming_shutdown(incoming, shutdown)
+                .serve_with_incoming_shutdown(routes, incoming, shutdown)
                 .await
         }
         None => {
             let incoming = super::without_delay(listener);
             server
-                .serve_with_incoming_shutdown(incoming, shutdown)
+                .serve_with_incoming_shutdown(routes, incoming, shutdown)
                 .await
         }
     };
