@@ -96,3 +96,87 @@ fn unknown_path_is_not_found() {
         assert_eq!(resp.status, 404, "GET {path}: {resp:?}");
     }
 }
+
+/// Raw bytes in and out, so a test can call any gRPC path.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[test]
+fn grpc_paths_reach_their_service_or_are_unimplemented() {
+    let s = Server::e2d();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let code_of = |path: &'static str| {
+        runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(s.url())
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("ready");
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+            grpc.unary(tonic::Request::new(Vec::new()), path, RawCodec)
+                .await
+                .err()
+                .map(|status| status.code())
+        })
+    };
+    // An empty RangeRequest reaches KV.Range, which rejects the empty key
+    // as etcd does.
+    assert_eq!(
+        code_of("/etcdserverpb.KV/Range"),
+        Some(tonic::Code::InvalidArgument)
+    );
+    // An empty StatusRequest succeeds.
+    assert_eq!(code_of("/etcdserverpb.Maintenance/Status"), None);
+    for path in [
+        "/etcdserverpb.KV/NoSuchMethod",
+        "/etcdserverpb.NoSuchService/Range",
+        "/no-slash",
+    ] {
+        assert_eq!(code_of(path), Some(tonic::Code::Unimplemented), "{path}");
+    }
+}
