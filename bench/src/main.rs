@@ -9,6 +9,7 @@
 //!     put --total 100000 --key-size 8 --val-size 256 --key-space-size 100000
 //! ```
 
+mod channel;
 mod report;
 mod workloads;
 

@@ -4,14 +4,36 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-/// Latencies recorded in microseconds, 1 µs to 60 s, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("the bounds are valid")
+/// Latencies as taken, in microseconds. Each client keeps a list and one
+/// histogram is made of all of them at the end: a histogram per client
+/// would pay its allocation and first-touch page faults during the run,
+/// on the CPUs the server under test shares.
+#[derive(Default)]
+pub struct Latencies(Vec<u32>);
+
+impl Latencies {
+    pub fn record(&mut self, latency: Duration) {
+        let us = latency.as_micros().clamp(1, LATENCY_US_MAX as u128) as u32;
+        self.0.push(us);
+    }
 }
 
-pub fn record(histogram: &mut Histogram<u64>, latency: Duration) {
-    let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
-    histogram.record(us).expect("clamped into the bounds");
+/// The longest latency recorded, 60 s; longer ones count as this.
+const LATENCY_US_MAX: u32 = 60_000_000;
+
+/// One histogram of every client's latencies, 1 µs to 60 s, 3 significant
+/// digits.
+pub fn histogram(all: impl IntoIterator<Item = Latencies>) -> Histogram<u64> {
+    let mut histogram =
+        Histogram::new_with_bounds(1, LATENCY_US_MAX.into(), 3).expect("the bounds are valid");
+    for latencies in all {
+        for us in latencies.0 {
+            histogram
+                .record(us.into())
+                .expect("clamped into the bounds");
+        }
+    }
+    histogram
 }
 
 pub struct Report {

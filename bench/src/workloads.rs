@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
-use hdrhistogram::Histogram;
 
-use crate::report::{histogram, record, Report};
+use crate::report::{histogram, Latencies, Report};
 use crate::{Cli, Common, KeyArgs, Workload};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long watchers wait for the last events after the writer is done.
 const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,40 +34,10 @@ async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
     let mut clients = Vec::with_capacity(cli.conns);
     for i in 0..cli.conns {
         let endpoint = &cli.endpoints[i % cli.endpoints.len()];
-        clients.push(connect(endpoint, tls.clone()).await?);
+        let channel = crate::channel::connect(endpoint, tls.clone()).await?;
+        clients.push(Client::from_channel(channel, None).await?);
     }
     Ok(clients)
-}
-
-/// One connection to `endpoint` (`host:port`, or a URL) as an etcd client.
-/// Its writes wait one scheduler round, so the requests its clients send
-/// together leave in one syscall, as grpc-go's (etcd's benchmark tool) do.
-async fn connect(endpoint: &str, tls: Option<etcd_client::TlsOptions>) -> Result<Client, Error> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else if tls.is_some() {
-        format!("https://{endpoint}")
-    } else {
-        format!("http://{endpoint}")
-    };
-    let mut target = tonic::transport::Endpoint::from_shared(url)?;
-    if let Some(tls) = tls {
-        target = target.tls_config(tls)?;
-    }
-    let channel = target
-        .connect_with_connector(tower::service_fn(
-            |uri: tonic::codegen::http::Uri| async move {
-                let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
-                let port = uri.port_u16().unwrap_or(2379);
-                let stream = tokio::net::TcpStream::connect((host, port)).await?;
-                stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    e2d_shell::coalesced_io::CoalescedIo::new(stream),
-                ))
-            },
-        ))
-        .await?;
-    Ok(Client::from_channel(etcd_client::Channel::Tonic(channel), None).await?)
 }
 
 /// A small generator per client for random keys.
@@ -125,8 +94,8 @@ async fn run_clients<F, Fut>(
     request: F,
 ) -> Result<Report, Error>
 where
-    F: Fn(Client, u64, usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = (Client, Result<(), etcd_client::Error>)> + Send,
+    F: Fn(Box<Client>, u64, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = (Box<Client>, Result<(), etcd_client::Error>)> + Send,
 {
     let conns = connections(cli).await?;
     let pacer = Arc::new(Pacer {
@@ -138,30 +107,31 @@ where
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(cli.clients);
     for client_index in 0..cli.clients {
-        let mut client = conns[client_index % conns.len()].clone();
+        let mut client = Box::new(conns[client_index % conns.len()].clone());
         let (pacer, request) = (pacer.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies = histogram();
+            let mut latencies = Latencies::default();
             let mut errors = 0u64;
             while let Some(n) = pacer.take().await {
                 let begin = Instant::now();
                 // The client goes into the request and comes back: one
-                // handle per client, not a clone per request.
+                // handle per client, not a clone per request, and boxed, so
+                // a pointer moves rather than the handle.
                 let (returned, outcome) = request(client, n, client_index).await;
                 client = returned;
                 match outcome {
-                    Ok(()) => record(&mut latencies, begin.elapsed()),
+                    Ok(()) => latencies.record(begin.elapsed()),
                     Err(_) => errors += 1,
                 }
             }
             (latencies, errors)
         }));
     }
-    let mut latencies = histogram();
+    let mut all = Vec::with_capacity(tasks.len());
     let mut errors = 0;
     for task in tasks {
-        let (h, e) = task.await?;
-        latencies.add(h)?;
+        let (latencies, e) = task.await?;
+        all.push(latencies);
         errors += e;
     }
     Ok(Report {
@@ -170,7 +140,7 @@ where
         errors,
         elapsed: start.elapsed(),
         operations: common.total - errors,
-        latencies,
+        latencies: histogram(all),
     })
 }
 
@@ -296,7 +266,7 @@ async fn watch(
         let mut client = conns[w % conns.len()].clone();
         let (sent_at, ready) = (sent_at.clone(), ready.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies = histogram();
+            let mut latencies = Latencies::default();
             let mut stream = match client.watch(KEY, None).await {
                 Ok(watch) => watch,
                 Err(_) => {
@@ -324,7 +294,7 @@ async fn watch(
                     let sent_ns = sent_at.get(n).map_or(0, |at| at.load(Ordering::Acquire));
                     if sent_ns > 0 {
                         let sent = epoch + Duration::from_nanos(sent_ns - 1);
-                        record(&mut latencies, now.saturating_duration_since(sent));
+                        latencies.record(now.saturating_duration_since(sent));
                     }
                 }
             }
@@ -347,12 +317,12 @@ async fn watch(
             errors += 1;
         }
     }
-    let mut latencies: Histogram<u64> = histogram();
+    let mut all = Vec::with_capacity(tasks.len());
     let mut delivered = 0;
     let mut missed = 0;
     for task in tasks {
-        let (h, seen, lost) = task.await?;
-        latencies.add(h)?;
+        let (latencies, seen, lost) = task.await?;
+        all.push(latencies);
         delivered += seen;
         missed += lost;
     }
@@ -362,6 +332,6 @@ async fn watch(
         errors: errors * watchers as u64 + missed.saturating_sub(errors * watchers as u64),
         elapsed: start.elapsed(),
         operations: delivered,
-        latencies,
+        latencies: histogram(all),
     })
 }

@@ -435,11 +435,11 @@ impl Driver {
             self.install_snapshot(ready.snapshot().clone())?;
         }
         self.apply_entries(ready.take_committed_entries())?;
-        {
-            // As etcd's `raft.MustSync`: new entries, a snapshot, or a new
-            // term or vote. A commit index that moved alone may be lost in a
-            // crash (raft learns it again), so it rides the next sync.
-            let must_sync = ready.must_sync();
+        // As etcd's `raft.MustSync`: new entries, a snapshot, or a new term
+        // or vote. A commit index that moved alone may be lost in a crash
+        // (raft learns it again), so it rides the next sync.
+        let must_sync = ready.must_sync();
+        let syncer = {
             let mut state = self.node.write_state();
             let backend = state.backend_mut();
             if !ready.entries().is_empty() {
@@ -462,11 +462,17 @@ impl Driver {
                     .wl()
                     .set_hardstate(hard_state.clone());
             }
-            let sync = must_sync && !crate::sim_bugs::planted().ack_before_fsync;
-            if sync && busy {
-                crate::blocking::in_place(|| backend.commit(true))?;
+            backend.commit(false)?;
+            backend.syncer()
+        };
+        // The sync runs without the state's lock: readers see nothing of
+        // the batch but raft's own spaces, and nothing in it is acknowledged
+        // (the persisted messages, the apply) until the sync returns.
+        if must_sync && !crate::sim_bugs::planted().ack_before_fsync {
+            if busy {
+                crate::blocking::in_place(|| syncer.sync())?;
             } else {
-                backend.commit(sync)?;
+                syncer.sync()?;
             }
         }
         if !ready.persisted_messages().is_empty() {

@@ -100,10 +100,10 @@ impl Node {
 
     /// Replicates a change through raft and returns what applying it gave.
     pub async fn propose(&self, op: Op) -> Result<outcome::Result, Error> {
-        if let Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_) = &op {
-            self.check_quota(&op).await?;
-        }
         let proposal = Proposal { op: Some(op) };
+        if let Some(Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_)) = &proposal.op {
+            self.check_quota(&proposal).await?;
+        }
         let answer = self
             .submit(|reply| DriverRequest::Propose { proposal, reply })
             .await?;
@@ -135,16 +135,14 @@ impl Node {
 
     /// Raises the NOSPACE alarm through raft when a write would pass the
     /// quota, as etcd does, and refuses the write.
-    async fn check_quota(&self, op: &Op) -> Result<(), Error> {
+    async fn check_quota(&self, proposal: &Proposal) -> Result<(), Error> {
         use e2d_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-        if let Op::Txn(txn) = op {
+        if let Some(Op::Txn(txn)) = &proposal.op {
             if e2d_core::state_machine::is_read_only(txn) {
                 return Ok(());
             }
         }
-        let request_bytes = prost::Message::encoded_len(&Proposal {
-            op: Some(op.clone()),
-        }) as u64;
+        let request_bytes = prost::Message::encoded_len(proposal) as u64;
         let (alarmed, over) = {
             let state = self.read();
             (

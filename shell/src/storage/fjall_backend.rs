@@ -68,6 +68,14 @@ impl FjallBackend {
             .collect()
     }
 
+    /// A handle that makes what was committed durable, without holding
+    /// the backend.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            db: self.db.clone(),
+        }
+    }
+
     /// A handle that defragments without holding up readers or writers.
     pub fn defragmenter(&self) -> Defragmenter {
         Defragmenter {
@@ -85,6 +93,20 @@ impl FjallBackend {
                 .map(|&table| (table, self.keyspaces[&Space::Table(table)].clone()))
                 .collect(),
         }
+    }
+}
+
+pub struct Syncer {
+    db: Database,
+}
+
+impl Syncer {
+    /// fdatasync of the journal, as etcd's WAL: it persists the journal's
+    /// bytes and its length, which is all recovery reads; mtime can wait.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db
+            .persist(PersistMode::SyncData)
+            .map_err(storage_error)
     }
 }
 

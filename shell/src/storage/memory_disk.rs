@@ -132,6 +132,12 @@ impl MemoryBackend {
             .collect())
     }
 
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            disk: self.disk.clone(),
+        }
+    }
+
     pub fn defragmenter(&self) -> Defragmenter {
         Defragmenter
     }
@@ -151,6 +157,18 @@ impl MemoryBackend {
 }
 
 /// Nothing to rewrite in memory.
+/// Makes every committed batch durable, as a sync of the journal does.
+pub struct Syncer {
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl Syncer {
+    pub fn sync(&self) -> Result<(), StorageError> {
+        lock(&self.disk).sync();
+        Ok(())
+    }
+}
+
 pub struct Defragmenter;
 
 impl Defragmenter {

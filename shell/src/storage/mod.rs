@@ -8,9 +8,9 @@ mod fjall_backend;
 pub mod memory_disk;
 
 #[cfg(not(madsim))]
-pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime};
+pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime, Syncer};
 #[cfg(madsim)]
-pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime};
+pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime, Syncer};
 
 use std::collections::BTreeMap;
 
