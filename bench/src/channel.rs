@@ -1,17 +1,21 @@
-//! Connections to the servers under test. A plain-text connection hands
-//! each request straight to hyper's HTTP/2 client: tonic's `Channel` puts
-//! a request queue and a worker task in front of it, which the load
-//! generator would pay for on every request, on the CPUs it shares with
-//! the server it measures. TLS connections go through tonic's `Channel`.
+//! Connections to the servers under test. A plain-text connection opens
+//! each request's HTTP/2 stream from the calling task: tonic's `Channel`
+//! puts a request queue and a worker task in front of hyper's client, and
+//! hyper's client a dispatch channel and a task per request, which the
+//! load generator would pay for on every request, on the CPUs it shares
+//! with the server it measures. TLS connections go through tonic.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use e2d_shell::coalesced_io::CoalescedIo;
 use etcd_client::{Channel, TlsOptions};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
+use http_body::{Body as _, Frame};
+use hyper_util::rt::TokioIo;
 use tonic::body::Body;
 use tonic::codegen::http::uri::{Authority, Scheme};
 use tonic::codegen::http::{Request, Response, Uri};
@@ -62,9 +66,11 @@ async fn open(authority: &Authority) -> Result<CoalescedIo<tokio::net::TcpStream
 }
 
 async fn direct(authority: Authority) -> Result<Channel, Error> {
-    let io = TokioIo::new(open(&authority).await?);
-    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
+    let io = open(&authority).await?;
+    let (send, connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .handshake(io)
         .await?;
     // A broken connection fails its requests, which count as errors.
@@ -74,11 +80,16 @@ async fn direct(authority: Authority) -> Result<Channel, Error> {
     )))
 }
 
-/// Requests on one HTTP/2 connection, with the scheme and authority that
-/// HTTP/2 requires filled in.
+/// Flow-control windows, as hyper's client (and so tonic's) sets them.
+const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
+
+/// Requests on one HTTP/2 connection, opened by the caller's own task:
+/// no dispatch channel to a connection task and no task per request.
+/// The scheme and authority HTTP/2 requires are filled in.
 #[derive(Clone)]
 struct Direct {
-    send: SendRequest<Body>,
+    send: SendRequest<Bytes>,
     authority: Authority,
 }
 
@@ -93,15 +104,84 @@ impl tower::Service<Request<Body>> for Direct {
         self.send.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Responding {
-        let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        match Uri::from_parts(parts) {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
+    fn call(&mut self, request: Request<Body>) -> Responding {
+        let (mut head, body) = request.into_parts();
+        let mut uri = std::mem::take(&mut head.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        let opened = Uri::from_parts(uri)
+            .map_err(BoxError::from)
+            .and_then(|uri| {
+                head.uri = uri;
+                let end = body.is_end_stream();
+                Ok(self.send.send_request(Request::from_parts(head, ()), end)?)
+            });
+        Box::pin(async move {
+            let (response, sending) = opened?;
+            // A unary body is ready at once and is sent here; a stream's
+            // body (watch, keep-alive) goes on in a task of its own.
+            let mut piping = Box::pin(pipe(body, sending));
+            if let Poll::Ready(piped) =
+                std::future::poll_fn(|cx| Poll::Ready(piping.as_mut().poll(cx))).await
+            {
+                piped?;
+            } else {
+                tokio::spawn(piping);
+            }
+            let response = response.await?;
+            Ok(response.map(|received| Body::new(Received(received))))
+        })
+    }
+}
+
+/// Sends `body` on the stream, its end included.
+async fn pipe(mut body: Body, mut out: SendStream<Bytes>) -> Result<(), BoxError> {
+    use http_body_util::BodyExt;
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        match frame?.into_data() {
+            Ok(data) => out.send_data(data, body.is_end_stream())?,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    out.send_trailers(trailers)?;
+                    return Ok(());
+                }
+            }
         }
-        let responding = self.send.send_request(request);
-        Box::pin(async move { Ok(responding.await?.map(Body::new)) })
+        if body.is_end_stream() {
+            return Ok(());
+        }
+    }
+    out.send_data(Bytes::new(), true)?;
+    Ok(())
+}
+
+/// A response body read from its HTTP/2 stream, handing back flow-control
+/// capacity as it is read.
+struct Received(RecvStream);
+
+impl http_body::Body for Received {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        match std::task::ready!(self.0.poll_data(cx)) {
+            Some(Ok(data)) => {
+                let _ = self.0.flow_control().release_capacity(data.len());
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => {}
+        }
+        Poll::Ready(match std::task::ready!(self.0.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
     }
 }

@@ -152,18 +152,22 @@ impl GrpcServices {
     }
 
     /// Calls the service `request`'s path names (`/etcdserverpb.KV/Put`),
-    /// or gives the request back when the path names none of them.
-    fn call(&self, request: Request<Body>) -> Result<Responding, Request<Body>> {
+    /// or `elsewhere` when the path names none of them.
+    fn call(
+        &self,
+        request: Request<Body>,
+        elsewhere: impl FnOnce(Request<Body>) -> Responding,
+    ) -> Responding {
         fn named<S: NamedService>(_: &S, service: &str) -> bool {
             S::NAME == service
         }
         let path = request.uri().path();
         let Some((service, _method)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
         else {
-            return Err(request);
+            return elsewhere(request);
         };
         let mut this = self.clone();
-        Ok(if named(&this.kv, service) {
+        if named(&this.kv, service) {
             this.kv.call(request)
         } else if named(&this.watch, service) {
             this.watch.call(request)
@@ -176,8 +180,8 @@ impl GrpcServices {
         } else if named(&this.auth, service) {
             this.auth.call(request)
         } else {
-            return Err(request);
-        })
+            elsewhere(request)
+        }
     }
 }
 
@@ -212,18 +216,17 @@ impl tower::Service<Request<Body>> for ClientRoutes {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let served = self.served();
-        let request = match &served.grpc {
-            Some(grpc) => match grpc.call(request) {
-                Ok(responding) => return responding,
-                Err(request) => request,
-            },
-            None => request,
+        let http = |request: Request<Body>| -> Responding {
+            let http = served.http.clone();
+            Box::pin(async move {
+                let response = http.oneshot(request).await?;
+                Ok(response.map(Body::new))
+            })
         };
-        let http = served.http.clone();
-        Box::pin(async move {
-            let response = http.oneshot(request).await?;
-            Ok(response.map(Body::new))
-        })
+        match &served.grpc {
+            Some(grpc) => grpc.call(request, http),
+            None => http(request),
+        }
     }
 }
 
