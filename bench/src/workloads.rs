@@ -276,11 +276,16 @@ async fn watch(
             };
             ready.wait().await;
             let mut seen = 0u64;
-            let deadline = Instant::now() + WATCH_DRAIN_TIMEOUT + Duration::from_secs(total / 100);
+            // One timer for the whole run, not one per message.
+            let deadline =
+                tokio::time::sleep(WATCH_DRAIN_TIMEOUT + Duration::from_secs(total / 100));
+            tokio::pin!(deadline);
             while seen < total {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let Ok(Ok(Some(response))) = tokio::time::timeout(left, stream.message()).await
-                else {
+                let message = tokio::select! {
+                    message = stream.message() => message,
+                    _ = &mut deadline => break,
+                };
+                let Ok(Some(response)) = message else {
                     break;
                 };
                 let now = Instant::now();

@@ -162,6 +162,12 @@ impl WatchStream {
         self.answer_progress_request(current_revision);
     }
 
+    /// Whether some watcher asked for progress notifications: without one,
+    /// the progress timer has nothing to do.
+    pub fn wants_progress_ticks(&self) -> bool {
+        self.watchers.values().any(|w| w.progress_notify)
+    }
+
     /// The periodic progress timer fired: caught-up watchers that asked for
     /// progress notifications learn the current revision.
     pub fn handle_progress_tick(&mut self, current_revision: i64) {
@@ -206,9 +212,15 @@ impl WatchStream {
             Some(kv) if events.len() >= EVENTS_PER_SYNC_MAX => kv.mod_revision,
             _ => current_revision,
         };
-        let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            self.deliver(id, &events, read_to, current_revision);
+        for (&id, watcher) in &mut self.watchers {
+            let delivered = Delivery {
+                id,
+                events: &events,
+                read_to,
+                current_revision,
+                fragment_bytes_max: self.fragment_bytes_max,
+            };
+            delivered.to(watcher, &mut self.responses);
         }
         self.answer_progress_request(current_revision);
         Ok(())
@@ -216,51 +228,6 @@ impl WatchStream {
 
     pub fn poll_response(&mut self) -> Option<WatchResponse> {
         self.responses.pop_front()
-    }
-
-    fn deliver(&mut self, id: i64, events: &[Event], read_to: i64, current_revision: i64) {
-        let watcher = self
-            .watchers
-            .get_mut(&id)
-            .expect("delivering to a known watcher");
-        if watcher.next_revision > read_to {
-            return;
-        }
-        let from = watcher.next_revision;
-        let selected: Vec<Event> = events
-            .iter()
-            .filter(|e| {
-                let revision = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                revision >= from && watcher.matches(e)
-            })
-            .map(|e| {
-                let mut e = e.clone();
-                if !watcher.prev_kv {
-                    e.prev_kv = None;
-                }
-                e
-            })
-            .collect();
-        watcher.next_revision = read_to + 1;
-        if selected.is_empty() {
-            return;
-        }
-        let fragment = watcher.fragment;
-        let batches = if fragment {
-            split_fragments(selected, self.fragment_bytes_max)
-        } else {
-            vec![selected]
-        };
-        let last = batches.len() - 1;
-        for (i, events) in batches.into_iter().enumerate() {
-            self.responses.push_back(WatchResponse {
-                header: header(current_revision),
-                watch_id: id,
-                fragment: i < last,
-                events,
-                ..Default::default()
-            });
-        }
     }
 
     fn cancel_compacted(&mut self, current_revision: i64, compact_revision: i64) {
@@ -311,6 +278,62 @@ fn split_fragments(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
     }
     batches.push(batch);
     batches
+}
+
+/// One sync step's events on their way to one watcher.
+struct Delivery<'a> {
+    id: i64,
+    events: &'a [Event],
+    /// The events cover the store up to this revision.
+    read_to: i64,
+    current_revision: i64,
+    fragment_bytes_max: usize,
+}
+
+impl Delivery<'_> {
+    /// Queues the events `watcher` wants as responses and moves it past
+    /// them.
+    fn to(self, watcher: &mut Watcher, responses: &mut VecDeque<WatchResponse>) {
+        if watcher.next_revision > self.read_to {
+            return;
+        }
+        let from = watcher.next_revision;
+        let selected: Vec<Event> = self
+            .events
+            .iter()
+            .filter(|e| {
+                let revision = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                revision >= from && watcher.matches(e)
+            })
+            .map(|e| {
+                let mut e = e.clone();
+                if !watcher.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect();
+        watcher.next_revision = self.read_to + 1;
+        if selected.is_empty() {
+            return;
+        }
+        let response = |events, fragment| WatchResponse {
+            header: header(self.current_revision),
+            watch_id: self.id,
+            fragment,
+            events,
+            ..Default::default()
+        };
+        if !watcher.fragment {
+            responses.push_back(response(selected, false));
+            return;
+        }
+        let batches = split_fragments(selected, self.fragment_bytes_max);
+        let last = batches.len() - 1;
+        for (i, events) in batches.into_iter().enumerate() {
+            responses.push_back(response(events, i < last));
+        }
+    }
 }
 
 #[cfg(test)]

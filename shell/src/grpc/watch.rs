@@ -54,6 +54,7 @@ impl Watch for WatchService {
             lagging: false,
             ended: false,
             revision_streak: 0,
+            ticks_wanted: false,
         };
         // Boxed, so each response moves a pointer in and out, not the task.
         let responses = futures_util::stream::unfold(Box::new(task), |mut task| async move {
@@ -79,6 +80,9 @@ struct StreamTask {
     ended: bool,
     /// Wake-ups in a row that were new revisions.
     revision_streak: u32,
+    /// Some watcher asked for progress notifications, so the progress
+    /// timer runs; otherwise a wake-up skips it.
+    ticks_wanted: bool,
 }
 
 impl Drop for StreamTask {
@@ -133,13 +137,13 @@ impl StreamTask {
                     self.ended |= changed.is_err();
                     return;
                 }
-                _ = self.progress.tick() => self.on_progress_tick(),
+                _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
                 message = self.incoming.message() => self.on_message(message),
             }
         } else {
             tokio::select! {
                 biased;
-                _ = self.progress.tick() => self.on_progress_tick(),
+                _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
                 message = self.incoming.message() => self.on_message(message),
                 changed = self.revision.changed() => self.ended |= changed.is_err(),
             }
@@ -179,6 +183,13 @@ impl StreamTask {
         }
         let after = self.stream.watcher_count() as i64;
         self.node.metrics.watchers_add(after - before);
+        let ticks_wanted = self.stream.wants_progress_ticks();
+        if ticks_wanted && !self.ticks_wanted {
+            // A full interval from now, not a burst of the ticks missed
+            // while nobody wanted them.
+            self.progress.reset();
+        }
+        self.ticks_wanted = ticks_wanted;
     }
 
     /// One bounded step under the read lock: returns the responses to send
