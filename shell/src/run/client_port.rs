@@ -284,23 +284,73 @@ pub async fn serve(
     routes: ClientRoutes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let server = tonic::transport::Server::builder().accept_http1(true);
-    let served = match crate::tls::client::installed() {
+    match crate::tls::client::installed() {
         Some(material) => {
             let config = material
                 .server_config(crate::tls::material::Role::Server)
                 .map_err(|e| RunError::Config(e.0))?;
             let incoming = crate::tls::incoming::accept(listener, config, "client port");
-            server
-                .serve_with_incoming_shutdown(routes, incoming, shutdown)
-                .await
+            serve_connections(incoming, routes, shutdown).await
         }
-        None => {
-            let incoming = super::without_delay(listener);
-            server
-                .serve_with_incoming_shutdown(routes, incoming, shutdown)
-                .await
-        }
-    };
-    served.map_err(|e| RunError::Serve(e.to_string()))
+        None => serve_connections(super::without_delay(listener), routes, shutdown).await,
+    }
+}
+
+/// Serves each connection `incoming` yields, HTTP/1 or HTTP/2, in a task
+/// of its own, with the HTTP/2 settings tonic's server uses. After
+/// `shutdown`, no new connection is taken and the open ones finish what
+/// they serve.
+async fn serve_connections<IO>(
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>>,
+    routes: ClientRoutes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tokio_stream::StreamExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(None)
+        .max_pending_accept_reset_streams(None)
+        .max_local_error_reset_streams(None);
+    // hyper enforces its HTTP/1 header read timeout only with a timer.
+    builder.http1().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Boxed, so it can be dropped (closing the listening socket) before
+    // the open connections finish.
+    let mut incoming = Box::pin(incoming);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            _ = &mut shutdown => break,
+            io = incoming.next() => io,
+        };
+        let io = match io {
+            Some(Ok(io)) => io,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "a client connection failed before it was served");
+                continue;
+            }
+            None => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            routes
+                .clone()
+                .map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new)),
+        );
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "a client connection ended with an error");
+            }
+        });
+    }
+    drop(incoming);
+    graceful.shutdown().await;
+    Ok(())
 }
