@@ -3,9 +3,12 @@
 # disk with fsync on for both: the same e2d-bench workloads against each,
 # in alternation, then one table: workload, e2d, etcd, ratio. Also the
 # disk's fsync time, server peak RSS after loading KEYS (default 1M) keys
-# of 256 B, and cold start to the first served request.
+# of 256 B, and cold start to the first served request. Each workload runs
+# ROUNDS times (default 3) per server, which one goes first alternating,
+# and the table shows each server's median: the machine's speed drifts
+# while the bench runs, and one pair of runs can land on either side of it.
 #
-# Usage: bench/compare.sh          (SCALE=0.1 for a quick run, KEYS=N)
+# Usage: bench/compare.sh          (SCALE=0.1 for a quick run, KEYS=N, ROUNDS=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/e2d-target}"
@@ -13,6 +16,7 @@ cargo build --release -q -p e2d-shell -p e2d-bench
 bin="$CARGO_TARGET_DIR/release"
 SCALE="${SCALE:-1}"
 KEYS="${KEYS:-1000000}"
+ROUNDS="${ROUNDS:-3}"
 work=$(mktemp -d /var/tmp/e2d-bench.XXXXXX)
 pids=()
 cleanup() { { kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"; }
@@ -80,17 +84,22 @@ for base in 21300 22300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key 
 
 results="$work/results.jsonl"
 # run_at LABEL SHAPE E2D_BASE ETCD_BASE E2D_ENDPOINTS ETCD_ENDPOINTS ARGS...:
-# e2d then etcd, same load.
+# ROUNDS rounds of the same load, e2d and etcd in turn, the first of each
+# round alternating.
 run_at() {
   local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 e2d_endpoints=$5 etcd_endpoints=$6; shift 6
-  for server in e2d etcd; do
-    local base=$e2d_base endpoints=$e2d_endpoints
-    [ "$server" = etcd ] && base=$etcd_base endpoints=$etcd_endpoints
-    local out before after
-    before=$(cpu_ticks "$base")
-    out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@")
-    after=$(cpu_ticks "$base")
-    echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
+  local round order server
+  for ((round = 0; round < ROUNDS; round++)); do
+    order="e2d etcd"; ((round % 2)) && order="etcd e2d"
+    for server in $order; do
+      local base=$e2d_base endpoints=$e2d_endpoints
+      [ "$server" = etcd ] && base=$etcd_base endpoints=$etcd_endpoints
+      local out before after
+      before=$(cpu_ticks "$base")
+      out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@")
+      after=$(cpu_ticks "$base")
+      echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
+    done
   done
 }
 # run LABEL SHAPE E2D_BASE ETCD_BASE SIZE ARGS...: every member's endpoint.
@@ -163,15 +172,15 @@ for server in e2d etcd; do
   cold[$server]=$(( ($(date +%s%N) - started) / 1000000 ))
 done
 
-python3 - "$results" "$fsync_ms" "${rss[e2d]}" "${rss[etcd]}" "${cold[e2d]}" "${cold[etcd]}" "$KEYS" <<'PY'
-import json, sys
-path, fsync_ms, rss_e2d, rss_etcd, cold_e2d, cold_etcd, keys = sys.argv[1:]
+python3 - "$results" "$fsync_ms" "${rss[e2d]}" "${rss[etcd]}" "${cold[e2d]}" "${cold[etcd]}" "$KEYS" "$ROUNDS" <<'PY'
+import json, statistics, sys
+path, fsync_ms, rss_e2d, rss_etcd, cold_e2d, cold_etcd, keys, rounds = sys.argv[1:]
 rows = {}
 for line in open(path):
     r = json.loads(line)
     # Server CPU (all members) per operation the bench counted.
     r["result"]["server_cpu_us_per_op"] = r["server_cpu_s"] * 1e6 / max(1, r["result"]["total"])
-    rows.setdefault((r["label"], r["shape"]), {})[r["server"]] = r["result"]
+    rows.setdefault((r["label"], r["shape"]), {}).setdefault(r["server"], []).append(r["result"])
 def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.3f}"
 print(f"| workload | shape | measure | e2d | etcd | e2d / etcd |")
 print(f"| --- | --- | --- | --- | --- | --- |")
@@ -181,12 +190,15 @@ for (label, shape), by in rows.items():
                       ("p50 ms", lambda r: r["latency_ms"]["p50"]),
                       ("p99 ms", lambda r: r["latency_ms"]["p99"]),
                       ("server CPU µs/op", lambda r: r["server_cpu_us_per_op"])]:
-        a, b = get(e), get(c)
+        # Each server's median over the rounds.
+        a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
         ratio = a / b if b else float("nan")
         print(f"| {label} | {shape} | {name} | {fmt(a)} | {fmt(b)} | {ratio:.2f} |")
-    if e["errors"] or c["errors"]:
-        print(f"| {label} | {shape} | errors | {e['errors']} | {c['errors']} | |")
+    errors_e, errors_c = sum(r["errors"] for r in e), sum(r["errors"] for r in c)
+    if errors_e or errors_c:
+        print(f"| {label} | {shape} | errors (all rounds) | {errors_e} | {errors_c} | |")
 print(f"| peak RSS after {int(keys):,} keys of 256 B | 1 node | MiB | {int(rss_e2d)/1024:.0f} | {int(rss_etcd)/1024:.0f} | {int(rss_e2d)/int(rss_etcd):.2f} |")
 print(f"| cold start to first served request | 1 node | ms | {cold_e2d} | {cold_etcd} | {int(cold_e2d)/max(1,int(cold_etcd)):.2f} |")
-print(f"\nfsync of 4 KiB on this disk: median {fsync_ms} ms")
+print(f"\nMedians of {rounds} rounds per workload and server.")
+print(f"fsync of 4 KiB on this disk: median {fsync_ms} ms")
 PY

@@ -25,6 +25,24 @@ fn storage_error(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
+/// How a keyspace is made when the data dir is new.
+fn create_options(space: Space) -> KeyspaceCreateOptions {
+    use fjall::config::{CompressionPolicy, FilterPolicy};
+    let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
+    match space {
+        // Written once, read whole at start, deleted from the front: no
+        // point reads for a filter to serve, and entries rarely outlive
+        // the first levels, where compressing them is wasted work.
+        Space::RaftLog => options
+            .filter_policy(FilterPolicy::disabled())
+            .data_block_compression_policy(CompressionPolicy::disabled()),
+        // Point reads by revision come from the key index and always hit,
+        // so the last level needs no filter.
+        Space::Table(Table::Kv) => options.expect_point_read_hits(true),
+        _ => options,
+    }
+}
+
 impl FjallBackend {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let db = Database::builder(dir)
@@ -34,9 +52,7 @@ impl FjallBackend {
         let mut keyspaces = BTreeMap::new();
         for space in Space::ALL {
             let keyspace = db
-                .keyspace(space.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
-                })
+                .keyspace(space.name(), || create_options(space))
                 .map_err(storage_error)?;
             keyspaces.insert(space, keyspace);
         }
