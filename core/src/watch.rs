@@ -212,15 +212,14 @@ impl WatchStream {
             Some(kv) if events.len() >= EVENTS_PER_SYNC_MAX => kv.mod_revision,
             _ => current_revision,
         };
+        let delivery = Delivery {
+            events: &events,
+            read_to,
+            current_revision,
+            fragment_bytes_max: self.fragment_bytes_max,
+        };
         for (&id, watcher) in &mut self.watchers {
-            let delivered = Delivery {
-                id,
-                events: &events,
-                read_to,
-                current_revision,
-                fragment_bytes_max: self.fragment_bytes_max,
-            };
-            delivered.to(watcher, &mut self.responses);
+            delivery.to(id, watcher, &mut self.responses);
         }
         self.answer_progress_request(current_revision);
         Ok(())
@@ -280,9 +279,8 @@ fn split_fragments(events: Vec<Event>, bytes_max: usize) -> Vec<Vec<Event>> {
     batches
 }
 
-/// One sync step's events on their way to one watcher.
+/// One sync step's events on their way to the watchers.
 struct Delivery<'a> {
-    id: i64,
     events: &'a [Event],
     /// The events cover the store up to this revision.
     read_to: i64,
@@ -291,9 +289,9 @@ struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// Queues the events `watcher` wants as responses and moves it past
+    /// Queues the events watcher `id` wants as responses and moves it past
     /// them.
-    fn to(self, watcher: &mut Watcher, responses: &mut VecDeque<WatchResponse>) {
+    fn to(&self, id: i64, watcher: &mut Watcher, responses: &mut VecDeque<WatchResponse>) {
         if watcher.next_revision > self.read_to {
             return;
         }
@@ -319,7 +317,7 @@ impl Delivery<'_> {
         }
         let response = |events, fragment| WatchResponse {
             header: header(self.current_revision),
-            watch_id: self.id,
+            watch_id: id,
             fragment,
             events,
             ..Default::default()
