@@ -120,7 +120,6 @@ struct Served {
 
 /// The etcd gRPC services of a running node. A call goes straight to its
 /// service by the path's service name, with no HTTP router on its way.
-#[derive(Clone)]
 struct GrpcServices {
     kv: KvServer<grpc::KvService>,
     watch: WatchServer<grpc::WatchService>,
@@ -166,19 +165,20 @@ impl GrpcServices {
         else {
             return elsewhere(request);
         };
-        let mut this = self.clone();
-        if named(&this.kv, service) {
-            this.kv.call(request)
-        } else if named(&this.watch, service) {
-            this.watch.call(request)
-        } else if named(&this.lease, service) {
-            this.lease.call(request)
-        } else if named(&this.cluster, service) {
-            this.cluster.call(request)
-        } else if named(&this.maintenance, service) {
-            this.maintenance.call(request)
-        } else if named(&this.auth, service) {
-            this.auth.call(request)
+        // Only the service called is cloned (its handle's `call` takes it
+        // mutably).
+        if named(&self.kv, service) {
+            self.kv.clone().call(request)
+        } else if named(&self.watch, service) {
+            self.watch.clone().call(request)
+        } else if named(&self.lease, service) {
+            self.lease.clone().call(request)
+        } else if named(&self.cluster, service) {
+            self.cluster.clone().call(request)
+        } else if named(&self.maintenance, service) {
+            self.maintenance.clone().call(request)
+        } else if named(&self.auth, service) {
+            self.auth.clone().call(request)
         } else {
             elsewhere(request)
         }
@@ -290,10 +290,11 @@ pub async fn serve(
                 .server_config(crate::tls::material::Role::Server)
                 .map_err(|e| RunError::Config(e.0))?;
             let incoming = crate::tls::incoming::accept(listener, config, "client port");
-            serve_connections(incoming, routes, shutdown).await
+            serve_connections(incoming, routes, shutdown).await;
         }
         None => serve_connections(super::without_delay(listener), routes, shutdown).await,
     }
+    Ok(())
 }
 
 /// Serves each connection `incoming` yields, HTTP/1 or HTTP/2, in a task
@@ -304,8 +305,7 @@ async fn serve_connections<IO>(
     incoming: impl tokio_stream::Stream<Item = std::io::Result<IO>>,
     routes: ClientRoutes,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError>
-where
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -352,5 +352,4 @@ where
     }
     drop(incoming);
     graceful.shutdown().await;
-    Ok(())
 }

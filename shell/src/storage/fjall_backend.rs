@@ -208,11 +208,6 @@ impl Backend for FjallBackend {
             return Ok(());
         }
         let mut batch = self.db.batch();
-        if sync {
-            // fdatasync, as etcd's WAL: it persists the journal's bytes and
-            // its length, which is all recovery reads; mtime can wait.
-            batch = batch.durability(Some(PersistMode::SyncData));
-        }
         for ((space, key), value) in staged {
             let keyspace = &self.keyspaces[&space];
             match value {
@@ -220,7 +215,11 @@ impl Backend for FjallBackend {
                 None => batch.remove(keyspace, key),
             }
         }
-        batch.commit().map_err(storage_error)
+        batch.commit().map_err(storage_error)?;
+        if sync {
+            self.syncer().sync()?;
+        }
+        Ok(())
     }
 
     /// Table files on disk plus what memtables hold; the journal is left

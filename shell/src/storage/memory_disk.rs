@@ -156,7 +156,6 @@ impl MemoryBackend {
     }
 }
 
-/// Nothing to rewrite in memory.
 /// Makes every committed batch durable, as a sync of the journal does.
 pub struct Syncer {
     disk: Arc<Mutex<Disk>>,
@@ -169,6 +168,7 @@ impl Syncer {
     }
 }
 
+/// Nothing to rewrite in memory.
 pub struct Defragmenter;
 
 impl Defragmenter {
