@@ -18,6 +18,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod swim;
 pub mod validate;
+pub mod wal;
 pub mod watch;
 
 pub use error::{Error, StatusCode};

@@ -178,10 +178,7 @@ impl Cluster {
         let member = &mut self.members[slot];
         self.handle.kill(member.node.id());
         member.down = true;
-        memory_disk::crash(
-            &e2d_shell::run::database_dir(&member.data_dir),
-            kept_batches,
-        )
+        memory_disk::crash(&member.data_dir, kept_batches)
     }
 
     pub fn restart(&mut self, slot: usize) {

@@ -22,8 +22,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     })
 }
 
-pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    entry.encode_to_vec()
+/// Appends the entry's encoding to `out`.
+pub fn encode_entry_into(entry: &Entry, out: &mut Vec<u8>) {
+    entry.encode(out).expect("a Vec grows to fit");
 }
 
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {

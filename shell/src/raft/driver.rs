@@ -25,6 +25,7 @@ use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::election_timeout::ElectionTimeouts;
+use super::wal::Wal;
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
@@ -160,12 +161,14 @@ pub enum Bootstrap {
 pub fn spawn_driver(
     node_id: u64,
     bootstrap: Bootstrap,
+    wal_dir: &std::path::Path,
     backend: &mut crate::storage::DiskBackend,
     applied_index: u64,
     transport: Transport,
     log_limits: LogLimits,
 ) -> Result<(DriverHandle, DriverParts), Error> {
-    let log = match log_store::load(backend)? {
+    let (mut wal, replayed) = Wal::open(wal_dir)?;
+    let log = match log_store::load(&mut wal, replayed, backend, applied_index)? {
         Some(storage) => storage,
         None => match bootstrap {
             Bootstrap::Found { voters, members } => {
@@ -173,21 +176,28 @@ pub fn spawn_driver(
                     op: Some(Op::InitialMembers(MemberList { members })),
                 };
                 log_store::create(
+                    &mut wal,
                     backend,
                     ConfState::from((voters, vec![])),
                     Some(first.encode_to_vec()),
                 )?
             }
-            Bootstrap::Join { voters, learners } => {
-                log_store::create(backend, ConfState::from((voters, learners)), None)?
-            }
+            Bootstrap::Join { voters, learners } => log_store::create(
+                &mut wal,
+                backend,
+                ConfState::from((voters, learners)),
+                None,
+            )?,
         },
     };
+    // The state machine may be ahead of the log's commit index on disk,
+    // never of its entries; raft starts from what both hold.
+    let raft_applied = applied_index.min(log.rl().hard_state().commit);
     let config = raft::Config {
         id: node_id,
         election_tick: ELECTION_TICKS,
         heartbeat_tick: HEARTBEAT_TICKS,
-        applied: applied_index,
+        applied: raft_applied,
         max_size_per_msg: RAFT_MESSAGE_BYTES_MAX,
         max_inflight_msgs: RAFT_INFLIGHT_MESSAGES_MAX,
         pre_vote: true,
@@ -211,6 +221,8 @@ pub fn spawn_driver(
         handle.clone(),
         DriverParts {
             raw_node,
+            wal,
+            state_applied_floor: applied_index,
             incoming,
             status: status_tx,
             transport,
@@ -224,6 +236,8 @@ pub fn spawn_driver(
 /// node exists.
 pub struct DriverParts {
     raw_node: RawNode<MemStorage>,
+    wal: Wal,
+    state_applied_floor: u64,
     incoming: mpsc::Receiver<DriverRequest>,
     status: watch::Sender<RaftStatus>,
     transport: Transport,
@@ -235,6 +249,7 @@ impl DriverParts {
     pub fn run(self, node: Arc<Node>) {
         let driver = Driver {
             raw_node: self.raw_node,
+            wal: self.wal,
             status: self.status,
             transport: self.transport,
             node,
@@ -246,7 +261,7 @@ impl DriverParts {
             leader_id: raft::INVALID_ID,
             removed: false,
             incoming_snapshot: None,
-            state_applied_floor: 0,
+            state_applied_floor: self.state_applied_floor,
             log_limits: self.log_limits,
             handle: self.handle,
             election_timeouts: ElectionTimeouts::new(crate::node_seed::node_seed()),
@@ -257,6 +272,8 @@ impl DriverParts {
 
 struct Driver {
     raw_node: RawNode<MemStorage>,
+    /// The log on disk; `raw_node`'s storage holds the same in memory.
+    wal: Wal,
     status: watch::Sender<RaftStatus>,
     transport: Transport,
     node: Arc<Node>,
@@ -439,40 +456,31 @@ impl Driver {
         // or vote. A commit index that moved alone may be lost in a crash
         // (raft learns it again), so it rides the next sync.
         let must_sync = ready.must_sync();
-        let syncer = {
-            let mut state = self.node.write_state();
-            let backend = state.backend_mut();
-            if !ready.entries().is_empty() {
-                let old_last = self.raw_node.store().last_index().unwrap_or(0);
-                let entries = ready.entries();
-                log_store::stage_entries(backend, entries);
-                let new_last = entries.last().map_or(0, |e| e.index);
-                // A shorter append replaces a conflicting tail.
-                log_store::stage_removal(backend, new_last + 1..=old_last);
-                self.raw_node
-                    .mut_store()
-                    .wl()
-                    .append(entries)
-                    .map_err(|e| storage(format!("raft append: {e}")))?;
-            }
-            if let Some(hard_state) = ready.hs() {
-                log_store::stage_hard_state(backend, hard_state);
-                self.raw_node
-                    .mut_store()
-                    .wl()
-                    .set_hardstate(hard_state.clone());
-            }
-            backend.commit(false)?;
-            backend.syncer()
-        };
-        // The sync runs without the state's lock: readers see nothing of
-        // the batch but raft's own spaces, and nothing in it is acknowledged
-        // (the persisted messages, the apply) until the sync returns.
+        if !ready.entries().is_empty() {
+            let entries = ready.entries();
+            // An entry replaces a conflicting tail, on disk as in memory.
+            self.wal.append(entries)?;
+            self.raw_node
+                .mut_store()
+                .wl()
+                .append(entries)
+                .map_err(|e| storage(format!("raft append: {e}")))?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.wal.set_hard_state(hard_state)?;
+            self.raw_node
+                .mut_store()
+                .wl()
+                .set_hardstate(hard_state.clone());
+        }
+        // Nothing in the Ready is acknowledged (the persisted messages, the
+        // apply) until the sync returns.
         if must_sync && !crate::sim_bugs::planted().ack_before_fsync {
+            let wal = &mut self.wal;
             if busy {
-                crate::blocking::in_place(|| syncer.sync())?;
+                crate::blocking::in_place(|| wal.sync())?;
             } else {
-                syncer.sync()?;
+                wal.sync()?;
             }
         }
         if !ready.persisted_messages().is_empty() {
@@ -490,17 +498,13 @@ impl Driver {
             store.mut_hard_state().commit = commit;
             let hard_state = store.hard_state().clone();
             drop(store);
-            let mut state = self.node.write_state();
-            log_store::stage_hard_state(state.backend_mut(), &hard_state);
+            // Rides the next sync: raft learns a lost commit index again.
+            self.wal.set_hard_state(&hard_state)?;
         }
         self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw_node.advance_apply();
         self.compact_log();
-        {
-            let mut state = self.node.write_state();
-            state.backend_mut().commit(false)?;
-        }
         self.publish_status();
         Ok(())
     }
@@ -554,18 +558,10 @@ impl Driver {
             state
                 .backend_mut()
                 .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
-            // The commit index on disk covers what the state on disk has
-            // applied (a restart refuses applied > committed), in this same
-            // batch: the Ready's hard state may reach the disk later.
-            let mut store = self.raw_node.mut_store().wl();
-            if store.hard_state().commit < last_index {
-                store.mut_hard_state().commit = last_index;
-                log_store::stage_hard_state(state.backend_mut(), store.hard_state());
-            }
-            drop(store);
             // Watchers and the member list read committed data: make the
             // applied changes readable before anyone hears of them. The raft
-            // log holds them durably already, so no fsync.
+            // log holds them durably already, so no fsync: a crash takes
+            // back what the disk had not written, and the log replays it.
             state.backend_mut().commit(false)?;
         }
         self.node.set_applied_index(last_index);
@@ -688,25 +684,20 @@ impl Driver {
         let metadata = snapshot.get_metadata().clone();
         let now_ms = self.node.clock.now_ms();
         let node = self.node.clone();
+        // Marked durably first: the tables are replaced batch by batch.
+        self.wal.set_installing(true)?;
+        self.wal.sync()?;
         let mut state = node.write_state();
         let backend = state.backend_mut();
-        log_store::begin_snapshot_install(backend)?;
         crate::snapshot::replace_tables(backend, file, &|table, key| {
             !crate::server::is_member_local(table, key)
         })
         .map_err(Error::Storage)?;
-        let (first, last) = {
-            let store = self.raw_node.store();
-            (
-                store.first_index().unwrap_or(1),
-                store.last_index().unwrap_or(0),
-            )
-        };
-        log_store::stage_log_start(backend, metadata.index, metadata.term, first);
-        log_store::stage_removal(backend, metadata.index + 1..=last);
-        log_store::stage_conf_state(backend, metadata.get_conf_state());
-        log_store::end_snapshot_install(backend);
+        log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
         backend.commit(true)?;
+        self.wal.snapshot(metadata.index, metadata.term)?;
+        self.wal.set_installing(false)?;
+        self.wal.sync()?;
         state.reload(now_ms)?;
         self.raw_node
             .mut_store()
@@ -763,12 +754,11 @@ impl Driver {
             )
             .map_err(raft_error)?;
         let raft_state = store.initial_state().map_err(raft_error)?;
-        {
-            let node = self.node.clone();
-            let mut state = node.write_state();
-            log_store::stage_log_start(state.backend_mut(), last_dropped, term, first);
-            state.backend_mut().commit(false)?;
-        }
+        // The dropped entries live on only in the state machine: make it
+        // durable before the log lets them go.
+        let syncer = self.node.read().mvcc().backend().syncer();
+        crate::blocking::in_place(|| syncer.sync())?;
+        self.wal.compact(last_dropped, term)?;
         // MemStorage can only move its start through a snapshot, which
         // also empties it: put the kept entries and the hard state back.
         let mut core = store.wl();
@@ -782,7 +772,12 @@ impl Driver {
             core.append(&kept).map_err(raft_error)?;
         }
         core.set_hardstate(raft_state.hard_state);
-        tracing::debug!(last_dropped, kept = kept.len(), "compacted the raft log");
+        tracing::debug!(
+            first,
+            last_dropped,
+            kept = kept.len(),
+            "compacted the raft log"
+        );
         Ok(())
     }
 

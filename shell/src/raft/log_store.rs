@@ -1,80 +1,143 @@
-//! The raft log on disk: entries by index in `Space::RaftLog`, hard and
-//! conf state in `Space::RaftState`. At start they are loaded into raft-rs's
-//! `MemStorage`, which serves the running node; every `Ready` stages its new
-//! entries and state here, committed with one fsync.
+//! The raft log at start: replayed from the write-ahead log ([`Wal`]) into
+//! raft-rs's `MemStorage`, which serves the running node; the conf state
+//! comes from the state machine's meta table, where it is written with
+//! the applied index it belongs to. Data dirs that kept the log in the
+//! database move it to the write-ahead log the first time they open.
 
-use e2d_core::storage::{Backend, StorageError};
+use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::wal::Replayed;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
 use super::codec;
+use super::wal::Wal;
 use crate::storage::{DiskBackend, Space};
 
-const HARD_STATE_KEY: &[u8] = b"hard_state";
-const CONF_STATE_KEY: &[u8] = b"conf_state";
-/// Index and term of the entry just before the first one kept, once the log
-/// has been compacted (16 bytes, big-endian).
-const LOG_START_KEY: &[u8] = b"log_start";
-/// Present while a snapshot replaces the state machine in several batches.
-const INSTALLING_KEY: &[u8] = b"installing_snapshot";
+/// The conf state as of the applied index, in `Table::Meta`.
+const META_CONF_STATE: &[u8] = b"raft_conf_state";
+
+/// Keys of the log's state as the database kept it.
+const LEGACY_HARD_STATE_KEY: &[u8] = b"hard_state";
+const LEGACY_CONF_STATE_KEY: &[u8] = b"conf_state";
+const LEGACY_LOG_START_KEY: &[u8] = b"log_start";
+const LEGACY_INSTALLING_KEY: &[u8] = b"installing_snapshot";
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
 /// Loads the log into a `MemStorage`; `None` when this member has no raft
-/// state yet (a new data dir).
-pub fn load(backend: &DiskBackend) -> Result<Option<MemStorage>, StorageError> {
+/// state yet (a new data dir). `applied` is the state machine's applied
+/// index: the commit index starts at least there.
+pub fn load(
+    wal: &mut Wal,
+    replayed: Replayed,
+    backend: &mut DiskBackend,
+    applied: u64,
+) -> Result<Option<MemStorage>, StorageError> {
+    let replayed = match move_from_database(wal, backend)? {
+        Some(moved) => moved,
+        None => replayed,
+    };
+    if replayed.installing {
+        return Err(StorageError(
+            "an interrupted snapshot install left this member's data incomplete: remove its data dir, remove the member (etcdctl member remove) and add it again".into(),
+        ));
+    }
+    let Some(conf_state) = backend.get(Table::Meta, META_CONF_STATE)? else {
+        return Ok(None);
+    };
+    let conf_state = codec::decode_conf_state(&conf_state).map_err(corrupt)?;
+    let storage = MemStorage::new_with_conf_state(conf_state.clone());
+    let (start_index, start_term) = replayed.start;
+    if start_index > 0 {
+        storage
+            .wl()
+            .apply_snapshot(snapshot_marker(start_index, start_term, conf_state))
+            .map_err(corrupt)?;
+    }
+    let entries = replayed
+        .entries
+        .iter()
+        .map(|(_, encoded)| codec::decode_entry(encoded).map_err(corrupt))
+        .collect::<Result<Vec<Entry>, _>>()?;
+    let mut hard_state = match &replayed.hard_state {
+        Some(encoded) => codec::decode_hard_state(encoded).map_err(corrupt)?,
+        None => HardState::default(),
+    };
+    // The log holds every entry the state machine applied, but the hard
+    // state that said they were committed may not have reached the disk.
+    hard_state.commit = hard_state
+        .commit
+        .max(start_index)
+        .max(applied.min(replayed.last_index()));
+    let mut core = storage.wl();
+    if !entries.is_empty() {
+        core.append(&entries).map_err(corrupt)?;
+    }
+    core.set_hardstate(hard_state);
+    drop(core);
+    Ok(Some(storage))
+}
+
+/// Moves a log the database kept into the write-ahead log, durably, and
+/// deletes it from the database. Returns the moved log, or `None` when
+/// the database holds none.
+fn move_from_database(
+    wal: &mut Wal,
+    backend: &mut DiskBackend,
+) -> Result<Option<Replayed>, StorageError> {
     let state = backend.read_raft(Space::RaftState)?;
-    let mut hard_state = None;
-    let mut conf_state = None;
-    let mut log_start = None;
-    for (key, value) in state {
+    if state.is_empty() {
+        return Ok(None);
+    }
+    let mut moved = Replayed::default();
+    for (key, value) in &state {
         match key.as_slice() {
-            INSTALLING_KEY => {
-                return Err(StorageError(
-                    "an interrupted snapshot install left this member's data incomplete: remove its data dir, remove the member (etcdctl member remove) and add it again".into(),
-                ));
-            }
-            LOG_START_KEY => {
+            LEGACY_INSTALLING_KEY => moved.installing = true,
+            LEGACY_LOG_START_KEY => {
                 let raw: [u8; 16] = value
                     .as_slice()
                     .try_into()
                     .map_err(|_| corrupt("log start"))?;
                 let index = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
                 let term = u64::from_be_bytes(raw[8..].try_into().expect("8 bytes"));
-                log_start = Some((index, term));
+                moved.start = (index, term);
             }
-            HARD_STATE_KEY => hard_state = Some(codec::decode_hard_state(&value).map_err(corrupt)?),
-            CONF_STATE_KEY => conf_state = Some(codec::decode_conf_state(&value).map_err(corrupt)?),
+            LEGACY_HARD_STATE_KEY => moved.hard_state = Some(value.clone()),
+            LEGACY_CONF_STATE_KEY => backend.put(Table::Meta, META_CONF_STATE, value),
             _ => {}
         }
     }
-    let Some(conf_state) = conf_state else {
-        return Ok(None);
-    };
-    let storage = MemStorage::new_with_conf_state(conf_state.clone());
-    if let Some((index, term)) = log_start {
-        storage
-            .wl()
-            .apply_snapshot(snapshot_marker(index, term, conf_state))
-            .map_err(corrupt)?;
+    let log = backend.read_raft(Space::RaftLog)?;
+    let mut entries = Vec::with_capacity(log.len());
+    for (_, value) in &log {
+        let entry = codec::decode_entry(value).map_err(corrupt)?;
+        moved.entries.push((entry.index, value.clone()));
+        entries.push(entry);
     }
-    let entries = backend
-        .read_raft(Space::RaftLog)?
-        .into_iter()
-        .map(|(_, value)| codec::decode_entry(&value).map_err(corrupt))
-        .collect::<Result<Vec<Entry>, _>>()?;
-    {
-        let mut core = storage.wl();
-        if !entries.is_empty() {
-            core.append(&entries).map_err(corrupt)?;
-        }
-        if let Some(hard_state) = hard_state {
-            core.set_hardstate(hard_state);
+    if moved.start.0 > 0 {
+        wal.compact(moved.start.0, moved.start.1)?;
+    }
+    wal.append(&entries)?;
+    if let Some(encoded) = &moved.hard_state {
+        wal.set_hard_state(&codec::decode_hard_state(encoded).map_err(corrupt)?)?;
+    }
+    if moved.installing {
+        wal.set_installing(true)?;
+    }
+    wal.sync()?;
+    for (space, rows) in [(Space::RaftState, &state), (Space::RaftLog, &log)] {
+        for (key, _) in rows {
+            backend.stage_raft(space, key, None);
         }
     }
-    Ok(Some(storage))
+    backend.commit(true)?;
+    tracing::info!(
+        entries = moved.entries.len(),
+        "moved the raft log from the database to its own files"
+    );
+    Ok(Some(moved))
 }
 
 /// A new member's log. A founding member's log starts with the initial
@@ -82,12 +145,12 @@ pub fn load(backend: &DiskBackend) -> Result<Option<MemStorage>, StorageError> {
 /// founding member (as etcd's bootstrap entries are); a joining member's
 /// log starts empty and fills from the leader.
 pub fn create(
+    wal: &mut Wal,
     backend: &mut DiskBackend,
     conf_state: ConfState,
     first_entry: Option<Vec<u8>>,
 ) -> Result<MemStorage, StorageError> {
-    stage_conf_state(backend, &conf_state);
-    let storage = MemStorage::new_with_conf_state(conf_state);
+    let storage = MemStorage::new_with_conf_state(conf_state.clone());
     if let Some(data) = first_entry {
         let entry = Entry {
             term: 1,
@@ -100,25 +163,39 @@ pub fn create(
             vote: 0,
             commit: 1,
         };
-        stage_entries(backend, std::slice::from_ref(&entry));
-        stage_hard_state(backend, &hard_state);
+        wal.append(std::slice::from_ref(&entry))?;
+        wal.set_hard_state(&hard_state)?;
         let mut core = storage.wl();
         core.append(&[entry]).map_err(corrupt)?;
         core.set_hardstate(hard_state);
     }
+    wal.sync()?;
+    // Last: a member whose conf state is on disk has its log.
+    stage_conf_state(backend, &conf_state);
+    backend.commit(true)?;
     Ok(storage)
 }
 
-/// Marks the start of a snapshot install, durably, before the state
-/// machine's tables are replaced batch by batch.
-pub fn begin_snapshot_install(backend: &mut DiskBackend) -> Result<(), StorageError> {
-    backend.stage_raft(Space::RaftState, INSTALLING_KEY, Some(&[]));
-    backend.commit(true)
+/// Stages the conf state with the state machine's next batch, which
+/// holds the applied index it belongs to.
+pub fn stage_conf_state(backend: &mut DiskBackend, state: &ConfState) {
+    backend.put(
+        Table::Meta,
+        META_CONF_STATE,
+        &codec::encode_conf_state(state),
+    );
 }
 
-/// Stages the end of a snapshot install, to commit with its raft state.
-pub fn end_snapshot_install(backend: &mut DiskBackend) {
-    backend.stage_raft(Space::RaftState, INSTALLING_KEY, None);
+/// After a snapshot replaced the tables: the conf state the snapshot's
+/// meta table carried (as of the state it holds), or else `state`.
+pub fn stage_conf_state_if_missing(
+    backend: &mut DiskBackend,
+    state: &ConfState,
+) -> Result<(), StorageError> {
+    if backend.get(Table::Meta, META_CONF_STATE)?.is_none() {
+        stage_conf_state(backend, state);
+    }
+    Ok(())
 }
 
 /// A snapshot that only says where the log starts: entries up to `index`
@@ -130,46 +207,4 @@ pub fn snapshot_marker(index: u64, term: u64, conf_state: ConfState) -> Snapshot
     metadata.term = term;
     metadata.set_conf_state(conf_state);
     snapshot
-}
-
-/// Records that the log now starts after `index` and drops the entries
-/// from `first_kept_before` up to and including `index`.
-pub fn stage_log_start(backend: &mut DiskBackend, index: u64, term: u64, first_index: u64) {
-    let mut value = index.to_be_bytes().to_vec();
-    value.extend_from_slice(&term.to_be_bytes());
-    backend.stage_raft(Space::RaftState, LOG_START_KEY, Some(&value));
-    stage_removal(backend, first_index..=index);
-}
-
-/// Stages the removal of the entries at `indexes`.
-pub fn stage_removal(backend: &mut DiskBackend, indexes: std::ops::RangeInclusive<u64>) {
-    for index in indexes {
-        backend.stage_raft(Space::RaftLog, &index.to_be_bytes(), None);
-    }
-}
-
-pub fn stage_entries(backend: &mut DiskBackend, entries: &[Entry]) {
-    for entry in entries {
-        backend.stage_raft(
-            Space::RaftLog,
-            &entry.index.to_be_bytes(),
-            Some(&codec::encode_entry(entry)),
-        );
-    }
-}
-
-pub fn stage_hard_state(backend: &mut DiskBackend, state: &HardState) {
-    backend.stage_raft(
-        Space::RaftState,
-        HARD_STATE_KEY,
-        Some(&codec::encode_hard_state(state)),
-    );
-}
-
-pub fn stage_conf_state(backend: &mut DiskBackend, state: &ConfState) {
-    backend.stage_raft(
-        Space::RaftState,
-        CONF_STATE_KEY,
-        Some(&codec::encode_conf_state(state)),
-    );
 }

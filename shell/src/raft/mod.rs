@@ -1,5 +1,6 @@
-//! Replication: a raft-rs `RawNode` driven by one task, its log kept in
-//! fjall beside the state machine, and the peer transport.
+//! Replication: a raft-rs `RawNode` driven by one task, its log kept in a
+//! write-ahead log of its own beside the state machine, and the peer
+//! transport.
 //!
 //! Data flow of a write: `Node::propose` → (forwarded to the leader if this
 //! member follows) → [`driver`] proposes it → raft `Ready`: messages to
@@ -13,6 +14,7 @@ mod log_store;
 mod peer_service;
 mod snapshot_sender;
 mod transport;
+mod wal;
 
 pub use driver::{
     spawn_driver, Bootstrap, DriverHandle, DriverRequest, LogLimits, MembershipView, ProposalReply,

@@ -101,6 +101,11 @@ pub fn database_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
 
+/// The raft log's directory inside a data dir.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("wal")
+}
+
 /// Opens (creating) the database in `data_dir`.
 pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
     let db_dir = database_dir(data_dir);
@@ -217,6 +222,7 @@ pub async fn start_node(
     let (raft, driver) = spawn_driver(
         identity.member_id,
         bootstrap,
+        &wal_dir(data_dir),
         state.backend_mut(),
         applied_index,
         transport,

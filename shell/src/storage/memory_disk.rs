@@ -61,24 +61,35 @@ fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
     disk.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Loses what the disk under `dir` had not synced, but for the first
-/// `kept_batches` unsynced batches. Returns how many batches were lost.
+/// Loses what the disks and the raft log's files under `dir` had not
+/// synced, but for the first `kept_batches` unsynced batches of each disk
+/// and a part of each file that `kept_batches` picks. Returns how many
+/// batches were lost.
 pub fn crash(dir: &Path, kept_batches: usize) -> usize {
-    let Some(disk) = disks().get(dir).cloned() else {
-        return 0;
-    };
-    let mut disk = lock(&disk);
-    let unsynced = std::mem::take(&mut disk.unsynced);
-    let kept = kept_batches.min(unsynced.len());
-    for batch in &unsynced[..kept] {
-        apply(&mut disk.synced, batch);
+    super::memory_segments::crash(dir, kept_batches);
+    let under: Vec<Arc<Mutex<Disk>>> = disks()
+        .iter()
+        .filter(|(path, _)| path.starts_with(dir))
+        .map(|(_, disk)| disk.clone())
+        .collect();
+    let mut lost = 0;
+    for disk in under {
+        let mut disk = lock(&disk);
+        let unsynced = std::mem::take(&mut disk.unsynced);
+        let kept = kept_batches.min(unsynced.len());
+        for batch in &unsynced[..kept] {
+            apply(&mut disk.synced, batch);
+        }
+        disk.current = disk.synced.clone();
+        lost += unsynced.len() - kept;
     }
-    disk.current = disk.synced.clone();
-    unsynced.len() - kept
+    lost
 }
 
-/// Follows a directory rename: disks under `from` are under `to` now.
+/// Follows a directory rename: disks and files under `from` are under
+/// `to` now.
 pub fn moved(from: &Path, to: &Path) {
+    super::memory_segments::moved(from, to);
     let mut disks = disks();
     let under: Vec<PathBuf> = disks
         .keys()
@@ -94,6 +105,7 @@ pub fn moved(from: &Path, to: &Path) {
 
 /// Throws away every disk under `root` (a machine lost for good).
 pub fn destroy_under(root: &Path) {
+    super::memory_segments::destroy_under(root);
     disks().retain(|dir, _| !dir.starts_with(root));
 }
 

@@ -1,16 +1,24 @@
-//! Durable storage for the state machine and the raft log: fjall on a
-//! real disk, or under `--cfg madsim` an in-memory disk that loses what
-//! was not synced when its node is killed.
+//! Durable storage: the state machine in fjall and the raft log's segment
+//! files on a real disk, or under `--cfg madsim` both in memory that loses
+//! what was not synced when its node is killed.
 
 #[cfg(not(madsim))]
 mod fjall_backend;
 #[cfg(madsim)]
 pub mod memory_disk;
+#[cfg(madsim)]
+pub mod memory_segments;
+#[cfg(not(madsim))]
+mod segment_dir;
 
 #[cfg(not(madsim))]
 pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime, Syncer};
 #[cfg(madsim)]
 pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime, Syncer};
+#[cfg(madsim)]
+pub use memory_segments::{SegmentDir, SegmentFile};
+#[cfg(not(madsim))]
+pub use segment_dir::{SegmentDir, SegmentFile};
 
 use std::collections::BTreeMap;
 
@@ -23,9 +31,11 @@ pub type RawEntry = (Vec<u8>, Vec<u8>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Space {
     Table(Table),
-    /// Raft log entries by index (8 bytes, big-endian).
+    /// Raft log entries by index (8 bytes, big-endian), as data dirs
+    /// kept them before the raft log had its own files; read once, to
+    /// move them there.
     RaftLog,
-    /// Hard state and conf state.
+    /// Hard state, conf state and log start, as [`Space::RaftLog`].
     RaftState,
 }
 

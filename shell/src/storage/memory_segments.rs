@@ -1,0 +1,166 @@
+//! Segment files of the raft log under `--cfg madsim`: in memory, outliving
+//! the simulated node that wrote them, with a real file's crash semantics.
+//! Written bytes are readable at once and durable after a sync; a crash
+//! keeps the synced bytes and some of the rest, cut anywhere (a write the
+//! power interrupted).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct MemoryFile {
+    bytes: Vec<u8>,
+    synced_len: usize,
+}
+
+/// Every segment file of this process by path.
+static FILES: Mutex<BTreeMap<PathBuf, Arc<Mutex<MemoryFile>>>> = Mutex::new(BTreeMap::new());
+
+fn files() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<MemoryFile>>>> {
+    FILES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock(file: &Mutex<MemoryFile>) -> MutexGuard<'_, MemoryFile> {
+    file.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} does not exist", path.display()),
+    )
+}
+
+/// Every file under `dir` loses what it had not synced, but for a part
+/// that `seed` picks, which may end inside a record.
+pub fn crash(dir: &Path, seed: usize) {
+    for (path, file) in files().iter() {
+        if path.starts_with(dir) {
+            let mut file = lock(file);
+            let unsynced = file.bytes.len() - file.synced_len;
+            let kept = seed.wrapping_mul(2_654_435_761) % (unsynced + 1);
+            let len = file.synced_len + kept;
+            file.bytes.truncate(len);
+            file.synced_len = len;
+        }
+    }
+}
+
+/// Follows a directory rename.
+pub fn moved(from: &Path, to: &Path) {
+    let mut files = files();
+    let under: Vec<PathBuf> = files
+        .keys()
+        .filter(|path| path.starts_with(from))
+        .cloned()
+        .collect();
+    for path in under {
+        let file = files.remove(&path).expect("listed just now");
+        let rest = path.strip_prefix(from).expect("filtered by prefix");
+        files.insert(to.join(rest), file);
+    }
+}
+
+/// Throws away every file under `root`.
+pub fn destroy_under(root: &Path) {
+    files().retain(|path, _| !path.starts_with(root));
+}
+
+pub struct SegmentDir {
+    path: PathBuf,
+}
+
+impl SegmentDir {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn file_path(&self, seq: u64) -> PathBuf {
+        self.path.join(format!("{seq:016x}.wal"))
+    }
+
+    fn file(&self, seq: u64) -> io::Result<Arc<Mutex<MemoryFile>>> {
+        let path = self.file_path(seq);
+        files().get(&path).cloned().ok_or_else(|| not_found(&path))
+    }
+
+    pub fn list(&self) -> io::Result<Vec<u64>> {
+        Ok(files()
+            .keys()
+            .filter(|path| path.parent() == Some(self.path.as_path()))
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.strip_suffix(".wal")?;
+                u64::from_str_radix(name, 16).ok()
+            })
+            .collect())
+    }
+
+    pub fn read(&self, seq: u64) -> io::Result<Vec<u8>> {
+        Ok(lock(&self.file(seq)?).bytes.clone())
+    }
+
+    pub fn truncate(&self, seq: u64, len: u64) -> io::Result<()> {
+        let file = self.file(seq)?;
+        let mut file = lock(&file);
+        let len = usize::try_from(len).expect("a memory file fits in memory");
+        file.bytes.truncate(len);
+        file.synced_len = file.synced_len.min(len);
+        Ok(())
+    }
+
+    pub fn reopen(&self, seq: u64, offset: u64) -> io::Result<SegmentFile> {
+        let file = self.file(seq)?;
+        lock(&file)
+            .bytes
+            .truncate(usize::try_from(offset).expect("a memory file fits in memory"));
+        Ok(SegmentFile { file, offset })
+    }
+
+    /// Zero-filled segments read as their written bytes here: a reader
+    /// stops at their end either way.
+    pub fn create(&self, seq: u64, _bytes: u64) -> io::Result<SegmentFile> {
+        let path = self.file_path(seq);
+        let mut files = files();
+        if files.contains_key(&path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let file = Arc::new(Mutex::new(MemoryFile::default()));
+        files.insert(path, file.clone());
+        Ok(SegmentFile { file, offset: 0 })
+    }
+
+    pub fn remove(&self, seq: u64) -> io::Result<()> {
+        let path = self.file_path(seq);
+        files().remove(&path).map(drop).ok_or_else(|| not_found(&path))
+    }
+}
+
+pub struct SegmentFile {
+    file: Arc<Mutex<MemoryFile>>,
+    offset: u64,
+}
+
+impl SegmentFile {
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        lock(&self.file).bytes.extend_from_slice(bytes);
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        let mut file = lock(&self.file);
+        file.synced_len = file.bytes.len();
+        Ok(())
+    }
+}
