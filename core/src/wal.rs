@@ -91,7 +91,9 @@ impl Record<'_> {
     fn decode(body: &[u8]) -> Option<Record<'_>> {
         let (&kind, payload) = body.split_first()?;
         let u64_at = |at: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?))
+            Some(u64::from_le_bytes(
+                payload.get(at..at + 8)?.try_into().ok()?,
+            ))
         };
         let record = match kind {
             KIND_ENTRY => Record::Entry {
@@ -206,7 +208,9 @@ pub struct Replayed {
 impl Replayed {
     /// The index of the last entry, or of the start when there is none.
     pub fn last_index(&self) -> u64 {
-        self.entries.last().map_or(self.start.0, |(index, _)| *index)
+        self.entries
+            .last()
+            .map_or(self.start.0, |(index, _)| *index)
     }
 
     /// Replays a log's records, oldest first. Segments before the first
@@ -275,10 +279,19 @@ mod tests {
     enum Op {
         /// Appends `count` entries at `back` before the end (a shorter
         /// `back` overwrites a tail, as a new leader's append does).
-        Append { back: u64, count: u64, term: u64 },
+        Append {
+            back: u64,
+            count: u64,
+            term: u64,
+        },
         HardState(u64),
-        Compact { keep: u64 },
-        Snapshot { ahead: u64, term: u64 },
+        Compact {
+            keep: u64,
+        },
+        Snapshot {
+            ahead: u64,
+            term: u64,
+        },
         Installing(bool),
     }
 
@@ -297,12 +310,13 @@ mod tests {
     fn records_of(ops: &[Op]) -> Vec<(Vec<u8>, Replayed)> {
         let mut model = Replayed::default();
         let mut out = Vec::new();
-        let mut push = |model: &mut Replayed, record: Record<'_>, effect: &dyn Fn(&mut Replayed)| {
-            effect(model);
-            let mut bytes = Vec::new();
-            record.encode(7, &mut bytes);
-            out.push((bytes, model.clone()));
-        };
+        let mut push =
+            |model: &mut Replayed, record: Record<'_>, effect: &dyn Fn(&mut Replayed)| {
+                effect(model);
+                let mut bytes = Vec::new();
+                record.encode(7, &mut bytes);
+                out.push((bytes, model.clone()));
+            };
         for op in ops {
             match *op {
                 Op::Append { back, count, term } => {
@@ -446,8 +460,17 @@ mod tests {
             },
         ];
         let error = Replayed::replay(&records).unwrap_err();
-        assert_eq!(error, ReplayError::Gap { expected: 2, found: 3 });
-        assert_eq!(error.to_string(), "the raft log skips from entry 1 to entry 3");
+        assert_eq!(
+            error,
+            ReplayError::Gap {
+                expected: 2,
+                found: 3
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "the raft log skips from entry 1 to entry 3"
+        );
     }
 
     proptest! {

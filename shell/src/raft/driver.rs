@@ -182,12 +182,9 @@ pub fn spawn_driver(
                     Some(first.encode_to_vec()),
                 )?
             }
-            Bootstrap::Join { voters, learners } => log_store::create(
-                &mut wal,
-                backend,
-                ConfState::from((voters, learners)),
-                None,
-            )?,
+            Bootstrap::Join { voters, learners } => {
+                log_store::create(&mut wal, backend, ConfState::from((voters, learners)), None)?
+            }
         },
     };
     // The state machine may be ahead of the log's commit index on disk,

@@ -208,3 +208,92 @@ pub fn snapshot_marker(index: u64, term: u64, conf_state: ConfState) -> Snapshot
     metadata.set_conf_state(conf_state);
     snapshot
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    #[test]
+    fn a_log_the_database_kept_moves_to_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = DiskBackend::open(&dir.path().join("db")).unwrap();
+        let conf_state = ConfState::from((vec![1, 2, 3], vec![]));
+        let hard_state = HardState {
+            term: 4,
+            vote: 2,
+            commit: 7,
+        };
+        let mut start = 5u64.to_be_bytes().to_vec();
+        start.extend_from_slice(&3u64.to_be_bytes());
+        let legacy = [
+            (LEGACY_CONF_STATE_KEY, codec::encode_conf_state(&conf_state)),
+            (LEGACY_HARD_STATE_KEY, codec::encode_hard_state(&hard_state)),
+            (LEGACY_LOG_START_KEY, start),
+        ];
+        for (key, value) in &legacy {
+            backend.stage_raft(Space::RaftState, key, Some(value));
+        }
+        for index in 6..=8 {
+            let mut encoded = Vec::new();
+            let entry = Entry {
+                index,
+                term: 4,
+                data: vec![index as u8],
+                ..Default::default()
+            };
+            codec::encode_entry_into(&entry, &mut encoded);
+            backend.stage_raft(Space::RaftLog, &index.to_be_bytes(), Some(&encoded));
+        }
+        backend.commit(true).unwrap();
+
+        let wal_dir = dir.path().join("wal");
+        let (mut wal, replayed) = Wal::open(&wal_dir).unwrap();
+        let storage = load(&mut wal, replayed, &mut backend, 6).unwrap().unwrap();
+        let state = storage.initial_state().unwrap();
+        assert_eq!(state.hard_state, hard_state);
+        assert_eq!(state.conf_state, conf_state);
+        assert_eq!(storage.first_index().unwrap(), 6);
+        assert_eq!(storage.last_index().unwrap(), 8);
+        assert_eq!(storage.term(5).unwrap(), 3);
+        assert!(backend.read_raft(Space::RaftState).unwrap().is_empty());
+        assert!(backend.read_raft(Space::RaftLog).unwrap().is_empty());
+        drop(wal);
+
+        // Once moved, the log is read from its own files.
+        let (mut wal, replayed) = Wal::open(&wal_dir).unwrap();
+        assert_eq!(replayed.start, (5, 3));
+        assert_eq!(replayed.entries.len(), 3);
+        let storage = load(&mut wal, replayed, &mut backend, 6).unwrap().unwrap();
+        assert_eq!(storage.initial_state().unwrap().hard_state, hard_state);
+    }
+
+    #[test]
+    fn the_commit_index_covers_what_the_state_machine_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = DiskBackend::open(&dir.path().join("db")).unwrap();
+        let wal_dir = dir.path().join("wal");
+        let (mut wal, _) = Wal::open(&wal_dir).unwrap();
+        let conf_state = ConfState::from((vec![1], vec![]));
+        create(&mut wal, &mut backend, conf_state, Some(b"first".to_vec())).unwrap();
+        let entries: Vec<Entry> = (2..=4)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        wal.append(&entries).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        // The state machine applied entry 3; the hard state on disk says 1.
+        let (mut wal, replayed) = Wal::open(&wal_dir).unwrap();
+        let storage = load(&mut wal, replayed, &mut backend, 3).unwrap().unwrap();
+        assert_eq!(storage.initial_state().unwrap().hard_state.commit, 3);
+        drop(wal);
+        // It never claims entries the log does not hold.
+        let (mut wal, replayed) = Wal::open(&wal_dir).unwrap();
+        let storage = load(&mut wal, replayed, &mut backend, 9).unwrap().unwrap();
+        assert_eq!(storage.initial_state().unwrap().hard_state.commit, 4);
+    }
+}

@@ -345,7 +345,10 @@ mod tests {
         drop(wal);
         let (_, replayed) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3, 4, 5]);
-        assert_eq!(SegmentDir::open(dir.path()).unwrap().list().unwrap(), vec![1]);
+        assert_eq!(
+            SegmentDir::open(dir.path()).unwrap().list().unwrap(),
+            vec![1]
+        );
     }
 
     #[test]
@@ -389,7 +392,10 @@ mod tests {
         wal.snapshot(100, 3).unwrap();
         wal.set_installing(false).unwrap();
         wal.sync().unwrap();
-        assert_eq!(SegmentDir::open(dir.path()).unwrap().list().unwrap().len(), 1);
+        assert_eq!(
+            SegmentDir::open(dir.path()).unwrap().list().unwrap().len(),
+            1
+        );
         wal.append(&[entry(101, 3)]).unwrap();
         wal.sync().unwrap();
         drop(wal);
@@ -417,7 +423,11 @@ mod tests {
         .encode(1, &mut torn);
         torn.truncate(torn.len() / 2);
         segments.reopen(1, end).unwrap().write(&torn).unwrap();
-        segments.reopen(1, end + 4096).unwrap().write(&[7; 64]).unwrap();
+        segments
+            .reopen(1, end + 4096)
+            .unwrap()
+            .write(&[7; 64])
+            .unwrap();
         let (mut wal, replayed) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2]);
         assert_eq!(segments.list().unwrap(), vec![1, 2]);

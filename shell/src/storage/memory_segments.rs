@@ -100,7 +100,9 @@ impl SegmentDir {
     }
 
     pub fn read(&self, seq: u64) -> io::Result<Vec<u8>> {
-        Ok(lock(&self.file(seq)?).bytes.clone())
+        let file = self.file(seq)?;
+        let bytes = lock(&file).bytes.clone();
+        Ok(bytes)
     }
 
     pub fn truncate(&self, seq: u64, len: u64) -> io::Result<()> {
@@ -138,7 +140,10 @@ impl SegmentDir {
 
     pub fn remove(&self, seq: u64) -> io::Result<()> {
         let path = self.file_path(seq);
-        files().remove(&path).map(drop).ok_or_else(|| not_found(&path))
+        files()
+            .remove(&path)
+            .map(drop)
+            .ok_or_else(|| not_found(&path))
     }
 }
 
