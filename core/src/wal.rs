@@ -368,6 +368,21 @@ mod tests {
         out
     }
 
+    /// Where the last record that ends at or before byte `at` ends, and
+    /// the log as of that record.
+    fn whole_records_before(written: &[(Vec<u8>, Replayed)], at: usize) -> (usize, Replayed) {
+        let mut offset = 0;
+        let mut expected = Replayed::default();
+        for (record, after) in written {
+            if offset + record.len() > at {
+                break;
+            }
+            offset += record.len();
+            expected = after.clone();
+        }
+        (offset, expected)
+    }
+
     fn replay(seq: u64, bytes: &[u8]) -> (Replayed, SegmentEnd) {
         let (records, end) = read_segment(seq, bytes);
         let replayed = Replayed::replay(&records).expect("a log written in order replays");
@@ -395,16 +410,7 @@ mod tests {
             let written = records_of(&ops);
             let bytes: Vec<u8> = written.iter().flat_map(|(b, _)| b.clone()).collect();
             let cut = cut.index(bytes.len());
-            let mut whole = 0;
-            let mut offset = 0;
-            for (record, _) in &written {
-                if offset + record.len() > cut {
-                    break;
-                }
-                offset += record.len();
-                whole += 1;
-            }
-            let expected = if whole == 0 { Replayed::default() } else { written[whole - 1].1.clone() };
+            let (offset, expected) = whole_records_before(&written, cut);
             let (replayed, end) = replay(7, &bytes[..cut]);
             prop_assert_eq!(replayed, expected);
             prop_assert_eq!(end, if offset == cut { SegmentEnd::Clean { offset } } else { SegmentEnd::Damaged { offset } });
@@ -420,16 +426,7 @@ mod tests {
             let mut bytes: Vec<u8> = written.iter().flat_map(|(b, _)| b.clone()).collect();
             let at = at.index(bytes.len());
             bytes[at] ^= 1 << bit;
-            let mut offset = 0;
-            let mut whole = 0;
-            for (record, _) in &written {
-                if offset + record.len() > at {
-                    break;
-                }
-                offset += record.len();
-                whole += 1;
-            }
-            let expected = if whole == 0 { Replayed::default() } else { written[whole - 1].1.clone() };
+            let (offset, expected) = whole_records_before(&written, at);
             let (replayed, end) = replay(7, &bytes);
             prop_assert_eq!(replayed, expected);
             prop_assert_eq!(end, SegmentEnd::Damaged { offset });

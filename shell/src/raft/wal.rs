@@ -310,6 +310,20 @@ mod tests {
         }
     }
 
+    /// A log of 1 KiB segments holding entries `1..=last`, synced after
+    /// each when `sync_each`, else once at the end.
+    fn small_segments(dir: &std::path::Path, last: u64, sync_each: bool) -> Wal {
+        let (mut wal, _) = Wal::open_with(dir, 1024).unwrap();
+        for index in 1..=last {
+            wal.append(&[entry(index, 1)]).unwrap();
+            if sync_each {
+                wal.sync().unwrap();
+            }
+        }
+        wal.sync().unwrap();
+        wal
+    }
+
     fn indexes(replayed: &Replayed) -> Vec<u64> {
         replayed.entries.iter().map(|(index, _)| *index).collect()
     }
@@ -379,11 +393,7 @@ mod tests {
     #[test]
     fn a_snapshot_empties_the_log_and_frees_every_earlier_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open_with(dir.path(), 1024).unwrap();
-        for index in 1..=30 {
-            wal.append(&[entry(index, 1)]).unwrap();
-        }
-        wal.sync().unwrap();
+        let mut wal = small_segments(dir.path(), 30, false);
         wal.set_installing(true).unwrap();
         wal.sync().unwrap();
         drop(wal);
@@ -442,12 +452,7 @@ mod tests {
     #[test]
     fn damage_before_the_last_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open_with(dir.path(), 1024).unwrap();
-        for index in 1..=20 {
-            wal.append(&[entry(index, 1)]).unwrap();
-            wal.sync().unwrap();
-        }
-        drop(wal);
+        drop(small_segments(dir.path(), 20, true));
         let segments = SegmentDir::open(dir.path()).unwrap();
         segments.reopen(1, 40).unwrap().write(&[0xff; 8]).unwrap();
         let error = Wal::open_with(dir.path(), 1024).err().unwrap();

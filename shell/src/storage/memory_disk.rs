@@ -90,17 +90,7 @@ pub fn crash(dir: &Path, kept_batches: usize) -> usize {
 /// `to` now.
 pub fn moved(from: &Path, to: &Path) {
     super::memory_segments::moved(from, to);
-    let mut disks = disks();
-    let under: Vec<PathBuf> = disks
-        .keys()
-        .filter(|dir| dir.starts_with(from))
-        .cloned()
-        .collect();
-    for dir in under {
-        let disk = disks.remove(&dir).expect("listed just now");
-        let rest = dir.strip_prefix(from).expect("filtered by prefix");
-        disks.insert(to.join(rest), disk);
-    }
+    super::memory_segments::move_under(&mut disks(), from, to);
 }
 
 /// Throws away every disk under `root` (a machine lost for good).

@@ -50,16 +50,20 @@ pub fn crash(dir: &Path, seed: usize) {
 
 /// Follows a directory rename.
 pub fn moved(from: &Path, to: &Path) {
-    let mut files = files();
-    let under: Vec<PathBuf> = files
+    move_under(&mut files(), from, to);
+}
+
+/// Moves the entries of `by_path` under `from` to the same place under `to`.
+pub(super) fn move_under<V>(by_path: &mut BTreeMap<PathBuf, V>, from: &Path, to: &Path) {
+    let under: Vec<PathBuf> = by_path
         .keys()
         .filter(|path| path.starts_with(from))
         .cloned()
         .collect();
     for path in under {
-        let file = files.remove(&path).expect("listed just now");
+        let value = by_path.remove(&path).expect("listed just now");
         let rest = path.strip_prefix(from).expect("filtered by prefix");
-        files.insert(to.join(rest), file);
+        by_path.insert(to.join(rest), value);
     }
 }
 
