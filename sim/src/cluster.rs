@@ -23,6 +23,9 @@ pub const HEALTH_CHECK_INTERVAL: &str = "1s";
 pub const HEALTH_CHECK_TIMEOUT: &str = "10s";
 /// How often the leader snapshots into the bucket.
 pub const SNAPSHOT_INTERVAL: &str = "3s";
+/// Applied entries between raft log compactions: few, so that runs drop
+/// log segments and send members behind the log's start a snapshot.
+pub const SNAPSHOT_COUNT: &str = "500";
 
 /// One machine: its slot in the cluster, and who runs there now.
 pub struct Member {
@@ -392,6 +395,8 @@ fn run_args(
         format!("file://{}", bucket.display()),
         "--snapshot-interval".into(),
         SNAPSHOT_INTERVAL.into(),
+        "--snapshot-count".into(),
+        SNAPSHOT_COUNT.into(),
     ];
     match Cli::try_parse_from(argv) {
         Ok(Cli {
