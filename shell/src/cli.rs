@@ -88,6 +88,21 @@ impl DiscoveryArgs {
     }
 }
 
+/// A request becomes one raft log record, which the log reads back only up
+/// to its largest record (less room for the entry's own fields).
+fn parse_max_request_bytes(text: &str) -> Result<usize, String> {
+    const REQUEST_BYTES_LIMIT: usize = e2d_core::wal::RECORD_BYTES_MAX - 1024 * 1024;
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if bytes == 0 || bytes > REQUEST_BYTES_LIMIT {
+        return Err(format!(
+            "{bytes} is outside 1..={REQUEST_BYTES_LIMIT}: a request must fit in one raft log record"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_peer_discovery(text: &str) -> Result<crate::discovery::Method, String> {
     text.parse()
 }
@@ -379,7 +394,7 @@ pub struct RunArgs {
     pub quota_backend_bytes: u64,
 
     /// Largest client request accepted.
-    #[arg(long, env = "E2D_MAX_REQUEST_BYTES", default_value_t = e2d_core::limits::REQUEST_BYTES_MAX)]
+    #[arg(long, env = "E2D_MAX_REQUEST_BYTES", default_value_t = e2d_core::limits::REQUEST_BYTES_MAX, value_parser = parse_max_request_bytes)]
     pub max_request_bytes: usize,
 
     /// How often watchers that asked for progress notifications get one.

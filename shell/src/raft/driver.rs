@@ -220,6 +220,7 @@ pub fn spawn_driver(
             raw_node,
             wal,
             state_applied_floor: applied_index,
+            conf_applied_floor: applied_index,
             incoming,
             status: status_tx,
             transport,
@@ -235,6 +236,7 @@ pub struct DriverParts {
     raw_node: RawNode<MemStorage>,
     wal: Wal,
     state_applied_floor: u64,
+    conf_applied_floor: u64,
     incoming: mpsc::Receiver<DriverRequest>,
     status: watch::Sender<RaftStatus>,
     transport: Transport,
@@ -259,6 +261,7 @@ impl DriverParts {
             removed: false,
             incoming_snapshot: None,
             state_applied_floor: self.state_applied_floor,
+            conf_applied_floor: self.conf_applied_floor,
             log_limits: self.log_limits,
             handle: self.handle,
             election_timeouts: ElectionTimeouts::new(crate::node_seed::node_seed()),
@@ -288,6 +291,10 @@ struct Driver {
     /// Entries up to this index are in the state machine already (it came
     /// from a snapshot taken after them); their effects are not applied again.
     state_applied_floor: u64,
+    /// Conf changes up to this index are in raft's configuration already:
+    /// at start it comes from the state machine, which may be ahead of the
+    /// log's commit index (a snapshot taken after the one raft installed).
+    conf_applied_floor: u64,
     log_limits: LogLimits,
     handle: DriverHandle,
     election_timeouts: ElectionTimeouts,
@@ -537,6 +544,7 @@ impl Driver {
                         }
                     }
                     EntryType::EntryNormal => {}
+                    EntryType::EntryConfChangeV2 if entry.index <= self.conf_applied_floor => {}
                     EntryType::EntryConfChangeV2 => {
                         let outcome = self.apply_membership(&mut state, entry)?;
                         if let Some(id) = self.own_proposal(&entry.context) {
@@ -551,7 +559,11 @@ impl Driver {
                     }
                 }
             }
-            last_index = entries.last().map_or(0, |e| e.index);
+            // Never behind what a snapshot already brought.
+            last_index = entries
+                .last()
+                .map_or(0, |e| e.index)
+                .max(self.state_applied_floor);
             state
                 .backend_mut()
                 .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
@@ -705,6 +717,9 @@ impl Driver {
         let members = state.members()?;
         drop(state);
         self.state_applied_floor = state_applied.max(metadata.index);
+        // raft's configuration is the snapshot's now: later conf changes
+        // apply to it.
+        self.conf_applied_floor = metadata.index;
         for member in &members {
             self.route(member);
         }

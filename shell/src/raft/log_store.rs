@@ -71,6 +71,13 @@ pub fn load(
         .commit
         .max(start_index)
         .max(applied.min(replayed.last_index()));
+    if hard_state.commit > replayed.last_index() {
+        return Err(StorageError(format!(
+            "the raft log says entry {} is committed but ends at entry {}: this member's log cannot be trusted; remove its data dir, remove the member (etcdctl member remove) and add it again",
+            hard_state.commit,
+            replayed.last_index()
+        )));
+    }
     let mut core = storage.wl();
     if !entries.is_empty() {
         core.append(&entries).map_err(corrupt)?;

@@ -154,7 +154,10 @@ impl Wal {
             synced_start_index: replayed.start.0,
             segment_bytes,
         };
-        if reuse.is_none() {
+        // A segment that holds nothing yet may lack its checkpoint (a
+        // crash right after it was created): it gets one before anything
+        // else, since the segments before it may go.
+        if reuse.is_none_or(|(_, offset)| offset == 0) {
             wal.push_checkpoint();
             wal.sync()?;
         }
@@ -280,9 +283,7 @@ impl Wal {
         }
         let (index, term) = self.start;
         Record::Compact { index, term }.encode(seq, &mut self.pending);
-        if self.installing {
-            Record::Installing(true).encode(seq, &mut self.pending);
-        }
+        Record::Installing(self.installing).encode(seq, &mut self.pending);
     }
 
     fn write_pending(&mut self) -> Result<(), StorageError> {
@@ -447,6 +448,26 @@ mod tests {
         drop(wal);
         let (_, replayed) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_segment_left_empty_by_a_crash_gets_its_checkpoint_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open_with(dir.path(), 1024).unwrap();
+        wal.set_hard_state(&hard_state(5)).unwrap();
+        // Enough to move to segment 2, whose checkpoint is never written.
+        for index in 1..=12 {
+            wal.append(&[entry(index, 1)]).unwrap();
+        }
+        let segments = SegmentDir::open(dir.path()).unwrap();
+        assert_eq!(segments.list().unwrap(), vec![1, 2]);
+        drop(wal);
+        let (_, replayed) = Wal::open_with(dir.path(), 1024).unwrap();
+        let expected = codec::encode_hard_state(&hard_state(5));
+        assert_eq!(replayed.hard_state.as_ref(), Some(&expected));
+        let bytes = segments.read(2).unwrap();
+        let (records, _) = read_segment(2, &bytes);
+        assert_eq!(records.first(), Some(&Record::HardState(&expected)));
     }
 
     #[test]
