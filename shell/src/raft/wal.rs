@@ -186,11 +186,12 @@ impl Wal {
     }
 
     pub fn set_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
-        self.hard_state = codec::encode_hard_state(state);
-        let encoded = std::mem::take(&mut self.hard_state);
-        let pushed = self.push(&Record::HardState(&encoded));
+        let encoded = codec::encode_hard_state(state);
+        // A segment this push opens checkpoints the previous hard state,
+        // then holds this record.
+        self.push(&Record::HardState(&encoded))?;
         self.hard_state = encoded;
-        pushed
+        Ok(())
     }
 
     /// Drops the entries up to `index` (of `term`). The caller has made
@@ -218,10 +219,7 @@ impl Wal {
     /// Writes what was appended and makes it durable; then removes the
     /// segments the durable start has moved past.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.write_pending()?;
-        self.current
-            .sync()
-            .map_err(|e| wal_error(&format!("syncing segment {}", self.current_seq), e))?;
+        self.write_and_sync_current()?;
         self.synced_start_index = self.start.0;
         self.remove_passed_segments();
         Ok(())
@@ -260,10 +258,7 @@ impl Wal {
     /// Ends the current segment durably and starts the next one with a
     /// checkpoint.
     fn rotate(&mut self) -> Result<(), StorageError> {
-        self.write_pending()?;
-        self.current
-            .sync()
-            .map_err(|e| wal_error(&format!("syncing segment {}", self.current_seq), e))?;
+        self.write_and_sync_current()?;
         let seq = self.current_seq + 1;
         self.current = self
             .dir
@@ -284,6 +279,13 @@ impl Wal {
         let (index, term) = self.start;
         Record::Compact { index, term }.encode(seq, &mut self.pending);
         Record::Installing(self.installing).encode(seq, &mut self.pending);
+    }
+
+    fn write_and_sync_current(&mut self) -> Result<(), StorageError> {
+        self.write_pending()?;
+        self.current
+            .sync()
+            .map_err(|e| wal_error(&format!("syncing segment {}", self.current_seq), e))
     }
 
     fn write_pending(&mut self) -> Result<(), StorageError> {

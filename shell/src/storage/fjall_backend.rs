@@ -27,15 +27,8 @@ fn storage_error(e: impl std::fmt::Display) -> StorageError {
 
 /// How a keyspace is made when the data dir is new.
 fn create_options(space: Space) -> KeyspaceCreateOptions {
-    use fjall::config::{CompressionPolicy, FilterPolicy};
     let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
     match space {
-        // Written once, read whole at start, deleted from the front: no
-        // point reads for a filter to serve, and entries rarely outlive
-        // the first levels, where compressing them is wasted work.
-        Space::RaftLog => options
-            .filter_policy(FilterPolicy::disabled())
-            .data_block_compression_policy(CompressionPolicy::disabled()),
         // Point reads by revision come from the key index and always hit,
         // so the last level needs no filter.
         Space::Table(Table::Kv) => options.expect_point_read_hits(true),

@@ -84,7 +84,7 @@ impl SegmentDir {
     }
 
     fn file_path(&self, seq: u64) -> PathBuf {
-        self.path.join(format!("{seq:016x}.wal"))
+        self.path.join(super::segment_file_name(seq))
     }
 
     fn file(&self, seq: u64) -> io::Result<Arc<Mutex<MemoryFile>>> {
@@ -96,10 +96,7 @@ impl SegmentDir {
         Ok(files()
             .keys()
             .filter(|path| path.parent() == Some(self.path.as_path()))
-            .filter_map(|path| {
-                let name = path.file_name()?.to_str()?.strip_suffix(".wal")?;
-                u64::from_str_radix(name, 16).ok()
-            })
+            .filter_map(|path| super::segment_seq(path.file_name()?.to_str()?))
             .collect())
     }
 

@@ -24,6 +24,17 @@ use std::collections::BTreeMap;
 
 use e2d_core::storage::{StorageError, Table};
 
+/// A raft log segment's file name: its sequence number, 16 hex digits.
+pub(crate) fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+/// The sequence number of a segment file named `name`, if it is one.
+pub(crate) fn segment_seq(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// A key and its value, as stored.
 pub type RawEntry = (Vec<u8>, Vec<u8>);
 

@@ -7,8 +7,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const SUFFIX: &str = ".wal";
-
 pub struct SegmentDir {
     path: PathBuf,
 }
@@ -23,7 +21,7 @@ impl SegmentDir {
     }
 
     fn file_path(&self, seq: u64) -> PathBuf {
-        self.path.join(format!("{seq:016x}{SUFFIX}"))
+        self.path.join(super::segment_file_name(seq))
     }
 
     /// The segments present, oldest first. Other files are left alone.
@@ -31,11 +29,7 @@ impl SegmentDir {
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(&self.path)? {
             let name = entry?.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|name| name.strip_suffix(SUFFIX))
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            else {
+            let Some(seq) = name.to_str().and_then(super::segment_seq) else {
                 continue;
             };
             seqs.push(seq);
