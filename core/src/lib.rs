@@ -11,6 +11,7 @@ pub mod lease;
 pub mod limits;
 pub mod manager;
 pub mod mvcc;
+pub mod proposal_codec;
 pub mod revision;
 pub mod rng;
 pub mod schedule;

@@ -128,11 +128,23 @@ fn checksum(seq: u64, body: &[u8]) -> u32 {
 pub enum SegmentEnd {
     /// At `offset`, the end of the bytes or a zero length: nothing follows.
     Clean { offset: usize },
-    /// At a record that is cut short or fails its checksum, at `offset`:
-    /// a write the crash interrupted, if this is the last segment, and
-    /// damage anywhere else.
+    /// At a record that a crash cut short, at `offset`: the bytes end
+    /// inside it, or a whole sector of it never reached the disk. Only the
+    /// last segment can end so (every earlier one was synced whole before
+    /// the next was made); what follows the cut was never synced.
+    Torn { offset: usize },
+    /// At a record that fails its checks although all of it was written, at
+    /// `offset`: damage, in any segment.
     Damaged { offset: usize },
 }
+
+/// The unit a disk writes whole: a crash leaves each one as it was or as
+/// it was to become, never half of each.
+pub const SECTOR_BYTES: usize = 512;
+
+/// Bytes a search for the next whole record after a bad one checksums at
+/// most; past it the bad record counts as damage, which is the safe side.
+const RESYNC_CHECKSUM_BYTES_MAX: usize = 1 << 30;
 
 /// The records of segment `seq`, up to where they end, and how and where
 /// they end.
@@ -140,36 +152,135 @@ pub fn read_segment(seq: u64, bytes: &[u8]) -> (Vec<Record<'_>>, SegmentEnd) {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let damaged = SegmentEnd::Damaged { offset };
-        let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES) else {
-            // A header cut short is zeros (the end) or a torn write.
-            if bytes[offset..].iter().all(|&b| b == 0) {
-                return (records, SegmentEnd::Clean { offset });
+        match record_at(seq, bytes, offset) {
+            Framed::Record(record, next) => {
+                records.push(record);
+                offset = next;
             }
-            return (records, damaged);
-        };
-        let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if length == 0 && crc == 0 {
-            return (records, SegmentEnd::Clean { offset });
+            Framed::End => return (records, SegmentEnd::Clean { offset }),
+            Framed::Bad => return (records, classify_bad_record(seq, bytes, offset)),
         }
-        let body_start = offset + RECORD_HEADER_BYTES;
-        let Some(body) = (length <= RECORD_BYTES_MAX)
-            .then(|| bytes.get(body_start..body_start + length))
-            .flatten()
-        else {
-            return (records, damaged);
-        };
-        if checksum(seq, body) != crc {
-            return (records, damaged);
-        }
-        let Some(record) = Record::decode(body) else {
-            return (records, damaged);
-        };
-        records.push(record);
-        offset = body_start + length;
     }
     (records, SegmentEnd::Clean { offset })
+}
+
+/// What the bytes at an offset hold.
+enum Framed<'a> {
+    /// A whole record, and the offset after it.
+    Record(Record<'a>, usize),
+    /// Zeros: the segment's records end here.
+    End,
+    /// Something that is not a whole, checksummed record.
+    Bad,
+}
+
+fn header_at(bytes: &[u8], offset: usize) -> Option<(usize, u32)> {
+    let header = bytes.get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?;
+    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    Some((length, crc))
+}
+
+fn record_at(seq: u64, bytes: &[u8], offset: usize) -> Framed<'_> {
+    let Some((length, crc)) = header_at(bytes, offset) else {
+        // A header cut short is zeros (the end) or a torn write.
+        if bytes[offset..].iter().all(|&b| b == 0) {
+            return Framed::End;
+        }
+        return Framed::Bad;
+    };
+    if length == 0 && crc == 0 {
+        return Framed::End;
+    }
+    let body_start = offset + RECORD_HEADER_BYTES;
+    let Some(body) = (length <= RECORD_BYTES_MAX)
+        .then(|| bytes.get(body_start..body_start + length))
+        .flatten()
+    else {
+        return Framed::Bad;
+    };
+    if checksum(seq, body) != crc {
+        return Framed::Bad;
+    }
+    match Record::decode(body) {
+        Some(record) => Framed::Record(record, body_start + length),
+        None => Framed::Bad,
+    }
+}
+
+/// Tells a record a crash cut short from damage. The record at `offset`
+/// claims the bytes up to where its length says it ends. It is torn if
+/// part of that span never reached the disk (the bytes end inside it, or a
+/// sector of it holds nothing but zeros) and no whole record starts
+/// between it and that part: a whole record there would mean that its own
+/// length is what changed. A record all of whose sectors were written and
+/// which still fails its checks was changed after it was written.
+fn classify_bad_record(seq: u64, bytes: &[u8], offset: usize) -> SegmentEnd {
+    let claimed_end = match header_at(bytes, offset) {
+        None => return SegmentEnd::Torn { offset },
+        Some((length, _)) if length <= RECORD_BYTES_MAX => offset + RECORD_HEADER_BYTES + length,
+        Some(_) => offset + RECORD_HEADER_BYTES,
+    };
+    let lost_from = match first_zero_sector(bytes, offset, claimed_end) {
+        Some(at) => at,
+        None if claimed_end > bytes.len() => bytes.len(),
+        None => return SegmentEnd::Damaged { offset },
+    };
+    match next_whole_record(seq, bytes, offset + 1, lost_from) {
+        Resync::None => SegmentEnd::Torn { offset },
+        Resync::Found | Resync::GaveUp => SegmentEnd::Damaged { offset },
+    }
+}
+
+enum Resync {
+    Found,
+    None,
+    GaveUp,
+}
+
+/// Whether a whole, checksummed record lies within `from..to`.
+fn next_whole_record(seq: u64, bytes: &[u8], from: usize, to: usize) -> Resync {
+    let mut checksummed_bytes = 0usize;
+    for offset in from..to {
+        let Some((length, _)) = header_at(bytes, offset) else {
+            return Resync::None;
+        };
+        let kind = bytes.get(offset + RECORD_HEADER_BYTES).copied();
+        let plausible = length > 0
+            && offset + RECORD_HEADER_BYTES + length <= to
+            && matches!(kind, Some(KIND_ENTRY..=KIND_INSTALLING));
+        if !plausible {
+            continue;
+        }
+        checksummed_bytes += length;
+        if checksummed_bytes > RESYNC_CHECKSUM_BYTES_MAX {
+            return Resync::GaveUp;
+        }
+        if let Framed::Record(..) = record_at(seq, bytes, offset) {
+            return Resync::Found;
+        }
+    }
+    Resync::None
+}
+
+/// Where the first sector that `from..to` overlaps and that never reached
+/// the disk begins: from `from` (or the sector's start, if later) to the
+/// sector's end (clipped to the bytes) it holds nothing but zeros. The
+/// sector that holds `from` may also hold the end of an earlier, synced
+/// write; losing the later write reverts it to those bytes and zeros
+/// after them.
+fn first_zero_sector(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
+    let to = to.min(bytes.len());
+    if from >= to {
+        return None;
+    }
+    let first = from / SECTOR_BYTES;
+    let last = (to - 1) / SECTOR_BYTES;
+    (first..=last).find_map(|sector| {
+        let start = (sector * SECTOR_BYTES).max(from);
+        let end = ((sector + 1) * SECTOR_BYTES).min(bytes.len());
+        bytes[start..end].iter().all(|&b| b == 0).then_some(start)
+    })
 }
 
 /// Why a log cannot be replayed.
@@ -205,6 +316,16 @@ pub struct Replayed {
     pub installing: bool,
 }
 
+/// The log's start once `record` is replayed after records that left it
+/// at `start`: fold it over a log's records to learn the start they end
+/// with.
+pub fn final_start_after(start: u64, record: &Record<'_>) -> u64 {
+    match record {
+        Record::Compact { index, .. } | Record::Snapshot { index, .. } => *index,
+        _ => start,
+    }
+}
+
 impl Replayed {
     /// The index of the last entry, or of the start when there is none.
     pub fn last_index(&self) -> u64 {
@@ -218,22 +339,22 @@ impl Replayed {
     /// entries; so the start the records end with is known first, and
     /// entries at or before it are not needed to follow one another.
     pub fn replay(records: &[Record<'_>]) -> Result<Replayed, ReplayError> {
-        let final_start = records
-            .iter()
-            .rev()
-            .find_map(|record| match record {
-                Record::Compact { index, .. } | Record::Snapshot { index, .. } => Some(*index),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let final_start = records.iter().fold(0, final_start_after);
         let mut replayed = Replayed::default();
         for record in records {
-            replayed.apply(record, final_start)?;
+            replayed.apply_record(record, final_start)?;
         }
         Ok(replayed)
     }
 
-    fn apply(&mut self, record: &Record<'_>, final_start: u64) -> Result<(), ReplayError> {
+    /// Replays one record onto the log, for a caller that reads the
+    /// records a segment at a time: `final_start` is what
+    /// [`final_start_after`] gives over every record of the log.
+    pub fn apply_record(
+        &mut self,
+        record: &Record<'_>,
+        final_start: u64,
+    ) -> Result<(), ReplayError> {
         match *record {
             Record::Entry { index, encoded } => {
                 // Even an entry the log no longer needs replaced the
@@ -413,24 +534,127 @@ mod tests {
             let (offset, expected) = whole_records_before(&written, cut);
             let (replayed, end) = replay(7, &bytes[..cut]);
             prop_assert_eq!(replayed, expected);
-            prop_assert_eq!(end, if offset == cut { SegmentEnd::Clean { offset } } else { SegmentEnd::Damaged { offset } });
+            prop_assert_eq!(end, if offset == cut { SegmentEnd::Clean { offset } } else { SegmentEnd::Torn { offset } });
         }
 
+        /// A crash keeps each sector written after the last sync or loses
+        /// it whole, in any order: what it leaves always reads as a log
+        /// that ends early, never as damage.
         #[test]
-        fn a_flipped_bit_ends_the_records_at_its_record(
+        fn sectors_a_crash_lost_read_as_a_torn_end_never_as_damage(
+            ops in prop::collection::vec(op(), 1..80),
+            synced in any::<prop::sample::Index>(),
+            lost in prop::collection::vec(any::<bool>(), 64),
+        ) {
+            let written = records_of(&ops);
+            let mut bytes: Vec<u8> = written.iter().flat_map(|(b, _)| b.clone()).collect();
+            let written_len = bytes.len();
+            bytes.resize((written_len / SECTOR_BYTES + 2) * SECTOR_BYTES, 0);
+            let (synced_offset, _) = whole_records_before(&written, synced.index(written_len + 1));
+            let mut any_lost = false;
+            for (sector, chunk) in bytes.chunks_mut(SECTOR_BYTES).enumerate() {
+                let start = sector * SECTOR_BYTES;
+                if start + SECTOR_BYTES <= synced_offset || !lost[sector % lost.len()] {
+                    continue;
+                }
+                // A lost sector holds what it held at the last sync.
+                let keep = synced_offset.saturating_sub(start);
+                chunk[keep..].fill(0);
+                any_lost = true;
+            }
+            let (records, end) = read_segment(7, &bytes);
+            let (SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset }) = end else {
+                return Err(TestCaseError::fail(format!("a crash read as {end:?}")));
+            };
+            prop_assert!(offset >= synced_offset);
+            let replayed = Replayed::replay(&records).expect("a prefix replays");
+            let (_, expected) = whole_records_before(&written, offset);
+            prop_assert_eq!(&replayed, &expected);
+            if !any_lost {
+                prop_assert_eq!(offset, written_len);
+            }
+        }
+
+        /// A bit that changed in a whole record is damage, never a torn
+        /// end, when another record follows it. In the last record it may
+        /// read as either: a length grown past the end is what a cut write
+        /// looks like.
+        #[test]
+        fn a_flipped_bit_before_the_last_record_is_damage(
             ops in prop::collection::vec(op(), 1..40),
             at in any::<prop::sample::Index>(),
             bit in 0..8u8,
         ) {
             let written = records_of(&ops);
             let mut bytes: Vec<u8> = written.iter().flat_map(|(b, _)| b.clone()).collect();
+            let last_record_at = bytes.len() - written.last().expect("one record").0.len();
             let at = at.index(bytes.len());
             bytes[at] ^= 1 << bit;
             let (offset, expected) = whole_records_before(&written, at);
             let (replayed, end) = replay(7, &bytes);
             prop_assert_eq!(replayed, expected);
-            prop_assert_eq!(end, SegmentEnd::Damaged { offset });
+            if offset < last_record_at {
+                prop_assert_eq!(end, SegmentEnd::Damaged { offset });
+            } else {
+                prop_assert!(end == SegmentEnd::Damaged { offset } || end == SegmentEnd::Torn { offset }, "{:?}", end);
+            }
         }
+    }
+
+    #[test]
+    fn a_changed_byte_in_a_preallocated_segment_is_damage_wherever_it_is() {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for index in 1..=3000u64 {
+            starts.push(bytes.len());
+            let encoded = format!("entry {index} with a value").into_bytes();
+            Record::Entry {
+                index,
+                encoded: &encoded,
+            }
+            .encode(9, &mut bytes);
+        }
+        let last_record_at = *starts.last().expect("3000 records");
+        bytes.resize(bytes.len() + 64 * 1024, 0);
+        for at in (0..last_record_at).step_by(97) {
+            for change in [0x01, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= change;
+                let (records, end) = read_segment(9, &damaged);
+                let position = starts.partition_point(|&start| start <= at) - 1;
+                assert_eq!(
+                    end,
+                    SegmentEnd::Damaged {
+                        offset: starts[position]
+                    },
+                    "byte {at} changed by {change:#x}"
+                );
+                assert_eq!(records.len(), position);
+            }
+        }
+    }
+
+    /// A torn record whose payload repeats a byte that reads as a record
+    /// kind gives the search for a following record many candidates; it
+    /// still finds the record torn, and quickly.
+    #[test]
+    fn a_torn_record_of_repeated_bytes_is_torn() {
+        let mut bytes = Vec::new();
+        Record::Compact { index: 0, term: 0 }.encode(1, &mut bytes);
+        let start = bytes.len();
+        let mut torn = Vec::new();
+        let payload = vec![KIND_COMPACT; 100_000];
+        Record::Entry {
+            index: 1,
+            encoded: &payload,
+        }
+        .encode(1, &mut torn);
+        torn.truncate(50 * SECTOR_BYTES - start);
+        bytes.extend_from_slice(&torn);
+        bytes.resize(64 * 1024 * 1024, 0);
+        let (records, end) = read_segment(1, &bytes);
+        assert_eq!(records.len(), 1);
+        assert_eq!(end, SegmentEnd::Torn { offset: start });
     }
 
     #[test]

@@ -406,3 +406,45 @@ fn a_member_of_another_cluster_is_refused() {
         .contains("refused raft traffic from another cluster"));
     cluster.members[0].etcdctl(&["put", "still", "fine"]).ok();
 }
+
+/// Linearizable reads sent at the same moment to every member of a fresh
+/// cluster all wait in the leader's read-index queue at once; each must be
+/// answered, none may wait out its deadline.
+#[test]
+fn simultaneous_linearizable_reads_on_every_member_are_all_answered() {
+    const ROUNDS: usize = 30;
+    const READ_TIMEOUT: Duration = Duration::from_secs(3);
+    let cluster = Cluster::start(3);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let mut clients = Vec::new();
+        for member in &cluster.members {
+            let url = format!("http://{}", member.endpoint());
+            let client = etcd_client::Client::connect([url], None)
+                .await
+                .expect("connect");
+            clients.push(client);
+        }
+        for round in 0..ROUNDS {
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+            let reads: Vec<_> = clients
+                .iter()
+                .cloned()
+                .map(|mut client| {
+                    let barrier = barrier.clone();
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        tokio::time::timeout(READ_TIMEOUT, client.get("round", None)).await
+                    })
+                })
+                .collect();
+            for (member, read) in reads.into_iter().enumerate() {
+                match read.await.expect("the read task ends") {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => panic!("round {round}: the read on member {member} failed: {e}"),
+                    Err(_) => panic!("round {round}: the read on member {member} hung"),
+                }
+            }
+        }
+    });
+}

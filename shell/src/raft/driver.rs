@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use e2d_core::proposal_codec::decode_proposal;
 use e2d_core::storage::{Backend, Table};
 use e2d_core::Error;
 use e2d_core::StateMachine;
@@ -255,7 +256,9 @@ impl DriverParts {
             pending_proposals: BTreeMap::new(),
             next_proposal_id: 1,
             pending_reads: BTreeMap::new(),
-            next_read_id: 1,
+            // Not 1: read requests of this member's earlier run may still
+            // wait at the leader, and raft ignores a context it holds.
+            next_read_id: crate::node_seed::node_seed() >> 1,
             was_leader: false,
             leader_id: raft::INVALID_ID,
             removed: false,
@@ -347,7 +350,7 @@ impl Driver {
                 }
             }
             if let Err(e) = self.on_ready(busy) {
-                tracing::error!(error = %e, "cannot write the raft log or state; stopping so no unsynced state is served");
+                tracing::error!(error = %e, "the raft driver cannot go on; stopping so nothing unsynced or half-applied is served");
                 std::process::exit(1);
             }
             if std::mem::take(&mut self.removed) {
@@ -365,9 +368,13 @@ impl Driver {
             }
             DriverRequest::ReadIndex { reply } => {
                 let id = self.next_read_id;
-                self.next_read_id += 1;
+                self.next_read_id = self.next_read_id.wrapping_add(1);
                 self.pending_reads.insert(id, reply);
-                self.raw_node.read_index(id.to_be_bytes().to_vec());
+                // Every member's reads meet in the leader's queue, which
+                // ignores a request whose context it already holds: the
+                // member's id makes the context unique in the cluster.
+                let context = member_scoped_context(self.node.identity.member_id, id);
+                self.raw_node.read_index(context.to_vec());
             }
             DriverRequest::ChangeMembership { change, reply } => {
                 let (id, mut context) = self.next_proposal();
@@ -426,8 +433,7 @@ impl Driver {
     fn next_proposal(&mut self) -> (u64, Vec<u8>) {
         let id = self.next_proposal_id;
         self.next_proposal_id += 1;
-        let mut context = self.node.identity.member_id.to_be_bytes().to_vec();
-        context.extend_from_slice(&id.to_be_bytes());
+        let context = member_scoped_context(self.node.identity.member_id, id).to_vec();
         (id, context)
     }
 
@@ -527,19 +533,17 @@ impl Driver {
                 match entry.get_entry_type() {
                     EntryType::EntryNormal if entry.index <= self.state_applied_floor => {}
                     EntryType::EntryNormal if !entry.data.is_empty() => {
-                        let outcome = match Proposal::decode(entry.data.as_slice()) {
-                            Ok(proposal) => {
-                                match self.apply_proposal(&mut state, &proposal, now_ms) {
-                                    Err(Error::Storage(e)) => return Err(Error::Storage(e)),
-                                    result => result,
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
-                                continue;
-                            }
+                        let proposal = decode_proposal(&entry.data).map_err(|e| {
+                            storage(format!(
+                                "committed raft log entry {} cannot be decoded ({e}); every member must apply every entry, so this member stops rather than skip it",
+                                entry.index
+                            ))
+                        })?;
+                        let outcome = match self.apply_proposal(&mut state, &proposal, now_ms) {
+                            Err(Error::Storage(e)) => return Err(Error::Storage(e)),
+                            result => result,
                         };
-                        if let Some(id) = self.own_proposal(&entry.context) {
+                        if let Some(id) = self.own_request(&entry.context) {
                             answers.push((id, outcome));
                         }
                     }
@@ -547,7 +551,7 @@ impl Driver {
                     EntryType::EntryConfChangeV2 if entry.index <= self.conf_applied_floor => {}
                     EntryType::EntryConfChangeV2 => {
                         let outcome = self.apply_membership(&mut state, entry)?;
-                        if let Some(id) = self.own_proposal(&entry.context) {
+                        if let Some(id) = self.own_request(&entry.context) {
                             answers.push((id, Ok(outcome)));
                         }
                     }
@@ -814,17 +818,18 @@ impl Driver {
         }
     }
 
-    fn own_proposal(&self, context: &[u8]) -> Option<u64> {
-        let member = u64::from_be_bytes(context.get(..8)?.try_into().ok()?);
-        let id = u64::from_be_bytes(context.get(8..16)?.try_into().ok()?);
+    /// The id of this member's request a context carries, if it is one
+    /// of this member's.
+    fn own_request(&self, context: &[u8]) -> Option<u64> {
+        let (member, id) = parse_member_scoped_context(context)?;
         (member == self.node.identity.member_id).then_some(id)
     }
 
     fn answer_read(&mut self, context: &[u8], index: u64) {
-        let Ok(raw) = <[u8; 8]>::try_from(context) else {
+        let Some(id) = self.own_request(context) else {
             return;
         };
-        if let Some(reply) = self.pending_reads.remove(&u64::from_be_bytes(raw)) {
+        if let Some(reply) = self.pending_reads.remove(&id) {
             let _ = reply.send(index);
         }
     }
@@ -882,4 +887,19 @@ fn done() -> Outcome {
 
 fn storage(message: String) -> Error {
     Error::Storage(e2d_core::storage::StorageError(message))
+}
+
+/// The context of a proposal or read request: the member's id, then the
+/// member's own request id, so no two members' requests share one.
+fn member_scoped_context(member_id: u64, id: u64) -> [u8; 16] {
+    let mut context = [0; 16];
+    context[..8].copy_from_slice(&member_id.to_be_bytes());
+    context[8..].copy_from_slice(&id.to_be_bytes());
+    context
+}
+
+fn parse_member_scoped_context(context: &[u8]) -> Option<(u64, u64)> {
+    let member = u64::from_be_bytes(context.get(..8)?.try_into().ok()?);
+    let id = u64::from_be_bytes(context.get(8..16)?.try_into().ok()?);
+    Some((member, id))
 }

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use e2d_core::storage::StorageError;
-use e2d_core::wal::{read_segment, Record, Replayed, SegmentEnd};
+use e2d_core::wal::{final_start_after, read_segment, Record, Replayed, SegmentEnd};
 use raft::eraftpb::{Entry, HardState};
 
 use super::codec;
@@ -57,7 +57,7 @@ pub struct Wal {
 
 impl Wal {
     /// Opens the log in `path` (creating an empty one) and replays it. A
-    /// write the last crash interrupted is cut off.
+    /// write the last crash interrupted is cut off; damage is refused.
     pub fn open(path: &std::path::Path) -> Result<(Wal, Replayed), StorageError> {
         Self::open_with(path, SEGMENT_BYTES)
     }
@@ -68,63 +68,24 @@ impl Wal {
     ) -> Result<(Wal, Replayed), StorageError> {
         let dir = SegmentDir::open(path).map_err(|e| wal_error("opening its directory", e))?;
         let seqs = dir.list().map_err(|e| wal_error("listing segments", e))?;
-        let contents = seqs
-            .iter()
-            .map(|&seq| {
-                dir.read(seq)
-                    .map_err(|e| wal_error(&format!("reading segment {seq}"), e))
-            })
-            .collect::<Result<Vec<Vec<u8>>, _>>()?;
-        let mut records = Vec::new();
-        let mut last_index_by_seq = BTreeMap::new();
-        let mut reuse = None;
-        for (position, (&seq, bytes)) in seqs.iter().zip(&contents).enumerate() {
-            let (segment_records, end) = read_segment(seq, bytes);
-            let mut last_index = 0;
-            for record in &segment_records {
-                match record {
-                    Record::Entry { index, .. } => last_index = last_index.max(*index),
-                    Record::Snapshot { .. } => {
-                        last_index_by_seq.values_mut().for_each(|i| *i = 0);
-                        last_index = 0;
-                    }
-                    _ => {}
-                }
-            }
-            records.extend(segment_records);
-            last_index_by_seq.insert(seq, last_index);
-            let is_last = position + 1 == seqs.len();
-            let valid_bytes = match end {
-                SegmentEnd::Clean { offset } => offset,
-                SegmentEnd::Damaged { offset } if is_last => {
-                    tracing::warn!(
-                        segment = seq,
-                        offset,
-                        "the raft log ends in a write a crash interrupted; cut it off"
-                    );
-                    offset
-                }
-                SegmentEnd::Damaged { offset } => {
-                    return Err(StorageError(format!(
-                        "the raft log's segment {seq} is damaged at byte {offset}, before later segments: this member's log cannot be trusted; remove its data dir, remove the member (etcdctl member remove) and add it again"
-                    )));
-                }
-            };
-            if is_last {
+        let survey = survey_segments(&dir, path, &seqs)?;
+        let replayed = replay_segments(&dir, &seqs, survey.final_start)?;
+        let mut last_index_by_seq = survey.last_index_by_seq;
+        let reuse = match survey.last_end {
+            None => None,
+            Some((seq, valid_bytes, tail_is_zero)) => {
                 // Appends continue in the last segment only if nothing but
                 // zeros follows its records: bytes of writes a crash cut
                 // short could otherwise be read as records later.
-                let tail_is_zero = bytes[valid_bytes..].iter().all(|&b| b == 0);
-                if tail_is_zero && (valid_bytes as u64) < segment_bytes {
-                    reuse = Some((seq, valid_bytes as u64));
+                if tail_is_zero && valid_bytes < segment_bytes {
+                    Some((seq, valid_bytes))
                 } else {
-                    dir.truncate(seq, valid_bytes as u64)
+                    dir.truncate(seq, valid_bytes)
                         .map_err(|e| wal_error(&format!("cutting segment {seq}"), e))?;
+                    None
                 }
             }
-        }
-        let replayed = Replayed::replay(&records).map_err(|e| wal_error("replaying", e))?;
-        drop(records);
+        };
         let hard_state = replayed.hard_state.clone().unwrap_or_default();
         let (current, current_seq) = match reuse {
             Some((seq, offset)) => (
@@ -300,9 +261,120 @@ impl Wal {
     }
 }
 
+/// What a first read of the segments learns, one segment in memory at a
+/// time, before any is replayed.
+struct Survey {
+    /// The log's start as its last record that moves it leaves it.
+    final_start: u64,
+    last_index_by_seq: BTreeMap<u64, u64>,
+    /// The last segment: its sequence number, where its records end and
+    /// whether nothing but zeros follows them.
+    last_end: Option<(u64, u64, bool)>,
+}
+
+fn read_segment_file(dir: &SegmentDir, seq: u64) -> Result<Vec<u8>, StorageError> {
+    dir.read(seq)
+        .map_err(|e| wal_error(&format!("reading segment {seq}"), e))
+}
+
+/// Reads every segment once: where each ends, which entries it holds and
+/// the log's final start. Damage anywhere, and a torn write before the
+/// last segment (each was synced whole before the next was made), is
+/// refused with nothing on disk changed.
+fn survey_segments(
+    dir: &SegmentDir,
+    path: &std::path::Path,
+    seqs: &[u64],
+) -> Result<Survey, StorageError> {
+    let mut survey = Survey {
+        final_start: 0,
+        last_index_by_seq: BTreeMap::new(),
+        last_end: None,
+    };
+    for (position, &seq) in seqs.iter().enumerate() {
+        let bytes = read_segment_file(dir, seq)?;
+        let (records, end) = read_segment(seq, &bytes);
+        let mut last_index = 0;
+        for record in &records {
+            survey.final_start = final_start_after(survey.final_start, record);
+            match record {
+                Record::Entry { index, .. } => last_index = last_index.max(*index),
+                Record::Snapshot { .. } => {
+                    survey.last_index_by_seq.values_mut().for_each(|i| *i = 0);
+                    last_index = 0;
+                }
+                _ => {}
+            }
+        }
+        survey.last_index_by_seq.insert(seq, last_index);
+        let is_last = position + 1 == seqs.len();
+        let file = || path.join(crate::storage::segment_file_name(seq));
+        let valid_bytes = match end {
+            SegmentEnd::Clean { offset } => offset,
+            SegmentEnd::Torn { offset } if is_last => {
+                tracing::warn!(
+                    segment = %file().display(),
+                    offset,
+                    "the raft log ends in a write a crash interrupted before it was synced; cutting it off"
+                );
+                offset
+            }
+            SegmentEnd::Torn { offset } => {
+                return Err(damaged(
+                    &file(),
+                    offset,
+                    "is cut short, yet later segments follow it",
+                ))
+            }
+            SegmentEnd::Damaged { offset } => {
+                return Err(damaged(
+                    &file(),
+                    offset,
+                    "fails its checksum although all of it was written",
+                ))
+            }
+        };
+        if is_last {
+            let tail_is_zero = bytes[valid_bytes..].iter().all(|&b| b == 0);
+            survey.last_end = Some((seq, valid_bytes as u64, tail_is_zero));
+        }
+    }
+    Ok(survey)
+}
+
+fn damaged(file: &std::path::Path, offset: usize, fault: &str) -> StorageError {
+    StorageError(format!(
+        "raft log: the record at byte {offset} of {} {fault}: the file is damaged. Refusing to start; nothing on disk was changed. \
+         This member's log cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
+         (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot",
+        file.display()
+    ))
+}
+
+/// Reads the segments a second time, one at a time, and replays their
+/// records up to where the survey found them to end.
+fn replay_segments(
+    dir: &SegmentDir,
+    seqs: &[u64],
+    final_start: u64,
+) -> Result<Replayed, StorageError> {
+    let mut replayed = Replayed::default();
+    for &seq in seqs {
+        let bytes = read_segment_file(dir, seq)?;
+        let (records, _) = read_segment(seq, &bytes);
+        for record in &records {
+            replayed
+                .apply_record(record, final_start)
+                .map_err(|e| wal_error("replaying", e))?;
+        }
+    }
+    Ok(replayed)
+}
+
 #[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
+    use e2d_core::wal::SECTOR_BYTES;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -426,15 +498,17 @@ mod tests {
         wal.sync().unwrap();
         let end = wal.current.offset();
         drop(wal);
-        // Half a record, then bytes a later write left past it.
+        // A record whose sectors past the first never reached the disk,
+        // then a sector of a later write that did.
         let segments = SegmentDir::open(dir.path()).unwrap();
         let mut torn = Vec::new();
         Record::Entry {
             index: 3,
-            encoded: b"lost",
+            encoded: &[3; 2000],
         }
         .encode(1, &mut torn);
-        torn.truncate(torn.len() / 2);
+        let sector_end = (end as usize / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        torn.truncate(sector_end - end as usize);
         segments.reopen(1, end).unwrap().write(&torn).unwrap();
         segments
             .reopen(1, end + 4096)
@@ -450,6 +524,36 @@ mod tests {
         drop(wal);
         let (_, replayed) = Wal::open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3]);
+    }
+
+    /// One byte changed inside the written part of the newest segment,
+    /// wherever it lands: refused, naming the file and the offset, with
+    /// the file left as it was.
+    #[test]
+    fn a_changed_byte_in_the_newest_segment_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        for index in 1..=300 {
+            wal.append(&[entry(index, 1)]).unwrap();
+            wal.set_hard_state(&hard_state(index)).unwrap();
+        }
+        wal.sync().unwrap();
+        let end = wal.current.offset() as usize;
+        drop(wal);
+        let segments = SegmentDir::open(dir.path()).unwrap();
+        let file = dir.path().join(crate::storage::segment_file_name(1));
+        let original = std::fs::read(&file).unwrap();
+        for at in [end / 3, end / 2, end - 200] {
+            let mut damaged = original.clone();
+            damaged[at] ^= 0x10;
+            std::fs::write(&file, &damaged).unwrap();
+            let error = Wal::open(dir.path()).err().expect("refused").0;
+            assert!(error.contains(&file.display().to_string()), "{error}");
+            assert!(error.contains("damaged"), "{error}");
+            assert!(error.contains("etcdctl member remove"), "{error}");
+            assert_eq!(std::fs::read(&file).unwrap(), damaged, "changed on disk");
+            assert_eq!(segments.list().unwrap(), vec![1]);
+        }
     }
 
     #[test]
@@ -479,8 +583,14 @@ mod tests {
         let segments = SegmentDir::open(dir.path()).unwrap();
         segments.reopen(1, 40).unwrap().write(&[0xff; 8]).unwrap();
         let error = Wal::open_with(dir.path(), 1024).err().unwrap();
+        let file = dir.path().join(crate::storage::segment_file_name(1));
         assert!(
-            error.0.contains("segment 1 is damaged at byte"),
+            error.0.contains(&format!(
+                "of {} is cut short, yet later segments follow it",
+                file.display()
+            )) || error
+                .0
+                .contains(&format!("of {} fails its checksum", file.display())),
             "{}",
             error.0
         );
