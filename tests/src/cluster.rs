@@ -41,6 +41,11 @@ impl Member {
         self.child.is_some()
     }
 
+    /// The member's data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     /// Whether this member answers and knows a leader.
     pub fn has_leader(&self) -> bool {
         http_get(self.client_port, "/health").is_ok_and(|r| r.status == 200)

@@ -380,7 +380,9 @@ impl Server {
         }
     }
 
-    fn try_start(&mut self) -> Result<(), String> {
+    /// Starts the process on its data dir and waits until it answers, or
+    /// returns its log if it exits or does not answer in time.
+    pub fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "server already running");
         self.starts += 1;
         let log = File::create(self.log_path()).expect("cannot create the server log");

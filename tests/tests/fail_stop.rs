@@ -1,0 +1,136 @@
+//! Fail-stop: a member whose data is damaged refuses to start, names the
+//! file and says how to recover, and changes nothing on disk; requests the
+//! cluster cannot serve are refused rather than left to hang.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2d_tests::cluster::Cluster;
+use e2d_tests::Server;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+
+const KEYS: usize = 3000;
+
+async fn connect(url: String) -> Client {
+    Client::connect([url.clone()], None)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+async fn put_keys(url: String, count: usize) {
+    let mut client = connect(url).await;
+    for i in 0..count {
+        client
+            .put(format!("key-{i:05}"), format!("value-{i}"), None)
+            .await
+            .expect("put");
+    }
+}
+
+/// The newest segment of the write-ahead log under `data_dir`.
+fn newest_segment(data_dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .expect("the data dir has a wal/")
+        .map(|entry| entry.expect("a dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+/// Changes one byte half way through the written part of the newest
+/// segment; returns the file and its damaged bytes.
+fn damage_newest_segment(data_dir: &Path) -> (PathBuf, Vec<u8>) {
+    let file = newest_segment(data_dir);
+    let mut bytes = std::fs::read(&file).expect("read the segment");
+    let written = bytes.iter().rposition(|&b| b != 0).expect("records") + 1;
+    assert!(written > 100_000, "only {written} bytes written");
+    bytes[written / 2] ^= 0x20;
+    std::fs::write(&file, &bytes).expect("write the segment");
+    (file, bytes)
+}
+
+#[track_caller]
+fn assert_refusal_names(log: &str, file: &Path) {
+    assert!(
+        log.contains(&file.display().to_string()) && log.contains("damaged"),
+        "the refusal does not name {}:\n{log}",
+        file.display()
+    );
+    assert!(log.contains("etcdctl member remove"), "no way out:\n{log}");
+}
+
+#[test]
+fn a_damaged_record_in_the_newest_segment_stops_a_single_member() {
+    let mut server = Server::e2d();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(put_keys(server.url(), KEYS));
+    server.kill9();
+    let (file, damaged) = damage_newest_segment(&server.data_dir());
+    let log = server
+        .try_start()
+        .expect_err("a member with a damaged log must not start");
+    assert_refusal_names(&log, &file);
+    assert_eq!(
+        std::fs::read(&file).expect("read the segment"),
+        damaged,
+        "the refusal changed the file"
+    );
+}
+
+#[test]
+fn a_damaged_record_in_the_newest_segment_stops_a_follower_and_the_cluster_goes_on() {
+    const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let url = format!("http://{}", cluster.members[leader].endpoint());
+    runtime.block_on(put_keys(url, KEYS));
+    cluster.kill9(follower);
+    let (file, damaged) = damage_newest_segment(cluster.members[follower].data_dir());
+    cluster.start_member(follower);
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while !cluster.has_exited(follower) {
+        assert!(
+            Instant::now() < deadline,
+            "the damaged follower still runs:\n{}",
+            cluster.members[follower].log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_refusal_names(&cluster.members[follower].log(), &file);
+    assert_eq!(std::fs::read(&file).expect("read the segment"), damaged);
+    cluster.put_eventually(leader, "after", "the damaged member stopped");
+}
+
+/// A txn nested as deep as the client port decodes is applied, as etcd
+/// applies it, and answered at once. Its answer is a level deeper than the
+/// request, too deep for this client's own decoder (as it would be from
+/// etcd): the test reads the effect back instead.
+#[tokio::test]
+async fn a_deeply_nested_txn_is_applied() {
+    // Txns inside txns, 49 levels below the outermost: the deepest the
+    // client port decodes.
+    const DEPTH: usize = 49;
+    let server = Server::e2d();
+    let mut client = connect(server.url()).await;
+    let mut txn = Txn::new().and_then([TxnOp::put("deep", "bottom", None)]);
+    for _ in 0..DEPTH {
+        txn = Txn::new()
+            .when([Compare::version("deep", CompareOp::Equal, 0)])
+            .and_then([TxnOp::txn(txn)]);
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(3), client.txn(txn))
+        .await
+        .expect("the txn is answered at once");
+    if let Err(e) = answer {
+        assert!(
+            e.to_string().contains("failed to decode") && e.to_string().contains("TxnResponse"),
+            "the txn failed: {e}"
+        );
+    }
+    let value = client.get("deep", None).await.expect("get");
+    assert_eq!(value.kvs()[0].value_str().expect("utf-8"), "bottom");
+}
