@@ -8,6 +8,7 @@ pub mod cli;
 #[cfg(not(madsim))]
 pub mod coalesced_io;
 pub mod discovery;
+pub mod fail_stop;
 mod gossip;
 pub mod grpc;
 #[cfg(not(madsim))]

@@ -10,6 +10,7 @@ use e2d_shell::{grpc, run, status};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    e2d_shell::fail_stop::stop_on_panic();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {

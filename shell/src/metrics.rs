@@ -35,11 +35,7 @@ pub struct RequestTimer<'a> {
 impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let seconds = self.started.elapsed().as_secs_f64();
-        let mut methods = self
-            .metrics
-            .methods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut methods = crate::fail_stop::lock(&self.metrics.methods);
         let stats = methods.entry(self.method).or_default();
         stats.count += 1;
         stats.sum_seconds += seconds;
@@ -133,11 +129,7 @@ impl Metrics {
             "Leases currently granted.",
             gauges.leases.to_string(),
         );
-        let methods = self
-            .methods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let methods = crate::fail_stop::lock(&self.methods).clone();
         out.push_str("# HELP e2d_grpc_requests_total gRPC requests handled, by method.\n# TYPE e2d_grpc_requests_total counter\n");
         for (method, stats) in &methods {
             let _ = writeln!(

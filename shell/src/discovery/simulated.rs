@@ -14,7 +14,7 @@ use super::{finish, DiscoverFuture, Discovered, DiscoveryError, Method, PeerSour
 static CLOUD: Mutex<BTreeMap<String, BTreeSet<IpAddr>>> = Mutex::new(BTreeMap::new());
 
 fn cloud() -> std::sync::MutexGuard<'static, BTreeMap<String, BTreeSet<IpAddr>>> {
-    CLOUD.lock().unwrap_or_else(|p| p.into_inner())
+    crate::fail_stop::lock(&CLOUD)
 }
 
 /// `ip` answers to `tag` from now on.

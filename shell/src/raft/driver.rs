@@ -111,6 +111,8 @@ pub struct DriverHandle {
     status: watch::Receiver<RaftStatus>,
     /// Set once the cluster has removed this member.
     removed: Arc<watch::Sender<bool>>,
+    /// Set once the driver's task has ended, whatever ended it.
+    stopped: Arc<watch::Sender<bool>>,
 }
 
 impl DriverHandle {
@@ -131,6 +133,12 @@ impl DriverHandle {
 
     pub fn mark_removed(&self) {
         self.removed.send_replace(true);
+    }
+
+    /// Resolves once the driver's task has ended: the member cannot go on.
+    pub async fn wait_stopped(&self) {
+        let mut stopped = self.stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
     }
 
     /// Resolves once this member has been removed from its cluster: it
@@ -214,6 +222,7 @@ pub fn spawn_driver(
         requests,
         status,
         removed: transport.removed_signal(),
+        stopped: Arc::new(watch::Sender::new(false)),
     };
     Ok((
         handle.clone(),
@@ -247,6 +256,7 @@ pub struct DriverParts {
 
 impl DriverParts {
     pub fn run(self, node: Arc<Node>) {
+        let stopped = self.handle.stopped.clone();
         let driver = Driver {
             raw_node: self.raw_node,
             wal: self.wal,
@@ -269,7 +279,14 @@ impl DriverParts {
             handle: self.handle,
             election_timeouts: ElectionTimeouts::new(crate::node_seed::node_seed()),
         };
-        tokio::spawn(driver.run(self.incoming));
+        let task = tokio::spawn(driver.run(self.incoming));
+        // The driver ends only when every handle is gone, at shutdown;
+        // an end while the member runs (a panic where panics do not end
+        // the process) must stop the member, not leave it serving.
+        tokio::spawn(async move {
+            let _ = task.await;
+            stopped.send_replace(true);
+        });
     }
 }
 

@@ -194,14 +194,11 @@ impl ClientRoutes {
 
     /// Serves `grpc` and `http` from the next request on.
     fn replace(&self, grpc: Option<GrpcServices>, http: Router) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Served { grpc, http });
+        *crate::fail_stop::write(&self.current) = Arc::new(Served { grpc, http });
     }
 
     fn served(&self) -> Arc<Served> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::fail_stop::read(&self.current).clone()
     }
 }
 

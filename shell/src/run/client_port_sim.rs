@@ -49,11 +49,7 @@ impl NodeRoutes {
                 let _ = failures.try_send(RunError::Serve(e.to_string()));
             }
         });
-        let previous = self
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(serving);
+        let previous = crate::fail_stop::lock(&self.serving).replace(serving);
         assert!(previous.is_none(), "the client port is served once");
     }
 }
@@ -91,12 +87,7 @@ impl ClientPort {
 
     pub async fn close(self) {
         let _ = self.stop.send(true);
-        let serving = self
-            .routes
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let serving = crate::fail_stop::lock(&self.routes.serving).take();
         if let Some(serving) = serving {
             serving.abort();
         }

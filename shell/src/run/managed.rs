@@ -281,10 +281,20 @@ impl Agent {
                     None => std::future::pending().await,
                 }
             };
+            let driver_stopped = {
+                let node = self.node.clone();
+                async move {
+                    match node {
+                        Some(node) => node.raft().wait_stopped().await,
+                        None => std::future::pending().await,
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 _ = &mut signal => return Ok(Stopped::Shutdown),
                 e = port.failed() => return Err(e),
+                _ = driver_stopped => return Err(RunError::Cluster(super::DRIVER_STOPPED.into())),
                 Some(member) = gossip_event => {
                     tracing::info!(
                         member = %member.name,

@@ -27,6 +27,10 @@ use start::NodeSettings;
 pub use start::{database_dir, open_backend};
 
 /// Why `e2d run` could not start or stopped with an error.
+/// Why a member stops when its raft driver's task has ended.
+pub(crate) const DRIVER_STOPPED: &str =
+    "the raft driver's task ended while the member ran (see the error before this one); stopping rather than serve without it";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot use data dir {path}: {source}")]

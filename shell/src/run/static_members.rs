@@ -61,6 +61,7 @@ pub async fn run(
             Stopped::Shutdown
         }
         e = port.failed() => return Err(e),
+        _ = node.raft().wait_stopped() => return Err(RunError::Cluster(super::DRIVER_STOPPED.into())),
     };
     port.close().await;
     checkpoint_leases_before_exit(&node).await;

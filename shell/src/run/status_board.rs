@@ -69,7 +69,7 @@ impl StatusBoard {
     }
 
     fn board(&self) -> std::sync::MutexGuard<'_, Board> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::fail_stop::lock(&self.inner)
     }
 
     /// Gossip runs with `seal`, whose dropped messages the report counts.

@@ -82,12 +82,12 @@ impl Node {
 
     /// The state machine as of the last applied entry.
     pub fn read(&self) -> RwLockReadGuard<'_, StateMachine<DiskBackend>> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        crate::fail_stop::read(&self.state)
     }
 
     /// The state machine for the raft driver, the one writer.
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, StateMachine<DiskBackend>> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        crate::fail_stop::write(&self.state)
     }
 
     pub fn raft_status(&self) -> RaftStatus {

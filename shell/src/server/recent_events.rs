@@ -32,7 +32,7 @@ impl RecentEvents {
         read: impl FnOnce() -> Result<Vec<Event>, Error>,
     ) -> Result<Arc<[Event]>, Error> {
         let kept = {
-            let reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            let reads = crate::fail_stop::lock(&self.reads);
             reads
                 .iter()
                 .find(|(k, _)| *k == key)
@@ -43,7 +43,7 @@ impl RecentEvents {
         }
         let events: Arc<[Event]> = read()?.into();
         if events.len() <= EVENTS_PER_READ_KEPT_MAX {
-            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reads = crate::fail_stop::lock(&self.reads);
             if reads.len() >= READS_KEPT_MAX {
                 reads.pop_front();
             }

@@ -54,11 +54,11 @@ impl Disk {
 static DISKS: Mutex<BTreeMap<PathBuf, Arc<Mutex<Disk>>>> = Mutex::new(BTreeMap::new());
 
 fn disks() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<Disk>>>> {
-    DISKS.lock().unwrap_or_else(|p| p.into_inner())
+    crate::fail_stop::lock(&DISKS)
 }
 
 fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
-    disk.lock().unwrap_or_else(|p| p.into_inner())
+    crate::fail_stop::lock(&disk)
 }
 
 /// Loses what the disks and the raft log's files under `dir` had not

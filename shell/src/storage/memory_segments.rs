@@ -19,11 +19,11 @@ struct MemoryFile {
 static FILES: Mutex<BTreeMap<PathBuf, Arc<Mutex<MemoryFile>>>> = Mutex::new(BTreeMap::new());
 
 fn files() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<MemoryFile>>>> {
-    FILES.lock().unwrap_or_else(|p| p.into_inner())
+    crate::fail_stop::lock(&FILES)
 }
 
 fn lock(file: &Mutex<MemoryFile>) -> MutexGuard<'_, MemoryFile> {
-    file.lock().unwrap_or_else(|p| p.into_inner())
+    crate::fail_stop::lock(&file)
 }
 
 fn not_found(path: &Path) -> io::Error {

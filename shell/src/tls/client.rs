@@ -13,12 +13,12 @@ static MATERIAL: RwLock<Option<Arc<Material>>> = RwLock::new(None);
 
 /// The material installed, for the listeners.
 pub fn installed() -> Option<Arc<Material>> {
-    MATERIAL.read().unwrap_or_else(|p| p.into_inner()).clone()
+    crate::fail_stop::read(&MATERIAL).clone()
 }
 
 /// Outgoing calls use `material` from now on.
 pub fn install(material: Option<Arc<Material>>) {
-    *MATERIAL.write().unwrap_or_else(|p| p.into_inner()) = material;
+    *crate::fail_stop::write(&MATERIAL) = material;
 }
 
 /// `endpoint` with TLS as `role` when its URL is https.

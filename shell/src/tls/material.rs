@@ -96,17 +96,14 @@ impl Material {
     }
 
     pub fn current(&self) -> Arc<Loaded> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::fail_stop::read(&self.current).clone()
     }
 
     /// Loads the files again; on any fault the old material stays and the
     /// fault is returned.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load(&self.ca_path, &self.paths)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        *crate::fail_stop::write(&self.current) = Arc::new(loaded);
         Ok(())
     }
 

@@ -1,0 +1,100 @@
+//! Fail-stop: a panic anywhere (a broken invariant, raft-rs's `fatal!`, a
+//! bug) ends the process, so a member never goes on serving with one of its
+//! tasks gone; and locks are taken through helpers that refuse state a
+//! panicking holder left behind.
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The exit status after a panic (a Go program such as etcd exits with the
+/// same after one).
+pub const PANIC_EXIT_CODE: i32 = 2;
+
+const POISONED: &str =
+    "a task panicked while it held this lock: what the lock guards cannot be trusted";
+
+/// Makes the first panic end the process, after the usual report of the
+/// panic's message and place. For the binary: a library embedding the
+/// shell (the tests, the simulator) keeps the panic behaviour it chose.
+pub fn stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(
+            "{info}; e2d stops: a panic is a bug or a broken invariant, and a member must not serve with part of it gone. \
+             Its data on disk is as a crash would leave it: start it again, and report the message if it comes back"
+        );
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().expect(POISONED)
+}
+
+pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().expect(POISONED)
+}
+
+pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().expect(POISONED)
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::process::Command;
+
+    /// Set in the environment of the child process the test starts.
+    const CHILD_ENV: &str = "E2D_FAIL_STOP_CHILD";
+
+    /// In the child: a task panics on a runtime like the server's, while
+    /// the main thread would go on forever.
+    #[test]
+    #[ignore = "run as a child process by a_panic_in_any_task_ends_the_process"]
+    fn panicking_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        super::stop_on_panic();
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            tokio::spawn(async { panic!("planted panic in a task") });
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        unreachable!("the panic ends the process first");
+    }
+
+    #[test]
+    fn a_panic_in_any_task_ends_the_process() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let output = Command::new(exe)
+            .args([
+                "--exact",
+                "fail_stop::tests::panicking_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(super::PANIC_EXIT_CODE),
+            "{stderr}"
+        );
+        assert!(stderr.contains("planted panic in a task"), "{stderr}");
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_refused() {
+        let mutex = std::sync::Arc::new(std::sync::Mutex::new(1));
+        let held = mutex.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("planted panic while holding the lock");
+        })
+        .join();
+        let taken = std::panic::catch_unwind(|| *super::lock(&mutex));
+        assert!(taken.is_err(), "a poisoned lock was handed out");
+    }
+}
