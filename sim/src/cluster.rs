@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use e2d_shell::cli::{Cli, Command, RunArgs};
 use e2d_shell::discovery::simulated;
-use e2d_shell::storage::memory_disk;
+use e2d_shell::storage::{memory_disk, memory_segments};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -182,6 +182,33 @@ impl Cluster {
         self.handle.kill(member.node.id());
         member.down = true;
         memory_disk::crash(&member.data_dir, kept_batches)
+    }
+
+    /// While the node in `slot` is down after a crash, changes a byte of a
+    /// synced record in its newest raft log segment, then starts it again.
+    /// Returns the damaged file, or `None` if its log held too little.
+    pub fn damage_log(&mut self, slot: usize, seed: usize) -> Option<PathBuf> {
+        self.crash(slot, 0);
+        let wal = self.members[slot].data_dir.join("wal");
+        let damaged = memory_segments::damage_synced_record(&wal, seed);
+        self.restart(slot);
+        damaged.map(|(file, _)| file)
+    }
+
+    /// Takes the error the node in `slot` stopped with, if it stopped.
+    pub fn take_error_of(&self, slot: usize) -> Option<String> {
+        let prefix = format!("{} stopped: ", self.members[slot].name);
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let position = errors.iter().position(|e| e.starts_with(&prefix))?;
+        Some(errors.remove(position))
+    }
+
+    /// Counts a failure of the run.
+    pub fn fail(&self, failure: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(failure);
     }
 
     pub fn restart(&mut self, slot: usize) {

@@ -30,6 +30,10 @@ pub enum Fault {
     /// The machine is lost for good: a fresh node with a new name, a new
     /// address and an empty disk takes its place.
     Replace { slot: usize },
+    /// A byte of a synced record in the node's newest raft log segment
+    /// changes while it is down: on restart it must refuse to run, and
+    /// then is replaced as a lost machine is.
+    DamagedLog { slot: usize },
     /// `isolated` cannot reach the rest and the rest cannot reach them.
     Partition { isolated: Vec<usize>, ms: u64 },
     /// Packets from `from` to `to` are dropped; the way back works.
@@ -55,6 +59,7 @@ impl Fault {
             Fault::Crash { .. } => "crash",
             Fault::PowerLoss { .. } => "power-loss",
             Fault::Replace { .. } => "replace",
+            Fault::DamagedLog { .. } => "damaged-log",
             Fault::Partition { .. } => "partition",
             Fault::OneWay { .. } => "one-way",
             Fault::Bridge { .. } => "bridge",
@@ -70,7 +75,7 @@ impl Fault {
     pub fn duration_ms(&self) -> u64 {
         match self {
             Fault::Crash { down_ms, .. } | Fault::PowerLoss { down_ms } => *down_ms,
-            Fault::Replace { .. } | Fault::TotalLoss => 0,
+            Fault::Replace { .. } | Fault::DamagedLog { .. } | Fault::TotalLoss => 0,
             Fault::Partition { ms, .. }
             | Fault::OneWay { ms, .. }
             | Fault::Bridge { ms, .. }
@@ -87,6 +92,12 @@ impl fmt::Display for Fault {
             Fault::Crash { slot, down_ms } => write!(f, "crash n{slot} for {down_ms} ms"),
             Fault::PowerLoss { down_ms } => write!(f, "power loss for {down_ms} ms"),
             Fault::Replace { slot } => write!(f, "replace n{slot} with a fresh node"),
+            Fault::DamagedLog { slot } => {
+                write!(
+                    f,
+                    "damage a synced raft log record of n{slot}, then replace it"
+                )
+            }
             Fault::Partition { isolated, ms } => write!(f, "isolate {isolated:?} for {ms} ms"),
             Fault::OneWay { from, to, ms } => write!(f, "drop n{from} -> n{to} for {ms} ms"),
             Fault::Bridge { bridge, ms } => write!(f, "split with bridge n{bridge} for {ms} ms"),
@@ -129,10 +140,11 @@ pub struct PlanConfig {
 pub const REPLACE_SPACING_MS: u64 = 60_000;
 
 /// Which fault kinds a plan may draw, by weight.
-const KIND_WEIGHTS: [(&str, u64); 9] = [
+const KIND_WEIGHTS: [(&str, u64); 10] = [
     ("crash", 20),
     ("power-loss", 6),
     ("replace", 8),
+    ("damaged-log", 4),
     ("partition", 16),
     ("one-way", 10),
     ("bridge", 8),
@@ -169,6 +181,7 @@ fn draw_fault(rng: &mut Rng, size: usize) -> Fault {
             down_ms: between(rng, 100, 3_000),
         },
         "replace" => Fault::Replace { slot },
+        "damaged-log" => Fault::DamagedLog { slot },
         "partition" => {
             // A minority: one node, or two of five.
             let count = 1 + rng.below(size.div_ceil(2) - 1).min(1);
@@ -216,7 +229,7 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
     let mut last_replace_ms: Option<u64> = None;
     while faults.len() < config.faults_max && at_ms <= config.faults_end_ms {
         let mut fault = draw_fault(&mut rng, config.cluster_size);
-        if let Fault::Replace { slot } = fault {
+        if let Fault::Replace { slot } | Fault::DamagedLog { slot } = fault {
             // A second machine lost before the first is replaced would be
             // a majority lost: that needs a restore, not self-healing.
             if last_replace_ms.is_some_and(|last| at_ms < last + REPLACE_SPACING_MS) {

@@ -528,6 +528,9 @@ fn split_by_key(history: &History) -> BTreeMap<String, History> {
     parts
 }
 
+/// How long a node restarted on a damaged raft log gets to refuse it.
+const DAMAGED_LOG_REFUSAL_MS: u64 = 10_000;
+
 async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
     let hold = |ms: u64| sleep(Duration::from_millis(ms));
     match fault {
@@ -546,6 +549,21 @@ async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
             for slot in 0..cluster.size() {
                 cluster.restart(slot);
             }
+        }
+        Fault::DamagedLog { slot } => {
+            let damaged = cluster.damage_log(*slot, thread_rng().gen_range(0..usize::MAX));
+            hold(DAMAGED_LOG_REFUSAL_MS).await;
+            if let Some(file) = damaged {
+                let file = file.display().to_string();
+                match cluster.take_error_of(*slot) {
+                    Some(error) if error.contains("damaged") && error.contains(&file) => {}
+                    other => cluster.fail(format!(
+                        "n{slot} did not refuse its damaged raft log {file}: {other:?}"
+                    )),
+                }
+            }
+            cluster.replace(*slot);
+            directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
         }
         Fault::Replace { slot } => {
             cluster.replace(*slot);

@@ -344,10 +344,9 @@ fn survey_segments(
 
 fn damaged(file: &std::path::Path, offset: usize, fault: &str) -> StorageError {
     StorageError(format!(
-        "raft log: the record at byte {offset} of {} {fault}: the file is damaged. Refusing to start; nothing on disk was changed. \
-         This member's log cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
-         (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot",
-        file.display()
+        "raft log: the record at byte {offset} of {} {fault}: the file is damaged. {}",
+        file.display(),
+        crate::storage::DAMAGED_DATA_WAY_OUT
     ))
 }
 

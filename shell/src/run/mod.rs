@@ -38,7 +38,7 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot open the database in {path}: {reason} (is another e2d using this data dir?)")]
+    #[error("cannot start on the data in {path}: {reason}")]
     Database { path: String, reason: String },
     #[error("cannot listen on {addr} for {what}: {source} (is another process using the port? pass another address with {flag})")]
     Listen {

@@ -118,7 +118,7 @@ pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
 
 fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
     RunError::Database {
-        path: database_dir(data_dir).display().to_string(),
+        path: data_dir.display().to_string(),
         reason: e.to_string(),
     }
 }

@@ -25,6 +25,22 @@ fn storage_error(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
+/// Why the database does not open, in words that say what to do: a lock
+/// another process holds, a file that cannot be read, or damage.
+fn open_error(e: fjall::Error) -> StorageError {
+    match e {
+        fjall::Error::Locked => StorageError(
+            "the database is locked by another process: is another e2d running on this data dir?"
+                .into(),
+        ),
+        fjall::Error::Io(e) => StorageError(format!("cannot read the database: {e}")),
+        other => StorageError(format!(
+            "the database's files are damaged ({other:?}). {}",
+            super::DAMAGED_DATA_WAY_OUT
+        )),
+    }
+}
+
 /// How a keyspace is made when the data dir is new.
 fn create_options(space: Space) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
@@ -41,12 +57,12 @@ impl FjallBackend {
         let db = Database::builder(dir)
             .cache_size(BLOCK_CACHE_BYTES)
             .open()
-            .map_err(storage_error)?;
+            .map_err(open_error)?;
         let mut keyspaces = BTreeMap::new();
         for space in Space::ALL {
             let keyspace = db
                 .keyspace(space.name(), || create_options(space))
-                .map_err(storage_error)?;
+                .map_err(open_error)?;
             keyspaces.insert(space, keyspace);
         }
         Ok(Self {

@@ -48,6 +48,45 @@ pub fn crash(dir: &Path, seed: usize) {
     }
 }
 
+/// Changes one byte inside a synced record of the newest segment in `dir`,
+/// one that another synced record follows: damage, as a failing disk
+/// leaves it, never a write a crash cut short. `seed` picks the record and
+/// the byte. Returns the file and the offset changed, or `None` when the
+/// segment holds fewer than two synced records.
+pub fn damage_synced_record(dir: &Path, seed: usize) -> Option<(PathBuf, usize)> {
+    use e2d_core::wal::RECORD_HEADER_BYTES;
+    let files = files();
+    let (path, file) = files
+        .iter()
+        .filter(|(path, _)| path.parent() == Some(dir))
+        .filter(|(path, _)| {
+            path.file_name()
+                .and_then(|name| super::segment_seq(name.to_str()?))
+                .is_some()
+        })
+        .max_by_key(|(path, _)| path.as_path())?;
+    let mut file = lock(file);
+    let synced = &file.bytes[..file.synced_len];
+    let mut records = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = synced.get(offset..offset + RECORD_HEADER_BYTES) {
+        let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let end = offset + RECORD_HEADER_BYTES + length;
+        if length == 0 || end > synced.len() {
+            break;
+        }
+        records.push((offset, length));
+        offset = end;
+    }
+    if records.len() < 2 {
+        return None;
+    }
+    let (start, length) = records[seed % (records.len() - 1)];
+    let at = start + RECORD_HEADER_BYTES + (seed / 7) % length;
+    file.bytes[at] ^= 0x40;
+    Some((path.clone(), at))
+}
+
 /// Follows a directory rename.
 pub fn moved(from: &Path, to: &Path) {
     move_under(&mut files(), from, to);

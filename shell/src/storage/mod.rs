@@ -24,6 +24,12 @@ use std::collections::BTreeMap;
 
 use e2d_core::storage::{StorageError, Table};
 
+/// What to do about a member whose data on disk is damaged: its copy
+/// cannot be trusted, and the cluster holds the data.
+pub(crate) const DAMAGED_DATA_WAY_OUT: &str = "Refusing to start; nothing on disk was changed. \
+     This member's data cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
+     (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot";
+
 /// A raft log segment's file name: its sequence number, 16 hex digits.
 pub(crate) fn segment_file_name(seq: u64) -> String {
     format!("{seq:016x}.wal")
