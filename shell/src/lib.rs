@@ -8,6 +8,7 @@ pub mod cli;
 #[cfg(not(madsim))]
 pub mod coalesced_io;
 pub mod discovery;
+mod durable_file;
 mod gossip;
 pub mod grpc;
 #[cfg(not(madsim))]
