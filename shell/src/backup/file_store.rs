@@ -139,13 +139,8 @@ fn copy(from: &Path, output: &mut std::fs::File, progress: &ProgressBar) -> std:
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::durable_file::permission_bits as mode;
 
     #[tokio::test]
     async fn snapshots_are_private_and_only_they_are_listed() {

@@ -98,9 +98,8 @@ pub fn run(command: crate::cli::PkiCommand) -> Result<String, PkiError> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
+    use crate::durable_file::permission_bits;
 
     #[test]
     fn keys_stay_private_when_replaced_and_an_old_file_is_kept_without_force() {
@@ -111,8 +110,7 @@ mod tests {
         assert!(matches!(refused, PkiError::Exists { .. }), "{refused}");
         write_file(&key, "third", 0o600, true, "").unwrap();
         assert_eq!(read_file(&key).unwrap(), "third");
-        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(permission_bits(&key), 0o600);
         let names: Vec<_> = std::fs::read_dir(key.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }

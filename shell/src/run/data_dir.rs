@@ -215,17 +215,13 @@ fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable_file::permission_bits as mode;
 
     fn proposal(founders: &[&str], restore: Option<&str>) -> Proposal {
         Proposal {
             founders: founders.iter().map(|s| s.to_string()).collect(),
             restore: restore.map(str::to_string),
         }
-    }
-
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[test]

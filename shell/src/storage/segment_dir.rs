@@ -102,13 +102,8 @@ impl SegmentFile {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
+    use crate::durable_file::permission_bits as mode;
 
     #[test]
     fn segments_are_private() {
