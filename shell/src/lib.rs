@@ -8,6 +8,7 @@ pub mod cli;
 #[cfg(not(madsim))]
 pub mod coalesced_io;
 pub mod discovery;
+mod durable_file;
 pub mod fail_stop;
 mod gossip;
 pub mod grpc;

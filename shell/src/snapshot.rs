@@ -220,7 +220,7 @@ mod tests {
         let mut bytes = body.clone();
         bytes.extend_from_slice(&Sha256::digest(&body));
         let dir = std::env::temp_dir();
-        let mut file = crate::grpc::tempfile_in(&dir).unwrap();
+        let mut file = crate::durable_file::unnamed_in(&dir).unwrap();
         file.write_all(&bytes).unwrap();
         verify_snapshot(&mut file).unwrap();
         let mut records = Vec::new();

@@ -12,7 +12,7 @@ use e2d_proto::etcdserverpb::SnapshotRequest;
 use super::envelope::Layers;
 use super::location::{Location, Target};
 use super::restore::{self, open_verified};
-use super::store::{sibling_temp, Store};
+use super::store::Store;
 use super::take::{seal_file, TempFile};
 use super::{
     envelope_from_args, progress_bar, snapshots_in, store_settings, wall_clock_ms, BackupConfig,
@@ -20,6 +20,7 @@ use super::{
 use crate::cli::{
     SnapshotCommand, SnapshotInspectArgs, SnapshotListArgs, SnapshotRestoreArgs, SnapshotSaveArgs,
 };
+use crate::durable_file::{self, sibling_temp};
 use crate::snapshot::SnapshotError;
 
 /// Runs one `e2d snapshot` command; the error says what went wrong.
@@ -58,7 +59,7 @@ async fn download_payload(endpoint: &str, path: &Path) -> Result<(u64, i64), Str
         .await
         .map_err(|e| format!("{url}: snapshot refused: {}", e.message()))?
         .into_inner();
-    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = durable_file::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let progress = progress_bar("receiving");
     let mut ids = None;
     while let Some(message) = stream

@@ -1,12 +1,13 @@
 //! A snapshot store in a directory (`file://<dir>`): each snapshot a file,
-//! written beside its final name and renamed into place once synced.
+//! 0600, replaced whole (`durable_file`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use super::store::{sibling_temp, StoreError, StoredObject};
+use super::store::{StoreError, StoredObject};
+use crate::durable_file;
 
 /// Bytes copied per step.
 const COPY_CHUNK_BYTES: usize = 1024 * 1024;
@@ -49,18 +50,12 @@ impl FileStore {
     ) -> Result<u64, StoreError> {
         let (name, from, progress) = (name.to_string(), path.to_path_buf(), progress.clone());
         self.blocking(format!("writing {name}"), move |dir| {
-            std::fs::create_dir_all(&dir)?;
-            let target = dir.join(&name);
-            let temp = sibling_temp(&target, "upload");
-            let copied = copy_synced(&from, &temp, &progress).and_then(|size| {
-                std::fs::rename(&temp, &target)?;
-                sync_dir(&dir)?;
-                Ok(size)
-            });
-            if copied.is_err() {
-                let _ = std::fs::remove_file(&temp);
-            }
-            copied
+            durable_file::create_dir_all(&dir)?;
+            durable_file::replace_with(
+                &dir.join(&name),
+                durable_file::PRIVATE_FILE_MODE,
+                |output| copy(&from, output, &progress),
+            )
         })
         .await
     }
@@ -115,11 +110,19 @@ impl FileStore {
     }
 }
 
-/// Copies `from` to a new file `to` and syncs it; returns the bytes copied.
-pub fn copy_synced(from: &Path, to: &Path, progress: &ProgressBar) -> std::io::Result<u64> {
+/// Copies `from` to a new file `to` (0600) and syncs it; returns the bytes
+/// copied.
+fn copy_synced(from: &Path, to: &Path, progress: &ProgressBar) -> std::io::Result<u64> {
+    let mut output = durable_file::create(to)?;
+    let copied = copy(from, &mut output, progress)?;
+    output.sync_all()?;
+    Ok(copied)
+}
+
+/// Copies `from` into `output`; returns the bytes copied.
+fn copy(from: &Path, output: &mut std::fs::File, progress: &ProgressBar) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(from)?;
     progress.set_length(input.metadata()?.len());
-    let mut output = std::fs::File::create(to)?;
     let mut buffer = vec![0u8; COPY_CHUNK_BYTES];
     let mut copied = 0u64;
     loop {
@@ -131,11 +134,36 @@ pub fn copy_synced(from: &Path, to: &Path, progress: &ProgressBar) -> std::io::R
         copied += n as u64;
         progress.inc(n as u64);
     }
-    output.sync_all()?;
     Ok(copied)
 }
 
-/// Makes a rename in `dir` durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable_file::permission_bits as mode;
+
+    #[tokio::test]
+    async fn snapshots_are_private_and_only_they_are_listed() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("source");
+        std::fs::write(&source, b"snapshot").unwrap();
+        let dir = root.path().join("store");
+        let store = FileStore::new(dir.clone());
+        let progress = ProgressBar::hidden();
+        assert_eq!(store.put("s-1", &source, &progress).await.unwrap(), 8);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("s-1")), 0o600);
+        let listed: Vec<String> = store
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(listed, ["s-1"]);
+        let fetched = root.path().join("fetched");
+        assert_eq!(store.get("s-1", &fetched, &progress).await.unwrap(), 8);
+        assert_eq!(std::fs::read(&fetched).unwrap(), b"snapshot");
+        assert_eq!(mode(&fetched), 0o600);
+    }
 }

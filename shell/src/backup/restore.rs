@@ -53,12 +53,7 @@ pub fn open_verified(
 ) -> Result<Layers, Refusal> {
     let opened = (|| -> Result<Layers, Refusal> {
         let input = std::io::BufReader::new(std::fs::File::open(stored).map_err(OpenError::Io)?);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(payload)
-            .map_err(OpenError::Io)?;
+        let file = crate::durable_file::create_new(payload).map_err(OpenError::Io)?;
         let mut out = std::io::BufWriter::new(file);
         let layers = envelope::open(input, &mut out, keys, require_sealed)?;
         let mut file = out
@@ -89,7 +84,7 @@ pub async fn fetch_verified(
             reason: e.to_string(),
         })
     };
-    std::fs::create_dir_all(staging).map_err(io)?;
+    crate::durable_file::create_dir_all(staging).map_err(io)?;
     let download = TempFile(staging.join(format!(".{name}.download")));
     let payload = staging.join(format!("{name}.payload"));
     match std::fs::remove_file(&payload) {

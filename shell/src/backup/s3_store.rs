@@ -282,9 +282,8 @@ impl S3Store {
             progress.set_length(length.max(0) as u64);
         }
         let mut body = object.body;
-        let mut file = tokio::fs::File::create(to)
-            .await
-            .map_err(|e| self.error(action(), e))?;
+        let file = crate::durable_file::create(to).map_err(|e| self.error(action(), e))?;
+        let mut file = tokio::fs::File::from_std(file);
         let mut received = 0u64;
         while let Some(bytes) = body.try_next().await.map_err(|e| self.error(action(), e))? {
             file.write_all(&bytes)

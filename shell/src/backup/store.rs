@@ -2,7 +2,7 @@
 //! DigitalOcean Spaces). Uploads are atomic: a reader never sees half a
 //! snapshot under a snapshot's name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indicatif::ProgressBar;
 
@@ -110,15 +110,4 @@ impl Store {
             Store::S3(store) => store.delete(name).await,
         }
     }
-}
-
-/// A temporary file path next to `path`, unique in this process.
-pub fn sibling_temp(path: &Path, purpose: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{file_name}.{purpose}-{}-{n}", std::process::id()))
 }

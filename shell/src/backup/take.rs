@@ -22,17 +22,14 @@ fn fresh_iv() -> std::io::Result<[u8; 16]> {
     Ok(iv)
 }
 
-/// Writes a stored snapshot to a new file at `path`: `write_payload`
+/// Writes a stored snapshot to a new file at `path` (0600): `write_payload`
 /// writes the payload, the envelope wraps it. Returns the file's size.
 pub fn write_stored(
     path: &Path,
     envelope: &Envelope,
     write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let file = crate::durable_file::create_new(path)?;
     let mut writer = SnapshotWriter::new(BufWriter::new(file), envelope, fresh_iv()?)?;
     // The payload arrives in small pieces (record headers): the layers
     // work on whole chunks.
@@ -82,7 +79,7 @@ pub async fn take_and_upload(
     let temp = TempFile(dir.join(format!(".{name}.taking")));
     let (path, envelope) = (temp.0.clone(), config.envelope.clone());
     crate::blocking::spawn(move || {
-        std::fs::create_dir_all(&dir)?;
+        crate::durable_file::create_dir_all(&dir)?;
         write_stored(&path, &envelope, |out| {
             crate::snapshot::write_snapshot(&view, &mut &mut *out)
                 .map(|_| ())

@@ -152,8 +152,7 @@ impl Maintenance for MaintenanceService {
         let header = self.node.header(revision);
         let dir = self.node.config.data_dir.join("tmp");
         let file = crate::blocking::spawn(move || -> std::io::Result<(std::fs::File, u64)> {
-            std::fs::create_dir_all(&dir)?;
-            let mut file = tempfile_in(&dir)?;
+            let mut file = crate::durable_file::unnamed_in(&dir)?;
             let size = {
                 let mut out = BufWriter::new(&mut file);
                 crate::snapshot::write_snapshot(&view, &mut out)
@@ -220,21 +219,6 @@ pub fn status_of(node: &Node) -> StatusResponse {
         db_size_quota: i64::try_from(node.config.quota_backend_bytes).unwrap_or(i64::MAX),
         downgrade_info: None,
     }
-}
-
-/// An anonymous file in `dir`: created, then unlinked, so it vanishes with
-/// the handle.
-pub(crate) fn tempfile_in(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("snapshot-{}-{n}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
 }
 
 fn stream_file(

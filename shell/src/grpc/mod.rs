@@ -14,7 +14,6 @@ pub use auth::AuthService;
 pub use cluster::{learner_ready, ClusterService};
 pub use kv::KvService;
 pub use lease::LeaseService;
-pub(crate) use maintenance::tempfile_in;
 pub use maintenance::MaintenanceService;
 pub use maintenance::ETCD_VERSION;
 pub use status::to_status;

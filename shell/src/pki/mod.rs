@@ -34,8 +34,8 @@ pub enum PkiError {
 }
 
 /// Writes `contents` to a new file at `path` with `mode`, or over an old
-/// one with `force`; written beside and renamed, so a reader never sees
-/// half a key.
+/// one with `force`; replaced whole (`durable_file`), so a reader never
+/// sees half a key.
 pub fn write_file(
     path: &Path,
     contents: &str,
@@ -44,7 +44,6 @@ pub fn write_file(
     why: &'static str,
 ) -> Result<(), PkiError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display().to_string();
     if path.exists() && !force {
         return Err(PkiError::Exists { path: shown, why });
@@ -56,21 +55,8 @@ pub fn write_file(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write)?;
     }
-    let temp = crate::backup::store::sibling_temp(path, "writing");
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.map_err(write)
+    crate::durable_file::replace_with(path, mode, |file| file.write_all(contents.as_bytes()))
+        .map_err(write)
 }
 
 pub fn read_file(path: &Path) -> Result<String, PkiError> {
@@ -107,5 +93,25 @@ pub fn run(command: crate::cli::PkiCommand) -> Result<String, PkiError> {
                 names.join(", ")
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable_file::permission_bits;
+
+    #[test]
+    fn keys_stay_private_when_replaced_and_an_old_file_is_kept_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("certs/ca.key");
+        write_file(&key, "first", 0o600, false, "").unwrap();
+        let refused = write_file(&key, "second", 0o600, false, "").unwrap_err();
+        assert!(matches!(refused, PkiError::Exists { .. }), "{refused}");
+        write_file(&key, "third", 0o600, true, "").unwrap();
+        assert_eq!(read_file(&key).unwrap(), "third");
+        assert_eq!(permission_bits(&key), 0o600);
+        let names: Vec<_> = std::fs::read_dir(key.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 }

@@ -112,13 +112,10 @@ impl Peer for PeerService {
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = self.node.config.data_dir.join("tmp");
-        let mut file = crate::blocking::spawn(move || {
-            std::fs::create_dir_all(&dir)?;
-            crate::grpc::tempfile_in(&dir)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
+        let mut file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
         let mut write = |data: &[u8]| {
             use std::io::Write;
             file.write_all(data)

@@ -43,8 +43,7 @@ async fn stream(
     let view = node.read().mvcc().backend().point_in_time();
     let dir = node.config.data_dir.join("tmp");
     let file = crate::blocking::spawn(move || -> std::io::Result<std::fs::File> {
-        std::fs::create_dir_all(&dir)?;
-        let mut file = crate::grpc::tempfile_in(&dir)?;
+        let mut file = crate::durable_file::unnamed_in(&dir)?;
         {
             let mut out = BufWriter::new(&mut file);
             crate::snapshot::write_snapshot(&view, &mut out)

@@ -1,14 +1,14 @@
 //! What a managed member keeps in its data dir besides the database: its
 //! name, the founding set it committed to, and the archive of data dirs
 //! moved aside after the cluster removed the member. Files are replaced
-//! atomically (temp file, fsync, rename, fsync of the directory).
+//! durably and privately (`durable_file`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use e2d_core::manager::Proposal;
 
 use super::RunError;
+use crate::durable_file::{self, sync_dir};
 
 /// This member's name.
 const NAME_FILE: &str = "name";
@@ -18,6 +18,51 @@ const FOUNDING_FILE: &str = "founding.json";
 const ARCHIVE_DIR: &str = "archive";
 /// Longest name: what gossip carries.
 const NAME_BYTES_MAX: usize = 64;
+
+/// Creates the data dir (0700), or narrows an existing one that others
+/// may enter to 0700. etcd warns about such a data dir and goes on; e2d
+/// warns in etcd's words and narrows it too. Returns the warning, if any.
+pub fn make_private(data_dir: &Path) -> Result<Option<String>, RunError> {
+    use std::os::unix::fs::PermissionsExt;
+    durable_file::create_dir_all(data_dir).map_err(|source| data_dir_error(data_dir, source))?;
+    let mode = std::fs::metadata(data_dir)
+        .map_err(|source| data_dir_error(data_dir, source))?
+        .permissions()
+        .mode();
+    if mode & GROUP_OTHER_BITS == 0 {
+        return Ok(None);
+    }
+    let private = std::fs::Permissions::from_mode(durable_file::PRIVATE_DIR_MODE);
+    let outcome = match std::fs::set_permissions(data_dir, private) {
+        Ok(()) => "e2d changed it to -rwx------".to_string(),
+        Err(e) => format!(
+            "e2d could not change it ({e}): run chmod 700 {}",
+            data_dir.display()
+        ),
+    };
+    Ok(Some(format!(
+        "check file permission: directory \"{}\" exist, but the permission is \"{}\". \
+         The recommended permission is \"-rwx------\" to prevent possible unprivileged \
+         access to the data; {outcome}",
+        data_dir.display(),
+        dir_mode_text(mode)
+    )))
+}
+
+/// Permission bits of the group and of others.
+const GROUP_OTHER_BITS: u32 = 0o077;
+
+/// A directory's permissions as `ls` and etcd show them: `drwxr-xr-x`.
+fn dir_mode_text(mode: u32) -> String {
+    let mut text = String::from("d");
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 0o7;
+        for (bit, letter) in [(0o4, 'r'), (0o2, 'w'), (0o1, 'x')] {
+            text.push(if bits & bit != 0 { letter } else { '-' });
+        }
+    }
+    text
+}
 
 /// Checks a member name: 1 to 64 letters, digits, '.', '_' or '-'.
 pub fn check_name(name: &str) -> Result<(), RunError> {
@@ -54,7 +99,7 @@ pub fn member_name(
         (None, None) => fallback(),
     };
     check_name(&name)?;
-    write_atomically(&path, format!("{name}\n").as_bytes())
+    durable_file::replace(&path, format!("{name}\n").as_bytes())
         .map_err(|source| data_dir_error(&path, source))?;
     Ok(name)
 }
@@ -122,7 +167,7 @@ pub fn write_commitment(data_dir: &Path, proposal: Option<&Proposal>) -> std::io
                 "founders": proposal.founders,
                 "restore": proposal.restore,
             });
-            write_atomically(&path, text.to_string().as_bytes())
+            durable_file::replace(&path, text.to_string().as_bytes())
         }
         None => match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(data_dir),
@@ -137,14 +182,14 @@ pub fn write_commitment(data_dir: &Path, proposal: Option<&Proposal>) -> std::io
 /// deleted.
 pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
     let archive_root = data_dir.join(ARCHIVE_DIR);
-    std::fs::create_dir_all(&archive_root)?;
+    durable_file::create_dir_all(&archive_root)?;
     let mut target = archive_root.join(format!("removed-{now_unix_s}"));
     let mut suffix = 1;
     while target.exists() {
         target = archive_root.join(format!("removed-{now_unix_s}-{suffix}"));
         suffix += 1;
     }
-    std::fs::create_dir(&target)?;
+    durable_file::create_dir(&target)?;
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -160,20 +205,6 @@ pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
     RunError::DataDir {
         path: path.display().to_string(),
@@ -184,12 +215,54 @@ fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable_file::permission_bits as mode;
 
     fn proposal(founders: &[&str], restore: Option<&str>) -> Proposal {
         Proposal {
             founders: founders.iter().map(|s| s.to_string()).collect(),
             restore: restore.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn a_new_data_dir_is_private_and_no_warning_is_given() {
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("data");
+        assert_eq!(make_private(&data_dir).unwrap(), None);
+        assert_eq!(mode(&data_dir), 0o700);
+        assert_eq!(make_private(&data_dir).unwrap(), None);
+    }
+
+    #[test]
+    fn a_data_dir_others_may_read_is_warned_about_and_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let warning = make_private(&data_dir).unwrap().unwrap();
+        assert_eq!(
+            warning,
+            format!(
+                "check file permission: directory \"{}\" exist, but the permission is \"drwxr-xr-x\". \
+                 The recommended permission is \"-rwx------\" to prevent possible unprivileged \
+                 access to the data; e2d changed it to -rwx------",
+                data_dir.display()
+            )
+        );
+        assert_eq!(mode(&data_dir), 0o700);
+    }
+
+    #[test]
+    fn files_the_data_dir_keeps_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        member_name(dir.path(), Some("n1"), host_name).unwrap();
+        write_commitment(dir.path(), Some(&proposal(&["n1"], None))).unwrap();
+        let archived = archive(dir.path(), 7).unwrap();
+        assert_eq!(mode(&dir.path().join(NAME_FILE)), 0o600);
+        assert_eq!(mode(&archived.join(FOUNDING_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(ARCHIVE_DIR)), 0o700);
+        assert_eq!(mode(&archived), 0o700);
     }
 
     #[test]

@@ -91,10 +91,9 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     } else {
         managed::check_flags(&args)?;
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| RunError::DataDir {
-        path: args.data_dir.display().to_string(),
-        source,
-    })?;
+    if let Some(warning) = data_dir::make_private(&args.data_dir)? {
+        tracing::warn!("{warning}");
+    }
     let backups = Backups::from_run_args(&args)
         .await
         .map_err(RunError::Config)?;

@@ -109,7 +109,7 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 /// Opens (creating) the database in `data_dir`.
 pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
     let db_dir = database_dir(data_dir);
-    std::fs::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
+    crate::durable_file::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;

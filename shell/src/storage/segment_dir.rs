@@ -1,11 +1,13 @@
 //! Segment files of the raft log on a real disk: `{seq:016x}.wal` in one
 //! directory, each preallocated to its full size when created and then
-//! written from the front.
+//! written from the front. Files are 0600 in a 0700 directory, as etcd's.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::durable_file;
 
 pub struct SegmentDir {
     path: PathBuf,
@@ -14,7 +16,7 @@ pub struct SegmentDir {
 impl SegmentDir {
     /// Opens the directory, creating it when missing.
     pub fn open(path: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(path)?;
+        durable_file::create_dir_all(path)?;
         Ok(Self {
             path: path.to_path_buf(),
         })
@@ -59,13 +61,10 @@ impl SegmentDir {
     /// Creates segment `seq` of `bytes` (reading as zeros), durably
     /// present in the directory.
     pub fn create(&self, seq: u64, bytes: u64) -> io::Result<SegmentFile> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.file_path(seq))?;
+        let file = durable_file::create_new(&self.file_path(seq))?;
         file.set_len(bytes)?;
         file.sync_all()?;
-        File::open(&self.path)?.sync_all()?;
+        durable_file::sync_dir(&self.path)?;
         Ok(SegmentFile { file, offset: 0 })
     }
 
@@ -98,5 +97,25 @@ impl SegmentFile {
     /// size, the file's length; mtime can wait.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable_file::permission_bits as mode;
+
+    #[test]
+    fn segments_are_private() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("data/wal");
+        let dir = SegmentDir::open(&path).unwrap();
+        dir.create(1, 4096).unwrap();
+        assert_eq!(mode(&root.path().join("data")), 0o700);
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(
+            mode(&path.join(crate::storage::segment_file_name(1))),
+            0o600
+        );
     }
 }

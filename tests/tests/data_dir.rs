@@ -1,0 +1,89 @@
+//! The data dir is private, as etcd's: e2d makes its directories 0700 and
+//! the files it writes 0600 (the raft log's segments, the member's name,
+//! saved snapshots), and a data dir that others may enter is warned about
+//! in etcd's words at start and narrowed to 0700.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use e2d_tests::{e2d_command, Server};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The raft log's segment files in `data_dir`.
+fn segments(data_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect()
+}
+
+#[test]
+fn the_data_dir_its_log_and_saved_snapshots_are_private() {
+    let server = Server::e2d();
+    server.etcdctl(&["put", "k", "v"]).ok();
+    let data_dir = server.data_dir();
+    for dir in [&data_dir, &data_dir.join("wal"), &data_dir.join("db")] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    let segments = segments(&data_dir);
+    assert!(
+        !segments.is_empty(),
+        "no segments in {}",
+        data_dir.display()
+    );
+    for file in segments.iter().chain([&data_dir.join("name")]) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    let saved = server.scratch_dir().join("saved.snap");
+    let saved_text = saved.to_str().unwrap();
+    let endpoint = server.endpoint();
+    let out = e2d_command(
+        &["snapshot", "save", saved_text, "--endpoint", &endpoint],
+        &[],
+    );
+    assert!(out.ok().out().contains("Snapshot saved at"), "{out}");
+    assert_eq!(mode(&saved), 0o600);
+
+    let restored = server.scratch_dir().join("restored");
+    let restored_text = restored.to_str().unwrap();
+    let out = e2d_command(
+        &[
+            "snapshot",
+            "restore",
+            saved_text,
+            "--data-dir",
+            restored_text,
+        ],
+        &[],
+    );
+    assert!(out.ok().out().contains("Restored"), "{out}");
+    assert_eq!(mode(&restored), 0o700);
+    assert_eq!(mode(&restored.join("db")), 0o700);
+}
+
+#[test]
+fn a_data_dir_others_may_enter_is_warned_about_and_made_private() {
+    let mut server = Server::e2d();
+    server.kill9();
+    let data_dir = server.data_dir();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    server.start();
+    let warning = format!(
+        "directory \"{}\" exist, but the permission is \"drwxr-xr-x\". \
+         The recommended permission is \"-rwx------\"",
+        data_dir.display()
+    );
+    let log = server.log();
+    assert!(log.contains(&warning), "{log}");
+    assert_eq!(mode(&data_dir), 0o700);
+    server.etcdctl(&["put", "k", "v"]).ok();
+}
