@@ -56,6 +56,8 @@ pub enum Error {
     LeaderChanged,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: bad leader transferee")]
@@ -96,7 +98,7 @@ impl Error {
             | TooManyLearners => StatusCode::FailedPrecondition,
             BadMemberUrls => StatusCode::InvalidArgument,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
-            NoSpace => StatusCode::ResourceExhausted,
+            NoSpace | TooManyRequests => StatusCode::ResourceExhausted,
             NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,
             NotCapable => StatusCode::Unimplemented,
             Storage(_) => StatusCode::Internal,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -19,10 +19,21 @@ struct MethodStats {
     buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
 }
 
+/// Why a request was refused before raft saw it, under load.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// Apply lagged commit by more than etcd's bound.
+    ApplyBehindCommit,
+    /// The raft driver's queue stayed full until the request's deadline.
+    DriverQueueFull,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     methods: Mutex<BTreeMap<&'static str, MethodStats>>,
     watchers: AtomicI64,
+    refused_apply_behind_commit: AtomicU64,
+    refused_driver_queue_full: AtomicU64,
 }
 
 /// Records a request's latency when dropped.
@@ -48,6 +59,7 @@ impl Drop for RequestTimer<'_> {
 }
 
 /// Gauges the scrape reads from the node.
+#[derive(Default)]
 pub struct Gauges {
     pub db_size_bytes: u64,
     pub quota_bytes: u64,
@@ -65,6 +77,14 @@ impl Metrics {
             method,
             started: Instant::now(),
         }
+    }
+
+    pub fn count_refused(&self, refusal: Refusal) {
+        let counter = match refusal {
+            Refusal::ApplyBehindCommit => &self.refused_apply_behind_commit,
+            Refusal::DriverQueueFull => &self.refused_driver_queue_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts watchers created (positive) or gone (negative).
@@ -130,6 +150,17 @@ impl Metrics {
             gauges.leases.to_string(),
         );
         let methods = crate::fail_stop::lock(&self.methods).clone();
+        out.push_str("# HELP e2d_server_requests_refused_total Requests refused before raft saw them, by why: apply too far behind commit (etcd's \"too many requests\"), or the raft driver's queue full until the deadline.\n# TYPE e2d_server_requests_refused_total counter\n");
+        for (reason, counter) in [
+            ("apply_behind_commit", &self.refused_apply_behind_commit),
+            ("driver_queue_full", &self.refused_driver_queue_full),
+        ] {
+            let _ = writeln!(
+                out,
+                "e2d_server_requests_refused_total{{reason=\"{reason}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP e2d_grpc_requests_total gRPC requests handled, by method.\n# TYPE e2d_grpc_requests_total counter\n");
         for (method, stats) in &methods {
             let _ = writeln!(
@@ -160,5 +191,27 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        metrics.count_refused(Refusal::ApplyBehindCommit);
+        metrics.count_refused(Refusal::ApplyBehindCommit);
+        metrics.count_refused(Refusal::DriverQueueFull);
+        let text = metrics.render(&Gauges::default());
+        assert!(
+            text.contains("e2d_server_requests_refused_total{reason=\"apply_behind_commit\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("e2d_server_requests_refused_total{reason=\"driver_queue_full\"} 1\n"),
+            "{text}"
+        );
     }
 }

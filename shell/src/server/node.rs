@@ -11,7 +11,7 @@ use e2d_proto::peer::{outcome, proposal::Op, Outcome, Proposal};
 use tokio::sync::{oneshot, watch};
 
 use super::{Clock, Identity};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::raft::{DriverHandle, DriverRequest, ProposalReply, RaftStatus};
 use crate::storage::DiskBackend;
 
@@ -101,6 +101,13 @@ impl Node {
     /// Replicates a change through raft and returns what applying it gave.
     pub async fn propose(&self, op: Op) -> Result<outcome::Result, Error> {
         let proposal = Proposal { op: Some(op) };
+        let committed_index = self.raft_status().commit_index;
+        if let Err(refused) =
+            e2d_core::limits::admit_proposal(committed_index, *self.applied_index.borrow())
+        {
+            self.metrics.count_refused(Refusal::ApplyBehindCommit);
+            return Err(refused);
+        }
         if let Some(Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_)) = &proposal.op {
             self.check_quota(&proposal).await?;
         }
@@ -119,8 +126,20 @@ impl Node {
         request: impl FnOnce(ProposalReply) -> DriverRequest,
     ) -> Result<oneshot::Receiver<Result<Outcome, Error>>, Error> {
         let (reply, answer) = oneshot::channel();
-        self.raft.send(request(reply)).await?;
+        self.hand_to_driver(request(reply)).await?;
         Ok(answer)
+    }
+
+    /// Queues a request for the raft driver, waiting for room at most the
+    /// request timeout.
+    async fn hand_to_driver(&self, request: DriverRequest) -> Result<(), Error> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.raft.send(request)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                self.metrics.count_refused(Refusal::DriverQueueFull);
+                Err(Error::Timeout)
+            }
+        }
     }
 
     /// Waits for a submitted request to apply, at most the request timeout.
@@ -177,7 +196,8 @@ impl Node {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
-        self.raft.send(DriverRequest::ReadIndex { reply }).await?;
+        self.hand_to_driver(DriverRequest::ReadIndex { reply })
+            .await?;
         let index = tokio::time::timeout(REQUEST_TIMEOUT, answer)
             .await
             .map_err(|_| Error::Timeout)?
