@@ -3,10 +3,11 @@
 
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/e2d-target")
 
-# Build the e2d binary, then run every test (unit, property, black-box),
-# then the simulator's own tests: a bounded batch of seeds, replay, and the
+# The lints first (they fail in a minute where the tests take many), then
+# build the e2d binary, run every test (unit, property, black-box), then
+# the simulator's own tests: a bounded batch of seeds, replay, and the
 # planted bugs it must catch.
-test:
+test: lint
     cargo build -p e2d-shell --bins
     cargo test --workspace
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo test --release -p e2d-sim
@@ -21,10 +22,41 @@ sim N="200" *ARGS:
 run *ARGS:
     cargo run --release -p e2d-shell --bin e2d -- run {{ARGS}}
 
-# Formatting and lints, as CI wants them.
-lint:
+# Formatting, lints (of the real build and of the simulator's) and the
+# dependency rules, as CI wants them.
+lint: deps
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo clippy -p e2d-sim -p e2d-shell --all-targets -- -D warnings
+
+# The dependency rules of ARCHITECTURE.md ("Dependencies"): the server
+# links one HTTP and TLS stack (hyper 1, rustls 0.23) with one crypto
+# provider (aws-lc-rs), and e2d-bench does not link the server.
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Fails when the normal dependencies of crate $1 include a package
+    # whose "name vX.Y.Z" starts with a match of the regex $2; $3 says why
+    # it must not.
+    refuse() {
+      local tree found
+      tree=$(cargo tree -q -p "$1" -e normal --prefix none)
+      found=$(grep -E "^($2)" <<<"$tree" | cut -d' ' -f1,2 | sort -u || true)
+      if [ -n "$found" ]; then
+        echo "$1 depends on $(echo $found): $3." >&2
+        echo "'cargo tree -p $1 -e normal -i <name>@<version>' shows what brings each in." >&2
+        return 1
+      fi
+    }
+    broken=0
+    refuse e2d-shell 'hyper v0\.14\.|rustls v0\.21\.|h2 v0\.3\.|http v0\.2\.' \
+      "a second HTTP stack beside hyper 1 and rustls 0.23; turn off the default features of the crate that brings it" || broken=1
+    refuse e2d-shell 'ring v' \
+      "a second crypto provider beside aws-lc-rs; choose the aws-lc-rs feature of the crate that brings it" || broken=1
+    # The server's storage and cloud SDKs (aws-lc-rs is etcd-client's TLS).
+    refuse e2d-bench 'e2d-shell v|fjall v|aws-(config|sdk-|smithy-)' \
+      "the load generator must not link the server; move what it shares into a small crate of its own" || broken=1
+    exit $broken
 
 # e2d beside etcd: the same e2d-bench workloads on 1 and 3 nodes, peak RSS
 # with 1M keys, cold start; one table. SCALE=0.1 just bench for a quick run.

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use e2d_shell::coalesced_io::CoalescedIo;
+use e2d_coalesced_io::CoalescedIo;
 use etcd_client::{Channel, TlsOptions};
 use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};

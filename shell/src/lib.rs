@@ -5,8 +5,6 @@
 pub mod backup;
 mod blocking;
 pub mod cli;
-#[cfg(not(madsim))]
-pub mod coalesced_io;
 pub mod discovery;
 mod durable_file;
 pub mod fail_stop;

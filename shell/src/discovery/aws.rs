@@ -34,13 +34,14 @@ struct Aws {
 }
 
 impl Aws {
-    fn new(method: &'static str, settings: &Settings) -> Self {
-        Self {
+    fn new(method: &'static str, settings: &Settings) -> Result<Self, DiscoveryError> {
+        let imds = Imds::from_env().map_err(|e| DiscoveryError::new(method, e))?;
+        Ok(Self {
             method,
             clients: OnceCell::new(),
-            imds: Imds::from_env(),
+            imds,
             own_ips: settings.own_ips.clone(),
-        }
+        })
     }
 
     fn error(&self, reason: impl Into<String>) -> DiscoveryError {
@@ -176,7 +177,7 @@ pub struct AutoScalingGroup(Aws);
 
 impl AutoScalingGroup {
     pub fn new(settings: &Settings) -> Result<Self, DiscoveryError> {
-        Ok(Self(Aws::new("aws-autoscaling-group", settings)))
+        Ok(Self(Aws::new("aws-autoscaling-group", settings)?))
     }
 
     async fn find(&self) -> Result<Discovered, DiscoveryError> {
@@ -250,7 +251,7 @@ pub struct Ec2Tags {
 impl Ec2Tags {
     pub fn new(tags: Vec<(String, String)>, settings: &Settings) -> Result<Self, DiscoveryError> {
         Ok(Self {
-            aws: Aws::new("ec2-tags", settings),
+            aws: Aws::new("ec2-tags", settings)?,
             tags,
         })
     }

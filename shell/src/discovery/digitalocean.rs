@@ -78,7 +78,8 @@ impl DoTags {
             .ok_or_else(|| {
                 error("needs a DigitalOcean API token: set --do-access-token or DIGITALOCEAN_ACCESS_TOKEN")
             })?;
-        let http = reqwest::Client::builder()
+        let http = super::http::client_builder()
+            .map_err(error)?
             .timeout(CALL_TIMEOUT)
             .build()
             .map_err(|e| error(format!("cannot make an HTTP client: {e}")))?;

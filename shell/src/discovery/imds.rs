@@ -19,24 +19,24 @@ pub struct Imds {
 }
 
 impl Imds {
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self, String> {
         let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
             .ok()
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let http = reqwest::Client::builder()
+        let http = super::http::client_builder()?
             .timeout(IMDS_TIMEOUT)
             .connect_timeout(IMDS_TIMEOUT)
             .no_proxy()
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| format!("cannot make an HTTP client for the metadata service: {e}"))?;
+        Ok(Self {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             disabled,
-        }
+        })
     }
 
     /// This instance's id.

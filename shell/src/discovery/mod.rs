@@ -17,6 +17,8 @@ mod aws;
 #[cfg(not(madsim))]
 mod digitalocean;
 #[cfg(not(madsim))]
+mod http;
+#[cfg(not(madsim))]
 mod imds;
 #[cfg(not(madsim))]
 mod k8s_dns;

@@ -213,18 +213,18 @@ async fn listen(
 /// The connections of `listener` with Nagle's algorithm off: a small
 /// answer goes out at once instead of waiting for the client's delayed
 /// acknowledgement (40 ms on Linux). Answers ready together still leave
-/// together: see [`crate::coalesced_io`].
+/// together: see [`e2d_coalesced_io`].
 #[cfg(not(madsim))]
 fn without_delay(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<
-    Item = std::io::Result<crate::coalesced_io::CoalescedIo<tokio::net::TcpStream>>,
+    Item = std::io::Result<e2d_coalesced_io::CoalescedIo<tokio::net::TcpStream>>,
 > {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
         stream.set_nodelay(true)?;
-        Ok(crate::coalesced_io::CoalescedIo::new(stream))
+        Ok(e2d_coalesced_io::CoalescedIo::new(stream))
     })
 }
 

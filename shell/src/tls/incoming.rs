@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::coalesced_io::CoalescedIo;
+use e2d_coalesced_io::CoalescedIo;
 
 /// A handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +69,7 @@ impl AsyncWrite for TlsConnection {
 }
 
 /// The connections of `listener` that complete a handshake under `config`,
-/// their writes coalesced (see [`crate::coalesced_io`]).
+/// their writes coalesced (see [`e2d_coalesced_io`]).
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
