@@ -7,7 +7,6 @@
 //! and report back. Member changes go out on a bounded channel.
 
 mod frame;
-mod junk_filter;
 pub mod seal;
 
 use std::net::SocketAddr;
@@ -19,7 +18,6 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::server::clock::Clock;
-use junk_filter::JunkFilter;
 pub use seal::Seal;
 use seal::{Channel, SEAL_OVERHEAD_BYTES};
 
@@ -133,7 +131,7 @@ impl Gossip {
             exchanges: exchange_rx,
             exchange_tx,
             permits,
-            junk: JunkFilter::default(),
+            junk_total: 0,
             seal,
         };
         tokio::spawn(task.run());
@@ -249,7 +247,10 @@ struct Loop {
     exchanges: mpsc::Receiver<Exchange>,
     exchange_tx: mpsc::Sender<Exchange>,
     permits: Arc<Semaphore>,
-    junk: JunkFilter,
+    /// Datagrams dropped because they failed authentication or decoding.
+    /// Each is judged alone: junk sent from a member's address never
+    /// keeps that member's own messages out.
+    junk_total: u64,
     seal: Seal,
 }
 
@@ -288,16 +289,14 @@ impl Loop {
 
     fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
         let now_ms = self.clock.now_ms();
-        if !self.junk.admit(from.ip(), now_ms) {
-            return;
-        }
         let Some(bytes) = self.seal.open(Channel::Datagram, bytes) else {
-            self.junk.record_junk(from.ip(), now_ms);
+            self.junk_total += 1;
+            tracing::debug!(%from, junk_total = self.junk_total, "gossip datagram failed authentication; dropped");
             return;
         };
         if let Err(e) = self.machine.handle_packet(from, &bytes, now_ms) {
-            tracing::debug!(%from, error = %e, "gossip datagram refused");
-            self.junk.record_junk(from.ip(), now_ms);
+            self.junk_total += 1;
+            tracing::debug!(%from, error = %e, junk_total = self.junk_total, "gossip datagram refused");
         }
     }
 
@@ -468,6 +467,41 @@ mod tests {
         })
         .await;
         assert_eq!(seen[0].meta, running);
+    }
+
+    /// Junk sent from a member's own address, for longer than a probe
+    /// takes to time out, never makes the other members suspect it.
+    #[tokio::test]
+    async fn junk_from_a_members_address_does_not_keep_its_messages_out() {
+        const FLOOD: Duration = Duration::from_secs(4);
+        let (a, _a_events) = Gossip::start(config(Vec::new(), 1), meta("a"))
+            .await
+            .unwrap();
+        let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
+            .await
+            .unwrap();
+        wait_for(&a, |m| {
+            m.len() == 2 && m.iter().all(|m| m.liveness == Liveness::Alive)
+        })
+        .await;
+        wait_for(&b, |m| m.len() == 2).await;
+        let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut sent = 0u32;
+        while started.elapsed() < FLOOD {
+            send_datagram(&junk, &sent.to_be_bytes(), a.local_addr)
+                .await
+                .unwrap();
+            sent += 1;
+            if sent % 20 == 0 {
+                let members = a.members().await;
+                assert!(
+                    members.iter().all(|m| m.liveness == Liveness::Alive),
+                    "after {sent} junk datagrams: {members:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     #[tokio::test]
