@@ -59,6 +59,11 @@ pub fn verify_snapshot(file: &mut std::fs::File) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// The longest key or value a snapshot record may hold: more than any
+/// request can write (`--max-request-bytes` fits one raft log record), so
+/// a longer length is damage, refused before anything is allocated.
+const RECORD_FIELD_BYTES_MAX: usize = e2d_core::wal::RECORD_BYTES_MAX;
+
 /// Visits a snapshot's records in order, one at a time; call
 /// [`verify_snapshot`] first.
 pub fn for_each_record(
@@ -77,16 +82,22 @@ pub fn for_each_record(
     if take(input, SNAPSHOT_MAGIC.len(), &mut at)? != SNAPSHOT_MAGIC {
         return Err(SnapshotError::Magic);
     }
-    let length = |bytes: Vec<u8>| u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
+    let length = |bytes: Vec<u8>, at: usize| -> Result<usize, SnapshotError> {
+        let length = u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
+        if length > RECORD_FIELD_BYTES_MAX {
+            return Err(SnapshotError::Malformed(at - 4));
+        }
+        Ok(length)
+    };
     loop {
         let tag = take(input, 1, &mut at)?[0];
         if tag == END_OF_RECORDS {
             return Ok(());
         }
         let table = tag_table(tag).ok_or(SnapshotError::Malformed(at - 1))?;
-        let key_len = length(take(input, 4, &mut at)?);
+        let key_len = length(take(input, 4, &mut at)?, at)?;
         let key = take(input, key_len, &mut at)?;
-        let value_len = length(take(input, 4, &mut at)?);
+        let value_len = length(take(input, 4, &mut at)?, at)?;
         let value = take(input, value_len, &mut at)?;
         visit((table, key, value))?;
     }

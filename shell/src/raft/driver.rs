@@ -257,6 +257,7 @@ pub struct DriverParts {
 impl DriverParts {
     pub fn run(self, node: Arc<Node>) {
         let stopped = self.handle.stopped.clone();
+        let applied_through = self.raw_node.raft.raft_log.applied;
         let driver = Driver {
             raw_node: self.raw_node,
             wal: self.wal,
@@ -274,6 +275,7 @@ impl DriverParts {
             removed: false,
             incoming_snapshot: None,
             state_applied_floor: self.state_applied_floor,
+            applied_through,
             conf_applied_floor: self.conf_applied_floor,
             log_limits: self.log_limits,
             handle: self.handle,
@@ -311,6 +313,9 @@ struct Driver {
     /// Entries up to this index are in the state machine already (it came
     /// from a snapshot taken after them); their effects are not applied again.
     state_applied_floor: u64,
+    /// The last entry handed over for applying (or a snapshot's index):
+    /// the next must come after it.
+    applied_through: u64,
     /// Conf changes up to this index are in raft's configuration already:
     /// at start it comes from the state machine, which may be ahead of the
     /// log's commit index (a snapshot taken after the one raft installed).
@@ -540,6 +545,19 @@ impl Driver {
         if entries.is_empty() {
             return Ok(());
         }
+        assert!(
+            entries
+                .windows(2)
+                .all(|pair| pair[1].index == pair[0].index + 1),
+            "raft handed over committed entries that do not follow one another"
+        );
+        assert!(
+            entries[0].index > self.applied_through,
+            "raft handed over entry {} again after applying up to {}",
+            entries[0].index,
+            self.applied_through
+        );
+        self.applied_through = entries[entries.len() - 1].index;
         let now_ms = self.node.clock.now_ms();
         let mut answers = Vec::new();
         let last_index;
@@ -717,14 +735,25 @@ impl Driver {
         // Marked durably first: the tables are replaced batch by batch.
         self.wal.set_installing(true)?;
         self.wal.sync()?;
+        assert!(
+            metadata.index >= self.raw_node.raft.raft_log.applied,
+            "a snapshot at index {} would take back entries applied up to {}",
+            metadata.index,
+            self.raw_node.raft.raft_log.applied
+        );
         let mut state = node.write_state();
-        let backend = state.backend_mut();
-        crate::snapshot::replace_tables(backend, file, &|table, key| {
-            !crate::server::is_member_local(table, key)
-        })
-        .map_err(Error::Storage)?;
-        log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
-        backend.commit(true)?;
+        // Rewriting every table blocks for long: the worker's other tasks
+        // move to another thread meanwhile.
+        crate::blocking::in_place(|| -> Result<(), Error> {
+            let backend = state.backend_mut();
+            crate::snapshot::replace_tables(backend, file, &|table, key| {
+                !crate::server::is_member_local(table, key)
+            })
+            .map_err(Error::Storage)?;
+            log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
+            backend.commit(true)?;
+            Ok(())
+        })?;
         self.wal.snapshot(metadata.index, metadata.term)?;
         self.wal.set_installing(false)?;
         self.wal.sync()?;
@@ -738,6 +767,7 @@ impl Driver {
         let members = state.members()?;
         drop(state);
         self.state_applied_floor = state_applied.max(metadata.index);
+        self.applied_through = metadata.index;
         // raft's configuration is the snapshot's now: later conf changes
         // apply to it.
         self.conf_applied_floor = metadata.index;

@@ -40,9 +40,10 @@ pub fn load(
         None => replayed,
     };
     if replayed.installing {
-        return Err(StorageError(
-            "an interrupted snapshot install left this member's data incomplete: remove its data dir, remove the member (etcdctl member remove) and add it again".into(),
-        ));
+        return Err(StorageError(format!(
+            "an interrupted snapshot install left this member's data incomplete. {}",
+            crate::storage::DAMAGED_DATA_WAY_OUT
+        )));
     }
     let Some(conf_state) = backend.get(Table::Meta, META_CONF_STATE)? else {
         return Ok(None);
@@ -73,9 +74,10 @@ pub fn load(
         .max(applied.min(replayed.last_index()));
     if hard_state.commit > replayed.last_index() {
         return Err(StorageError(format!(
-            "the raft log says entry {} is committed but ends at entry {}: this member's log cannot be trusted; remove its data dir, remove the member (etcdctl member remove) and add it again",
+            "the raft log says entry {} is committed but ends at entry {}: the log is damaged. {}",
             hard_state.commit,
-            replayed.last_index()
+            replayed.last_index(),
+            crate::storage::DAMAGED_DATA_WAY_OUT
         )));
     }
     let mut core = storage.wl();

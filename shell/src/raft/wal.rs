@@ -128,6 +128,20 @@ impl Wal {
     /// Appends entries; an entry replaces every entry at or after its
     /// index.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        assert!(
+            entries
+                .windows(2)
+                .all(|pair| pair[1].index == pair[0].index + 1),
+            "entries appended to the raft log follow one another"
+        );
+        if let Some(first) = entries.first() {
+            assert!(
+                first.index > self.start.0,
+                "entry {} appended at or before the log's start {}",
+                first.index,
+                self.start.0
+            );
+        }
         for entry in entries {
             self.scratch.clear();
             codec::encode_entry_into(entry, &mut self.scratch);

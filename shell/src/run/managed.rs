@@ -138,6 +138,7 @@ pub async fn run(
         backups,
         staged_restore: None,
         refused_snapshots: BTreeMap::new(),
+        fatal: None,
     };
     let stopped = agent.run(&mut port, gossip_events.as_mut()).await;
     if let Some(seeding) = seeding {
@@ -239,6 +240,8 @@ struct Agent {
     staged_restore: Option<(String, PathBuf)>,
     /// Snapshots refused on this start, with the reason.
     refused_snapshots: BTreeMap<String, String>,
+    /// Why the member must stop: its data dir is damaged.
+    fatal: Option<RunError>,
 }
 
 impl Agent {
@@ -261,6 +264,9 @@ impl Agent {
         loop {
             if let Some(stopped) = self.drain().await {
                 return Ok(stopped);
+            }
+            if let Some(fatal) = self.fatal.take() {
+                return Err(fatal);
             }
             let wake_at = match self.manager.poll_timeout() {
                 Some(ms) => self.origin + Duration::from_millis(ms),
@@ -380,6 +386,9 @@ impl Agent {
                 }
                 let now_ms = self.now_ms();
                 self.manager.handle_result(id, result, now_ms);
+            }
+            if self.fatal.is_some() {
+                return None;
             }
         }
     }
@@ -642,6 +651,11 @@ impl Agent {
                 serve_started(&node, &self.routes, self.backups.as_ref());
                 self.node = Some(node);
                 CommandResult::Started { cluster_id }
+            }
+            Err(e) if e.is_damaged_data() => {
+                let failed = CommandResult::Failed(e.to_string());
+                self.fatal = Some(e);
+                failed
             }
             Err(e) => CommandResult::Failed(e.to_string()),
         }

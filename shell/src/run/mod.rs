@@ -27,6 +27,14 @@ use start::NodeSettings;
 pub use start::{database_dir, open_backend};
 
 /// Why `e2d run` could not start or stopped with an error.
+impl RunError {
+    /// Whether the data dir is damaged: no retry can help, and the member
+    /// must stop rather than run on it.
+    pub fn is_damaged_data(&self) -> bool {
+        matches!(self, RunError::Database { reason, .. } if reason.contains(crate::storage::DAMAGED_DATA_WAY_OUT))
+    }
+}
+
 /// Why a member stops when its raft driver's task has ended.
 pub(crate) const DRIVER_STOPPED: &str =
     "the raft driver's task ended while the member ran (see the error before this one); stopping rather than serve without it";
