@@ -702,7 +702,13 @@ async fn defragment_and_move_leader_answer_without_a_header() {
     let mut c = connect(&s).await;
     let defragmented = c.defragment().await.unwrap();
     assert!(defragmented.header().is_none(), "{defragmented:?}");
-    let member_id = c.status().await.unwrap().header().expect("header").member_id();
+    let member_id = c
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .expect("header")
+        .member_id();
     let moved = c.move_leader(member_id).await.unwrap();
     assert!(moved.header().is_none(), "{moved:?}");
 }

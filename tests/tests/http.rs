@@ -201,7 +201,8 @@ fn an_undecodable_watch_request_ends_the_stream_with_an_error() {
         // no protobuf decoder takes it. The request stream then stays
         // open, as a client's.
         let requests = tokio_stream::iter([vec![0x0a, 0x05, 0x01]]).chain(tokio_stream::pending());
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
         // etcd answers before the stream's headers, e2d after them: either
         // way the call ends with the status.
         let first_answer = async {

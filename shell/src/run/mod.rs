@@ -14,6 +14,8 @@ pub(crate) mod seeds;
 mod start;
 mod static_members;
 mod status_board;
+#[cfg(not(madsim))]
+mod url_authority;
 
 use tokio::net::TcpListener;
 
@@ -204,12 +206,14 @@ async fn listen(
     what: &'static str,
     flag: &'static str,
 ) -> Result<TcpListener, RunError> {
-    bind_listener(addr).await.map_err(|source| RunError::Listen {
-        addr,
-        what,
-        flag,
-        source,
-    })
+    bind_listener(addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr,
+            what,
+            flag,
+            source,
+        })
 }
 
 #[cfg(not(madsim))]
