@@ -102,6 +102,13 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        if req.start_revision < 0 {
+            // As etcd: no revision before the first can be watched, so the
+            // watch is refused as if that history had been compacted.
+            self.responses
+                .push_back(refuse(&Error::Compacted.to_string()));
+            return;
+        }
         if self.watchers.len() >= WATCHERS_PER_STREAM_MAX {
             self.responses.push_back(refuse(TOO_MANY_WATCHERS));
             return;
@@ -450,6 +457,23 @@ mod tests {
         assert_eq!(responses.len(), 1);
         assert!(responses[0].canceled);
         assert_eq!(responses[0].compact_revision, 4);
+        assert_eq!(stream.watcher_count(), 0);
+    }
+
+    #[test]
+    fn negative_start_revision_is_refused_as_compacted() {
+        let mut stream = WatchStream::new(1 << 20);
+        stream.handle_create(&create("a", "", -1), 3);
+        let responses = drain(&mut stream);
+        assert_eq!(responses.len(), 1);
+        let refused = &responses[0];
+        assert!(refused.created && refused.canceled);
+        assert_eq!(refused.watch_id, INVALID_WATCH_ID);
+        assert_eq!(
+            refused.cancel_reason,
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        assert_eq!(refused.header.unwrap().revision, 3);
         assert_eq!(stream.watcher_count(), 0);
     }
 

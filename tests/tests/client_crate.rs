@@ -387,6 +387,31 @@ async fn watch_from_compacted_revision_is_canceled_with_compact_revision() {
 }
 
 #[tokio::test]
+async fn watch_from_a_negative_revision_is_canceled_as_compacted() {
+    // etcd's answer since 3.5.24 and 3.6.6 (older ones, such as the 3.4
+    // the tests may compare with, watch from the next revision instead).
+    let s = Server::e2d();
+    let mut c = connect(&s).await;
+    c.put("k", "v", None).await.unwrap();
+    let mut w = c
+        .watch("k", Some(WatchOptions::new().with_start_revision(-1)))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), w.message())
+        .await
+        .expect("a response in time")
+        .unwrap()
+        .expect("stream open");
+    assert!(resp.created() && resp.canceled(), "{resp:?}");
+    assert_eq!(resp.watch_id(), -1, "{resp:?}");
+    assert_eq!(
+        resp.cancel_reason(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    assert_eq!(rev(resp.header()), 2);
+}
+
+#[tokio::test]
 async fn watch_progress_notifications() {
     let s = Server::e2d_with(&["--watch-progress-notify-interval", "1s"]);
     let mut c = connect(&s).await;
@@ -667,4 +692,23 @@ async fn status_members_and_alarms() {
         .await
         .unwrap();
     assert!(alarms.alarms().is_empty());
+}
+
+#[tokio::test]
+async fn defragment_and_move_leader_answer_without_a_header() {
+    // etcd leaves these two headers empty, and clients (the etcd-client
+    // crate's own tests among them) rely on it.
+    let s = Server::e2d();
+    let mut c = connect(&s).await;
+    let defragmented = c.defragment().await.unwrap();
+    assert!(defragmented.header().is_none(), "{defragmented:?}");
+    let member_id = c
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .expect("header")
+        .member_id();
+    let moved = c.move_leader(member_id).await.unwrap();
+    assert!(moved.header().is_none(), "{moved:?}");
 }

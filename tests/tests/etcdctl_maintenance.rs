@@ -154,6 +154,27 @@ fn endpoint_status_health_and_hashkv() {
 }
 
 #[test]
+fn endpoints_given_as_urls_are_served() {
+    // etcdctl 3.4 sends the endpoint as given, scheme and all, as the
+    // request's :authority; etcd takes it.
+    let s = Server::e2d();
+    s.etcdctl(&["put", "k", "v"]).ok();
+    let url = s.url();
+    let status = e2d_tests::etcdctl(&url, &["endpoint", "status", "-w", "json"], None);
+    let status = status.ok().json();
+    assert_eq!(status[0]["Endpoint"], url.as_str(), "{status}");
+    assert_eq!(
+        int(&status[0]["Status"]["header"]["revision"]),
+        2,
+        "{status}"
+    );
+    // A lock takes several requests on one connection; the later ones
+    // refer to the first one's authority through the header table.
+    let locked = e2d_tests::etcdctl(&url, &["lock", "l", "echo", "locked"], None);
+    assert_eq!(locked.ok().out(), "locked\n");
+}
+
+#[test]
 fn defrag_keeps_data() {
     let s = Server::e2d();
     write_history(&s);

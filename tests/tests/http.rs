@@ -180,3 +180,44 @@ fn grpc_paths_reach_their_service_or_are_unimplemented() {
         assert_eq!(code_of(path), Some(tonic::Code::Unimplemented), "{path}");
     }
 }
+
+#[test]
+fn an_undecodable_watch_request_ends_the_stream_with_an_error() {
+    // etcd (grpc-go) ends the stream with INTERNAL "grpc: failed to
+    // unmarshal the received message"; ending it with OK would tell the
+    // client its stream closed cleanly.
+    let s = Server::e2d();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let outcome = runtime.block_on(async {
+        use tonic::codegen::tokio_stream::{self, StreamExt};
+        let channel = tonic::transport::Endpoint::from_shared(s.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        // Field 1 (the create request) says 5 bytes follow, and one does:
+        // no protobuf decoder takes it. The request stream then stays
+        // open, as a client's.
+        let requests = tokio_stream::iter([vec![0x0a, 0x05, 0x01]]).chain(tokio_stream::pending());
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+        // etcd answers before the stream's headers, e2d after them: either
+        // way the call ends with the status.
+        let first_answer = async {
+            let mut responses = grpc
+                .streaming(tonic::Request::new(requests), path, RawCodec)
+                .await?
+                .into_inner();
+            responses.message().await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), first_answer)
+            .await
+            .expect("the stream answers within 10 s")
+    });
+    match outcome {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Internal, "{status:?}"),
+        Ok(message) => panic!("expected an INTERNAL status, got {message:?}"),
+    }
+}

@@ -78,10 +78,8 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(internal)?
             .map_err(to_status)?;
-        let revision = self.node.read().current_revision();
-        Ok(Response::new(DefragmentResponse {
-            header: self.node.header(revision),
-        }))
+        // etcd answers with no header here (clients check for none).
+        Ok(Response::new(DefragmentResponse::default()))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -177,10 +175,8 @@ impl Maintenance for MaintenanceService {
         let _timer = self.node.metrics.time("MoveLeader");
         let target = request.into_inner().target_id;
         self.node.move_leader(target).await.map_err(to_status)?;
-        let revision = self.node.read().current_revision();
-        Ok(Response::new(MoveLeaderResponse {
-            header: self.node.header(revision),
-        }))
+        // etcd answers with no header here (clients check for none).
+        Ok(Response::new(MoveLeaderResponse::default()))
     }
 
     async fn downgrade(

@@ -106,7 +106,8 @@ impl StreamTask {
             if !self.lagging {
                 self.wait_for_input().await;
                 if self.ended {
-                    return None;
+                    // What the end left in `ready` (its status) goes first.
+                    continue;
                 }
             }
             match self.sync_step() {
@@ -159,7 +160,14 @@ impl StreamTask {
     fn on_message(&mut self, message: Result<Option<WatchRequest>, Status>) {
         match message {
             Ok(Some(request)) => self.handle_request(request),
-            Ok(None) | Err(_) => self.ended = true,
+            Ok(None) => self.ended = true,
+            // A request that cannot be decoded ends the stream with its
+            // status (tonic's INTERNAL, as grpc-go's for etcd), not OK, so
+            // the client learns its stream failed.
+            Err(status) => {
+                self.ready.push_back(Err(status));
+                self.ended = true;
+            }
         }
     }
 

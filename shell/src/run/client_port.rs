@@ -341,6 +341,7 @@ async fn serve_connections<IO>(
         );
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            let io = super::url_authority::UrlAuthorityFix::new(io);
             let connection = builder.serve_connection(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "a client connection ended with an error");

@@ -13,11 +13,14 @@ use e2d_core::manager::{
     ManagerConfig, ServerStatus,
 };
 use e2d_core::swim::{MemberView, NodeMeta};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::cluster_calls::MemberChange;
-use super::start::{listed_member, open_backend, start_node, Membership, NodeSettings};
+use super::start::{
+    listed_member, listen_for_peers, open_backend, start_node, Membership, NodeSettings,
+};
 use super::status_board::StatusBoard;
 use super::{
     checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, serve_started,
@@ -93,6 +96,7 @@ pub async fn run(
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board).await?;
+    let peer_listener = listen_for_peers(&settings).await?;
     let gossiping = args.required_cluster_size > 1
         || !args.bootstrap_addrs.is_empty()
         || args.discovery.peer_discovery.is_some();
@@ -129,6 +133,7 @@ pub async fn run(
         settings,
         token: args.initial_cluster_token.clone(),
         backend: Some(backend),
+        peer_listener: Some(peer_listener),
         node: None,
         removed: false,
         gossip: gossip.clone(),
@@ -224,6 +229,8 @@ struct Agent {
     token: String,
     /// The open database, until the server takes it.
     backend: Option<DiskBackend>,
+    /// The peer port, bound at start, until the server takes it.
+    peer_listener: Option<TcpListener>,
     node: Option<Arc<Node>>,
     /// The server has reported this member's removal.
     removed: bool,
@@ -509,6 +516,15 @@ impl Agent {
         }
     }
 
+    /// The peer port bound at start; a failed start dropped the one it
+    /// took, so the next binds again.
+    async fn take_peer_listener(&mut self) -> Result<TcpListener, RunError> {
+        match self.peer_listener.take() {
+            Some(listener) => Ok(listener),
+            None => listen_for_peers(&self.settings).await,
+        }
+    }
+
     /// Where snapshots are fetched to and verified before a restore.
     fn restore_staging(&self) -> PathBuf {
         self.settings.node.data_dir.join("restore")
@@ -645,7 +661,11 @@ impl Agent {
             Ok(backend) => backend,
             Err(e) => return CommandResult::Failed(e.to_string()),
         };
-        match start_node(&self.settings, backend, membership).await {
+        let peer_listener = match self.take_peer_listener().await {
+            Ok(listener) => listener,
+            Err(e) => return CommandResult::Failed(e.to_string()),
+        };
+        match start_node(&self.settings, backend, membership, peer_listener).await {
             Ok(node) => {
                 let cluster_id = node.identity.cluster_id;
                 serve_started(&node, &self.routes, self.backups.as_ref());

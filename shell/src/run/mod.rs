@@ -14,6 +14,8 @@ pub(crate) mod seeds;
 mod start;
 mod static_members;
 mod status_board;
+#[cfg(not(madsim))]
+mod url_authority;
 
 use tokio::net::TcpListener;
 
@@ -203,12 +205,19 @@ async fn checkpoint_leases_before_exit(node: &Node) {
         .await;
 }
 
+/// Connections the kernel queues for a listening port before `accept`
+/// takes them, as etcd's (Go's) listeners: with the OS default of 128, a
+/// burst of connecting clients waits for SYN retransmits (a second each).
+/// Linux caps it at `net.core.somaxconn`.
+#[cfg(not(madsim))]
+const LISTEN_BACKLOG_CONNECTIONS: u32 = 4096;
+
 async fn listen(
     addr: std::net::SocketAddr,
     what: &'static str,
     flag: &'static str,
 ) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr)
+    bind_listener(addr)
         .await
         .map_err(|source| RunError::Listen {
             addr,
@@ -216,6 +225,25 @@ async fn listen(
             flag,
             source,
         })
+}
+
+#[cfg(not(madsim))]
+async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind: a restart may bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG_CONNECTIONS)
+}
+
+/// The simulator's network has no backlog to size.
+#[cfg(madsim)]
+async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
 }
 
 /// The connections of `listener` with Nagle's algorithm off: a small

@@ -123,16 +123,22 @@ fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
     }
 }
 
-/// Starts raft, the state machine and the peer port; the caller serves
-/// clients with the returned node.
+/// Binds the peer port. `run` does so as it starts, beside the client
+/// port, so that a port in use stops it at once with a message naming the
+/// port, in a managed member too, whose server starts only later.
+pub async fn listen_for_peers(settings: &NodeSettings) -> Result<TcpListener, RunError> {
+    listen(settings.peer_addr, "peers", "--peer-addr").await
+}
+
+/// Starts raft, the state machine and serves the peer port on
+/// `peer_listener`; the caller serves clients with the returned node.
 pub async fn start_node(
     settings: &NodeSettings,
     mut backend: DiskBackend,
     membership: Membership,
+    peer_listener: TcpListener,
 ) -> Result<Arc<Node>, RunError> {
     let data_dir = &settings.node.data_dir;
-    // Before anything is written: a port in use fails the start cleanly.
-    let peer_listener = listen(settings.peer_addr, "peers", "--peer-addr").await?;
     let database_error = |e: e2d_core::Error| database_error(data_dir, e);
     let name = settings.name.clone();
     let peer_url = settings.peer_url.clone();

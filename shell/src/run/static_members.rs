@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2d_proto::peer::MemberAttributes;
 
-use super::start::{start_node, Membership};
+use super::start::{listen_for_peers, start_node, Membership};
 use super::status_board::StatusBoard;
 use super::{
     checkpoint_leases_before_exit, node_settings, serve_started, shutdown_signal, ClientPort,
@@ -36,6 +36,7 @@ pub async fn run(
     let members = parse_initial_cluster(&initial_cluster, &token)?;
     let board = StatusBoard::new(name, 1);
     let mut port = ClientPort::open(&args, board).await?;
+    let peer_listener = listen_for_peers(&settings).await?;
     let membership = if args.initial_cluster_state != "existing" {
         Membership::Found { members, token }
     } else if Identity::stored_ids(&backend)?.is_some() {
@@ -49,7 +50,7 @@ pub async fn run(
             members,
         }
     };
-    let node = start_node(&settings, backend, membership).await?;
+    let node = start_node(&settings, backend, membership, peer_listener).await?;
     serve_started(&node, &port.routes, backups.as_ref());
     let stopped = tokio::select! {
         biased;
