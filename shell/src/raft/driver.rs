@@ -751,6 +751,7 @@ impl Driver {
             })
             .map_err(Error::Storage)?;
             log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
+            log_store::stage_installed_snapshot(backend, metadata.index, metadata.term);
             backend.commit(true)?;
             Ok(())
         })?;

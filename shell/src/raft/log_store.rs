@@ -15,6 +15,60 @@ use crate::storage::{DiskBackend, Space};
 
 /// The conf state as of the applied index, in `Table::Meta`.
 const META_CONF_STATE: &[u8] = b"raft_conf_state";
+/// The index and term (u64 BE each) of the last snapshot whose tables were
+/// installed whole, in `Table::Meta`: written in the install's last,
+/// synced batch, and this member's own (snapshots neither carry nor
+/// replace it).
+pub const META_INSTALLED_SNAPSHOT: &[u8] = b"installed_snapshot";
+
+/// Stages the record that the tables of the snapshot at `index` of `term`
+/// are installed whole.
+pub fn stage_installed_snapshot(backend: &mut DiskBackend, index: u64, term: u64) {
+    let mut value = index.to_be_bytes().to_vec();
+    value.extend_from_slice(&term.to_be_bytes());
+    backend.put(Table::Meta, META_INSTALLED_SNAPSHOT, &value);
+}
+
+fn installed_snapshot(backend: &DiskBackend) -> Result<Option<(u64, u64)>, StorageError> {
+    let Some(value) = backend.get(Table::Meta, META_INSTALLED_SNAPSHOT)? else {
+        return Ok(None);
+    };
+    let pair = <[u8; 16]>::try_from(value.as_slice())
+        .map_err(|_| StorageError("the installed snapshot's record is not 16 bytes".into()))?;
+    let index = u64::from_be_bytes(pair[..8].try_into().expect("8 bytes"));
+    let term = u64::from_be_bytes(pair[8..].try_into().expect("8 bytes"));
+    Ok(Some((index, term)))
+}
+
+/// A snapshot install the log marks as under way either finished its
+/// tables (the database records the snapshot, newer than the log's start:
+/// a crash came before the log's own record of it) and the log is brought
+/// up to it, or it did not, and the member's data is incomplete.
+fn finish_interrupted_install(
+    wal: &mut Wal,
+    mut replayed: Replayed,
+    backend: &DiskBackend,
+) -> Result<Replayed, StorageError> {
+    match installed_snapshot(backend)? {
+        Some((index, term)) if index > replayed.start.0 => {
+            wal.snapshot(index, term)?;
+            wal.set_installing(false)?;
+            wal.sync()?;
+            replayed.entries.clear();
+            replayed.start = (index, term);
+            replayed.installing = false;
+            tracing::info!(
+                index,
+                "finished a snapshot install a crash interrupted after its tables were whole"
+            );
+            Ok(replayed)
+        }
+        _ => Err(StorageError(format!(
+            "an interrupted snapshot install left this member's data incomplete. {}",
+            crate::storage::DAMAGED_DATA_WAY_OUT
+        ))),
+    }
+}
 
 /// Keys of the log's state as the database kept it.
 const LEGACY_HARD_STATE_KEY: &[u8] = b"hard_state";
@@ -39,12 +93,11 @@ pub fn load(
         Some(moved) => moved,
         None => replayed,
     };
-    if replayed.installing {
-        return Err(StorageError(format!(
-            "an interrupted snapshot install left this member's data incomplete. {}",
-            crate::storage::DAMAGED_DATA_WAY_OUT
-        )));
-    }
+    let replayed = if replayed.installing {
+        finish_interrupted_install(wal, replayed, backend)?
+    } else {
+        replayed
+    };
     let Some(conf_state) = backend.get(Table::Meta, META_CONF_STATE)? else {
         return Ok(None);
     };
@@ -275,6 +328,71 @@ mod tests {
         assert_eq!(replayed.entries.len(), 3);
         let storage = load(&mut wal, replayed, &mut backend, 6).unwrap().unwrap();
         assert_eq!(storage.initial_state().unwrap().hard_state, hard_state);
+    }
+
+    /// A log marked as installing, with the given snapshot recorded as
+    /// installed in the database (or none); entries 1..=5 before it.
+    fn interrupted_install(
+        dir: &std::path::Path,
+        installed: Option<(u64, u64)>,
+    ) -> (Wal, Replayed, DiskBackend) {
+        let mut backend = DiskBackend::open(&dir.join("db")).unwrap();
+        let conf_state = ConfState::from((vec![1], vec![]));
+        backend.put(
+            Table::Meta,
+            META_CONF_STATE,
+            &codec::encode_conf_state(&conf_state),
+        );
+        if let Some((index, term)) = installed {
+            stage_installed_snapshot(&mut backend, index, term);
+        }
+        backend.commit(true).unwrap();
+        let wal_dir = dir.join("wal");
+        let (mut wal, _) = Wal::open(&wal_dir).unwrap();
+        let entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect();
+        wal.append(&entries).unwrap();
+        wal.set_installing(true).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (wal, replayed) = Wal::open(&wal_dir).unwrap();
+        assert!(replayed.installing);
+        (wal, replayed, backend)
+    }
+
+    #[test]
+    fn an_install_whose_tables_are_whole_is_finished_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, replayed, mut backend) = interrupted_install(dir.path(), Some((100, 3)));
+        let storage = load(&mut wal, replayed, &mut backend, 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(storage.first_index().unwrap(), 101);
+        assert_eq!(storage.term(100).unwrap(), 3);
+        drop(wal);
+        let (_, replayed) = Wal::open(&dir.path().join("wal")).unwrap();
+        assert!(!replayed.installing);
+        assert_eq!(replayed.start, (100, 3));
+        assert!(replayed.entries.is_empty());
+    }
+
+    #[test]
+    fn an_install_whose_tables_are_not_whole_is_refused() {
+        for installed in [None, Some((0, 0))] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut wal, replayed, mut backend) = interrupted_install(dir.path(), installed);
+            let error = load(&mut wal, replayed, &mut backend, 5).err().unwrap();
+            assert!(
+                error.0.contains("interrupted snapshot install"),
+                "{}",
+                error.0
+            );
+        }
     }
 
     #[test]

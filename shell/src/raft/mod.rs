@@ -20,6 +20,7 @@ pub use driver::{
     spawn_driver, Bootstrap, DriverHandle, DriverRequest, LogLimits, MembershipView, ProposalReply,
     RaftStatus,
 };
+pub use log_store::META_INSTALLED_SNAPSHOT;
 pub use peer_service::PeerService;
 pub use transport::Transport;
 

@@ -12,7 +12,10 @@ const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Entries of the backend that belong to this member, not the cluster: a
 /// snapshot from another member must not replace them.
 pub fn is_member_local(table: Table, key: &[u8]) -> bool {
-    table == Table::Meta && (key == META_MEMBER_ID || key == META_CLUSTER_ID)
+    table == Table::Meta
+        && (key == META_MEMBER_ID
+            || key == META_CLUSTER_ID
+            || key == crate::raft::META_INSTALLED_SNAPSHOT)
 }
 
 /// One member of `--initial-cluster`.
