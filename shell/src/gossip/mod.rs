@@ -493,7 +493,7 @@ mod tests {
                 .await
                 .unwrap();
             sent += 1;
-            if sent % 20 == 0 {
+            if sent.is_multiple_of(20) {
                 let members = a.members().await;
                 assert!(
                     members.iter().all(|m| m.liveness == Liveness::Alive),
