@@ -150,13 +150,7 @@ fn grpc_paths_reach_their_service_or_are_unimplemented() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let code_of = |path: &'static str| {
         runtime.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(s.url())
-                .expect("url")
-                .connect()
-                .await
-                .expect("connect");
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.expect("ready");
+            let mut grpc = raw_grpc(&s.url()).await;
             let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
             grpc.unary(tonic::Request::new(Vec::new()), path, RawCodec)
                 .await
@@ -190,13 +184,7 @@ fn an_undecodable_watch_request_ends_the_stream_with_an_error() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let outcome = runtime.block_on(async {
         use tonic::codegen::tokio_stream::{self, StreamExt};
-        let channel = tonic::transport::Endpoint::from_shared(s.url())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.expect("ready");
+        let mut grpc = raw_grpc(&s.url()).await;
         // Field 1 (the create request) says 5 bytes follow, and one does:
         // no protobuf decoder takes it. The request stream then stays
         // open, as a client's.
@@ -220,4 +208,16 @@ fn an_undecodable_watch_request_ends_the_stream_with_an_error() {
         Err(status) => assert_eq!(status.code(), tonic::Code::Internal, "{status:?}"),
         Ok(message) => panic!("expected an INTERNAL status, got {message:?}"),
     }
+}
+
+/// A gRPC client of `url` that sends and takes raw bytes.
+async fn raw_grpc(url: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    grpc
 }

@@ -441,14 +441,23 @@ mod tests {
         panic!("gossip did not converge: {:?}", gossip.members().await);
     }
 
+    /// Node a, and node b seeded with a.
+    async fn a_and_b_through_a() -> (
+        (Gossip, mpsc::Receiver<MemberView>),
+        (Gossip, mpsc::Receiver<MemberView>),
+    ) {
+        let a = Gossip::start(config(Vec::new(), 1), meta("a"))
+            .await
+            .unwrap();
+        let b = Gossip::start(config(vec![a.0.local_addr], 2), meta("b"))
+            .await
+            .unwrap();
+        (a, b)
+    }
+
     #[tokio::test]
     async fn three_nodes_meet_through_one_seed_and_spread_metadata() {
-        let (a, _a_events) = Gossip::start(config(Vec::new(), 1), meta("a"))
-            .await
-            .unwrap();
-        let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
-            .await
-            .unwrap();
+        let ((a, _a_events), (b, _b_events)) = a_and_b_through_a().await;
         let (c, _c_events) = Gossip::start(config(vec![a.local_addr], 3), meta("c"))
             .await
             .unwrap();
@@ -474,12 +483,7 @@ mod tests {
     #[tokio::test]
     async fn junk_from_a_members_address_does_not_keep_its_messages_out() {
         const FLOOD: Duration = Duration::from_secs(4);
-        let (a, _a_events) = Gossip::start(config(Vec::new(), 1), meta("a"))
-            .await
-            .unwrap();
-        let (b, _b_events) = Gossip::start(config(vec![a.local_addr], 2), meta("b"))
-            .await
-            .unwrap();
+        let ((a, _a_events), (b, _b_events)) = a_and_b_through_a().await;
         wait_for(&a, |m| {
             m.len() == 2 && m.iter().all(|m| m.liveness == Liveness::Alive)
         })

@@ -330,6 +330,16 @@ mod tests {
         assert_eq!(storage.initial_state().unwrap().hard_state, hard_state);
     }
 
+    fn entries_of_term_1(indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        indexes
+            .map(|index| Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
     /// A log marked as installing, with the given snapshot recorded as
     /// installed in the database (or none); entries 1..=5 before it.
     fn interrupted_install(
@@ -349,14 +359,7 @@ mod tests {
         backend.commit(true).unwrap();
         let wal_dir = dir.join("wal");
         let (mut wal, _) = Wal::open(&wal_dir).unwrap();
-        let entries: Vec<Entry> = (1..=5)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                ..Default::default()
-            })
-            .collect();
-        wal.append(&entries).unwrap();
+        wal.append(&entries_of_term_1(1..=5)).unwrap();
         wal.set_installing(true).unwrap();
         wal.sync().unwrap();
         drop(wal);
@@ -403,14 +406,7 @@ mod tests {
         let (mut wal, _) = Wal::open(&wal_dir).unwrap();
         let conf_state = ConfState::from((vec![1], vec![]));
         create(&mut wal, &mut backend, conf_state, Some(b"first".to_vec())).unwrap();
-        let entries: Vec<Entry> = (2..=4)
-            .map(|index| Entry {
-                index,
-                term: 1,
-                ..Default::default()
-            })
-            .collect();
-        wal.append(&entries).unwrap();
+        wal.append(&entries_of_term_1(2..=4)).unwrap();
         wal.sync().unwrap();
         drop(wal);
         // The state machine applied entry 3; the hard state on disk says 1.
