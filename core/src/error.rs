@@ -60,6 +60,8 @@ pub enum Error {
     MemberNotFound,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists,
     #[error("etcdserver: given member URLs are invalid")]
@@ -72,6 +74,8 @@ pub enum Error {
     LearnerNotReady,
     #[error("etcdserver: too many learner members in cluster")]
     TooManyLearners,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("etcdserver: not capable")]
@@ -90,13 +94,14 @@ impl Error {
             LeaseNotFound | MemberNotFound => StatusCode::NotFound,
             BadLeaderTransferee
             | PeerUrlExists
+            | MemberExists
             | NotEnoughStartedMembers
             | MemberNotLearner
             | LearnerNotReady
             | TooManyLearners => StatusCode::FailedPrecondition,
             BadMemberUrls => StatusCode::InvalidArgument,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
-            NoSpace => StatusCode::ResourceExhausted,
+            NoSpace | TooManyRequests => StatusCode::ResourceExhausted,
             NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,
             NotCapable => StatusCode::Unimplemented,
             Storage(_) => StatusCode::Internal,
