@@ -219,7 +219,7 @@ impl SharedQueue {
 fn lock(
     queue: &Mutex<mpsc::Receiver<RaftEnvelope>>,
 ) -> std::sync::MutexGuard<'_, mpsc::Receiver<RaftEnvelope>> {
-    crate::fail_stop::lock(&queue)
+    crate::fail_stop::lock(queue)
 }
 
 impl tokio_stream::Stream for CallBody {
