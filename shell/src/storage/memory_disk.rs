@@ -58,7 +58,7 @@ fn disks() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<Disk>>>> {
 }
 
 fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
-    crate::fail_stop::lock(&disk)
+    crate::fail_stop::lock(disk)
 }
 
 /// Loses what the disks and the raft log's files under `dir` had not

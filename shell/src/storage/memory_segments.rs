@@ -23,7 +23,7 @@ fn files() -> MutexGuard<'static, BTreeMap<PathBuf, Arc<Mutex<MemoryFile>>>> {
 }
 
 fn lock(file: &Mutex<MemoryFile>) -> MutexGuard<'_, MemoryFile> {
-    crate::fail_stop::lock(&file)
+    crate::fail_stop::lock(file)
 }
 
 fn not_found(path: &Path) -> io::Error {
