@@ -65,8 +65,10 @@ impl<B: Backend> StateMachine<B> {
     /// Applies a committed membership change to the member list, unless
     /// the list as it stands refuses it
     /// ([`membership::check_replicated`]): then nothing changes, and the
-    /// refusal is what its proposer hears. Every member decides the same.
-    /// The outer error is a storage failure.
+    /// refusal is what its proposer hears. Every member decides the same,
+    /// provided every earlier entry's writes are committed: the member
+    /// list is read by a scan, which sees committed writes only. The outer
+    /// error is a storage failure.
     pub fn apply_member_change(&mut self, change: &Change) -> Result<Result<(), Error>, Error> {
         let members = self.members()?;
         if let Err(refused) = membership::check_replicated(&members, change) {

@@ -695,6 +695,15 @@ impl Driver {
             self.apply_conf_change(state, entry.index, &conf_change)?;
             return Ok(Ok(done()));
         };
+        // The member list is read by a scan, which sees committed writes
+        // only: the entries before this one must be committed first, or
+        // the answer would depend on where this member's batches begin.
+        // Their applied index goes with them, so that a crash leaves no
+        // effect without its index.
+        let before = entry.index.saturating_sub(1);
+        let backend = state.backend_mut();
+        backend.put(Table::Meta, META_APPLIED_INDEX, &before.to_be_bytes());
+        backend.commit(false)?;
         if let Err(refused) = state.apply_member_change(&change)? {
             tracing::warn!(
                 index = entry.index,
