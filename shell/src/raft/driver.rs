@@ -424,6 +424,9 @@ impl Driver {
                 let _ = reply.send(self.membership_view());
             }
             DriverRequest::InstallSnapshot { message, file } => {
+                if !self.addressed_to_me(&message) {
+                    return;
+                }
                 self.incoming_snapshot = Some(file);
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::warn!(error = %e, "a snapshot's raft message was refused");
@@ -442,11 +445,31 @@ impl Driver {
                 self.raw_node.transfer_leader(target);
             }
             DriverRequest::Step(message) => {
+                if !self.addressed_to_me(&message) {
+                    return;
+                }
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::debug!(error = %e, "dropped a raft message");
                 }
             }
         }
+    }
+
+    /// Whether a raft message is for this member. A node that took over a
+    /// dead member's address receives what its peers still send that
+    /// member; stepping it (its commit index, say) would break raft's
+    /// invariants, so it is dropped, as etcd drops a message sent to
+    /// another member.
+    fn addressed_to_me(&self, message: &raft::eraftpb::Message) -> bool {
+        let mine = message.to == self.raw_node.raft.id;
+        if !mine {
+            tracing::debug!(
+                to = format!("{:x}", message.to),
+                from = format!("{:x}", message.from),
+                "dropped a raft message sent to another member"
+            );
+        }
+        mine
     }
 
     /// A fresh proposal id and the entry context that carries it: this
