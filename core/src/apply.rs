@@ -8,6 +8,7 @@ use e2d_proto::peer::{Done, MemberAttributes, Outcome, Proposal};
 use prost::Message;
 
 use crate::error::Error;
+use crate::membership::{self, Change};
 use crate::state_machine::StateMachine;
 use crate::storage::{Backend, StorageError, Table};
 
@@ -59,6 +60,33 @@ impl<B: Backend> StateMachine<B> {
         Ok(Outcome {
             result: Some(result),
         })
+    }
+
+    /// Applies a committed membership change to the member list, unless
+    /// the list as it stands refuses it
+    /// ([`membership::check_replicated`]): then nothing changes, and the
+    /// refusal is what its proposer hears. Every member decides the same,
+    /// provided every earlier entry's writes are committed: the member
+    /// list is read by a scan, which sees committed writes only. The outer
+    /// error is a storage failure.
+    pub fn apply_member_change(&mut self, change: &Change) -> Result<Result<(), Error>, Error> {
+        let members = self.members()?;
+        if let Err(refused) = membership::check_replicated(&members, change) {
+            return Ok(Err(refused));
+        }
+        match change {
+            Change::Add(member) => self.put_member(member),
+            Change::Promote { id } => {
+                if let Some(known) = members.into_iter().find(|m| m.member_id == *id) {
+                    self.put_member(&MemberAttributes {
+                        is_learner: false,
+                        ..known
+                    });
+                }
+            }
+            Change::Remove { id } => self.remove_member(*id),
+        }
+        Ok(Ok(()))
     }
 
     /// Adds or replaces a member of the replicated member list.

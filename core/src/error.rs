@@ -62,6 +62,8 @@ pub enum Error {
     MemberNotFound,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists,
     #[error("etcdserver: given member URLs are invalid")]
@@ -92,6 +94,7 @@ impl Error {
             LeaseNotFound | MemberNotFound => StatusCode::NotFound,
             BadLeaderTransferee
             | PeerUrlExists
+            | MemberExists
             | NotEnoughStartedMembers
             | MemberNotLearner
             | LearnerNotReady

@@ -10,6 +10,7 @@ pub mod error;
 pub mod lease;
 pub mod limits;
 pub mod manager;
+pub mod membership;
 pub mod mvcc;
 pub mod proposal_codec;
 pub mod revision;

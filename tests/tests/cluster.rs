@@ -271,6 +271,80 @@ fn membership_changes_that_would_lose_quorum_are_refused() {
         .fails_with("etcdserver: can only promote a learner member");
 }
 
+/// Learner adds sent to the leader at once each pass its check before any
+/// of them applies; the driver proposes them one after another, and the
+/// check when each is applied refuses all but the first with etcd's
+/// error, on every member alike.
+#[test]
+fn learner_adds_sent_together_leave_one_learner_on_every_member() {
+    /// Adds sent at once: more than one makes the race, more than two
+    /// makes it likelier that two of them pass the leader's check.
+    const ADDS: u16 = 3;
+    /// Time each add may take; a change raft dropped would never answer.
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let endpoint = cluster.members[leader].endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = runtime.block_on(async {
+        let client = etcd_client::Client::connect([endpoint.as_str()], None)
+            .await
+            .unwrap();
+        let mut adds = tokio::task::JoinSet::new();
+        for i in 0..ADDS {
+            let mut cluster_client = client.cluster_client();
+            // Nothing listens there: the learners are never started.
+            let url = format!("http://127.0.0.1:{}", 1 + i);
+            adds.spawn(async move {
+                let options = etcd_client::MemberAddOptions::new().with_is_learner();
+                let add = cluster_client.member_add([url], Some(options));
+                tokio::time::timeout(ANSWER_TIMEOUT, add)
+                    .await
+                    .expect("a member add was never answered")
+            });
+        }
+        adds.join_all().await
+    });
+    let added = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(added, 1, "one add succeeds: {answers:?}");
+    for answer in answers.iter().filter_map(|a| a.as_ref().err()) {
+        let etcd_client::Error::GRpcStatus(status) = answer else {
+            panic!("not a gRPC status: {answer:?}");
+        };
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert_eq!(
+            status.message(),
+            "etcdserver: too many learner members in cluster"
+        );
+    }
+    // Every member applied the same changes: the same list, one learner.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lists: Vec<String> = (0..3)
+            .map(|i| {
+                cluster.members[i]
+                    .etcdctl(&["member", "list"])
+                    .ok()
+                    .out()
+                    .to_string()
+            })
+            .collect();
+        let agreed = lists.windows(2).all(|w| w[0] == w[1]);
+        let learners = lists[0].lines().filter(|l| l.ends_with(", true")).count();
+        if agreed && lists[0].lines().count() == 4 && learners == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members disagree or hold other than one learner: {lists:#?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_watch_on_a_follower_sees_every_write_in_order() {
     let cluster = Cluster::start(3);

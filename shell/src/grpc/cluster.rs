@@ -1,11 +1,13 @@
 //! The Cluster service: the member list, and membership changes through
-//! raft conf changes with etcd's safety checks (a change that would leave
-//! fewer started voters than a quorum is refused). Changes are decided on
-//! the leader; a follower relays them there.
+//! raft conf changes. The leader judges a change by `core::membership`'s
+//! rules against its member list and its raft progress; a follower relays
+//! the request there. The raft driver checks the change again when it
+//! applies it.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use e2d_core::membership::{self, Change};
 use e2d_core::Error;
 use e2d_proto::etcdserverpb::cluster_client::ClusterClient;
 use e2d_proto::etcdserverpb::cluster_server::Cluster;
@@ -24,11 +26,6 @@ use super::to_status;
 use crate::raft::MembershipView;
 use crate::server::Node;
 
-/// Most learners a cluster may have at once (etcd's default).
-const LEARNERS_MAX: usize = 1;
-/// A learner may be promoted once it has this share of the leader's log.
-const LEARNER_READY_SHARE: f64 = 0.9;
-
 pub struct ClusterService {
     node: Arc<Node>,
 }
@@ -40,46 +37,6 @@ fn to_member(m: &MemberAttributes) -> Member {
         peer_ur_ls: m.peer_urls.clone(),
         client_ur_ls: m.client_urls.clone(),
         is_learner: m.is_learner,
-    }
-}
-
-fn quorum(voters: usize) -> usize {
-    voters / 2 + 1
-}
-
-/// Voters other than `except` that the leader heard from recently.
-fn started_voters(view: &MembershipView, except: Option<u64>) -> (usize, usize) {
-    let voters: Vec<u64> = view
-        .voters
-        .iter()
-        .copied()
-        .filter(|id| Some(*id) != except)
-        .collect();
-    let started = voters
-        .iter()
-        .filter(|id| view.progress.get(id).is_some_and(|(_, active)| *active))
-        .count();
-    (voters.len(), started)
-}
-
-/// Whether learner `id` has enough of the leader's log to be promoted
-/// (`view` is the leader's).
-pub fn learner_ready(view: &MembershipView, id: u64) -> bool {
-    let matched = view.progress.get(&id).map_or(0, |(matched, _)| *matched);
-    matched as f64 >= view.last_index as f64 * LEARNER_READY_SHARE
-}
-
-fn check_urls(urls: &[String]) -> Result<(), Error> {
-    let valid = !urls.is_empty()
-        && urls.iter().all(|u| {
-            u.split_once("://").is_some_and(|(scheme, rest)| {
-                matches!(scheme, "http" | "https") && !rest.is_empty()
-            })
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::BadMemberUrls)
     }
 }
 
@@ -145,25 +102,7 @@ impl Cluster for ClusterService {
             Ok(view) => view,
             Err(mut leader) => return leader.member_add(req).await,
         };
-        check_urls(&req.peer_ur_ls).map_err(to_status)?;
         let mut members = self.members()?;
-        if members
-            .iter()
-            .any(|m| m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u)))
-        {
-            return Err(to_status(Error::PeerUrlExists));
-        }
-        if req.is_learner {
-            if view.learners.len() >= LEARNERS_MAX {
-                return Err(to_status(Error::TooManyLearners));
-            }
-        } else {
-            let (voters, started) = started_voters(&view, None);
-            let adding_to_one = voters == 1 && started == 1;
-            if !adding_to_one && started < quorum(voters + 1) {
-                return Err(to_status(Error::NotEnoughStartedMembers));
-            }
-        }
         let member = MemberAttributes {
             member_id: new_member_id(&req.peer_ur_ls, self.node.identity.cluster_id),
             name: String::new(),
@@ -171,6 +110,7 @@ impl Cluster for ClusterService {
             client_urls: Vec::new(),
             is_learner: req.is_learner,
         };
+        check(&members, &view, &Change::Add(member.clone()))?;
         let change = MemberChange {
             kind: Kind::Add as i32,
             member: Some(member.clone()),
@@ -197,13 +137,8 @@ impl Cluster for ClusterService {
             Err(mut leader) => return leader.member_remove(req).await,
         };
         let mut members = self.members()?;
+        check(&members, &view, &Change::Remove { id: req.id })?;
         let member = members[Self::position_of(&members, req.id)?].clone();
-        if !member.is_learner {
-            let (voters, started) = started_voters(&view, Some(req.id));
-            if started < quorum(voters) {
-                return Err(to_status(Error::NotEnoughStartedMembers));
-            }
-        }
         let change = MemberChange {
             kind: Kind::Remove as i32,
             member: Some(member),
@@ -224,14 +159,9 @@ impl Cluster for ClusterService {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
-        check_urls(&req.peer_ur_ls).map_err(to_status)?;
         let mut members = self.members()?;
+        membership::check_update(&members, req.id, &req.peer_ur_ls).map_err(to_status)?;
         let index = Self::position_of(&members, req.id)?;
-        if members.iter().any(|m| {
-            m.member_id != req.id && m.peer_urls.iter().any(|u| req.peer_ur_ls.contains(u))
-        }) {
-            return Err(to_status(Error::PeerUrlExists));
-        }
         members[index].peer_urls = req.peer_ur_ls.clone();
         let updated = members[index].clone();
         self.node
@@ -265,17 +195,8 @@ impl Cluster for ClusterService {
             Err(mut leader) => return leader.member_promote(req).await,
         };
         let mut members = self.members()?;
+        check(&members, &view, &Change::Promote { id: req.id })?;
         let index = Self::position_of(&members, req.id)?;
-        if !members[index].is_learner {
-            return Err(to_status(Error::MemberNotLearner));
-        }
-        if !learner_ready(&view, req.id) {
-            return Err(to_status(Error::LearnerNotReady));
-        }
-        let (voters, started) = started_voters(&view, None);
-        if started + 1 < quorum(voters + 1) {
-            return Err(to_status(Error::NotEnoughStartedMembers));
-        }
         let change = MemberChange {
             kind: Kind::Promote as i32,
             member: Some(members[index].clone()),
@@ -290,6 +211,15 @@ impl Cluster for ClusterService {
             members: Self::listed(&members),
         }))
     }
+}
+
+/// The leader's judgement of `change` (`view` is the leader's).
+fn check(
+    members: &[MemberAttributes],
+    view: &MembershipView,
+    change: &Change,
+) -> Result<(), Status> {
+    membership::check_on_leader(members, &view.progress, change).map_err(to_status)
 }
 
 /// A fresh member id, unique to these URLs, this cluster and this moment.

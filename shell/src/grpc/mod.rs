@@ -11,7 +11,7 @@ mod status;
 mod watch;
 
 pub use auth::AuthService;
-pub use cluster::{learner_ready, ClusterService};
+pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;

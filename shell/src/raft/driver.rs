@@ -3,10 +3,11 @@
 //! raft-rs's order: send, persist (one fsync), send persisted messages,
 //! apply committed entries, advance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use e2d_core::membership::{Change, LeaderProgress, Progress};
 use e2d_core::proposal_codec::decode_proposal;
 use e2d_core::storage::{Backend, Table};
 use e2d_core::Error;
@@ -47,6 +48,9 @@ const DRIVER_BATCH_BUSY: usize = 8;
 const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight to one follower.
 const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Membership changes waiting for the one in flight to apply (raft takes
+/// one at a time and would drop the others unanswered); more are refused.
+const CONF_CHANGES_WAITING_MAX: usize = 16;
 
 pub type ProposalReply = oneshot::Sender<Result<Outcome, Error>>;
 
@@ -84,15 +88,11 @@ pub enum DriverRequest {
     },
 }
 
-/// The raft configuration and, on the leader, how far each member is.
+/// Whether this member leads and, if it does, how far each member is.
 #[derive(Debug, Clone, Default)]
 pub struct MembershipView {
     pub is_leader: bool,
-    pub last_index: u64,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    /// Member id → (matched index, heard from recently).
-    pub progress: BTreeMap<u64, (u64, bool)>,
+    pub progress: LeaderProgress,
 }
 
 /// What the rest of the node may know of raft.
@@ -265,6 +265,7 @@ impl DriverParts {
             transport: self.transport,
             node,
             pending_proposals: BTreeMap::new(),
+            waiting_conf_changes: VecDeque::new(),
             next_proposal_id: 1,
             pending_reads: BTreeMap::new(),
             // Not 1: read requests of this member's earlier run may still
@@ -300,6 +301,8 @@ struct Driver {
     transport: Transport,
     node: Arc<Node>,
     pending_proposals: BTreeMap<u64, ProposalReply>,
+    /// Conf changes proposed while another was in flight.
+    waiting_conf_changes: VecDeque<(MemberChange, ProposalReply)>,
     next_proposal_id: u64,
     pending_reads: BTreeMap<u64, oneshot::Sender<u64>>,
     next_read_id: u64,
@@ -353,6 +356,7 @@ impl Driver {
                     // Forget proposals whose callers gave up (a forwarded
                     // proposal the old leader dropped, say).
                     self.pending_proposals.retain(|_, reply| !reply.is_closed());
+                    self.waiting_conf_changes.retain(|(_, reply)| !reply.is_closed());
                 }
                 received = incoming.recv_many(&mut batch, DRIVER_BATCH_MAX) => {
                     if received == 0 {
@@ -371,13 +375,21 @@ impl Driver {
                     }
                 }
             }
-            if let Err(e) = self.on_ready(busy) {
-                tracing::error!(error = %e, "the raft driver cannot go on; stopping so nothing unsynced or half-applied is served");
-                std::process::exit(1);
+            self.on_ready_or_exit(busy);
+            // The conf change in flight may have applied just now.
+            if self.propose_waiting_conf_change() {
+                self.on_ready_or_exit(false);
             }
             if std::mem::take(&mut self.removed) {
                 self.node.mark_removed();
             }
+        }
+    }
+
+    fn on_ready_or_exit(&mut self, busy: bool) {
+        if let Err(e) = self.on_ready(busy) {
+            tracing::error!(error = %e, "the raft driver cannot go on; stopping so nothing unsynced or half-applied is served");
+            std::process::exit(1);
         }
     }
 
@@ -399,26 +411,7 @@ impl Driver {
                 self.raw_node.read_index(context.to_vec());
             }
             DriverRequest::ChangeMembership { change, reply } => {
-                let (id, mut context) = self.next_proposal();
-                context.extend_from_slice(&change.encode_to_vec());
-                let member_id = change.member.as_ref().map_or(0, |m| m.member_id);
-                let change_type = match (
-                    change.kind(),
-                    change.member.as_ref().is_some_and(|m| m.is_learner),
-                ) {
-                    (ChangeKind::Add, true) => ConfChangeType::AddLearnerNode,
-                    (ChangeKind::Add, false) | (ChangeKind::Promote, _) => ConfChangeType::AddNode,
-                    (ChangeKind::Remove, _) => ConfChangeType::RemoveNode,
-                };
-                let mut single = ConfChangeSingle::default();
-                single.set_change_type(change_type);
-                single.node_id = member_id;
-                let conf_change = ConfChangeV2 {
-                    changes: vec![single],
-                    ..Default::default()
-                };
-                let proposed = self.raw_node.propose_conf_change(context, conf_change);
-                self.track_proposal(id, proposed, reply);
+                self.change_membership(change, reply);
             }
             DriverRequest::View { reply } => {
                 let _ = reply.send(self.membership_view());
@@ -470,6 +463,57 @@ impl Driver {
             );
         }
         mine
+    }
+
+    /// Proposes a conf change, or keeps it until the one in flight has
+    /// applied: raft would drop it unanswered.
+    fn change_membership(&mut self, change: MemberChange, reply: ProposalReply) {
+        let busy = self.raw_node.raft.has_pending_conf() || !self.waiting_conf_changes.is_empty();
+        if !busy {
+            self.propose_conf_change(change, reply);
+        } else if self.waiting_conf_changes.len() < CONF_CHANGES_WAITING_MAX {
+            self.waiting_conf_changes.push_back((change, reply));
+        } else {
+            let _ = reply.send(Err(Error::TooManyRequests));
+        }
+    }
+
+    /// Proposes the next waiting conf change once the one in flight has
+    /// applied; whether it proposed one.
+    fn propose_waiting_conf_change(&mut self) -> bool {
+        if self.raw_node.raft.has_pending_conf() {
+            return false;
+        }
+        while let Some((change, reply)) = self.waiting_conf_changes.pop_front() {
+            if !reply.is_closed() {
+                self.propose_conf_change(change, reply);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn propose_conf_change(&mut self, change: MemberChange, reply: ProposalReply) {
+        let (id, mut context) = self.next_proposal();
+        context.extend_from_slice(&change.encode_to_vec());
+        let member_id = change.member.as_ref().map_or(0, |m| m.member_id);
+        let change_type = match (
+            change.kind(),
+            change.member.as_ref().is_some_and(|m| m.is_learner),
+        ) {
+            (ChangeKind::Add, true) => ConfChangeType::AddLearnerNode,
+            (ChangeKind::Add, false) | (ChangeKind::Promote, _) => ConfChangeType::AddNode,
+            (ChangeKind::Remove, _) => ConfChangeType::RemoveNode,
+        };
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change_type);
+        single.node_id = member_id;
+        let conf_change = ConfChangeV2 {
+            changes: vec![single],
+            ..Default::default()
+        };
+        let proposed = self.raw_node.propose_conf_change(context, conf_change);
+        self.track_proposal(id, proposed, reply);
     }
 
     /// A fresh proposal id and the entry context that carries it: this
@@ -607,10 +651,13 @@ impl Driver {
                     }
                     EntryType::EntryNormal => {}
                     EntryType::EntryConfChangeV2 if entry.index <= self.conf_applied_floor => {}
+                    EntryType::EntryConfChangeV2 if entry.index <= self.state_applied_floor => {
+                        self.apply_held_membership(&mut state, entry)?;
+                    }
                     EntryType::EntryConfChangeV2 => {
                         let outcome = self.apply_membership(&mut state, entry)?;
                         if let Some(id) = self.own_request(&entry.context) {
-                            answers.push((id, Ok(outcome)));
+                            answers.push((id, outcome));
                         }
                     }
                     EntryType::EntryConfChange => {
@@ -673,54 +720,115 @@ impl Driver {
         }
     }
 
-    /// Applies a conf change entry: raft's configuration, the member list
-    /// and the transport's peers.
+    /// Applies a conf change entry: the member list, raft's configuration
+    /// and the transport's peers. A change the member list refuses
+    /// (`StateMachine::apply_member_change`) changes none of them, and its
+    /// refusal is the proposer's answer: every member refuses it alike, so
+    /// raft's configuration stays the same everywhere. The outer error is
+    /// one this member cannot go on after.
     fn apply_membership(
         &mut self,
         state: &mut StateMachine<DiskBackend>,
         entry: &Entry,
-    ) -> Result<Outcome, Error> {
-        let conf_change = ConfChangeV2::decode(entry.data.as_slice())
-            .map_err(|e| storage(format!("corrupt conf change at {}: {e}", entry.index)))?;
-        let conf_state = self
-            .raw_node
-            .apply_conf_change(&conf_change)
-            .map_err(|e| storage(format!("conf change at {}: {e}", entry.index)))?;
-        log_store::stage_conf_state(state.backend_mut(), &conf_state);
-        // Snapshots sent from here carry the store's conf state.
-        self.raw_node.mut_store().wl().set_conf_state(conf_state);
-        let change = entry
-            .context
-            .get(16..)
-            .and_then(|bytes| MemberChange::decode(bytes).ok())
-            .unwrap_or_default();
-        let Some(member) = change.member.clone() else {
-            return Ok(done());
+    ) -> Result<Result<Outcome, Error>, Error> {
+        let (conf_change, change) = decode_conf_change(entry)?;
+        let Some(change) = change else {
+            self.apply_conf_change(state, entry.index, &conf_change)?;
+            return Ok(Ok(done()));
         };
-        let me = self.node.identity.member_id;
-        match change.kind() {
-            ChangeKind::Add => {
-                state.put_member(&member);
-                self.route(&member);
+        // The member list is read by a scan, which sees committed writes
+        // only: the entries before this one must be committed first, or
+        // the answer would depend on where this member's batches begin.
+        // Their applied index goes with them, so that a crash leaves no
+        // effect without its index.
+        let before = entry.index.saturating_sub(1);
+        let backend = state.backend_mut();
+        backend.put(Table::Meta, META_APPLIED_INDEX, &before.to_be_bytes());
+        backend.commit(false)?;
+        if let Err(refused) = state.apply_member_change(&change)? {
+            tracing::warn!(
+                index = entry.index,
+                member = format!("{:x}", change.member_id()),
+                ?change,
+                error = %refused,
+                "refused a committed membership change that the member list no longer allows; raft's configuration stays as it was"
+            );
+            return Ok(Err(refused));
+        }
+        self.apply_conf_change(state, entry.index, &conf_change)?;
+        self.follow_member_change(&change);
+        tracing::info!(
+            member = format!("{:x}", change.member_id()),
+            ?change,
+            "membership changed"
+        );
+        Ok(Ok(done()))
+    }
+
+    /// Applies a conf change entry the state machine already holds (it
+    /// came from a snapshot taken after the entry) to raft's configuration
+    /// and the transport, if it was applied where the member list could
+    /// judge it. The list is past the entry and cannot judge it again;
+    /// what it shows of the outcome (an added member's id stays known,
+    /// even once removed) and raft's configuration, which is still at the
+    /// entry, tell. Its proposer is not answered, as for the other entries
+    /// the state machine holds.
+    fn apply_held_membership(
+        &mut self,
+        state: &mut StateMachine<DiskBackend>,
+        entry: &Entry,
+    ) -> Result<(), Error> {
+        let (conf_change, change) = decode_conf_change(entry)?;
+        let Some(change) = change else {
+            return self.apply_conf_change(state, entry.index, &conf_change);
+        };
+        let conf = self.raw_node.raft.prs().conf();
+        let voters = conf.voters().ids();
+        let is_learner = |id: &u64| conf.learners().contains(id);
+        let was_applied = match &change {
+            Change::Add(member) => {
+                state.member(member.member_id)?.is_some()
+                    || state.is_removed_member(member.member_id)?
             }
-            ChangeKind::Promote => {
-                if let Some(known) = state.member(member.member_id)? {
-                    state.put_member(&MemberAttributes {
-                        is_learner: false,
-                        ..known
-                    });
-                }
-            }
-            ChangeKind::Remove => {
-                state.remove_member(member.member_id);
-                self.transport.remove_peer(member.member_id);
-                if member.member_id == me {
+            Change::Remove { id } => is_learner(id) || (voters.contains(*id) && voters.len() > 1),
+            Change::Promote { id } => is_learner(id),
+        };
+        if was_applied {
+            self.apply_conf_change(state, entry.index, &conf_change)?;
+            self.follow_member_change(&change);
+        }
+        Ok(())
+    }
+
+    /// The transport's peers and this member's removal after `change`.
+    fn follow_member_change(&mut self, change: &Change) {
+        match change {
+            Change::Add(member) => self.route(member),
+            Change::Promote { .. } => {}
+            Change::Remove { id } => {
+                self.transport.remove_peer(*id);
+                if *id == self.node.identity.member_id {
                     self.removed = true;
                 }
             }
         }
-        tracing::info!(kind = ?change.kind(), member = format!("{:x}", member.member_id), "membership changed");
-        Ok(done())
+    }
+
+    /// Changes raft's configuration and records it with the state machine.
+    fn apply_conf_change(
+        &mut self,
+        state: &mut StateMachine<DiskBackend>,
+        index: u64,
+        conf_change: &ConfChangeV2,
+    ) -> Result<(), Error> {
+        let conf_state = self
+            .raw_node
+            .apply_conf_change(conf_change)
+            .map_err(|e| storage(format!("conf change at {index}: {e}")))?;
+        log_store::stage_conf_state(state.backend_mut(), &conf_state);
+        // Snapshots sent from here carry the store's conf state.
+        self.raw_node.mut_store().wl().set_conf_state(conf_state);
+        Ok(())
     }
 
     /// Sends raft messages; a snapshot message goes with the state
@@ -870,22 +978,23 @@ impl Driver {
 
     fn membership_view(&self) -> MembershipView {
         let raft = &self.raw_node.raft;
-        let conf = raft.prs().conf();
-        let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
-        voters.sort_unstable();
-        let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
-        learners.sort_unstable();
-        let progress = raft
+        let members = raft
             .prs()
             .iter()
-            .map(|(&id, p)| (id, (p.matched, p.recent_active || id == raft.id)))
+            .map(|(&id, p)| {
+                let progress = Progress {
+                    matched_index: p.matched,
+                    recently_active: p.recent_active || id == raft.id,
+                };
+                (id, progress)
+            })
             .collect();
         MembershipView {
             is_leader: raft.state == StateRole::Leader,
-            last_index: raft.raft_log.last_index(),
-            voters,
-            learners,
-            progress,
+            progress: LeaderProgress {
+                last_index: raft.raft_log.last_index(),
+                members,
+            },
         }
     }
 
@@ -922,6 +1031,9 @@ impl Driver {
             for (_, reply) in std::mem::take(&mut self.pending_proposals) {
                 let _ = reply.send(Err(Error::LeaderChanged));
             }
+            for (_, reply) in std::mem::take(&mut self.waiting_conf_changes) {
+                let _ = reply.send(Err(Error::LeaderChanged));
+            }
             self.leader_id = leader_id;
         }
         if leader_id == raft::INVALID_ID {
@@ -954,6 +1066,20 @@ fn done() -> Outcome {
             e2d_proto::peer::Done {},
         )),
     }
+}
+
+/// A conf change entry's raft change and the member change its context
+/// carries (`None` if it names no member: e2d proposes none such, and one
+/// from elsewhere changes raft's configuration only, on every member).
+fn decode_conf_change(entry: &Entry) -> Result<(ConfChangeV2, Option<Change>), Error> {
+    let conf_change = ConfChangeV2::decode(entry.data.as_slice())
+        .map_err(|e| storage(format!("corrupt conf change at {}: {e}", entry.index)))?;
+    let change = entry
+        .context
+        .get(16..)
+        .and_then(|bytes| MemberChange::decode(bytes).ok())
+        .and_then(|change| Change::of(&change));
+    Ok((conf_change, change))
 }
 
 fn storage(message: String) -> Error {

@@ -747,7 +747,7 @@ async fn server_status(node: &Node) -> ServerStatus {
                 caught_up: m.is_learner
                     && view
                         .as_ref()
-                        .is_some_and(|v| crate::grpc::learner_ready(v, m.member_id)),
+                        .is_some_and(|v| v.progress.learner_ready(m.member_id)),
                 id: m.member_id,
                 name: m.name,
                 peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
