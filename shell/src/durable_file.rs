@@ -103,14 +103,20 @@ pub fn replace_with<T>(
         let mut file = create_new_with_mode(&temp, mode)?;
         let value = write(&mut file)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        sync_dir(parent_dir(path))?;
+        rename_synced(&temp, path)?;
         Ok(value)
     })();
     if replaced.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     replaced
+}
+
+/// Renames the whole, synced file `from` to `to` and makes the rename
+/// durable in `to`'s directory.
+pub fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)?;
+    sync_dir(parent_dir(to))
 }
 
 /// Makes the creation, rename or removal of a file in `dir` durable.

@@ -131,7 +131,8 @@ async fn save(args: SnapshotSaveArgs) -> Result<(), String> {
     };
     match target {
         Target::File(path) => {
-            std::fs::rename(&sealed.0, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::durable_file::rename_synced(&sealed.0, &path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             println!("Snapshot saved at {} (revision {revision})", path.display());
         }
         Target::Store(location) => {
