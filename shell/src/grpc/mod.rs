@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+mod health;
 mod kv;
 mod lease;
 mod maintenance;
@@ -12,6 +13,7 @@ mod watch;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use health::HealthService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
