@@ -184,8 +184,9 @@ pub struct PkiGencertsArgs {
 }
 
 /// Mutual TLS: with a CA, the client and peer ports take only clients
-/// whose certificates the CA signed, and the node presents its own.
-#[derive(Debug, Clone, Args, Default)]
+/// whose certificates the CA signed (the client port any client with
+/// `--client-cert-auth=false`), and the node presents its own.
+#[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// The CA certificate; turns TLS on for the client and peer ports.
     #[arg(long, env = "E2D_CA_CERT")]
@@ -209,6 +210,13 @@ pub struct TlsArgs {
     /// Key of the client certificate.
     #[arg(long, env = "E2D_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Whether the client port asks clients for a certificate the CA
+    /// signed (etcd asks whenever it has a trusted CA, as --ca-cert is).
+    /// With --client-cert-auth=false it presents its certificate and asks
+    /// for none, as etcd with a certificate and no trusted CA; the peer
+    /// port keeps mutual TLS.
+    #[arg(long, env = "E2D_CLIENT_CERT_AUTH", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub client_cert_auth: bool,
 }
 
 /// How snapshots are wrapped: compression and encryption.
