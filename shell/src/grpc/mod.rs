@@ -16,8 +16,8 @@ pub use cluster::ClusterService;
 pub use health::HealthService;
 pub use kv::KvService;
 pub use lease::LeaseService;
-pub use maintenance::MaintenanceService;
 pub use maintenance::ETCD_VERSION;
+pub use maintenance::{db_sizes_bytes, MaintenanceService};
 pub use status::to_status;
 pub use watch::WatchService;
 
