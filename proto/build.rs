@@ -1,5 +1,6 @@
-//! Compiles the etcd v3 API protos and e2d's peer protocol with prost, plus tonic service stubs when the
-//! `grpc` feature is on.
+//! Compiles the etcd v3 API protos, the gRPC health protocol and e2d's
+//! peer protocol with prost, plus tonic service stubs when the `grpc`
+//! feature is on.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -21,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
                 "proto/e2d/peer.proto",
                 "proto/e2d/gossip.proto",
+                "proto/grpc/health/v1/health.proto",
             ],
             &["proto"],
         )?;

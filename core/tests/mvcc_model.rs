@@ -647,6 +647,14 @@ impl Harness {
         let (sm, model) = (&self.sm, &self.model);
         assert_eq!(sm.current_revision(), model.revision);
         assert_eq!(sm.mvcc().compact_revision(), model.compacted);
+        let mut kv_bytes = 0;
+        let kv = e2d_core::storage::Table::Kv;
+        e2d_core::storage::Backend::scan(sm.mvcc().backend(), kv, &[], &[], &mut |k, v| {
+            kv_bytes += (k.len() + v.len()) as u64;
+            true
+        })
+        .expect("scan");
+        assert_eq!(sm.mvcc().kv_bytes(), kv_bytes, "the kv table's bytes");
         let first = model.compacted.max(1);
         for revision in (first - 1).max(1)..=model.revision + 1 {
             let all = RangeRequest {

@@ -55,6 +55,12 @@ pub mod e2d {
 
 pub use e2d::{gossip, peer};
 
+/// The gRPC health checking protocol: `grpc.health.v1.Health`.
+#[allow(clippy::all, missing_docs)]
+pub mod health {
+    generated!("grpc.health.v1");
+}
+
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb::*;

@@ -184,8 +184,9 @@ pub struct PkiGencertsArgs {
 }
 
 /// Mutual TLS: with a CA, the client and peer ports take only clients
-/// whose certificates the CA signed, and the node presents its own.
-#[derive(Debug, Clone, Args, Default)]
+/// whose certificates the CA signed (the client port any client with
+/// `--client-cert-auth=false`), and the node presents its own.
+#[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// The CA certificate; turns TLS on for the client and peer ports.
     #[arg(long, env = "E2D_CA_CERT")]
@@ -209,6 +210,13 @@ pub struct TlsArgs {
     /// Key of the client certificate.
     #[arg(long, env = "E2D_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Whether the client port asks clients for a certificate the CA
+    /// signed (etcd asks whenever it has a trusted CA, as --ca-cert is).
+    /// With --client-cert-auth=false it presents its certificate and asks
+    /// for none, as etcd with a certificate and no trusted CA; the peer
+    /// port keeps mutual TLS.
+    #[arg(long, env = "E2D_CLIENT_CERT_AUTH", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub client_cert_auth: bool,
 }
 
 /// How snapshots are wrapped: compression and encryption.
@@ -401,6 +409,19 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_ms)]
     pub watch_progress_notify_interval: u64,
 
+    /// How --auto-compaction-retention is read: "periodic" (a duration
+    /// such as 30m or 1h; a bare number is hours) or "revision" (a number
+    /// of revisions).
+    #[arg(long, env = "E2D_AUTO_COMPACTION_MODE", default_value = "periodic", value_parser = ["periodic", "revision"])]
+    pub auto_compaction_mode: String,
+
+    /// History the leader keeps when it compacts the store on its own:
+    /// periodic mode compacts every period (at most hourly) at the revision
+    /// of one period ago, revision mode every 5 minutes at the current
+    /// revision minus this many. 0 turns automatic compaction off.
+    #[arg(long, env = "E2D_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
     /// Where the leader keeps periodic snapshots: file://<dir>,
     /// s3://<bucket>[/prefix] or
     /// https://<region>.digitaloceanspaces.com/<bucket>[/prefix]. A new
@@ -520,7 +541,45 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// `--auto-compaction-retention` read as `--auto-compaction-mode` says, as
+/// etcd reads them; `None` for 0 (off).
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<e2d_core::auto_compaction::Retention>, String> {
+    use e2d_core::auto_compaction::Retention;
+    let retention = retention.trim();
+    if let Ok(number) = retention.parse::<u64>() {
+        if number == 0 {
+            return Ok(None);
+        }
+        let too_large = || format!("--auto-compaction-retention {retention} is too large");
+        return match mode {
+            "revision" => Ok(Some(Retention::Revision {
+                revisions: i64::try_from(number).map_err(|_| too_large())?,
+            })),
+            // A bare number is hours, as etcd reads it.
+            _ => Ok(Some(Retention::Periodic {
+                period_ms: number.checked_mul(3_600_000).ok_or_else(too_large)?,
+            })),
+        };
+    }
+    if mode == "revision" {
+        return Err(format!(
+            "--auto-compaction-retention {retention:?} is not a number of revisions, which --auto-compaction-mode revision needs"
+        ));
+    }
+    let period_ms = parse_duration_ms(retention)
+        .map_err(|e| format!("--auto-compaction-retention: {e} (or a bare number of hours)"))?;
+    Ok(Some(Retention::Periodic { period_ms }))
+}
+
 impl RunArgs {
+    /// The automatic compaction the flags ask for; `None` when off.
+    pub fn auto_compaction(&self) -> Result<Option<e2d_core::auto_compaction::Retention>, String> {
+        parse_auto_compaction(&self.auto_compaction_mode, &self.auto_compaction_retention)
+    }
+
     /// The URL others use to reach `addr`: the host replaces an
     /// unspecified listen address.
     pub fn advertised_url(&self, addr: SocketAddr) -> String {
@@ -552,6 +611,32 @@ mod tests {
             .unwrap_err()
             .contains("neither h nor d"));
         assert!(parse_retention("five").unwrap_err().contains("not a count"));
+    }
+
+    #[test]
+    fn auto_compaction_retention_reads_as_etcd_does() {
+        use e2d_core::auto_compaction::Retention;
+        let periodic = |period_ms| Ok(Some(Retention::Periodic { period_ms }));
+        assert_eq!(parse_auto_compaction("periodic", "0"), Ok(None));
+        assert_eq!(parse_auto_compaction("revision", "0"), Ok(None));
+        assert_eq!(parse_auto_compaction("periodic", "1"), periodic(3_600_000));
+        assert_eq!(
+            parse_auto_compaction("periodic", "30m"),
+            periodic(1_800_000)
+        );
+        assert_eq!(parse_auto_compaction("periodic", "1h"), periodic(3_600_000));
+        assert_eq!(
+            parse_auto_compaction("revision", "1000"),
+            Ok(Some(Retention::Revision { revisions: 1000 }))
+        );
+        assert!(parse_auto_compaction("revision", "1h")
+            .unwrap_err()
+            .contains("number of revisions"));
+        assert!(parse_auto_compaction("periodic", "soon").is_err());
+        assert!(parse_auto_compaction("periodic", "-1").is_err());
+        assert!(parse_auto_compaction("periodic", &u64::MAX.to_string())
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use e2d_core::storage::Backend;
 use e2d_proto::etcdserverpb::AlarmType;
 
 use crate::grpc::ETCD_VERSION;
@@ -105,8 +104,10 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let gauges = {
         let state = node.read();
         let mvcc = state.mvcc();
+        let (db_size_bytes, db_size_in_use_bytes) = crate::grpc::db_sizes_bytes(mvcc);
         Gauges {
-            db_size_bytes: mvcc.backend().size_bytes(),
+            db_size_bytes,
+            db_size_in_use_bytes,
             quota_bytes: node.config.quota_backend_bytes,
             revision: mvcc.current_revision(),
             compact_revision: mvcc.compact_revision(),

@@ -62,6 +62,7 @@ impl Drop for RequestTimer<'_> {
 #[derive(Default)]
 pub struct Gauges {
     pub db_size_bytes: u64,
+    pub db_size_in_use_bytes: u64,
     pub quota_bytes: u64,
     pub revision: i64,
     pub compact_revision: i64,
@@ -112,6 +113,12 @@ impl Metrics {
             "etcd_mvcc_db_total_size_in_bytes",
             "Size of the backend on disk.",
             gauges.db_size_bytes.to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Bytes of the key-value history the backend holds (see Status's db_size_in_use).",
+            gauges.db_size_in_use_bytes.to_string(),
         );
         gauge(
             &mut out,

@@ -169,6 +169,21 @@ fn a_member_cut_off_from_the_leader_refuses_requests_that_require_one() {
 }
 
 #[test]
+fn status_says_which_member_is_a_learner() {
+    let mut cluster = Cluster::start(1);
+    let learner = cluster.join(0, true);
+    let is_learner = |i: usize| {
+        let status = cluster.members[i]
+            .etcdctl(&["endpoint", "status", "-w", "json"])
+            .json();
+        // etcdctl leaves out a false isLearner.
+        status[0]["Status"]["isLearner"].as_bool() == Some(true)
+    };
+    assert!(is_learner(learner));
+    assert!(!is_learner(0));
+}
+
+#[test]
 fn a_learner_joins_catches_up_is_promoted_and_the_leader_can_be_removed() {
     let mut cluster = Cluster::start(3);
     for n in 0..30 {

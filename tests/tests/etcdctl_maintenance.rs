@@ -153,6 +153,50 @@ fn endpoint_status_health_and_hashkv() {
     assert_eq!(hash(&[]).2, 3, "hashkv reports the compaction revision");
 }
 
+/// `dbSize` and `dbSizeInUse` from `etcdctl endpoint status`.
+fn db_sizes(s: &Server) -> (i64, i64) {
+    let status = s.etcdctl(&["endpoint", "status", "-w", "json"]).json();
+    let st = &status[0]["Status"];
+    (int(&st["dbSize"]), int(&st["dbSizeInUse"]))
+}
+
+#[test]
+fn status_reports_the_history_in_use_apart_from_the_files() {
+    const VALUE_BYTES: usize = 64 * 1024;
+    const PUTS: usize = 20;
+    let s = Server::e2d();
+    // Values that do not compress, so the files hold them all.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut value = || {
+        let mut text = String::with_capacity(VALUE_BYTES);
+        while text.len() < VALUE_BYTES {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            text.push_str(&format!("{state:016x}"));
+        }
+        text
+    };
+    for _ in 0..PUTS {
+        s.etcdctl(&["put", "big", &value()]).ok();
+    }
+    let (size, in_use) = db_sizes(&s);
+    let history = (PUTS * VALUE_BYTES) as i64;
+    assert!(
+        in_use >= history && in_use <= size,
+        "{PUTS} values of {VALUE_BYTES} bytes: {in_use} in use of {size}"
+    );
+    // Compaction drops all but the newest value from what is in use at
+    // once, whatever the files still hold.
+    let revision = s.revision().to_string();
+    s.etcdctl(&["compaction", &revision]).ok();
+    let (size, in_use) = db_sizes(&s);
+    assert!(
+        in_use >= VALUE_BYTES as i64 && in_use < 2 * VALUE_BYTES as i64,
+        "one value of {VALUE_BYTES} bytes left: {in_use} in use of {size}"
+    );
+}
+
 #[test]
 fn endpoints_given_as_urls_are_served() {
     // etcdctl 3.4 sends the endpoint as given, scheme and all, as the

@@ -164,8 +164,10 @@ fn grpc_paths_reach_their_service_or_are_unimplemented() {
         code_of("/etcdserverpb.KV/Range"),
         Some(tonic::Code::InvalidArgument)
     );
-    // An empty StatusRequest succeeds.
+    // An empty StatusRequest succeeds, and so does an empty health check
+    // (the whole server's).
     assert_eq!(code_of("/etcdserverpb.Maintenance/Status"), None);
+    assert_eq!(code_of("/grpc.health.v1.Health/Check"), None);
     for path in [
         "/etcdserverpb.KV/NoSuchMethod",
         "/etcdserverpb.NoSuchService/Range",

@@ -198,6 +198,30 @@ fn etcdctl_needs_a_client_certificate_from_the_cluster_ca() {
 }
 
 #[test]
+fn without_client_cert_auth_clients_need_only_the_ca() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let cluster = tls_cluster(1, &pki, &["--client-cert-auth=false"]);
+    let node = &cluster.nodes[0];
+    // The server presents its certificate and asks for none back.
+    let ca_only = vec!["--cacert".to_string(), pki.file("ca.crt")];
+    tls_etcdctl(node, &ca_only, &["put", "greeting", "hello"]).ok();
+    let got = tls_etcdctl(node, &ca_only, &["get", "greeting", "--print-value-only"]);
+    assert_eq!(got.out().trim(), "hello", "{got}");
+    // A client with a certificate is served too.
+    let got = tls_etcdctl(
+        node,
+        &pki.client_flags(),
+        &["get", "greeting", "--print-value-only"],
+    );
+    assert_eq!(got.out().trim(), "hello", "{got}");
+    // It is still TLS: a client that does not trust the CA is refused.
+    let other = Pki::new();
+    let untrusting = vec!["--cacert".to_string(), other.file("ca.crt")];
+    assert!(!tls_etcdctl(node, &untrusting, &["get", "greeting"]).success());
+}
+
+#[test]
 fn a_three_node_cluster_forms_and_heals_over_mutual_tls() {
     let _serial = one_at_a_time();
     let pki = Pki::new();

@@ -10,28 +10,49 @@ use e2d_proto::mvccpb::KeyValue;
 
 use crate::revision::Revision;
 
-/// One change of a key: a put, or a delete (tombstone). 16 bytes: the
-/// sub revision (a change's place within its revision) is kept in 32 bits.
+/// One change of a key: a put, or a delete (tombstone), and the bytes its
+/// entry takes in the kv table. 16 bytes: the sub revision (a change's
+/// place within its revision) is kept in 31 bits, beside the tombstone
+/// mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     main: i64,
-    sub: u32,
-    pub tombstone: bool,
+    /// The sub revision, and [`TOMBSTONE_BIT`] for a delete.
+    sub_and_mark: u32,
+    /// Revision key and stored value, saturated at `u32::MAX` (no entry
+    /// comes close: a request is at most 63 MiB).
+    entry_bytes: u32,
 }
 
+/// Marks a tombstone in [`Change::sub_and_mark`].
+const TOMBSTONE_BIT: u32 = 1 << 31;
+
 impl Change {
-    /// `None` when the sub revision does not fit in 32 bits: no revision
+    /// `None` when the sub revision does not fit in 31 bits: no revision
     /// this store writes has that many changes.
-    pub fn new(revision: Revision, tombstone: bool) -> Option<Self> {
+    pub fn new(revision: Revision, tombstone: bool, entry_bytes: usize) -> Option<Self> {
+        let sub = u32::try_from(revision.sub)
+            .ok()
+            .filter(|sub| sub & TOMBSTONE_BIT == 0)?;
         Some(Change {
             main: revision.main,
-            sub: u32::try_from(revision.sub).ok()?,
-            tombstone,
+            sub_and_mark: if tombstone { sub | TOMBSTONE_BIT } else { sub },
+            entry_bytes: u32::try_from(entry_bytes).unwrap_or(u32::MAX),
         })
     }
 
     pub fn revision(&self) -> Revision {
-        Revision::new(self.main, i64::from(self.sub))
+        Revision::new(self.main, i64::from(self.sub_and_mark & !TOMBSTONE_BIT))
+    }
+
+    /// Whether the change is a delete.
+    pub fn tombstone(&self) -> bool {
+        self.sub_and_mark & TOMBSTONE_BIT != 0
+    }
+
+    /// Bytes of the change's entry in the kv table.
+    pub fn entry_bytes(&self) -> u64 {
+        u64::from(self.entry_bytes)
     }
 }
 
@@ -166,7 +187,7 @@ impl KeyIndex {
     /// Records `change` of `key`; `live` describes the value a put stores
     /// (it is ignored for a delete).
     pub fn record(&mut self, key: &[u8], change: Change, live: Live) {
-        debug_assert!(change.tombstone || live.version > 0);
+        debug_assert!(change.tombstone() || live.version > 0);
         match self.keys.get_mut(key) {
             Some(entry) => {
                 let last = entry
@@ -197,7 +218,7 @@ impl KeyIndex {
     pub fn live(&self, key: &[u8]) -> Option<Live> {
         let entry = self.keys.get(key)?;
         let last = entry.history.as_slice().last()?;
-        (!last.tombstone).then_some(entry.live)
+        (!last.tombstone()).then_some(entry.live)
     }
 
     /// Keys in `span` alive at `at_main`, in key order, with their revisions.
@@ -237,7 +258,7 @@ impl KeyIndex {
             let changes = history.as_slice();
             let keep_from = match changes.iter().rposition(|c| c.main <= at_main) {
                 None => 0,
-                Some(i) if changes[i].tombstone => i + 1,
+                Some(i) if changes[i].tombstone() => i + 1,
                 Some(i) => i,
             };
             keep_from == 0 || history.drop_oldest(keep_from, &mut dropped)
@@ -253,7 +274,7 @@ impl KeyIndex {
 fn live_at(history: &[Change], at_main: i64) -> Option<Revision> {
     let i = history.partition_point(|c| c.main <= at_main);
     let change = history[..i].last()?;
-    (!change.tombstone).then_some(change.revision())
+    (!change.tombstone()).then_some(change.revision())
 }
 
 #[cfg(test)]
@@ -262,7 +283,7 @@ mod tests {
 
     fn put(index: &mut KeyIndex, key: &[u8], main: i64) {
         let version = index.live(key).map_or(1, |live| live.version + 1);
-        let change = Change::new(Revision::new(main, 0), false).unwrap();
+        let change = Change::new(Revision::new(main, 0), false, 30).unwrap();
         let live = Live {
             create_revision: index.live(key).map_or(main, |live| live.create_revision),
             version,
@@ -272,7 +293,7 @@ mod tests {
     }
 
     fn del(index: &mut KeyIndex, key: &[u8], main: i64) {
-        let change = Change::new(Revision::new(main, 0), true).unwrap();
+        let change = Change::new(Revision::new(main, 0), true, 20).unwrap();
         index.record(key, change, Live::default());
     }
 
@@ -333,7 +354,14 @@ mod tests {
         // With a million keys the index is much of the server's memory.
         assert_eq!(std::mem::size_of::<Change>(), 16);
         assert_eq!(std::mem::size_of::<History>(), 24);
-        assert!(Change::new(Revision::new(1, 1 << 32), false).is_none());
+        assert!(Change::new(Revision::new(1, 1 << 31), false, 0).is_none());
+        let change = Change::new(Revision::new(7, (1 << 31) - 1), true, 99).unwrap();
+        assert_eq!(change.revision(), Revision::new(7, (1 << 31) - 1));
+        assert!(change.tombstone());
+        assert_eq!(change.entry_bytes(), 99);
+        let change = Change::new(Revision::new(7, 3), false, usize::MAX).unwrap();
+        assert!(!change.tombstone());
+        assert_eq!(change.entry_bytes(), u64::from(u32::MAX));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Mvcc<B> {
     index: KeyIndex,
     current_revision: i64,
     compact_revision: i64,
+    /// Bytes of the kv table's entries: see [`Mvcc::kv_bytes`].
+    kv_bytes: u64,
 }
 
 impl<B: Backend> Mvcc<B> {
@@ -49,6 +51,7 @@ impl<B: Backend> Mvcc<B> {
             index: KeyIndex::default(),
             current_revision: 1,
             compact_revision: 0,
+            kv_bytes: 0,
         };
         mvcc.reload()?;
         Ok(mvcc)
@@ -64,9 +67,13 @@ impl<B: Backend> Mvcc<B> {
             read_meta_u64(backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
         let mut index = KeyIndex::default();
         let mut corrupt = None;
+        let mut kv_bytes = 0;
         backend.scan(Table::Kv, &[], &[], &mut |key, value| {
             match decode_kv_entry(key, value) {
-                Ok((change, kv)) => index.record(&kv.key, change, Live::of(&kv)),
+                Ok((change, kv)) => {
+                    kv_bytes += change.entry_bytes();
+                    index.record(&kv.key, change, Live::of(&kv));
+                }
                 Err(e) => {
                     corrupt = Some(e);
                     return false;
@@ -80,6 +87,7 @@ impl<B: Backend> Mvcc<B> {
         self.index = index;
         self.current_revision = current_revision;
         self.compact_revision = compact_revision;
+        self.kv_bytes = kv_bytes;
         Ok(())
     }
 
@@ -105,6 +113,14 @@ impl<B: Backend> Mvcc<B> {
 
     pub fn key_count(&self) -> usize {
         self.index.key_count()
+    }
+
+    /// Bytes of the kv table's entries, revision keys and stored values:
+    /// every revision compaction has kept, tombstones included. What the
+    /// history takes before the storage engine's own overhead (indexes,
+    /// compression, versions its compaction has not dropped yet).
+    pub fn kv_bytes(&self) -> u64 {
+        self.kv_bytes
     }
 
     /// Starts a write; all its changes share revision `current + 1`.
@@ -145,8 +161,10 @@ impl<B: Backend> Mvcc<B> {
         for change in self.index.compact(revision) {
             self.backend.delete(
                 Table::Kv,
-                &kv_entry_key(change.revision(), change.tombstone),
+                &kv_entry_key(change.revision(), change.tombstone()),
             );
+            debug_assert!(self.kv_bytes >= change.entry_bytes());
+            self.kv_bytes = self.kv_bytes.saturating_sub(change.entry_bytes());
         }
         self.compact_revision = revision;
         self.backend
@@ -183,11 +201,11 @@ impl<B: Backend> Mvcc<B> {
                     return false;
                 }
                 last_main = change.revision().main;
-                if change.tombstone {
+                if change.tombstone() {
                     kv.mod_revision = change.revision().main;
                 }
                 events.push(Event {
-                    r#type: if change.tombstone {
+                    r#type: if change.tombstone() {
                         EventType::Delete as i32
                     } else {
                         EventType::Put as i32
@@ -245,7 +263,7 @@ fn kv_entry_key(rev: Revision, tombstone: bool) -> Vec<u8> {
 /// One record of the kv table as a snapshot carries it: whether it is a
 /// delete (tombstone), and the key-value it holds.
 pub fn decode_kv_record(key: &[u8], value: &[u8]) -> Result<(bool, KeyValue), StorageError> {
-    decode_kv_entry(key, value).map(|(change, kv)| (change.tombstone, kv))
+    decode_kv_entry(key, value).map(|(change, kv)| (change.tombstone(), kv))
 }
 
 fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), StorageError> {
@@ -258,5 +276,7 @@ fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), Stora
         _ => return Err(corrupt()),
     };
     let kv = KeyValue::decode(value).map_err(|_| corrupt())?;
-    Ok((Change::new(revision, tombstone).ok_or_else(corrupt)?, kv))
+    let entry_bytes = key.len() + value.len();
+    let change = Change::new(revision, tombstone, entry_bytes).ok_or_else(corrupt)?;
+    Ok((change, kv))
 }

@@ -130,16 +130,17 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         } else {
             kv.encode_to_vec()
         };
-        self.mvcc
-            .backend
-            .put(Table::Kv, &kv_entry_key(revision, tombstone), &stored);
+        let entry_key = kv_entry_key(revision, tombstone);
+        self.mvcc.backend.put(Table::Kv, &entry_key, &stored);
         let live = if tombstone {
             Live::default()
         } else {
             Live::of(&kv)
         };
-        let change =
-            Change::new(revision, tombstone).expect("a revision's changes are counted in 32 bits");
+        let entry_bytes = entry_key.len() + stored.len();
+        let change = Change::new(revision, tombstone, entry_bytes)
+            .expect("a revision's changes are counted in 31 bits");
+        self.mvcc.kv_bytes += change.entry_bytes();
         self.mvcc.index.record(&kv.key, change, live);
         self.events.push(Event {
             r#type: kind as i32,

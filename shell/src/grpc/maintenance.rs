@@ -187,9 +187,27 @@ impl Maintenance for MaintenanceService {
     }
 }
 
+/// The database's size on disk and the part of it in use: the bytes of
+/// the kv table's entries (every revision compaction kept, keys and
+/// values as stored; leases and the member list are small and not
+/// counted), at most the size on disk (the storage engine compresses).
+/// After a compaction the size in use falls at once, the size on disk as
+/// the storage engine's own compaction drops the old data.
+pub fn db_sizes_bytes(mvcc: &e2d_core::mvcc::Mvcc<crate::storage::DiskBackend>) -> (u64, u64) {
+    let size = e2d_core::storage::Backend::size_bytes(mvcc.backend());
+    (size, mvcc.kv_bytes().min(size))
+}
+
 pub fn status_of(node: &Node) -> StatusResponse {
     let state = node.read();
-    let db_size = e2d_core::storage::Backend::size_bytes(state.mvcc().backend());
+    let (db_size, db_size_in_use) = db_sizes_bytes(state.mvcc());
+    // A member that cannot read its own entry is reported a voter; the
+    // member list says learners.
+    let is_learner = state
+        .member(node.identity.member_id)
+        .ok()
+        .flatten()
+        .is_some_and(|member| member.is_learner);
     let raft = node.raft_status();
     StatusResponse {
         header: node.header(state.current_revision()),
@@ -209,8 +227,8 @@ pub fn status_of(node: &Node) -> StatusResponse {
                 format!("memberID:{} alarm:{} ", a.member_id, name)
             })
             .collect(),
-        db_size_in_use: i64::try_from(db_size).unwrap_or(i64::MAX),
-        is_learner: false,
+        db_size_in_use: i64::try_from(db_size_in_use).unwrap_or(i64::MAX),
+        is_learner,
         storage_version: STORAGE_VERSION.to_string(),
         db_size_quota: i64::try_from(node.config.quota_backend_bytes).unwrap_or(i64::MAX),
         downgrade_info: None,

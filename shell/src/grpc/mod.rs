@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+mod health;
 mod kv;
 mod lease;
 mod maintenance;
@@ -12,10 +13,11 @@ mod watch;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use health::HealthService;
 pub use kv::KvService;
 pub use lease::LeaseService;
-pub use maintenance::MaintenanceService;
 pub use maintenance::ETCD_VERSION;
+pub use maintenance::{db_sizes_bytes, MaintenanceService};
 pub use status::to_status;
 pub use watch::WatchService;
 

@@ -18,6 +18,7 @@ use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use e2d_proto::health::health_server::HealthServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -118,8 +119,9 @@ struct Served {
     http: Router,
 }
 
-/// The etcd gRPC services of a running node. A call goes straight to its
-/// service by the path's service name, with no HTTP router on its way.
+/// The etcd gRPC services of a running node, and the gRPC health service.
+/// A call goes straight to its service by the path's service name, with no
+/// HTTP router on its way.
 struct GrpcServices {
     kv: KvServer<grpc::KvService>,
     watch: WatchServer<grpc::WatchService>,
@@ -127,6 +129,7 @@ struct GrpcServices {
     cluster: ClusterServer<grpc::ClusterService>,
     maintenance: MaintenanceServer<grpc::MaintenanceService>,
     auth: AuthServer<grpc::AuthService>,
+    health: HealthServer<grpc::HealthService>,
 }
 
 type Body = tonic::body::Body;
@@ -147,6 +150,7 @@ impl GrpcServices {
                 .max_decoding_message_size(max),
             auth: AuthServer::new(grpc::AuthService::new(node.clone()))
                 .max_decoding_message_size(max),
+            health: HealthServer::new(grpc::HealthService::new(node.raft().subscribe())),
         }
     }
 
@@ -179,6 +183,8 @@ impl GrpcServices {
             self.maintenance.clone().call(request)
         } else if named(&self.auth, service) {
             self.auth.clone().call(request)
+        } else if named(&self.health, service) {
+            self.health.clone().call(request)
         } else {
             elsewhere(request)
         }

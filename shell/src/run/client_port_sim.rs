@@ -8,6 +8,7 @@ use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use e2d_proto::health::health_server::HealthServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -42,7 +43,10 @@ impl NodeRoutes {
             .add_service(MaintenanceServer::new(grpc::MaintenanceService::new(
                 node.clone(),
             )))
-            .add_service(AuthServer::new(grpc::AuthService::new(node.clone())));
+            .add_service(AuthServer::new(grpc::AuthService::new(node.clone())))
+            .add_service(HealthServer::new(grpc::HealthService::new(
+                node.raft().subscribe(),
+            )));
         let (addr, failures) = (self.addr, self.failures.clone());
         let serving = tokio::spawn(async move {
             if let Err(e) = router.serve_with_shutdown(addr, shutdown).await {

@@ -101,6 +101,7 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     } else {
         managed::check_flags(&args)?;
     }
+    args.auto_compaction().map_err(RunError::Config)?;
     if let Some(warning) = data_dir::make_private(&args.data_dir)? {
         tracing::warn!("{warning}");
     }
@@ -158,6 +159,8 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
             quota_backend_bytes: args.quota_backend_bytes,
             max_request_bytes: args.max_request_bytes,
             progress_notify_interval_ms: args.watch_progress_notify_interval,
+            // `run` refused flags that do not parse before it got here.
+            auto_compaction: args.auto_compaction().unwrap_or_default(),
         },
     }
 }

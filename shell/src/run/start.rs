@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use super::{listen, RunError};
 use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
-use crate::server::{spawn_duties, Clock, Identity, InitialMember, Node, NodeConfig};
+use crate::server::{
+    spawn_auto_compaction, spawn_duties, Clock, Identity, InitialMember, Node, NodeConfig,
+};
 use crate::storage::DiskBackend;
 
 /// Largest message between members: a raft append of up to 1 MiB of
@@ -266,6 +268,9 @@ pub async fn start_node(
     ));
     driver.run(node.clone());
     spawn_duties(node.clone());
+    if let Some(retention) = settings.node.auto_compaction {
+        spawn_auto_compaction(node.clone(), retention);
+    }
     tokio::spawn(serve_peers(node.clone(), peer_listener));
     tracing::info!(peer_url = %settings.peer_url, "serving peers on {}", settings.peer_addr);
     Ok(node)

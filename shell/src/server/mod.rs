@@ -1,13 +1,16 @@
 //! The running node: the state machine behind a lock, shared by the gRPC
 //! handlers and the raft driver that applies to it, and the background
-//! duties of the leader (lease expiry, lease checkpoints).
+//! duties of the leader (lease expiry, lease checkpoints, automatic
+//! compaction).
 
+mod auto_compaction;
 pub mod clock;
 mod duties;
 mod identity;
 pub(crate) mod node;
 pub mod recent_events;
 
+pub use auto_compaction::spawn_auto_compaction;
 pub use clock::Clock;
 pub use duties::spawn_duties;
 pub use identity::{

@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub progress_notify_interval_ms: u64,
+    /// Automatic compaction keeps this much history; `None`: off.
+    pub auto_compaction: Option<e2d_core::auto_compaction::Retention>,
 }
 
 pub struct Node {

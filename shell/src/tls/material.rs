@@ -42,6 +42,8 @@ pub struct Loaded {
 /// The node's TLS material.
 pub struct Material {
     ca_path: PathBuf,
+    /// Whether the client port asks clients for a certificate.
+    client_cert_auth: bool,
     paths: [PairPaths; 3],
     current: RwLock<Arc<Loaded>>,
 }
@@ -90,6 +92,7 @@ impl Material {
         let loaded = load(ca_path, &paths)?;
         Ok(Some(Arc::new(Self {
             ca_path: ca_path.clone(),
+            client_cert_auth: args.client_cert_auth,
             paths,
             current: RwLock::new(Arc::new(loaded)),
         })))
@@ -115,30 +118,41 @@ impl Material {
             .max()
     }
 
+    /// Whether the port of `role` asks its clients for a certificate: the
+    /// peer port always, the client port unless `--client-cert-auth=false`.
+    pub fn asks_client_certificate(&self, role: Role) -> bool {
+        role != Role::Server || self.client_cert_auth
+    }
+
     /// A server configuration for `role` (the client or the peer port)
-    /// that demands a client certificate the CA signed and always presents
-    /// the current certificate.
+    /// that always presents the current certificate and, if the port
+    /// [asks for one](Self::asks_client_certificate), demands a client
+    /// certificate the CA signed (otherwise, as etcd without client
+    /// certificate authentication, it asks for none).
     pub fn server_config(
         self: &Arc<Self>,
         role: Role,
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(self.current().ca.der.clone())
-            .map_err(|e| TlsError(format!("the CA certificate cannot be a trust root: {e}")))?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(e.to_string()))?;
+        let builder = if self.asks_client_certificate(role) {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(self.current().ca.der.clone())
+                .map_err(|e| TlsError(format!("the CA certificate cannot be a trust root: {e}")))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError(format!("client verification: {e}")))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(Resolver {
-                material: self.clone(),
-                role,
-            }));
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(Resolver {
+            material: self.clone(),
+            role,
+        }));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
