@@ -1,4 +1,5 @@
-//! Compiles the etcd v3 API protos and e2d's peer protocol with prost, plus tonic service stubs when the
+//! Compiles the etcd v3 API protos (with the Lock and Election services)
+//! and e2d's peer protocol with prost, plus tonic service stubs when the
 //! `grpc` feature is on.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/mvcc/mvccpb/kv.proto",
                 "proto/etcd/auth/authpb/auth.proto",
                 "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
+                "proto/etcd/v3lock/v3lockpb/v3lock.proto",
+                "proto/etcd/v3election/v3electionpb/v3election.proto",
                 "proto/e2d/peer.proto",
                 "proto/e2d/gossip.proto",
             ],
