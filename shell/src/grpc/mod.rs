@@ -4,16 +4,21 @@
 
 mod auth;
 mod cluster;
+mod election;
+mod key_queue;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod status;
 mod watch;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use maintenance::ETCD_VERSION;
 pub use status::to_status;

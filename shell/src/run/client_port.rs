@@ -18,6 +18,8 @@ use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use e2d_proto::v3electionpb::election_server::ElectionServer;
+use e2d_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -127,6 +129,8 @@ struct GrpcServices {
     cluster: ClusterServer<grpc::ClusterService>,
     maintenance: MaintenanceServer<grpc::MaintenanceService>,
     auth: AuthServer<grpc::AuthService>,
+    lock: LockServer<grpc::LockService>,
+    election: ElectionServer<grpc::ElectionService>,
 }
 
 type Body = tonic::body::Body;
@@ -146,6 +150,10 @@ impl GrpcServices {
             maintenance: MaintenanceServer::new(grpc::MaintenanceService::new(node.clone()))
                 .max_decoding_message_size(max),
             auth: AuthServer::new(grpc::AuthService::new(node.clone()))
+                .max_decoding_message_size(max),
+            lock: LockServer::new(grpc::LockService::new(node.clone()))
+                .max_decoding_message_size(max),
+            election: ElectionServer::new(grpc::ElectionService::new(node.clone()))
                 .max_decoding_message_size(max),
         }
     }
@@ -179,6 +187,10 @@ impl GrpcServices {
             self.maintenance.clone().call(request)
         } else if named(&self.auth, service) {
             self.auth.clone().call(request)
+        } else if named(&self.lock, service) {
+            self.lock.clone().call(request)
+        } else if named(&self.election, service) {
+            self.election.clone().call(request)
         } else {
             elsewhere(request)
         }

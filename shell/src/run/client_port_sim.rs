@@ -8,6 +8,8 @@ use e2d_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use e2d_proto::v3electionpb::election_server::ElectionServer;
+use e2d_proto::v3lockpb::lock_server::LockServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -42,7 +44,11 @@ impl NodeRoutes {
             .add_service(MaintenanceServer::new(grpc::MaintenanceService::new(
                 node.clone(),
             )))
-            .add_service(AuthServer::new(grpc::AuthService::new(node.clone())));
+            .add_service(AuthServer::new(grpc::AuthService::new(node.clone())))
+            .add_service(LockServer::new(grpc::LockService::new(node.clone())))
+            .add_service(ElectionServer::new(grpc::ElectionService::new(
+                node.clone(),
+            )));
         let (addr, failures) = (self.addr, self.failures.clone());
         let serving = tokio::spawn(async move {
             if let Err(e) = router.serve_with_shutdown(addr, shutdown).await {

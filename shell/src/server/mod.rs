@@ -5,6 +5,7 @@
 pub mod clock;
 mod duties;
 mod identity;
+pub mod key_watch;
 pub(crate) mod node;
 pub mod recent_events;
 
