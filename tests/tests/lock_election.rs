@@ -17,6 +17,14 @@ const STILL_WAITING: Duration = Duration::from_millis(500);
 /// How long a call that must finish may take.
 const FINISHES_WITHIN: Duration = Duration::from_secs(10);
 
+/// Runs a test's client side (the guard of [`one_at_a_time`] is held
+/// outside it).
+fn run(test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(test);
+}
+
 /// A fresh e2d and a fresh etcd, started concurrently.
 fn pair() -> (Server, Server) {
     std::thread::scope(|scope| {
@@ -204,21 +212,23 @@ async fn lock_scenario(s: &Server) -> Vec<String> {
     t.lines
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lock_and_unlock_as_etcd_does() {
+#[test]
+fn lock_and_unlock_as_etcd_does() {
     let _one = one_at_a_time();
-    let (e2d, etcd) = pair();
-    let ours = lock_scenario(&e2d).await;
-    let theirs = lock_scenario(&etcd).await;
-    assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
-    assert!(
-        ours.contains(&"B still waits: true".to_string()),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&"B holds lk/B at r+3".to_string()),
-        "{ours:?}"
-    );
+    run(async {
+        let (e2d, etcd) = pair();
+        let ours = lock_scenario(&e2d).await;
+        let theirs = lock_scenario(&etcd).await;
+        assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
+        assert!(
+            ours.contains(&"B still waits: true".to_string()),
+            "{ours:?}"
+        );
+        assert!(
+            ours.contains(&"B holds lk/B at r+3".to_string()),
+            "{ours:?}"
+        );
+    });
 }
 
 /// A waiter whose client gives up.
@@ -244,53 +254,57 @@ async fn given_up_scenario(s: &Server) -> Vec<String> {
     t.lines
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_waiter_whose_client_gives_up_leaves_the_queue() {
+#[test]
+fn a_waiter_whose_client_gives_up_leaves_the_queue() {
     let _one = one_at_a_time();
-    let (e2d, etcd) = pair();
-    let ours = given_up_scenario(&e2d).await;
-    let theirs = given_up_scenario(&etcd).await;
-    assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
-    assert_eq!(ours, ["D gave up: true", "queue: [\"lk/A\"]"]);
+    run(async {
+        let (e2d, etcd) = pair();
+        let ours = given_up_scenario(&e2d).await;
+        let theirs = given_up_scenario(&etcd).await;
+        assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
+        assert_eq!(ours, ["D gave up: true", "queue: [\"lk/A\"]"]);
+    });
 }
 
 /// etcd 3.5 on fails such a lock with "mutex: session is expired" once the
 /// keys before the waiter's are gone (3.4, the etcd here, answers as if it
 /// held the lock); e2d fails it as soon as its key is gone.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_waiter_whose_lease_ends_fails_with_session_expired() {
+#[test]
+fn a_waiter_whose_lease_ends_fails_with_session_expired() {
     let _one = one_at_a_time();
-    let s = Server::e2d();
-    let mut c = connect(&s).await;
-    let a = c.lease_grant(30, None).await.unwrap().id();
-    let b = c.lease_grant(30, None).await.unwrap().id();
-    c.lock("lk", Some(LockOptions::new().with_lease(a)))
-        .await
-        .unwrap();
-    let waiting = lock_in_background(&c, "lk", b);
-    tokio::time::sleep(STILL_WAITING).await;
-    assert!(!waiting.is_finished(), "B did not wait for A");
-    c.lease_revoke(b).await.unwrap();
-    let lost = finished(waiting).await;
-    assert_eq!(failure(lost), "Unknown: mutex: session is expired");
-    let t = Transcript::new(0);
-    assert_eq!(keys_under(&mut c, "lk/", &t).await, [format!("lk/{a:x}")]);
+    run(async {
+        let s = Server::e2d();
+        let mut c = connect(&s).await;
+        let a = c.lease_grant(30, None).await.unwrap().id();
+        let b = c.lease_grant(30, None).await.unwrap().id();
+        c.lock("lk", Some(LockOptions::new().with_lease(a)))
+            .await
+            .unwrap();
+        let waiting = lock_in_background(&c, "lk", b);
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!waiting.is_finished(), "B did not wait for A");
+        c.lease_revoke(b).await.unwrap();
+        let lost = finished(waiting).await;
+        assert_eq!(failure(lost), "Unknown: mutex: session is expired");
+        let t = Transcript::new(0);
+        assert_eq!(keys_under(&mut c, "lk/", &t).await, [format!("lk/{a:x}")]);
 
-    // The same for a candidate: it is told at once that it does not lead.
-    c.campaign("el", "a", a).await.unwrap();
-    let campaigning = campaign_in_background(&c, "el", "b", b);
-    let lost = finished(campaigning).await;
-    assert_eq!(
-        failure(lost),
-        "Unknown: etcdserver: requested lease not found"
-    );
-    let d = c.lease_grant(30, None).await.unwrap().id();
-    let campaigning = campaign_in_background(&c, "el", "d", d);
-    tokio::time::sleep(STILL_WAITING).await;
-    assert!(!campaigning.is_finished(), "D did not wait for A");
-    c.lease_revoke(d).await.unwrap();
-    let lost = finished(campaigning).await;
-    assert_eq!(failure(lost), "Unknown: election: not leader");
+        // The same for a candidate: it is told at once that it does not lead.
+        c.campaign("el", "a", a).await.unwrap();
+        let campaigning = campaign_in_background(&c, "el", "b", b);
+        let lost = finished(campaigning).await;
+        assert_eq!(
+            failure(lost),
+            "Unknown: etcdserver: requested lease not found"
+        );
+        let d = c.lease_grant(30, None).await.unwrap().id();
+        let campaigning = campaign_in_background(&c, "el", "d", d);
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!campaigning.is_finished(), "D did not wait for A");
+        c.lease_revoke(d).await.unwrap();
+        let lost = finished(campaigning).await;
+        assert_eq!(failure(lost), "Unknown: election: not leader");
+    });
 }
 
 fn campaign_in_background(
@@ -456,23 +470,25 @@ async fn election_scenario(s: &Server) -> Vec<String> {
     t.lines
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn campaign_proclaim_observe_resign_as_etcd_does() {
+#[test]
+fn campaign_proclaim_observe_resign_as_etcd_does() {
     let _one = one_at_a_time();
-    let (e2d, etcd) = pair();
-    let ours = election_scenario(&e2d).await;
-    let theirs = election_scenario(&etcd).await;
-    assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
-    for expected in [
-        "leader: Unknown: election: no leader",
-        "observed el/A=a2",
-        "B still waits: true",
-        "stale proclaim: Unknown: election: not leader",
-        "observed el/B=b1",
-        "observed el/A=a4",
-    ] {
-        assert!(ours.contains(&expected.to_string()), "{expected}: {ours:?}");
-    }
+    run(async {
+        let (e2d, etcd) = pair();
+        let ours = election_scenario(&e2d).await;
+        let theirs = election_scenario(&etcd).await;
+        assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
+        for expected in [
+            "leader: Unknown: election: no leader",
+            "observed el/A=a2",
+            "B still waits: true",
+            "stale proclaim: Unknown: election: not leader",
+            "observed el/B=b1",
+            "observed el/A=a4",
+        ] {
+            assert!(ours.contains(&expected.to_string()), "{expected}: {ours:?}");
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
