@@ -1,6 +1,6 @@
-//! Compiles the etcd v3 API protos, the gRPC health protocol and e2d's
-//! peer protocol with prost, plus tonic service stubs when the `grpc`
-//! feature is on.
+//! Compiles the etcd v3 API protos (with the Lock and Election services),
+//! the gRPC health protocol and e2d's peer protocol with prost, plus tonic
+//! service stubs when the `grpc` feature is on.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/etcd/mvcc/mvccpb/kv.proto",
                 "proto/etcd/auth/authpb/auth.proto",
                 "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
+                "proto/etcd/v3lock/v3lockpb/v3lock.proto",
+                "proto/etcd/v3election/v3electionpb/v3election.proto",
                 "proto/e2d/peer.proto",
                 "proto/e2d/gossip.proto",
                 "proto/grpc/health/v1/health.proto",

@@ -38,6 +38,19 @@ pub mod etcdserverpb {
     generated!("etcdserverpb");
 }
 
+/// etcd's Lock service: `Lock` and `Unlock`.
+#[allow(clippy::all, missing_docs)]
+pub mod v3lockpb {
+    generated!("v3lockpb");
+}
+
+/// etcd's Election service: `Campaign`, `Proclaim`, `Leader`, `Observe`,
+/// `Resign`.
+#[allow(clippy::all, missing_docs)]
+pub mod v3electionpb {
+    generated!("v3electionpb");
+}
+
 /// e2d's wire between members: raft messages, forwarded writes, read
 /// indexes. Internal; not part of the etcd API.
 pub mod e2d {
@@ -155,6 +168,46 @@ mod tests {
         };
         let bytes = cmp.encode_to_vec();
         assert_eq!(tags(&bytes), vec![(1, 0), (2, 0), (3, 2), (6, 0), (64, 2)]);
+    }
+
+    #[test]
+    fn lock_and_election_field_numbers() {
+        use crate::v3electionpb::{CampaignRequest, LeaderKey, ProclaimRequest};
+        use crate::v3lockpb::{LockRequest, LockResponse};
+        let lock = LockRequest {
+            name: b"n".to_vec(),
+            lease: 7,
+        };
+        assert_eq!(tags(&lock.encode_to_vec()), vec![(1, 2), (2, 0)]);
+        let locked = LockResponse {
+            header: Some(ResponseHeader::default()),
+            key: b"k".to_vec(),
+        };
+        assert_eq!(tags(&locked.encode_to_vec()), vec![(1, 2), (2, 2)]);
+        let campaign = CampaignRequest {
+            name: b"n".to_vec(),
+            lease: 1,
+            value: b"v".to_vec(),
+        };
+        assert_eq!(
+            tags(&campaign.encode_to_vec()),
+            vec![(1, 2), (2, 0), (3, 2)]
+        );
+        let leader = LeaderKey {
+            name: b"n".to_vec(),
+            key: b"k".to_vec(),
+            rev: 3,
+            lease: 4,
+        };
+        assert_eq!(
+            tags(&leader.encode_to_vec()),
+            vec![(1, 2), (2, 2), (3, 0), (4, 0)]
+        );
+        let proclaim = ProclaimRequest {
+            leader: Some(leader),
+            value: b"v".to_vec(),
+        };
+        assert_eq!(tags(&proclaim.encode_to_vec()), vec![(1, 2), (2, 2)]);
     }
 
     #[test]

@@ -753,6 +753,16 @@ impl LineProcess {
         }
     }
 
+    /// Sends `signal` (such as `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the process and returns what it wrote to stderr.
     pub fn kill_and_stderr(&mut self) -> String {
         let _ = self.child.kill();

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use e2d_core::Error;
 use e2d_proto::etcdserverpb::lease_server::Lease;
 use e2d_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -10,7 +9,7 @@ use e2d_proto::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use e2d_proto::peer::proposal::Op;
-use e2d_proto::peer::{LeaseGrant, LeaseRevoke};
+use e2d_proto::peer::LeaseRevoke;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,8 +19,6 @@ use crate::server::Node;
 
 /// Keep-alive responses buffered per stream.
 const KEEP_ALIVE_RESPONSES_BUFFERED_MAX: usize = 16;
-/// Tries to find an unused lease id before giving up.
-const LEASE_ID_ATTEMPTS_MAX: usize = 16;
 
 pub struct LeaseService {
     node: Arc<Node>,
@@ -41,24 +38,11 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let _timer = self.node.metrics.time("LeaseGrant");
         let req = request.into_inner();
-        let mut outcome = Err(Error::LeaseExists);
-        for _ in 0..LEASE_ID_ATTEMPTS_MAX {
-            let id = if req.id != 0 {
-                req.id
-            } else {
-                self.node.next_lease_id()
-            };
-            let grant = LeaseGrant {
-                id,
-                ttl_seconds: req.ttl,
-            };
-            outcome = self.node.propose(Op::LeaseGrant(grant)).await;
-            let id_taken = matches!(outcome, Err(Error::LeaseExists));
-            if req.id != 0 || !id_taken {
-                break;
-            }
-        }
-        let mut resp = expect_outcome!(outcome, LeaseGrant);
+        let mut resp = self
+            .node
+            .grant_lease(req.id, req.ttl)
+            .await
+            .map_err(super::to_status)?;
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

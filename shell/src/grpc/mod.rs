@@ -4,18 +4,23 @@
 
 mod auth;
 mod cluster;
+mod election;
 mod health;
+mod key_queue;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod status;
 mod watch;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use health::HealthService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::ETCD_VERSION;
 pub use maintenance::{db_sizes_bytes, MaintenanceService};
 pub use status::to_status;

@@ -19,6 +19,8 @@ use e2d_proto::etcdserverpb::{
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use e2d_proto::health::health_server::HealthServer;
+use e2d_proto::v3electionpb::election_server::ElectionServer;
+use e2d_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -130,6 +132,8 @@ struct GrpcServices {
     maintenance: MaintenanceServer<grpc::MaintenanceService>,
     auth: AuthServer<grpc::AuthService>,
     health: HealthServer<grpc::HealthService>,
+    lock: LockServer<grpc::LockService>,
+    election: ElectionServer<grpc::ElectionService>,
 }
 
 type Body = tonic::body::Body;
@@ -151,6 +155,10 @@ impl GrpcServices {
             auth: AuthServer::new(grpc::AuthService::new(node.clone()))
                 .max_decoding_message_size(max),
             health: HealthServer::new(grpc::HealthService::new(node.raft().subscribe())),
+            lock: LockServer::new(grpc::LockService::new(node.clone()))
+                .max_decoding_message_size(max),
+            election: ElectionServer::new(grpc::ElectionService::new(node.clone()))
+                .max_decoding_message_size(max),
         }
     }
 
@@ -185,6 +193,10 @@ impl GrpcServices {
             self.auth.clone().call(request)
         } else if named(&self.health, service) {
             self.health.clone().call(request)
+        } else if named(&self.lock, service) {
+            self.lock.clone().call(request)
+        } else if named(&self.election, service) {
+            self.election.clone().call(request)
         } else {
             elsewhere(request)
         }

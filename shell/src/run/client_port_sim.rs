@@ -9,6 +9,8 @@ use e2d_proto::etcdserverpb::{
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use e2d_proto::health::health_server::HealthServer;
+use e2d_proto::v3electionpb::election_server::ElectionServer;
+use e2d_proto::v3lockpb::lock_server::LockServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -46,6 +48,10 @@ impl NodeRoutes {
             .add_service(AuthServer::new(grpc::AuthService::new(node.clone())))
             .add_service(HealthServer::new(grpc::HealthService::new(
                 node.raft().subscribe(),
+            )))
+            .add_service(LockServer::new(grpc::LockService::new(node.clone())))
+            .add_service(ElectionServer::new(grpc::ElectionService::new(
+                node.clone(),
             )));
         let (addr, failures) = (self.addr, self.failures.clone());
         let serving = tokio::spawn(async move {

@@ -7,6 +7,7 @@ mod auto_compaction;
 pub mod clock;
 mod duties;
 mod identity;
+pub mod key_watch;
 pub(crate) mod node;
 pub mod recent_events;
 

@@ -6,8 +6,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use e2d_core::{Error, StateMachine};
-use e2d_proto::etcdserverpb::ResponseHeader;
-use e2d_proto::peer::{outcome, proposal::Op, Outcome, Proposal};
+use e2d_proto::etcdserverpb::{LeaseGrantResponse, ResponseHeader};
+use e2d_proto::peer::{outcome, proposal::Op, LeaseGrant, Outcome, Proposal};
 use tokio::sync::{oneshot, watch};
 
 use super::{Clock, Identity};
@@ -19,6 +19,8 @@ use crate::storage::DiskBackend;
 pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
 /// How long a write or a linearizable read may wait for the cluster.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// Fresh lease ids tried before a grant gives up.
+const LEASE_ID_ATTEMPTS_MAX: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -253,6 +255,33 @@ impl Node {
         let prefix = (self.identity.member_id & 0xffff) << 48;
         let id = (prefix | (counter & 0xffff_ffff_ffff)) & (i64::MAX as u64);
         i64::try_from(id).expect("masked to 63 bits").max(1)
+    }
+
+    /// Grants a lease of `ttl_seconds`: with `requested_id`, or (0) a
+    /// fresh id, tried again while fresh ids are taken.
+    pub async fn grant_lease(
+        &self,
+        requested_id: i64,
+        ttl_seconds: i64,
+    ) -> Result<LeaseGrantResponse, Error> {
+        let mut outcome = Err(Error::LeaseExists);
+        for _ in 0..LEASE_ID_ATTEMPTS_MAX {
+            let id = if requested_id != 0 {
+                requested_id
+            } else {
+                self.next_lease_id()
+            };
+            let grant = LeaseGrant { id, ttl_seconds };
+            outcome = self.propose(Op::LeaseGrant(grant)).await;
+            let id_taken = matches!(outcome, Err(Error::LeaseExists));
+            if requested_id != 0 || !id_taken {
+                break;
+            }
+        }
+        match outcome? {
+            outcome::Result::LeaseGrant(granted) => Ok(granted),
+            other => unreachable!("a lease grant answered with {other:?}"),
+        }
     }
 
     /// Renews a lease on the leader (forwarding there from a follower) and
