@@ -158,6 +158,11 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
             quota_backend_bytes: args.quota_backend_bytes,
             max_request_bytes: args.max_request_bytes,
             progress_notify_interval_ms: args.watch_progress_notify_interval,
+            auth: crate::auth::AuthOptions {
+                token: args.auth_token.clone(),
+                token_ttl_seconds: args.auth_token_ttl,
+                bcrypt_cost: args.bcrypt_cost,
+            },
         },
     }
 }
