@@ -15,7 +15,15 @@ const ALICE: &str = "--user=alice:alicepw";
 fn set_up(etcdctl: &dyn Fn(&[&str]) -> CmdOutput) {
     etcdctl(&["user", "add", "root", "--new-user-password=rootpw"]).ok();
     etcdctl(&["role", "add", "reader"]).ok();
-    etcdctl(&["role", "grant-permission", "reader", "--prefix=true", "readwrite", "foo/"]).ok();
+    etcdctl(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "--prefix=true",
+        "readwrite",
+        "foo/",
+    ])
+    .ok();
     etcdctl(&["role", "grant-permission", "reader", "read", "bar"]).ok();
     etcdctl(&["user", "add", "alice", "--new-user-password=alicepw"]).ok();
     etcdctl(&["user", "grant-role", "alice", "reader"]).ok();
@@ -42,7 +50,14 @@ fn the_etcdctl_auth_flow_answers_as_etcd_does() {
         &["user", "add", "root", "--new-user-password=again"],
         &["role", "add", "reader"],
         &["role", "add", "reader"],
-        &["role", "grant-permission", "reader", "--prefix=true", "readwrite", "foo/"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "--prefix=true",
+            "readwrite",
+            "foo/",
+        ],
         &["role", "grant-permission", "reader", "read", "bar"],
         &["role", "grant-permission", "nobody", "read", "bar"],
         &["user", "add", "alice", "--new-user-password=alicepw"],
@@ -79,7 +94,13 @@ fn the_etcdctl_auth_flow_answers_as_etcd_does() {
         &[ROOT, "role", "revoke-permission", "reader", "bar"],
         &[ROOT, "role", "revoke-permission", "reader", "bar"],
         &[ALICE, "get", "bar"],
-        &[ROOT, "user", "passwd", "alice", "--new-user-password=changed"],
+        &[
+            ROOT,
+            "user",
+            "passwd",
+            "alice",
+            "--new-user-password=changed",
+        ],
         &[ALICE, "get", "foo/1"],
         &["--user=alice:changed", "put", "foo/3", "three"],
         &[ROOT, "role", "delete", "reader"],
@@ -136,7 +157,13 @@ fn refusals_carry_etcds_texts() {
         .etcdctl(&["--user=alice:nope", "get", "foo/1"])
         .fails_with("etcdserver: authentication failed, invalid user ID or password");
     server
-        .etcdctl(&[ALICE, "member", "add", "x", "--peer-urls=http://127.0.0.1:1"])
+        .etcdctl(&[
+            ALICE,
+            "member",
+            "add",
+            "x",
+            "--peer-urls=http://127.0.0.1:1",
+        ])
         .fails_with("etcdserver: permission denied");
     server
         .etcdctl(&[ALICE, "defrag"])
@@ -160,21 +187,30 @@ async fn the_client_crates_auth_calls_work() {
     admin.user_grant_role("root", "root").await.unwrap();
     admin.role_add("writer").await.unwrap();
     admin
-        .role_grant_permission("writer", Permission::new(PermissionType::Readwrite, "app/").with_prefix())
+        .role_grant_permission(
+            "writer",
+            Permission::new(PermissionType::Readwrite, "app/").with_prefix(),
+        )
         .await
         .unwrap();
     admin.user_add("bob", "bobpw", None).await.unwrap();
     admin.user_grant_role("bob", "writer").await.unwrap();
     admin.auth_enable().await.unwrap();
     let denied = admin.get("app/1", None).await.unwrap_err();
-    assert!(denied.to_string().contains("user name is empty"), "{denied}");
+    assert!(
+        denied.to_string().contains("user name is empty"),
+        "{denied}"
+    );
 
     let mut bob = connect_as(&server, Some(("bob", "bobpw"))).await;
     bob.put("app/1", "v", None).await.unwrap();
     let got = bob.get("app/1", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"v");
     let denied = bob.put("other", "v", None).await.unwrap_err();
-    assert!(denied.to_string().contains("etcdserver: permission denied"), "{denied}");
+    assert!(
+        denied.to_string().contains("etcdserver: permission denied"),
+        "{denied}"
+    );
     let denied = bob.user_list().await.unwrap_err();
     assert!(denied.to_string().contains("permission denied"), "{denied}");
 
@@ -182,7 +218,10 @@ async fn the_client_crates_auth_calls_work() {
     let mut stream = bob.watch("other", None).await.unwrap();
     let first = stream.message().await.unwrap().expect("a response");
     assert!(first.canceled(), "{first:?}");
-    assert!(first.cancel_reason().contains("permission denied"), "{first:?}");
+    assert!(
+        first.cancel_reason().contains("permission denied"),
+        "{first:?}"
+    );
 
     let mut root = connect_as(&server, Some(("root", "rootpw"))).await;
     let users = root.user_list().await.unwrap();
@@ -247,7 +286,13 @@ fn a_snapshot_brings_users_and_roles_back() {
     let data_dir = server.data_dir();
     std::fs::remove_dir_all(&data_dir).unwrap();
     let restored = e2d_command(
-        &["snapshot", "restore", file, "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "snapshot",
+            "restore",
+            file,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(restored.out().contains("Restored"), "{restored}");

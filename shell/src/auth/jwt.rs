@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily as Family, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    Algorithm, AlgorithmFamily as Family, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 pub struct JwtKeys {
@@ -34,9 +36,7 @@ impl JwtKeys {
         let algorithm: Algorithm = sign_method
             .parse()
             .map_err(|_| format!("unknown sign-method {sign_method:?}"))?;
-        let read = |path: &str| {
-            std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
-        };
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
         let public_key = public_key.ok_or("jwt needs pub-key")?;
         let public_pem = read(public_key)?;
         let bad = |path: &str, e: jsonwebtoken::errors::Error| {

@@ -57,9 +57,11 @@ impl AuthService {
     }
 
     async fn who<T>(&self, request: &Request<T>) -> Result<AuthInfo, Status> {
-        Ok(identify(&self.node, request.metadata(), request.extensions())
-            .await?
-            .unwrap_or_default())
+        Ok(
+            identify(&self.node, request.metadata(), request.extensions())
+                .await?
+                .unwrap_or_default(),
+        )
     }
 
     /// A token for `user`, whose password matched at auth revision
@@ -157,7 +159,9 @@ impl Auth for AuthService {
                 if !auth.is_enabled() {
                     return Err(to_status(Error::AuthNotEnabled));
                 }
-                let user = auth.user(&request.name).ok_or(to_status(Error::AuthFailed))?;
+                let user = auth
+                    .user(&request.name)
+                    .ok_or(to_status(Error::AuthFailed))?;
                 if user.options.as_ref().is_some_and(|o| o.no_password) {
                     return Err(to_status(Error::AuthFailed));
                 }

@@ -70,7 +70,10 @@ impl Kv for KvService {
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_put(&req).map_err(to_status)?;
-        let outcome = self.node.propose_as(Op::Put(req), Some(requester(&who))).await;
+        let outcome = self
+            .node
+            .propose_as(Op::Put(req), Some(requester(&who)))
+            .await;
         let mut resp = expect_outcome!(outcome, Put);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -112,7 +115,10 @@ impl Kv for KvService {
                 .map_err(to_status)?;
             state.txn_read_only(&req).map_err(to_status)?
         } else {
-            let outcome = self.node.propose_as(Op::Txn(req), Some(requester(&who))).await;
+            let outcome = self
+                .node
+                .propose_as(Op::Txn(req), Some(requester(&who)))
+                .await;
             expect_outcome!(outcome, Txn)
         };
         self.node.fill_header(&mut resp.header);

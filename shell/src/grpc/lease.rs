@@ -73,7 +73,11 @@ impl Lease for LeaseService {
         let id = request.into_inner().id;
         {
             let state = self.node.read();
-            let checked = state.auth().check_lease_revoke(&who.clone().unwrap_or_default(), state.lessor(), id);
+            let checked = state.auth().check_lease_revoke(
+                &who.clone().unwrap_or_default(),
+                state.lessor(),
+                id,
+            );
             checked.map_err(super::to_status)?;
         }
         let outcome = self
