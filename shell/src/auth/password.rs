@@ -5,7 +5,7 @@ use e2d_core::Error;
 
 /// The bcrypt hash of `password` at `cost`, in etcd's `$2a$` form.
 pub async fn hash_password(password: String, cost: u32) -> Result<Vec<u8>, Error> {
-    let hashed = tokio::task::spawn_blocking(move || {
+    let hashed = crate::blocking::spawn(move || {
         bcrypt::hash_with_result(password, cost)
             .map(|parts| parts.format_for_version(bcrypt::Version::TwoA).into_bytes())
     })
@@ -24,7 +24,7 @@ pub async fn hash_password(password: String, cost: u32) -> Result<Vec<u8>, Error
 /// Whether `password` matches the stored `hash` (a damaged hash matches
 /// nothing).
 pub async fn password_matches(password: String, hash: Vec<u8>) -> bool {
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::spawn(move || {
         std::str::from_utf8(&hash)
             .ok()
             .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
