@@ -40,6 +40,11 @@ impl<T> CoalescedIo<T> {
             yielded: false,
         }
     }
+
+    /// The connection underneath.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncWrite + Unpin> CoalescedIo<T> {

@@ -7,6 +7,9 @@ use e2d_proto::peer::proposal::Op;
 use e2d_proto::peer::{Done, MemberAttributes, Outcome, Proposal};
 use prost::Message;
 
+use e2d_proto::etcdserverpb::{AuthenticateResponse, ResponseHeader};
+
+use crate::auth::{AuthInfo, AuthStore, Changed};
 use crate::error::Error;
 use crate::membership::{self, Change};
 use crate::state_machine::StateMachine;
@@ -18,6 +21,10 @@ const META_REMOVED_MEMBER_PREFIX: &[u8] = b"removed_member/";
 
 impl<B: Backend> StateMachine<B> {
     pub fn apply(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
+        if let (Some(requester), Some(op)) = (&proposal.requester, &proposal.op) {
+            let who = AuthInfo::new(requester.user.clone(), requester.auth_revision);
+            self.check_permitted(&who, op)?;
+        }
         let done = || Applied::Done(Done {});
         let result = match &proposal.op {
             Some(Op::Put(req)) => Applied::Put(self.put(req)?),
@@ -55,11 +62,36 @@ impl<B: Backend> StateMachine<B> {
                 }
                 done()
             }
+            Some(Op::Auth(change)) => match self.apply_auth_change(change, now_ms)? {
+                Changed::Done => done(),
+                Changed::Token(token) => Applied::Authenticate(AuthenticateResponse {
+                    header: Some(ResponseHeader {
+                        revision: self.current_revision(),
+                        ..Default::default()
+                    }),
+                    token,
+                }),
+            },
             None => done(),
         };
         Ok(Outcome {
             result: Some(result),
         })
+    }
+
+    /// Checks again, as the entry applies, that its requester may make it
+    /// (etcd's `authApplierV3`): the store may have changed since the
+    /// member that proposed it checked.
+    fn check_permitted(&self, who: &AuthInfo, op: &Op) -> Result<(), Error> {
+        let auth = self.auth();
+        match op {
+            Op::Put(req) => auth.check_put(who, self.lessor(), req),
+            Op::DeleteRange(req) => auth.check_delete_range(who, req),
+            Op::Txn(req) => auth.check_txn(who, self.lessor(), req),
+            Op::LeaseRevoke(revoke) => auth.check_lease_revoke(who, self.lessor(), revoke.id),
+            Op::Auth(change) if AuthStore::needs_admin(change) => auth.check_admin(who),
+            _ => Ok(()),
+        }
     }
 
     /// Applies a committed membership change to the member list, unless

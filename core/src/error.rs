@@ -16,6 +16,8 @@ pub enum StatusCode {
     Unavailable,
     Internal,
     Unimplemented,
+    PermissionDenied,
+    Unauthenticated,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +82,38 @@ pub enum Error {
     AuthNotEnabled,
     #[error("etcdserver: not capable")]
     NotCapable,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
     #[error("etcdserver: {0}")]
     Storage(#[from] StorageError),
 }
@@ -104,6 +138,14 @@ impl Error {
             NoSpace | TooManyRequests => StatusCode::ResourceExhausted,
             NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,
             NotCapable => StatusCode::Unimplemented,
+            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
+            | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted => {
+                StatusCode::FailedPrecondition
+            }
+            UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt
+            | AuthOldRevision => StatusCode::InvalidArgument,
+            PermissionDenied => StatusCode::PermissionDenied,
+            InvalidAuthToken => StatusCode::Unauthenticated,
             Storage(_) => StatusCode::Internal,
         }
     }
@@ -120,6 +162,22 @@ mod tests {
             "etcdserver: mvcc: required revision has been compacted"
         );
         assert_eq!(Error::Compacted.status_code(), StatusCode::OutOfRange);
+        assert_eq!(
+            Error::AuthOldRevision.to_string(),
+            "etcdserver: revision of auth store is old"
+        );
+        assert_eq!(
+            Error::PermissionDenied.status_code(),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            Error::InvalidAuthToken.status_code(),
+            StatusCode::Unauthenticated
+        );
+        assert_eq!(
+            Error::UserNotFound.status_code(),
+            StatusCode::FailedPrecondition
+        );
         assert_eq!(
             Error::NoSpace.to_string(),
             "etcdserver: mvcc: database space exceeded"

@@ -5,6 +5,7 @@
 //! arguments; storage is reached through the [`storage::Backend`] trait.
 
 pub mod apply;
+pub mod auth;
 pub mod auto_compaction;
 mod crc32c;
 pub mod error;

@@ -11,33 +11,56 @@
 
 use e2d_proto::etcdserverpb::TxnRequest;
 use e2d_proto::peer::proposal::Op;
-use e2d_proto::peer::Proposal;
+use e2d_proto::peer::{Proposal, Requester};
 use prost::encoding::{decode_key, decode_varint, WireType};
 use prost::Message;
 
 /// The field of `Proposal`'s oneof that holds a txn (`e2d.peer.Proposal`).
 const TXN_FIELD: u32 = 3;
 
-/// Decodes an entry's payload. A payload that is one txn field is decoded
-/// from the txn itself; anything else as a whole `Proposal`.
+/// The field of `Proposal` that names its requester.
+const REQUESTER_FIELD: u32 = 20;
+
+/// Decodes an entry's payload. A payload that is one txn field (and at
+/// most a requester beside it) is decoded from the txn itself; anything
+/// else as a whole `Proposal`.
 pub fn decode_proposal(bytes: &[u8]) -> Result<Proposal, prost::DecodeError> {
-    if let Some(txn) = lone_txn_field(bytes) {
+    if let Some((txn, requester)) = txn_fields(bytes) {
         return Ok(Proposal {
             op: Some(Op::Txn(TxnRequest::decode(txn)?)),
+            requester: requester.map(Requester::decode).transpose()?,
         });
     }
     Proposal::decode(bytes)
 }
 
-/// The bytes of the txn, if `bytes` is exactly one txn field.
-fn lone_txn_field(bytes: &[u8]) -> Option<&[u8]> {
+/// The bytes of the txn and of the requester, if `bytes` holds one txn
+/// field and at most one requester field, and nothing else.
+fn txn_fields(bytes: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     let mut rest = bytes;
-    let (field, wire_type) = decode_key(&mut rest).ok()?;
-    if field != TXN_FIELD || wire_type != WireType::LengthDelimited {
-        return None;
+    let mut txn = None;
+    let mut requester = None;
+    while !rest.is_empty() {
+        let (field, wire_type) = decode_key(&mut rest).ok()?;
+        if wire_type != WireType::LengthDelimited {
+            return None;
+        }
+        let length = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+        if length > rest.len() {
+            return None;
+        }
+        let (value, after) = rest.split_at(length);
+        rest = after;
+        let slot = match field {
+            TXN_FIELD => &mut txn,
+            REQUESTER_FIELD => &mut requester,
+            _ => return None,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
     }
-    let length = decode_varint(&mut rest).ok()?;
-    (usize::try_from(length).ok()? == rest.len()).then_some(rest)
+    Some((txn?, requester))
 }
 
 #[cfg(test)]
@@ -86,6 +109,10 @@ mod tests {
         );
         let proposal = Proposal {
             op: Some(Op::Txn(nested_txn(deepest))),
+            requester: Some(Requester {
+                user: "alice".into(),
+                auth_revision: 7,
+            }),
         };
         let bytes = proposal.encode_to_vec();
         assert!(
@@ -102,6 +129,7 @@ mod tests {
                 key: b"k".to_vec(),
                 ..Default::default()
             })),
+            requester: None,
         };
         assert_eq!(decode_proposal(&put.encode_to_vec()), Ok(put));
         assert_eq!(decode_proposal(&[]), Ok(Proposal::default()));
@@ -122,7 +150,7 @@ mod tests {
         fn txns_round_trip(depth in 0..30usize, compare_key in prop::collection::vec(any::<u8>(), 0..8)) {
             let mut txn = nested_txn(depth);
             txn.compare.push(e2d_proto::etcdserverpb::Compare { key: compare_key, ..Default::default() });
-            let proposal = Proposal { op: Some(Op::Txn(txn)) };
+            let proposal = Proposal { op: Some(Op::Txn(txn)), requester: None };
             prop_assert_eq!(decode_proposal(&proposal.encode_to_vec()), Ok(proposal));
         }
     }

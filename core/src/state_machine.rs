@@ -17,6 +17,9 @@ use e2d_proto::etcdserverpb::{
 };
 use e2d_proto::mvccpb::KeyValue;
 
+use e2d_proto::peer::AuthChange;
+
+use crate::auth::{AuthStore, Changed, SimpleTokens};
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
 use crate::mvcc::{KeySpan, Mvcc, WriteTxn};
@@ -28,6 +31,7 @@ pub struct StateMachine<B: Backend> {
     mvcc: Mvcc<B>,
     lessor: Lessor,
     alarms: BTreeSet<(u64, i32)>,
+    auth: AuthStore,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -45,8 +49,10 @@ impl<B: Backend> StateMachine<B> {
             mvcc: Mvcc::open(backend)?,
             lessor: Lessor::default(),
             alarms: BTreeSet::new(),
+            auth: AuthStore::default(),
         };
         state.reload_leases_and_alarms(now_ms)?;
+        state.reload_auth()?;
         Ok(state)
     }
 
@@ -54,7 +60,35 @@ impl<B: Backend> StateMachine<B> {
     /// contents, as after a restart.
     pub fn reload(&mut self, now_ms: u64) -> Result<(), Error> {
         self.mvcc.reload()?;
-        self.reload_leases_and_alarms(now_ms)
+        self.reload_leases_and_alarms(now_ms)?;
+        self.reload_auth()
+    }
+
+    /// Reads the auth store again; this member's tokens stay.
+    fn reload_auth(&mut self) -> Result<(), Error> {
+        let tokens = std::mem::take(&mut self.auth).into_tokens();
+        self.auth = AuthStore::load(self.mvcc.backend(), tokens)?;
+        Ok(())
+    }
+
+    /// The auth store as of the last applied entry.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
+    }
+
+    /// How long this member's simple tokens live past their last use.
+    pub fn set_token_ttl_ms(&mut self, ttl_ms: u64) {
+        *self.auth.tokens_mut() = SimpleTokens::new(ttl_ms);
+    }
+
+    /// Applies a change to the auth store (see [`crate::auth`]).
+    pub fn apply_auth_change(
+        &mut self,
+        change: &AuthChange,
+        now_ms: u64,
+    ) -> Result<Changed, Error> {
+        let backend = self.mvcc.backend_mut();
+        self.auth.apply_change(change, backend, now_ms)
     }
 
     fn reload_leases_and_alarms(&mut self, now_ms: u64) -> Result<(), Error> {

@@ -16,16 +16,20 @@ pub enum Table {
     Lease,
     /// Named scalars: current and compacted revision, alarms.
     Meta,
+    /// The auth store: users, roles, the enabled flag and the auth
+    /// revision (see [`crate::auth`]).
+    Auth,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Kv, Table::Lease, Table::Meta];
+    pub const ALL: [Table; 4] = [Table::Kv, Table::Lease, Table::Meta, Table::Auth];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Kv => "kv",
             Table::Lease => "lease",
             Table::Meta => "meta",
+            Table::Auth => "auth",
         }
     }
 }

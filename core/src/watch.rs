@@ -93,6 +93,19 @@ impl WatchStream {
         self.watchers.len()
     }
 
+    /// Refuses a create request the shell judged, with `reason` (e.g. the
+    /// requester may not read the range), as etcd answers it.
+    pub fn handle_refused_create(&mut self, reason: &str, current_revision: i64) {
+        self.responses.push_back(WatchResponse {
+            header: header(current_revision),
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        });
+    }
+
     pub fn handle_create(&mut self, req: &WatchCreateRequest, current_revision: i64) {
         let refuse = |reason: &str| WatchResponse {
             header: header(current_revision),

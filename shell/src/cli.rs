@@ -405,6 +405,19 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_MAX_REQUEST_BYTES", default_value_t = e2d_core::limits::REQUEST_BYTES_MAX, value_parser = parse_max_request_bytes)]
     pub max_request_bytes: usize,
 
+    /// How clients' tokens are made: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m` (etcd's).
+    #[arg(long, env = "E2D_AUTH_TOKEN", default_value = "simple", value_parser = crate::auth::parse_auth_token)]
+    pub auth_token: crate::auth::TokenKind,
+
+    /// Seconds a simple token lives past its last use.
+    #[arg(long, env = "E2D_AUTH_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub auth_token_ttl: u64,
+
+    /// bcrypt cost of the password hashes of new users and passwords.
+    #[arg(long, env = "E2D_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+
     /// How often watchers that asked for progress notifications get one.
     #[arg(long, env = "E2D_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_ms)]
     pub watch_progress_notify_interval: u64,

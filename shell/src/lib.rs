@@ -2,6 +2,7 @@
 //! and the manager's driver. The `e2d` binary is a thin `main` over it;
 //! the simulator (`sim/`) runs the same code under `--cfg madsim`.
 
+pub mod auth;
 pub mod backup;
 mod blocking;
 pub mod cli;

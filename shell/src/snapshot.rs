@@ -37,6 +37,7 @@ fn tag_table(tag: u8) -> Option<Table> {
         1 => Some(Table::Kv),
         2 => Some(Table::Lease),
         3 => Some(Table::Meta),
+        4 => Some(Table::Auth),
         _ => None,
     }
 }
@@ -168,6 +169,7 @@ fn table_tag(table: Table) -> u8 {
         Table::Kv => 1,
         Table::Lease => 2,
         Table::Meta => 3,
+        Table::Auth => 4,
     }
 }
 

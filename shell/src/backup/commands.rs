@@ -300,7 +300,7 @@ fn count_payload(path: &Path) -> Result<(i64, u64, u64), SnapshotError> {
                     revision = i64::from_be_bytes(bytes);
                 }
             }
-            Table::Meta => {}
+            Table::Meta | Table::Auth => {}
         }
         Ok(())
     })?;

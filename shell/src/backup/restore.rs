@@ -159,12 +159,12 @@ pub async fn fetch_newest_restorable(
     ))
 }
 
-/// What a snapshot carries into a new cluster: the keys and leases and
-/// the store's revisions, not the old cluster's members, alarms or raft
-/// position.
+/// What a snapshot carries into a new cluster: the keys and leases, the
+/// store's revisions and the auth store (users, roles, whether auth is on),
+/// not the old cluster's members, alarms or raft position.
 pub fn is_restored(table: Table, key: &[u8]) -> bool {
     match table {
-        Table::Kv | Table::Lease => true,
+        Table::Kv | Table::Lease | Table::Auth => true,
         Table::Meta => e2d_core::mvcc::is_store_meta(key),
     }
 }

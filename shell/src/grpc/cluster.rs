@@ -97,6 +97,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let view = match self.leader_view().await? {
             Ok(view) => view,
@@ -131,6 +132,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let view = match self.leader_view().await? {
             Ok(view) => view,
@@ -158,6 +160,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let mut members = self.members()?;
         membership::check_update(&members, req.id, &req.peer_ur_ls).map_err(to_status)?;
@@ -189,6 +192,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let req = request.into_inner();
         let view = match self.leader_view().await? {
             Ok(view) => view,

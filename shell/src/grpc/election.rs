@@ -43,7 +43,7 @@ impl Election for ElectionService {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let _timer = self.node.metrics.time("Campaign");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         Ok(Response::new(
             campaign(&caller, request.into_inner()).await?,
         ))
@@ -54,7 +54,7 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let _timer = self.node.metrics.time("Proclaim");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or(Failure::MissingLeaderKey)?;
         let lease = caller.session_lease(leader.lease).await?;
@@ -67,7 +67,7 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let _timer = self.node.metrics.time("Leader");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let prefix = prefix_of(&request.into_inner().name);
         let (first, header) = caller.first_created(&prefix).await?;
         let kv = first.ok_or(Failure::NoLeader)?;
@@ -83,7 +83,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let observer = Observer {
             caller,
             prefix: prefix_of(&request.into_inner().name),
@@ -102,7 +102,7 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let _timer = self.node.metrics.time("Resign");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let leader = request
             .into_inner()
             .leader

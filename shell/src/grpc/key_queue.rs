@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use e2d_core::auth::AuthInfo;
 use e2d_core::Error;
 use e2d_proto::etcdserverpb::{
     compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, PutRequest,
@@ -19,6 +20,7 @@ use e2d_proto::mvccpb::{event::EventType, KeyValue};
 use e2d_proto::peer::proposal::Op;
 use tonic::Status;
 
+use crate::auth::{identify, requester};
 use crate::server::key_watch::KeyWatch;
 use crate::server::Node;
 
@@ -71,17 +73,23 @@ pub fn key_of(prefix: &[u8], lease: i64) -> Vec<u8> {
 /// The store as one caller of the Lock and Election services reaches it.
 pub struct Caller {
     node: Arc<Node>,
+    /// Who asked: every read is checked against this user's permissions,
+    /// every write proposed as theirs (checked again at apply).
+    who: Option<AuthInfo>,
 }
 
 impl Caller {
-    /// The caller of a request. Once e2d has authentication, this is where
-    /// the request's token becomes a user, and every read and write below
-    /// is checked against that user's permissions on the keys it touches
-    /// (etcd runs these services' txns, reads and deletes as KV requests of
-    /// the caller).
-    pub fn of<T>(node: &Arc<Node>, request: &tonic::Request<T>) -> Result<Self, Status> {
+    /// The caller of a request: the user its token or client certificate
+    /// names. Every read and write below is checked against that user's
+    /// permissions on the keys it touches, as etcd runs these services'
+    /// txns, reads and deletes as KV requests of the caller.
+    pub async fn of<T>(node: &Arc<Node>, request: &tonic::Request<T>) -> Result<Self, Status> {
         super::status::check_has_leader(request.metadata(), node)?;
-        Ok(Self { node: node.clone() })
+        let who = identify(node, request.metadata(), request.extensions()).await?;
+        Ok(Self {
+            node: node.clone(),
+            who,
+        })
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -101,7 +109,11 @@ impl Caller {
     /// Runs a txn through raft.
     pub async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Failure> {
         e2d_core::validate::check_txn(&txn)?;
-        match self.node.propose(Op::Txn(txn)).await? {
+        match self
+            .node
+            .propose_as(Op::Txn(txn), Some(requester(&self.who)))
+            .await?
+        {
             e2d_proto::peer::outcome::Result::Txn(mut resp) => {
                 self.node.fill_header(&mut resp.header);
                 Ok(resp)
@@ -117,7 +129,11 @@ impl Caller {
             ..Default::default()
         };
         e2d_core::validate::check_delete_range(&delete)?;
-        match self.node.propose(Op::DeleteRange(delete)).await? {
+        match self
+            .node
+            .propose_as(Op::DeleteRange(delete), Some(requester(&self.who)))
+            .await?
+        {
             e2d_proto::peer::outcome::Result::DeleteRange(mut resp) => {
                 self.node.fill_header(&mut resp.header);
                 Ok(resp.header)
@@ -134,7 +150,13 @@ impl Caller {
 
     /// A read of what this member has applied.
     fn range_applied(&self, range: &RangeRequest) -> Result<RangeResponse, Failure> {
-        let mut resp = self.node.read().range(range)?;
+        let mut resp = {
+            let state = self.node.read();
+            state
+                .auth()
+                .check_get(&self.who.clone().unwrap_or_default(), range)?;
+            state.range(range)?
+        };
         self.node.fill_header(&mut resp.header);
         Ok(resp)
     }
@@ -176,10 +198,18 @@ impl Caller {
         if own_revision <= 1 {
             return Ok(Turn::Reached);
         }
+        let under_prefix = RangeRequest {
+            key: prefix.to_vec(),
+            range_end: range_end.clone(),
+            ..Default::default()
+        };
         loop {
             // Both read from one state, so a delete after it is watched.
             let (own, before) = {
                 let state = self.node.read();
+                state
+                    .auth()
+                    .check_get(&self.who.clone().unwrap_or_default(), &under_prefix)?;
                 let own = state.range(&RangeRequest {
                     key: own_key.to_vec(),
                     ..Default::default()

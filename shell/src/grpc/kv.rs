@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::status::{check_has_leader, check_request_size, to_status};
 use e2d_proto::peer::proposal::Op;
 
+use crate::auth::{identify, requester};
 use crate::server::Node;
 
 pub struct KvService {
@@ -46,12 +47,18 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let _timer = self.node.metrics.time("Range");
         check_has_leader(request.metadata(), &self.node)?;
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         validate::check_range(&req).map_err(to_status)?;
         if !req.serializable {
             self.node.linearizable_barrier().await.map_err(to_status)?;
         }
-        let mut resp = self.node.read().range(&req).map_err(to_status)?;
+        let mut resp = {
+            let state = self.node.read();
+            let who = who.unwrap_or_default();
+            state.auth().check_get(&who, &req).map_err(to_status)?;
+            state.range(&req).map_err(to_status)?
+        };
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -59,10 +66,15 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let _timer = self.node.metrics.time("Put");
         check_has_leader(request.metadata(), &self.node)?;
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_put(&req).map_err(to_status)?;
-        let mut resp = expect_outcome!(self.node.propose(Op::Put(req)).await, Put);
+        let outcome = self
+            .node
+            .propose_as(Op::Put(req), Some(requester(&who)))
+            .await;
+        let mut resp = expect_outcome!(outcome, Put);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -73,10 +85,14 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let _timer = self.node.metrics.time("DeleteRange");
         check_has_leader(request.metadata(), &self.node)?;
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_delete_range(&req).map_err(to_status)?;
-        let outcome = self.node.propose(Op::DeleteRange(req)).await;
+        let outcome = self
+            .node
+            .propose_as(Op::DeleteRange(req), Some(requester(&who)))
+            .await;
         let mut resp = expect_outcome!(outcome, DeleteRange);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -85,14 +101,25 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let _timer = self.node.metrics.time("Txn");
         check_has_leader(request.metadata(), &self.node)?;
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         check_request_size(req.encoded_len(), self.node.config.max_request_bytes)?;
         validate::check_txn(&req).map_err(to_status)?;
         let mut resp = if e2d_core::state_machine::is_read_only(&req) {
             self.node.linearizable_barrier().await.map_err(to_status)?;
-            self.node.read().txn_read_only(&req).map_err(to_status)?
+            let state = self.node.read();
+            let who = who.unwrap_or_default();
+            state
+                .auth()
+                .check_txn(&who, state.lessor(), &req)
+                .map_err(to_status)?;
+            state.txn_read_only(&req).map_err(to_status)?
         } else {
-            expect_outcome!(self.node.propose(Op::Txn(req)).await, Txn)
+            let outcome = self
+                .node
+                .propose_as(Op::Txn(req), Some(requester(&who)))
+                .await;
+            expect_outcome!(outcome, Txn)
         };
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))

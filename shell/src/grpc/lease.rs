@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::expect_outcome;
+use crate::auth::{identify, requester};
 use crate::server::Node;
 
 /// Keep-alive responses buffered per stream.
@@ -52,8 +53,21 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let _timer = self.node.metrics.time("LeaseRevoke");
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let id = request.into_inner().id;
-        let outcome = self.node.propose(Op::LeaseRevoke(LeaseRevoke { id })).await;
+        {
+            let state = self.node.read();
+            let checked = state.auth().check_lease_revoke(
+                &who.clone().unwrap_or_default(),
+                state.lessor(),
+                id,
+            );
+            checked.map_err(super::to_status)?;
+        }
+        let outcome = self
+            .node
+            .propose_as(Op::LeaseRevoke(LeaseRevoke { id }), Some(requester(&who)))
+            .await;
         let mut resp = expect_outcome!(outcome, LeaseRevoke);
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))

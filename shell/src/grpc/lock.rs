@@ -30,7 +30,7 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let _timer = self.node.metrics.time("Lock");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         Ok(Response::new(lock(&caller, request.into_inner()).await?))
     }
 
@@ -39,7 +39,7 @@ impl Lock for LockService {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let _timer = self.node.metrics.time("Unlock");
-        let caller = Caller::of(&self.node, &request)?;
+        let caller = Caller::of(&self.node, &request).await?;
         let header = caller.delete(request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }

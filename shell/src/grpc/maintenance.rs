@@ -54,6 +54,9 @@ impl Maintenance for MaintenanceService {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         let _timer = self.node.metrics.time("Alarm");
+        if request.get_ref().action() != e2d_proto::etcdserverpb::alarm_request::AlarmAction::Get {
+            super::check_admin(&self.node, &request).await?;
+        }
         let req = request.into_inner();
         let mut resp = expect_outcome!(self.node.propose(Op::Alarm(req)).await, Alarm);
         self.node.fill_header(&mut resp.header);
@@ -70,8 +73,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let _timer = self.node.metrics.time("Defragment");
         let node = self.node.clone();
         crate::blocking::spawn(move || node.defragment())
@@ -82,7 +86,8 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(DefragmentResponse::default()))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let _timer = self.node.metrics.time("Hash");
         let (view, revision) = {
             let state = self.node.read();
@@ -113,6 +118,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let _timer = self.node.metrics.time("HashKV");
         let req = request.into_inner();
         let state = self.node.read();
@@ -137,8 +143,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let _timer = self.node.metrics.time("Snapshot");
         let (view, revision) = {
             let state = self.node.read();
@@ -172,6 +179,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         let _timer = self.node.metrics.time("MoveLeader");
         let target = request.into_inner().target_id;
         self.node.move_leader(target).await.map_err(to_status)?;
@@ -181,8 +189,9 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        super::check_admin(&self.node, &request).await?;
         Err(to_status(Error::NotCapable))
     }
 }

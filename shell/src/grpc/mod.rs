@@ -26,6 +26,19 @@ pub use maintenance::{db_sizes_bytes, MaintenanceService};
 pub use status::to_status;
 pub use watch::WatchService;
 
+/// Refuses a request whose caller is not root while auth is enabled
+/// (etcd's admin calls: membership, maintenance).
+pub(crate) async fn check_admin<T>(
+    node: &crate::server::Node,
+    request: &tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    let who = crate::auth::identify(node, request.metadata(), request.extensions()).await?;
+    node.read()
+        .auth()
+        .check_admin(&who.unwrap_or_default())
+        .map_err(to_status)
+}
+
 /// Bytes a gRPC message may have on the wire: the request limit plus
 /// etcd's 512 KiB allowance for gRPC framing, so slightly larger requests
 /// get etcd's "request is too large" rather than a transport error.

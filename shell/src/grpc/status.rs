@@ -13,6 +13,8 @@ pub fn to_status(error: Error) -> Status {
         StatusCode::Unavailable => Code::Unavailable,
         StatusCode::Internal => Code::Internal,
         StatusCode::Unimplemented => Code::Unimplemented,
+        StatusCode::PermissionDenied => Code::PermissionDenied,
+        StatusCode::Unauthenticated => Code::Unauthenticated,
     };
     Status::new(code, error.to_string())
 }

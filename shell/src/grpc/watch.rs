@@ -12,7 +12,7 @@ use std::time::Duration;
 use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
-use e2d_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use e2d_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::server::Node;
@@ -42,6 +42,10 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         super::status::check_has_leader(request.metadata(), &self.node)?;
+        // Learns a token another member handed out, before any create
+        // judges it.
+        let _ = crate::auth::identify(&self.node, request.metadata(), request.extensions()).await;
+        let (metadata, extensions) = (request.metadata().clone(), request.extensions().clone());
         let node = self.node.clone();
         let interval = Duration::from_millis(node.config.progress_notify_interval_ms);
         let task = StreamTask {
@@ -49,6 +53,8 @@ impl Watch for WatchService {
             revision: node.subscribe_revision(),
             progress: tokio::time::interval_at(tokio::time::Instant::now() + interval, interval),
             incoming: request.into_inner(),
+            metadata,
+            extensions,
             node,
             ready: VecDeque::new(),
             lagging: false,
@@ -67,6 +73,9 @@ impl Watch for WatchService {
 
 struct StreamTask {
     node: Arc<Node>,
+    /// The stream's metadata and extensions: who creates its watchers.
+    metadata: tonic::metadata::MetadataMap,
+    extensions: tonic::Extensions,
     stream: WatchStream,
     incoming: Streaming<WatchRequest>,
     revision: tokio::sync::watch::Receiver<i64>,
@@ -181,7 +190,17 @@ impl StreamTask {
                 {
                     create.start_revision += 1;
                 }
-                self.stream.handle_create(&create, current)
+                match self.may_watch(&create) {
+                    Ok(()) => self.stream.handle_create(&create, current),
+                    Err(refused) => {
+                        let reason = format!(
+                            "rpc error: code = {:?} desc = {}",
+                            super::to_status(refused.clone()).code(),
+                            refused
+                        );
+                        self.stream.handle_refused_create(&reason, current)
+                    }
+                }
             }
             Some(RequestUnion::CancelRequest(cancel)) => {
                 self.stream.handle_cancel(cancel.watch_id, current)
@@ -198,6 +217,18 @@ impl StreamTask {
             self.progress.reset();
         }
         self.ticks_wanted = ticks_wanted;
+    }
+
+    /// Whether the stream's requester may read what `create` watches (etcd
+    /// checks at creation only).
+    fn may_watch(&self, create: &WatchCreateRequest) -> Result<(), e2d_core::Error> {
+        let who = crate::auth::identify_now(&self.node, &self.metadata, &self.extensions)?;
+        self.node.read().auth().check_range(
+            &who.unwrap_or_default(),
+            &create.key,
+            &create.range_end,
+            e2d_core::auth::Access::Read,
+        )
     }
 
     /// One bounded step under the read lock: returns the responses to send

@@ -183,6 +183,7 @@ pub fn spawn_driver(
             Bootstrap::Found { voters, members } => {
                 let first = Proposal {
                     op: Some(Op::InitialMembers(MemberList { members })),
+                    requester: None,
                 };
                 log_store::create(
                     &mut wal,

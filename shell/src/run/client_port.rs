@@ -312,6 +312,24 @@ pub async fn serve(
     Ok(())
 }
 
+/// What a connection tells of its client: the common name of the
+/// certificate it presented, if any.
+pub trait ClientIdentity {
+    fn client_common_name(&self) -> Option<std::sync::Arc<str>>;
+}
+
+impl ClientIdentity for e2d_coalesced_io::CoalescedIo<tokio::net::TcpStream> {
+    fn client_common_name(&self) -> Option<std::sync::Arc<str>> {
+        None
+    }
+}
+
+impl ClientIdentity for e2d_coalesced_io::CoalescedIo<crate::tls::incoming::TlsConnection> {
+    fn client_common_name(&self) -> Option<std::sync::Arc<str>> {
+        self.get_ref().client_common_name()
+    }
+}
+
 /// Serves each connection `incoming` yields, HTTP/1 or HTTP/2, in a task
 /// of its own, with the HTTP/2 settings tonic's server uses. After
 /// `shutdown`, no new connection is taken and the open ones finish what
@@ -321,7 +339,7 @@ async fn serve_connections<IO>(
     routes: ClientRoutes,
     shutdown: impl Future<Output = ()>,
 ) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + ClientIdentity + Unpin + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tokio_stream::StreamExt;
@@ -352,11 +370,18 @@ async fn serve_connections<IO>(
             }
             None => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(
-            routes
-                .clone()
-                .map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new)),
-        );
+        // Each request carries the connection's client certificate name,
+        // for etcd's certificate authentication.
+        let common_name = io.client_common_name().map(crate::auth::ClientCommonName);
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone().map_request(
+            move |request: Request<hyper::body::Incoming>| {
+                let mut request = request.map(Body::new);
+                if let Some(name) = &common_name {
+                    request.extensions_mut().insert(name.clone());
+                }
+                request
+            },
+        ));
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             let io = super::url_authority::UrlAuthorityFix::new(io);

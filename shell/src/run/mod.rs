@@ -161,6 +161,11 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
             progress_notify_interval_ms: args.watch_progress_notify_interval,
             // `run` refused flags that do not parse before it got here.
             auto_compaction: args.auto_compaction().unwrap_or_default(),
+            auth: crate::auth::AuthOptions {
+                token: args.auth_token.clone(),
+                token_ttl_seconds: args.auth_token_ttl,
+                bcrypt_cost: args.bcrypt_cost,
+            },
         },
     }
 }

@@ -213,6 +213,7 @@ pub async fn start_node(
         .unwrap_or(0);
     let clock = Clock::start();
     let mut state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
+    state.set_token_ttl_ms(settings.node.auth.token_ttl_seconds.saturating_mul(1000));
     // Routes to peers: the replicated member list, plus the founders or the
     // members a joining member learned of (kept, for a restart before the
     // member list has reached this member).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2d_core::{Error, StateMachine};
 use e2d_proto::etcdserverpb::{LeaseGrantResponse, ResponseHeader};
-use e2d_proto::peer::{outcome, proposal::Op, LeaseGrant, Outcome, Proposal};
+use e2d_proto::peer::{outcome, proposal::Op, LeaseGrant, Outcome, Proposal, Requester};
 use tokio::sync::{oneshot, watch};
 
 use super::{Clock, Identity};
@@ -30,6 +30,7 @@ pub struct NodeConfig {
     pub progress_notify_interval_ms: u64,
     /// Automatic compaction keeps this much history; `None`: off.
     pub auto_compaction: Option<e2d_core::auto_compaction::Retention>,
+    pub auth: crate::auth::AuthOptions,
 }
 
 pub struct Node {
@@ -102,9 +103,23 @@ impl Node {
         &self.raft
     }
 
-    /// Replicates a change through raft and returns what applying it gave.
+    /// Replicates one of the cluster's own changes through raft (no
+    /// permission applies to it) and returns what applying it gave.
     pub async fn propose(&self, op: Op) -> Result<outcome::Result, Error> {
-        let proposal = Proposal { op: Some(op) };
+        self.propose_as(op, None).await
+    }
+
+    /// Replicates a client's change through raft, checked again as it
+    /// applies against `requester`'s permissions.
+    pub async fn propose_as(
+        &self,
+        op: Op,
+        requester: Option<Requester>,
+    ) -> Result<outcome::Result, Error> {
+        let proposal = Proposal {
+            op: Some(op),
+            requester,
+        };
         let committed_index = self.raft_status().commit_index;
         if let Err(refused) =
             e2d_core::limits::admit_proposal(committed_index, *self.applied_index.borrow())
@@ -183,6 +198,7 @@ impl Node {
                     member_id: self.identity.member_id,
                     alarm: AlarmType::Nospace as i32,
                 })),
+                requester: None,
             };
             let answer = self
                 .submit(|reply| DriverRequest::Propose { proposal, reply })

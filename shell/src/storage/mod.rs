@@ -67,10 +67,11 @@ impl Space {
         }
     }
 
-    pub(crate) const ALL: [Space; 5] = [
+    pub(crate) const ALL: [Space; 6] = [
         Space::Table(Table::Kv),
         Space::Table(Table::Lease),
         Space::Table(Table::Meta),
+        Space::Table(Table::Auth),
         Space::RaftLog,
         Space::RaftState,
     ];

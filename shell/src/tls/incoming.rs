@@ -22,6 +22,18 @@ const READY_CONNECTIONS_MAX: usize = 64;
 /// One connection after its handshake.
 pub struct TlsConnection(TlsStream<TcpStream>);
 
+impl TlsConnection {
+    /// The common name of the client certificate the handshake verified
+    /// (the user of etcd's `--client-cert-auth`).
+    pub fn client_common_name(&self) -> Option<Arc<str>> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let leaf = self.0.get_ref().1.peer_certificates()?.first()?;
+        let (_, certificate) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+        let name = certificate.subject().iter_common_name().next()?;
+        name.as_str().ok().map(Arc::from)
+    }
+}
+
 impl tonic::transport::server::Connected for TlsConnection {
     type ConnectInfo = ();
 
