@@ -172,6 +172,30 @@ fn refusals_carry_etcds_texts() {
     assert!(status.success(), "{status}");
 }
 
+#[tokio::test]
+async fn locks_and_elections_are_checked_as_the_caller() {
+    let server = Server::e2d();
+    set_up(&|args| server.etcdctl(args));
+    let mut alice = connect_as(&server, Some(("alice", "alicepw"))).await;
+    // alice may write under foo/, so the lock's key there is hers to take.
+    let held = alice.lock("foo/lock", None).await.unwrap();
+    assert!(held.key().starts_with(b"foo/lock/"), "{held:?}");
+    alice.unlock(held.key()).await.unwrap();
+    // bar is only hers to read: she may not create a key under it.
+    let denied = alice.lock("bar", None).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    let lease = alice.lease_grant(60, None).await.unwrap().id();
+    let denied = alice.campaign("bar", "me", lease).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    // Nobody at all: etcd's "user name is empty".
+    let mut anonymous = connect_as(&server, None).await;
+    let denied = anonymous.lock("foo/lock", None).await.unwrap_err();
+    assert!(
+        denied.to_string().contains("user name is empty"),
+        "{denied}"
+    );
+}
+
 async fn connect_as(server: &Server, user: Option<(&str, &str)>) -> Client {
     let options = user.map(|(name, password)| ConnectOptions::new().with_user(name, password));
     Client::connect([server.url()], options)
