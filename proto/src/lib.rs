@@ -333,11 +333,13 @@ mod json_tests {
             &txn.failure[0].request,
             Some(request_op::Request::RequestRange(range)) if range.key == b"foo"
         ));
-        let grant: LeaseGrantRequest = serde_json::from_value(json!({"TTL": "30", "ID": 77})).unwrap();
+        let grant: LeaseGrantRequest =
+            serde_json::from_value(json!({"TTL": "30", "ID": 77})).unwrap();
         assert_eq!(grant, LeaseGrantRequest { ttl: 30, id: 77 });
-        let watch: WatchRequest =
-            serde_json::from_value(json!({"create_request": {"key": "Zm9v", "filters": ["NOPUT"]}}))
-                .unwrap();
+        let watch: WatchRequest = serde_json::from_value(
+            json!({"create_request": {"key": "Zm9v", "filters": ["NOPUT"]}}),
+        )
+        .unwrap();
         assert!(matches!(
             watch.request_union,
             Some(watch_request::RequestUnion::CreateRequest(create)) if create.filters == vec![0]

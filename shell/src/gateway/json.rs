@@ -125,7 +125,10 @@ pub fn message_response<T: Serialize>(message: &T) -> Response {
     match serde_json::to_vec(message) {
         Ok(body) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
                 GRPC_CONTENT_TYPE,
             ],
             body,
@@ -159,7 +162,10 @@ pub fn json_with_status(http: StatusCode, body: &impl Serialize) -> Response {
     let body = serde_json::to_vec(body).unwrap_or_default();
     (
         http,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()

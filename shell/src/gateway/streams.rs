@@ -65,7 +65,12 @@ where
             };
             if failure.is_none() && reading.buffer.len() > limits.json_bytes_max {
                 reading.failed = true;
-                return Some((Err(json::body_too_large(limits.json_bytes_max).message().to_string()), reading));
+                return Some((
+                    Err(json::body_too_large(limits.json_bytes_max)
+                        .message()
+                        .to_string()),
+                    reading,
+                ));
             }
             if let Some(failure) = failure {
                 reading.failed = true;
@@ -98,9 +103,11 @@ where
     T: prost::Message + Default + Send + 'static,
 {
     let messages = stream::iter(first)
-        .chain(values.take_while(|value| std::future::ready(value.is_ok())).filter_map(
-            |value| std::future::ready(value.ok()),
-        ))
+        .chain(
+            values
+                .take_while(|value| std::future::ready(value.is_ok()))
+                .filter_map(|value| std::future::ready(value.ok())),
+        )
         .map(|message| Ok::<_, Infallible>(grpc_frame(&message)));
     let frames: BoxStream<'static, Result<Bytes, Infallible>> = match end {
         BodyEnd::Ends => messages.boxed(),
@@ -176,8 +183,8 @@ fn error_chunk(status: &Status) -> (StatusCode, Vec<u8>) {
 
 /// One `{"result": ...}` line.
 fn result_line<T: Serialize>(message: &T) -> Result<Vec<u8>, Status> {
-    let mut line =
-        serde_json::to_vec(&ResultChunk { result: message }).map_err(|e| Status::internal(e.to_string()))?;
+    let mut line = serde_json::to_vec(&ResultChunk { result: message })
+        .map_err(|e| Status::internal(e.to_string()))?;
     line.push(b'\n');
     Ok(line)
 }
@@ -228,7 +235,10 @@ fn streaming(lines: BoxStream<'static, Vec<u8>>) -> Response {
     );
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             json::GRPC_CONTENT_TYPE,
         ],
         body,
@@ -240,7 +250,10 @@ fn stream_error_response(status: &Status) -> Response {
     let (http, body) = error_chunk(status);
     (
         http,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -260,7 +273,9 @@ mod tests {
 
     fn body_in_pieces(pieces: &[&'static str]) -> Body {
         Body::from_stream(stream::iter(
-            pieces.iter().map(|piece| Ok::<_, Infallible>(Bytes::from_static(piece.as_bytes()))),
+            pieces
+                .iter()
+                .map(|piece| Ok::<_, Infallible>(Bytes::from_static(piece.as_bytes()))),
         ))
     }
 
@@ -280,7 +295,9 @@ mod tests {
         ));
         assert!(matches!(
             &values[1],
-            Ok(WatchRequest { request_union: Some(RequestUnion::ProgressRequest(_)) })
+            Ok(WatchRequest {
+                request_union: Some(RequestUnion::ProgressRequest(_))
+            })
         ));
         assert!(matches!(
             &values[2],
@@ -297,20 +314,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_value_or_one_over_the_limit_ends_with_an_error() {
-        let cut: Vec<_> =
-            json_values::<WatchRequest>(body_in_pieces(&[r#"{"progress_request":{}} {"#]), limits())
-                .collect()
-                .await;
+        let cut: Vec<_> = json_values::<WatchRequest>(
+            body_in_pieces(&[r#"{"progress_request":{}} {"#]),
+            limits(),
+        )
+        .collect()
+        .await;
         assert!(cut[0].is_ok());
         assert!(cut[1].is_err());
         assert_eq!(cut.len(), 2);
 
-        let long = r#"{"create_request":{"key":"YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"}}"#;
+        let long =
+            r#"{"create_request":{"key":"YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"}}"#;
         let over: Vec<_> = json_values::<WatchRequest>(body_in_pieces(&[long]), limits())
             .collect()
             .await;
         assert_eq!(over.len(), 1);
-        assert!(over[0].as_ref().unwrap_err().contains("larger than 64 bytes"));
+        assert!(over[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("larger than 64 bytes"));
     }
 
     #[tokio::test]
@@ -318,7 +341,11 @@ mod tests {
         let create = WatchRequest {
             request_union: Some(RequestUnion::ProgressRequest(Default::default())),
         };
-        let values = stream::iter(vec![Ok(create.clone()), Err("bad".to_string()), Ok(create.clone())]);
+        let values = stream::iter(vec![
+            Ok(create.clone()),
+            Err("bad".to_string()),
+            Ok(create.clone()),
+        ]);
         let mut ends = request_stream(Some(create.clone()), values, BodyEnd::Ends, limits());
         assert_eq!(ends.message().await.unwrap(), Some(create.clone()));
         assert_eq!(ends.message().await.unwrap(), Some(create.clone()));
@@ -339,7 +366,9 @@ mod tests {
         ]);
         let response = stream_response(Ok(tonic::Response::new(responses))).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             "{\"result\":{}}\n{\"error\":{\"grpc_code\":9,\"http_code\":412,\"message\":\"gone\",\"http_status\":\"Precondition Failed\"}}"
