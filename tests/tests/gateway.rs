@@ -569,3 +569,33 @@ fn a_first_watch_request_that_is_not_json_fails_the_call() {
         "{etcd:?}"
     );
 }
+
+#[test]
+fn request_bodies_are_bounded_by_max_request_bytes() {
+    let e2d = Server::e2d_with(&["--max-request-bytes", "1024"]);
+    // Over the request limit but within gRPC's allowance: the service
+    // refuses it, as etcd's does.
+    let value = b64(&"v".repeat(2048));
+    let large = post(
+        &e2d,
+        "/v3/kv/put",
+        &format!(r#"{{"key":"YQ==","value":"{value}"}}"#),
+    );
+    assert_eq!(large.status, 400, "{large:?}");
+    assert_eq!(
+        large.json()["message"],
+        json!("etcdserver: request is too large")
+    );
+    // Beyond what the gRPC port would take at all: refused unread.
+    let file = e2d.scratch_dir().join("huge.json");
+    let huge = format!(
+        r#"{{"key":"YQ==","value":"{}"}}"#,
+        b64(&"v".repeat(3 << 20))
+    );
+    std::fs::write(&file, huge).unwrap();
+    let refused = post(&e2d, "/v3/kv/put", &format!("@{}", file.display()));
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.json()["code"], json!(8));
+    let range = post(&e2d, "/v3/kv/range", r#"{"key":"YQ=="}"#);
+    assert_eq!(range.json().get("kvs"), None, "nothing was written");
+}

@@ -52,26 +52,30 @@ where
         }
         loop {
             let mut values = serde_json::Deserializer::from_slice(&reading.buffer).into_iter::<T>();
-            let failure = match values.next() {
-                Some(Ok(value)) => {
-                    let read = values.byte_offset();
+            let parsed = values.next();
+            let read = values.byte_offset();
+            let too_large = || {
+                json::body_too_large(limits.json_bytes_max)
+                    .message()
+                    .to_string()
+            };
+            let failure = match parsed {
+                Some(Ok(value)) if read <= limits.json_bytes_max => {
                     reading.buffer.drain(..read);
                     return Some((Ok(value), reading));
                 }
+                Some(Ok(_)) => Some(too_large()),
                 None if reading.body_done => return None,
-                None => None,
-                Some(Err(e)) if e.is_eof() && !reading.body_done => None,
+                // Only white space so far.
+                None => {
+                    reading.buffer.clear();
+                    None
+                }
+                Some(Err(e)) if e.is_eof() && !reading.body_done => {
+                    (reading.buffer.len() > limits.json_bytes_max).then(too_large)
+                }
                 Some(Err(e)) => Some(e.to_string()),
             };
-            if failure.is_none() && reading.buffer.len() > limits.json_bytes_max {
-                reading.failed = true;
-                return Some((
-                    Err(json::body_too_large(limits.json_bytes_max)
-                        .message()
-                        .to_string()),
-                    reading,
-                ));
-            }
             if let Some(failure) = failure {
                 reading.failed = true;
                 return Some((Err(failure), reading));
@@ -275,7 +279,8 @@ mod tests {
         Body::from_stream(stream::iter(
             pieces
                 .iter()
-                .map(|piece| Ok::<_, Infallible>(Bytes::from_static(piece.as_bytes()))),
+                .map(|piece| Ok::<_, Infallible>(Bytes::from_static(piece.as_bytes())))
+                .collect::<Vec<_>>(),
         ))
     }
 
@@ -352,7 +357,8 @@ mod tests {
         // The unreadable value stops the sending: nothing after it.
         assert_eq!(ends.message().await.unwrap(), None);
 
-        let mut open = request_stream(None, stream::empty(), BodyEnd::StaysOpen, limits());
+        let mut open =
+            request_stream::<WatchRequest>(None, stream::empty(), BodyEnd::StaysOpen, limits());
         let waited =
             tokio::time::timeout(std::time::Duration::from_millis(50), open.message()).await;
         assert!(waited.is_err(), "the stream stays open after the body");
