@@ -1,17 +1,22 @@
 //! Compiles the etcd v3 API protos (with the Lock and Election services),
 //! the gRPC health protocol and e2d's peer protocol with prost, plus tonic
-//! service stubs when the `grpc` feature is on.
+//! service stubs when the `grpc` feature is on and serde implementations
+//! of the etcd API's JSON mapping when the `json` feature is.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
 
     // Cargo sets CARGO_FEATURE_<NAME> for every enabled feature of this crate.
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    let json = std::env::var_os("CARGO_FEATURE_JSON").is_some();
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors_path = out_dir.join("descriptors.bin");
 
     madsim_tonic_build::configure()
         .build_server(grpc)
         .build_client(grpc)
         .emit_rerun_if_changed(false)
+        .file_descriptor_set_path(&descriptors_path)
         // Keys and values are shared, not copied, by every watcher and
         // response that carries them.
         .bytes([".mvccpb.KeyValue"])
@@ -28,5 +33,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             &["proto"],
         )?;
+
+    if json {
+        // The protobuf JSON mapping with the names the .proto files give
+        // (`cluster_id`, `ID`, `peerURLs`), as etcd's gateway (grpc-gateway
+        // with `OrigName`) writes them; reading takes both name styles,
+        // enums by name or number, and skips unknown fields, as it does.
+        // Every package but e2d's own, so one added to the etcd API has
+        // its JSON too (each is included by `generated_json!`).
+        pbjson_build::Builder::new()
+            .register_descriptors(&std::fs::read(&descriptors_path)?)?
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .exclude([".e2d"])
+            .build(&["."])?;
+    }
     Ok(())
 }

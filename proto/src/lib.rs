@@ -19,16 +19,27 @@ macro_rules! generated {
     };
 }
 
+/// Includes the serde implementations pbjson generated for a proto
+/// package (the protobuf JSON mapping), with the `json` feature.
+macro_rules! generated_json {
+    ($package:literal) => {
+        #[cfg(feature = "json")]
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".serde.rs"));
+    };
+}
+
 /// etcd's MVCC types: `KeyValue` and `Event`.
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
     generated!("mvccpb");
+    generated_json!("mvccpb");
 }
 
 /// etcd's auth store types: `User`, `Role`, `Permission`.
 #[allow(clippy::all, missing_docs)]
 pub mod authpb {
     generated!("authpb");
+    generated_json!("authpb");
 }
 
 /// etcd's client API: requests, responses and (with `grpc`) the KV, Watch,
@@ -36,12 +47,14 @@ pub mod authpb {
 #[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     generated!("etcdserverpb");
+    generated_json!("etcdserverpb");
 }
 
 /// etcd's Lock service: `Lock` and `Unlock`.
 #[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     generated!("v3lockpb");
+    generated_json!("v3lockpb");
 }
 
 /// etcd's Election service: `Campaign`, `Proclaim`, `Leader`, `Observe`,
@@ -49,6 +62,7 @@ pub mod v3lockpb {
 #[allow(clippy::all, missing_docs)]
 pub mod v3electionpb {
     generated!("v3electionpb");
+    generated_json!("v3electionpb");
 }
 
 /// e2d's wire between members: raft messages, forwarded writes, read
@@ -239,5 +253,164 @@ mod tests {
             tags(&m.encode_to_vec()),
             vec![(1, 0), (3, 2), (4, 2), (5, 0)]
         );
+    }
+}
+
+/// The JSON mapping, checked against what etcd's gateway writes and reads.
+#[cfg(all(test, feature = "json"))]
+mod json_tests {
+    use super::etcdserverpb::*;
+    use super::mvccpb::KeyValue;
+    use serde_json::{json, Value};
+
+    fn to_json<T: serde::Serialize>(message: &T) -> Value {
+        serde_json::to_value(message).unwrap()
+    }
+
+    #[test]
+    fn responses_have_proto_names_string_64_bit_numbers_and_base64_bytes() {
+        let response = RangeResponse {
+            header: Some(ResponseHeader {
+                cluster_id: 324952591200643719,
+                member_id: 3319814642761637952,
+                revision: 2,
+                raft_term: 2,
+            }),
+            kvs: vec![KeyValue {
+                key: b"foo".to_vec().into(),
+                create_revision: 2,
+                mod_revision: 2,
+                version: 1,
+                value: b"bar".to_vec().into(),
+                lease: 0,
+            }],
+            more: false,
+            count: 1,
+        };
+        // As etcd 3.4.23's gateway answered `{"key":"Zm9v"}`.
+        let etcd = json!({
+            "header": {"cluster_id": "324952591200643719", "member_id": "3319814642761637952",
+                       "revision": "2", "raft_term": "2"},
+            "kvs": [{"key": "Zm9v", "create_revision": "2", "mod_revision": "2",
+                     "version": "1", "value": "YmFy"}],
+            "count": "1"
+        });
+        assert_eq!(to_json(&response), etcd);
+
+        let ttl = LeaseTimeToLiveResponse {
+            id: 77,
+            ttl: 29,
+            granted_ttl: 30,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_json(&ttl),
+            json!({"ID": "77", "TTL": "29", "grantedTTL": "30"})
+        );
+        let hash = HashResponse {
+            hash: 1239660030,
+            ..Default::default()
+        };
+        assert_eq!(to_json(&hash), json!({"hash": 1239660030}));
+        let member = Member {
+            id: 1,
+            peer_ur_ls: vec!["http://a:2380".into()],
+            is_learner: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_json(&member),
+            json!({"ID": "1", "peerURLs": ["http://a:2380"], "isLearner": true})
+        );
+    }
+
+    #[test]
+    fn oneofs_and_enums_are_written_by_name() {
+        let response = TxnResponse {
+            responses: vec![ResponseOp {
+                response: Some(response_op::Response::ResponseDeleteRange(
+                    DeleteRangeResponse {
+                        deleted: 1,
+                        ..Default::default()
+                    },
+                )),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            to_json(&response),
+            json!({"responses": [{"response_delete_range": {"deleted": "1"}}]})
+        );
+        let event = super::mvccpb::Event {
+            r#type: super::mvccpb::event::EventType::Delete as i32,
+            kv: Some(KeyValue {
+                mod_revision: 6,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        };
+        assert_eq!(
+            to_json(&event),
+            json!({"type": "DELETE", "kv": {"mod_revision": "6"}})
+        );
+    }
+
+    #[test]
+    fn requests_take_both_name_styles_numbers_as_strings_or_not_and_enums_by_name_or_number() {
+        let request: RangeRequest = serde_json::from_value(json!({
+            "key": "Zm9v", "rangeEnd": "Zm9w", "sort_order": "DESCEND", "sortTarget": 1,
+            "limit": "5", "revision": 3, "keys_only": true, "unknown_field": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(
+            request,
+            RangeRequest {
+                key: b"foo".to_vec(),
+                range_end: b"fop".to_vec(),
+                sort_order: range_request::SortOrder::Descend as i32,
+                sort_target: range_request::SortTarget::Version as i32,
+                limit: 5,
+                revision: 3,
+                keys_only: true,
+                ..Default::default()
+            }
+        );
+        let txn: TxnRequest = serde_json::from_value(json!({
+            "compare": [{"key": "Zm9v", "result": "EQUAL", "target": "VALUE", "value": "YmFy"}],
+            "success": [{"requestPut": {"key": "Zm9v", "value": "YmF6", "prev_kv": true}}],
+            "failure": [{"request_range": {"key": "Zm9v"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            txn.compare[0].target_union,
+            Some(compare::TargetUnion::Value(b"bar".to_vec()))
+        );
+        assert_eq!(txn.compare[0].target, compare::CompareTarget::Value as i32);
+        assert!(matches!(
+            &txn.success[0].request,
+            Some(request_op::Request::RequestPut(put)) if put.prev_kv && put.value == b"baz"
+        ));
+        assert!(matches!(
+            &txn.failure[0].request,
+            Some(request_op::Request::RequestRange(range)) if range.key == b"foo"
+        ));
+        let grant: LeaseGrantRequest =
+            serde_json::from_value(json!({"TTL": "30", "ID": 77})).unwrap();
+        assert_eq!(grant, LeaseGrantRequest { ttl: 30, id: 77 });
+        let watch: WatchRequest = serde_json::from_value(
+            json!({"create_request": {"key": "Zm9v", "filters": ["NOPUT"]}}),
+        )
+        .unwrap();
+        assert!(matches!(
+            watch.request_union,
+            Some(watch_request::RequestUnion::CreateRequest(create)) if create.filters == vec![0]
+        ));
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        assert!(serde_json::from_value::<RangeRequest>(json!({"key": "!!"})).is_err());
+        assert!(serde_json::from_value::<RangeRequest>(json!({"limit": "abc"})).is_err());
+        assert!(serde_json::from_value::<RangeRequest>(json!({"sort_order": "WHAT"})).is_err());
     }
 }

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod discovery;
 mod durable_file;
 pub mod fail_stop;
+#[cfg(not(madsim))]
+mod gateway;
 mod gossip;
 pub mod grpc;
 #[cfg(not(madsim))]

@@ -245,10 +245,12 @@ impl tower::Service<Request<Body>> for ClientRoutes {
     }
 }
 
-/// The HTTP endpoints of a running node, plus `extra` routes; gRPC calls
+/// The HTTP endpoints of a running node (etcd's JSON gateway among
+/// them), plus `extra` routes; gRPC calls
 /// to no etcd service get `Unimplemented`.
 fn node_routes(node: Arc<Node>, extra: Router) -> Router {
-    crate::http::router(node)
+    crate::http::router(node.clone())
+        .merge(crate::gateway::router(&node))
         .merge(extra)
         .fallback(crate::http::not_found)
 }
