@@ -712,3 +712,28 @@ async fn defragment_and_move_leader_answer_without_a_header() {
     let moved = c.move_leader(member_id).await.unwrap();
     assert!(moved.header().is_none(), "{moved:?}");
 }
+
+#[tokio::test]
+async fn a_watch_goes_on_after_the_client_sends_its_last_request() {
+    // etcd keeps a stream's watchers when the client closes its side of
+    // the stream; only the client's end of the call ends them.
+    let s = Server::e2d();
+    let mut c = connect(&s).await;
+    let before = c.put("k", "before", None).await.unwrap();
+    let from = WatchOptions::new().with_start_revision(rev(before.header()) + 1);
+    let stream = c.watch("k", Some(from)).await.unwrap();
+    let (requests, mut responses) = stream.split();
+    drop(requests);
+    c.put("k", "after", None).await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let resp = responses.message().await.unwrap().expect("stream open");
+            if !resp.events().is_empty() {
+                return resp;
+            }
+        }
+    })
+    .await
+    .expect("the put's event in time");
+    assert_eq!(resp.events()[0].kv().unwrap().value(), b"after");
+}

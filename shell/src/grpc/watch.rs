@@ -59,6 +59,7 @@ impl Watch for WatchService {
             ready: VecDeque::new(),
             lagging: false,
             ended: false,
+            requests_ended: false,
             revision_streak: 0,
             ticks_wanted: false,
         };
@@ -87,6 +88,9 @@ struct StreamTask {
     lagging: bool,
     /// The client is gone or the stream failed: nothing after `ready`.
     ended: bool,
+    /// The client sent its last request. Its watchers go on, as etcd's
+    /// do, until it cancels the call or goes away.
+    requests_ended: bool,
     /// Wake-ups in a row that were new revisions.
     revision_streak: u32,
     /// Some watcher asked for progress notifications, so the progress
@@ -148,13 +152,17 @@ impl StreamTask {
                     return;
                 }
                 _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
-                message = self.incoming.message() => self.on_message(message),
+                message = self.incoming.message(), if !self.requests_ended => {
+                    self.on_message(message)
+                }
             }
         } else {
             tokio::select! {
                 biased;
                 _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
-                message = self.incoming.message() => self.on_message(message),
+                message = self.incoming.message(), if !self.requests_ended => {
+                    self.on_message(message)
+                }
                 changed = self.revision.changed() => self.ended |= changed.is_err(),
             }
         }
@@ -169,7 +177,7 @@ impl StreamTask {
     fn on_message(&mut self, message: Result<Option<WatchRequest>, Status>) {
         match message {
             Ok(Some(request)) => self.handle_request(request),
-            Ok(None) => self.ended = true,
+            Ok(None) => self.requests_ended = true,
             // A request that cannot be decoded ends the stream with its
             // status (tonic's INTERNAL, as grpc-go's for etcd), not OK, so
             // the client learns its stream failed.
