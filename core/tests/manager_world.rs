@@ -400,10 +400,7 @@ impl World {
     /// leader on `i`'s side.
     fn reachable(&self, i: usize, through: &[String]) -> Option<usize> {
         through.iter().find_map(|url| {
-            let j = self
-                .nodes
-                .iter()
-                .position(|n| client_url(&n.name) == *url)?;
+            let j = self.nodes.iter().position(|n| peer_url(&n.name) == *url)?;
             let (cluster, _) = self.nodes[j].server?;
             (self.connected(i, j) && self.leader(cluster, self.nodes[i].side).is_some())
                 .then_some(cluster)

@@ -156,6 +156,100 @@ fn a_killed_member_is_removed_and_a_fresh_node_takes_its_place() {
     }
 }
 
+const ROOT: &str = "--user=root:rootpw";
+
+/// Puts as root through node `i`, retrying for up to 20 s (leader
+/// elections).
+#[track_caller]
+fn put_as_root(cluster: &GossipCluster, i: usize, key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let put = cluster.nodes[i].etcdctl(&[ROOT, "put", key, "v", "--command-timeout=2s"]);
+        if put.success() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {i} accepted no write: {put}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keys under `prefix`, read as root through node `i`.
+fn count_as_root(cluster: &GossipCluster, i: usize, prefix: &str) -> Option<u64> {
+    let got =
+        cluster.nodes[i].etcdctl(&[ROOT, "get", prefix, "--prefix", "--keys-only", "-w", "json"]);
+    got.success()
+        .then(|| got.json()["count"].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn with_auth_enabled_a_killed_member_is_still_replaced() {
+    let _serial = one_at_a_time();
+    let mut cluster = formed_on_loopback(3, QUICK_HEALTH_CHECKS);
+    let etcdctl = |args: &[&str]| cluster.nodes[0].etcdctl(args);
+    etcdctl(&["user", "add", "root", "--new-user-password=rootpw"]).ok();
+    etcdctl(&["role", "add", "reader"]).ok();
+    etcdctl(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "--prefix=true",
+        "read",
+        "/before/",
+    ])
+    .ok();
+    etcdctl(&["user", "add", "alice", "--new-user-password=alicepw"]).ok();
+    etcdctl(&["user", "grant-role", "alice", "reader"]).ok();
+    etcdctl(&["auth", "enable"]).ok();
+    for k in 0..10 {
+        put_as_root(&cluster, 0, &format!("/before/{k:03}"));
+    }
+    let dead_id = cluster.nodes[2].member_id().unwrap();
+    cluster.kill9(2);
+    // Removing the dead member is a membership change, which auth allows
+    // root alone on the client port: the manager makes it as the cluster.
+    cluster.wait_until(
+        "the dead member is removed after the health-check timeout",
+        HEAL_TIMEOUT,
+        |c| {
+            c.members(0)
+                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m.id != dead_id))
+        },
+    );
+    // Joining takes the join lock (a write to /_e2d/join-lock) and adds
+    // a learner, then the leader promotes it.
+    let fresh = cluster.add(Node::new(Ipv4Addr::LOCALHOST));
+    wait_until_whole(
+        &cluster,
+        "a fresh node joins as the third member",
+        HEAL_TIMEOUT,
+    );
+    // The auth data came along, and auth still holds on the fresh member.
+    let node = &cluster.nodes[fresh];
+    let users = node.etcdctl(&[ROOT, "user", "list"]);
+    assert_eq!(
+        users.out().split_whitespace().collect::<Vec<_>>(),
+        ["alice", "root"]
+    );
+    assert_eq!(count_as_root(&cluster, fresh, "/before/"), Some(10));
+    let read = node.etcdctl(&[
+        "--user=alice:alicepw",
+        "get",
+        "/before/003",
+        "--print-value-only",
+    ]);
+    assert_eq!(read.out().trim(), "v");
+    node.etcdctl(&["--user=alice:alicepw", "put", "/before/003", "w"])
+        .fails_with("etcdserver: permission denied");
+    node.etcdctl(&["put", "/after/anonymous", "v"])
+        .fails_with("etcdserver: user name is empty");
+    put_as_root(&cluster, fresh, "/after/root");
+    assert_eq!(count_as_root(&cluster, 0, "/after/"), Some(1));
+}
+
 #[test]
 fn a_restarted_member_rejoins_as_itself_with_its_data() {
     let _serial = one_at_a_time();

@@ -117,14 +117,14 @@ pub enum Command {
         founders: Vec<Founder>,
         restore: Option<String>,
     },
-    /// Take the cluster-wide join lock through one of these client URLs.
+    /// Take the cluster-wide join lock through one of these peer URLs.
     AcquireJoinLock { id: CommandId, through: Vec<String> },
     /// Release the join lock (best effort; it also expires on its own).
     ReleaseJoinLock { through: Vec<String> },
-    /// Read the member list through one of these client URLs; answer with
+    /// Read the member list through one of these peer URLs; answer with
     /// [`CommandResult::Members`].
     FetchMembers { id: CommandId, through: Vec<String> },
-    /// Add this node as a learner through one of these client URLs; answer
+    /// Add this node as a learner through one of these peer URLs; answer
     /// with the member list after the change.
     AddLearner { id: CommandId, through: Vec<String> },
     /// Start the server as a member of the existing cluster `members`.

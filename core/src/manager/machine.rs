@@ -360,7 +360,7 @@ impl Manager {
             self.start_new_cluster(proposal);
             return;
         }
-        let running = self.running_client_urls();
+        let running = self.running_peer_urls();
         if !self.founding.committed && !running.is_empty() {
             self.evaluate_join(running);
             return;

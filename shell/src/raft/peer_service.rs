@@ -1,10 +1,16 @@
-//! The peer service on `--peer-addr`: raft streams from other members and
-//! lease renewals forwarded to the leader.
+//! The peer service on `--peer-addr`: raft streams from other members,
+//! lease renewals forwarded to the leader, and the cluster manager's calls
+//! (the join lock, membership changes). The peer port is where members
+//! trust each other (with TLS, only a peer certificate the CA signed gets
+//! in), so what comes in here is the cluster's own and no auth check
+//! applies; the client port never serves these.
 
 use std::sync::Arc;
 
+use e2d_proto::peer::join_lock_request::Action;
 use e2d_proto::peer::peer_server::Peer;
 use e2d_proto::peer::{
+    ChangeMembersRequest, ChangeMembersResponse, JoinLockRequest, JoinLockResponse,
     KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, RaftEnvelope, SendAck,
     SnapshotChunk,
 };
@@ -13,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec;
 use super::driver::DriverRequest;
 use crate::grpc::to_status;
-use crate::server::Node;
+use crate::server::{join_lock, member_changes, Node};
 
 /// How often a raft stream's sender is checked against the removed members.
 const REMOVED_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -98,6 +104,37 @@ impl Peer for PeerService {
             cluster_id: self.node.identity.cluster_id,
             members,
         }))
+    }
+
+    async fn join_lock(
+        &self,
+        request: Request<JoinLockRequest>,
+    ) -> Result<Response<JoinLockResponse>, Status> {
+        let request = request.into_inner();
+        let holder = request.holder;
+        if holder.is_empty() || holder.len() > join_lock::HOLDER_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a join lock holder is a name of 1 to {} bytes",
+                join_lock::HOLDER_BYTES_MAX
+            )));
+        }
+        let holder = match Action::try_from(request.action) {
+            Ok(Action::Take) => join_lock::take(&self.node, &holder).await,
+            Ok(Action::Release) => join_lock::release(&self.node, &holder).await,
+            Err(_) => return Err(Status::invalid_argument("an unknown join lock action")),
+        };
+        Ok(Response::new(JoinLockResponse {
+            holder: holder.map_err(to_status)?,
+        }))
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<ChangeMembersRequest>,
+    ) -> Result<Response<ChangeMembersResponse>, Status> {
+        member_changes::change_members(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn install_snapshot(

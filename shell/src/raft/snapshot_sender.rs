@@ -74,7 +74,7 @@ async fn stream(
             }
         }
     });
-    let channel = crate::outgoing::connect(url, crate::outgoing::CallAs::Peer)
+    let channel = crate::outgoing::connect(url)
         .await
         .map_err(std::io::Error::other)?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(CHUNK_BYTES * 2);

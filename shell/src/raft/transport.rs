@@ -117,7 +117,7 @@ async fn send_loop(
     let queue = SharedQueue::new(queue);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let mut client = match crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer).await {
+        let mut client = match crate::outgoing::connect(&url).await {
             Ok(channel) => PeerClient::new(channel),
             Err(e) => {
                 tracing::debug!(peer = format!("{id:x}"), %url, error = %e, "peer unreachable");

@@ -350,7 +350,7 @@ impl Agent {
             return;
         };
         let cluster_id = node.identity.cluster_id;
-        let mut through = self.routes.board.running_client_urls(cluster_id);
+        let mut through = self.routes.board.running_peer_urls(cluster_id);
         through.truncate(MEMBERSHIP_CHECK_PEERS_MAX);
         if through.is_empty() {
             return;
@@ -498,10 +498,10 @@ impl Agent {
         })
     }
 
-    /// `through`, or this member's own client URL when it is empty.
+    /// `through`, or this member's own peer URL when it is empty.
     fn through_local(&self, through: Vec<String>) -> Vec<String> {
         if through.is_empty() {
-            vec![self.settings.client_url.clone()]
+            vec![self.settings.peer_url.clone()]
         } else {
             through
         }

@@ -84,8 +84,7 @@ async fn discover_self(
         .filter(|m| m.peer_url != own_peer_url)
     {
         let answer = async {
-            let channel =
-                crate::outgoing::connect(&member.peer_url, crate::outgoing::CallAs::Peer).await?;
+            let channel = crate::outgoing::connect(&member.peer_url).await?;
             let mut client = PeerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error>>(
                 client.members(MembersRequest {}).await?.into_inner(),

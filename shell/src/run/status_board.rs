@@ -113,9 +113,9 @@ impl StatusBoard {
             .count()
     }
 
-    /// Client URLs of the other nodes gossip shows alive and running
+    /// Peer URLs of the other nodes gossip shows alive and running
     /// cluster `cluster_id`.
-    pub fn running_client_urls(&self, cluster_id: u64) -> Vec<String> {
+    pub fn running_peer_urls(&self, cluster_id: u64) -> Vec<String> {
         self.board()
             .gossip
             .values()
@@ -124,7 +124,7 @@ impl StatusBoard {
                     && m.meta.status == NodeStatus::Running
                     && m.meta.cluster_id == cluster_id
             })
-            .map(|m| m.meta.client_url.clone())
+            .map(|m| m.meta.peer_url.clone())
             .collect()
     }
 

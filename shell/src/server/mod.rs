@@ -7,7 +7,9 @@ mod auto_compaction;
 pub mod clock;
 mod duties;
 mod identity;
+pub mod join_lock;
 pub mod key_watch;
+pub mod member_changes;
 pub(crate) mod node;
 pub mod recent_events;
 

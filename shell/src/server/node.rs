@@ -327,7 +327,7 @@ impl Node {
         let url = self
             .peer_url(status.leader_id)
             .ok_or_else(|| crate::grpc::to_status(Error::NoLeader))?;
-        let channel = crate::outgoing::connect(&url, crate::outgoing::CallAs::Peer)
+        let channel = crate::outgoing::connect(&url)
             .await
             .map_err(|_| crate::grpc::to_status(Error::NoLeader))?;
         let mut client = PeerClient::new(channel);

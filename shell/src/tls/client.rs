@@ -1,5 +1,5 @@
 //! What outgoing calls present: the peer certificate to other members'
-//! peer ports, the client certificate to their client ports. Set once
+//! peer ports (the only ports `e2d run` calls). Set once
 //! `e2d run` has loaded its material; read at every new connection, so a
 //! reload reaches the next one.
 

@@ -15,10 +15,13 @@ impl Manager {
             .filter(|m| m.liveness == Liveness::Alive && m.meta.status == NodeStatus::Running)
     }
 
-    /// Client URLs of the nodes gossip shows Alive and Running, by name.
-    pub(super) fn running_client_urls(&self) -> Vec<String> {
+    /// Peer URLs of the nodes gossip shows Alive and Running, by name:
+    /// the manager's calls go to peer ports, where the cluster's members
+    /// trust each other (its writes and membership changes are its own,
+    /// whatever auth asks of clients).
+    pub(super) fn running_peer_urls(&self) -> Vec<String> {
         self.running_nodes()
-            .map(|m| m.meta.client_url.clone())
+            .map(|m| m.meta.peer_url.clone())
             .collect()
     }
 
@@ -49,7 +52,7 @@ impl Manager {
 
     /// Next join step once the member list is known.
     pub(super) fn after_members(&mut self, members: Vec<ClusterMember>) {
-        let through = self.running_client_urls();
+        let through = self.running_peer_urls();
         if through.is_empty() {
             self.release_join_lock();
             return;
