@@ -74,6 +74,12 @@ pub async fn read_message<T>(body: Body, limits: Limits) -> Result<T, Status>
 where
     T: DeserializeOwned + Default + prost::Message,
 {
+    // A body whose declared length is over the bound is refused before a
+    // byte is read (and before `100 Continue` invites the client to send).
+    let declared_bytes = axum::body::HttpBody::size_hint(&body).lower();
+    if declared_bytes > limits.json_bytes_max as u64 {
+        return Err(body_too_large(limits.json_bytes_max));
+    }
     let bytes = http_body_util::Limited::new(body, limits.json_bytes_max)
         .collect()
         .await
