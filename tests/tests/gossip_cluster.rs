@@ -129,21 +129,7 @@ fn a_killed_member_is_removed_and_a_fresh_node_takes_its_place() {
     cluster.kill9(2);
     // The others keep serving while the dead member is still listed.
     put_keys(&cluster, 1, "/during/", 30);
-    cluster.wait_until(
-        "the dead member is removed after the health-check timeout",
-        HEAL_TIMEOUT,
-        |c| {
-            c.members(0)
-                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m.id != dead_id))
-        },
-    );
-    let fresh = cluster.add(Node::new(Ipv4Addr::LOCALHOST));
-    wait_until_whole(
-        &cluster,
-        "a fresh node joins as the third member",
-        HEAL_TIMEOUT,
-    );
-    assert!(cluster.nodes[fresh].member_id().unwrap() != dead_id);
+    let fresh = replace_dead_member(&mut cluster, dead_id.clone());
     put_keys(&cluster, fresh, "/after/", 10);
     for i in [0, 1, fresh] {
         for (prefix, count) in [("/before/", 30), ("/during/", 30), ("/after/", 10)] {
@@ -211,22 +197,9 @@ fn with_auth_enabled_a_killed_member_is_still_replaced() {
     cluster.kill9(2);
     // Removing the dead member is a membership change, which auth allows
     // root alone on the client port: the manager makes it as the cluster.
-    cluster.wait_until(
-        "the dead member is removed after the health-check timeout",
-        HEAL_TIMEOUT,
-        |c| {
-            c.members(0)
-                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m.id != dead_id))
-        },
-    );
     // Joining takes the join lock (a write to /_e2d/join-lock) and adds
     // a learner, then the leader promotes it.
-    let fresh = cluster.add(Node::new(Ipv4Addr::LOCALHOST));
-    wait_until_whole(
-        &cluster,
-        "a fresh node joins as the third member",
-        HEAL_TIMEOUT,
-    );
+    let fresh = replace_dead_member(&mut cluster, dead_id.clone());
     // The auth data came along, and auth still holds on the fresh member.
     let node = &cluster.nodes[fresh];
     let users = node.etcdctl(&[ROOT, "user", "list"]);
@@ -488,4 +461,26 @@ fn a_member_removed_while_paused_moves_its_data_aside_and_joins_again() {
     assert_eq!(archived.len(), 1, "{archive:?}");
     assert_eq!(cluster.count(paused, "/k/"), Some(10));
     assert_eq!(cluster.count(paused, "/while-away/"), Some(10));
+}
+
+/// Waits until the managed 3-member `cluster` removes the dead member
+/// `dead_id`, then adds a fresh node and waits until it is the third
+/// member; the fresh node's index.
+fn replace_dead_member(cluster: &mut GossipCluster, dead_id: String) -> usize {
+    cluster.wait_until(
+        "the dead member is removed after the health-check timeout",
+        HEAL_TIMEOUT,
+        |c| {
+            c.members(0)
+                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m.id != dead_id))
+        },
+    );
+    let fresh = cluster.add(Node::new(Ipv4Addr::LOCALHOST));
+    wait_until_whole(
+        cluster,
+        "a fresh node joins as the third member",
+        HEAL_TIMEOUT,
+    );
+    assert!(cluster.nodes[fresh].member_id().unwrap() != dead_id);
+    fresh
 }

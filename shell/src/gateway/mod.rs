@@ -70,6 +70,21 @@ pub fn router(node: &Arc<Node>) -> Router {
         }};
     }
 
+    macro_rules! server_streaming {
+        ($service:ident . $method:ident, $path:literal) => {{
+            let service = $service.clone();
+            routes.add(&[$path], move |request, limits| {
+                let service = service.clone();
+                async move {
+                    server_streaming(request, limits, |call| async move {
+                        service.$method(call).await
+                    })
+                    .await
+                }
+            });
+        }};
+    }
+
     unary!(kv.range, "/kv/range");
     unary!(kv.put, "/kv/put");
     unary!(kv.delete_range, "/kv/deleterange");
@@ -121,18 +136,7 @@ pub fn router(node: &Arc<Node>) -> Router {
     unary!(maintenance.hash, "/maintenance/hash");
     unary!(maintenance.move_leader, "/maintenance/transfer-leadership");
     unary!(maintenance.downgrade, "/maintenance/downgrade");
-    {
-        let maintenance = maintenance.clone();
-        routes.add(&["/maintenance/snapshot"], move |request, limits| {
-            let maintenance = maintenance.clone();
-            async move {
-                server_streaming(request, limits, |call| async move {
-                    maintenance.snapshot(call).await
-                })
-                .await
-            }
-        });
-    }
+    server_streaming!(maintenance.snapshot, "/maintenance/snapshot");
 
     unary!(auth.auth_enable, "/auth/enable");
     unary!(auth.auth_disable, "/auth/disable");
@@ -159,18 +163,7 @@ pub fn router(node: &Arc<Node>) -> Router {
     unary!(election.proclaim, "/election/proclaim");
     unary!(election.leader, "/election/leader");
     unary!(election.resign, "/election/resign");
-    {
-        let election = election.clone();
-        routes.add(&["/election/observe"], move |request, limits| {
-            let election = election.clone();
-            async move {
-                server_streaming(request, limits, |call| async move {
-                    election.observe(call).await
-                })
-                .await
-            }
-        });
-    }
+    server_streaming!(election.observe, "/election/observe");
 
     let mut router = routes.router;
     for prefix in PREFIXES {
