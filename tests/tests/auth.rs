@@ -196,6 +196,33 @@ async fn locks_and_elections_are_checked_as_the_caller() {
     );
 }
 
+#[tokio::test]
+async fn a_leases_keys_are_listed_only_to_who_may_read_them() {
+    let server = Server::e2d();
+    set_up(&|args| server.etcdctl(args));
+    let mut root = connect_as(&server, Some(("root", "rootpw"))).await;
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    let attached = etcd_client::PutOptions::new().with_lease(lease);
+    root.put("foo/mine", "v", Some(attached.clone()))
+        .await
+        .unwrap();
+    let with_keys = || Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys());
+    let mut alice = connect_as(&server, Some(("alice", "alicepw"))).await;
+    let listed = alice.lease_time_to_live(lease, with_keys()).await.unwrap();
+    assert_eq!(listed.keys(), [b"foo/mine".to_vec()]);
+    // A key outside what alice may read on the same lease: refused.
+    root.put("secret", "v", Some(attached)).await.unwrap();
+    let denied = alice
+        .lease_time_to_live(lease, with_keys())
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    // Without the keys, the lease itself is anyone's to look at.
+    alice.lease_time_to_live(lease, None).await.unwrap();
+    let listed = root.lease_time_to_live(lease, with_keys()).await.unwrap();
+    assert_eq!(listed.keys().len(), 2);
+}
+
 async fn connect_as(server: &Server, user: Option<(&str, &str)>) -> Client {
     let options = user.map(|(name, password)| ConnectOptions::new().with_user(name, password));
     Client::connect([server.url()], options)

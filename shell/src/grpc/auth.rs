@@ -212,6 +212,8 @@ impl Auth for AuthService {
         request: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
         let who = self.who(&request).await?;
+        // Linearizable, as etcd's, which reads these through raft.
+        self.node.linearizable_barrier().await.map_err(to_status)?;
         let name = request.into_inner().name;
         let roles = {
             let state = self.node.read();
@@ -231,6 +233,8 @@ impl Auth for AuthService {
         request: Request<AuthUserListRequest>,
     ) -> Result<Response<AuthUserListResponse>, Status> {
         let who = self.who(&request).await?;
+        // Linearizable, as etcd's, which reads these through raft.
+        self.node.linearizable_barrier().await.map_err(to_status)?;
         let users = {
             let state = self.node.read();
             let auth = state.auth();
@@ -315,6 +319,8 @@ impl Auth for AuthService {
         request: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
         let who = self.who(&request).await?;
+        // Linearizable, as etcd's, which reads these through raft.
+        self.node.linearizable_barrier().await.map_err(to_status)?;
         let name = request.into_inner().role;
         let perm = {
             let state = self.node.read();
@@ -333,6 +339,8 @@ impl Auth for AuthService {
         request: Request<AuthRoleListRequest>,
     ) -> Result<Response<AuthRoleListResponse>, Status> {
         let who = self.who(&request).await?;
+        // Linearizable, as etcd's, which reads these through raft.
+        self.node.linearizable_barrier().await.map_err(to_status)?;
         let roles = {
             let state = self.node.read();
             let auth = state.auth();

@@ -15,8 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::kv::expect_outcome;
+use super::to_status;
 use crate::auth::{identify, requester};
 use crate::server::Node;
+use e2d_core::auth::Access;
 
 /// Keep-alive responses buffered per stream.
 const KEEP_ALIVE_RESPONSES_BUFFERED_MAX: usize = 16;
@@ -99,12 +101,22 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let _timer = self.node.metrics.time("LeaseTimeToLive");
+        let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         let now_ms = self.node.clock.now_ms();
-        let mut resp = self
-            .node
-            .read()
-            .lease_time_to_live(req.id, req.keys, now_ms);
+        let mut resp = {
+            let state = self.node.read();
+            let resp = state.lease_time_to_live(req.id, req.keys, now_ms);
+            // Listing the lease's keys needs READ on each, as etcd checks.
+            let who = who.unwrap_or_default();
+            for key in &resp.keys {
+                state
+                    .auth()
+                    .check_range(&who, key, &[], Access::Read)
+                    .map_err(to_status)?;
+            }
+            resp
+        };
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
