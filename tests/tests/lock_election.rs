@@ -597,3 +597,37 @@ print("second released", second.release())
         ]
     );
 }
+
+#[test]
+fn a_lock_taken_through_one_member_holds_off_a_caller_on_another() {
+    let cluster = e2d_tests::cluster::Cluster::start(3);
+    run(async {
+        let url = |i: usize| format!("http://{}", cluster.members[i].endpoint());
+        let mut first = Client::connect([url(0)], None).await.expect("member 0");
+        let mut second = Client::connect([url(1)], None).await.expect("member 1");
+        let held = first.lock("shared", None).await.expect("the first lock");
+        // The second caller, on another member, waits for the first.
+        let waiting = tokio::spawn(async move { second.lock("shared", None).await });
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(
+            !waiting.is_finished(),
+            "the second lock waits for the first"
+        );
+        first.unlock(held.key()).await.expect("unlock");
+        let taken = tokio::time::timeout(FINISHES_WITHIN, waiting)
+            .await
+            .expect("the second lock is taken once the first is released")
+            .expect("the task ran")
+            .expect("the second lock");
+        assert_ne!(taken.key(), held.key());
+        // An election led through member 2 is seen from member 0.
+        let mut third = Client::connect([url(2)], None).await.expect("member 2");
+        let lease = third.lease_grant(60, None).await.unwrap().id();
+        third
+            .campaign("leader", "three", lease)
+            .await
+            .expect("campaign");
+        let leader = first.leader("leader").await.expect("a leader");
+        assert_eq!(leader.kv().expect("its key").value(), b"three");
+    });
+}
