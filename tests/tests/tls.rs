@@ -428,3 +428,102 @@ fn a_gossip_node_without_the_ca_key_can_neither_join_nor_disturb() {
     }
     assert_eq!(cluster.members(0).map(|m| m.len()), Some(3));
 }
+
+impl Pki {
+    /// A client certificate for the common name `user`, signed by this CA
+    /// with openssl (as an operator would make one); etcdctl flags
+    /// presenting it.
+    fn client_flags_for(&self, user: &str) -> Vec<String> {
+        let (key, csr, crt, ext) = (
+            self.file(&format!("{user}.key")),
+            self.file(&format!("{user}.csr")),
+            self.file(&format!("{user}.crt")),
+            self.file(&format!("{user}.ext")),
+        );
+        std::fs::write(&ext, "extendedKeyUsage = clientAuth\n").unwrap();
+        let (ca_crt, ca_key, subject) = (
+            self.file("ca.crt"),
+            self.file("ca.key"),
+            format!("/CN={user}"),
+        );
+        let steps: [Vec<&str>; 3] = [
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &key,
+            ],
+            vec!["req", "-new", "-key", &key, "-subj", &subject, "-out", &csr],
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        ];
+        for args in steps {
+            let out = std::process::Command::new("openssl")
+                .args(&args)
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        }
+        vec![
+            "--cacert".into(),
+            self.file("ca.crt"),
+            "--cert".into(),
+            crt,
+            "--key".into(),
+            key,
+        ]
+    }
+}
+
+#[test]
+fn with_auth_on_a_client_certificates_common_name_is_the_user() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    let cluster = tls_cluster(1, &pki, &[]);
+    let node = &cluster.nodes[0];
+    let admin = pki.client_flags();
+    for step in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["role", "add", "writer"],
+        &[
+            "role",
+            "grant-permission",
+            "writer",
+            "--prefix=true",
+            "readwrite",
+            "foo/",
+        ],
+        &["user", "add", "alice", "--no-password"],
+        &["user", "grant-role", "alice", "writer"],
+        &["auth", "enable"],
+    ] {
+        tls_etcdctl(node, &admin, step).ok();
+    }
+    let alice = pki.client_flags_for("alice");
+    // No token: the certificate's common name, alice, is the user.
+    tls_etcdctl(node, &alice, &["put", "foo/1", "v"]).ok();
+    let got = tls_etcdctl(node, &alice, &["get", "foo/1", "--print-value-only"]);
+    assert_eq!(got.out().trim(), "v");
+    tls_etcdctl(node, &alice, &["put", "bar", "v"]).fails_with("etcdserver: permission denied");
+    // A name that is no user is refused.
+    let mallory = pki.client_flags_for("mallory");
+    assert!(!tls_etcdctl(node, &mallory, &["get", "foo/1"]).success());
+}
