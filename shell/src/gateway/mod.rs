@@ -85,23 +85,27 @@ pub fn router(node: &Arc<Node>) -> Router {
         }};
     }
 
+    macro_rules! bidirectional {
+        ($service:ident . $method:ident, $path:literal, $body_end:expr) => {{
+            let service = $service.clone();
+            routes.add(&[$path], move |request, limits| {
+                let service = service.clone();
+                async move {
+                    bidirectional(request, limits, $body_end, |call| async move {
+                        service.$method(call).await
+                    })
+                    .await
+                }
+            });
+        }};
+    }
+
     unary!(kv.range, "/kv/range");
     unary!(kv.put, "/kv/put");
     unary!(kv.delete_range, "/kv/deleterange");
     unary!(kv.txn, "/kv/txn");
     unary!(kv.compact, "/kv/compaction");
-    {
-        let watch = watch.clone();
-        routes.add(&["/watch"], move |request, limits| {
-            let watch = watch.clone();
-            async move {
-                bidirectional(request, limits, BodyEnd::StaysOpen, |call| async move {
-                    watch.watch(call).await
-                })
-                .await
-            }
-        });
-    }
+    bidirectional!(watch.watch, "/watch", BodyEnd::StaysOpen);
 
     unary!(lease.lease_grant, "/lease/grant");
     unary!(lease.lease_revoke, "/lease/revoke", "/kv/lease/revoke");
@@ -111,18 +115,7 @@ pub fn router(node: &Arc<Node>) -> Router {
         "/kv/lease/timetolive"
     );
     unary!(lease.lease_leases, "/lease/leases", "/kv/lease/leases");
-    {
-        let lease = lease.clone();
-        routes.add(&["/lease/keepalive"], move |request, limits| {
-            let lease = lease.clone();
-            async move {
-                bidirectional(request, limits, BodyEnd::Ends, |call| async move {
-                    lease.lease_keep_alive(call).await
-                })
-                .await
-            }
-        });
-    }
+    bidirectional!(lease.lease_keep_alive, "/lease/keepalive", BodyEnd::Ends);
 
     unary!(cluster.member_add, "/cluster/member/add");
     unary!(cluster.member_remove, "/cluster/member/remove");
