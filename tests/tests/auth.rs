@@ -356,3 +356,56 @@ fn a_snapshot_brings_users_and_roles_back() {
     let role = server.etcdctl(&[ROOT, "role", "get", "reader"]);
     assert!(role.out().contains("prefix foo/"), "{role}");
 }
+
+#[tokio::test]
+async fn jwt_tokens_signed_with_the_given_key_authenticate_users() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = (keys.path().join("jwt.key"), keys.path().join("jwt.pub"));
+    for args in [
+        vec!["genrsa", "-out", private.to_str().unwrap(), "2048"],
+        vec![
+            "rsa",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    let token_flag = format!(
+        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=5m",
+        public.display(),
+        private.display()
+    );
+    let server = Server::e2d_with(&["--auth-token", &token_flag]);
+    set_up(&|args| server.etcdctl(args));
+    let mut alice = connect_as(&server, Some(("alice", "alicepw"))).await;
+    alice.put("foo/1", "v", None).await.unwrap();
+    let denied = alice.put("bar", "v", None).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    // The token is a JWT: three base64url parts, the first naming RS256.
+    let auth = connect_as(&server, None).await;
+    let token = auth
+        .auth_client()
+        .authenticate("alice".into(), "alicepw".into())
+        .await
+        .unwrap()
+        .token()
+        .to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[0])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&header).contains("RS256"),
+        "{token}"
+    );
+}
