@@ -36,7 +36,6 @@ use tonic::Status;
 use crate::grpc;
 use crate::server::Node;
 use json::Limits;
-use streams::BodyEnd;
 
 /// The prefixes the gateway answers under; etcd rewrites `/v3beta/` to
 /// `/v3/` for older clients.
@@ -86,12 +85,12 @@ pub fn router(node: &Arc<Node>) -> Router {
     }
 
     macro_rules! bidirectional {
-        ($service:ident . $method:ident, $path:literal, $body_end:expr) => {{
+        ($service:ident . $method:ident, $path:literal) => {{
             let service = $service.clone();
             routes.add(&[$path], move |request, limits| {
                 let service = service.clone();
                 async move {
-                    bidirectional(request, limits, $body_end, |call| async move {
+                    bidirectional(request, limits, |call| async move {
                         service.$method(call).await
                     })
                     .await
@@ -105,7 +104,7 @@ pub fn router(node: &Arc<Node>) -> Router {
     unary!(kv.delete_range, "/kv/deleterange");
     unary!(kv.txn, "/kv/txn");
     unary!(kv.compact, "/kv/compaction");
-    bidirectional!(watch.watch, "/watch", BodyEnd::StaysOpen);
+    bidirectional!(watch.watch, "/watch");
 
     unary!(lease.lease_grant, "/lease/grant");
     unary!(lease.lease_revoke, "/lease/revoke", "/kv/lease/revoke");
@@ -115,7 +114,7 @@ pub fn router(node: &Arc<Node>) -> Router {
         "/kv/lease/timetolive"
     );
     unary!(lease.lease_leases, "/lease/leases", "/kv/lease/leases");
-    bidirectional!(lease.lease_keep_alive, "/lease/keepalive", BodyEnd::Ends);
+    bidirectional!(lease.lease_keep_alive, "/lease/keepalive");
 
     unary!(cluster.member_add, "/cluster/member/add");
     unary!(cluster.member_remove, "/cluster/member/remove");
@@ -199,16 +198,10 @@ where
     Call: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let (parts, body) = request.into_parts();
-    let message = match json::read_message::<Req>(body, limits).await {
-        Ok(message) => message,
-        Err(status) => return json::error_response(&status),
+    let call_request = match single_message_request::<Req>(request, limits).await {
+        Ok(call_request) => call_request,
+        Err(refused) => return refused,
     };
-    let call_request = tonic::Request::from_parts(
-        json::metadata(&parts.headers),
-        tonic::Extensions::default(),
-        message,
-    );
     match call(call_request).await {
         Ok(response) => json::message_response(response.get_ref()),
         Err(status) => json::error_response(&status),
@@ -228,17 +221,32 @@ where
     Call: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<S>, Status>>,
 {
-    let (parts, body) = request.into_parts();
-    let message = match json::read_message::<Req>(body, limits).await {
-        Ok(message) => message,
-        Err(status) => return json::error_response(&status),
+    let call_request = match single_message_request::<Req>(request, limits).await {
+        Ok(call_request) => call_request,
+        Err(refused) => return refused,
     };
-    let call_request = tonic::Request::from_parts(
+    streams::stream_response(call(call_request).await).await
+}
+
+/// The gRPC request of a method that takes one message: the body's
+/// message with the headers as metadata, or the answer that refuses a
+/// body that is not one.
+async fn single_message_request<Req>(
+    request: Request,
+    limits: Limits,
+) -> Result<tonic::Request<Req>, Response>
+where
+    Req: DeserializeOwned + Default + prost::Message,
+{
+    let (parts, body) = request.into_parts();
+    let message = json::read_message::<Req>(body, limits)
+        .await
+        .map_err(|status| json::error_response(&status))?;
+    Ok(tonic::Request::from_parts(
         json::metadata(&parts.headers),
         tonic::Extensions::default(),
         message,
-    );
-    streams::stream_response(call(call_request).await).await
+    ))
 }
 
 /// Calls a method with a stream each way: the body's messages in, the
@@ -248,7 +256,6 @@ where
 async fn bidirectional<Req, Resp, S, Call, Fut>(
     request: Request,
     limits: Limits,
-    end: BodyEnd,
     call: Call,
 ) -> Response
 where
@@ -268,7 +275,7 @@ where
     let call_request = tonic::Request::from_parts(
         json::metadata(&parts.headers),
         tonic::Extensions::default(),
-        streams::request_stream(first, values, end, limits),
+        streams::request_stream(first, values, limits),
     );
     streams::stream_response(call(call_request).await).await
 }

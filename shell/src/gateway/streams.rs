@@ -17,16 +17,6 @@ use tonic::{Status, Streaming};
 
 use super::json::{self, Limits};
 
-/// What the service's request stream does once the request body ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyEnd {
-    /// It ends (LeaseKeepAlive answers what it got, then finishes).
-    Ends,
-    /// It stays open: etcd's Watch keeps watching after the client stops
-    /// sending, so a watch made with `curl -d` runs until the client goes.
-    StaysOpen,
-}
-
 /// The JSON values in a request body, one after another, each at most
 /// `limits.json_bytes_max` bytes. A value that cannot be read ends the
 /// stream with its error. Fused: it may be polled again after its end.
@@ -96,11 +86,13 @@ where
 /// The gRPC request stream a streaming service method takes, fed with
 /// `first` and then the rest of `values`: each message encoded and framed
 /// as on the wire, the size limit the gRPC port applies. The first value
-/// that cannot be read stops the sending, as grpc-gateway stops.
+/// that cannot be read stops the sending, as grpc-gateway stops. The
+/// stream ends with the body; what the service does then is its own (the
+/// Watch service keeps watching, so a watch made with `curl -d` runs
+/// until the client goes).
 pub fn request_stream<T>(
     first: Option<T>,
     values: impl Stream<Item = Result<T, String>> + Send + 'static,
-    end: BodyEnd,
     limits: Limits,
 ) -> Streaming<T>
 where
@@ -113,10 +105,7 @@ where
                 .filter_map(|value| std::future::ready(value.ok())),
         )
         .map(|message| Ok::<_, Infallible>(grpc_frame(&message)));
-    let frames: BoxStream<'static, Result<Bytes, Infallible>> = match end {
-        BodyEnd::Ends => messages.boxed(),
-        BodyEnd::StaysOpen => messages.chain(stream::pending()).boxed(),
-    };
+    let frames: BoxStream<'static, Result<Bytes, Infallible>> = messages.boxed();
     Streaming::new_request(
         ProstDecoder::<T>(PhantomData),
         Body::from_stream(frames),
@@ -342,7 +331,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_request_stream_carries_the_messages_and_ends_or_stays_open() {
+    async fn the_request_stream_carries_the_messages_and_ends() {
         let create = WatchRequest {
             request_union: Some(RequestUnion::ProgressRequest(Default::default())),
         };
@@ -351,17 +340,11 @@ mod tests {
             Err("bad".to_string()),
             Ok(create.clone()),
         ]);
-        let mut ends = request_stream(Some(create.clone()), values, BodyEnd::Ends, limits());
+        let mut ends = request_stream(Some(create.clone()), values, limits());
         assert_eq!(ends.message().await.unwrap(), Some(create.clone()));
         assert_eq!(ends.message().await.unwrap(), Some(create.clone()));
         // The unreadable value stops the sending: nothing after it.
         assert_eq!(ends.message().await.unwrap(), None);
-
-        let mut open =
-            request_stream::<WatchRequest>(None, stream::empty(), BodyEnd::StaysOpen, limits());
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(50), open.message()).await;
-        assert!(waited.is_err(), "the stream stays open after the body");
     }
 
     #[tokio::test]
