@@ -213,6 +213,16 @@ impl Server {
         Server::launch(Kind::Etcd, &[])
     }
 
+    /// A fresh e2d and a fresh etcd, started concurrently, for tests that
+    /// send both the same calls.
+    pub fn e2d_and_etcd() -> (Server, Server) {
+        std::thread::scope(|scope| {
+            let etcd = scope.spawn(Server::etcd);
+            let e2d = Server::e2d();
+            (e2d, etcd.join().expect("etcd started"))
+        })
+    }
+
     fn launch(kind: Kind, extra_args: &[&str]) -> Server {
         // E2D_TESTS_AGAINST_ETCD=1 runs the e2d tests against the reference
         // etcd instead, to check that the tests' expectations are etcd's.

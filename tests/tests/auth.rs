@@ -41,10 +41,7 @@ fn seen(out: &CmdOutput) -> String {
 
 #[test]
 fn the_etcdctl_auth_flow_answers_as_etcd_does() {
-    let (e2d, etcd) = std::thread::scope(|scope| {
-        let etcd = scope.spawn(Server::etcd);
-        (Server::e2d(), etcd.join().expect("etcd started"))
-    });
+    let (e2d, etcd) = Server::e2d_and_etcd();
     let steps: &[&[&str]] = &[
         &["user", "add", "root", "--new-user-password=rootpw"],
         &["user", "add", "root", "--new-user-password=again"],

@@ -18,14 +18,8 @@ struct Pair {
 
 /// A fresh e2d and a fresh etcd, started concurrently.
 fn pair() -> Pair {
-    std::thread::scope(|scope| {
-        let etcd = scope.spawn(Server::etcd);
-        let e2d = Server::e2d();
-        Pair {
-            e2d,
-            etcd: etcd.join().expect("etcd started"),
-        }
-    })
+    let (e2d, etcd) = Server::e2d_and_etcd();
+    Pair { e2d, etcd }
 }
 
 /// What of an etcdctl result must match between the two servers.

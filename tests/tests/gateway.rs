@@ -21,14 +21,8 @@ struct Pair {
 }
 
 fn pair() -> Pair {
-    std::thread::scope(|scope| {
-        let etcd = scope.spawn(Server::etcd);
-        let e2d = Server::e2d();
-        Pair {
-            e2d,
-            etcd: etcd.join().expect("etcd started"),
-        }
-    })
+    let (e2d, etcd) = Server::e2d_and_etcd();
+    Pair { e2d, etcd }
 }
 
 /// An HTTP answer: status, content type and body.

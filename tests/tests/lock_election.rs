@@ -25,15 +25,6 @@ fn run(test: impl std::future::Future<Output = ()>) {
         .block_on(test);
 }
 
-/// A fresh e2d and a fresh etcd, started concurrently.
-fn pair() -> (Server, Server) {
-    std::thread::scope(|scope| {
-        let etcd = scope.spawn(Server::etcd);
-        let e2d = Server::e2d();
-        (e2d, etcd.join().expect("etcd started"))
-    })
-}
-
 async fn connect(s: &Server) -> Client {
     Client::connect([s.url()], None)
         .await
@@ -216,7 +207,7 @@ async fn lock_scenario(s: &Server) -> Vec<String> {
 fn lock_and_unlock_as_etcd_does() {
     let _one = one_at_a_time();
     run(async {
-        let (e2d, etcd) = pair();
+        let (e2d, etcd) = Server::e2d_and_etcd();
         let ours = lock_scenario(&e2d).await;
         let theirs = lock_scenario(&etcd).await;
         assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
@@ -258,7 +249,7 @@ async fn given_up_scenario(s: &Server) -> Vec<String> {
 fn a_waiter_whose_client_gives_up_leaves_the_queue() {
     let _one = one_at_a_time();
     run(async {
-        let (e2d, etcd) = pair();
+        let (e2d, etcd) = Server::e2d_and_etcd();
         let ours = given_up_scenario(&e2d).await;
         let theirs = given_up_scenario(&etcd).await;
         assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
@@ -474,7 +465,7 @@ async fn election_scenario(s: &Server) -> Vec<String> {
 fn campaign_proclaim_observe_resign_as_etcd_does() {
     let _one = one_at_a_time();
     run(async {
-        let (e2d, etcd) = pair();
+        let (e2d, etcd) = Server::e2d_and_etcd();
         let ours = election_scenario(&e2d).await;
         let theirs = election_scenario(&etcd).await;
         assert_eq!(ours, theirs, "e2d (left) and etcd (right) differ");
