@@ -716,24 +716,27 @@ async fn defragment_and_move_leader_answer_without_a_header() {
 #[tokio::test]
 async fn a_watch_goes_on_after_the_client_sends_its_last_request() {
     // etcd keeps a stream's watchers when the client closes its side of
-    // the stream; only the client's end of the call ends them.
-    let s = Server::e2d();
-    let mut c = connect(&s).await;
-    let before = c.put("k", "before", None).await.unwrap();
-    let from = WatchOptions::new().with_start_revision(rev(before.header()) + 1);
-    let stream = c.watch("k", Some(from)).await.unwrap();
-    let (requests, mut responses) = stream.split();
-    drop(requests);
-    c.put("k", "after", None).await.unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let resp = responses.message().await.unwrap().expect("stream open");
-            if !resp.events().is_empty() {
-                return resp;
+    // the stream; only the client's end of the call ends them. Both
+    // servers are asked the same.
+    let (e2d, etcd) = Server::e2d_and_etcd();
+    for s in [&e2d, &etcd] {
+        let mut c = connect(s).await;
+        let before = c.put("k", "before", None).await.unwrap();
+        let from = WatchOptions::new().with_start_revision(rev(before.header()) + 1);
+        let stream = c.watch("k", Some(from)).await.unwrap();
+        let (requests, mut responses) = stream.split();
+        drop(requests);
+        c.put("k", "after", None).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let resp = responses.message().await.unwrap().expect("stream open");
+                if !resp.events().is_empty() {
+                    return resp;
+                }
             }
-        }
-    })
-    .await
-    .expect("the put's event in time");
-    assert_eq!(resp.events()[0].kv().unwrap().value(), b"after");
+        })
+        .await
+        .expect("the put's event in time");
+        assert_eq!(resp.events()[0].kv().unwrap().value(), b"after");
+    }
 }
