@@ -18,6 +18,18 @@ test: lint
 sim N="200" *ARGS:
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo run --release -q -p e2d-sim -- {{N}} {{ARGS}}
 
+# The binary to ship, in dist/: e2d without its debug info (about 60 MB),
+# e2d.debug (the line tables, found by gdb and perf through the binary's
+# debug link) and e2d.dwp (the rest of the DWARF, which the release build
+# keeps apart). Backtraces name functions either way.
+release:
+    cargo build --release -p e2d-shell --bin e2d
+    mkdir -p dist
+    objcopy --only-keep-debug "$CARGO_TARGET_DIR/release/e2d" dist/e2d.debug
+    cp "$CARGO_TARGET_DIR/release/e2d.dwp" dist/e2d.dwp
+    objcopy --strip-debug --add-gnu-debuglink=dist/e2d.debug "$CARGO_TARGET_DIR/release/e2d" dist/e2d
+    ls -l dist
+
 # Start a single-node server with the default settings.
 run *ARGS:
     cargo run --release -p e2d-shell --bin e2d -- run {{ARGS}}

@@ -4,7 +4,10 @@
 # stopped member's data dir (`e2d snapshot save --data-dir`, the leader's
 # own path: a point-in-time read through the envelope into a file), next to
 # `sha512sum` of the plain snapshot as the yardstick of reading and hashing
-# as many bytes. Prints wall time, MB/s and the peak RSS of each.
+# as many bytes; then etcd's format: the export (`--format etcd`, the bbolt
+# database etcd's tools read), its import (`e2d snapshot restore`) beside
+# etcd's own import of the same file (`etcdctl snapshot restore`). Prints
+# wall time, MB/s and the peak RSS of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB="${1:-1024}"
@@ -59,3 +62,10 @@ read -r secs rss < <(measure sha512sum "$WORK/plain.snap")
 row "sha512sum (yardstick)" "$secs" "$rss" 0 "$PAYLOAD"
 read -r secs rss < <(measure "$E2D" snapshot inspect "$WORK/sealed.snap" --ca-key "$WORK/ca.key")
 row "verify sealed" "$secs" "$rss" 0 "$PAYLOAD"
+read -r secs rss < <(measure "$E2D" snapshot save "$WORK/etcd.db" --data-dir "$WORK/data" --format etcd)
+ETCD_DB=$(stat -c %s "$WORK/etcd.db")
+row "etcd format: export" "$secs" "$rss" "$ETCD_DB" "$ETCD_DB"
+read -r secs rss < <(measure "$E2D" snapshot restore "$WORK/etcd.db" --data-dir "$WORK/imported")
+row "etcd format: import" "$secs" "$rss" 0 "$ETCD_DB"
+read -r secs rss < <(measure env ETCDCTL_API=3 etcdctl snapshot restore "$WORK/etcd.db" --data-dir "$WORK/etcd-imported")
+row "etcdctl restore (etcd)" "$secs" "$rss" 0 "$ETCD_DB"

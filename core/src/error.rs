@@ -18,6 +18,7 @@ pub enum StatusCode {
     Unimplemented,
     PermissionDenied,
     Unauthenticated,
+    DataLoss,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum Error {
     FutureRevision,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// The CORRUPT alarm is raised: the cluster takes no writes.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -146,6 +150,7 @@ impl Error {
             | AuthOldRevision => StatusCode::InvalidArgument,
             PermissionDenied => StatusCode::PermissionDenied,
             InvalidAuthToken => StatusCode::Unauthenticated,
+            Corrupt => StatusCode::DataLoss,
             Storage(_) => StatusCode::Internal,
         }
     }
@@ -182,5 +187,7 @@ mod tests {
             Error::NoSpace.to_string(),
             "etcdserver: mvcc: database space exceeded"
         );
+        assert_eq!(Error::Corrupt.to_string(), "etcdserver: corrupt cluster");
+        assert_eq!(Error::Corrupt.status_code(), StatusCode::DataLoss);
     }
 }

@@ -7,8 +7,12 @@
 pub mod apply;
 pub mod auth;
 pub mod auto_compaction;
-mod crc32c;
+pub mod bbolt;
+pub mod cert_lifetime;
+pub mod corrupt_check;
+pub mod crc32c;
 pub mod error;
+pub mod etcd_db;
 pub mod lease;
 pub mod limits;
 pub mod manager;

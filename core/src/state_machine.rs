@@ -25,7 +25,8 @@ use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
 use crate::mvcc::{KeySpan, Mvcc, WriteTxn};
 use crate::storage::{Backend, StorageError, Table};
 
-const META_ALARM_PREFIX: &[u8] = b"alarm/";
+/// Where alarms live in the `Meta` table.
+pub const META_ALARM_PREFIX: &[u8] = b"alarm/";
 
 pub struct StateMachine<B: Backend> {
     mvcc: Mvcc<B>,
@@ -110,10 +111,11 @@ impl<B: Backend> StateMachine<B> {
         if let Some(e) = corrupt {
             return Err(e.into());
         }
-        let live = mvcc.read_span(&KeySpan::From(b""), mvcc.current_revision(), 0, false)?;
-        for kv in live.kvs.iter().filter(|kv| kv.lease != NO_LEASE) {
-            lessor.attach(kv.lease, &kv.key);
-        }
+        mvcc.visit_current_leases(&mut |key, lease| {
+            if lease != NO_LEASE {
+                lessor.attach(lease, key);
+            }
+        });
         let mut alarms = BTreeSet::new();
         let alarm_end = crate::apply::prefix_end(META_ALARM_PREFIX);
         mvcc.backend()
@@ -155,6 +157,7 @@ impl<B: Backend> StateMachine<B> {
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         self.refuse_writes_without_space()?;
         self.check_put_preconditions(req, self.mvcc.current_revision())?;
         let mut txn = self.mvcc.write();
@@ -164,13 +167,18 @@ impl<B: Backend> StateMachine<B> {
     }
 
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         let mut txn = self.mvcc.write();
         let resp = apply_delete(&mut txn, &mut self.lessor, req)?;
         txn.end();
         Ok(resp)
     }
 
+    /// A txn that reaches the log is refused whole under the CORRUPT alarm,
+    /// as etcd does; one without writes is served by
+    /// [`Self::txn_read_only`] instead.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         if !self.alarms_of(AlarmType::Nospace).is_empty() && !is_read_only(req) {
             return Err(Error::NoSpace);
         }
@@ -200,6 +208,7 @@ impl<B: Backend> StateMachine<B> {
     }
 
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         self.mvcc.compact(req.revision)?;
         Ok(CompactionResponse {
             header: header(self.mvcc.current_revision()),
@@ -213,6 +222,7 @@ impl<B: Backend> StateMachine<B> {
         ttl_seconds: i64,
         now_ms: u64,
     ) -> Result<LeaseGrantResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         self.refuse_writes_without_space()?;
         let lease = self.lessor.grant(id, ttl_seconds, now_ms)?;
         let ttl = lease.ttl_seconds;
@@ -233,6 +243,7 @@ impl<B: Backend> StateMachine<B> {
 
     /// Revokes a lease, deleting its keys in one revision.
     pub fn lease_revoke(&mut self, id: LeaseId) -> Result<LeaseRevokeResponse, Error> {
+        self.refuse_writes_if_corrupt()?;
         let lease = self.lessor.remove(id).ok_or(Error::LeaseNotFound)?;
         let mut txn = self.mvcc.write();
         for key in &lease.keys {
@@ -392,6 +403,17 @@ impl<B: Backend> StateMachine<B> {
             Ok(())
         } else {
             Err(Error::NoSpace)
+        }
+    }
+
+    /// Under the CORRUPT alarm, etcd refuses what changes the key space
+    /// or leases (puts, deletes, txns, compactions, lease grants and
+    /// revokes) on every member; reads go on.
+    fn refuse_writes_if_corrupt(&self) -> Result<(), Error> {
+        if self.alarms_of(AlarmType::Corrupt).is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Corrupt)
         }
     }
 
@@ -666,14 +688,17 @@ fn read_txn<B: Backend>(
     })
 }
 
-fn encode_alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
+/// An alarm's key in the `Meta` table: the prefix, the member id and the
+/// alarm type, big-endian.
+pub fn encode_alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
     let mut key = META_ALARM_PREFIX.to_vec();
     key.extend_from_slice(&member_id.to_be_bytes());
     key.extend_from_slice(&alarm.to_be_bytes());
     key
 }
 
-fn decode_alarm_key(key: &[u8]) -> Option<(u64, i32)> {
+/// The member id and alarm type of an alarm key of the `Meta` table.
+pub fn decode_alarm_key(key: &[u8]) -> Option<(u64, i32)> {
     let rest = key.strip_prefix(META_ALARM_PREFIX)?;
     if rest.len() != 12 {
         return None;

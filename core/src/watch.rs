@@ -217,7 +217,7 @@ impl WatchStream {
         compact_revision: i64,
         read: &mut ReadEvents<'_>,
     ) -> Result<(), Error> {
-        self.cancel_compacted(current_revision, compact_revision);
+        self.cancel_compacted(compact_revision);
         let lagging = self
             .watchers
             .values()
@@ -249,7 +249,9 @@ impl WatchStream {
         self.responses.pop_front()
     }
 
-    fn cancel_compacted(&mut self, current_revision: i64, compact_revision: i64) {
+    /// Cancels the watchers whose next revision was compacted away; as
+    /// etcd's, the answer's header carries no revision.
+    fn cancel_compacted(&mut self, compact_revision: i64) {
         let compacted: Vec<i64> = self
             .watchers
             .iter()
@@ -259,7 +261,7 @@ impl WatchStream {
         for id in compacted {
             self.watchers.remove(&id);
             self.responses.push_back(WatchResponse {
-                header: header(current_revision),
+                header: header(0),
                 watch_id: id,
                 canceled: true,
                 compact_revision,
@@ -470,6 +472,7 @@ mod tests {
         assert_eq!(responses.len(), 1);
         assert!(responses[0].canceled);
         assert_eq!(responses[0].compact_revision, 4);
+        assert_eq!(responses[0].header.as_ref().unwrap().revision, 0);
         assert_eq!(stream.watcher_count(), 0);
     }
 

@@ -43,6 +43,9 @@ enum Action {
     /// Bit i set: node i on the far side.
     Partition(u8),
     Heal,
+    /// The operator resizes the newest cluster (`e2d cluster resize`),
+    /// through a leader on the near side.
+    Resize(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +75,8 @@ struct Cluster {
     founder_ids: BTreeMap<String, u64>,
     members: Vec<ClusterMember>,
     lock: Option<(usize, u64)>,
+    /// The replicated size, once set.
+    size: Option<usize>,
 }
 
 struct World {
@@ -137,6 +142,7 @@ impl World {
             health_check_timeout_ms: HEALTH_TIMEOUT_MS,
             snapshots_configured: true,
             retry_interval_ms: 500,
+            propose_cluster_size: None,
         }
     }
 
@@ -210,6 +216,12 @@ impl World {
             Action::Heal => {
                 for node in &mut self.nodes {
                     node.side = false;
+                }
+            }
+            Action::Resize(size) => {
+                let newest = self.clusters.len().checked_sub(1);
+                if let Some(cluster) = newest.filter(|&c| self.leader(c, false).is_some()) {
+                    self.clusters[cluster].size = Some(size);
                 }
             }
         }
@@ -362,6 +374,7 @@ impl World {
             member_id,
             leader_id: leader.unwrap_or(0),
             members,
+            cluster_size: self.clusters[cluster].size,
         };
         self.nodes[i]
             .manager
@@ -484,6 +497,7 @@ impl World {
                             founder_ids,
                             members,
                             lock: None,
+                            size: None,
                         });
                         self.clusters.len() - 1
                     }
@@ -525,7 +539,10 @@ impl World {
                 };
                 Some((
                     id,
-                    CommandResult::Members(self.clusters[cluster].members.clone()),
+                    CommandResult::Members {
+                        members: self.clusters[cluster].members.clone(),
+                        cluster_size: self.size_of(cluster),
+                    },
                 ))
             }
             Command::AddLearner { id, through } => {
@@ -546,7 +563,14 @@ impl World {
                     is_learner: true,
                     caught_up: false,
                 });
-                Some((id, CommandResult::Members(members.clone())))
+                let members = members.clone();
+                Some((
+                    id,
+                    CommandResult::Members {
+                        members,
+                        cluster_size: self.size_of(cluster),
+                    },
+                ))
             }
             Command::StartJoined { id, members } => {
                 let url = peer_url(&self.nodes[i].name);
@@ -601,12 +625,16 @@ impl World {
                 id,
                 member_id,
                 expected,
+                cluster_size,
             } => {
                 let Some((cluster, _)) = self.nodes[i].server else {
                     return failed(id);
                 };
                 if member_ids(&self.clusters[cluster].members) != expected {
                     return Some((id, CommandResult::Failed("membership changed".into())));
+                }
+                if self.size_of(cluster) != cluster_size {
+                    return Some((id, CommandResult::Failed("cluster size changed".into())));
                 }
                 self.check_promotion(i, cluster, member_id);
                 match self.clusters[cluster]
@@ -620,6 +648,16 @@ impl World {
                     }
                     None => failed(id),
                 }
+            }
+            Command::ProposeClusterSize { id, size } => {
+                let Some((cluster, _)) = self.nodes[i].server else {
+                    return failed(id);
+                };
+                if self.leader(cluster, self.nodes[i].side).is_none() {
+                    return failed(id);
+                }
+                self.clusters[cluster].size = Some(size);
+                Some((id, CommandResult::Done))
             }
             Command::ArchiveDataDir { id } => {
                 if let Disk::Member { cluster, member_id } = self.nodes[i].disk {
@@ -636,6 +674,11 @@ impl World {
                 Some((id, CommandResult::Done))
             }
         }
+    }
+
+    /// The size `cluster` should have: replicated, else the founding one.
+    fn size_of(&self, cluster: usize) -> usize {
+        self.clusters[cluster].size.unwrap_or(self.size)
     }
 
     /// Node `i` now runs `member_id` of `cluster`, from its disk.
@@ -706,8 +749,8 @@ impl World {
             .cloned()
             .collect();
         assert!(
-            after.len() <= self.size,
-            "promoted beyond the required size"
+            after.len() <= self.size_of(cluster),
+            "promoted beyond the cluster's size"
         );
         assert!(
             self.live_voters(i, cluster, &after) >= quorum(after.len()),
@@ -766,7 +809,12 @@ fn shape() -> impl Strategy<Value = (usize, usize)> {
 fn action(nodes: usize, lose_disks: bool) -> impl Strategy<Value = Action> {
     let node = 0..nodes;
     let lose = if lose_disks { 1u32 } else { 0 };
+    let sizes: Vec<usize> = [1usize, 3, 5, 7]
+        .into_iter()
+        .filter(|&n| n <= nodes)
+        .collect();
     prop_oneof![
+        1 => proptest::sample::select(sizes).prop_map(Action::Resize),
         8 => (100u64..3_000).prop_map(Action::Tick),
         1 => node.clone().prop_map(Action::Crash),
         1 => node.clone().prop_map(Action::Restart),
@@ -820,6 +868,7 @@ proptest! {
         }
         prop_assert_eq!(running.len(), 1, "nodes run {} clusters: {:#?}", running.len(), world.report());
         let cluster = *running.iter().next().unwrap();
+        let size = world.size_of(cluster);
         let voters = world.clusters[cluster].members.iter().filter(|m| !m.is_learner).count();
         prop_assert_eq!(voters, size, "members: {:?}\nnodes: {:#?}", world.clusters[cluster].members, world.report());
         let serving = world.nodes.iter().filter(|n| n.server.is_some()).count();

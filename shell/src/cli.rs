@@ -27,6 +27,13 @@ pub enum Command {
     /// Save, list, inspect and restore snapshot backups.
     #[command(subcommand)]
     Snapshot(Box<SnapshotCommand>),
+    /// Copy a running etcd cluster's data (keys with their revisions,
+    /// leases, users and roles) into a new data dir, through a snapshot
+    /// taken over etcd's Maintenance API.
+    Migrate(Box<MigrateArgs>),
+    /// Change the running cluster: `e2d cluster resize N`.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Make the cluster's certificates: a CA, then server, peer and client
     /// certificates it signs.
     #[command(subcommand)]
@@ -175,6 +182,10 @@ pub struct PkiGencertsArgs {
     /// Where to write server.crt/key, peer.crt/key and client.crt/key.
     #[arg(long, default_value = ".")]
     pub output_dir: PathBuf,
+    /// How many days the certificates are valid (fractions allowed). A
+    /// node started with --ca-key renews its own when a third is left.
+    #[arg(long, default_value_t = 365.0)]
+    pub days: f64,
     /// The certificates' keys: ECDSA P-256 or RSA 2048.
     #[arg(long, value_enum, default_value = "ecdsa")]
     pub key_type: crate::pki::init::KeyType,
@@ -273,10 +284,74 @@ pub struct SnapshotSaveArgs {
     /// Take the snapshot from this stopped member's data dir instead.
     #[arg(long, conflicts_with = "endpoint")]
     pub data_dir: Option<PathBuf>,
+    /// The payload: e2d's own, or etcd's database (what `etcdctl snapshot
+    /// save` writes and etcd's tools read); either is sealed the same way.
+    #[arg(long, value_enum, default_value = "e2d")]
+    pub format: SnapshotFormat,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// How to reach a client port: etcdctl's flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RemoteArgs {
+    /// For https endpoints: the CA that signed the server's certificate.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// For https endpoints: the client certificate to present.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// For https endpoints: the client certificate's key.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// With auth on: `name:password`.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// The payload of a snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotFormat {
+    /// e2d's own record stream.
+    E2d,
+    /// etcd's database (bbolt), as `etcdctl snapshot save` writes it.
+    Etcd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Set the cluster's size (1, 3, 5, 7 or 9). The leader moves the
+    /// cluster there one member at a time: spare nodes join as learners
+    /// and are promoted, or followers are removed (their data dirs kept).
+    Resize(ClusterResizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterResizeArgs {
+    /// The new size.
+    pub size: usize,
+    /// Client URL of any member.
+    #[arg(long, env = "E2D_ENDPOINT", default_value = "127.0.0.1:2379")]
+    pub endpoint: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Client URLs of the etcd cluster, separated by commas; the first
+    /// that answers gives the snapshot.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub from_endpoints: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// The data dir to create; it must not exist or be empty.
+    #[arg(long, env = "E2D_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -322,7 +397,9 @@ pub struct RunArgs {
     pub name: Option<String>,
 
     /// Voting members the cluster should have: 1, 3, 5, 7 or 9. Every node
-    /// of a cluster is started with the same size.
+    /// of a cluster is started with the same size. A member restarted with
+    /// another size than it last had proposes it to its cluster, as `e2d
+    /// cluster resize` does.
     #[arg(
         short = 'n',
         long,
@@ -330,6 +407,11 @@ pub struct RunArgs {
         default_value_t = 1
     )]
     pub required_cluster_size: usize,
+
+    /// Whether `-n` was given (flag or environment), not defaulted: only a
+    /// given size is proposed to a running cluster.
+    #[arg(skip)]
+    pub cluster_size_given: bool,
 
     /// How often the leader checks gossip for members that are gone.
     #[arg(long, env = "E2D_HEALTH_CHECK_INTERVAL", default_value = "1m", value_parser = parse_duration_ms)]
@@ -422,6 +504,18 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration_ms)]
     pub watch_progress_notify_interval: u64,
 
+    /// Before serving, compare this member's data (its HashKV at its
+    /// revision) with its peers' and refuse to start when they differ
+    /// (etcd 3.4 and 3.5 name it --experimental-initial-corrupt-check).
+    #[arg(long, alias = "experimental-initial-corrupt-check", env = "E2D_INITIAL_CORRUPT_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub initial_corrupt_check: bool,
+
+    /// How often the leader compares the members' data (their HashKV at
+    /// its revision) and raises the CORRUPT alarm when one differs; 0
+    /// never (etcd 3.4 and 3.5 name it --experimental-corrupt-check-time).
+    #[arg(long, alias = "experimental-corrupt-check-time", env = "E2D_CORRUPT_CHECK_TIME", default_value = "0", value_parser = parse_duration_or_off_ms)]
+    pub corrupt_check_time: u64,
+
     /// How --auto-compaction-retention is read: "periodic" (a duration
     /// such as 30m or 1h; a bare number is hours) or "revision" (a number
     /// of revisions).
@@ -442,6 +536,11 @@ pub struct RunArgs {
     /// newest valid snapshot found there.
     #[arg(long, env = "E2D_SNAPSHOT_BACKUP_URL")]
     pub snapshot_backup_url: Option<String>,
+
+    /// The payload of the periodic snapshots: e2d's own, or etcd's
+    /// database (what `etcdctl snapshot save` writes); restores take both.
+    #[arg(long, env = "E2D_SNAPSHOT_FORMAT", value_enum, default_value = "e2d")]
+    pub snapshot_format: SnapshotFormat,
 
     /// Time between snapshots (skipped while nothing changed).
     #[arg(long, env = "E2D_SNAPSHOT_INTERVAL", default_value = "1m", value_parser = parse_duration_ms)]
@@ -464,6 +563,10 @@ pub struct RunArgs {
     /// Log filter, as in RUST_LOG (e.g. "info" or "e2d_shell=debug").
     #[arg(long, env = "E2D_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(long, env = "E2D_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -552,6 +655,16 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         return Err(format!("duration {text:?} must be greater than zero"));
     }
     Ok(ms)
+}
+
+/// A duration as [`parse_duration_ms`] reads it, or 0 (with or without a
+/// unit) for off.
+pub fn parse_duration_or_off_ms(text: &str) -> Result<u64, String> {
+    let digits = text.trim().trim_end_matches(|c: char| !c.is_ascii_digit());
+    if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
+        return Ok(0);
+    }
+    parse_duration_ms(text)
 }
 
 /// `--auto-compaction-retention` read as `--auto-compaction-mode` says, as
@@ -661,5 +774,41 @@ mod tests {
             .unwrap_err()
             .contains("greater than zero"));
         assert!(parse_duration_ms("fast").is_err());
+    }
+
+    #[test]
+    fn a_duration_of_zero_turns_a_check_off() {
+        assert_eq!(parse_duration_or_off_ms("0"), Ok(0));
+        assert_eq!(parse_duration_or_off_ms("0s"), Ok(0));
+        assert_eq!(parse_duration_or_off_ms("1s"), Ok(1_000));
+        assert_eq!(parse_duration_or_off_ms("3m"), Ok(180_000));
+        assert!(parse_duration_or_off_ms("10").unwrap_err().contains("unit"));
+        assert!(parse_duration_or_off_ms("").is_err());
+        assert!(parse_duration_or_off_ms("s").is_err());
+    }
+
+    #[test]
+    fn corruption_check_flags_default_off_as_etcd() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let argv = ["e2d", "run"].iter().chain(args).copied();
+            match Cli::try_parse_from(argv).expect("flags parse").command {
+                Command::Run(run) => (run.initial_corrupt_check, run.corrupt_check_time),
+                _ => unreachable!("e2d run"),
+            }
+        };
+        assert_eq!(parse(&[]), (false, 0));
+        assert_eq!(
+            parse(&["--initial-corrupt-check", "--corrupt-check-time", "1s"]),
+            (true, 1_000)
+        );
+        assert_eq!(parse(&["--initial-corrupt-check=false"]), (false, 0));
+        assert_eq!(
+            parse(&[
+                "--experimental-initial-corrupt-check=true",
+                "--experimental-corrupt-check-time=5m"
+            ]),
+            (true, 300_000)
+        );
     }
 }

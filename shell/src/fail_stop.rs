@@ -3,6 +3,7 @@
 //! tasks gone; and locks are taken through helpers that refuse state a
 //! panicking holder left behind.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The exit status after a panic (a Go program such as etcd exits with the
@@ -12,12 +13,37 @@ pub const PANIC_EXIT_CODE: i32 = 2;
 const POISONED: &str =
     "a task panicked while it held this lock: what the lock guards cannot be trusted";
 
+/// Set while a removed member's runtime is shut down before the member
+/// starts over: nothing of it serves any more, and its tasks are dropped.
+static RUNTIME_RETIRING: AtomicBool = AtomicBool::new(false);
+
+/// Runs `retire` (the shutdown of a runtime no member serves from any
+/// more). A task of it that polls a timer while it stops panics with
+/// tokio's "being shutdown"; that panic does not stop the process, as the
+/// runtime and the member it ran are discarded whole.
+pub fn retiring_runtime(retire: impl FnOnce()) {
+    RUNTIME_RETIRING.store(true, Ordering::SeqCst);
+    retire();
+    RUNTIME_RETIRING.store(false, Ordering::SeqCst);
+}
+
+/// Whether a panic with `message` belongs to a runtime being retired.
+fn from_retiring_runtime(message: &str) -> bool {
+    RUNTIME_RETIRING.load(Ordering::SeqCst) && message.contains("is being shutdown")
+}
+
 /// Makes the first panic end the process, after the usual report of the
 /// panic's message and place. For the binary: a library embedding the
 /// shell (the tests, the simulator) keeps the panic behaviour it chose.
 pub fn stop_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if from_retiring_runtime(&info.to_string()) {
+            tracing::warn!(
+                "{info}; a task of the stopped member's runtime ended while it shut down"
+            );
+            return;
+        }
         report(info);
         tracing::error!(
             "{info}; e2d stops: a panic is a bug or a broken invariant, and a member must not serve with part of it gone. \
@@ -42,6 +68,20 @@ pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 #[cfg(all(test, not(madsim)))]
 mod tests {
     use std::process::Command;
+
+    #[test]
+    fn only_a_retiring_runtimes_shutdown_panic_is_let_pass() {
+        let shutdown =
+            "panicked at entry.rs:534:9:\nA Tokio 1.x context was found, but it is being shutdown.";
+        assert!(!super::from_retiring_runtime(shutdown));
+        super::retiring_runtime(|| {
+            assert!(super::from_retiring_runtime(shutdown));
+            assert!(!super::from_retiring_runtime(
+                "panicked at x.rs:1:1:\nan invariant broke"
+            ));
+        });
+        assert!(!super::from_retiring_runtime(shutdown));
+    }
 
     /// Set in the environment of the child process the test starts.
     const CHILD_ENV: &str = "E2D_FAIL_STOP_CHILD";

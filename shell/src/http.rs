@@ -108,16 +108,16 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         Gauges {
             db_size_bytes,
             db_size_in_use_bytes,
-            quota_bytes: node.config.quota_backend_bytes,
+            quota_backend_bytes: node.config.quota_backend_bytes,
             revision: mvcc.current_revision(),
             compact_revision: mvcc.compact_revision(),
             keys: mvcc.key_count(),
             leases: state.lessor().len(),
-            has_leader: node.raft_status().leader_id != 0,
         }
     };
+    let now_unix_ms = crate::backup::wall_clock_ms();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(&gauges),
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        node.metrics.render(&gauges, now_unix_ms),
     )
 }

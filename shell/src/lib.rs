@@ -8,6 +8,7 @@ mod blocking;
 pub mod cli;
 pub mod discovery;
 mod durable_file;
+pub mod etcd_snapshot;
 pub mod fail_stop;
 #[cfg(not(madsim))]
 mod gateway;
@@ -15,13 +16,17 @@ mod gossip;
 pub mod grpc;
 #[cfg(not(madsim))]
 mod http;
+pub mod logging;
 mod metrics;
 mod node_seed;
 mod outgoing;
+pub mod payload;
 pub mod pki;
 mod raft;
 pub mod run;
 mod server;
+/// The key `e2d cluster resize` writes the cluster's size under.
+pub use server::cluster_size::CLUSTER_SIZE_KEY;
 pub mod sim_bugs;
 mod snapshot;
 pub mod status;

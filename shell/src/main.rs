@@ -1,9 +1,9 @@
 //! `e2d`: one binary that deploys and runs etcd clusters.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use e2d_shell::cli::{self, Cli, Command};
-use e2d_shell::{grpc, run, status};
+use e2d_shell::{grpc, logging, run, status};
 
 #[cfg(not(madsim))]
 #[global_allocator]
@@ -11,7 +11,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     e2d_shell::fail_stop::stop_on_panic();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Run(args) = &mut cli.command {
+        args.cluster_size_given = matches
+            .subcommand_matches("run")
+            .and_then(|run| run.value_source("required_cluster_size"))
+            .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue);
+    }
     match cli.command {
         Command::Version => {
             println!(
@@ -29,37 +36,45 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        #[cfg(not(madsim))]
+        Command::Migrate(args) => match e2d_shell::backup::commands::migrate(*args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        #[cfg(not(madsim))]
+        Command::Cluster(cli::ClusterCommand::Resize(args)) => {
+            finish(e2d_shell::backup::commands::resize(&args).map(|done| done + "\n"))
+        }
+        #[cfg(madsim)]
+        Command::Cluster(_) => {
+            eprintln!("error: cluster commands do not run in a simulator build");
+            std::process::ExitCode::FAILURE
+        }
+        #[cfg(madsim)]
+        Command::Migrate(_) => {
+            eprintln!("error: migrate does not run in a simulator build");
+            std::process::ExitCode::FAILURE
+        }
         #[cfg(madsim)]
         Command::Snapshot(_) => {
             eprintln!("error: snapshot commands do not run in a simulator build");
             std::process::ExitCode::FAILURE
         }
         #[cfg(not(madsim))]
-        Command::Discover(args) => match e2d_shell::discovery::report::run(&args) {
-            Ok(report) => {
-                print!("{report}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        Command::Discover(args) => finish(e2d_shell::discovery::report::run(&args)),
         #[cfg(madsim)]
         Command::Discover(_) => {
             eprintln!("error: discover does not run in a simulator build");
             std::process::ExitCode::FAILURE
         }
-        Command::Pki(command) => match e2d_shell::pki::run(*command) {
-            Ok(done) => {
-                println!("{done}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        Command::Pki(command) => finish(
+            e2d_shell::pki::run(*command)
+                .map(|done| done + "\n")
+                .map_err(|e| e.to_string()),
+        ),
         Command::Status(args) => {
             let timeout = std::time::Duration::from_millis(args.timeout);
             let tls = match (&args.cacert, &args.cert, &args.key) {
@@ -99,15 +114,32 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            logging::init(args.log_format, filter);
             match run_until_stopped(&args) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
-                    eprintln!("error: {e}");
+                    // A JSON log stays all JSON.
+                    if args.log_format == logging::LogFormat::Text {
+                        eprintln!("error: {e}");
+                    }
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints what a command made, or its error, and gives the exit status.
+fn finish(outcome: Result<String, String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
@@ -127,7 +159,7 @@ fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
             .build()
             .expect("the tokio runtime starts");
         let stopped = runtime.block_on(run::run(args.clone()))?;
-        runtime.shutdown_timeout(RESTART_GRACE);
+        e2d_shell::fail_stop::retiring_runtime(|| runtime.shutdown_timeout(RESTART_GRACE));
         match stopped {
             run::Stopped::Shutdown => return Ok(()),
             run::Stopped::Removed => run::start_over(&args.data_dir)?,

@@ -24,12 +24,14 @@ pub type Record = (Table, Vec<u8>, Vec<u8>);
 pub enum SnapshotError {
     #[error("cannot read the snapshot: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not an e2d snapshot (wrong magic)")]
+    #[error("neither an e2d snapshot nor an etcd database (bbolt) file")]
     Magic,
     #[error("the snapshot's SHA-256 does not match its contents: it is damaged or truncated")]
     Digest,
     #[error("the snapshot's records are malformed at byte {0}")]
     Malformed(usize),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd_snapshot::EtcdSnapshotError),
 }
 
 fn tag_table(tag: u8) -> Option<Table> {
@@ -119,6 +121,32 @@ pub fn replace_tables(
     mut file: std::fs::File,
     replaced: &dyn Fn(Table, &[u8]) -> bool,
 ) -> Result<(), StorageError> {
+    clear_tables(backend, replaced)?;
+    let mut writes = BatchedWrites::default();
+    let mut reader = std::io::BufReader::new(&mut file);
+    let mut failure = None;
+    for_each_record(&mut reader, &mut |(table, key, value)| {
+        if !replaced(table, &key) {
+            return Ok(());
+        }
+        if let Err(e) = writes.put(backend, table, &key, &value) {
+            failure = Some(e);
+            return Err(SnapshotError::Io(std::io::Error::other("commit failed")));
+        }
+        Ok(())
+    })
+    .map_err(|e| match failure.take() {
+        Some(storage_failure) => storage_failure,
+        None => StorageError(format!("snapshot: {e}")),
+    })
+}
+
+/// Deletes every key `replaced` selects, in batches of bounded size, each
+/// committed (unsynced).
+pub(crate) fn clear_tables(
+    backend: &mut DiskBackend,
+    replaced: &dyn Fn(Table, &[u8]) -> bool,
+) -> Result<(), StorageError> {
     for table in Table::ALL {
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -140,28 +168,35 @@ pub fn replace_tables(
             after = Some(last);
         }
     }
-    let mut staged_bytes = 0usize;
-    let mut reader = std::io::BufReader::new(&mut file);
-    let mut failure = None;
-    for_each_record(&mut reader, &mut |(table, key, value)| {
-        if !replaced(table, &key) {
-            return Ok(());
-        }
-        staged_bytes += key.len() + value.len();
-        backend.put(table, &key, &value);
-        if staged_bytes >= LOAD_BATCH_BYTES_MAX {
-            staged_bytes = 0;
-            if let Err(e) = backend.commit(false) {
-                failure = Some(e);
-                return Err(SnapshotError::Io(std::io::Error::other("commit failed")));
-            }
+    Ok(())
+}
+
+/// Puts into a backend, committing (unsynced) and flushing the storage
+/// engine's memtables whenever the staged bytes reach
+/// [`LOAD_BATCH_BYTES_MAX`], so the load's memory stays bounded whatever
+/// is loaded; the caller commits the rest.
+#[derive(Default)]
+pub(crate) struct BatchedWrites {
+    staged_bytes: usize,
+}
+
+impl BatchedWrites {
+    pub(crate) fn put(
+        &mut self,
+        backend: &mut DiskBackend,
+        table: Table,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.staged_bytes += key.len() + value.len();
+        backend.put(table, key, value);
+        if self.staged_bytes >= LOAD_BATCH_BYTES_MAX {
+            self.staged_bytes = 0;
+            backend.commit(false)?;
+            backend.flush_memtables()?;
         }
         Ok(())
-    })
-    .map_err(|e| match failure.take() {
-        Some(storage_failure) => storage_failure,
-        None => StorageError(format!("snapshot: {e}")),
-    })
+    }
 }
 
 fn table_tag(table: Table) -> u8 {

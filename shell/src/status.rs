@@ -16,7 +16,15 @@ const STATUS_BYTES_MAX: u64 = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub name: String,
+    /// The e2d version the node runs.
+    #[serde(default)]
+    pub version: String,
     pub required_cluster_size: usize,
+    /// The size the cluster is moving to or has: replicated (`e2d cluster
+    /// resize`), else the size it was founded with; 0 before the server
+    /// runs.
+    #[serde(default)]
+    pub cluster_size: usize,
     /// `pending`, `running` or `removed`.
     pub state: String,
     /// What the node waits for; empty when nothing.
@@ -35,6 +43,57 @@ pub struct StatusReport {
     /// Gossip messages dropped because they failed authentication.
     #[serde(default)]
     pub gossip_unauthenticated_dropped: u64,
+    /// The cluster's raised alarms (NOSPACE, CORRUPT), each with the
+    /// member it was raised for.
+    #[serde(default)]
+    pub alarms: Vec<AlarmReport>,
+    /// The node's certificates, when it serves TLS.
+    #[serde(default)]
+    pub certificates: Vec<CertificateReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateReport {
+    /// `ca`, `server`, `peer` or `client`.
+    pub certificate: String,
+    /// When it ends, RFC 3339 in UTC.
+    pub not_after: String,
+    /// Whether the node renews it (it has the CA key).
+    pub renewed_here: bool,
+}
+
+impl CertificateReport {
+    /// The installed TLS material's certificates; none without TLS (and
+    /// in the simulator, which runs without).
+    #[cfg(madsim)]
+    pub fn of_installed() -> Vec<Self> {
+        Vec::new()
+    }
+
+    /// The installed TLS material's certificates; none without TLS.
+    #[cfg(not(madsim))]
+    pub fn of_installed() -> Vec<Self> {
+        let Some(material) = crate::tls::client::installed() else {
+            return Vec::new();
+        };
+        material
+            .certificates()
+            .into_iter()
+            .map(|c| CertificateReport {
+                certificate: c.name.into(),
+                not_after: c.not_after_text(),
+                renewed_here: c.renewed_here,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlarmReport {
+    /// Hex id; `0` for the whole cluster.
+    pub member_id: String,
+    /// etcd's name of the alarm: `NOSPACE` or `CORRUPT`.
+    pub alarm: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -171,9 +230,20 @@ pub fn render_table(report: &StatusReport) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
     line("name", report.name.clone());
+    line("version", dash(&report.version));
     line("state", report.state.clone());
     line("waiting for", dash(&report.waiting_for));
-    line("cluster size", report.required_cluster_size.to_string());
+    line(
+        "cluster size",
+        if report.cluster_size == 0 || report.cluster_size == report.required_cluster_size {
+            report.required_cluster_size.to_string()
+        } else {
+            format!(
+                "{} (-n {})",
+                report.cluster_size, report.required_cluster_size
+            )
+        },
+    );
     line("cluster id", dash(&report.cluster_id));
     line("member id", dash(&report.member_id));
     line("leader", dash(&report.leader_id));
@@ -184,6 +254,30 @@ pub fn render_table(report: &StatusReport) -> String {
             report.revision, report.raft_term, report.raft_index
         ),
     );
+    let alarms: Vec<String> = report
+        .alarms
+        .iter()
+        .map(|a| format!("{} (member {})", a.alarm, a.member_id))
+        .collect();
+    line(
+        "alarms",
+        if alarms.is_empty() {
+            "none".into()
+        } else {
+            alarms.join(", ")
+        },
+    );
+    if !report.certificates.is_empty() {
+        let certificates: Vec<String> = report
+            .certificates
+            .iter()
+            .map(|c| {
+                let renewal = if c.renewed_here { ", renewed" } else { "" };
+                format!("{} until {}{renewal}", c.certificate, c.not_after)
+            })
+            .collect();
+        line("certificates", certificates.join("; "));
+    }
     line(
         "last snapshot",
         report
@@ -288,6 +382,7 @@ mod tests {
         };
         let table = render_table(&report);
         assert!(table.contains("waiting for   -"), "{table}");
+        assert!(table.contains("alarms        none"), "{table}");
         assert!(
             table.contains("m1      a     http://127.0.0.1:2380"),
             "{table}"
@@ -295,6 +390,22 @@ mod tests {
         assert!(table.contains("leader  self"), "{table}");
         assert!(table.contains("GOSSIP NODE"), "{table}");
         assert!(table.contains("(none)"), "{table}");
+    }
+
+    #[test]
+    fn the_table_shows_raised_alarms() {
+        let report = StatusReport {
+            alarms: vec![AlarmReport {
+                member_id: "8e9e05c52164694d".into(),
+                alarm: "CORRUPT".into(),
+            }],
+            ..Default::default()
+        };
+        let table = render_table(&report);
+        assert!(
+            table.contains("alarms        CORRUPT (member 8e9e05c52164694d)"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum Fault {
     DelaySpike { latency_ms: u64, ms: u64 },
     /// The process stops being scheduled (SIGSTOP) and resumes later.
     Pause { slot: usize, ms: u64 },
+    /// `e2d cluster resize size` (fewer members), then back to the
+    /// founding size after `ms`: the leader removes followers one at a
+    /// time, and the removed nodes join again as learners.
+    Shrink { size: usize, ms: u64 },
     /// Every machine and disk is lost at once; fresh machines restore the
     /// newest snapshot from the bucket. Comes after the other faults, at
     /// most once a run ([`total_loss`]).
@@ -66,6 +70,7 @@ impl Fault {
             Fault::PacketLoss { .. } => "packet-loss",
             Fault::DelaySpike { .. } => "delay-spike",
             Fault::Pause { .. } => "pause",
+            Fault::Shrink { .. } => "shrink",
             Fault::TotalLoss => "total-loss",
         }
     }
@@ -81,7 +86,8 @@ impl Fault {
             | Fault::Bridge { ms, .. }
             | Fault::PacketLoss { ms, .. }
             | Fault::DelaySpike { ms, .. }
-            | Fault::Pause { ms, .. } => *ms,
+            | Fault::Pause { ms, .. }
+            | Fault::Shrink { ms, .. } => *ms,
         }
     }
 }
@@ -108,6 +114,9 @@ impl fmt::Display for Fault {
                 write!(f, "delay packets up to {latency_ms} ms for {ms} ms")
             }
             Fault::Pause { slot, ms } => write!(f, "pause n{slot} for {ms} ms"),
+            Fault::Shrink { size, ms } => {
+                write!(f, "resize to {size} members, back after {ms} ms")
+            }
             Fault::TotalLoss => write!(f, "lose every machine and disk, restore from the bucket"),
         }
     }
@@ -140,7 +149,7 @@ pub struct PlanConfig {
 pub const REPLACE_SPACING_MS: u64 = 60_000;
 
 /// Which fault kinds a plan may draw, by weight.
-const KIND_WEIGHTS: [(&str, u64); 10] = [
+const KIND_WEIGHTS: [(&str, u64); 11] = [
     ("crash", 20),
     ("power-loss", 6),
     ("replace", 8),
@@ -151,6 +160,7 @@ const KIND_WEIGHTS: [(&str, u64); 10] = [
     ("packet-loss", 12),
     ("delay-spike", 10),
     ("pause", 10),
+    ("shrink", 6),
 ];
 
 fn draw_kind(rng: &mut Rng) -> &'static str {
@@ -212,6 +222,10 @@ fn draw_fault(rng: &mut Rng, size: usize) -> Fault {
             slot,
             ms: between(rng, 500, 12_000),
         },
+        "shrink" => Fault::Shrink {
+            size: size - 2,
+            ms: between(rng, 5_000, 20_000),
+        },
         other => unreachable!("no fault kind {other}"),
     }
 }
@@ -237,6 +251,11 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
             } else {
                 last_replace_ms = Some(at_ms);
             }
+        }
+        if let Fault::Shrink { .. } = fault {
+            // Back at its size only once the removed nodes have joined
+            // again: until then a lost machine may be a majority lost.
+            last_replace_ms = Some(at_ms + fault.duration_ms());
         }
         let next = at_ms + fault.duration_ms() + config.gap_ms + between(&mut rng, 0, 3_000);
         faults.push(Scheduled { at_ms, fault });

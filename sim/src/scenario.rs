@@ -92,6 +92,9 @@ pub struct Report {
     pub trace_hash: String,
 }
 
+/// How long a resize may take to be written, through any member.
+const RESIZE_BOUND: Duration = Duration::from_secs(20);
+
 /// How long the cluster gets to form before anything else.
 const FORMATION_BOUND: Duration = Duration::from_secs(60);
 /// How long the cluster gets, once faults stop, to be whole again:
@@ -284,7 +287,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
         let line = format!("{} ms: {}", elapsed_ms(origin), scheduled.fault);
         tracing::info!("{line}");
         trace.update(line.as_bytes());
-        inject(&mut cluster, &directory, &scheduled.fault).await;
+        inject(&mut cluster, &directory, &scheduled.fault, &control).await;
         report.faults.push(scheduled.fault);
     }
     for task in tasks {
@@ -531,7 +534,12 @@ fn split_by_key(history: &History) -> BTreeMap<String, History> {
 /// How long a node restarted on a damaged raft log gets to refuse it.
 const DAMAGED_LOG_REFUSAL_MS: u64 = 10_000;
 
-async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
+async fn inject(
+    cluster: &mut Cluster,
+    directory: &Directory,
+    fault: &Fault,
+    control: &madsim::runtime::NodeHandle,
+) {
     let hold = |ms: u64| sleep(Duration::from_millis(ms));
     match fault {
         Fault::Crash { slot, down_ms } => {
@@ -605,7 +613,35 @@ async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
             hold(*ms).await;
             cluster.resume(*slot);
         }
+        Fault::Shrink { size, ms } => {
+            resize(cluster, directory, control, *size).await;
+            hold(*ms).await;
+            let founding = cluster.size();
+            resize(cluster, directory, control, founding).await;
+        }
         Fault::TotalLoss => unreachable!("a total loss ends a run; plans never hold one"),
+    }
+}
+
+/// `e2d cluster resize size`, written from the control host through any
+/// member; a resize no member takes fails the run.
+async fn resize(
+    cluster: &Cluster,
+    directory: &Directory,
+    control: &madsim::runtime::NodeHandle,
+    size: usize,
+) {
+    let directory = directory.clone();
+    let value = size.to_string().into_bytes();
+    let written = control
+        .spawn(async move {
+            let key = e2d_shell::CLUSTER_SIZE_KEY;
+            wait_for_write(&directory, RESIZE_BOUND, key, &value).await
+        })
+        .await
+        .unwrap_or(false);
+    if !written {
+        cluster.fail(format!("no member took the resize to {size}"));
     }
 }
 
@@ -614,7 +650,9 @@ async fn inject(cluster: &mut Cluster, directory: &Directory, fault: &Fault) {
 async fn takes_a_write(control: &madsim::runtime::NodeHandle, directory: &Directory) -> bool {
     let directory = directory.clone();
     control
-        .spawn(async move { wait_for_write(&directory, FORMATION_BOUND).await })
+        .spawn(
+            async move { wait_for_write(&directory, FORMATION_BOUND, b"/sim/probe", b"1").await },
+        )
         .await
         .unwrap_or(false)
 }
@@ -631,14 +669,15 @@ async fn contents_of(
         .unwrap_or_default()
 }
 
-/// Retries a write through any member until one succeeds.
-async fn wait_for_write(directory: &Directory, bound: Duration) -> bool {
+/// Retries a put of `value` under `key` through any member until one
+/// succeeds.
+async fn wait_for_write(directory: &Directory, bound: Duration, key: &[u8], value: &[u8]) -> bool {
     let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
         if let Some(channel) = connect(&directory.pick()).await {
             let put = PutRequest {
-                key: b"/sim/probe".to_vec(),
-                value: b"1".to_vec(),
+                key: key.to_vec(),
+                value: value.to_vec(),
                 ..Default::default()
             };
             let mut client = KvClient::new(channel);
@@ -697,7 +736,11 @@ async fn wait_for_recovery(
     while Instant::now() < deadline {
         sleep(Duration::from_secs(1)).await;
         match recovery_state(directory, intended).await {
-            Ok(()) if wait_for_write(directory, Duration::from_secs(5)).await => return Ok(()),
+            Ok(())
+                if wait_for_write(directory, Duration::from_secs(5), b"/sim/probe", b"1").await =>
+            {
+                return Ok(())
+            }
             Ok(()) => state = "a write did not succeed".into(),
             Err(now) => state = now,
         }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -222,6 +222,29 @@ impl Cluster {
     /// Restarts member `i` on its data dir.
     pub fn start_member(&mut self, i: usize) {
         self.spawn(i);
+    }
+
+    /// Restarts member `i` on its data dir with `extra_args` besides the
+    /// usual flags.
+    pub fn start_member_with(&mut self, i: usize, extra_args: &[&str]) {
+        self.spawn_with(i, extra_args);
+    }
+
+    /// Waits up to `timeout` for member `i`'s process to exit, and reaps
+    /// it; `None` if it still runs.
+    pub fn wait_for_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.members[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.members[i].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILLs member `i`, as a crash would.

@@ -356,19 +356,39 @@ fn a_snapshot_brings_users_and_roles_back() {
 
 #[tokio::test]
 async fn jwt_tokens_signed_with_the_given_key_authenticate_users() {
+    // RSA and ECDSA keys, as openssl makes them.
+    let rsa: &[&[&str]] = &[
+        &["genrsa", "-out", "{private}", "2048"],
+        &["rsa", "-in", "{private}", "-pubout", "-out", "{public}"],
+    ];
+    let ecdsa: &[&[&str]] = &[
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "{private}",
+        ],
+        &["ec", "-in", "{private}", "-pubout", "-out", "{public}"],
+    ];
+    for (method, openssl) in [("RS256", rsa), ("ES256", ecdsa)] {
+        jwt_tokens_authenticate_users(method, openssl).await;
+    }
+}
+
+async fn jwt_tokens_authenticate_users(method: &str, openssl: &[&[&str]]) {
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = (keys.path().join("jwt.key"), keys.path().join("jwt.pub"));
-    for args in [
-        vec!["genrsa", "-out", private.to_str().unwrap(), "2048"],
-        vec![
-            "rsa",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
+    for args in openssl {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{private}", private.to_str().unwrap())
+                    .replace("{public}", public.to_str().unwrap())
+            })
+            .collect();
         let out = std::process::Command::new("openssl")
             .args(&args)
             .output()
@@ -376,7 +396,7 @@ async fn jwt_tokens_signed_with_the_given_key_authenticate_users() {
         assert!(out.status.success(), "openssl {args:?}: {out:?}");
     }
     let token_flag = format!(
-        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=5m",
+        "jwt,pub-key={},priv-key={},sign-method={method},ttl=5m",
         public.display(),
         private.display()
     );
@@ -386,7 +406,8 @@ async fn jwt_tokens_signed_with_the_given_key_authenticate_users() {
     alice.put("foo/1", "v", None).await.unwrap();
     let denied = alice.put("bar", "v", None).await.unwrap_err();
     assert!(denied.to_string().contains("permission denied"), "{denied}");
-    // The token is a JWT: three base64url parts, the first naming RS256.
+    // The token is a JWT: three base64url parts, the first naming the
+    // sign method.
     let auth = connect_as(&server, None).await;
     let token = auth
         .auth_client()
@@ -401,8 +422,5 @@ async fn jwt_tokens_signed_with_the_given_key_authenticate_users() {
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(parts[0])
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&header).contains("RS256"),
-        "{token}"
-    );
+    assert!(String::from_utf8_lossy(&header).contains(method), "{token}");
 }

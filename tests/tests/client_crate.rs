@@ -384,6 +384,8 @@ async fn watch_from_compacted_revision_is_canceled_with_compact_revision() {
     assert!(resp.canceled(), "{resp:?}");
     assert_eq!(resp.compact_revision(), 4, "{resp:?}");
     assert!(resp.events().is_empty(), "{resp:?}");
+    // As etcd's, the header of that answer carries no revision.
+    assert_eq!(resp.header().map(|h| h.revision()), Some(0), "{resp:?}");
 }
 
 #[tokio::test]

@@ -87,3 +87,24 @@ fn a_data_dir_others_may_enter_is_warned_about_and_made_private() {
     assert_eq!(mode(&data_dir), 0o700);
     server.etcdctl(&["put", "k", "v"]).ok();
 }
+
+#[test]
+fn a_data_dir_written_by_a_newer_e2d_is_refused_and_left_as_is() {
+    let mut server = Server::e2d();
+    server.etcdctl(&["put", "kept", "v"]).ok();
+    server.kill9();
+    let format = server.data_dir().join("format");
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), "1");
+    std::fs::write(&format, "2").unwrap();
+    let refused = server.try_start().unwrap_err();
+    assert!(
+        refused.contains("was written by a newer e2d (data format 2"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), "2");
+    // Back at a format it reads, the member starts with its data.
+    std::fs::write(&format, "1").unwrap();
+    server.start();
+    let got = server.etcdctl(&["get", "kept", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "v");
+}

@@ -484,3 +484,108 @@ fn replace_dead_member(cluster: &mut GossipCluster, dead_id: String) -> usize {
     assert!(cluster.nodes[fresh].member_id().unwrap() != dead_id);
     fresh
 }
+
+/// Voters, learners: the members node `via` lists.
+fn member_counts(cluster: &GossipCluster, via: usize) -> Option<(usize, usize)> {
+    let members = cluster.members(via)?;
+    let learners = members.iter().filter(|m| m.is_learner).count();
+    Some((members.len() - learners, learners))
+}
+
+/// `e2d cluster resize size` through node `via`.
+fn resize(cluster: &GossipCluster, via: usize, size: usize) {
+    let endpoint = cluster.nodes[via].endpoint();
+    e2d_tests::e2d_command(
+        &[
+            "cluster",
+            "resize",
+            &size.to_string(),
+            "--endpoint",
+            &endpoint,
+        ],
+        &[],
+    )
+    .ok();
+}
+
+#[test]
+fn a_single_node_grows_to_three_and_shrinks_back_while_a_client_writes() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(3, SLOW_HEALTH_CHECKS);
+    cluster.size = 1;
+    cluster.start(0);
+    wait_until_whole(&cluster, "the first node serves", FORM_TIMEOUT);
+    // A client writes through every node it can reach all along; each
+    // acknowledged key must survive the resizes.
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut k = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("resize-{k:05}");
+                let endpoint = &endpoints[k % endpoints.len()];
+                let put =
+                    e2d_tests::etcdctl(endpoint, &["put", &key, "v", "--command-timeout=2s"], None);
+                if put.success() {
+                    acknowledged.push(key);
+                }
+                k += 1;
+            }
+            acknowledged
+        })
+    };
+
+    // Two spare nodes, started with -n 3, wait for a vacancy until the
+    // cluster is resized to 3; then they join and are promoted.
+    cluster.size = 3;
+    cluster.start(1);
+    cluster.start(2);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        member_counts(&cluster, 0),
+        Some((1, 0)),
+        "no vacancy before the resize"
+    );
+    resize(&cluster, 0, 3);
+    cluster.wait_until("the cluster grows to 3 voters", HEAL_TIMEOUT, |c| {
+        member_counts(c, 0) == Some((3, 0))
+    });
+    let status = cluster.nodes[0].status().expect("status");
+    assert_eq!(status["cluster_size"], 3, "{status}");
+
+    // Back to 1: the leader removes both followers, one at a time.
+    let leader = leader(&cluster);
+    resize(&cluster, leader, 1);
+    cluster.wait_until("the cluster shrinks to 1 voter", HEAL_TIMEOUT, |c| {
+        member_counts(c, leader) == Some((1, 0))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.join().expect("the writer ran");
+    assert!(acknowledged.len() > 20, "{} writes", acknowledged.len());
+    let listed = cluster.nodes[leader].etcdctl(&["get", "resize-", "--prefix", "--keys-only"]);
+    let keys: std::collections::BTreeSet<&str> =
+        listed.stdout.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|k| !keys.contains(k.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {lost:?}\n{}",
+        cluster.logs()
+    );
+    // The removed nodes keep their data dirs aside and wait as spares.
+    for i in (0..3).filter(|&i| i != leader) {
+        let status = cluster.nodes[i].status().expect("status");
+        assert_eq!(status["state"], "pending", "{status}");
+        assert!(
+            cluster.nodes[i].data_dir().join("archive").exists(),
+            "{}",
+            cluster.nodes[i].log()
+        );
+    }
+}

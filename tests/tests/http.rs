@@ -87,6 +87,28 @@ fn metrics_track_the_revision() {
 }
 
 #[test]
+fn metrics_addr_serves_the_metrics_and_health_endpoints_only() {
+    let port = e2d_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = Server::e2d_with(&["--metrics-addr", &addr]);
+    s.etcdctl(&["put", "k", "v"]).ok();
+    let metrics = e2d_tests::http_get(port, "/metrics").expect("the metrics address answers");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert_eq!(
+        metric(&metrics.body, "etcd_debugging_mvcc_current_revision"),
+        Some(2.0),
+        "metrics:\n{}",
+        metrics.body
+    );
+    let health = e2d_tests::http_get(port, "/health").expect("the metrics address answers");
+    assert_eq!(health.json()["health"], "true", "{health:?}");
+    // Not the etcd API: the JSON gateway and the status page stay on the
+    // client port.
+    let gateway = e2d_tests::http_get(port, "/v3/kv/range").expect("an answer");
+    assert_eq!(gateway.status, 404, "{gateway:?}");
+}
+
+#[test]
 fn unknown_path_is_not_found() {
     // etcd answers unknown paths with 404, so probes pointed at a wrong
     // path (say /healthz) fail instead of passing by accident.

@@ -295,7 +295,7 @@ fn tampered_snapshots_are_refused_and_the_data_dir_is_untouched() {
     let file = write_variant(&scratch, "swapped.snap", &swapped);
     refused(&file, &require, "failed authentication");
     let not_a_snapshot = write_variant(&scratch, "text.snap", b"hello, world\n");
-    refused(&not_a_snapshot, &[], "not an e2d snapshot");
+    refused(&not_a_snapshot, &[], "not a snapshot");
     assert_ne!(good, second, "two sealed snapshots share an IV");
 
     // The good ones restore: sealed, plain, and etcdctl's copy.

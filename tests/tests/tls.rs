@@ -127,7 +127,18 @@ fn whole(cluster: &GossipCluster, pki: &Pki) -> bool {
 }
 
 fn tls_cluster(size: usize, pki: &Pki, extra: &[&str]) -> GossipCluster {
-    let mut flags = pki.run_flags();
+    tls_cluster_with(size, pki, pki.run_flags(), extra)
+}
+
+/// `flags` without the flag `name` and its value.
+fn without_flag(mut flags: Vec<String>, name: &str) -> Vec<String> {
+    let at = flags.iter().position(|f| f == name).unwrap();
+    flags.drain(at..at + 2);
+    flags
+}
+
+fn tls_cluster_with(size: usize, pki: &Pki, tls: Vec<String>, extra: &[&str]) -> GossipCluster {
+    let mut flags = tls;
     flags.extend(extra.iter().map(|f| f.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = GossipCluster::on_loopback(size, &flags);
@@ -170,22 +181,8 @@ fn etcdctl_needs_a_client_certificate_from_the_cluster_ca() {
     assert!(!tls_etcdctl(node, &foreign, &["get", "greeting"]).success());
     // `e2d status` speaks TLS with the same certificates.
     let endpoint = https(node);
-    let status = e2d_command(
-        &[
-            "status",
-            "--endpoint",
-            &endpoint,
-            "--json",
-            "--cacert",
-            &pki.file("ca.crt"),
-            "--cert",
-            &pki.file("client.crt"),
-            "--key",
-            &pki.file("client.key"),
-        ],
-        &[],
-    );
-    assert_eq!(status.json()["state"], "running", "{status}");
+    let status = tls_status(node, &pki);
+    assert_eq!(status["state"], "running", "{status}");
     e2d_command(&["status", "--endpoint", &endpoint], &[])
         .fails_with("pass --cacert, --cert and --key");
     // Plain text on a TLS port gets nowhere.
@@ -201,7 +198,12 @@ fn etcdctl_needs_a_client_certificate_from_the_cluster_ca() {
 fn without_client_cert_auth_clients_need_only_the_ca() {
     let _serial = one_at_a_time();
     let pki = Pki::new();
-    let cluster = tls_cluster(1, &pki, &["--client-cert-auth=false"]);
+    // The node needs no client certificate of its own for that either.
+    let server_only = without_flag(
+        without_flag(pki.run_flags(), "--client-cert"),
+        "--client-key",
+    );
+    let cluster = tls_cluster_with(1, &pki, server_only, &["--client-cert-auth=false"]);
     let node = &cluster.nodes[0];
     // The server presents its certificate and asks for none back.
     let ca_only = vec!["--cacert".to_string(), pki.file("ca.crt")];
@@ -329,8 +331,7 @@ fn bad_certificates_are_refused_with_the_reason() {
     let pki = Pki::new();
     let other = Pki::new();
     let data_dir = pki.file("data");
-    let run = |replace: &[(&str, String)]| {
-        let mut flags = pki.run_flags();
+    let run_with = |mut flags: Vec<String>, replace: &[(&str, String)]| {
         for (flag, value) in replace {
             let at = flags.iter().position(|f| f == flag).unwrap();
             flags[at + 1] = value.clone();
@@ -347,6 +348,9 @@ fn bad_certificates_are_refused_with_the_reason() {
         args.extend(flags.iter().map(String::as_str));
         e2d_command(&args, &[])
     };
+    let run = |replace: &[(&str, String)]| run_with(pki.run_flags(), replace);
+    run_with(without_flag(pki.run_flags(), "--client-key"), &[])
+        .fails_with("--client-cert was given without --client-key: pass both");
     run(&[("--server-cert", pki.file("missing.crt"))]).fails_with("cannot read");
     run(&[("--server-key", pki.file("client.key"))]).fails_with("is not the key of");
     run(&[
@@ -526,4 +530,226 @@ fn with_auth_on_a_client_certificates_common_name_is_the_user() {
     // A name that is no user is refused.
     let mallory = pki.client_flags_for("mallory");
     assert!(!tls_etcdctl(node, &mallory, &["get", "foo/1"]).success());
+}
+
+/// `e2d status --json` of `node`, over mutual TLS with the PKI's client
+/// pair.
+fn tls_status(node: &Node, pki: &Pki) -> serde_json::Value {
+    let endpoint = https(node);
+    let status = e2d_command(
+        &[
+            "status",
+            "--endpoint",
+            &endpoint,
+            "--json",
+            "--cacert",
+            &pki.file("ca.crt"),
+            "--cert",
+            &pki.file("client.crt"),
+            "--key",
+            &pki.file("client.key"),
+        ],
+        &[],
+    );
+    status.json()
+}
+
+/// `/metrics` of `node`, over mutual TLS with the PKI's client pair.
+fn scrape_metrics(node: &Node, pki: &Pki) -> String {
+    let scraped = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &pki.file("ca.crt")])
+        .args([
+            "--cert",
+            &pki.file("client.crt"),
+            "--key",
+            &pki.file("client.key"),
+        ])
+        .arg(format!("{}/metrics", https(node)))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&scraped.stdout).into_owned()
+}
+
+/// The SHA-256 fingerprints of the certificates in `dir`, by file name.
+fn fingerprints_in(dir: &Path) -> Vec<String> {
+    ["server.crt", "peer.crt", "client.crt"]
+        .iter()
+        .map(|name| fingerprint_of_file(&dir.join(name)))
+        .collect()
+}
+
+#[test]
+fn certificates_renew_themselves_on_a_running_cluster_while_clients_write() {
+    let _serial = one_at_a_time();
+    // The CA and a long-lived client certificate for the writer; each node
+    // its own certificates good for 86 seconds, renewed after about 55.
+    let pki = Pki::new();
+    let node_dirs: Vec<PathBuf> = (0..3).map(|i| pki.path(&format!("node-{i}"))).collect();
+    for dir in &node_dirs {
+        let out = dir.display().to_string();
+        e2d_command(
+            &[
+                "pki",
+                "gencerts",
+                "--days",
+                "0.001",
+                "--ca-cert",
+                &pki.file("ca.crt"),
+                "--ca-key",
+                &pki.file("ca.key"),
+                "--output-dir",
+                &out,
+            ],
+            &[],
+        )
+        .ok();
+    }
+    let shared = [
+        "--ca-cert",
+        &pki.file("ca.crt"),
+        "--ca-key",
+        &pki.file("ca.key"),
+    ]
+    .map(String::from);
+    let mut cluster = GossipCluster::on_loopback(3, &shared.each_ref().map(String::as_str));
+    for (node, dir) in cluster.nodes.iter_mut().zip(&node_dirs) {
+        for (var, file) in [
+            ("E2D_SERVER_CERT", "server.crt"),
+            ("E2D_SERVER_KEY", "server.key"),
+            ("E2D_PEER_CERT", "peer.crt"),
+            ("E2D_PEER_KEY", "peer.key"),
+            ("E2D_CLIENT_CERT", "client.crt"),
+            ("E2D_CLIENT_KEY", "client.key"),
+        ] {
+            node.env
+                .push((var.into(), dir.join(file).display().to_string()));
+        }
+    }
+    let first: Vec<Vec<String>> = node_dirs.iter().map(|d| fingerprints_in(d)).collect();
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until("the nodes form one cluster over TLS", &cluster, || {
+        whole(&cluster, &pki)
+    });
+
+    // Write through TLS, round robin, until every node presents a renewed
+    // certificate and the first ones have ended; no request may fail.
+    let first_end = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut written = 0;
+    loop {
+        let node = &cluster.nodes[written % 3];
+        let key = format!("renewal-{written}");
+        let put = tls_etcdctl(node, &pki.client_flags(), &["put", &key, "v"]);
+        assert!(
+            put.success(),
+            "put {key} through {} failed: {}\n{}",
+            node.endpoint(),
+            put.stderr,
+            cluster.logs()
+        );
+        written += 1;
+        let renewed = node_dirs.iter().zip(&first).all(|(dir, first)| {
+            fingerprints_in(dir)
+                .iter()
+                .zip(first)
+                .all(|(now, then)| now != then)
+        });
+        if renewed && Instant::now() >= first_end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the certificates were not renewed in time\n{}",
+            cluster.logs()
+        );
+    }
+    for (node, dir) in cluster.nodes.iter().zip(&node_dirs) {
+        assert_eq!(
+            served_fingerprint(node, &pki),
+            fingerprint_of_file(&dir.join("server.crt")),
+            "{} presents its renewed certificate",
+            node.endpoint()
+        );
+        assert!(
+            node.log().contains("renewed the peer certificate"),
+            "{}",
+            node.log()
+        );
+    }
+    // Every member still answers, with every write.
+    for node in &cluster.nodes {
+        let count = tls_etcdctl(
+            node,
+            &pki.client_flags(),
+            &["get", "renewal-", "--prefix", "--keys-only", "-w", "json"],
+        );
+        assert_eq!(
+            count.json()["count"].as_u64(),
+            Some(written as u64),
+            "{}",
+            count.stdout
+        );
+    }
+    // The expiry of each certificate is on /metrics and in e2d status.
+    let node = &cluster.nodes[0];
+    let status = tls_status(node, &pki);
+    let certificates = status["certificates"].clone();
+    let server = certificates
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["certificate"] == "server"))
+        .unwrap_or_else(|| panic!("no server certificate in {certificates}"));
+    assert_eq!(server["renewed_here"], true, "{certificates}");
+    let metrics = scrape_metrics(node, &pki);
+    let not_after = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("e2d_tls_certificate_expiry_timestamp_seconds{certificate=\"server\"} ")
+        })
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no server expiry on /metrics:\n{metrics}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        now_s < not_after && not_after <= now_s + 87,
+        "{not_after} vs now {now_s}"
+    );
+    assert!(
+        metrics.contains("e2d_tls_certificate_expiring{certificate=\"server\"} 0"),
+        "a certificate this node renews is not reported as expiring:\n{metrics}"
+    );
+}
+
+#[test]
+fn a_node_without_the_ca_key_warns_of_certificates_that_end_within_30_days() {
+    let _serial = one_at_a_time();
+    let pki = Pki::new();
+    pki.e2d(&["pki", "gencerts", "--force", "--days", "10"])
+        .ok();
+    let cluster = tls_cluster_with(1, &pki, without_flag(pki.run_flags(), "--ca-key"), &[]);
+    let node = &cluster.nodes[0];
+    wait_until("the warning is logged", &cluster, || {
+        node.log().contains("the server certificate ends at")
+    });
+    assert!(
+        node.log().contains("start e2d with --ca-key to renew it"),
+        "{}",
+        node.log()
+    );
+    let metrics = scrape_metrics(node, &pki);
+    for certificate in ["server", "peer", "client"] {
+        assert!(
+            metrics.contains(&format!(
+                "e2d_tls_certificate_expiring{{certificate=\"{certificate}\"}} 1"
+            )),
+            "{certificate}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("e2d_tls_certificate_expiring{certificate=\"ca\"} 0"),
+        "the ten-year CA is not near its end:\n{metrics}"
+    );
 }

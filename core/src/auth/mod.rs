@@ -30,10 +30,13 @@ use crate::storage::{Backend, StorageError, Table};
 /// The user that may do everything, and the role that grants everything.
 pub const ROOT: &str = "root";
 
-const KEY_ENABLED: &[u8] = b"enabled";
-const KEY_REVISION: &[u8] = b"revision";
-const USER_PREFIX: &[u8] = b"user/";
-const ROLE_PREFIX: &[u8] = b"role/";
+/// Keys of the `Auth` table: the enabled flag (one byte, 1 when enabled),
+/// the auth revision (8 bytes, big-endian), and each user and role
+/// (`authpb.User` and `authpb.Role`) under its name.
+pub const KEY_ENABLED: &[u8] = b"enabled";
+pub const KEY_REVISION: &[u8] = b"revision";
+pub const USER_PREFIX: &[u8] = b"user/";
+pub const ROLE_PREFIX: &[u8] = b"role/";
 
 /// The auth revision of a store that was never changed: etcd writes 1 when
 /// it creates its auth store.

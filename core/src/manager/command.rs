@@ -27,6 +27,9 @@ pub struct ServerStatus {
     /// 0 while there is no leader.
     pub leader_id: u64,
     pub members: Vec<ClusterMember>,
+    /// The cluster's size as replicated (`e2d cluster resize`), if it was
+    /// ever set; until then the size the cluster was founded with (`-n`).
+    pub cluster_size: Option<usize>,
 }
 
 impl ServerStatus {
@@ -92,6 +95,8 @@ pub enum RemovalReason {
     /// A node with an empty data dir now uses its name or peer URL: the
     /// member's data is gone.
     Replaced,
+    /// The cluster was resized below its members.
+    Resize,
 }
 
 /// What the manager asks the shell to do. Commands with an `id` are answered
@@ -144,15 +149,19 @@ pub enum Command {
         expected: Vec<u64>,
     },
     /// Promote a caught-up learner (through the local server, the leader),
-    /// only if the cluster's members are still `expected`.
+    /// only if the cluster's members are still `expected` and its size is
+    /// still `cluster_size`.
     PromoteMember {
         id: CommandId,
         member_id: u64,
         expected: Vec<u64>,
+        cluster_size: usize,
     },
     /// Stop the server and move the data dir of a removed member aside (it is
     /// kept, never deleted), leaving an empty data dir.
     ArchiveDataDir { id: CommandId },
+    /// Replicate `size` as the cluster's size, through the local server.
+    ProposeClusterSize { id: CommandId, size: usize },
 }
 
 /// The answer to a command.
@@ -166,7 +175,12 @@ pub enum CommandResult {
     },
     /// The newest valid snapshot in the store, if any.
     NewestSnapshot(Option<String>),
-    Members(Vec<ClusterMember>),
+    /// The member list, and the cluster's size as the answering member
+    /// has it (replicated, or the size it was founded with).
+    Members {
+        members: Vec<ClusterMember>,
+        cluster_size: usize,
+    },
     Failed(String),
 }
 

@@ -19,13 +19,17 @@ pub struct ManagerConfig {
     pub snapshots_configured: bool,
     /// Pause before a failed command is tried again.
     pub retry_interval_ms: u64,
+    /// A size this node proposes for its cluster once it runs as a member,
+    /// if the cluster's differs (`-n` given on a restart, changed since
+    /// the node last proposed one).
+    pub propose_cluster_size: Option<usize>,
 }
 
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "--required-cluster-size {size} is not allowed: use an odd number from 1 to {CLUSTER_SIZE_MAX} \
+        "a cluster size of {size} is not allowed (-n, e2d cluster resize): use an odd number from 1 to {CLUSTER_SIZE_MAX} \
          (an even size tolerates no more failures than the odd size below it)"
     )]
     ClusterSize { size: usize },
@@ -39,11 +43,20 @@ pub enum ConfigError {
     EmptyName,
 }
 
+/// Fails unless `size` is a cluster size e2d forms: odd, 1 to 9.
+pub fn check_cluster_size(size: usize) -> Result<(), ConfigError> {
+    if size == 0 || size.is_multiple_of(2) || size > CLUSTER_SIZE_MAX {
+        return Err(ConfigError::ClusterSize { size });
+    }
+    Ok(())
+}
+
 impl ManagerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let size = self.required_cluster_size;
-        if size == 0 || size.is_multiple_of(2) || size > CLUSTER_SIZE_MAX {
-            return Err(ConfigError::ClusterSize { size });
+        check_cluster_size(size)?;
+        if let Some(size) = self.propose_cluster_size {
+            check_cluster_size(size)?;
         }
         if self.health_check_interval_ms == 0 {
             return Err(ConfigError::HealthCheckInterval);

@@ -65,6 +65,7 @@ enum Awaiting {
     Remove,
     Promote,
     Archive,
+    ProposeSize,
 }
 
 /// The cluster manager: every decision about bootstrap, joining, restarts,
@@ -107,6 +108,8 @@ pub struct Manager {
     /// Since when the founders have agreed on this node's proposal, without
     /// a break.
     agreement_since_ms: Option<u64>,
+    /// The size this node still has to propose for its cluster, if any.
+    size_to_propose: Option<usize>,
     now_ms: u64,
 }
 
@@ -121,6 +124,7 @@ impl Manager {
         let mut manager = Manager {
             listed: !config.snapshots_configured,
             next_health_check_ms: now_ms + config.health_check_interval_ms,
+            size_to_propose: config.propose_cluster_size,
             config,
             phase: Phase::Pending,
             data_dir: data_dir.clone(),
@@ -260,6 +264,15 @@ impl Manager {
         self.phase == Phase::Running
     }
 
+    /// The size the cluster should have: as replicated, else the size it
+    /// was founded with.
+    pub fn cluster_size(&self) -> usize {
+        self.server
+            .as_ref()
+            .and_then(|status| status.cluster_size)
+            .unwrap_or(self.config.required_cluster_size)
+    }
+
     fn advance(&mut self, now_ms: u64) {
         // Time never goes back for the manager, even if the caller's does.
         self.now_ms = self.now_ms.max(now_ms);
@@ -298,8 +311,14 @@ impl Manager {
                 self.release_join_lock();
             }
             (Awaiting::Lock, _) => {}
-            (Awaiting::Fetch, CommandResult::Members(members)) => self.after_members(members),
-            (Awaiting::AddLearner, CommandResult::Members(members)) => {
+            (
+                Awaiting::Fetch,
+                CommandResult::Members {
+                    members,
+                    cluster_size,
+                },
+            ) => self.after_members(members, cluster_size),
+            (Awaiting::AddLearner, CommandResult::Members { members, .. }) => {
                 self.set_waiting("starting as a learner of the running cluster".into());
                 self.phase = Phase::Starting;
                 self.issue(Awaiting::Start, |id| Command::StartJoined { id, members });
@@ -316,6 +335,10 @@ impl Manager {
                 };
             }
             (Awaiting::Remove | Awaiting::Promote, _) => self.server_stale = true,
+            (Awaiting::ProposeSize, _) => {
+                self.size_to_propose = None;
+                self.server_stale = true;
+            }
             (Awaiting::Replace, _) => {}
             (awaiting, result) => {
                 self.set_waiting(format!("unexpected answer {result:?} to {awaiting:?}"));

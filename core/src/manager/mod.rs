@@ -21,6 +21,12 @@
 //!   proposed while gossip remembers a cluster that may still have a quorum
 //!   (its voters are Dead, Suspect or Left in view, not back without their
 //!   data): a partition must not look like a total failure.
+//! - **Resize.** The cluster's size is replicated (`e2d cluster resize`, or
+//!   a member restarted with a changed `-n` proposes its own). The leader
+//!   moves the cluster there one member at a time: up by promoting the
+//!   learners spare nodes join as, down by removing learners, then members
+//!   missing from gossip, then other followers, never itself and only
+//!   while a quorum of the voters stays live in view.
 //! - **Health check** (the raft leader only): a member missing from gossip
 //!   for longer than `--health-check-timeout` is removed, one at a time, and
 //!   only while a quorum of the voters is Running in gossip before and after
@@ -38,5 +44,5 @@ pub use command::{
     member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
     Proposal, RemovalReason, ServerStatus,
 };
-pub use config::{ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
+pub use config::{check_cluster_size, ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
 pub use machine::{voter_labels, Manager, FOUNDING_SETTLE_MS, VIEW_MEMBERS_MAX};

@@ -78,6 +78,26 @@ pub fn keeps_quorum(
             >= quorum(voters_after.len())
 }
 
+/// Whether `member` may be removed from `members` (the cluster's whole
+/// list): a learner always, a voter only if the voters left keep a quorum
+/// of live members.
+pub fn removal_keeps_quorum(
+    members: &[ClusterMember],
+    member: &ClusterMember,
+    view: &GossipView,
+    cluster_id: u64,
+    local_name: &str,
+) -> bool {
+    if member.is_learner {
+        return true;
+    }
+    let voters_after: Vec<&ClusterMember> = members
+        .iter()
+        .filter(|m| !m.is_learner && m.id != member.id)
+        .collect();
+    keeps_quorum(&voters_after, view, cluster_id, local_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

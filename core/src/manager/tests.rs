@@ -18,6 +18,7 @@ fn config(name: &str, size: usize) -> ManagerConfig {
         health_check_timeout_ms: HEALTH_TIMEOUT_MS,
         snapshots_configured: false,
         retry_interval_ms: RETRY_MS,
+        propose_cluster_size: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn id_of(command: &Command) -> CommandId {
         | Command::StartJoined { id, .. }
         | Command::RemoveMember { id, .. }
         | Command::PromoteMember { id, .. }
+        | Command::ProposeClusterSize { id, .. }
         | Command::ArchiveDataDir { id } => *id,
         Command::PublishMeta(_) | Command::ReleaseJoinLock { .. } => {
             panic!("{command:?} has no id")
@@ -112,6 +114,7 @@ fn status(self_id: u64, leader_id: u64, members: Vec<ClusterMember>) -> ServerSt
         member_id: self_id,
         leader_id,
         members,
+        cluster_size: None,
     }
 }
 
@@ -139,6 +142,15 @@ fn running_manager(name: &str, self_id: u64, leader_id: u64) -> Manager {
     m.handle_server_status(status(self_id, leader_id, abc()), 0);
     drain(&mut m);
     m
+}
+
+/// a, b, c, and d as a learner that has caught up.
+fn abc_and_caught_up_learner_d() -> Vec<ClusterMember> {
+    let mut learner = member(4, "d", true);
+    learner.caught_up = true;
+    let mut members = abc();
+    members.push(learner);
+    members
 }
 
 fn abc() -> Vec<ClusterMember> {
@@ -380,7 +392,14 @@ fn joiner_after_fetch(name: &str, members: Vec<ClusterMember>) -> Manager {
         matches!(out.as_slice(), [Command::FetchMembers { .. }]),
         "{out:?}"
     );
-    m.handle_result(id_of(&out[0]), CommandResult::Members(members), 3);
+    m.handle_result(
+        id_of(&out[0]),
+        CommandResult::Members {
+            members,
+            cluster_size: 3,
+        },
+        3,
+    );
     m
 }
 
@@ -397,7 +416,14 @@ fn joins_a_running_cluster_as_a_learner() {
         member(2, "b", false),
         member(4, "", true),
     ];
-    m.handle_result(id_of(&out[0]), CommandResult::Members(after.clone()), 4);
+    m.handle_result(
+        id_of(&out[0]),
+        CommandResult::Members {
+            members: after.clone(),
+            cluster_size: 3,
+        },
+        4,
+    );
     let out = actions(&mut m);
     match out.as_slice() {
         [Command::StartJoined { members, .. }] => assert_eq!(*members, after),
@@ -448,7 +474,14 @@ fn old_member_is_not_removed_without_a_quorum_of_live_voters() {
     let out = actions(&mut m);
     m.handle_result(id_of(&out[0]), CommandResult::Done, 2);
     let out = actions(&mut m);
-    m.handle_result(id_of(&out[0]), CommandResult::Members(abc()), 3);
+    m.handle_result(
+        id_of(&out[0]),
+        CommandResult::Members {
+            members: abc(),
+            cluster_size: 3,
+        },
+        3,
+    );
     let out = actions(&mut m);
     assert!(
         out.iter()
@@ -545,14 +578,13 @@ fn leader_promotes_a_caught_up_learner() {
 
 #[test]
 fn no_promotion_beyond_the_required_size() {
+    // A learner beyond the size (the cluster was resized while it joined)
+    // is not promoted: it is removed.
     let mut m = running_manager("a", 1, 1);
-    let mut learner = member(4, "d", true);
-    learner.caught_up = true;
-    let mut members = abc();
-    members.push(learner);
+    let members = abc_and_caught_up_learner_d();
     m.handle_gossip(running("d", 77), 1);
     m.handle_server_status(status(1, 1, members), 2);
-    assert!(actions(&mut m).is_empty());
+    assert_eq!(removal(&actions(&mut m)), Some((4, RemovalReason::Resize)));
 }
 
 #[test]
@@ -689,4 +721,120 @@ fn adopts_only_a_committed_proposal_that_can_still_start() {
     m.handle_gossip(proposing("d", &["a", "c", "d"], true), 1);
     let out = drain(&mut m);
     assert_eq!(last_meta(&out).unwrap().founders, vec!["a", "c", "d"]);
+}
+
+fn resized(mut status: ServerStatus, size: usize) -> ServerStatus {
+    status.cluster_size = Some(size);
+    status
+}
+
+/// The member a removal command names, with its reason.
+fn removal(commands: &[Command]) -> Option<(u64, RemovalReason)> {
+    match commands {
+        [Command::RemoveMember {
+            member_id, reason, ..
+        }] => Some((*member_id, *reason)),
+        _ => None,
+    }
+}
+
+#[test]
+fn resize_down_removes_learners_then_missing_then_the_highest_follower_never_the_leader() {
+    // Leader b (2) of a, b, c and learner d; resized to 1.
+    let mut m = running_manager("b", 2, 2);
+    m.handle_gossip(running("d", 77), 1);
+    let mut members = abc();
+    members.push(member(4, "d", true));
+    m.handle_server_status(resized(status(2, 2, members), 1), 2);
+    let out = actions(&mut m);
+    assert_eq!(removal(&out), Some((4, RemovalReason::Resize)));
+    m.handle_result(id_of(&out[0]), CommandResult::Done, 2);
+    // a is missing from gossip: it goes before c, though its id is lower.
+    m.handle_gossip(dead(running("a", 77)), 3);
+    m.handle_server_status(resized(status(2, 2, abc()), 1), 4);
+    let out = actions(&mut m);
+    // Removing a (dead) keeps b and c, both live: a quorum of 2.
+    assert_eq!(removal(&out), Some((1, RemovalReason::Resize)), "{out:?}");
+    let bc = vec![member(2, "b", false), member(3, "c", false)];
+    m.handle_result(id_of(&out[0]), CommandResult::Done, 5);
+    m.handle_server_status(resized(status(2, 2, bc), 1), 6);
+    assert_eq!(removal(&actions(&mut m)), Some((3, RemovalReason::Resize)));
+    m.handle_server_status(resized(status(2, 2, vec![member(2, "b", false)]), 1), 7);
+    assert!(actions(&mut m).is_empty());
+    assert_eq!(m.cluster_size(), 1);
+}
+
+#[test]
+fn resize_down_keeps_a_quorum_of_live_voters() {
+    // Resized from 3 to 1 while c is dead: removing a (live) would leave b
+    // and c, of whom only b is live; c must go first, and it may.
+    let mut m = running_manager("b", 2, 2);
+    m.handle_gossip(dead(running("c", 77)), 1);
+    m.handle_server_status(resized(status(2, 2, abc()), 1), 2);
+    assert_eq!(removal(&actions(&mut m)), Some((3, RemovalReason::Resize)));
+    // With a and c both dead nothing can go: no quorum is live.
+    let mut m = running_manager("b", 2, 2);
+    m.handle_gossip(dead(running("a", 77)), 1);
+    m.handle_gossip(dead(running("c", 77)), 1);
+    m.handle_server_status(resized(status(2, 2, abc()), 1), 2);
+    assert!(removal(&actions(&mut m)).is_none());
+}
+
+#[test]
+fn followers_do_not_resize_and_the_leader_grows_only_to_the_new_size() {
+    let mut m = running_manager("a", 1, 2);
+    m.handle_server_status(resized(status(1, 2, abc()), 1), 1);
+    assert!(actions(&mut m).is_empty(), "only the leader removes");
+    // Resized up to 5, the leader promotes a caught-up learner past 3.
+    let mut m = running_manager("a", 1, 1);
+    let members = abc_and_caught_up_learner_d();
+    m.handle_gossip(running("d", 77), 1);
+    m.handle_server_status(resized(status(1, 1, members), 5), 2);
+    assert!(matches!(
+        actions(&mut m).as_slice(),
+        [Command::PromoteMember {
+            member_id: 4,
+            cluster_size: 5,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_member_restarted_with_another_size_proposes_it_once() {
+    let mut cfg = config("a", 3);
+    cfg.propose_cluster_size = Some(5);
+    let mut m = Manager::new(
+        cfg,
+        DataDir::Member {
+            cluster_id: 77,
+            member_id: 1,
+            founders: None,
+        },
+        0,
+    );
+    let restart = actions(&mut m);
+    m.handle_result(
+        id_of(&restart[0]),
+        CommandResult::Started { cluster_id: 77 },
+        0,
+    );
+    // No leader yet: nothing to propose through.
+    m.handle_server_status(status(1, 0, abc()), 1);
+    assert!(actions(&mut m).is_empty());
+    m.handle_server_status(status(1, 2, abc()), 2);
+    let out = actions(&mut m);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Command::ProposeClusterSize { size: 5, .. }]
+        ),
+        "{out:?}"
+    );
+    m.handle_result(id_of(&out[0]), CommandResult::Done, 3);
+    m.handle_server_status(resized(status(1, 2, abc()), 3), 4);
+    assert!(
+        actions(&mut m).is_empty(),
+        "proposed once: a later resize by the operator stands"
+    );
 }

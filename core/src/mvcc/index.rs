@@ -221,6 +221,18 @@ impl KeyIndex {
         (!last.tombstone()).then_some(entry.live)
     }
 
+    /// Every key whose newest change is a put, in key order, with what that
+    /// put stored. Reads no values: a member's start attaches leases from
+    /// it without holding the store in memory.
+    pub fn visit_newest_puts(&self, visit: &mut dyn FnMut(&[u8], Live)) {
+        for (key, entry) in &self.keys {
+            let newest = entry.history.as_slice().last();
+            if newest.is_some_and(|change| !change.tombstone()) {
+                visit(key, entry.live);
+            }
+        }
+    }
+
     /// Keys in `span` alive at `at_main`, in key order, with their revisions.
     /// Visits until `visit` returns false.
     pub fn visit_live(

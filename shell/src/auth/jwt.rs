@@ -24,6 +24,29 @@ struct Claims {
     exp: u64,
 }
 
+/// An ECDSA private key from PEM, in SEC1 (`EC PRIVATE KEY`, what `openssl
+/// ecparam -genkey` writes) or PKCS#8 (`PRIVATE KEY`), as etcd takes both.
+fn ec_private_key(
+    algorithm: Algorithm,
+    pem: &[u8],
+) -> Result<EncodingKey, jsonwebtoken::errors::Error> {
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+    };
+    use rustls::pki_types::pem::PemObject;
+    let invalid =
+        || jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat);
+    let curve = match algorithm {
+        Algorithm::ES384 => &ECDSA_P384_SHA384_FIXED_SIGNING,
+        _ => &ECDSA_P256_SHA256_FIXED_SIGNING,
+    };
+    let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem).map_err(|_| invalid())?;
+    let pair =
+        EcdsaKeyPair::from_private_key_der(curve, der.secret_der()).map_err(|_| invalid())?;
+    let pkcs8 = pair.to_pkcs8v1().map_err(|_| invalid())?;
+    Ok(EncodingKey::from_ec_der(pkcs8.as_ref()))
+}
+
 impl JwtKeys {
     /// Reads the keys `pub-key` and `priv-key` name, for `sign-method`.
     pub fn load(
@@ -56,7 +79,7 @@ impl JwtKeys {
                 Some(
                     match algorithm.family() {
                         Family::Rsa => EncodingKey::from_rsa_pem(&private_pem),
-                        Family::Ec => EncodingKey::from_ec_pem(&private_pem),
+                        Family::Ec => ec_private_key(algorithm, &private_pem),
                         Family::Ed => EncodingKey::from_ed_pem(&private_pem),
                         Family::Hmac => unreachable!("refused above"),
                     }

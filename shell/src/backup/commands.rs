@@ -1,16 +1,13 @@
 //! `e2d snapshot save | list | inspect | restore`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use e2d_core::schedule::{parse_snapshot_name, snapshot_name, utc_rfc3339, SnapshotInfo};
-use e2d_core::storage::Table;
-use e2d_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use e2d_proto::etcdserverpb::SnapshotRequest;
 
 use super::envelope::Layers;
 use super::location::{Location, Target};
+use super::remote::Remote;
 use super::restore::{self, open_verified};
 use super::store::Store;
 use super::take::{seal_file, TempFile};
@@ -18,18 +15,14 @@ use super::{
     envelope_from_args, progress_bar, snapshots_in, store_settings, wall_clock_ms, BackupConfig,
 };
 use crate::cli::{
-    SnapshotCommand, SnapshotInspectArgs, SnapshotListArgs, SnapshotRestoreArgs, SnapshotSaveArgs,
+    MigrateArgs, SnapshotCommand, SnapshotFormat, SnapshotInspectArgs, SnapshotListArgs,
+    SnapshotRestoreArgs, SnapshotSaveArgs,
 };
 use crate::durable_file::{self, sibling_temp};
-use crate::snapshot::SnapshotError;
 
 /// Runs one `e2d snapshot` command; the error says what went wrong.
 pub fn run(command: SnapshotCommand) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         match command {
             SnapshotCommand::Save(args) => save(*args).await,
             SnapshotCommand::List(args) => list(*args).await,
@@ -39,55 +32,20 @@ pub fn run(command: SnapshotCommand) -> Result<(), String> {
     })
 }
 
-fn endpoint_url(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    }
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Streams a member's snapshot into a new file at `path`; returns the
-/// cluster id and revision its first message carried.
-async fn download_payload(endpoint: &str, path: &Path) -> Result<(u64, i64), String> {
-    let url = endpoint_url(endpoint);
-    let mut client = MaintenanceClient::connect(url.clone())
-        .await
-        .map_err(|e| format!("cannot reach {url}: {e} (is e2d running there?)"))?;
-    let mut stream = client
-        .snapshot(SnapshotRequest {})
-        .await
-        .map_err(|e| format!("{url}: snapshot refused: {}", e.message()))?
-        .into_inner();
-    let mut file = durable_file::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let progress = progress_bar("receiving");
-    let mut ids = None;
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|e| format!("{url}: snapshot stream broke: {}", e.message()))?
-    {
-        if ids.is_none() {
-            let header = message.header.unwrap_or_default();
-            ids = Some((header.cluster_id, header.revision));
-        }
-        file.write_all(&message.blob)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        progress.inc(message.blob.len() as u64);
-    }
-    progress.finish_and_clear();
-    file.sync_all()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    ids.ok_or_else(|| format!("{url}: the snapshot stream was empty"))
-}
-
-/// Writes the stored snapshot of a stopped member's data dir to a new
-/// file at `path`, straight from the database; returns the cluster id and
-/// revision.
-fn seal_data_dir(
+/// Writes the payload of a stopped member's data dir, in `format`, to a
+/// new file at `payload`, straight from the database; returns the cluster
+/// id and revision.
+fn payload_of_data_dir(
     data_dir: &Path,
-    path: &Path,
-    envelope: &super::Envelope,
+    payload: &Path,
+    format: SnapshotFormat,
 ) -> Result<(u64, i64), String> {
     let backend = crate::run::open_backend(data_dir).map_err(|e| e.to_string())?;
     let cluster_id = crate::server::Identity::stored_ids(&backend)
@@ -97,12 +55,10 @@ fn seal_data_dir(
         .map_err(|e| e.to_string())?
         .unwrap_or(1) as i64;
     let view = backend.point_in_time();
-    super::take::write_stored(path, envelope, |out| {
-        crate::snapshot::write_snapshot(&view, &mut &mut *out)
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.0))
-    })
-    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file =
+        durable_file::create_new(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
+    crate::payload::write(&view, format, &mut file)
+        .map_err(|e| format!("{}: {e}", payload.display()))?;
     Ok((cluster_id, revision))
 }
 
@@ -117,18 +73,34 @@ async fn save(args: SnapshotSaveArgs) -> Result<(), String> {
         Target::Store(_) => std::env::temp_dir(),
     };
     let sealed = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "sealed"));
-    let (cluster_id, revision) = match &args.data_dir {
-        Some(data_dir) => seal_data_dir(data_dir, &sealed.0, &envelope)?,
+    let payload = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "payload"));
+    let (cluster_id, mut revision) = match &args.data_dir {
+        Some(data_dir) => payload_of_data_dir(data_dir, &payload.0, args.format)?,
         None => {
-            let payload = TempFile(sibling_temp(&work_dir.join("e2d-snapshot"), "payload"));
-            let ids = download_payload(&args.endpoint, &payload.0).await?;
-            let mut file = std::fs::File::open(&payload.0).map_err(|e| e.to_string())?;
-            crate::snapshot::verify_snapshot(&mut file)
-                .map_err(|e| format!("the member sent a bad snapshot: {e}"))?;
-            seal_file(&payload.0, &sealed.0, &envelope).map_err(|e| e.to_string())?;
+            let remote = Remote::connect(&args.endpoint, &args.remote).await?;
+            let progress = progress_bar("receiving");
+            let ids = remote
+                .download_snapshot(&payload.0, args.format == SnapshotFormat::E2d, &progress)
+                .await?;
+            progress.finish_and_clear();
             ids
         }
     };
+    let format = crate::payload::verify(&payload.0)
+        .map_err(|e| format!("the snapshot taken is damaged: {e}"))?;
+    if format != args.format {
+        return Err(format!(
+            "{} sent a snapshot in {format:?} format where {:?} was asked for (an etcd server always sends its database: pass --format etcd)",
+            args.endpoint, args.format
+        ));
+    }
+    if revision == 0 {
+        // etcd's snapshot messages carry no header: the payload tells.
+        revision = crate::payload::summarize(&payload.0)
+            .map_err(|e| e.to_string())?
+            .revision;
+    }
+    seal_file(&payload.0, &sealed.0, &envelope).map_err(|e| e.to_string())?;
     match target {
         Target::File(path) => {
             crate::durable_file::rename_synced(&sealed.0, &path)
@@ -210,9 +182,8 @@ struct Inspection {
     size_bytes: u64,
     compressed: bool,
     encrypted: bool,
-    revision: i64,
-    keys: u64,
-    leases: u64,
+    #[serde(flatten)]
+    payload: crate::payload::Summary,
     payload_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster_id: Option<String>,
@@ -227,15 +198,15 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", file.display()))?
         .len();
     let payload = TempFile(sibling_temp(file, "inspect"));
-    let layers: Layers = open_verified(
+    let (layers, _): (Layers, _) = open_verified(
         file,
         &payload.0,
         keys.as_ref(),
         args.envelope.snapshot_encryption,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
-    let (revision, live_keys, leases) =
-        count_payload(&payload.0).map_err(|e| format!("{}: {e}", file.display()))?;
+    let summary =
+        crate::payload::summarize(&payload.0).map_err(|e| format!("{}: {e}", file.display()))?;
     let named = file
         .file_name()
         .and_then(|n| parse_snapshot_name(&n.to_string_lossy()));
@@ -244,9 +215,7 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
         size_bytes,
         compressed: layers.compressed,
         encrypted: layers.encrypted,
-        revision,
-        keys: live_keys,
-        leases,
+        payload: summary,
         payload_bytes: std::fs::metadata(&payload.0).map_or(0, |m| m.len()),
         cluster_id: named.map(|(cluster_id, _, _)| format!("{cluster_id:x}")),
         taken_at: named.map(|(_, _, taken_at_ms)| utc_rfc3339(taken_at_ms)),
@@ -259,13 +228,22 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
         return Ok(());
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let summary = &inspection.payload;
     println!("file        {}", inspection.file);
     println!("size        {} bytes", inspection.size_bytes);
+    println!("format      {}", summary.format.name());
     println!("compressed  {}", yes_no(inspection.compressed));
     println!("encrypted   {}", yes_no(inspection.encrypted));
-    println!("revision    {}", inspection.revision);
-    println!("keys        {}", inspection.keys);
-    println!("leases      {}", inspection.leases);
+    if let Some(hash) = summary.hash {
+        println!("hash        {hash:x}");
+    }
+    println!("revision    {}", summary.revision);
+    println!("compacted   {}", summary.compact_revision);
+    println!("keys        {}", summary.keys);
+    if let Some(total_keys) = summary.total_keys {
+        println!("total keys  {total_keys}");
+    }
+    println!("leases      {}", summary.leases);
     if let Some(cluster_id) = &inspection.cluster_id {
         println!("cluster     {cluster_id}");
     }
@@ -276,39 +254,9 @@ fn inspect(args: SnapshotInspectArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The revision, live keys and leases of a verified payload, read in one
-/// pass (records come in revision order, so the last change of each key
-/// is the one that counts).
-fn count_payload(path: &Path) -> Result<(i64, u64, u64), SnapshotError> {
-    let mut input = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut alive: BTreeSet<prost::bytes::Bytes> = BTreeSet::new();
-    let (mut revision, mut leases) = (0i64, 0u64);
-    crate::snapshot::for_each_record(&mut input, &mut |(table, key, value)| {
-        match table {
-            Table::Kv => {
-                let (tombstone, kv) = e2d_core::mvcc::decode_kv_record(&key, &value)
-                    .map_err(|e| SnapshotError::Io(std::io::Error::other(e.0)))?;
-                if tombstone {
-                    alive.remove(&kv.key);
-                } else {
-                    alive.insert(kv.key);
-                }
-            }
-            Table::Lease => leases += 1,
-            Table::Meta if key == e2d_core::mvcc::META_CURRENT_REVISION => {
-                if let Ok(bytes) = <[u8; 8]>::try_from(value.as_slice()) {
-                    revision = i64::from_be_bytes(bytes);
-                }
-            }
-            Table::Meta | Table::Auth => {}
-        }
-        Ok(())
-    })?;
-    Ok((revision, alive.len() as u64, leases))
-}
-
-async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
-    let data_dir = &args.data_dir;
+/// Refuses a data dir that holds anything: restores and migrations make
+/// new ones only.
+fn require_new_data_dir(data_dir: &Path) -> Result<(), String> {
     let occupied = std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some());
     if occupied {
         return Err(format!(
@@ -316,22 +264,118 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
             data_dir.display()
         ));
     }
-    let (envelope, open_keys) = envelope_from_args(&args.envelope)?;
-    let staging_parent = data_dir
+    Ok(())
+}
+
+/// Where staging files for a restore into `data_dir` go: beside it.
+fn staging_parent(data_dir: &Path) -> PathBuf {
+    data_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let (name, payload) = match Location::parse_or_file(&args.source) {
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Loads the verified payload into a new data dir. e2d's own snapshots
+/// get the restore's time under `/_e2d/snapshot` (one new revision);
+/// etcd's keep their revision as etcd has it.
+fn restore_payload(
+    data_dir: &Path,
+    payload: &Path,
+    format: crate::payload::PayloadFormat,
+) -> Result<i64, String> {
+    let backend = crate::run::open_backend(data_dir).map_err(|e| e.to_string())?;
+    let now_ms = wall_clock_ms();
+    let restored_at = match format {
+        crate::payload::PayloadFormat::E2d => Some(restore::restored_at_text(now_ms)),
+        crate::payload::PayloadFormat::Etcd => None,
+    };
+    let (backend, revision) = restore::load_into(backend, payload, restored_at, now_ms)
+        .map_err(|e| format!("cannot restore into {}: {e}", data_dir.display()))?;
+    drop(backend);
+    Ok(revision)
+}
+
+/// `e2d cluster resize`: the new size, written as the cluster's setting
+/// through any member; the leader's cluster manager carries it out.
+pub fn resize(args: &crate::cli::ClusterResizeArgs) -> Result<String, String> {
+    e2d_core::manager::check_cluster_size(args.size).map_err(|e| e.to_string())?;
+    runtime()?.block_on(async {
+        let remote = Remote::connect(&args.endpoint, &args.remote).await?;
+        remote
+            .put(
+                crate::server::cluster_size::CLUSTER_SIZE_KEY,
+                args.size.to_string().as_bytes(),
+            )
+            .await?;
+        Ok(format!(
+            "the cluster's size is now {}; e2d status shows the members as they follow",
+            args.size
+        ))
+    })
+}
+
+/// `e2d migrate`: an etcd cluster's snapshot, taken over its Maintenance
+/// API, restored into a new data dir.
+pub fn migrate(args: MigrateArgs) -> Result<(), String> {
+    require_new_data_dir(&args.data_dir)?;
+    runtime()?.block_on(async move {
+        let payload = TempFile(sibling_temp(
+            &staging_parent(&args.data_dir).join("e2d-migrate"),
+            "payload",
+        ));
+        let mut failures = Vec::new();
+        let mut taken_from = None;
+        for endpoint in &args.from_endpoints {
+            let _ = std::fs::remove_file(&payload.0);
+            let progress = progress_bar("receiving");
+            let taken = match Remote::connect(endpoint, &args.remote).await {
+                Ok(remote) => remote.download_snapshot(&payload.0, false, &progress).await,
+                Err(e) => Err(e),
+            };
+            progress.finish_and_clear();
+            match taken {
+                Ok(_) => {
+                    taken_from = Some(endpoint.clone());
+                    break;
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let endpoint = taken_from.ok_or_else(|| {
+            format!(
+                "no endpoint gave a snapshot: {}; the data dir was not touched",
+                failures.join("; ")
+            )
+        })?;
+        let format = crate::payload::verify(&payload.0).map_err(|e| {
+            format!("{endpoint} sent a damaged snapshot: {e}; the data dir was not touched")
+        })?;
+        let revision = restore_payload(&args.data_dir, &payload.0, format)?;
+        println!(
+            "Migrated {endpoint} into {} at revision {revision}; start e2d run --data-dir {} to serve it as a new cluster",
+            args.data_dir.display(),
+            args.data_dir.display()
+        );
+        Ok(())
+    })
+}
+
+async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
+    let data_dir = &args.data_dir;
+    require_new_data_dir(data_dir)?;
+    let (envelope, open_keys) = envelope_from_args(&args.envelope)?;
+    let staging_parent = staging_parent(data_dir);
+    let (name, payload, format) = match Location::parse_or_file(&args.source) {
         Target::File(path) => {
             let payload = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
-            open_verified(
+            let (_, format) = open_verified(
                 &path,
                 &payload,
                 open_keys.as_ref(),
                 args.envelope.snapshot_encryption,
             )
             .map_err(|e| format!("{}: {e}; the data dir was not touched", path.display()))?;
-            (path.display().to_string(), payload)
+            (path.display().to_string(), payload, format)
         }
         Target::Store(location) => {
             let config = BackupConfig {
@@ -339,6 +383,7 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
                 envelope,
                 open_keys,
                 settings: store_settings(&args.store),
+                payload_format: crate::payload::PayloadFormat::E2d,
             };
             let store = Store::open(&config.location, &config.settings)
                 .await
@@ -353,16 +398,16 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
             let moved = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
             std::fs::rename(&payload, &moved).map_err(|e| e.to_string())?;
             let _ = std::fs::remove_dir_all(&staging);
-            (format!("{}/{}", config.location, snapshot.name), moved)
+            let format = crate::payload::detect(&moved).map_err(|e| e.to_string())?;
+            (
+                format!("{}/{}", config.location, snapshot.name),
+                moved,
+                format,
+            )
         }
     };
     let payload = TempFile(payload);
-    let backend = crate::run::open_backend(data_dir).map_err(|e| e.to_string())?;
-    let now_ms = wall_clock_ms();
-    let restored_at = restore::restored_at_text(now_ms);
-    let (backend, revision) = restore::load_into(backend, &payload.0, Some(restored_at), now_ms)
-        .map_err(|e| format!("cannot restore into {}: {e}", data_dir.display()))?;
-    drop(backend);
+    let revision = restore_payload(data_dir, &payload.0, format)?;
     println!(
         "Restored {name} into {} at revision {revision}; start e2d run --data-dir {} to serve it as a new cluster",
         data_dir.display(),

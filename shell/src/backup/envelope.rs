@@ -54,7 +54,9 @@ pub struct Layers {
 pub enum OpenError {
     #[error("cannot read the snapshot: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not an e2d snapshot: it starts with neither e2d's magic nor gzip's")]
+    #[error(
+        "not a snapshot: it starts with neither e2d's magic, an etcd database's (bbolt) nor gzip's"
+    )]
     NotASnapshot,
     #[error("the snapshot is encrypted; pass the CA key it was encrypted with (--ca-key)")]
     NoKey,
@@ -189,13 +191,16 @@ fn read_magic<const N: usize>(input: &mut impl Read) -> Result<[u8; N], OpenErro
     Ok(bytes)
 }
 
+/// The first bytes of an etcd database payload: bbolt's page 0 has id 0.
+/// The payload's own check ([`crate::payload::verify`]) tells the rest.
+const BBOLT_FIRST_BYTES: [u8; 8] = [0; 8];
+
 /// Opens a stored snapshot from `input`, writing the payload to `out`.
 ///
 /// `keys` are the keys the node has; `require_sealed` refuses a snapshot
 /// without encryption. The payload written is only trustworthy once this
 /// returns `Ok`: a tag that does not match is found at the end. The
-/// payload's own digest is checked separately
-/// ([`crate::snapshot::verify_snapshot`]).
+/// payload itself is checked separately ([`crate::payload::verify`]).
 pub fn open(
     mut input: impl Read,
     out: &mut impl Write,
@@ -215,7 +220,7 @@ pub fn open(
     if encrypted {
         let keys = keys.ok_or(OpenError::NoKey)?;
         unseal(inner, out, keys)?;
-    } else if &magic == SNAPSHOT_MAGIC {
+    } else if &magic == SNAPSHOT_MAGIC || magic == BBOLT_FIRST_BYTES {
         if require_sealed {
             return Err(OpenError::Unencrypted);
         }

@@ -9,6 +9,8 @@ pub mod commands;
 pub mod envelope;
 mod file_store;
 pub mod location;
+#[cfg(not(madsim))]
+pub mod remote;
 pub mod restore;
 #[cfg(not(madsim))]
 mod s3_store;
@@ -35,6 +37,8 @@ pub struct BackupConfig {
     /// not new snapshots are encrypted.
     pub open_keys: Option<SnapshotKeys>,
     pub settings: StoreSettings,
+    /// The payload of the snapshots taken: e2d's own or etcd's database.
+    pub payload_format: crate::payload::PayloadFormat,
 }
 
 /// How to write snapshots, and the keys to open them, from the flags.
@@ -82,6 +86,7 @@ impl BackupConfig {
             envelope,
             open_keys,
             settings: store_settings(store),
+            payload_format: crate::payload::PayloadFormat::E2d,
         })
     }
 
@@ -153,7 +158,10 @@ impl Backups {
             }
             return Ok(None);
         };
-        let config = BackupConfig::from_args(url, &args.envelope, &args.store)?;
+        let config = BackupConfig {
+            payload_format: args.snapshot_format,
+            ..BackupConfig::from_args(url, &args.envelope, &args.store)?
+        };
         let schedule = e2d_core::schedule::SchedulerConfig::from_interval(
             args.snapshot_interval,
             args.snapshot_retention,

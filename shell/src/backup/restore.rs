@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use e2d_core::schedule::SnapshotInfo;
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{Backend, Table};
 use e2d_core::StateMachine;
 use indicatif::ProgressBar;
 
@@ -14,7 +14,8 @@ use super::envelope::{self, Layers, OpenError};
 use super::store::{Store, StoreError};
 use super::take::TempFile;
 use super::{snapshots_in, BackupConfig, SnapshotKeys};
-use crate::snapshot::{verify_snapshot, SnapshotError};
+use crate::payload::PayloadFormat;
+use crate::snapshot::SnapshotError;
 use crate::storage::DiskBackend;
 
 /// e2d's own keys; a restored cluster starts without the old cluster's.
@@ -44,23 +45,26 @@ pub enum FetchError {
 
 /// Opens the stored snapshot at `stored` into a new payload file at
 /// `payload` and verifies both layers: the envelope's tag, then the
-/// payload's digest. On refusal `payload` is removed.
+/// payload (e2d's digest, or etcd's hash and every page). On refusal
+/// `payload` is removed.
 pub fn open_verified(
     stored: &Path,
     payload: &Path,
     keys: Option<&SnapshotKeys>,
     require_sealed: bool,
-) -> Result<Layers, Refusal> {
-    let opened = (|| -> Result<Layers, Refusal> {
+) -> Result<(Layers, PayloadFormat), Refusal> {
+    let opened = (|| -> Result<(Layers, PayloadFormat), Refusal> {
         let input = std::io::BufReader::new(std::fs::File::open(stored).map_err(OpenError::Io)?);
         let file = crate::durable_file::create_new(payload).map_err(OpenError::Io)?;
         let mut out = std::io::BufWriter::new(file);
         let layers = envelope::open(input, &mut out, keys, require_sealed)?;
-        let mut file = out
+        let file = out
             .into_inner()
             .map_err(|e| OpenError::Io(e.into_error()))?;
-        verify_snapshot(&mut file)?;
-        Ok(layers)
+        file.sync_all().map_err(OpenError::Io)?;
+        drop(file);
+        let format = crate::payload::verify(payload)?;
+        Ok((layers, format))
     })();
     if opened.is_err() {
         let _ = std::fs::remove_file(payload);
@@ -179,10 +183,7 @@ pub fn load_into(
     restored_at: Option<String>,
     now_ms: u64,
 ) -> Result<(DiskBackend, i64), e2d_core::Error> {
-    let mut backend = backend;
-    let file = std::fs::File::open(payload)
-        .map_err(|e| StorageError(format!("opening {}: {e}", payload.display())))?;
-    crate::snapshot::replace_tables(&mut backend, file, &is_restored)?;
+    let mut backend = crate::payload::replace_tables(backend, payload, &is_restored)?;
     backend.commit(true)?;
     let mut state = StateMachine::open(backend, now_ms)?;
     let e2d_end = e2d_core::apply::prefix_end(E2D_PREFIX);

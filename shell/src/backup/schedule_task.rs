@@ -60,8 +60,13 @@ async fn drain(
                             "snapshot taken"
                         );
                         uploaded(&info.name);
+                        node.metrics
+                            .observe_backup(wall_clock_ms(), info.size_bytes);
                     }
-                    Err(e) => tracing::warn!(revision, "snapshot failed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(revision, "snapshot failed: {e}");
+                        node.metrics.count_backup_failure();
+                    }
                 }
                 scheduler.handle_snapshot_result(id, taken, wall_clock_ms());
             }

@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 
 use super::envelope::{Envelope, SnapshotWriter};
 use super::{wall_clock_ms, BackupConfig, Store};
+use crate::payload::PayloadFormat;
 use crate::server::Node;
 
 /// Bytes handed to the envelope at a time.
@@ -78,13 +79,24 @@ pub async fn take_and_upload(
     let dir = node.config.data_dir.join("tmp");
     let temp = TempFile(dir.join(format!(".{name}.taking")));
     let (path, envelope) = (temp.0.clone(), config.envelope.clone());
+    let format = config.payload_format;
     crate::blocking::spawn(move || {
         crate::durable_file::create_dir_all(&dir)?;
-        write_stored(&path, &envelope, |out| {
-            crate::snapshot::write_snapshot(&view, &mut &mut *out)
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.0))
-        })
+        match format {
+            PayloadFormat::E2d => write_stored(&path, &envelope, |out| {
+                crate::snapshot::write_snapshot(&view, &mut &mut *out)
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.0))
+            }),
+            PayloadFormat::Etcd => {
+                // etcd's database is written in place (its meta pages come
+                // last), then sealed.
+                let payload = TempFile(crate::durable_file::sibling_temp(&path, "payload"));
+                let mut file = crate::durable_file::create_new(&payload.0)?;
+                crate::payload::write(&view, format, &mut file).map_err(std::io::Error::other)?;
+                seal_file(&payload.0, &path, &envelope)
+            }
+        }
     })
     .await
     .map_err(|e| format!("writing snapshot {name}: {e}"))?

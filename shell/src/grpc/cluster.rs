@@ -113,7 +113,6 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let _timer = self.node.metrics.time("MemberList");
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: Self::listed(&self.members()?),

@@ -42,7 +42,6 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let _timer = self.node.metrics.time("Campaign");
         let caller = Caller::of(&self.node, &request).await?;
         Ok(Response::new(
             campaign(&caller, request.into_inner()).await?,
@@ -53,7 +52,6 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let _timer = self.node.metrics.time("Proclaim");
         let caller = Caller::of(&self.node, &request).await?;
         let req = request.into_inner();
         let leader = req.leader.ok_or(Failure::MissingLeaderKey)?;
@@ -66,7 +64,6 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let _timer = self.node.metrics.time("Leader");
         let caller = Caller::of(&self.node, &request).await?;
         let prefix = prefix_of(&request.into_inner().name);
         let (first, header) = caller.first_created(&prefix).await?;
@@ -101,7 +98,6 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let _timer = self.node.metrics.time("Resign");
         let caller = Caller::of(&self.node, &request).await?;
         let leader = request
             .into_inner()

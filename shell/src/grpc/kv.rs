@@ -45,7 +45,6 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        let _timer = self.node.metrics.time("Range");
         check_has_leader(request.metadata(), &self.node)?;
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
@@ -64,7 +63,6 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let _timer = self.node.metrics.time("Put");
         check_has_leader(request.metadata(), &self.node)?;
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
@@ -83,7 +81,6 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let _timer = self.node.metrics.time("DeleteRange");
         check_has_leader(request.metadata(), &self.node)?;
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
@@ -99,7 +96,6 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let _timer = self.node.metrics.time("Txn");
         check_has_leader(request.metadata(), &self.node)?;
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
@@ -129,7 +125,6 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let _timer = self.node.metrics.time("Compact");
         check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
         let mut resp = expect_outcome!(self.node.propose(Op::Compaction(req)).await, Compaction);

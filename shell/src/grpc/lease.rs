@@ -39,7 +39,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let _timer = self.node.metrics.time("LeaseGrant");
         let req = request.into_inner();
         let mut resp = self
             .node
@@ -54,7 +53,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let _timer = self.node.metrics.time("LeaseRevoke");
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let id = request.into_inner().id;
         {
@@ -100,7 +98,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let _timer = self.node.metrics.time("LeaseTimeToLive");
         let who = identify(&self.node, request.metadata(), request.extensions()).await?;
         let req = request.into_inner();
         let now_ms = self.node.clock.now_ms();
@@ -125,7 +122,6 @@ impl Lease for LeaseService {
         &self,
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let _timer = self.node.metrics.time("LeaseLeases");
         let mut resp = self.node.read().lease_leases();
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -134,7 +130,6 @@ impl Lease for LeaseService {
 
 /// Renews one lease; an unknown or expired lease answers TTL 0, as etcd does.
 async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    let _timer = node.metrics.time("LeaseKeepAlive");
     let ttl = match node.lease_keep_alive(id).await {
         Ok(ttl_seconds) => ttl_seconds,
         Err(status) if status.code() == tonic::Code::NotFound => 0,

@@ -29,7 +29,6 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let _timer = self.node.metrics.time("Lock");
         let caller = Caller::of(&self.node, &request).await?;
         Ok(Response::new(lock(&caller, request.into_inner()).await?))
     }
@@ -38,7 +37,6 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let _timer = self.node.metrics.time("Unlock");
         let caller = Caller::of(&self.node, &request).await?;
         let header = caller.delete(request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))

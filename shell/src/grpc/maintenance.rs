@@ -1,7 +1,7 @@
 //! The Maintenance service: status, hashes, defragmentation, alarms and
 //! snapshots.
 
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::sync::Arc;
 
 use e2d_core::Error;
@@ -26,6 +26,11 @@ use crate::server::Node;
 pub const ETCD_VERSION: &str = "3.5.17";
 /// The storage version reported in Status (etcd 3.6 field).
 const STORAGE_VERSION: &str = "3.5.0";
+/// Metadata a client sends to ask a member for its snapshot in e2d's own
+/// format; without it a member sends etcd's database, as etcd does (etcd
+/// ignores the metadata).
+pub const SNAPSHOT_FORMAT_METADATA: &str = "e2d-snapshot-format";
+
 /// Bytes per snapshot message.
 const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 /// Snapshot messages buffered before the reader waits for the client.
@@ -53,7 +58,6 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let _timer = self.node.metrics.time("Alarm");
         if request.get_ref().action() != e2d_proto::etcdserverpb::alarm_request::AlarmAction::Get {
             super::check_admin(&self.node, &request).await?;
         }
@@ -67,7 +71,6 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let _timer = self.node.metrics.time("Status");
         Ok(Response::new(status_of(&self.node)))
     }
 
@@ -76,7 +79,6 @@ impl Maintenance for MaintenanceService {
         request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         super::check_admin(&self.node, &request).await?;
-        let _timer = self.node.metrics.time("Defragment");
         let node = self.node.clone();
         crate::blocking::spawn(move || node.defragment())
             .await
@@ -88,7 +90,6 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         super::check_admin(&self.node, &request).await?;
-        let _timer = self.node.metrics.time("Hash");
         let (view, revision) = {
             let state = self.node.read();
             (
@@ -119,24 +120,12 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         super::check_admin(&self.node, &request).await?;
-        let _timer = self.node.metrics.time("HashKV");
         let req = request.into_inner();
-        let state = self.node.read();
-        let mvcc = state.mvcc();
-        let hash_revision = mvcc
-            .resolve_read_revision(req.revision)
-            .map_err(to_status)?;
-        let hash = mvcc.hash_kv(hash_revision).map_err(to_status)?;
-        Ok(Response::new(HashKvResponse {
-            header: self.node.header(mvcc.current_revision()),
-            hash,
-            // etcd reports -1 until the first compaction.
-            compact_revision: match mvcc.compact_revision() {
-                0 => -1,
-                revision => revision,
-            },
-            hash_revision,
-        }))
+        let mut resp =
+            crate::server::corrupt_check::hash_kv_response(&self.node.read(), req.revision)
+                .map_err(to_status)?;
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
@@ -146,7 +135,16 @@ impl Maintenance for MaintenanceService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         super::check_admin(&self.node, &request).await?;
-        let _timer = self.node.metrics.time("Snapshot");
+        let format = match request.metadata().get(SNAPSHOT_FORMAT_METADATA) {
+            None => crate::payload::PayloadFormat::Etcd,
+            Some(value) if value.as_bytes() == b"e2d" => crate::payload::PayloadFormat::E2d,
+            Some(value) if value.as_bytes() == b"etcd" => crate::payload::PayloadFormat::Etcd,
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{SNAPSHOT_FORMAT_METADATA} must be e2d or etcd"
+                )))
+            }
+        };
         let (view, revision) = {
             let state = self.node.read();
             (
@@ -158,13 +156,8 @@ impl Maintenance for MaintenanceService {
         let dir = self.node.config.data_dir.join("tmp");
         let file = crate::blocking::spawn(move || -> std::io::Result<(std::fs::File, u64)> {
             let mut file = crate::durable_file::unnamed_in(&dir)?;
-            let size = {
-                let mut out = BufWriter::new(&mut file);
-                crate::snapshot::write_snapshot(&view, &mut out)
-                    .map_err(|e| std::io::Error::other(e.0))?
-            };
-            use std::io::Seek;
-            file.seek(std::io::SeekFrom::Start(0))?;
+            let size =
+                crate::payload::write(&view, format, &mut file).map_err(std::io::Error::other)?;
             Ok((file, size))
         })
         .await
@@ -180,7 +173,6 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         super::check_admin(&self.node, &request).await?;
-        let _timer = self.node.metrics.time("MoveLeader");
         let target = request.into_inner().target_id;
         self.node.move_leader(target).await.map_err(to_status)?;
         // etcd answers with no header here (clients check for none).

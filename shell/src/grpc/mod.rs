@@ -10,7 +10,7 @@ mod key_queue;
 mod kv;
 mod lease;
 mod lock;
-mod maintenance;
+pub mod maintenance;
 mod status;
 mod watch;
 

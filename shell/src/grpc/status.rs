@@ -15,6 +15,7 @@ pub fn to_status(error: Error) -> Status {
         StatusCode::Unimplemented => Code::Unimplemented,
         StatusCode::PermissionDenied => Code::PermissionDenied,
         StatusCode::Unauthenticated => Code::Unauthenticated,
+        StatusCode::DataLoss => Code::DataLoss,
     };
     Status::new(code, error.to_string())
 }

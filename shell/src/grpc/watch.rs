@@ -48,6 +48,7 @@ impl Watch for WatchService {
         let (metadata, extensions) = (request.metadata().clone(), request.extensions().clone());
         let node = self.node.clone();
         let interval = Duration::from_millis(node.config.progress_notify_interval_ms);
+        node.metrics.watch_streams_add(1);
         let task = StreamTask {
             stream: WatchStream::new(node.config.max_request_bytes),
             revision: node.subscribe_revision(),
@@ -103,6 +104,7 @@ impl Drop for StreamTask {
         self.node
             .metrics
             .watchers_add(-(self.stream.watcher_count() as i64));
+        self.node.metrics.watch_streams_add(-1);
     }
 }
 

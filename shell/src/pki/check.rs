@@ -11,6 +11,7 @@ use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{read_file, PkiError};
+use e2d_core::cert_lifetime::Validity;
 
 /// A certificate with its key, checked: ready to present as a server (the
 /// signing key made once), and as the PEM a client identity takes.
@@ -19,6 +20,8 @@ pub struct CheckedPair {
     pub certified: Arc<CertifiedKey>,
     pub chain_pem: String,
     pub key_pem: String,
+    /// The leaf certificate's validity.
+    pub validity: Validity,
 }
 
 /// The CA certificate, checked, as DER and as the PEM it was read from.
@@ -26,6 +29,7 @@ pub struct CheckedPair {
 pub struct CheckedCa {
     pub der: CertificateDer<'static>,
     pub pem: String,
+    pub validity: Validity,
 }
 
 fn invalid(message: String) -> PkiError {
@@ -51,7 +55,7 @@ fn certs_in(text: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Pki
     Ok(certs)
 }
 
-fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
+pub fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
         .map_err(|e| {
@@ -60,6 +64,15 @@ fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError
                 path.display()
             ))
         })
+}
+
+/// The validity `cert` states.
+pub fn validity_of(cert: &X509Certificate<'_>) -> Validity {
+    let validity = cert.validity();
+    Validity {
+        not_before_s: validity.not_before.timestamp(),
+        not_after_s: validity.not_after.timestamp(),
+    }
 }
 
 /// Fails unless `cert` is valid at `now_unix_s`.
@@ -86,7 +99,7 @@ fn check_validity(
     Ok(())
 }
 
-fn now_unix_s() -> i64 {
+pub fn now_unix_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -96,8 +109,10 @@ fn now_unix_s() -> i64 {
 pub fn load_ca(path: &Path) -> Result<CheckedCa, PkiError> {
     let pem = read_file(path)?;
     let der = certs_in(&pem, path)?.swap_remove(0);
-    check_validity(&parse(&der, path)?, path, now_unix_s())?;
-    Ok(CheckedCa { der, pem })
+    let cert = parse(&der, path)?;
+    check_validity(&cert, path, now_unix_s())?;
+    let validity = validity_of(&cert);
+    Ok(CheckedCa { der, pem, validity })
 }
 
 /// The certificate at `cert_path` and its key at `key_path`, checked: valid
@@ -147,10 +162,12 @@ pub fn load_pair(
             cert_path.display()
         )));
     }
+    let validity = validity_of(&leaf);
     Ok(CheckedPair {
         certified: Arc::new(CertifiedKey::new(chain, signing)),
         chain_pem,
         key_pem: key_text,
+        validity,
     })
 }
 
@@ -181,7 +198,7 @@ pub fn key_matches_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::gencerts::{issue, Role};
+    use crate::pki::gencerts::{issue, Holder, Role};
     use crate::pki::init::{init, KeyType};
     use std::path::PathBuf;
 
@@ -226,9 +243,12 @@ mod tests {
         let (ca_cert, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
         init(&ca_cert, &ca_key, KeyType::Rsa, false).unwrap();
         let issuer = crate::pki::gencerts::load_issuer(&ca_cert, &ca_key).unwrap();
-        let (cert, key) = issue(&issuer, Role::Peer, &["10.0.0.1".into()], KeyType::Ecdsa).unwrap();
+        let holder = Holder::of_role(Role::Peer, &["10.0.0.1".into()]).unwrap();
+        let key = crate::pki::init::new_key(KeyType::Ecdsa).unwrap();
+        let validity = Validity::issued_at(now_unix_s(), 86_400);
+        let cert = issue(&issuer, Role::Peer, &holder, validity, &key).unwrap();
         std::fs::write(dir.path().join("peer.crt"), cert).unwrap();
-        std::fs::write(dir.path().join("peer.key"), key).unwrap();
+        std::fs::write(dir.path().join("peer.key"), key.serialize_pem()).unwrap();
         let ca = load_ca(&ca_cert).unwrap();
         load_pair(
             &dir.path().join("peer.crt"),

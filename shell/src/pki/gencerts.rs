@@ -4,13 +4,15 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use e2d_core::cert_lifetime::Validity;
 use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::init::{new_key, KeyType};
-use super::{read_file, write_file, PkiError, LEAF_VALIDITY_DAYS};
+use super::{read_file, write_file, PkiError};
 
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +70,7 @@ pub fn subject_alt_names(hosts: &[String]) -> Vec<String> {
     names
 }
 
-fn san(name: &str) -> Result<SanType, PkiError> {
+pub fn san(name: &str) -> Result<SanType, PkiError> {
     match name.parse::<IpAddr>() {
         Ok(ip) => Ok(SanType::IpAddress(ip)),
         Err(_) => name
@@ -83,39 +85,71 @@ fn san(name: &str) -> Result<SanType, PkiError> {
     }
 }
 
-/// Signs a certificate for `role` valid for `names`; returns the
-/// certificate and key as PEM.
+/// What a certificate names: its subject and the names and addresses it
+/// is valid for.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub subject: DistinguishedName,
+    pub names: Vec<SanType>,
+}
+
+impl Holder {
+    /// What `e2d pki gencerts` names: `e2d <role>`, valid for `names`.
+    pub fn of_role(role: Role, names: &[String]) -> Result<Self, PkiError> {
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, format!("e2d {}", role.file_stem()));
+        subject.push(DnType::OrganizationName, "e2d");
+        let names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+        Ok(Self { subject, names })
+    }
+}
+
+/// Unix seconds as the time a certificate holds.
+pub fn certificate_time(unix_s: i64) -> Result<OffsetDateTime, PkiError> {
+    OffsetDateTime::from_unix_timestamp(unix_s)
+        .map_err(|e| PkiError::Invalid(format!("{unix_s} is not a certificate's time: {e}")))
+}
+
+/// Signs a certificate for `role` naming `holder`, valid for `validity`,
+/// for `key`; returns the certificate as PEM.
 pub fn issue(
     issuer: &Issuer<'_, KeyPair>,
     role: Role,
-    names: &[String],
-    key_type: KeyType,
-) -> Result<(String, String), PkiError> {
-    let key = new_key(key_type)?;
+    holder: &Holder,
+    validity: Validity,
+    key: &KeyPair,
+) -> Result<String, PkiError> {
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("e2d {}", role.file_stem()));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "e2d");
-    params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+    params.distinguished_name = holder.subject.clone();
+    params.subject_alt_names = holder.names.clone();
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = role.usages();
     params.use_authority_key_identifier_extension = true;
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(super::BACKDATE_MINUTES);
-    params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
-    let cert = params.signed_by(&key, issuer).map_err(|e| {
+    params.not_before = certificate_time(validity.not_before_s)?;
+    params.not_after = certificate_time(validity.not_after_s)?;
+    let cert = params.signed_by(key, issuer).map_err(|e| {
         PkiError::Invalid(format!(
             "cannot sign the {} certificate: {e}",
             role.file_stem()
         ))
     })?;
-    Ok((cert.pem(), key.serialize_pem()))
+    Ok(cert.pem())
+}
+
+/// Writes a certificate and its key over `cert_path` and `key_path`, the
+/// key first: each file is replaced whole.
+pub fn write_pair(
+    cert_path: &Path,
+    cert_pem: &str,
+    key_path: &Path,
+    key: &KeyPair,
+    force: bool,
+) -> Result<(), PkiError> {
+    write_file(key_path, &key.serialize_pem(), 0o600, force, "")?;
+    write_file(cert_path, cert_pem, 0o644, force, "")
 }
 
 /// Loads the CA that signs.
@@ -136,20 +170,23 @@ pub fn load_issuer(ca_cert: &Path, ca_key: &Path) -> Result<Issuer<'static, KeyP
     })
 }
 
-/// Writes `<role>.crt` and `<role>.key` for every role into `output_dir`.
+/// Writes `<role>.crt` and `<role>.key` for every role into `output_dir`,
+/// valid for `lifetime_s` from now.
 pub fn gencerts(
     ca_cert: &Path,
     ca_key: &Path,
     hosts: &[String],
     output_dir: &Path,
     key_type: KeyType,
+    lifetime_s: i64,
     force: bool,
 ) -> Result<Vec<String>, PkiError> {
     let issuer = load_issuer(ca_cert, ca_key)?;
     let names = subject_alt_names(hosts);
+    let path = |role: Role, ext: &str| output_dir.join(format!("{}.{ext}", role.file_stem()));
     for role in Role::ALL {
         for ext in ["crt", "key"] {
-            let path = output_dir.join(format!("{}.{ext}", role.file_stem()));
+            let path = path(role, ext);
             if path.exists() && !force {
                 return Err(PkiError::Exists {
                     path: path.display().to_string(),
@@ -158,23 +195,29 @@ pub fn gencerts(
             }
         }
     }
+    let validity = Validity::issued_at(OffsetDateTime::now_utc().unix_timestamp(), lifetime_s);
     for role in Role::ALL {
-        let (cert, key) = issue(&issuer, role, &names, key_type)?;
-        let stem = role.file_stem();
-        write_file(
-            &output_dir.join(format!("{stem}.key")),
+        let key = new_key(key_type)?;
+        let cert = issue(
+            &issuer,
+            role,
+            &Holder::of_role(role, &names)?,
+            validity,
             &key,
-            0o600,
-            force,
-            "",
         )?;
-        write_file(
-            &output_dir.join(format!("{stem}.crt")),
-            &cert,
-            0o644,
-            force,
-            "",
-        )?;
+        write_pair(&path(role, "crt"), &cert, &path(role, "key"), &key, force)?;
     }
     Ok(names)
+}
+
+/// `--days` as seconds: a positive number of days, fractions allowed.
+pub fn lifetime_s_of_days(days: f64) -> Result<i64, PkiError> {
+    const DAYS_MIN: f64 = 0.001;
+    const DAYS_MAX: f64 = 100.0 * 365.0;
+    if !(DAYS_MIN..=DAYS_MAX).contains(&days) {
+        return Err(PkiError::Invalid(format!(
+            "--days {days}: give a number of days from {DAYS_MIN} (86 seconds) to {DAYS_MAX}, such as 365 or 0.5"
+        )));
+    }
+    Ok((days * 86_400.0).round() as i64)
 }

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
+use e2d_core::cert_lifetime::Validity;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256,
 };
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
+use super::gencerts::certificate_time;
 use super::{write_file, PkiError, CA_VALIDITY_DAYS};
 
 /// The CA's key algorithm.
@@ -51,9 +53,12 @@ pub fn init(ca_cert: &Path, ca_key: &Path, key_type: KeyType, force: bool) -> Re
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(super::BACKDATE_MINUTES);
-    params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+    let validity = Validity::issued_at(
+        OffsetDateTime::now_utc().unix_timestamp(),
+        CA_VALIDITY_DAYS * 86_400,
+    );
+    params.not_before = certificate_time(validity.not_before_s)?;
+    params.not_after = certificate_time(validity.not_after_s)?;
     let cert = params
         .self_signed(&key)
         .map_err(|e| PkiError::Invalid(format!("cannot sign the CA: {e}")))?;

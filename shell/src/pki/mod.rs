@@ -5,15 +5,12 @@
 pub mod check;
 pub mod gencerts;
 pub mod init;
+pub mod renew;
 
 use std::path::Path;
 
 /// How long a CA is valid.
 pub const CA_VALIDITY_DAYS: i64 = 10 * 365;
-/// How long a server, peer or client certificate is valid.
-pub const LEAF_VALIDITY_DAYS: i64 = 365;
-/// Leaves are backdated this much, for clocks slightly behind.
-pub const BACKDATE_MINUTES: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -79,18 +76,21 @@ pub fn run(command: crate::cli::PkiCommand) -> Result<String, PkiError> {
             ))
         }
         PkiCommand::Gencerts(args) => {
+            let lifetime_s = gencerts::lifetime_s_of_days(args.days)?;
             let names = gencerts::gencerts(
                 &args.ca_cert,
                 &args.ca_key,
                 &args.hosts,
                 &args.output_dir,
                 args.key_type,
+                lifetime_s,
                 args.force,
             )?;
             Ok(format!(
-                "wrote server, peer and client certificates and keys to {}, valid for {}",
+                "wrote server, peer and client certificates and keys to {}, valid for {} and {} days",
                 args.output_dir.display(),
-                names.join(", ")
+                names.join(", "),
+                args.days
             ))
         }
     }

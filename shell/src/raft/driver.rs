@@ -211,7 +211,7 @@ pub fn spawn_driver(
         check_quorum: true,
         ..Default::default()
     };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = crate::logging::raft_logger();
     let raw_node =
         RawNode::new(&config, log, &logger).map_err(|e| storage(format!("raft: {e}")))?;
     let (requests, incoming) = mpsc::channel(DRIVER_QUEUE_MAX);
@@ -282,6 +282,8 @@ impl DriverParts {
             log_limits: self.log_limits,
             handle: self.handle,
             election_timeouts: ElectionTimeouts::new(crate::node_seed::node_seed()),
+            ticks: 0,
+            heard_at_tick: BTreeMap::new(),
         };
         let task = tokio::spawn(driver.run(self.incoming));
         // The driver ends only when every handle is gone, at shutdown;
@@ -327,6 +329,11 @@ struct Driver {
     log_limits: LogLimits,
     handle: DriverHandle,
     election_timeouts: ElectionTimeouts,
+    /// Ticks since the driver started.
+    ticks: u64,
+    /// The tick at which each peer's last message was stepped; only the
+    /// members of the current configuration are kept.
+    heard_at_tick: BTreeMap<u64, u64>,
 }
 
 /// When the log is compacted: once `compact_after_entries` entries are
@@ -354,6 +361,8 @@ impl Driver {
                 _ = tick.tick() => {
                     self.election_timeouts.settle(&mut self.raw_node.raft);
                     self.raw_node.tick();
+                    self.ticks += 1;
+                    self.forget_former_peers();
                     // Forget proposals whose callers gave up (a forwarded
                     // proposal the old leader dropped, say).
                     self.pending_proposals.retain(|_, reply| !reply.is_closed());
@@ -442,6 +451,7 @@ impl Driver {
                 if !self.addressed_to_me(&message) {
                     return;
                 }
+                self.heard_from(message.from);
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::debug!(error = %e, "dropped a raft message");
                 }
@@ -577,11 +587,13 @@ impl Driver {
         // apply) until the sync returns.
         if must_sync && !crate::sim_bugs::planted().ack_before_fsync {
             let wal = &mut self.wal;
+            let started = std::time::Instant::now();
             if busy {
                 crate::blocking::in_place(|| wal.sync())?;
             } else {
                 wal.sync()?;
             }
+            self.node.metrics.observe_wal_fsync(started.elapsed());
         }
         if !ready.persisted_messages().is_empty() {
             self.send_messages(ready.take_persisted_messages());
@@ -642,10 +654,12 @@ impl Driver {
                                 entry.index
                             ))
                         })?;
+                        let started = std::time::Instant::now();
                         let outcome = match self.apply_proposal(&mut state, &proposal, now_ms) {
                             Err(Error::Storage(e)) => return Err(Error::Storage(e)),
                             result => result,
                         };
+                        self.node.metrics.observe_apply(started.elapsed());
                         if let Some(id) = self.own_request(&entry.context) {
                             answers.push((id, outcome));
                         }
@@ -681,7 +695,9 @@ impl Driver {
             // applied changes readable before anyone hears of them. The raft
             // log holds them durably already, so no fsync: a crash takes
             // back what the disk had not written, and the log replays it.
+            let started = std::time::Instant::now();
             state.backend_mut().commit(false)?;
+            self.node.metrics.observe_backend_commit(started.elapsed());
         }
         self.node.set_applied_index(last_index);
         for (id, outcome) in answers {
@@ -977,6 +993,29 @@ impl Driver {
         Ok(())
     }
 
+    fn heard_from(&mut self, peer: u64) {
+        if self.raw_node.raft.prs().get(peer).is_some() {
+            self.heard_at_tick.insert(peer, self.ticks);
+        }
+    }
+
+    /// Keeps `heard_at_tick` bounded by the configuration.
+    fn forget_former_peers(&mut self) {
+        let prs = self.raw_node.raft.prs();
+        self.heard_at_tick.retain(|&id, _| prs.get(id).is_some());
+    }
+
+    /// Whether a peer was heard from within an election timeout. raft-rs
+    /// clears every peer's `recent_active` at each election timeout under
+    /// check-quorum and sets it again only at that peer's next response,
+    /// so a membership check that falls in between would see no peer
+    /// started; etcd, likewise, judges from its transport's "active since".
+    fn heard_recently(&self, peer: u64) -> bool {
+        self.heard_at_tick
+            .get(&peer)
+            .is_some_and(|&tick| self.ticks.saturating_sub(tick) <= ELECTION_TICKS as u64)
+    }
+
     fn membership_view(&self) -> MembershipView {
         let raft = &self.raw_node.raft;
         let members = raft
@@ -985,7 +1024,7 @@ impl Driver {
             .map(|(&id, p)| {
                 let progress = Progress {
                     matched_index: p.matched,
-                    recently_active: p.recent_active || id == raft.id,
+                    recently_active: p.recent_active || id == raft.id || self.heard_recently(id),
                 };
                 (id, progress)
             })
@@ -1026,7 +1065,11 @@ impl Driver {
         if !is_leader && self.was_leader {
             tracing::info!(leader = format!("{leader_id:x}"), "lost leadership");
         }
-        if leader_id != self.leader_id {
+        let changed = leader_id != self.leader_id;
+        self.node
+            .metrics
+            .observe_leadership(leader_id, is_leader, changed);
+        if changed {
             // Proposals sent to the old leader may be lost with it: their
             // clients hear so now rather than at their timeout.
             for (_, reply) in std::mem::take(&mut self.pending_proposals) {
@@ -1053,6 +1096,10 @@ impl Driver {
             applied_index: raft.raft_log.applied,
             is_leader: raft.state == StateRole::Leader,
         };
+        let is_learner = raft.prs().conf().learners().contains(&raft.id);
+        self.node
+            .metrics
+            .observe_raft(status.commit_index, status.applied_index, is_learner);
         self.status.send_if_modified(|current| {
             let changed = *current != status;
             *current = status;

@@ -1,25 +1,27 @@
 //! The peer service on `--peer-addr`: raft streams from other members,
-//! lease renewals forwarded to the leader, and the cluster manager's calls
-//! (the join lock, membership changes). The peer port is where members
+//! lease renewals forwarded to the leader, the cluster manager's calls
+//! (the join lock, membership changes), and the corruption checks'
+//! `HashKV`. The peer port is where members
 //! trust each other (with TLS, only a peer certificate the CA signed gets
 //! in), so what comes in here is the cluster's own and no auth check
 //! applies; the client port never serves these.
 
 use std::sync::Arc;
 
+use e2d_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use e2d_proto::peer::join_lock_request::Action;
 use e2d_proto::peer::peer_server::Peer;
 use e2d_proto::peer::{
     ChangeMembersRequest, ChangeMembersResponse, JoinLockRequest, JoinLockResponse,
-    KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, RaftEnvelope, SendAck,
-    SnapshotChunk,
+    KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, ProbeRequest,
+    ProbeResponse, RaftEnvelope, SendAck, SnapshotChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
 use super::driver::DriverRequest;
 use crate::grpc::to_status;
-use crate::server::{join_lock, member_changes, Node};
+use crate::server::{corrupt_check, join_lock, member_changes, Node};
 
 /// How often a raft stream's sender is checked against the removed members.
 const REMOVED_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -60,6 +62,9 @@ impl Peer for PeerService {
         while let Some(envelope) = incoming.message().await? {
             let message = codec::decode_message(&envelope.message)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.node
+                .metrics
+                .count_peer_received_bytes(message.from, envelope.message.len() as u64);
             let fresh = checked.is_some_and(|(from, at)| {
                 from == message.from && at.elapsed() < REMOVED_CHECK_INTERVAL
             });
@@ -86,6 +91,10 @@ impl Peer for PeerService {
         Ok(Response::new(SendAck {}))
     }
 
+    async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+        Ok(Response::new(ProbeResponse {}))
+    }
+
     async fn keep_alive(
         &self,
         request: Request<KeepAliveRequest>,
@@ -100,9 +109,12 @@ impl Peer for PeerService {
         _request: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
         let members = self.node.read().members().map_err(to_status)?;
+        let cluster_size = crate::server::cluster_size::effective(&self.node);
+        let cluster_size = u32::try_from(cluster_size).unwrap_or(0);
         Ok(Response::new(MembersResponse {
             cluster_id: self.node.identity.cluster_id,
             members,
+            cluster_size,
         }))
     }
 
@@ -135,6 +147,17 @@ impl Peer for PeerService {
         member_changes::change_members(&self.node, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let mut resp =
+            corrupt_check::hash_kv_response(&self.node.read(), revision).map_err(to_status)?;
+        self.node.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn install_snapshot(

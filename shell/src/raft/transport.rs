@@ -1,7 +1,9 @@
 //! Outgoing raft messages: one task and one gRPC stream per peer, a
 //! bounded queue in front of each; a full queue or a broken stream drops
-//! messages (raft resends what matters) and the task reconnects with
-//! backoff.
+//! messages (raft resends what matters, and each drop is counted in
+//! `etcd_network_peer_sent_failures_total`) and the task reconnects with
+//! backoff. Beside it, a prober per peer measures the round trip
+//! (`etcd_network_peer_round_trip_time_seconds`), as etcd's does.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -11,24 +13,32 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use e2d_proto::peer::peer_client::PeerClient;
-use e2d_proto::peer::RaftEnvelope;
+use e2d_proto::peer::{ProbeRequest, RaftEnvelope};
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
 
 use super::codec;
+use crate::metrics::Metrics;
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE_MAX: usize = 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a peer is probed (etcd's `proberInterval`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(4);
+/// A probe unanswered this long is a failed one, not a round trip.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct PeerLink {
     url: String,
     queue: mpsc::Sender<RaftEnvelope>,
+    /// Dropped with the link, which ends its prober.
+    _prober: watch::Sender<()>,
 }
 
 pub struct Transport {
     cluster_id: u64,
+    metrics: Arc<Metrics>,
     peers: BTreeMap<u64, PeerLink>,
     /// Raised when a peer refuses this member as removed from the cluster.
     removed: Arc<watch::Sender<bool>>,
@@ -44,9 +54,10 @@ pub const CLUSTER_ID_HEADER: &str = "e2d-cluster-id";
 
 impl Transport {
     /// Starts a sender task for each `(member id, peer URL)`.
-    pub fn start(cluster_id: u64, peers: &[(u64, String)]) -> Self {
+    pub fn start(cluster_id: u64, peers: &[(u64, String)], metrics: Arc<Metrics>) -> Self {
         let mut transport = Self {
             cluster_id,
+            metrics,
             peers: BTreeMap::new(),
             removed: Arc::new(watch::channel(false).0),
         };
@@ -73,13 +84,22 @@ impl Transport {
             url.to_string(),
             rx,
             self.removed.clone(),
+            self.metrics.clone(),
         ));
-        // Dropping the old link's queue ends its task.
+        let (prober, link_dropped) = watch::channel(());
+        tokio::spawn(probe_loop(
+            id,
+            url.to_string(),
+            link_dropped,
+            self.metrics.clone(),
+        ));
+        // Dropping the old link's queue ends its tasks.
         self.peers.insert(
             id,
             PeerLink {
                 url: url.to_string(),
                 queue,
+                _prober: prober,
             },
         );
     }
@@ -98,6 +118,7 @@ impl Transport {
                 message: codec::encode_message(&message),
             };
             if peer.queue.try_send(envelope).is_err() {
+                self.metrics.count_peer_sent_failures(message.to, 1);
                 tracing::debug!(
                     to = format!("{:x}", message.to),
                     "peer queue full; message dropped"
@@ -113,8 +134,9 @@ async fn send_loop(
     url: String,
     queue: mpsc::Receiver<RaftEnvelope>,
     removed: Arc<watch::Sender<bool>>,
+    metrics: Arc<Metrics>,
 ) {
-    let queue = SharedQueue::new(queue);
+    let queue = SharedQueue::new(queue, id, metrics);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let mut client = match crate::outgoing::connect(&url).await {
@@ -174,6 +196,9 @@ struct SharedQueue {
     queue: Arc<Mutex<mpsc::Receiver<RaftEnvelope>>>,
     /// Bumped for each call; only the newest call's body reads the queue.
     call: Arc<AtomicU64>,
+    /// The peer, as the metrics name it.
+    to: u64,
+    metrics: Arc<Metrics>,
 }
 
 /// The body of one raft call: the queue while this call is the newest.
@@ -183,13 +208,17 @@ struct CallBody {
     queue: Arc<Mutex<mpsc::Receiver<RaftEnvelope>>>,
     call: Arc<AtomicU64>,
     this_call: u64,
+    to: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl SharedQueue {
-    fn new(queue: mpsc::Receiver<RaftEnvelope>) -> Self {
+    fn new(queue: mpsc::Receiver<RaftEnvelope>, to: u64, metrics: Arc<Metrics>) -> Self {
         Self {
             queue: Arc::new(Mutex::new(queue)),
             call: Arc::new(AtomicU64::new(0)),
+            to,
+            metrics,
         }
     }
 
@@ -200,6 +229,8 @@ impl SharedQueue {
             queue: self.queue.clone(),
             call: self.call.clone(),
             this_call,
+            to: self.to,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -229,7 +260,12 @@ impl tokio_stream::Stream for CallBody {
         if self.call.load(Ordering::SeqCst) != self.this_call {
             return Poll::Ready(None);
         }
-        lock(&self.queue).poll_recv(cx)
+        let polled = lock(&self.queue).poll_recv(cx);
+        if let Poll::Ready(Some(envelope)) = &polled {
+            self.metrics
+                .count_peer_sent_bytes(self.to, envelope.message.len() as u64);
+        }
+        polled
     }
 }
 
@@ -240,9 +276,51 @@ async fn drain_while_down(queue: &SharedQueue, wait: Duration) -> bool {
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     loop {
         match tokio::time::timeout(left(), std::future::poll_fn(|cx| queue.poll_recv(cx))).await {
-            Ok(Some(_)) => {}
+            Ok(Some(_)) => queue.metrics.count_peer_sent_failures(queue.to, 1),
             Ok(None) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+/// Probes peer `id` at `url` every [`PROBE_INTERVAL`] and records each
+/// answer's round trip, until its link is dropped. The channel is made
+/// anew after a failed probe, so it presents the certificate in use now;
+/// a probe that fails is not a round trip.
+async fn probe_loop(
+    id: u64,
+    url: String,
+    mut link_dropped: watch::Receiver<()>,
+    metrics: Arc<Metrics>,
+) {
+    let mut client = None;
+    let mut interval = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = link_dropped.changed() => return,
+            _ = interval.tick() => {}
+        }
+        let prober = match &mut client {
+            Some(prober) => prober,
+            None => match crate::outgoing::endpoint(&url) {
+                Ok(endpoint) => client.insert(PeerClient::new(endpoint.connect_lazy())),
+                Err(e) => {
+                    tracing::debug!(peer = format!("{id:x}"), error = %e, "peer not probed");
+                    return;
+                }
+            },
+        };
+        let started = tokio::time::Instant::now();
+        let probe = prober.probe(ProbeRequest {});
+        let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => {
+                metrics.observe_peer_round_trip(id, started.elapsed());
+                continue;
+            }
+            Ok(Err(status)) => format!("probe failed: {status}"),
+            Err(_) => "probe unanswered".to_string(),
+        };
+        tracing::debug!(peer = format!("{id:x}"), "{failure}");
+        client = None;
     }
 }

@@ -41,6 +41,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Clone)]
 pub struct NodeRoutes {
     routes: ClientRoutes,
+    /// What `--metrics-addr` serves: the HTTP endpoints only.
+    metrics: Option<ClientRoutes>,
     pub board: Arc<StatusBoard>,
 }
 
@@ -52,6 +54,12 @@ impl NodeRoutes {
             Some(GrpcServices::new(node)),
             node_routes(node.clone(), self.board.routes()),
         );
+        if let Some(metrics) = &self.metrics {
+            metrics.replace(
+                None,
+                crate::http::router(node.clone()).fallback(crate::http::not_found),
+            );
+        }
     }
 }
 
@@ -72,6 +80,25 @@ impl ClientPort {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
+        let metrics = match args.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let listener = listen(addr, "metrics", "--metrics-addr").await?;
+                let metrics = ClientRoutes::new(waiting_routes(Router::new()));
+                let mut stopped = stop.subscribe();
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                let serving = serve(listener, metrics.clone(), shutdown);
+                tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::error!("the --metrics-addr listener stopped: {e}");
+                    }
+                });
+                tracing::info!("serving /metrics and the health endpoints on {addr}");
+                Some(metrics)
+            }
+        };
         let serving = tokio::spawn(serve(listener, routes.clone(), shutdown));
         tracing::info!(
             client_url = %args.advertised_url(args.client_addr),
@@ -79,7 +106,11 @@ impl ClientPort {
             args.client_addr
         );
         Ok(Self {
-            routes: NodeRoutes { routes, board },
+            routes: NodeRoutes {
+                routes,
+                metrics,
+                board,
+            },
             stop,
             serving,
         })
@@ -134,6 +165,7 @@ struct GrpcServices {
     health: HealthServer<grpc::HealthService>,
     lock: LockServer<grpc::LockService>,
     election: ElectionServer<grpc::ElectionService>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Body = tonic::body::Body;
@@ -159,7 +191,27 @@ impl GrpcServices {
                 .max_decoding_message_size(max),
             election: ElectionServer::new(grpc::ElectionService::new(node.clone()))
                 .max_decoding_message_size(max),
+            metrics: node.metrics.clone(),
         }
+    }
+
+    /// Calls the service `request`'s path names, counting the call in the
+    /// gRPC metrics when it names a served method.
+    fn call_metered(
+        &self,
+        request: Request<Body>,
+        elsewhere: impl FnOnce(Request<Body>) -> Responding,
+    ) -> Responding {
+        use crate::metrics::metered_body::{meter_request, meter_response};
+        let Some(call) = self.metrics.start_grpc_call(request.uri().path()) else {
+            return self.call(request, elsewhere);
+        };
+        let responding = self.call(meter_request(&self.metrics, request), elsewhere);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = responding.await?;
+            Ok(meter_response(&metrics, call, response))
+        })
     }
 
     /// Calls the service `request`'s path names (`/etcdserverpb.KV/Put`),
@@ -239,7 +291,7 @@ impl tower::Service<Request<Body>> for ClientRoutes {
             })
         };
         match &served.grpc {
-            Some(grpc) => grpc.call(request, http),
+            Some(grpc) => grpc.call_metered(request, http),
             None => http(request),
         }
     }

@@ -100,10 +100,22 @@ pub async fn release_join_lock(through: &[String], holder: &str) -> Result<(), S
 }
 
 /// The cluster's id and members.
-pub async fn members(through: &[String]) -> Result<(u64, Vec<ClusterMember>), String> {
+/// The cluster as a member sees it: its id, its members, and the size it
+/// should have (`None` from a member that does not say).
+pub struct MemberList {
+    pub cluster_id: u64,
+    pub members: Vec<ClusterMember>,
+    pub cluster_size: Option<usize>,
+}
+
+pub async fn members(through: &[String]) -> Result<MemberList, String> {
     through_any(through, |mut peer| async move {
         let answer = peer.members(MembersRequest {}).await?.into_inner();
-        Ok((answer.cluster_id, cluster_members(&answer.members)))
+        Ok(MemberList {
+            cluster_id: answer.cluster_id,
+            members: cluster_members(&answer.members),
+            cluster_size: usize::try_from(answer.cluster_size).ok().filter(|&n| n > 0),
+        })
     })
     .await
 }
@@ -139,8 +151,7 @@ pub async fn add_learner(
 
 /// Fails unless the cluster's members are still `expected`.
 async fn check_expected(through: &[String], expected: &[u64]) -> Result<(), String> {
-    let (_, now) = members(through).await?;
-    let now = member_ids(&now);
+    let now = member_ids(&members(through).await?.members);
     if now != expected {
         return Err(format!(
             "the members changed since the decision ({} now, {} then); deciding again",

@@ -16,6 +16,37 @@ const NAME_FILE: &str = "name";
 const FOUNDING_FILE: &str = "founding.json";
 /// Data dirs moved aside, one directory each.
 const ARCHIVE_DIR: &str = "archive";
+/// The data dir's format, as the e2d that made it wrote it.
+const FORMAT_FILE: &str = "format";
+/// The format this e2d writes, and the newest it reads. A data dir
+/// without the file was made before formats were numbered: format 1.
+pub const DATA_FORMAT: u32 = 1;
+
+/// Fails, changing nothing, when `data_dir` was written in a format newer
+/// than this e2d reads; records this e2d's format in a data dir that has
+/// none.
+pub fn check_format(data_dir: &Path) -> Result<(), RunError> {
+    let path = data_dir.join(FORMAT_FILE);
+    let Some(text) = read_if_present(&path)? else {
+        return durable_file::replace(&path, DATA_FORMAT.to_string().as_bytes())
+            .map_err(|source| data_dir_error(&path, source));
+    };
+    let format: u32 = text.trim().parse().map_err(|_| {
+        RunError::Cluster(format!(
+            "{} holds {text:?}, not a data format e2d writes: restore the file or the data dir from a backup",
+            path.display()
+        ))
+    })?;
+    if format > DATA_FORMAT {
+        return Err(RunError::Cluster(format!(
+            "the data dir {} was written by a newer e2d (data format {format}; e2d {} reads formats up to {DATA_FORMAT}): run the newer e2d on it; nothing was changed",
+            data_dir.display(),
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
+}
+
 /// Longest name: what gossip carries.
 const NAME_BYTES_MAX: usize = 64;
 
@@ -88,11 +119,7 @@ pub fn member_name(
     fallback: impl FnOnce() -> String,
 ) -> Result<String, RunError> {
     let path = data_dir.join(NAME_FILE);
-    let kept = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(data_dir_error(&path, source)),
-    };
+    let kept = read_if_present(&path)?.map(|text| text.trim().to_string());
     let name = match (flag, kept) {
         (Some(flag), _) => flag.to_string(),
         (None, Some(kept)) => kept,
@@ -126,13 +153,42 @@ pub fn generated_name(random: u64) -> String {
     format!("{}-{:06x}", host_name(), random & 0xff_ffff)
 }
 
+/// The cluster size this node last had (`-n`) or proposed, kept so that a
+/// restart with an unchanged `-n` does not undo a later resize.
+const CLUSTER_SIZE_FILE: &str = "cluster-size";
+
+/// Records `size` as the size this node last had or proposed.
+pub fn write_proposed_size(data_dir: &Path, size: usize) -> std::io::Result<()> {
+    durable_file::replace(
+        &data_dir.join(CLUSTER_SIZE_FILE),
+        size.to_string().as_bytes(),
+    )
+}
+
+/// The size a node restarted with `-n size` proposes to its cluster: one
+/// `given` that differs from the size it last had. A data dir without a
+/// record (new, or from an older e2d) gets one and proposes nothing.
+pub fn size_to_propose(
+    data_dir: &Path,
+    size: usize,
+    given: bool,
+) -> Result<Option<usize>, RunError> {
+    let path = data_dir.join(CLUSTER_SIZE_FILE);
+    let recorded = read_if_present(&path)?.and_then(|text| text.trim().parse::<usize>().ok());
+    match recorded {
+        Some(last) => Ok((given && last != size).then_some(size)),
+        None => {
+            write_proposed_size(data_dir, size).map_err(|source| data_dir_error(&path, source))?;
+            Ok(None)
+        }
+    }
+}
+
 /// The founding set recorded in the data dir, if any.
 pub fn read_commitment(data_dir: &Path) -> Result<Option<Proposal>, RunError> {
     let path = data_dir.join(FOUNDING_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(data_dir_error(&path, source)),
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
     };
     parse_commitment(&text).map(Some).ok_or_else(|| {
         RunError::Cluster(format!(
@@ -205,6 +261,15 @@ pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
+/// The text of the file at `path`; `None` when there is no such file.
+fn read_if_present(path: &Path) -> Result<Option<String>, RunError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(data_dir_error(path, source)),
+    }
+}
+
 fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
     RunError::DataDir {
         path: path.display().to_string(),
@@ -216,6 +281,25 @@ fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
 mod tests {
     use super::*;
     use crate::durable_file::permission_bits as mode;
+
+    #[test]
+    fn a_data_dir_of_a_newer_format_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        check_format(dir.path()).unwrap();
+        let file = dir.path().join(FORMAT_FILE);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "1");
+        check_format(dir.path()).unwrap();
+        std::fs::write(&file, "2").unwrap();
+        let refused = check_format(dir.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("written by a newer e2d (data format 2"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "2");
+        std::fs::write(&file, "two").unwrap();
+        let refused = check_format(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("not a data format"), "{refused}");
+    }
 
     fn proposal(founders: &[&str], restore: Option<&str>) -> Proposal {
         Proposal {

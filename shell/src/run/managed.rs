@@ -30,7 +30,7 @@ use crate::backup::{restore, Backups};
 use crate::cli::RunArgs;
 use crate::discovery::{self, seeding};
 use crate::gossip::{Gossip, GossipConfig};
-use crate::server::{Identity, InitialMember, Node};
+use crate::server::{cluster_size, Identity, InitialMember, Node};
 use crate::storage::DiskBackend;
 
 /// How often the running server's view of its cluster goes to the manager.
@@ -62,6 +62,7 @@ fn manager_config(
         health_check_timeout_ms: args.health_check_timeout,
         snapshots_configured,
         retry_interval_ms: RETRY_INTERVAL_MS,
+        propose_cluster_size: None,
     };
     config
         .validate()
@@ -92,7 +93,12 @@ pub async fn run(
     backups: Option<Backups>,
 ) -> Result<Stopped, RunError> {
     let settings = node_settings(&args, &name);
-    let config = manager_config(&args, &settings, backups.is_some())?;
+    let mut config = manager_config(&args, &settings, backups.is_some())?;
+    config.propose_cluster_size = data_dir::size_to_propose(
+        &settings.node.data_dir,
+        args.required_cluster_size,
+        args.cluster_size_given,
+    )?;
     let data_dir_state = data_dir_state(&backend, &args)?;
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board).await?;
@@ -355,7 +361,12 @@ impl Agent {
         if through.is_empty() {
             return;
         }
-        let Ok((answer_cluster, members)) = cluster_calls::members(&through).await else {
+        let Ok(cluster_calls::MemberList {
+            cluster_id: answer_cluster,
+            members,
+            ..
+        }) = cluster_calls::members(&through).await
+        else {
             return;
         };
         let listed = members.iter().any(|m| m.id == node.identity.member_id);
@@ -384,6 +395,10 @@ impl Agent {
                 self.routes.board.set_waiting(&reason);
             }
             let command = self.manager.poll_command()?;
+            self.routes
+                .board
+                .metrics
+                .count_manager_decision(command_kind(&command));
             if let Command::ArchiveDataDir { .. } = command {
                 return Some(Stopped::Removed);
             }
@@ -443,14 +458,23 @@ impl Agent {
                 done(cluster_calls::acquire_join_lock(&through, &name).await),
             ),
             Command::FetchMembers { id, through } => {
+                let own_size = self.settings.node.cluster_size;
                 let members = cluster_calls::members(&through).await;
-                (id, answer(members.map(|(_, m)| CommandResult::Members(m))))
+                let members = members.map(|list| CommandResult::Members {
+                    members: list.members,
+                    cluster_size: list.cluster_size.unwrap_or(own_size),
+                });
+                (id, answer(members))
             }
             Command::AddLearner { id, through } => {
                 let added = cluster_calls::add_learner(&through, &self.settings.peer_url).await;
+                let own_size = self.settings.node.cluster_size;
                 let added = added.map(|(cluster_id, members)| {
                     self.joined_cluster_id = cluster_id;
-                    CommandResult::Members(members)
+                    CommandResult::Members {
+                        members,
+                        cluster_size: own_size,
+                    }
                 });
                 (id, answer(added))
             }
@@ -481,7 +505,18 @@ impl Agent {
                 id,
                 member_id,
                 expected,
+                cluster_size,
             } => {
+                let now = self
+                    .node
+                    .as_ref()
+                    .map_or(self.settings.node.cluster_size, |node| {
+                        cluster_size::effective(node)
+                    });
+                if now != cluster_size {
+                    let changed = format!("the cluster's size is now {now}, not {cluster_size}");
+                    return Some((id, CommandResult::Failed(changed)));
+                }
                 let through = self.through_local(Vec::new());
                 (
                     id,
@@ -494,6 +529,20 @@ impl Agent {
                         .await,
                     ),
                 )
+            }
+            Command::ProposeClusterSize { id, size } => {
+                let proposed = match &self.node {
+                    Some(node) => cluster_size::propose(node, size).await,
+                    None => Err("the server does not run".into()),
+                };
+                if proposed.is_ok() {
+                    if let Err(e) =
+                        data_dir::write_proposed_size(&self.settings.node.data_dir, size)
+                    {
+                        tracing::warn!("cannot record the proposed cluster size: {e}");
+                    }
+                }
+                (id, done(proposed))
             }
         })
     }
@@ -665,7 +714,8 @@ impl Agent {
             Ok(listener) => listener,
             Err(e) => return CommandResult::Failed(e.to_string()),
         };
-        match start_node(&self.settings, backend, membership, peer_listener).await {
+        let metrics = self.routes.board.metrics.clone();
+        match start_node(&self.settings, backend, membership, peer_listener, metrics).await {
             Ok(node) => {
                 let cluster_id = node.identity.cluster_id;
                 serve_started(&node, &self.routes, self.backups.as_ref());
@@ -741,6 +791,7 @@ async fn server_status(node: &Node) -> ServerStatus {
         cluster_id: node.identity.cluster_id,
         member_id: node.identity.member_id,
         leader_id: raft.leader_id,
+        cluster_size: cluster_size::replicated(node),
         members: members
             .into_iter()
             .map(|m| ClusterMember {
@@ -754,5 +805,25 @@ async fn server_status(node: &Node) -> ServerStatus {
                 is_learner: m.is_learner,
             })
             .collect(),
+    }
+}
+
+/// A manager command's kind, as `e2d_manager_decisions_total` labels it.
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::PublishMeta(_) => "publish_meta",
+        Command::ListSnapshots { .. } => "list_snapshots",
+        Command::PersistCommitment { .. } => "persist_commitment",
+        Command::RestartFromDataDir { .. } => "restart_from_data_dir",
+        Command::StartNewCluster { .. } => "start_new_cluster",
+        Command::AcquireJoinLock { .. } => "acquire_join_lock",
+        Command::ReleaseJoinLock { .. } => "release_join_lock",
+        Command::FetchMembers { .. } => "fetch_members",
+        Command::AddLearner { .. } => "add_learner",
+        Command::StartJoined { .. } => "start_joined",
+        Command::RemoveMember { .. } => "remove_member",
+        Command::PromoteMember { .. } => "promote_member",
+        Command::ArchiveDataDir { .. } => "archive_data_dir",
+        Command::ProposeClusterSize { .. } => "propose_cluster_size",
     }
 }

@@ -110,8 +110,8 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
         .map_err(RunError::Config)?;
     #[cfg(not(madsim))]
     {
-        let material =
-            crate::tls::Material::from_args(&args.tls).map_err(|e| RunError::Config(e.0))?;
+        let material = crate::tls::Material::from_args(&args.tls, args.envelope.ca_key.as_deref())
+            .map_err(|e| RunError::Config(e.0))?;
         crate::tls::client::install(material.clone());
         if let Some(material) = material {
             crate::tls::reload::spawn(material);
@@ -128,10 +128,12 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
             name_for_peer_url(initial_cluster, &peer_url).unwrap_or_else(data_dir::host_name)
         };
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), from_flags)?;
+        crate::logging::set_member(&name);
         static_members::run(args, name, backend, backups).await
     } else {
         let generated = || data_dir::generated_name(crate::node_seed::node_seed());
         let name = data_dir::member_name(&args.data_dir, args.name.as_deref(), generated)?;
+        crate::logging::set_member(&name);
         managed::run(args, name, backend, backups).await
     }
 }
@@ -154,6 +156,7 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
         client_url: args.advertised_url(args.client_addr),
         peer_addr: args.peer_addr,
         snapshot_count: args.snapshot_count,
+        initial_corrupt_check: args.initial_corrupt_check,
         node: NodeConfig {
             data_dir: args.data_dir.clone(),
             quota_backend_bytes: args.quota_backend_bytes,
@@ -166,6 +169,8 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
                 token_ttl_seconds: args.auth_token_ttl,
                 bcrypt_cost: args.bcrypt_cost,
             },
+            corrupt_check_interval_ms: args.corrupt_check_time,
+            cluster_size: args.required_cluster_size,
         },
     }
 }

@@ -16,7 +16,8 @@ use super::{listen, RunError};
 use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::{
-    spawn_auto_compaction, spawn_duties, Clock, Identity, InitialMember, Node, NodeConfig,
+    corrupt_check, spawn_auto_compaction, spawn_duties, Clock, Identity, InitialMember, Node,
+    NodeConfig,
 };
 use crate::storage::DiskBackend;
 
@@ -36,6 +37,9 @@ pub struct NodeSettings {
     pub client_url: String,
     pub peer_addr: SocketAddr,
     pub snapshot_count: u64,
+    /// Compare the data with the peers' before starting
+    /// (`--initial-corrupt-check`).
+    pub initial_corrupt_check: bool,
     pub node: NodeConfig,
 }
 
@@ -111,10 +115,15 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
 /// Opens (creating) the database in `data_dir`.
 pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
     let db_dir = database_dir(data_dir);
-    crate::durable_file::create_dir_all(&db_dir).map_err(|source| RunError::DataDir {
-        path: data_dir.display().to_string(),
-        source,
-    })?;
+    let create = |dir: &Path| {
+        crate::durable_file::create_dir_all(dir).map_err(|source| RunError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })
+    };
+    create(data_dir)?;
+    super::data_dir::check_format(data_dir)?;
+    create(&db_dir)?;
     DiskBackend::open(&db_dir).map_err(|e| database_error(data_dir, e.into()))
 }
 
@@ -139,6 +148,7 @@ pub async fn start_node(
     mut backend: DiskBackend,
     membership: Membership,
     peer_listener: TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<Node>, RunError> {
     let data_dir = &settings.node.data_dir;
     let database_error = |e: e2d_core::Error| database_error(data_dir, e);
@@ -224,10 +234,20 @@ pub async fn start_node(
             .into_iter()
             .filter_map(|m| Some((m.member_id, m.peer_urls.first()?.clone()))),
     );
+    crate::logging::set_cluster(identity.cluster_id);
     peers.retain(|(id, _)| *id != identity.member_id);
     peers.sort();
     peers.dedup_by_key(|(id, _)| *id);
-    let transport = Transport::start(identity.cluster_id, &peers);
+    if settings.initial_corrupt_check {
+        if applied_index == 0 || peers.is_empty() {
+            tracing::info!("initial corruption check skipped: a new member, or one without peers, has nothing to compare");
+        } else {
+            corrupt_check::initial_check(&state, identity.member_id, &peers)
+                .await
+                .map_err(RunError::Cluster)?;
+        }
+    }
+    let transport = Transport::start(identity.cluster_id, &peers, metrics.clone());
     let (raft, driver) = spawn_driver(
         identity.member_id,
         bootstrap,
@@ -254,10 +274,6 @@ pub async fn start_node(
         data_dir = %data_dir.display(),
         "opened data dir"
     );
-    let lease_id_seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-        << 8;
     let node = Arc::new(Node::new(
         identity,
         settings.node.clone(),
@@ -265,12 +281,16 @@ pub async fn start_node(
         state,
         raft,
         applied_index,
-        lease_id_seed,
+        metrics,
     ));
     driver.run(node.clone());
     spawn_duties(node.clone());
     if let Some(retention) = settings.node.auto_compaction {
         spawn_auto_compaction(node.clone(), retention);
+    }
+    if settings.node.corrupt_check_interval_ms > 0 {
+        let interval = std::time::Duration::from_millis(settings.node.corrupt_check_interval_ms);
+        corrupt_check::spawn_periodic_check(node.clone(), interval);
     }
     tokio::spawn(serve_peers(node.clone(), peer_listener));
     tracing::info!(peer_url = %settings.peer_url, "serving peers on {}", settings.peer_addr);

@@ -50,7 +50,8 @@ pub async fn run(
             members,
         }
     };
-    let node = start_node(&settings, backend, membership, peer_listener).await?;
+    let metrics = port.routes.board.metrics.clone();
+    let node = start_node(&settings, backend, membership, peer_listener, metrics).await?;
     serve_started(&node, &port.routes, backups.as_ref());
     let stopped = tokio::select! {
         biased;

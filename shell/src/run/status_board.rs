@@ -10,12 +10,15 @@ use std::sync::{Arc, Mutex};
 use e2d_core::swim::{Liveness, MemberView, NodeStatus};
 
 use crate::server::Node;
-use crate::status::{GossipReport, MemberReport, StatusReport};
+use crate::status::{AlarmReport, GossipReport, MemberReport, StatusReport};
 
 /// Most gossip nodes the board keeps (as the manager's view).
 const GOSSIP_NODES_MAX: usize = e2d_core::manager::VIEW_MEMBERS_MAX;
 
 pub struct StatusBoard {
+    /// This member's metrics, from before its server starts (gossip and
+    /// the cluster manager count there too).
+    pub metrics: Arc<crate::metrics::Metrics>,
     name: String,
     required_cluster_size: usize,
     inner: Mutex<Board>,
@@ -59,6 +62,7 @@ fn status_name(status: NodeStatus) -> &'static str {
 impl StatusBoard {
     pub fn new(name: String, required_cluster_size: usize) -> Arc<Self> {
         Arc::new(Self {
+            metrics: Arc::default(),
             name,
             required_cluster_size,
             inner: Mutex::new(Board {
@@ -102,6 +106,17 @@ impl StatusBoard {
         if board.gossip.len() < GOSSIP_NODES_MAX || board.gossip.contains_key(&member.name) {
             board.gossip.insert(member.name.clone(), member);
         }
+        let mut counts = [0; crate::metrics::GOSSIP_STATES.len()];
+        for member in board.gossip.values() {
+            let state = match member.liveness {
+                Liveness::Alive => 0,
+                Liveness::Suspect => 1,
+                Liveness::Dead => 2,
+                Liveness::Left => 3,
+            };
+            counts[state] += 1;
+        }
+        self.metrics.set_gossip_members(counts);
     }
 
     /// Gossip nodes Alive in view, other than this one.
@@ -137,6 +152,8 @@ impl StatusBoard {
             waiting_for: board.waiting.clone(),
             last_snapshot: board.last_snapshot.clone(),
             gossip_unauthenticated_dropped: board.seal.as_ref().map_or(0, |s| s.failures()),
+            certificates: crate::status::CertificateReport::of_installed(),
+            version: env!("CARGO_PKG_VERSION").into(),
             gossip: board
                 .gossip
                 .values()
@@ -159,8 +176,19 @@ impl StatusBoard {
         report.leader_id = hex(raft.leader_id);
         report.raft_term = raft.term;
         report.raft_index = raft.commit_index;
+        report.cluster_size = crate::server::cluster_size::effective(node);
         let state = node.read();
         report.revision = state.current_revision();
+        report.alarms = state
+            .all_alarms()
+            .into_iter()
+            .map(|a| AlarmReport {
+                member_id: format!("{:x}", a.member_id),
+                alarm: e2d_proto::etcdserverpb::AlarmType::try_from(a.alarm)
+                    .map_or("UNKNOWN", |t| t.as_str_name())
+                    .into(),
+            })
+            .collect();
         report.members = state
             .members()
             .unwrap_or_default()

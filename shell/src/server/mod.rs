@@ -1,10 +1,12 @@
 //! The running node: the state machine behind a lock, shared by the gRPC
 //! handlers and the raft driver that applies to it, and the background
 //! duties of the leader (lease expiry, lease checkpoints, automatic
-//! compaction).
+//! compaction, corruption checks).
 
 mod auto_compaction;
 pub mod clock;
+pub mod cluster_size;
+pub mod corrupt_check;
 mod duties;
 mod identity;
 pub mod join_lock;

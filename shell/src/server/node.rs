@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use e2d_core::{Error, StateMachine};
@@ -31,13 +31,18 @@ pub struct NodeConfig {
     /// Automatic compaction keeps this much history; `None`: off.
     pub auto_compaction: Option<e2d_core::auto_compaction::Retention>,
     pub auth: crate::auth::AuthOptions,
+    /// How often the leader compares the members' hashes
+    /// (`--corrupt-check-time`); 0: never.
+    pub corrupt_check_interval_ms: u64,
+    /// `-n`: the cluster's size until one is replicated.
+    pub cluster_size: usize,
 }
 
 pub struct Node {
     pub identity: Identity,
     pub config: NodeConfig,
     pub clock: Clock,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Recent event reads, shared by the watch streams.
     pub recent_events: super::recent_events::RecentEvents,
     state: RwLock<StateMachine<DiskBackend>>,
@@ -55,8 +60,15 @@ impl Node {
         state: StateMachine<DiskBackend>,
         raft: DriverHandle,
         applied_index: u64,
-        lease_id_seed: u64,
+        metrics: Arc<Metrics>,
     ) -> Self {
+        // Lease ids start from the wall clock, so a restarted member does
+        // not hand out the ids of its earlier run.
+        let lease_id_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64)
+            << 8;
+        metrics.set_member_id(identity.member_id);
         let (committed_revision, _) = watch::channel(state.current_revision());
         let (applied_index, _) = watch::channel(applied_index);
         Self {
@@ -64,7 +76,7 @@ impl Node {
             identity,
             config,
             clock,
-            metrics: Metrics::default(),
+            metrics,
             recent_events: Default::default(),
             state: RwLock::new(state),
             raft,
@@ -130,11 +142,19 @@ impl Node {
         if let Some(Op::Put(_) | Op::Txn(_) | Op::LeaseGrant(_)) = &proposal.op {
             self.check_quota(&proposal).await?;
         }
-        let answer = self
-            .submit(|reply| DriverRequest::Propose { proposal, reply })
-            .await?;
-        Self::outcome_of(answer)
-            .await?
+        let outcome = {
+            let _pending = self.metrics.proposal_pending();
+            let answer = self.submit(|reply| DriverRequest::Propose { proposal, reply });
+            let outcome = match answer.await {
+                Ok(answer) => Self::outcome_of(answer).await,
+                Err(refused) => Err(refused),
+            };
+            if let Err(Error::Timeout | Error::LeaderChanged | Error::NotLeader) = &outcome {
+                self.metrics.count_failed_proposal();
+            }
+            outcome?
+        };
+        outcome
             .result
             .ok_or_else(|| Error::Storage(e2d_core::storage::StorageError("empty outcome".into())))
     }

@@ -101,6 +101,16 @@ impl FjallBackend {
         }
     }
 
+    /// Writes every memtable out to disk and waits for it. A bulk load
+    /// calls it after each batch: fjall flushes in the background, and the
+    /// memtables waiting for it are not bounded otherwise.
+    pub fn flush_memtables(&self) -> Result<(), StorageError> {
+        for keyspace in self.keyspaces.values() {
+            keyspace.rotate_memtable_and_wait().map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
     /// A handle that defragments without holding up readers or writers.
     pub fn defragmenter(&self) -> Defragmenter {
         Defragmenter {
@@ -163,6 +173,33 @@ impl PointInTime {
             for guard in self.snapshot.iter(keyspace) {
                 let (key, value) = guard.into_inner().map_err(storage_error)?;
                 visit(table, &key, &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PointInTime {
+    /// Visits the entries of `table` with `start <= key < end` (an empty
+    /// `end` means no bound) in key order until `visit` returns false.
+    pub fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        use fjall::Readable;
+        let keyspace = &self.keyspaces[&table];
+        let iter = if end.is_empty() {
+            self.snapshot.range(keyspace, start..)
+        } else {
+            self.snapshot.range(keyspace, start..end)
+        };
+        for guard in iter {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            if !visit(&key, &value) {
+                break;
             }
         }
         Ok(())

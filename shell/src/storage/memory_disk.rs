@@ -140,6 +140,11 @@ impl MemoryBackend {
         }
     }
 
+    /// Nothing to flush: the simulated disk is memory.
+    pub fn flush_memtables(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     pub fn defragmenter(&self) -> Defragmenter {
         Defragmenter
     }
@@ -188,6 +193,26 @@ impl PointInTime {
     pub fn visit_all(&self, visit: &mut VisitEntry<'_>) -> Result<(), StorageError> {
         for (table, key, value) in &self.tables {
             visit(*table, key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Visits the entries of `table` with `start <= key < end` (an empty
+    /// `end` means no bound) in key order until `visit` returns false.
+    pub fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let entries = self.tables.iter().filter(|(t, key, _)| {
+            *t == table && key.as_slice() >= start && (end.is_empty() || key.as_slice() < end)
+        });
+        for (_, key, value) in entries {
+            if !visit(key, value) {
+                break;
+            }
         }
         Ok(())
     }

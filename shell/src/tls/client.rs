@@ -33,7 +33,12 @@ pub fn secure(endpoint: Endpoint, role: Role) -> Result<Endpoint, String> {
         )
     })?;
     let loaded = material.current();
-    let pair = loaded.pair(role);
+    let pair = loaded.pair(role).ok_or_else(|| {
+        format!(
+            "{} is https, but this node has no {role:?} certificate",
+            endpoint.uri()
+        )
+    })?;
     let config = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&loaded.ca.pem))
         .identity(Identity::from_pem(&pair.chain_pem, &pair.key_pem));

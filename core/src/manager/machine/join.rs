@@ -4,7 +4,7 @@
 use crate::swim::{Liveness, MemberView, NodeStatus};
 
 use super::super::command::{member_ids, ClusterMember, Command, RemovalReason};
-use super::super::quorum::keeps_quorum;
+use super::super::quorum::removal_keeps_quorum;
 use super::{Awaiting, Manager};
 
 impl Manager {
@@ -51,7 +51,7 @@ impl Manager {
     }
 
     /// Next join step once the member list is known.
-    pub(super) fn after_members(&mut self, members: Vec<ClusterMember>) {
+    pub(super) fn after_members(&mut self, members: Vec<ClusterMember>, cluster_size: usize) {
         let through = self.running_peer_urls();
         if through.is_empty() {
             self.release_join_lock();
@@ -64,12 +64,8 @@ impl Manager {
             // Our old self, whose data is gone: remove it first, if that
             // keeps a quorum of live voters.
             let cluster_id = self.running_cluster_id();
-            let voters_after: Vec<&ClusterMember> = members
-                .iter()
-                .filter(|m| !m.is_learner && m.id != old.id)
-                .collect();
-            let may = old.is_learner
-                || keeps_quorum(&voters_after, &self.view, cluster_id, &self.config.name);
+            let may =
+                removal_keeps_quorum(&members, old, &self.view, cluster_id, &self.config.name);
             if !may {
                 self.set_waiting(format!(
                     "the cluster still lists this node's old member {:x}; removing it would leave fewer than a quorum of live members",
@@ -94,7 +90,7 @@ impl Manager {
             });
             return;
         }
-        if members.len() >= self.config.required_cluster_size {
+        if members.len() >= cluster_size {
             self.set_waiting(format!(
                 "the cluster has its {} members; waiting for a vacancy",
                 members.len()

@@ -1,8 +1,10 @@
 //! The raft leader's duties: remove members missing past the health-check
-//! timeout, promote caught-up learners, both only with a quorum in view.
+//! timeout, move the cluster to its size (remove members above it, promote
+//! caught-up learners below it), all only with a quorum in view. And any
+//! member's: propose the size it was restarted with.
 
 use super::super::command::{member_ids, ClusterMember, Command, RemovalReason, ServerStatus};
-use super::super::quorum::{is_live, is_up, keeps_quorum, quorum};
+use super::super::quorum::{is_live, is_up, keeps_quorum, quorum, removal_keeps_quorum};
 use super::{Awaiting, Manager};
 
 impl Manager {
@@ -20,6 +22,9 @@ impl Manager {
             return;
         }
         self.track_missing(&status);
+        if self.propose_size(&status) {
+            return;
+        }
         if !status.is_leader() {
             self.set_waiting(String::new());
             return;
@@ -27,7 +32,76 @@ impl Manager {
         if due && self.remove_dead(&status) {
             return;
         }
+        if self.shrink(&status) {
+            return;
+        }
         self.promote_learner(&status);
+    }
+
+    /// Proposes the size this node was restarted with, once, if the
+    /// cluster has a leader and another size. Returns whether it did.
+    fn propose_size(&mut self, status: &ServerStatus) -> bool {
+        let Some(size) = self.size_to_propose else {
+            return false;
+        };
+        if status.leader_id == 0 {
+            return false;
+        }
+        if size == self.cluster_size() {
+            self.size_to_propose = None;
+            return false;
+        }
+        self.set_waiting(format!(
+            "proposing {size} as the cluster's size (-n), in place of {}",
+            self.cluster_size()
+        ));
+        self.issue(Awaiting::ProposeSize, |id| Command::ProposeClusterSize {
+            id,
+            size,
+        });
+        true
+    }
+
+    /// Removes one member while the cluster has more than its size:
+    /// learners first, then members missing from gossip, then the other
+    /// followers (highest id first), never the leader itself, and a voter
+    /// only while a quorum of the voters stays live in view. Returns
+    /// whether it issued a removal.
+    fn shrink(&mut self, status: &ServerStatus) -> bool {
+        let size = self.cluster_size();
+        if status.members.len() <= size {
+            return false;
+        }
+        let name = &self.config.name;
+        let mut candidates: Vec<(bool, bool, std::cmp::Reverse<u64>, &ClusterMember)> = status
+            .members
+            .iter()
+            .filter(|m| m.id != status.member_id)
+            .map(|m| {
+                let live = is_live(&self.view, m, status.cluster_id, name);
+                (!m.is_learner, live, std::cmp::Reverse(m.id), m)
+            })
+            .collect();
+        candidates.sort_unstable_by_key(|(voter, live, id, _)| (*voter, *live, *id));
+        let removable = candidates
+            .into_iter()
+            .map(|(_, _, _, member)| member)
+            .find(|member| {
+                removal_keeps_quorum(&status.members, member, &self.view, status.cluster_id, name)
+            });
+        if let Some(member) = removable {
+            let why = format!(
+                "resizing the cluster from {} to {size} members",
+                status.members.len()
+            );
+            self.remove(status, member, RemovalReason::Resize, &why);
+            return true;
+        }
+        self.set_waiting(format!(
+            "resizing the cluster from {} to {size} members: no member can go while keeping a quorum of live voters",
+            status.members.len()
+        ));
+        false
     }
 
     pub(super) fn track_missing(&mut self, status: &ServerStatus) {
@@ -68,40 +142,51 @@ impl Manager {
             let Some(member) = status.members.iter().find(|m| m.id == member_id) else {
                 continue;
             };
-            if member.id == status.member_id {
-                continue;
-            }
-            let voters_after: Vec<&ClusterMember> = voters
-                .iter()
-                .copied()
-                .filter(|m| m.id != member_id)
-                .collect();
-            if !member.is_learner
-                && !keeps_quorum(&voters_after, &self.view, status.cluster_id, name)
+            if member.id == status.member_id
+                || !removal_keeps_quorum(
+                    &status.members,
+                    member,
+                    &self.view,
+                    status.cluster_id,
+                    name,
+                )
             {
                 continue;
             }
-            let member_name = member.name.clone();
-            self.set_waiting(format!(
-                "removing member {member_id:x} ({member_name}): missing from gossip for longer than the health-check timeout"
-            ));
-            self.issue(Awaiting::Remove, |id| Command::RemoveMember {
-                id,
-                member_id,
-                name: member_name,
-                reason: RemovalReason::HealthCheckTimeout,
-                through: Vec::new(),
-                expected: member_ids(&status.members),
-            });
+            let why = "missing from gossip for longer than the health-check timeout";
+            self.remove(status, member, RemovalReason::HealthCheckTimeout, why);
             return true;
         }
         false
     }
 
+    /// Removes `member` through the local server (the leader), on the
+    /// member list of `status`; `why` goes into what the node waits for.
+    fn remove(
+        &mut self,
+        status: &ServerStatus,
+        member: &ClusterMember,
+        reason: RemovalReason,
+        why: &str,
+    ) {
+        let (member_id, member_name) = (member.id, member.name.clone());
+        self.set_waiting(format!(
+            "removing member {member_id:x} ({member_name}): {why}"
+        ));
+        self.issue(Awaiting::Remove, |id| Command::RemoveMember {
+            id,
+            member_id,
+            name: member_name,
+            reason,
+            through: Vec::new(),
+            expected: member_ids(&status.members),
+        });
+    }
+
     pub(super) fn promote_learner(&mut self, status: &ServerStatus) {
         let name = &self.config.name;
         let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
-        if voters.len() >= self.config.required_cluster_size {
+        if voters.len() >= self.cluster_size() {
             return;
         }
         let ready = status.members.iter().find(|m| {
@@ -119,10 +204,12 @@ impl Manager {
             learner.name
         ));
         let expected = member_ids(&status.members);
+        let cluster_size = self.cluster_size();
         self.issue(Awaiting::Promote, |id| Command::PromoteMember {
             id,
             member_id,
             expected,
+            cluster_size,
         });
     }
 }
