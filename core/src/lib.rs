@@ -26,6 +26,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod swim;
 pub mod validate;
+pub mod version;
 pub mod wal;
 pub mod watch;
 

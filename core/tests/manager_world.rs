@@ -16,22 +16,36 @@
 //! - **never wipe**: no founding, commitment or restore over a member's
 //!   data; a data dir is moved aside only for a member that was removed.
 //!
+//! - **rolling upgrades**: a cluster version is recorded only when every
+//!   member runs it or a newer one, and it never goes down; no node older
+//!   than its cluster's version is added to it.
+//!
 //! A second property checks liveness: after the faults stop (no lost disks
-//! in that run), `n` nodes end up running one cluster of `n` voters with a
-//! leader (and none is founded when there are fewer than `n` nodes).
+//! in that run) and every node is upgraded to the newest version, `n` nodes
+//! end up running one cluster of `n` voters with a leader, at the newest
+//! version (and none is founded when there are fewer than `n` nodes).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use e2d_core::manager::{
     member_ids, quorum::quorum, ClusterMember, Command, CommandResult, DataDir, Manager,
-    ManagerConfig, Proposal, RemovalReason, ServerStatus,
+    ManagerConfig, PlantedBugs, Proposal, RemovalReason, ServerStatus,
 };
 use e2d_core::rng::Rng;
 use e2d_core::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
+use e2d_core::version::Version;
 use proptest::prelude::*;
 
 const HEALTH_TIMEOUT_MS: u64 = 10_000;
 const LOCK_TTL_MS: u64 = 10_000;
+/// How long a learner's server runs before it has caught up.
+const CATCH_UP_MS: u64 = 1_000;
+/// The e2d versions nodes run, oldest first; every node starts at the first.
+const VERSIONS: [Version; 3] = [
+    Version::new(0, 1, 0),
+    Version::new(0, 2, 0),
+    Version::new(0, 3, 0),
+];
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -46,6 +60,8 @@ enum Action {
     /// The operator resizes the newest cluster (`e2d cluster resize`),
     /// through a leader on the near side.
     Resize(usize),
+    /// Restart a node at the next version, if it is not at the newest.
+    Upgrade(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +81,14 @@ struct Node {
     meta: NodeMeta,
     view: BTreeMap<String, MemberView>,
     side: bool,
+    /// Index into [`VERSIONS`] of what the node runs.
+    version: usize,
+    /// When the server started (a learner catches up [`CATCH_UP_MS`] later).
+    server_since_ms: u64,
+    /// The learners the last server status told this node's manager were
+    /// caught up.
+    reported_caught_up: BTreeSet<u64>,
+    planted: PlantedBugs,
 }
 
 struct Cluster {
@@ -77,6 +101,8 @@ struct Cluster {
     lock: Option<(usize, u64)>,
     /// The replicated size, once set.
     size: Option<usize>,
+    /// The recorded cluster version, once set.
+    version: Option<Version>,
 }
 
 struct World {
@@ -104,6 +130,11 @@ fn peer_url(name: &str) -> String {
 
 impl World {
     fn new(nodes: usize, size: usize, seed: u64) -> Self {
+        Self::with_planted(nodes, size, seed, PlantedBugs::NONE)
+    }
+
+    /// A world whose managers break the rules `planted` names.
+    fn with_planted(nodes: usize, size: usize, seed: u64, planted: PlantedBugs) -> Self {
         let mut world = World {
             nodes: (0..nodes)
                 .map(|i| Node {
@@ -115,6 +146,10 @@ impl World {
                     meta: NodeMeta::default(),
                     view: BTreeMap::new(),
                     side: false,
+                    version: 0,
+                    server_since_ms: 0,
+                    reported_caught_up: BTreeSet::new(),
+                    planted,
                 })
                 .collect(),
             clusters: Vec::new(),
@@ -143,6 +178,8 @@ impl World {
             snapshots_configured: true,
             retry_interval_ms: 500,
             propose_cluster_size: None,
+            version: VERSIONS[self.nodes[i].version],
+            planted: self.nodes[i].planted,
         }
     }
 
@@ -216,6 +253,15 @@ impl World {
             Action::Heal => {
                 for node in &mut self.nodes {
                     node.side = false;
+                }
+            }
+            Action::Upgrade(i) => {
+                if self.nodes[i].version + 1 < VERSIONS.len() {
+                    if self.nodes[i].alive {
+                        self.crash(i);
+                    }
+                    self.nodes[i].version += 1;
+                    self.boot(i);
                 }
             }
             Action::Resize(size) => {
@@ -356,18 +402,25 @@ impl World {
         }
         let side = self.nodes[i].side;
         let leader = self.leader(cluster, side);
-        let members = self.clusters[cluster]
+        let members: Vec<ClusterMember> = self.clusters[cluster]
             .members
             .iter()
             .map(|m| ClusterMember {
                 caught_up: m.is_learner
                     && leader == Some(member_id)
-                    && self
-                        .nodes
-                        .iter()
-                        .any(|n| n.alive && n.side == side && n.server == Some((cluster, m.id))),
+                    && self.nodes.iter().any(|n| {
+                        n.alive
+                            && n.side == side
+                            && n.server == Some((cluster, m.id))
+                            && now >= n.server_since_ms + CATCH_UP_MS
+                    }),
                 ..m.clone()
             })
+            .collect();
+        self.nodes[i].reported_caught_up = members
+            .iter()
+            .filter(|m| m.caught_up)
+            .map(|m| m.id)
             .collect();
         let status = ServerStatus {
             cluster_id: cluster_id(cluster),
@@ -375,6 +428,7 @@ impl World {
             leader_id: leader.unwrap_or(0),
             members,
             cluster_size: self.clusters[cluster].size,
+            cluster_version: self.clusters[cluster].version,
         };
         self.nodes[i]
             .manager
@@ -449,6 +503,7 @@ impl World {
                     panic!("restart without member data");
                 };
                 self.nodes[i].server = Some((cluster, member_id));
+                self.nodes[i].server_since_ms = self.now_ms;
                 Some((
                     id,
                     CommandResult::Started {
@@ -498,6 +553,7 @@ impl World {
                             members,
                             lock: None,
                             size: None,
+                            version: None,
                         });
                         self.clusters.len() - 1
                     }
@@ -542,6 +598,7 @@ impl World {
                     CommandResult::Members {
                         members: self.clusters[cluster].members.clone(),
                         cluster_size: self.size_of(cluster),
+                        cluster_version: self.clusters[cluster].version,
                     },
                 ))
             }
@@ -550,6 +607,13 @@ impl World {
                     return failed(id);
                 };
                 let url = peer_url(&self.nodes[i].name);
+                let own = VERSIONS[self.nodes[i].version];
+                assert!(
+                    self.clusters[cluster].version.is_none_or(|v| own >= v),
+                    "{} runs {own} and was added to a cluster at {:?}",
+                    self.nodes[i].name,
+                    self.clusters[cluster].version
+                );
                 let members = &mut self.clusters[cluster].members;
                 assert!(
                     members.iter().all(|m| m.peer_url != url),
@@ -569,6 +633,7 @@ impl World {
                     CommandResult::Members {
                         members,
                         cluster_size: self.size_of(cluster),
+                        cluster_version: self.clusters[cluster].version,
                     },
                 ))
             }
@@ -659,6 +724,17 @@ impl World {
                 self.clusters[cluster].size = Some(size);
                 Some((id, CommandResult::Done))
             }
+            Command::SetClusterVersion { id, version } => {
+                let Some((cluster, me)) = self.nodes[i].server else {
+                    return failed(id);
+                };
+                if self.leader(cluster, self.nodes[i].side) != Some(me) {
+                    return failed(id);
+                }
+                self.check_cluster_version(cluster, version);
+                self.clusters[cluster].version = Some(version);
+                Some((id, CommandResult::Done))
+            }
             Command::ArchiveDataDir { id } => {
                 if let Disk::Member { cluster, member_id } = self.nodes[i].disk {
                     assert!(
@@ -685,6 +761,7 @@ impl World {
     fn start_server(&mut self, i: usize, cluster: usize, member_id: u64) -> CommandResult {
         self.nodes[i].disk = Disk::Member { cluster, member_id };
         self.nodes[i].server = Some((cluster, member_id));
+        self.nodes[i].server_since_ms = self.now_ms;
         CommandResult::Started {
             cluster_id: cluster_id(cluster),
         }
@@ -742,6 +819,11 @@ impl World {
     }
 
     fn check_promotion(&self, i: usize, cluster: usize, member_id: u64) {
+        assert!(
+            self.nodes[i].reported_caught_up.contains(&member_id),
+            "{} promoted learner {member_id} before its server said it caught up",
+            self.nodes[i].name
+        );
         let after: Vec<ClusterMember> = self.clusters[cluster]
             .members
             .iter()
@@ -757,6 +839,29 @@ impl World {
             "promotion by {} leaves fewer live voters than a quorum",
             self.nodes[i].name
         );
+    }
+
+    /// Every member of `cluster` runs `version` or a newer one, and the
+    /// recorded version does not go down.
+    fn check_cluster_version(&self, cluster: usize, version: Version) {
+        let recorded = self.clusters[cluster].version;
+        assert!(
+            recorded.is_none_or(|old| version > old),
+            "cluster version {version} recorded over {recorded:?}"
+        );
+        for member in &self.clusters[cluster].members {
+            let node = self
+                .nodes
+                .iter()
+                .find(|n| peer_url(&n.name) == member.peer_url)
+                .expect("every member is one of the nodes");
+            assert!(
+                VERSIONS[node.version] >= version,
+                "cluster version {version} recorded while {} runs {}",
+                node.name,
+                VERSIONS[node.version]
+            );
+        }
     }
 
     /// At most one cluster has a quorum of voters whose disks still hold
@@ -808,6 +913,7 @@ fn shape() -> impl Strategy<Value = (usize, usize)> {
 
 fn action(nodes: usize, lose_disks: bool) -> impl Strategy<Value = Action> {
     let node = 0..nodes;
+    let node_for_upgrade = 0..nodes;
     let lose = if lose_disks { 1u32 } else { 0 };
     let sizes: Vec<usize> = [1usize, 3, 5, 7]
         .into_iter()
@@ -821,6 +927,7 @@ fn action(nodes: usize, lose_disks: bool) -> impl Strategy<Value = Action> {
         lose => node.prop_map(Action::LoseDisk),
         1 => any::<u8>().prop_map(Action::Partition),
         1 => Just(Action::Heal),
+        1 => node_for_upgrade.prop_map(Action::Upgrade),
     ]
 }
 
@@ -855,6 +962,9 @@ proptest! {
         world.apply(&Action::Heal);
         for i in 0..nodes {
             world.apply(&Action::Restart(i));
+            for _ in 0..VERSIONS.len() {
+                world.apply(&Action::Upgrade(i));
+            }
         }
         // Long enough for dead members to time out, be removed and replaced.
         for _ in 0..200 {
@@ -874,5 +984,55 @@ proptest! {
         let serving = world.nodes.iter().filter(|n| n.server.is_some()).count();
         prop_assert_eq!(serving, size, "nodes: {:#?}", world.report());
         prop_assert!(world.leader(cluster, false).is_some());
+        prop_assert_eq!(world.clusters[cluster].version, Some(VERSIONS[VERSIONS.len() - 1]));
     }
+}
+
+/// Whether some seed's run of `actions` (after the cluster forms) trips a
+/// check of the world whose managers break the rules `planted` names.
+fn some_seed_is_caught(
+    nodes: usize,
+    size: usize,
+    planted: PlantedBugs,
+    actions: &[Action],
+) -> bool {
+    (0..16u64).any(|seed| {
+        std::panic::catch_unwind(|| {
+            let mut world = World::with_planted(nodes, size, seed, planted);
+            for _ in 0..40 {
+                world.apply(&Action::Tick(500));
+            }
+            for action in actions {
+                world.apply(action);
+                for _ in 0..30 {
+                    world.apply(&Action::Tick(500));
+                }
+            }
+        })
+        .is_err()
+    })
+}
+
+#[test]
+fn the_checks_catch_a_promotion_before_the_learner_caught_up() {
+    let planted = PlantedBugs {
+        promote_before_caught_up: true,
+        ..PlantedBugs::NONE
+    };
+    // Down to one member, then back to three: the other two join again
+    // as learners.
+    let regrow = [Action::Resize(1), Action::Resize(3)];
+    assert!(!some_seed_is_caught(3, 3, PlantedBugs::NONE, &regrow));
+    assert!(some_seed_is_caught(3, 3, planted, &regrow));
+}
+
+#[test]
+fn the_checks_catch_a_cluster_version_recorded_before_every_member_runs_it() {
+    let planted = PlantedBugs {
+        cluster_version_before_every_member: true,
+        ..PlantedBugs::NONE
+    };
+    let upgrade = [Action::Upgrade(0), Action::Upgrade(1), Action::Upgrade(2)];
+    assert!(!some_seed_is_caught(3, 3, PlantedBugs::NONE, &upgrade));
+    assert!(some_seed_is_caught(3, 3, planted, &upgrade));
 }

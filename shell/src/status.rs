@@ -25,6 +25,10 @@ pub struct StatusReport {
     /// runs.
     #[serde(default)]
     pub cluster_size: usize,
+    /// The version the cluster runs at (the lowest its members run, once
+    /// recorded); empty before the server runs.
+    #[serde(default)]
+    pub cluster_version: String,
     /// `pending`, `running` or `removed`.
     pub state: String,
     /// What the node waits for; empty when nothing.
@@ -107,6 +111,9 @@ pub struct MemberReport {
     /// The member's liveness in this node's gossip view (`alive`,
     /// `suspect`, `dead`, `left`), `self`, or `unknown`.
     pub gossip: String,
+    /// The e2d version the member runs, as gossip says; empty if unknown.
+    #[serde(default)]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,6 +124,9 @@ pub struct GossipReport {
     /// `unknown`, `pending` or `running`.
     pub status: String,
     pub cluster_id: String,
+    /// The e2d version the node runs; empty if it does not say.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// The client certificate `e2d status` presents to an https endpoint.
@@ -244,6 +254,7 @@ pub fn render_table(report: &StatusReport) -> String {
             )
         },
     );
+    line("cluster ver.", dash(&report.cluster_version));
     line("cluster id", dash(&report.cluster_id));
     line("member id", dash(&report.member_id));
     line("leader", dash(&report.leader_id));
@@ -301,12 +312,21 @@ pub fn render_table(report: &StatusReport) -> String {
                 dash(&m.client_url),
                 role.into(),
                 m.gossip.clone(),
+                dash(&m.version),
             ]
         })
         .collect();
     out.push('\n');
     out.push_str(&columns(
-        &["MEMBER", "NAME", "PEER URL", "CLIENT URL", "ROLE", "GOSSIP"],
+        &[
+            "MEMBER",
+            "NAME",
+            "PEER URL",
+            "CLIENT URL",
+            "ROLE",
+            "GOSSIP",
+            "VERSION",
+        ],
         &members,
     ));
     let gossip: Vec<Vec<String>> = report
@@ -319,12 +339,20 @@ pub fn render_table(report: &StatusReport) -> String {
                 g.liveness.clone(),
                 g.status.clone(),
                 dash(&g.cluster_id),
+                dash(&g.version),
             ]
         })
         .collect();
     out.push('\n');
     out.push_str(&columns(
-        &["GOSSIP NODE", "ADDRESS", "LIVENESS", "STATUS", "CLUSTER"],
+        &[
+            "GOSSIP NODE",
+            "ADDRESS",
+            "LIVENESS",
+            "STATUS",
+            "CLUSTER",
+            "VERSION",
+        ],
         &gossip,
     ));
     out
@@ -376,18 +404,21 @@ mod tests {
                 client_url: "http://127.0.0.1:2379".into(),
                 is_leader: true,
                 gossip: "self".into(),
+                version: "0.1.0".into(),
                 ..Default::default()
             }],
+            cluster_version: "0.1.0".into(),
             ..Default::default()
         };
         let table = render_table(&report);
+        assert!(table.contains("cluster ver.  0.1.0"), "{table}");
+        assert!(table.contains("leader  self    0.1.0"), "{table}");
         assert!(table.contains("waiting for   -"), "{table}");
         assert!(table.contains("alarms        none"), "{table}");
         assert!(
             table.contains("m1      a     http://127.0.0.1:2380"),
             "{table}"
         );
-        assert!(table.contains("leader  self"), "{table}");
         assert!(table.contains("GOSSIP NODE"), "{table}");
         assert!(table.contains("(none)"), "{table}");
     }

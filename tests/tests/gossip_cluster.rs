@@ -509,9 +509,9 @@ fn resize(cluster: &GossipCluster, via: usize, size: usize) {
 }
 
 #[test]
-fn a_single_node_grows_to_three_and_shrinks_back_while_a_client_writes() {
+fn a_single_node_grows_to_three_and_five_and_shrinks_back_while_a_client_writes() {
     let _serial = one_at_a_time();
-    let mut cluster = GossipCluster::on_loopback(3, SLOW_HEALTH_CHECKS);
+    let mut cluster = GossipCluster::on_loopback(5, SLOW_HEALTH_CHECKS);
     cluster.size = 1;
     cluster.start(0);
     wait_until_whole(&cluster, "the first node serves", FORM_TIMEOUT);
@@ -556,8 +556,39 @@ fn a_single_node_grows_to_three_and_shrinks_back_while_a_client_writes() {
     let status = cluster.nodes[0].status().expect("status");
     assert_eq!(status["cluster_size"], 3, "{status}");
 
-    // Back to 1: the leader removes both followers, one at a time.
+    // Two more spares, started with -n 5, fill the cluster up to 5.
+    cluster.size = 5;
+    cluster.start(3);
+    cluster.start(4);
+    resize(&cluster, 1, 5);
+    cluster.wait_until("the cluster grows to 5 voters", HEAL_TIMEOUT, |c| {
+        member_counts(c, 0) == Some((5, 0))
+    });
+    // Every member says which e2d it runs (once gossip has carried it),
+    // and the cluster runs at the version they share.
+    cluster.wait_until("every member's version shows", HEAL_TIMEOUT, |c| {
+        c.nodes[0].status().is_some_and(|s| {
+            s["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 5 && m.iter().all(|m| m["version"] != ""))
+        })
+    });
+    let status = cluster.nodes[0].status().expect("status");
+    let own = status["version"].as_str().expect("a version").to_string();
+    assert!(!own.is_empty(), "{status}");
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 5, "{status}");
+    for member in members {
+        assert_eq!(member["version"], own.as_str(), "{status}");
+    }
+    assert_eq!(status["cluster_version"], "0.1.0", "{status}");
+
+    // Down to 3, then to 1: the leader removes followers, one at a time.
     let leader = leader(&cluster);
+    resize(&cluster, leader, 3);
+    cluster.wait_until("the cluster shrinks to 3 voters", HEAL_TIMEOUT, |c| {
+        member_counts(c, leader) == Some((3, 0))
+    });
     resize(&cluster, leader, 1);
     cluster.wait_until("the cluster shrinks to 1 voter", HEAL_TIMEOUT, |c| {
         member_counts(c, leader) == Some((1, 0))
@@ -579,7 +610,7 @@ fn a_single_node_grows_to_three_and_shrinks_back_while_a_client_writes() {
         cluster.logs()
     );
     // The removed nodes keep their data dirs aside and wait as spares.
-    for i in (0..3).filter(|&i| i != leader) {
+    for i in (0..5).filter(|&i| i != leader) {
         let status = cluster.nodes[i].status().expect("status");
         assert_eq!(status["state"], "pending", "{status}");
         assert!(

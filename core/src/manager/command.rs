@@ -1,6 +1,7 @@
 //! What the manager is told and what it asks the shell to do.
 
 use crate::swim::NodeMeta;
+use crate::version::Version;
 
 /// Identifies a command that expects an answer through
 /// [`super::Manager::handle_result`].
@@ -30,6 +31,8 @@ pub struct ServerStatus {
     /// The cluster's size as replicated (`e2d cluster resize`), if it was
     /// ever set; until then the size the cluster was founded with (`-n`).
     pub cluster_size: Option<usize>,
+    /// The cluster version as recorded, if one was.
+    pub cluster_version: Option<Version>,
 }
 
 impl ServerStatus {
@@ -162,6 +165,9 @@ pub enum Command {
     ArchiveDataDir { id: CommandId },
     /// Replicate `size` as the cluster's size, through the local server.
     ProposeClusterSize { id: CommandId, size: usize },
+    /// Record `version` as the cluster's version, through the local server
+    /// (the leader): every member runs it or a newer one.
+    SetClusterVersion { id: CommandId, version: Version },
 }
 
 /// The answer to a command.
@@ -176,10 +182,12 @@ pub enum CommandResult {
     /// The newest valid snapshot in the store, if any.
     NewestSnapshot(Option<String>),
     /// The member list, and the cluster's size as the answering member
-    /// has it (replicated, or the size it was founded with).
+    /// has it (replicated, or the size it was founded with), and its
+    /// recorded version, if any.
     Members {
         members: Vec<ClusterMember>,
         cluster_size: usize,
+        cluster_version: Option<Version>,
     },
     Failed(String),
 }

@@ -1,5 +1,7 @@
 //! The manager's settings and their checks.
 
+use crate::version::Version;
+
 /// Largest cluster e2d forms. etcd advises 3, 5 or 7 voting members; the
 /// founding set travels in every node's gossip metadata, so it is bounded.
 pub const CLUSTER_SIZE_MAX: usize = 9;
@@ -23,6 +25,28 @@ pub struct ManagerConfig {
     /// if the cluster's differs (`-n` given on a restart, changed since
     /// the node last proposed one).
     pub propose_cluster_size: Option<usize>,
+    /// The e2d version this node runs.
+    pub version: Version,
+    /// Rules broken on purpose, so that a test can show its checks catch
+    /// the break; [`PlantedBugs::NONE`] everywhere else.
+    pub planted: PlantedBugs,
+}
+
+/// Decision rules a test may break on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlantedBugs {
+    /// Promote a learner before the server says it caught up.
+    pub promote_before_caught_up: bool,
+    /// Record the leader's own version as the cluster's without waiting
+    /// for every member to run it.
+    pub cluster_version_before_every_member: bool,
+}
+
+impl PlantedBugs {
+    pub const NONE: PlantedBugs = PlantedBugs {
+        promote_before_caught_up: false,
+        cluster_version_before_every_member: false,
+    };
 }
 
 /// A setting that cannot work.

@@ -66,6 +66,7 @@ enum Awaiting {
     Promote,
     Archive,
     ProposeSize,
+    SetVersion,
 }
 
 /// The cluster manager: every decision about bootstrap, joining, restarts,
@@ -316,8 +317,9 @@ impl Manager {
                 CommandResult::Members {
                     members,
                     cluster_size,
+                    cluster_version,
                 },
-            ) => self.after_members(members, cluster_size),
+            ) => self.after_members(members, cluster_size, cluster_version),
             (Awaiting::AddLearner, CommandResult::Members { members, .. }) => {
                 self.set_waiting("starting as a learner of the running cluster".into());
                 self.phase = Phase::Starting;
@@ -334,7 +336,9 @@ impl Manager {
                     ..Default::default()
                 };
             }
-            (Awaiting::Remove | Awaiting::Promote, _) => self.server_stale = true,
+            (Awaiting::Remove | Awaiting::Promote | Awaiting::SetVersion, _) => {
+                self.server_stale = true;
+            }
             (Awaiting::ProposeSize, _) => {
                 self.size_to_propose = None;
                 self.server_stale = true;
@@ -525,6 +529,7 @@ impl Manager {
             founders_committed: self.founding.committed || running && proposal.is_some(),
             cluster_voters,
             founders_digest: proposal.as_ref().map_or(0, Proposal::digest),
+            version: self.config.version.to_string(),
         };
         if self.published.as_ref() != Some(&meta) {
             self.published = Some(meta.clone());

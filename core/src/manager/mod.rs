@@ -44,5 +44,5 @@ pub use command::{
     member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
     Proposal, RemovalReason, ServerStatus,
 };
-pub use config::{check_cluster_size, ConfigError, ManagerConfig, CLUSTER_SIZE_MAX};
+pub use config::{check_cluster_size, ConfigError, ManagerConfig, PlantedBugs, CLUSTER_SIZE_MAX};
 pub use machine::{voter_labels, Manager, FOUNDING_SETTLE_MS, VIEW_MEMBERS_MAX};

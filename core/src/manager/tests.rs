@@ -19,6 +19,8 @@ fn config(name: &str, size: usize) -> ManagerConfig {
         snapshots_configured: false,
         retry_interval_ms: RETRY_MS,
         propose_cluster_size: None,
+        version: crate::version::CLUSTER_VERSION_BASELINE,
+        planted: PlantedBugs::NONE,
     }
 }
 
@@ -91,6 +93,7 @@ fn id_of(command: &Command) -> CommandId {
         | Command::RemoveMember { id, .. }
         | Command::PromoteMember { id, .. }
         | Command::ProposeClusterSize { id, .. }
+        | Command::SetClusterVersion { id, .. }
         | Command::ArchiveDataDir { id } => *id,
         Command::PublishMeta(_) | Command::ReleaseJoinLock { .. } => {
             panic!("{command:?} has no id")
@@ -115,14 +118,21 @@ fn status(self_id: u64, leader_id: u64, members: Vec<ClusterMember>) -> ServerSt
         leader_id,
         members,
         cluster_size: None,
+        cluster_version: None,
     }
 }
 
 /// A manager for `name` running as member `self_id` of cluster 77 with
 /// members a(1), b(2), c(3), all seen Running in gossip.
 fn running_manager(name: &str, self_id: u64, leader_id: u64) -> Manager {
+    running_manager_with(config(name, 3), self_id, leader_id)
+}
+
+/// [`running_manager`] with `config`.
+fn running_manager_with(config: ManagerConfig, self_id: u64, leader_id: u64) -> Manager {
+    let name = config.name.clone();
     let mut m = Manager::new(
-        config(name, 3),
+        config,
         DataDir::Member {
             cluster_id: 77,
             member_id: self_id,
@@ -136,7 +146,7 @@ fn running_manager(name: &str, self_id: u64, leader_id: u64) -> Manager {
         CommandResult::Started { cluster_id: 77 },
         0,
     );
-    for other in ["a", "b", "c"].into_iter().filter(|n| *n != name) {
+    for other in ["a", "b", "c"].into_iter().filter(|n| *n != name.as_str()) {
         m.handle_gossip(running(other, 77), 0);
     }
     m.handle_server_status(status(self_id, leader_id, abc()), 0);
@@ -378,6 +388,16 @@ fn a_committed_founder_starts_late_when_its_set_already_runs() {
 /// Drives a fresh node named `name` through lock and member fetch; returns
 /// it with the FetchMembers command answered by `members`.
 fn joiner_after_fetch(name: &str, members: Vec<ClusterMember>) -> Manager {
+    joiner_after_fetch_at(name, members, None)
+}
+
+/// [`joiner_after_fetch`] from a cluster whose recorded version is
+/// `cluster_version`.
+fn joiner_after_fetch_at(
+    name: &str,
+    members: Vec<ClusterMember>,
+    cluster_version: Option<crate::version::Version>,
+) -> Manager {
     let mut m = Manager::new(config(name, 3), DataDir::Empty, 0);
     m.handle_gossip(running("a", 77), 1);
     m.handle_gossip(running("b", 77), 1);
@@ -397,10 +417,92 @@ fn joiner_after_fetch(name: &str, members: Vec<ClusterMember>) -> Manager {
         CommandResult::Members {
             members,
             cluster_size: 3,
+            cluster_version,
         },
         3,
     );
     m
+}
+
+#[test]
+fn a_node_older_than_the_cluster_version_waits_instead_of_joining() {
+    let newer = crate::version::Version::new(0, 2, 0);
+    let mut m = joiner_after_fetch_at(
+        "d",
+        vec![member(1, "a", false), member(2, "b", false)],
+        Some(newer),
+    );
+    let out = actions(&mut m);
+    assert!(
+        matches!(out.as_slice(), [Command::ReleaseJoinLock { .. }]),
+        "{out:?}"
+    );
+    assert_eq!(
+        m.waiting_for(),
+        "the running cluster's version is 0.2.0 and this node runs e2d 0.1.0: upgrade it to join"
+    );
+    // At its own version or older, the cluster takes it.
+    let baseline = crate::version::CLUSTER_VERSION_BASELINE;
+    let mut m = joiner_after_fetch_at(
+        "d",
+        vec![member(1, "a", false), member(2, "b", false)],
+        Some(baseline),
+    );
+    assert!(matches!(
+        actions(&mut m).as_slice(),
+        [Command::AddLearner { .. }]
+    ));
+}
+
+#[test]
+fn the_leader_records_the_lowest_version_once_every_member_runs_a_newer_one() {
+    use crate::version::Version;
+    let (v2, v3) = (Version::new(0, 2, 0), Version::new(0, 3, 0));
+    let mut m = running_manager_with(
+        ManagerConfig {
+            version: v3,
+            ..config("a", 3)
+        },
+        1,
+        1,
+    );
+    let at = |name: &str, version: &str| {
+        let mut node = running(name, 77);
+        node.meta.version = version.into();
+        node
+    };
+    // b runs 0.2.0, c does not say: nothing is recorded.
+    m.handle_gossip(at("b", "0.2.0"), 1);
+    assert!(actions(&mut m).is_empty());
+    // c runs a version this node cannot read: still nothing.
+    m.handle_gossip(at("c", "0.3.0-rc.1"), 2);
+    assert!(actions(&mut m).is_empty());
+    m.handle_gossip(at("c", "0.3.0"), 3);
+    let out = actions(&mut m);
+    match out.as_slice() {
+        [Command::SetClusterVersion { id, version }] => {
+            assert_eq!(*version, v2, "the lowest");
+            m.handle_result(*id, CommandResult::Done, 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut recorded = status(1, 1, abc());
+    recorded.cluster_version = Some(v2);
+    m.handle_server_status(recorded.clone(), 5);
+    assert!(actions(&mut m).is_empty(), "recorded already");
+    // A follower never records it.
+    let mut follower = running_manager_with(
+        ManagerConfig {
+            version: v3,
+            ..config("b", 3)
+        },
+        2,
+        1,
+    );
+    follower.handle_gossip(at("a", "0.3.0"), 1);
+    follower.handle_gossip(at("c", "0.3.0"), 1);
+    follower.handle_server_status(status(2, 1, abc()), 2);
+    assert!(actions(&mut follower).is_empty());
 }
 
 #[test]
@@ -421,6 +523,7 @@ fn joins_a_running_cluster_as_a_learner() {
         CommandResult::Members {
             members: after.clone(),
             cluster_size: 3,
+            cluster_version: None,
         },
         4,
     );
@@ -479,6 +582,7 @@ fn old_member_is_not_removed_without_a_quorum_of_live_voters() {
         CommandResult::Members {
             members: abc(),
             cluster_size: 3,
+            cluster_version: None,
         },
         3,
     );

@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::config::{Config, ADDR_BYTES_MAX};
 use super::meta::{Liveness, MemberView, NodeMeta, META_NAMES_MAX};
+use crate::version::VERSION_BYTES_MAX;
 
 /// The only wire layout this code speaks.
 pub const WIRE_VERSION: u32 = 1;
@@ -269,6 +270,7 @@ fn meta_from_wire(config: &Config, meta: wire::NodeMeta) -> Result<NodeMeta, Dec
     for name in meta.founders.iter().chain(&meta.cluster_voters) {
         check_len("founder or voter name", name, config.name_bytes_max)?;
     }
+    check_len("version", &meta.version, VERSION_BYTES_MAX)?;
     let status = meta.status;
     NodeMeta::from_wire(meta).ok_or(DecodeError::UnknownNodeStatus(status))
 }
@@ -371,6 +373,7 @@ mod tests {
                 founders_committed: true,
                 cluster_voters: Vec::new(),
                 founders_digest: u64::MAX,
+                version: "9".repeat(VERSION_BYTES_MAX),
             },
         };
         let bytes = update_encoded_bytes(&member_to_wire(&largest));

@@ -107,7 +107,10 @@ impl Config {
             // founders and cluster voters, and the snapshot to restore
             + META_NAMES_MAX * (1 + 1 + self.name_bytes_max)
             + KEY_AND_LEN
-            + self.url_bytes_max;
+            + self.url_bytes_max
+            // the version
+            + KEY_AND_LEN
+            + crate::version::VERSION_BYTES_MAX;
         let state = KEY_AND_LEN * 2
             + self.name_bytes_max
             + ADDR_BYTES_MAX

@@ -41,6 +41,8 @@ pub struct NodeMeta {
     /// Digest of the founding set proposed or founded with (see
     /// [`founders_digest`]); 0 for none.
     pub founders_digest: u64,
+    /// The e2d version the node runs; empty if it does not say.
+    pub version: String,
 }
 
 /// Most names `founders` and `cluster_voters` hold together.
@@ -138,6 +140,7 @@ impl NodeMeta {
             founders_committed: self.founders_committed,
             cluster_voters: self.cluster_voters.clone(),
             founders_digest: self.founders_digest,
+            version: self.version.clone(),
         }
     }
 
@@ -155,6 +158,7 @@ impl NodeMeta {
             founders_committed: meta.founders_committed,
             cluster_voters: meta.cluster_voters,
             founders_digest: meta.founders_digest,
+            version: meta.version,
         })
     }
 }

@@ -301,6 +301,15 @@ pub fn resize(args: &crate::cli::ClusterResizeArgs) -> Result<String, String> {
     e2d_core::manager::check_cluster_size(args.size).map_err(|e| e.to_string())?;
     runtime()?.block_on(async {
         let remote = Remote::connect(&args.endpoint, &args.remote).await?;
+        let recorded = remote
+            .get(crate::server::cluster_version::CLUSTER_VERSION_KEY)
+            .await?;
+        let cluster = recorded
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| e2d_core::version::Version::parse(&v))
+            .unwrap_or(e2d_core::version::CLUSTER_VERSION_BASELINE);
+        e2d_core::version::require(e2d_core::version::Feature::ClusterSize, cluster)
+            .map_err(|e| e.to_string())?;
         remote
             .put(
                 crate::server::cluster_size::CLUSTER_SIZE_KEY,

@@ -9,7 +9,7 @@ use std::path::Path;
 use e2d_proto::etcdserverpb::auth_client::AuthClient;
 use e2d_proto::etcdserverpb::kv_client::KvClient;
 use e2d_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use e2d_proto::etcdserverpb::{AuthenticateRequest, PutRequest, SnapshotRequest};
+use e2d_proto::etcdserverpb::{AuthenticateRequest, PutRequest, RangeRequest, SnapshotRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -104,6 +104,24 @@ impl Remote {
             request.metadata_mut().insert("token", token.clone());
         }
         request
+    }
+
+    /// The value under `key`, if there is one.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let request = self.request(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        });
+        let answer = KvClient::new(self.channel.clone())
+            .range(request)
+            .await
+            .map_err(|e| format!("{}: {}", self.url, e.message()))?;
+        Ok(answer
+            .into_inner()
+            .kvs
+            .into_iter()
+            .next()
+            .map(|kv| kv.value.to_vec()))
     }
 
     /// Puts `value` under `key`.

@@ -128,6 +128,10 @@ impl Auth for AuthService {
         &self,
         request: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
+        // Every member must be able to apply what auth replicates.
+        let cluster = crate::server::cluster_version::effective(&self.node);
+        e2d_core::version::require(e2d_core::version::Feature::Auth, cluster)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         self.change_as(&request, Change::Enable(AuthEnableRequest {}))
             .await?;
         Ok(Response::new(AuthEnableResponse {

@@ -111,10 +111,14 @@ impl Peer for PeerService {
         let members = self.node.read().members().map_err(to_status)?;
         let cluster_size = crate::server::cluster_size::effective(&self.node);
         let cluster_size = u32::try_from(cluster_size).unwrap_or(0);
+        let cluster_version = crate::server::cluster_version::recorded(&self.node)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         Ok(Response::new(MembersResponse {
             cluster_id: self.node.identity.cluster_id,
             members,
             cluster_size,
+            cluster_version,
         }))
     }
 

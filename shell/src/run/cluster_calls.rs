@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use e2d_core::manager::{member_ids, ClusterMember};
+use e2d_core::version::Version;
 use e2d_proto::etcdserverpb::{MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest};
 use e2d_proto::peer::change_members_request::Change;
 use e2d_proto::peer::join_lock_request::Action;
@@ -99,13 +100,14 @@ pub async fn release_join_lock(through: &[String], holder: &str) -> Result<(), S
     .await
 }
 
-/// The cluster's id and members.
-/// The cluster as a member sees it: its id, its members, and the size it
-/// should have (`None` from a member that does not say).
+/// The cluster as a member sees it: its id, its members, the size it
+/// should have and its recorded version (`None` from a member that does
+/// not say).
 pub struct MemberList {
     pub cluster_id: u64,
     pub members: Vec<ClusterMember>,
     pub cluster_size: Option<usize>,
+    pub cluster_version: Option<Version>,
 }
 
 pub async fn members(through: &[String]) -> Result<MemberList, String> {
@@ -115,6 +117,7 @@ pub async fn members(through: &[String]) -> Result<MemberList, String> {
             cluster_id: answer.cluster_id,
             members: cluster_members(&answer.members),
             cluster_size: usize::try_from(answer.cluster_size).ok().filter(|&n| n > 0),
+            cluster_version: Version::parse(&answer.cluster_version),
         })
     })
     .await

@@ -30,7 +30,7 @@ use crate::backup::{restore, Backups};
 use crate::cli::RunArgs;
 use crate::discovery::{self, seeding};
 use crate::gossip::{Gossip, GossipConfig};
-use crate::server::{cluster_size, Identity, InitialMember, Node};
+use crate::server::{cluster_size, cluster_version, Identity, InitialMember, Node};
 use crate::storage::DiskBackend;
 
 /// How often the running server's view of its cluster goes to the manager.
@@ -63,6 +63,8 @@ fn manager_config(
         snapshots_configured,
         retry_interval_ms: RETRY_INTERVAL_MS,
         propose_cluster_size: None,
+        version: cluster_version::own(),
+        planted: e2d_core::manager::PlantedBugs::NONE,
     };
     config
         .validate()
@@ -199,6 +201,7 @@ async fn start_gossip(
         name: settings.name.clone(),
         client_url: settings.client_url.clone(),
         peer_url: settings.peer_url.clone(),
+        version: cluster_version::own().to_string(),
         ..NodeMeta::default()
     };
     let config = GossipConfig {
@@ -463,6 +466,7 @@ impl Agent {
                 let members = members.map(|list| CommandResult::Members {
                     members: list.members,
                     cluster_size: list.cluster_size.unwrap_or(own_size),
+                    cluster_version: list.cluster_version,
                 });
                 (id, answer(members))
             }
@@ -474,6 +478,7 @@ impl Agent {
                     CommandResult::Members {
                         members,
                         cluster_size: own_size,
+                        cluster_version: None,
                     }
                 });
                 (id, answer(added))
@@ -543,6 +548,16 @@ impl Agent {
                     }
                 }
                 (id, done(proposed))
+            }
+            Command::SetClusterVersion { id, version } => {
+                let recorded = match &self.node {
+                    Some(node) => cluster_version::record(node, version).await,
+                    None => Err("the server does not run".into()),
+                };
+                if recorded.is_ok() {
+                    tracing::info!(%version, "every member runs e2d {version} or later: recorded it as the cluster's version");
+                }
+                (id, done(recorded))
             }
         })
     }
@@ -792,6 +807,7 @@ async fn server_status(node: &Node) -> ServerStatus {
         member_id: node.identity.member_id,
         leader_id: raft.leader_id,
         cluster_size: cluster_size::replicated(node),
+        cluster_version: cluster_version::recorded(node),
         members: members
             .into_iter()
             .map(|m| ClusterMember {
@@ -825,5 +841,6 @@ fn command_kind(command: &Command) -> &'static str {
         Command::PromoteMember { .. } => "promote_member",
         Command::ArchiveDataDir { .. } => "archive_data_dir",
         Command::ProposeClusterSize { .. } => "propose_cluster_size",
+        Command::SetClusterVersion { .. } => "set_cluster_version",
     }
 }

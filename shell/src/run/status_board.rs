@@ -153,7 +153,7 @@ impl StatusBoard {
             last_snapshot: board.last_snapshot.clone(),
             gossip_unauthenticated_dropped: board.seal.as_ref().map_or(0, |s| s.failures()),
             certificates: crate::status::CertificateReport::of_installed(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::server::cluster_version::own().to_string(),
             gossip: board
                 .gossip
                 .values()
@@ -163,6 +163,7 @@ impl StatusBoard {
                     liveness: liveness_name(m.liveness).into(),
                     status: status_name(m.meta.status).into(),
                     cluster_id: hex(m.meta.cluster_id),
+                    version: m.meta.version.clone(),
                 })
                 .collect(),
             ..StatusReport::default()
@@ -177,6 +178,7 @@ impl StatusBoard {
         report.raft_term = raft.term;
         report.raft_index = raft.commit_index;
         report.cluster_size = crate::server::cluster_size::effective(node);
+        report.cluster_version = crate::server::cluster_version::effective(node).to_string();
         let state = node.read();
         report.revision = state.current_revision();
         report.alarms = state
@@ -194,6 +196,15 @@ impl StatusBoard {
             .unwrap_or_default()
             .into_iter()
             .map(|m| MemberReport {
+                version: if m.member_id == node.identity.member_id {
+                    report.version.clone()
+                } else {
+                    board
+                        .gossip
+                        .get(&m.name)
+                        .map(|g| g.meta.version.clone())
+                        .unwrap_or_default()
+                },
                 id: hex(m.member_id),
                 gossip: if m.member_id == node.identity.member_id {
                     "self".into()

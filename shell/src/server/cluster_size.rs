@@ -5,23 +5,17 @@
 //! size it was founded with.
 
 use e2d_core::manager::check_cluster_size;
-use e2d_core::Error;
-use e2d_proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
-use e2d_proto::peer::proposal::Op;
+use e2d_core::version::{self, Feature};
 
-use super::Node;
+use super::{cluster_version, replicated_setting, Node};
 
 pub const CLUSTER_SIZE_KEY: &[u8] = b"/_e2d/cluster-size";
 
 /// The replicated size, if one was written and is a size e2d forms.
 pub fn replicated(node: &Node) -> Option<usize> {
-    let request = RangeRequest {
-        key: CLUSTER_SIZE_KEY.to_vec(),
-        ..Default::default()
-    };
-    let found = node.read().range(&request).ok()?;
-    let value = &found.kvs.first()?.value;
-    let size = std::str::from_utf8(value).ok()?.parse().ok()?;
+    let size = replicated_setting::read(node, CLUSTER_SIZE_KEY)?
+        .parse()
+        .ok()?;
     check_cluster_size(size).ok().map(|()| size)
 }
 
@@ -30,21 +24,13 @@ pub fn effective(node: &Node) -> usize {
     replicated(node).unwrap_or(node.config.cluster_size)
 }
 
-/// Writes `size` as the cluster's size, once checked.
+/// Writes `size` as the cluster's size, once checked, if every member
+/// can carry it out.
 pub async fn propose(node: &Node, size: usize) -> Result<(), String> {
     check_cluster_size(size).map_err(|e| e.to_string())?;
-    let txn = TxnRequest {
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest {
-                key: CLUSTER_SIZE_KEY.to_vec(),
-                value: size.to_string().into_bytes(),
-                ..Default::default()
-            })),
-        }],
-        ..Default::default()
-    };
-    node.propose(Op::Txn(txn))
+    version::require(Feature::ClusterSize, cluster_version::effective(node))
+        .map_err(|e| e.to_string())?;
+    replicated_setting::write(node, CLUSTER_SIZE_KEY, size.to_string())
         .await
-        .map(|_| ())
-        .map_err(|e: Error| format!("cannot replicate the cluster size {size}: {e}"))
+        .map_err(|e| format!("cannot replicate the cluster size {size}: {e}"))
 }

@@ -6,6 +6,7 @@
 mod auto_compaction;
 pub mod clock;
 pub mod cluster_size;
+pub mod cluster_version;
 pub mod corrupt_check;
 mod duties;
 mod identity;
@@ -14,6 +15,7 @@ pub mod key_watch;
 pub mod member_changes;
 pub(crate) mod node;
 pub mod recent_events;
+mod replicated_setting;
 
 pub use auto_compaction::spawn_auto_compaction;
 pub use clock::Clock;

@@ -2,6 +2,7 @@
 //! of this node's old member, then add as learner and start.
 
 use crate::swim::{Liveness, MemberView, NodeStatus};
+use crate::version::Version;
 
 use super::super::command::{member_ids, ClusterMember, Command, RemovalReason};
 use super::super::quorum::removal_keeps_quorum;
@@ -51,10 +52,26 @@ impl Manager {
     }
 
     /// Next join step once the member list is known.
-    pub(super) fn after_members(&mut self, members: Vec<ClusterMember>, cluster_size: usize) {
+    pub(super) fn after_members(
+        &mut self,
+        members: Vec<ClusterMember>,
+        cluster_size: usize,
+        cluster_version: Option<Version>,
+    ) {
         let through = self.running_peer_urls();
         if through.is_empty() {
             self.release_join_lock();
+            return;
+        }
+        let own = self.config.version;
+        if let Some(cluster) = cluster_version.filter(|&cluster| own < cluster) {
+            // It could not apply what the cluster writes, as etcd refuses
+            // a member older than its cluster.
+            self.set_waiting(format!(
+                "the running cluster's version is {cluster} and this node runs e2d {own}: upgrade it to join"
+            ));
+            self.release_join_lock();
+            self.retry_at_ms = self.now_ms + self.config.retry_interval_ms;
             return;
         }
         let ours = members

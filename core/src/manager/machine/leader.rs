@@ -1,11 +1,13 @@
 //! The raft leader's duties: remove members missing past the health-check
 //! timeout, move the cluster to its size (remove members above it, promote
-//! caught-up learners below it), all only with a quorum in view. And any
-//! member's: propose the size it was restarted with.
+//! caught-up learners below it), all only with a quorum in view, and
+//! record the cluster's version once every member runs a newer one. And
+//! any member's: propose the size it was restarted with.
 
 use super::super::command::{member_ids, ClusterMember, Command, RemovalReason, ServerStatus};
 use super::super::quorum::{is_live, is_up, keeps_quorum, quorum, removal_keeps_quorum};
 use super::{Awaiting, Manager};
+use crate::version::{self, Version};
 
 impl Manager {
     pub(super) fn evaluate_running(&mut self) {
@@ -36,6 +38,33 @@ impl Manager {
             return;
         }
         self.promote_learner(&status);
+        if self.in_flight.is_none() {
+            self.raise_cluster_version(&status);
+        }
+    }
+
+    /// Records the lowest version the members run as the cluster's, once
+    /// every member's is known and it is above the recorded one.
+    fn raise_cluster_version(&mut self, status: &ServerStatus) {
+        let planted = self.config.planted.cluster_version_before_every_member;
+        let versions = status.members.iter().map(|member| {
+            if member.id == status.member_id || planted {
+                return Some(self.config.version);
+            }
+            let node = self.view.get(&member.name)?;
+            Version::parse(&node.meta.version)
+        });
+        let Some(version) = version::to_record(status.cluster_version, version::lowest(versions))
+        else {
+            return;
+        };
+        self.set_waiting(format!(
+            "every member runs e2d {version} or later; recording it as the cluster's version"
+        ));
+        self.issue(Awaiting::SetVersion, |id| Command::SetClusterVersion {
+            id,
+            version,
+        });
     }
 
     /// Proposes the size this node was restarted with, once, if the
@@ -189,8 +218,11 @@ impl Manager {
         if voters.len() >= self.cluster_size() {
             return;
         }
+        let planted = self.config.planted.promote_before_caught_up;
         let ready = status.members.iter().find(|m| {
-            m.is_learner && m.caught_up && is_live(&self.view, m, status.cluster_id, name)
+            m.is_learner
+                && (m.caught_up || planted)
+                && is_live(&self.view, m, status.cluster_id, name)
         });
         let Some(learner) = ready else { return };
         let mut voters_after = voters.clone();
