@@ -328,6 +328,19 @@ pub enum ClusterCommand {
     /// cluster there one member at a time: spare nodes join as learners
     /// and are promoted, or followers are removed (their data dirs kept).
     Resize(ClusterResizeArgs),
+    /// After a majority of the members is lost for good: make the stopped
+    /// member in --data-dir a cluster of one from its own data, as etcd's
+    /// --force-new-cluster does. Start it again with `e2d run`; new nodes
+    /// then join it up to the cluster's size. Writes that only the lost
+    /// members held are lost; the old raft log is kept under archive/.
+    Recover(ClusterRecoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterRecoverArgs {
+    /// The stopped member's data dir.
+    #[arg(long, env = "E2D_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

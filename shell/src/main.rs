@@ -48,6 +48,10 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(cli::ClusterCommand::Resize(args)) => {
             finish(e2d_shell::backup::commands::resize(&args).map(|done| done + "\n"))
         }
+        #[cfg(not(madsim))]
+        Command::Cluster(cli::ClusterCommand::Recover(args)) => {
+            finish(e2d_shell::run::recover::recover_command(&args.data_dir))
+        }
         #[cfg(madsim)]
         Command::Cluster(_) => {
             eprintln!("error: cluster commands do not run in a simulator build");

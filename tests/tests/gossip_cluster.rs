@@ -620,3 +620,77 @@ fn a_single_node_grows_to_three_and_five_and_shrinks_back_while_a_client_writes(
         );
     }
 }
+
+#[test]
+fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes_join() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(5, SLOW_HEALTH_CHECKS);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    put_keys(&cluster, 0, "kept-", 30);
+    let old_cluster = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
+
+    // Two of the three are lost for good: the survivor has no leader.
+    cluster.kill9(1);
+    cluster.kill9(2);
+    cluster.wait_until("the survivor has no leader", HEAL_TIMEOUT, |c| {
+        !c.nodes[0].is_healthy()
+    });
+    let data_dir = cluster.nodes[0].data_dir();
+    let recover = |dir: &std::path::Path| {
+        e2d_tests::e2d_command(
+            &["cluster", "recover", "--data-dir", dir.to_str().unwrap()],
+            &[],
+        )
+    };
+    // Not while the member runs: its data dir is locked.
+    let refused = recover(&data_dir);
+    assert!(!refused.success(), "{refused}");
+    assert!(
+        !data_dir.join("archive").exists(),
+        "a refused recovery changes nothing"
+    );
+
+    cluster.kill9(0);
+    let recovered = recover(&data_dir);
+    recovered.ok();
+    assert!(recovered.out().contains("alone"), "{recovered}");
+    let archived: Vec<_> = std::fs::read_dir(data_dir.join("archive"))
+        .expect("the old log is archived")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        archived.len() == 1
+            && archived[0]
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("before-recovery-")
+            && archived[0].join("wal").is_dir(),
+        "{archived:?}"
+    );
+
+    // It serves alone, under a new cluster id, with everything it held.
+    cluster.start(0);
+    wait_until_whole(&cluster, "the survivor serves alone", FORM_TIMEOUT);
+    let status = cluster.nodes[0].status().expect("status");
+    assert_ne!(status["cluster_id"], old_cluster, "{status}");
+    assert_eq!(cluster.count(0, "kept-"), Some(30));
+    put_keys(&cluster, 0, "after-", 10);
+
+    // Two fresh nodes join it, back to three voters.
+    cluster.start(3);
+    cluster.start(4);
+    wait_until_whole(&cluster, "two fresh nodes join", HEAL_TIMEOUT);
+    assert_eq!(member_counts(&cluster, 0), Some((3, 0)));
+    for i in [0, 3, 4] {
+        assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
+        assert_eq!(cluster.count(i, "after-"), Some(10), "node {i}");
+    }
+
+    // A data dir with no member in it is refused with the reason.
+    let empty = tempfile::tempdir().unwrap();
+    recover(empty.path()).fails_with("holds no member's data");
+}

@@ -12,6 +12,7 @@ mod driver;
 mod election_timeout;
 mod log_store;
 mod peer_service;
+mod restart_alone;
 mod snapshot_sender;
 mod transport;
 mod wal;
@@ -22,6 +23,7 @@ pub use driver::{
 };
 pub use log_store::META_INSTALLED_SNAPSHOT;
 pub use peer_service::PeerService;
+pub use restart_alone::{rewrite_log_alone, stage_conf_state_alone, LogRewrite};
 pub use transport::Transport;
 
 /// Raft ticks every this long; elections take `ELECTION_TICKS` of them.

@@ -15,7 +15,7 @@ const NAME_FILE: &str = "name";
 /// The founding set this member committed to, or founded its cluster with.
 const FOUNDING_FILE: &str = "founding.json";
 /// Data dirs moved aside, one directory each.
-const ARCHIVE_DIR: &str = "archive";
+pub const ARCHIVE_DIR: &str = "archive";
 /// The data dir's format, as the e2d that made it wrote it.
 const FORMAT_FILE: &str = "format";
 /// The format this e2d writes, and the newest it reads. A data dir

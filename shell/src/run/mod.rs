@@ -10,6 +10,7 @@ mod client_port;
 mod cluster_calls;
 mod data_dir;
 mod managed;
+pub mod recover;
 pub(crate) mod seeds;
 mod start;
 mod static_members;
@@ -119,6 +120,7 @@ pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
     }
     // The database first: it locks the data dir against a second e2d.
     let backend = start::open_backend(&args.data_dir)?;
+    let backend = recover::finish_interrupted(&args.data_dir, backend)?;
     if is_static {
         // As etcd: the --initial-cluster entry with this member's peer URL,
         // else the host name.

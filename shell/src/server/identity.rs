@@ -8,6 +8,10 @@ use sha2::{Digest, Sha256};
 
 const META_MEMBER_ID: &[u8] = b"member_id";
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
+/// The cluster a recovered cluster was recovered from (its id, u64 BE).
+/// Replicated with the rest of the meta table, so members that join
+/// later know it too.
+const META_RECOVERED_FROM: &[u8] = b"recovered_from";
 
 /// Entries of the backend that belong to this member, not the cluster: a
 /// snapshot from another member must not replace them.
@@ -99,7 +103,31 @@ pub fn cluster_id_of(members: &[InitialMember], token: &str) -> u64 {
     hash_u64(&[&bytes, token.as_bytes()])
 }
 
+/// The id of the cluster member `member_id` recovers alone from cluster
+/// `old_cluster_id` at applied index `applied`: new, so that the lost
+/// members, should they come back, are refused as another cluster's.
+pub fn recovered_cluster_id(old_cluster_id: u64, member_id: u64, applied: u64) -> u64 {
+    hash_u64(&[
+        b"recovered",
+        &old_cluster_id.to_be_bytes(),
+        &member_id.to_be_bytes(),
+        &applied.to_be_bytes(),
+    ])
+}
+
 impl Identity {
+    /// Stages the recovered cluster's id, and the one it was recovered
+    /// from.
+    pub fn stage_recovered(backend: &mut impl Backend, cluster_id: u64, recovered_from: u64) {
+        backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
+        backend.put(Table::Meta, META_RECOVERED_FROM, &recovered_from.to_be_bytes());
+    }
+
+    /// The cluster this member's cluster was recovered from, if it was.
+    pub fn recovered_from(backend: &impl Backend) -> Result<Option<u64>, IdentityError> {
+        Ok(read_meta_u64(backend, META_RECOVERED_FROM)?)
+    }
+
     /// The member and cluster ids stored in the data dir, if any.
     pub fn stored_ids(backend: &impl Backend) -> Result<Option<(u64, u64)>, IdentityError> {
         let member = read_meta_u64(backend, META_MEMBER_ID)?;
