@@ -42,6 +42,13 @@ pub fn rewrite_log_alone(
 ) -> Result<LogRewrite, StorageError> {
     let (old, replayed) = Wal::open(old_dir)?;
     drop(old);
+    if replayed.installing {
+        return Err(StorageError(
+            "a snapshot install was under way when this member stopped, so its data may be incomplete: \
+             start it once with `e2d run` to finish the install, or recover from another survivor"
+                .into(),
+        ));
+    }
     let mut hard_state = match &replayed.hard_state {
         Some(encoded) => codec::decode_hard_state(encoded).map_err(|e| corrupt("hard state", e))?,
         None => HardState::default(),
