@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2d_core::storage::read_meta_u64;
+use e2d_core::storage::{read_meta_u64, Backend};
 use e2d_core::StateMachine;
 
 use super::start::{open_backend, wal_dir};
@@ -304,10 +304,22 @@ mod tests {
         };
         let read = Marker::decode(&marker.encode()).unwrap();
         assert_eq!(
-            (read.old_cluster_id, read.cluster_id, read.archive_name.as_str()),
+            (
+                read.old_cluster_id,
+                read.cluster_id,
+                read.archive_name.as_str()
+            ),
             (0xabc, 0xdef, "before-recovery-5")
         );
-        for bad in ["", "abc", "abc def", "abc def ../x", "abc def a/b", "zz def a", "abc def a b"] {
+        for bad in [
+            "",
+            "abc",
+            "abc def",
+            "abc def ../x",
+            "abc def a/b",
+            "zz def a",
+            "abc def a b",
+        ] {
             assert!(Marker::decode(bad).is_none(), "{bad:?}");
         }
     }

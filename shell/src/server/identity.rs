@@ -120,7 +120,11 @@ impl Identity {
     /// from.
     pub fn stage_recovered(backend: &mut impl Backend, cluster_id: u64, recovered_from: u64) {
         backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
-        backend.put(Table::Meta, META_RECOVERED_FROM, &recovered_from.to_be_bytes());
+        backend.put(
+            Table::Meta,
+            META_RECOVERED_FROM,
+            &recovered_from.to_be_bytes(),
+        );
     }
 
     /// The cluster this member's cluster was recovered from, if it was.
