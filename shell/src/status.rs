@@ -35,6 +35,10 @@ pub struct StatusReport {
     pub waiting_for: String,
     /// Hex ids; empty before the server runs.
     pub cluster_id: String,
+    /// The cluster this one was recovered from (`e2d cluster recover`),
+    /// hex; empty if it was not.
+    #[serde(default)]
+    pub recovered_from: String,
     pub member_id: String,
     pub leader_id: String,
     pub raft_term: u64,
@@ -255,7 +259,17 @@ pub fn render_table(report: &StatusReport) -> String {
         },
     );
     line("cluster ver.", dash(&report.cluster_version));
-    line("cluster id", dash(&report.cluster_id));
+    line(
+        "cluster id",
+        if report.recovered_from.is_empty() {
+            dash(&report.cluster_id)
+        } else {
+            format!(
+                "{} (recovered from {})",
+                report.cluster_id, report.recovered_from
+            )
+        },
+    );
     line("member id", dash(&report.member_id));
     line("leader", dash(&report.leader_id));
     line(
@@ -412,6 +426,15 @@ mod tests {
         };
         let table = render_table(&report);
         assert!(table.contains("cluster ver.  0.1.0"), "{table}");
+        assert!(table.contains("cluster id    c1\n"), "{table}");
+        let recovered = StatusReport {
+            recovered_from: "c0".into(),
+            ..report.clone()
+        };
+        assert!(
+            render_table(&recovered).contains("cluster id    c1 (recovered from c0)"),
+            "{table}"
+        );
         assert!(table.contains("leader  self    0.1.0"), "{table}");
         assert!(table.contains("waiting for   -"), "{table}");
         assert!(table.contains("alarms        none"), "{table}");

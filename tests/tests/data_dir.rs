@@ -108,3 +108,36 @@ fn a_data_dir_written_by_a_newer_e2d_is_refused_and_left_as_is() {
     let got = server.etcdctl(&["get", "kept", "--print-value-only"]);
     assert_eq!(got.stdout.trim(), "v");
 }
+
+#[test]
+fn a_recovery_that_stopped_before_it_began_is_set_aside_and_one_with_a_damaged_marker_refused() {
+    let mut server = Server::e2d();
+    server.etcdctl(&["put", "kept", "v"]).ok();
+    server.kill9();
+    let data_dir = server.data_dir();
+    // `e2d cluster recover` stopped after writing part of the new log and
+    // before its marker: the old log is whole, and the attempt goes aside.
+    let attempt = data_dir.join("wal.recovering");
+    std::fs::create_dir(&attempt).unwrap();
+    std::fs::write(attempt.join("0000000000000001.wal"), b"partial").unwrap();
+    server.start();
+    let got = server.etcdctl(&["get", "kept", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "v");
+    assert!(!attempt.exists());
+    assert!(
+        data_dir
+            .join("archive/unfinished-recovery/0000000000000001.wal")
+            .exists(),
+        "{}",
+        server.log()
+    );
+    // A marker that cannot be read stops the start, naming the file.
+    server.kill9();
+    std::fs::write(data_dir.join("recovering"), b"not a marker").unwrap();
+    let refused = server.try_start().unwrap_err();
+    assert!(
+        refused.contains("recovering is damaged")
+            && refused.contains("a recovery of this data dir was under way"),
+        "{refused}"
+    );
+}

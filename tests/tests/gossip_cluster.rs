@@ -677,6 +677,7 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
     wait_until_whole(&cluster, "the survivor serves alone", FORM_TIMEOUT);
     let status = cluster.nodes[0].status().expect("status");
     assert_ne!(status["cluster_id"], old_cluster, "{status}");
+    assert_eq!(status["recovered_from"], old_cluster, "{status}");
     assert_eq!(cluster.count(0, "kept-"), Some(30));
     put_keys(&cluster, 0, "after-", 10);
 

@@ -181,6 +181,11 @@ impl StatusBoard {
         report.cluster_version = crate::server::cluster_version::effective(node).to_string();
         let state = node.read();
         report.revision = state.current_revision();
+        report.recovered_from = crate::server::Identity::recovered_from(state.mvcc().backend())
+            .ok()
+            .flatten()
+            .map(hex)
+            .unwrap_or_default();
         report.alarms = state
             .all_alarms()
             .into_iter()
