@@ -724,12 +724,19 @@ impl World {
                 self.clusters[cluster].size = Some(size);
                 Some((id, CommandResult::Done))
             }
-            Command::SetClusterVersion { id, version } => {
+            Command::SetClusterVersion {
+                id,
+                version,
+                expected,
+            } => {
                 let Some((cluster, me)) = self.nodes[i].server else {
                     return failed(id);
                 };
                 if self.leader(cluster, self.nodes[i].side) != Some(me) {
                     return failed(id);
+                }
+                if member_ids(&self.clusters[cluster].members) != expected {
+                    return Some((id, CommandResult::Failed("membership changed".into())));
                 }
                 self.check_cluster_version(cluster, version);
                 self.clusters[cluster].version = Some(version);

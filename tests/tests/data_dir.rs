@@ -141,3 +141,20 @@ fn a_recovery_that_stopped_before_it_began_is_set_aside_and_one_with_a_damaged_m
         "{refused}"
     );
 }
+
+#[test]
+fn a_member_older_than_its_clusters_recorded_version_refuses_to_start() {
+    let mut server = Server::e2d();
+    // The cluster as a newer e2d would leave it: its version recorded.
+    server
+        .etcdctl(&["put", "/_e2d/cluster-version", "9.0.0"])
+        .ok();
+    let status = e2d_command(&["status", "--endpoint", &server.endpoint(), "--json"], &[]);
+    assert_eq!(status.ok().json()["cluster_version"], "9.0.0", "{status}");
+    server.kill9();
+    let refused = server.try_start().unwrap_err();
+    assert!(
+        refused.contains("this member's cluster runs at version 9.0.0 and this e2d is 0.1.0"),
+        "{refused}"
+    );
+}

@@ -166,8 +166,14 @@ pub enum Command {
     /// Replicate `size` as the cluster's size, through the local server.
     ProposeClusterSize { id: CommandId, size: usize },
     /// Record `version` as the cluster's version, through the local server
-    /// (the leader): every member runs it or a newer one.
-    SetClusterVersion { id: CommandId, version: Version },
+    /// (the leader): every member of `expected` runs it or a newer one.
+    /// Carried out only if the cluster's members are still `expected`
+    /// (a member added since may run an older version).
+    SetClusterVersion {
+        id: CommandId,
+        version: Version,
+        expected: Vec<u64>,
+    },
 }
 
 /// The answer to a command.

@@ -480,8 +480,13 @@ fn the_leader_records_the_lowest_version_once_every_member_runs_a_newer_one() {
     m.handle_gossip(at("c", "0.3.0"), 3);
     let out = actions(&mut m);
     match out.as_slice() {
-        [Command::SetClusterVersion { id, version }] => {
+        [Command::SetClusterVersion {
+            id,
+            version,
+            expected,
+        }] => {
             assert_eq!(*version, v2, "the lowest");
+            assert_eq!(*expected, vec![1, 2, 3], "the members it was decided on");
             m.handle_result(*id, CommandResult::Done, 4);
         }
         other => panic!("{other:?}"),

@@ -451,7 +451,7 @@ impl Driver {
                 if !self.addressed_to_me(&message) {
                     return;
                 }
-                self.heard_from(message.from);
+                self.heard_from(&message);
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::debug!(error = %e, "dropped a raft message");
                 }
@@ -993,8 +993,19 @@ impl Driver {
         Ok(())
     }
 
-    fn heard_from(&mut self, peer: u64) {
-        if self.raw_node.raft.prs().get(peer).is_some() {
+    /// Records a peer's answer to this member's appends or heartbeats in
+    /// its current term: proof that the peer runs and follows it.
+    fn heard_from(&mut self, message: &raft::eraftpb::Message) {
+        use raft::eraftpb::MessageType;
+        let answers = matches!(
+            message.get_msg_type(),
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+        );
+        let peer = message.from;
+        if answers
+            && message.term == self.raw_node.raft.term
+            && self.raw_node.raft.prs().get(peer).is_some()
+        {
             self.heard_at_tick.insert(peer, self.ticks);
         }
     }

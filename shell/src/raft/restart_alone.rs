@@ -33,8 +33,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
 }
 
 /// Writes the new log into `new_dir` (which must not exist yet) from the
-/// log in `old_dir`, which it only reads. `applied` is the state machine's
-/// applied index.
+/// log in `old_dir`, which keeps its entries (opening it may cut off a
+/// write a crash interrupted, as any start does). `applied` is the state
+/// machine's applied index.
 pub fn rewrite_log_alone(
     old_dir: &Path,
     new_dir: &Path,
@@ -62,7 +63,15 @@ pub fn rewrite_log_alone(
             replayed.last_index()
         )));
     }
-    let commit = hard_state.commit.max(applied).min(replayed.last_index());
+    if hard_state.commit > replayed.last_index() {
+        return Err(StorageError(format!(
+            "the raft log says entry {} is committed but ends at entry {}: the log is damaged. {}",
+            hard_state.commit,
+            replayed.last_index(),
+            crate::storage::DAMAGED_DATA_WAY_OUT
+        )));
+    }
+    let commit = hard_state.commit.max(applied);
     let mut start = (applied, start_term);
     let mut kept = Vec::new();
     let mut rewrite = LogRewrite {
@@ -73,7 +82,12 @@ pub fn rewrite_log_alone(
     };
     for (index, encoded) in &replayed.entries {
         let mut entry = codec::decode_entry(encoded).map_err(|e| corrupt("entry", e))?;
-        assert_eq!(entry.index, *index, "the log replays entries by index");
+        if entry.index != *index {
+            return Err(corrupt(
+                "entry",
+                format!("the record of entry {index} holds entry {}", entry.index),
+            ));
+        }
         if entry.index == applied {
             start.1 = entry.term;
         } else if entry.index > commit {
@@ -92,6 +106,9 @@ pub fn rewrite_log_alone(
     }
     rewrite.kept_entries = kept.len() as u64;
     hard_state.commit = commit;
+    // A term at least that of every entry the log holds.
+    let last_term = kept.last().map_or(start.1, |e| e.term);
+    hard_state.term = hard_state.term.max(last_term);
     let (mut new, _) = Wal::open(new_dir)?;
     new.snapshot(start.0, start.1)?;
     new.append(&kept)?;
@@ -169,9 +186,10 @@ mod tests {
         assert!(kept[1].data.is_empty(), "the membership change is emptied");
         let hard = codec::decode_hard_state(replayed.hard_state.as_ref().unwrap()).unwrap();
         assert_eq!((hard.term, hard.vote, hard.commit), (3, 7, 9));
-        // The old log is only read.
+        // The old log keeps every entry.
         let (_, old) = Wal::open(&old_dir).unwrap();
         assert_eq!(old.last_index(), 10);
+        assert_eq!(old.entries.len(), 10);
     }
 
     #[test]
@@ -184,5 +202,17 @@ mod tests {
         drop(wal);
         let refused = rewrite_log_alone(&old_dir, &new_dir, 5).unwrap_err();
         assert!(refused.0.contains("applied entry 5"), "{refused}");
+        // Nor a log whose hard state commits past its end.
+        let (mut wal, _) = Wal::open(&old_dir).unwrap();
+        wal.set_hard_state(&HardState {
+            term: 1,
+            vote: 0,
+            commit: 3,
+        })
+        .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let refused = rewrite_log_alone(&old_dir, &new_dir, 1).unwrap_err();
+        assert!(refused.0.contains("the log is damaged"), "{refused}");
     }
 }

@@ -549,9 +549,13 @@ impl Agent {
                 }
                 (id, done(proposed))
             }
-            Command::SetClusterVersion { id, version } => {
+            Command::SetClusterVersion {
+                id,
+                version,
+                expected,
+            } => {
                 let recorded = match &self.node {
-                    Some(node) => cluster_version::record(node, version).await,
+                    Some(node) => cluster_version::record(node, version, &expected).await,
                     None => Err("the server does not run".into()),
                 };
                 if recorded.is_ok() {

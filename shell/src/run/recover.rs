@@ -101,6 +101,13 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
     }
     // Opening the database locks the data dir against a running e2d.
     let backend = open_backend(data_dir)?;
+    if data_dir.join(MARKER_FILE).exists() {
+        drop(finish_interrupted(data_dir, backend)?);
+        return Err(RunError::Cluster(format!(
+            "a recovery of {} that a stop interrupted is now finished: start the member with `e2d run`",
+            data_dir.display()
+        )));
+    }
     let backend = finish_interrupted(data_dir, backend)?;
     let (member_id, old_cluster_id) = Identity::stored_ids(&backend)?.ok_or_else(|| {
         RunError::Cluster(format!(
@@ -229,6 +236,7 @@ fn finish(data_dir: &Path, backend: DiskBackend, marker: &Marker) -> Result<Disk
     let backend = state.backend_mut();
     Identity::stage_recovered(backend, marker.cluster_id, marker.old_cluster_id);
     stage_conf_state_alone(backend, member_id);
+    super::start::stage_forget_join_peers(backend);
     backend
         .commit(true)
         .map_err(|e| database_error(data_dir, e))?;

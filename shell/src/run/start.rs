@@ -80,6 +80,12 @@ pub fn listed_member(id: u64, name: &str, peer_url: &str, is_learner: bool) -> M
 /// lines.
 const META_JOIN_PEERS: &[u8] = b"join_peers";
 
+/// Forgets the members a joining member was told of (a recovered member
+/// has no peers left).
+pub fn stage_forget_join_peers(backend: &mut DiskBackend) {
+    backend.delete(Table::Meta, META_JOIN_PEERS);
+}
+
 fn stage_join_peers(backend: &mut DiskBackend, peers: &[(u64, String)]) {
     let lines: Vec<String> = peers
         .iter()
@@ -223,6 +229,7 @@ pub async fn start_node(
         .unwrap_or(0);
     let clock = Clock::start();
     let mut state = StateMachine::open(backend, clock.now_ms()).map_err(database_error)?;
+    crate::server::cluster_version::check_own_against(&state).map_err(RunError::Cluster)?;
     state.set_token_ttl_ms(settings.node.auth.token_ttl_seconds.saturating_mul(1000));
     // Routes to peers: the replicated member list, plus the founders or the
     // members a joining member learned of (kept, for a restart before the

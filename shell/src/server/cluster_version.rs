@@ -6,7 +6,10 @@
 
 use e2d_core::version::{Version, CLUSTER_VERSION_BASELINE};
 
+use e2d_core::StateMachine;
+
 use super::{replicated_setting, Node};
+use crate::storage::DiskBackend;
 
 pub const CLUSTER_VERSION_KEY: &[u8] = b"/_e2d/cluster-version";
 
@@ -19,7 +22,26 @@ pub fn own() -> Version {
 
 /// The recorded cluster version, if one was.
 pub fn recorded(node: &Node) -> Option<Version> {
-    Version::parse(&replicated_setting::read(node, CLUSTER_VERSION_KEY)?)
+    recorded_in(&node.read())
+}
+
+/// The cluster version recorded in `state`, if one was.
+pub fn recorded_in(state: &StateMachine<DiskBackend>) -> Option<Version> {
+    Version::parse(&replicated_setting::read_from(state, CLUSTER_VERSION_KEY)?)
+}
+
+/// Fails if this binary is older than the cluster version `state`
+/// records: it may not apply what the cluster replicates (etcd refuses
+/// such a member too).
+pub fn check_own_against(state: &StateMachine<DiskBackend>) -> Result<(), String> {
+    let own = own();
+    match recorded_in(state) {
+        Some(cluster) if own < cluster => Err(format!(
+            "this member's cluster runs at version {cluster} and this e2d is {own}: \
+             start it with e2d {cluster} or later (a cluster version never goes back down)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The version the cluster runs at.
@@ -27,11 +49,39 @@ pub fn effective(node: &Node) -> Version {
     recorded(node).unwrap_or(CLUSTER_VERSION_BASELINE)
 }
 
-/// Records `version` as the cluster's.
-pub async fn record(node: &Node, version: Version) -> Result<(), String> {
-    replicated_setting::write(node, CLUSTER_VERSION_KEY, version.to_string())
-        .await
-        .map_err(|e| format!("cannot record the cluster version {version}: {e}"))
+/// Records `version` as the cluster's, if its members are still the ones
+/// of `expected` (sorted ids) that the version was decided on.
+pub async fn record(node: &Node, version: Version, expected: &[u64]) -> Result<(), String> {
+    let members = node.read().members().map_err(|e| e.to_string())?;
+    let mut ids: Vec<u64> = members.iter().map(|m| m.member_id).collect();
+    ids.sort_unstable();
+    if ids != expected {
+        return Err(format!(
+            "the members changed since every member was seen to run e2d {version} or later"
+        ));
+    }
+    // Only upward, and only over the value it was decided on: a leader
+    // that has not applied the newest record yet must not lower it.
+    let read = replicated_setting::read(node, CLUSTER_VERSION_KEY);
+    let current = read.as_deref().and_then(Version::parse);
+    if current.is_some_and(|current| current >= version) {
+        return Err(format!(
+            "the cluster version is {} already",
+            current.expect("checked")
+        ));
+    }
+    let written = replicated_setting::write_if_unchanged(
+        node,
+        CLUSTER_VERSION_KEY,
+        read.as_deref(),
+        version.to_string(),
+    )
+    .await
+    .map_err(|e| format!("cannot record the cluster version {version}: {e}"))?;
+    if !written {
+        return Err("the cluster version changed while it was being recorded".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

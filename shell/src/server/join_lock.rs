@@ -107,7 +107,7 @@ fn holder_read(answer: TxnResponse) -> String {
         .unwrap_or_default()
 }
 
-async fn txn(node: &Node, request: TxnRequest) -> Result<TxnResponse, Error> {
+pub(super) async fn txn(node: &Node, request: TxnRequest) -> Result<TxnResponse, Error> {
     match node.propose(Op::Txn(request)).await? {
         outcome::Result::Txn(answer) => Ok(answer),
         other => unreachable!("a txn answered with {other:?}"),

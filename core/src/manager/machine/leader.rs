@@ -61,9 +61,11 @@ impl Manager {
         self.set_waiting(format!(
             "every member runs e2d {version} or later; recording it as the cluster's version"
         ));
+        let expected = member_ids(&status.members);
         self.issue(Awaiting::SetVersion, |id| Command::SetClusterVersion {
             id,
             version,
+            expected,
         });
     }
 
