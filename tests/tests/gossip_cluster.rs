@@ -695,3 +695,27 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
     let empty = tempfile::tempdir().unwrap();
     recover(empty.path()).fails_with("holds no member's data");
 }
+
+#[test]
+fn a_node_older_than_the_clusters_version_waits_instead_of_joining() {
+    let _serial = one_at_a_time();
+    let mut cluster = GossipCluster::on_loopback(4, SLOW_HEALTH_CHECKS);
+    cluster.size = 3;
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    // The cluster as a newer e2d would leave it: its version recorded.
+    cluster.put(0, "/_e2d/cluster-version", "9.0.0");
+    cluster.start(3);
+    cluster.wait_until("the older node says why it waits", FORM_TIMEOUT, |c| {
+        c.nodes[3].status().is_some_and(|s| {
+            s["waiting_for"]
+                .as_str()
+                .is_some_and(|w| w.contains("the running cluster's version is 9.0.0 and this node runs e2d 0.1.0: upgrade it to join"))
+        })
+    });
+    assert_eq!(member_counts(&cluster, 0), Some((3, 0)), "nobody was added");
+    let status = cluster.nodes[0].status().expect("status");
+    assert_eq!(status["cluster_version"], "9.0.0", "{status}");
+}

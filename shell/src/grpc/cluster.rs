@@ -51,6 +51,7 @@ impl ClusterService {
         let request = ChangeMembersRequest {
             change: Some(change),
             relayed: false,
+            joiner_version: String::new(),
         };
         member_changes::change_members(&self.node, request).await
     }

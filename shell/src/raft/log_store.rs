@@ -126,12 +126,7 @@ pub fn load(
         .max(start_index)
         .max(applied.min(replayed.last_index()));
     if hard_state.commit > replayed.last_index() {
-        return Err(StorageError(format!(
-            "the raft log says entry {} is committed but ends at entry {}: the log is damaged. {}",
-            hard_state.commit,
-            replayed.last_index(),
-            crate::storage::DAMAGED_DATA_WAY_OUT
-        )));
+        return Err(commit_past_end(hard_state.commit, replayed.last_index()));
     }
     let mut core = storage.wl();
     if !entries.is_empty() {
@@ -140,6 +135,14 @@ pub fn load(
     core.set_hardstate(hard_state);
     drop(core);
     Ok(Some(storage))
+}
+
+/// A log whose hard state commits an entry past its end: damaged.
+pub(super) fn commit_past_end(commit: u64, last_index: u64) -> StorageError {
+    StorageError(format!(
+        "the raft log says entry {commit} is committed but ends at entry {last_index}: the log is damaged. {}",
+        crate::storage::DAMAGED_DATA_WAY_OUT
+    ))
 }
 
 /// Moves a log the database kept into the write-ahead log, durably, and

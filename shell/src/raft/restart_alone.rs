@@ -10,7 +10,7 @@ use e2d_core::storage::StorageError;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
 
 use super::codec;
-use super::log_store::stage_conf_state;
+use super::log_store::{commit_past_end, stage_conf_state};
 use super::wal::Wal;
 use crate::storage::DiskBackend;
 
@@ -64,12 +64,7 @@ pub fn rewrite_log_alone(
         )));
     }
     if hard_state.commit > replayed.last_index() {
-        return Err(StorageError(format!(
-            "the raft log says entry {} is committed but ends at entry {}: the log is damaged. {}",
-            hard_state.commit,
-            replayed.last_index(),
-            crate::storage::DAMAGED_DATA_WAY_OUT
-        )));
+        return Err(commit_past_end(hard_state.commit, replayed.last_index()));
     }
     let commit = hard_state.commit.max(applied);
     let mut start = (applied, start_term);

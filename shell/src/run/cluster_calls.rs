@@ -128,10 +128,20 @@ async fn change_members(
     through: &[String],
     change: Change,
 ) -> Result<ChangeMembersResponse, String> {
+    change_members_as(through, change, String::new()).await
+}
+
+/// [`change_members`] for an add of a node that runs `joiner_version`.
+async fn change_members_as(
+    through: &[String],
+    change: Change,
+    joiner_version: String,
+) -> Result<ChangeMembersResponse, String> {
     through_any(through, |mut peer| {
         let request = ChangeMembersRequest {
             change: Some(change.clone()),
             relayed: false,
+            joiner_version: joiner_version.clone(),
         };
         async move { Ok(peer.change_members(request).await?.into_inner()) }
     })
@@ -148,7 +158,8 @@ pub async fn add_learner(
         peer_ur_ls: vec![peer_url.to_string()],
         is_learner: true,
     });
-    let answer = change_members(through, add).await?;
+    let own = crate::server::cluster_version::own().to_string();
+    let answer = change_members_as(through, add, own).await?;
     Ok((answer.cluster_id, cluster_members(&answer.members)))
 }
 

@@ -37,7 +37,10 @@ pub async fn change_members(
         if request.relayed {
             return Err(to_status(Error::NotLeader));
         }
-        return relay_to_leader(node, requested).await;
+        return relay_to_leader(node, requested, request.joiner_version).await;
+    }
+    if matches!(requested, Requested::Add(_)) {
+        check_joiner_version(node, &request.joiner_version)?;
     }
     let mut members = node.read().members().map_err(to_status)?;
     let mut added = None;
@@ -80,10 +83,33 @@ pub async fn change_members(
     })
 }
 
+/// Refuses to add a node that runs an older e2d than the cluster's
+/// recorded version (it could not apply what the cluster replicates). A
+/// MemberAdd from a client names no version and is not checked, as etcd
+/// checks a member's version only when it starts.
+fn check_joiner_version(node: &Node, joiner_version: &str) -> Result<(), Status> {
+    if joiner_version.is_empty() {
+        return Ok(());
+    }
+    let joiner = e2d_core::version::Version::parse(joiner_version).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "the joining node's version {joiner_version:?} is not major.minor.patch"
+        ))
+    })?;
+    let cluster = super::cluster_version::effective(node);
+    if joiner < cluster {
+        return Err(Status::failed_precondition(format!(
+            "the running cluster's version is {cluster} and this node runs e2d {joiner}: upgrade it to join"
+        )));
+    }
+    Ok(())
+}
+
 /// Hands the change to the leader's peer port, as the cluster's own.
 async fn relay_to_leader(
     node: &Node,
     requested: Requested,
+    joiner_version: String,
 ) -> Result<ChangeMembersResponse, Status> {
     let leader = node.raft_status().leader_id;
     let url = node
@@ -95,6 +121,7 @@ async fn relay_to_leader(
     let relayed = ChangeMembersRequest {
         change: Some(requested),
         relayed: true,
+        joiner_version,
     };
     let answer = PeerClient::new(channel).change_members(relayed).await?;
     Ok(answer.into_inner())
