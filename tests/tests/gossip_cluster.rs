@@ -621,15 +621,22 @@ fn a_single_node_grows_to_three_and_five_and_shrinks_back_while_a_client_writes(
     }
 }
 
-#[test]
-fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes_join() {
-    let _serial = one_at_a_time();
-    let mut cluster = GossipCluster::on_loopback(5, SLOW_HEALTH_CHECKS);
+/// `nodes` nodes on loopback, of which the first 3 have formed a cluster
+/// of 3; the others are not started.
+fn three_formed_of(nodes: usize) -> GossipCluster {
+    let mut cluster = GossipCluster::on_loopback(nodes, SLOW_HEALTH_CHECKS);
     cluster.size = 3;
     for i in 0..3 {
         cluster.start(i);
     }
     wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    cluster
+}
+
+#[test]
+fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes_join() {
+    let _serial = one_at_a_time();
+    let mut cluster = three_formed_of(5);
     put_keys(&cluster, 0, "kept-", 30);
     let old_cluster = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
 
@@ -699,12 +706,7 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
 #[test]
 fn a_node_older_than_the_clusters_version_waits_instead_of_joining() {
     let _serial = one_at_a_time();
-    let mut cluster = GossipCluster::on_loopback(4, SLOW_HEALTH_CHECKS);
-    cluster.size = 3;
-    for i in 0..3 {
-        cluster.start(i);
-    }
-    wait_until_whole(&cluster, "3 nodes form one cluster", FORM_TIMEOUT);
+    let mut cluster = three_formed_of(4);
     // The cluster as a newer e2d would leave it: its version recorded.
     cluster.put(0, "/_e2d/cluster-version", "9.0.0");
     cluster.start(3);
