@@ -270,7 +270,7 @@ fn read_if_present(path: &Path) -> Result<Option<String>, RunError> {
     }
 }
 
-fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
+pub(super) fn data_dir_error(path: &Path, source: std::io::Error) -> RunError {
     RunError::DataDir {
         path: path.display().to_string(),
         source,

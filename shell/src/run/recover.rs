@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use e2d_core::storage::{read_meta_u64, Backend};
 use e2d_core::StateMachine;
 
+use super::data_dir::{data_dir_error, ARCHIVE_DIR};
 use super::start::{open_backend, wal_dir};
 use super::RunError;
 use crate::durable_file;
@@ -75,12 +76,10 @@ impl Marker {
             archive_name,
         })
     }
-}
 
-fn io_error(path: &Path, source: std::io::Error) -> RunError {
-    RunError::DataDir {
-        path: path.display().to_string(),
-        source,
+    /// Where the old log goes.
+    fn archive(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(ARCHIVE_DIR).join(&self.archive_name)
     }
 }
 
@@ -93,11 +92,14 @@ fn database_error(data_dir: &Path, e: impl std::fmt::Display) -> RunError {
 
 /// Recovers the stopped member in `data_dir` as a cluster of one.
 pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> {
-    if !wal_dir(data_dir).exists() {
-        return Err(RunError::Cluster(format!(
+    let no_member = || {
+        RunError::Cluster(format!(
             "{} holds no member's data: pass the data dir of a member that survived",
             data_dir.display()
-        )));
+        ))
+    };
+    if !wal_dir(data_dir).exists() {
+        return Err(no_member());
     }
     // Opening the database locks the data dir against a running e2d.
     let backend = open_backend(data_dir)?;
@@ -108,13 +110,8 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
             data_dir.display()
         )));
     }
-    let backend = finish_interrupted(data_dir, backend)?;
-    let (member_id, old_cluster_id) = Identity::stored_ids(&backend)?.ok_or_else(|| {
-        RunError::Cluster(format!(
-            "{} holds no member's data: pass the data dir of a member that survived",
-            data_dir.display()
-        ))
-    })?;
+    set_aside_unmarked_attempt(data_dir)?;
+    let (member_id, old_cluster_id) = Identity::stored_ids(&backend)?.ok_or_else(no_member)?;
     let applied = read_meta_u64(&backend, META_APPLIED_INDEX)
         .map_err(|e| database_error(data_dir, e))?
         .unwrap_or(0);
@@ -133,7 +130,6 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
             )))
         }
     }
-    let backend = state.into_backend();
 
     // 1. The new log, whole.
     let new_wal = data_dir.join(NEW_WAL_DIR);
@@ -146,20 +142,17 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
         archive_name: free_archive_name(data_dir, now_unix_s),
     };
     durable_file::replace(&data_dir.join(MARKER_FILE), marker.encode().as_bytes())
-        .map_err(|e| io_error(&data_dir.join(MARKER_FILE), e))?;
+        .map_err(|e| data_dir_error(&data_dir.join(MARKER_FILE), e))?;
     // 3 to 5.
     let removed_members = members.len() - 1;
-    let archive = data_dir
-        .join(super::data_dir::ARCHIVE_DIR)
-        .join(&marker.archive_name);
-    drop(finish(data_dir, backend, &marker)?);
+    drop(finish(data_dir, state, &marker)?);
     Ok(Recovered {
         member_id,
         old_cluster_id,
         cluster_id: marker.cluster_id,
         removed_members,
         log,
-        archive,
+        archive: marker.archive(data_dir),
     })
 }
 
@@ -196,7 +189,7 @@ pub fn finish_interrupted(data_dir: &Path, backend: DiskBackend) -> Result<DiskB
             set_aside_unmarked_attempt(data_dir)?;
             return Ok(backend);
         }
-        Err(e) => return Err(io_error(&marker_path, e)),
+        Err(e) => return Err(data_dir_error(&marker_path, e)),
     };
     let marker = Marker::decode(&text).ok_or_else(|| {
         RunError::Cluster(format!(
@@ -210,19 +203,23 @@ pub fn finish_interrupted(data_dir: &Path, backend: DiskBackend) -> Result<DiskB
         marker.old_cluster_id,
         marker.cluster_id
     );
-    finish(data_dir, backend, &marker)
+    let state = StateMachine::open(backend, 0).map_err(|e| database_error(data_dir, e))?;
+    Ok(finish(data_dir, state, &marker)?.into_backend())
 }
 
-/// Steps 3 to 5.
-fn finish(data_dir: &Path, backend: DiskBackend, marker: &Marker) -> Result<DiskBackend, RunError> {
-    let (member_id, _) = Identity::stored_ids(&backend)?.ok_or_else(|| {
+/// Steps 3 to 5, on the member's opened state.
+fn finish(
+    data_dir: &Path,
+    mut state: StateMachine<DiskBackend>,
+    marker: &Marker,
+) -> Result<StateMachine<DiskBackend>, RunError> {
+    let (member_id, _) = Identity::stored_ids(state.mvcc().backend())?.ok_or_else(|| {
         RunError::Cluster(format!(
             "{} marks a recovery, but the database holds no member: restore the member from a snapshot",
             data_dir.display()
         ))
     })?;
     // 3. The database.
-    let mut state = StateMachine::open(backend, 0).map_err(|e| database_error(data_dir, e))?;
     let others: Vec<u64> = state
         .members()
         .map_err(|e| database_error(data_dir, e))?
@@ -240,26 +237,23 @@ fn finish(data_dir: &Path, backend: DiskBackend, marker: &Marker) -> Result<Disk
     backend
         .commit(true)
         .map_err(|e| database_error(data_dir, e))?;
-    let backend = state.into_backend();
     // 4. The old log, aside.
     let new_wal = data_dir.join(NEW_WAL_DIR);
-    let archive = data_dir
-        .join(super::data_dir::ARCHIVE_DIR)
-        .join(&marker.archive_name);
+    let archive = marker.archive(data_dir);
     let old_wal = wal_dir(data_dir);
     if new_wal.exists() && old_wal.exists() {
-        durable_file::create_dir_all(&archive).map_err(|e| io_error(&archive, e))?;
+        durable_file::create_dir_all(&archive).map_err(|e| data_dir_error(&archive, e))?;
         durable_file::rename_synced(&old_wal, &archive.join("wal"))
-            .map_err(|e| io_error(&old_wal, e))?;
+            .map_err(|e| data_dir_error(&old_wal, e))?;
     }
     // 5. The new log in its place; the marker last.
     if new_wal.exists() {
-        durable_file::rename_synced(&new_wal, &old_wal).map_err(|e| io_error(&new_wal, e))?;
+        durable_file::rename_synced(&new_wal, &old_wal).map_err(|e| data_dir_error(&new_wal, e))?;
     }
     let marker_path = data_dir.join(MARKER_FILE);
-    std::fs::remove_file(&marker_path).map_err(|e| io_error(&marker_path, e))?;
-    durable_file::sync_dir(data_dir).map_err(|e| io_error(data_dir, e))?;
-    Ok(backend)
+    std::fs::remove_file(&marker_path).map_err(|e| data_dir_error(&marker_path, e))?;
+    durable_file::sync_dir(data_dir).map_err(|e| data_dir_error(data_dir, e))?;
+    Ok(state)
 }
 
 /// A `wal.recovering` left by an attempt that stopped before its marker
@@ -270,15 +264,15 @@ fn set_aside_unmarked_attempt(data_dir: &Path) -> Result<(), RunError> {
     if !new_wal.exists() {
         return Ok(());
     }
-    let archive_root = data_dir.join(super::data_dir::ARCHIVE_DIR);
-    durable_file::create_dir_all(&archive_root).map_err(|e| io_error(&archive_root, e))?;
+    let archive_root = data_dir.join(ARCHIVE_DIR);
+    durable_file::create_dir_all(&archive_root).map_err(|e| data_dir_error(&archive_root, e))?;
     let mut target = archive_root.join("unfinished-recovery");
     let mut suffix = 1;
     while target.exists() {
         target = archive_root.join(format!("unfinished-recovery-{suffix}"));
         suffix += 1;
     }
-    durable_file::rename_synced(&new_wal, &target).map_err(|e| io_error(&new_wal, e))?;
+    durable_file::rename_synced(&new_wal, &target).map_err(|e| data_dir_error(&new_wal, e))?;
     tracing::info!(
         "set aside {} (a recovery that stopped before it began) as {}",
         new_wal.display(),
@@ -289,7 +283,7 @@ fn set_aside_unmarked_attempt(data_dir: &Path) -> Result<(), RunError> {
 
 /// `before-recovery-<time>`, with a suffix if that is taken.
 fn free_archive_name(data_dir: &Path, now_unix_s: u64) -> String {
-    let root = data_dir.join(super::data_dir::ARCHIVE_DIR);
+    let root = data_dir.join(ARCHIVE_DIR);
     let mut name = format!("before-recovery-{now_unix_s}");
     let mut suffix = 1;
     while root.join(&name).exists() {

@@ -64,11 +64,8 @@ pub async fn record(node: &Node, version: Version, expected: &[u64]) -> Result<(
     // that has not applied the newest record yet must not lower it.
     let read = replicated_setting::read(node, CLUSTER_VERSION_KEY);
     let current = read.as_deref().and_then(Version::parse);
-    if current.is_some_and(|current| current >= version) {
-        return Err(format!(
-            "the cluster version is {} already",
-            current.expect("checked")
-        ));
+    if let Some(current) = current.filter(|&current| current >= version) {
+        return Err(format!("the cluster version is {current} already"));
     }
     let written = replicated_setting::write_if_unchanged(
         node,
