@@ -435,6 +435,15 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_HEALTH_CHECK_TIMEOUT", default_value = "5m", value_parser = parse_duration_ms)]
     pub health_check_timeout: u64,
 
+    /// Off unless given. When a majority of the members has been gone from
+    /// gossip for this long (more than --health-check-timeout) and the
+    /// cluster has no leader, the survivors agree over gossip and the one
+    /// with the highest applied raft index restarts the cluster alone from
+    /// its data (as `e2d cluster recover` does); the others, then new
+    /// nodes, join it. Writes only the lost members had are lost.
+    #[arg(long, env = "E2D_UNSAFE_AUTO_RECOVER_AFTER", value_parser = parse_duration_ms)]
+    pub unsafe_auto_recover_after: Option<u64>,
+
     /// Directory for this member's data.
     #[arg(long, env = "E2D_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

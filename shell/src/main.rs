@@ -153,7 +153,8 @@ fn finish(outcome: Result<String, String>) -> std::process::ExitCode {
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the member; a member its cluster removed moves its data dir aside
-/// and runs again, each time on a fresh runtime so nothing of the old
+/// and runs again (one chosen to recover its cluster alone recovers its
+/// data dir and runs again), each time on a fresh runtime so nothing of the old
 /// member (tasks, sockets, the open database) survives.
 #[cfg(not(madsim))]
 fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
@@ -167,6 +168,7 @@ fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
         match stopped {
             run::Stopped::Shutdown => return Ok(()),
             run::Stopped::Removed => run::start_over(&args.data_dir)?,
+            run::Stopped::Recover => run::recover_alone(&args.data_dir)?,
         }
     }
 }

@@ -343,23 +343,27 @@ pub fn wipe(dir: &Path) {
 }
 
 /// What the simulated machine runs: `e2d run`, again as a new member when
-/// the cluster removed it, as the binary's `main` does.
+/// the cluster removed it, or on its recovered data dir, as the binary's
+/// `main` does.
 async fn run_member(
     args: RunArgs,
     errors: NodeErrors,
     (restarts, itself): (RestartRequests, Arc<Mutex<Option<madsim::task::NodeId>>>),
 ) {
-    match e2d_shell::run::run(args.clone()).await {
-        Ok(e2d_shell::run::Stopped::Shutdown) => {}
-        Ok(e2d_shell::run::Stopped::Removed) => match e2d_shell::run::start_over(&args.data_dir) {
-            Ok(()) => {
-                let id = *itself.lock().unwrap_or_else(|p| p.into_inner());
-                let id = id.expect("the node id is known once the node is built");
-                restarts.lock().unwrap_or_else(|p| p.into_inner()).push(id);
-                std::future::pending::<()>().await;
-            }
-            Err(e) => record(&errors, &args, e),
-        },
+    use e2d_shell::run::{recover_alone, start_over, Stopped};
+    let prepared = match e2d_shell::run::run(args.clone()).await {
+        Ok(Stopped::Shutdown) => return,
+        Ok(Stopped::Removed) => start_over(&args.data_dir),
+        Ok(Stopped::Recover) => recover_alone(&args.data_dir),
+        Err(e) => Err(e),
+    };
+    match prepared {
+        Ok(()) => {
+            let id = *itself.lock().unwrap_or_else(|p| p.into_inner());
+            let id = id.expect("the node id is known once the node is built");
+            restarts.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+            std::future::pending::<()>().await;
+        }
         Err(e) => record(&errors, &args, e),
     }
 }

@@ -367,7 +367,7 @@ fn a_cut_off_leader_removes_nobody_and_rejoins_after_healing() {
 fn bad_sizes_and_missing_seeds_are_refused_before_the_data_dir_is_touched() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["-n", "2", "--bootstrap-addrs", "127.0.0.1"],
             "use an odd number from 1 to 9",
@@ -388,6 +388,10 @@ fn bad_sizes_and_missing_seeds_are_refused_before_the_data_dir_is_touched() {
                 "10s",
             ],
             "--health-check-timeout (10000 ms) must be at least --health-check-interval (60000 ms)",
+        ),
+        (
+            &["--unsafe-auto-recover-after", "1m"],
+            "--unsafe-auto-recover-after (60000 ms) must be longer than --health-check-timeout (300000 ms)",
         ),
     ];
     for (args, needle) in cases {
@@ -621,10 +625,10 @@ fn a_single_node_grows_to_three_and_five_and_shrinks_back_while_a_client_writes(
     }
 }
 
-/// `nodes` nodes on loopback, of which the first 3 have formed a cluster
-/// of 3; the others are not started.
-fn three_formed_of(nodes: usize) -> GossipCluster {
-    let mut cluster = GossipCluster::on_loopback(nodes, SLOW_HEALTH_CHECKS);
+/// `nodes` nodes on loopback running with `flags`, of which the first 3
+/// have formed a cluster of 3; the others are not started.
+fn three_formed_of(nodes: usize, flags: &[&str]) -> GossipCluster {
+    let mut cluster = GossipCluster::on_loopback(nodes, flags);
     cluster.size = 3;
     for i in 0..3 {
         cluster.start(i);
@@ -636,7 +640,7 @@ fn three_formed_of(nodes: usize) -> GossipCluster {
 #[test]
 fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes_join() {
     let _serial = one_at_a_time();
-    let mut cluster = three_formed_of(5);
+    let mut cluster = three_formed_of(5, SLOW_HEALTH_CHECKS);
     put_keys(&cluster, 0, "kept-", 30);
     let old_cluster = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
 
@@ -701,6 +705,52 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
     // A data dir with no member in it is refused with the reason.
     let empty = tempfile::tempdir().unwrap();
     recover(empty.path()).fails_with("holds no member's data");
+}
+
+#[test]
+fn with_the_opt_in_a_survivor_recovers_a_lost_majority_on_its_own_and_fresh_nodes_join() {
+    let _serial = one_at_a_time();
+    let flags = [QUICK_HEALTH_CHECKS, &["--unsafe-auto-recover-after", "6s"]].concat();
+    let mut cluster = three_formed_of(5, &flags);
+    put_keys(&cluster, 0, "kept-", 30);
+    let old_cluster = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
+
+    // Two of the three are lost for good; the survivor recovers alone.
+    cluster.kill9(1);
+    cluster.kill9(2);
+    cluster.wait_until(
+        "the survivor recovers the cluster alone",
+        HEAL_TIMEOUT,
+        |c| {
+            c.nodes[0].is_healthy()
+                && c.nodes[0]
+                    .status()
+                    .is_some_and(|s| s["recovered_from"] == old_cluster)
+        },
+    );
+    let status = cluster.nodes[0].status().expect("status");
+    assert_ne!(status["cluster_id"], old_cluster, "{status}");
+    assert_eq!(cluster.count(0, "kept-"), Some(30));
+    let archive = cluster.nodes[0].data_dir().join("archive");
+    let archived: Vec<String> = std::fs::read_dir(&archive)
+        .expect("the old log is archived")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        archived.len() == 1 && archived[0].starts_with("before-recovery-"),
+        "{archived:?}"
+    );
+    put_keys(&cluster, 0, "after-", 10);
+
+    // Two fresh nodes join it, back to three voters.
+    cluster.start(3);
+    cluster.start(4);
+    wait_until_whole(&cluster, "two fresh nodes join", HEAL_TIMEOUT);
+    assert_eq!(member_counts(&cluster, 0), Some((3, 0)));
+    for i in [0, 3, 4] {
+        assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
+        assert_eq!(cluster.count(i, "after-"), Some(10), "node {i}");
+    }
 }
 
 #[test]

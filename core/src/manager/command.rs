@@ -1,6 +1,6 @@
 //! What the manager is told and what it asks the shell to do.
 
-use crate::swim::NodeMeta;
+use crate::swim::{NodeMeta, RecoveredFrom};
 use crate::version::Version;
 
 /// Identifies a command that expects an answer through
@@ -33,6 +33,11 @@ pub struct ServerStatus {
     pub cluster_size: Option<usize>,
     /// The cluster version as recorded, if one was.
     pub cluster_version: Option<Version>,
+    /// The raft index the member's state machine has applied.
+    pub applied_index: u64,
+    /// How this cluster came from recoveries, newest first (empty for
+    /// one never recovered).
+    pub recovered_from: Vec<RecoveredFrom>,
 }
 
 impl ServerStatus {
@@ -80,6 +85,10 @@ pub enum DataDir {
         cluster_id: u64,
         member_id: u64,
         founders: Option<Proposal>,
+        /// The survivor this member left the recovery of its cluster to,
+        /// once the survivors agreed (kept in the data dir): it never
+        /// recovers the cluster itself.
+        recovery_left_to: Option<u64>,
     },
 }
 
@@ -163,6 +172,14 @@ pub enum Command {
     /// Stop the server and move the data dir of a removed member aside (it is
     /// kept, never deleted), leaving an empty data dir.
     ArchiveDataDir { id: CommandId },
+    /// Durably record, in the data dir, that member `member_id` recovers
+    /// this member's cluster: this member never does so itself.
+    LeaveRecoveryTo { id: CommandId, member_id: u64 },
+    /// Stop the server and restart it as the only member of a new cluster
+    /// from its own data (`e2d cluster recover`); the other members are
+    /// removed for good and their data kept where it is. Answered with
+    /// [`CommandResult::Started`] for the new cluster.
+    RecoverAlone { id: CommandId },
     /// Replicate `size` as the cluster's size, through the local server.
     ProposeClusterSize { id: CommandId, size: usize },
     /// Record `version` as the cluster's version, through the local server

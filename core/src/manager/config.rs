@@ -27,6 +27,10 @@ pub struct ManagerConfig {
     pub propose_cluster_size: Option<usize>,
     /// The e2d version this node runs.
     pub version: Version,
+    /// `--unsafe-auto-recover-after`: how long a majority of the voters
+    /// must have been gone before the survivors restart the cluster from
+    /// one of them; `None` (the default) never does.
+    pub auto_recover_after_ms: Option<u64>,
     /// Rules broken on purpose, so that a test can show its checks catch
     /// the break; [`PlantedBugs::NONE`] everywhere else.
     pub planted: PlantedBugs,
@@ -40,12 +44,19 @@ pub struct PlantedBugs {
     /// Record the leader's own version as the cluster's without waiting
     /// for every member to run it.
     pub cluster_version_before_every_member: bool,
+    /// Every survivor of a lost majority recovers the cluster alone at
+    /// once, without standing and agreeing with the others.
+    pub recover_every_survivor: bool,
+    /// The survivor with the lowest applied index recovers the cluster.
+    pub recover_lowest_index: bool,
 }
 
 impl PlantedBugs {
     pub const NONE: PlantedBugs = PlantedBugs {
         promote_before_caught_up: false,
         cluster_version_before_every_member: false,
+        recover_every_survivor: false,
+        recover_lowest_index: false,
     };
 }
 
@@ -63,6 +74,11 @@ pub enum ConfigError {
         "--health-check-timeout ({timeout_ms} ms) must be at least --health-check-interval ({interval_ms} ms)"
     )]
     HealthCheckTimeout { timeout_ms: u64, interval_ms: u64 },
+    #[error(
+        "--unsafe-auto-recover-after ({after_ms} ms) must be longer than --health-check-timeout ({timeout_ms} ms): \
+         a majority cut off by a partition must remove the members it lost before they could recover on their own"
+    )]
+    AutoRecoverAfter { after_ms: u64, timeout_ms: u64 },
     #[error("the node needs a name")]
     EmptyName,
 }
@@ -90,6 +106,14 @@ impl ManagerConfig {
                 timeout_ms: self.health_check_timeout_ms,
                 interval_ms: self.health_check_interval_ms,
             });
+        }
+        if let Some(after_ms) = self.auto_recover_after_ms {
+            if after_ms <= self.health_check_timeout_ms {
+                return Err(ConfigError::AutoRecoverAfter {
+                    after_ms,
+                    timeout_ms: self.health_check_timeout_ms,
+                });
+            }
         }
         if self.name.is_empty() {
             return Err(ConfigError::EmptyName);

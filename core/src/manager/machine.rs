@@ -14,6 +14,9 @@ use super::quorum::GossipView;
 
 mod join;
 mod leader;
+mod recovery;
+
+pub use recovery::RECOVERY_SETTLE_MS;
 
 /// The voters as gossip metadata lists them, at most [`META_NAMES_MAX`]:
 /// each by its name, or, before it has started and published one, by its
@@ -67,6 +70,8 @@ enum Awaiting {
     Archive,
     ProposeSize,
     SetVersion,
+    LeaveRecovery(u64),
+    Recover,
 }
 
 /// The cluster manager: every decision about bootstrap, joining, restarts,
@@ -91,6 +96,9 @@ pub struct Manager {
     /// A membership change went through since the last server status: the
     /// member list in `server` is out of date until the next report.
     server_stale: bool,
+    /// This evaluation runs on a server status just reported (not one
+    /// kept from an earlier report while gossip changed).
+    status_fresh: bool,
     /// The cluster the server runs, once started.
     cluster_id: u64,
     /// Founders of the cluster this node founded, kept in its metadata.
@@ -111,6 +119,7 @@ pub struct Manager {
     agreement_since_ms: Option<u64>,
     /// The size this node still has to propose for its cluster, if any.
     size_to_propose: Option<usize>,
+    recovery: recovery::Recovery,
     now_ms: u64,
 }
 
@@ -133,6 +142,7 @@ impl Manager {
             founding,
             server: None,
             server_stale: false,
+            status_fresh: false,
             cluster_id: 0,
             founded_with: None,
             join_lock_through: None,
@@ -145,16 +155,19 @@ impl Manager {
             missing_since_ms: BTreeMap::new(),
             waiting: String::new(),
             agreement_since_ms: None,
+            recovery: recovery::Recovery::default(),
             now_ms,
         };
         match data_dir {
             DataDir::Member {
                 cluster_id,
                 founders,
+                recovery_left_to,
                 ..
             } => {
                 manager.cluster_id = cluster_id;
                 manager.founded_with = founders;
+                manager.recovery.left_to = recovery_left_to;
                 manager.phase = Phase::Starting;
                 manager.issue(Awaiting::Start, |id| Command::RestartFromDataDir { id });
             }
@@ -188,6 +201,7 @@ impl Manager {
             self.cluster_id = status.cluster_id;
             self.server = Some(status);
             self.server_stale = false;
+            self.status_fresh = true;
         }
         self.evaluate();
     }
@@ -311,6 +325,17 @@ impl Manager {
                 self.cluster_id = cluster_id;
                 self.release_join_lock();
             }
+            (Awaiting::Recover, CommandResult::Started { cluster_id }) => {
+                // A new cluster of this member alone, founded by nobody.
+                self.cluster_id = cluster_id;
+                self.founded_with = None;
+                self.server = None;
+                self.missing_since_ms.clear();
+                self.recovery = recovery::Recovery::default();
+            }
+            (Awaiting::LeaveRecovery(member_id), CommandResult::Done) => {
+                self.recovery.left_to = Some(member_id);
+            }
             (Awaiting::Lock, _) => {}
             (
                 Awaiting::Fetch,
@@ -370,6 +395,7 @@ impl Manager {
                 }
             }
         }
+        self.status_fresh = false;
         self.publish();
     }
 
@@ -518,6 +544,18 @@ impl Manager {
             (Some(p), false) => (p.founders.clone(), p.restore.clone().unwrap_or_default()),
             _ => (Vec::new(), String::new()),
         };
+        let (recovery_applied_index, recovery_digest) = match self.phase {
+            Phase::Running => self.recovery.standing.unwrap_or_default(),
+            _ => (0, 0),
+        };
+        let recovered_from = match (&self.phase, &self.server) {
+            (Phase::Running, Some(server)) => server.recovered_from.clone(),
+            _ => Vec::new(),
+        };
+        let recovery_left_to = match self.phase {
+            Phase::Running => self.recovery.left_to.unwrap_or_default(),
+            _ => 0,
+        };
         let meta = NodeMeta {
             name: self.config.name.clone(),
             client_url: self.config.client_url.clone(),
@@ -530,6 +568,10 @@ impl Manager {
             cluster_voters,
             founders_digest: proposal.as_ref().map_or(0, Proposal::digest),
             version: self.config.version.to_string(),
+            recovery_applied_index,
+            recovery_digest,
+            recovered_from,
+            recovery_left_to,
         };
         if self.published.as_ref() != Some(&meta) {
             self.published = Some(meta.clone());

@@ -27,6 +27,11 @@
 //!   learners spare nodes join as, down by removing learners, then members
 //!   missing from gossip, then other followers, never itself and only
 //!   while a quorum of the voters stays live in view.
+//! - **Recovery from a lost majority**: see the `recovery` module of the
+//!   machine. A cluster and one recovered from it settle which keeps its
+//!   data by their voters; with `--unsafe-auto-recover-after`, the
+//!   survivors of a majority lost for that long agree over gossip and the
+//!   one with the highest applied index restarts the cluster alone.
 //! - **Health check** (the raft leader only): a member missing from gossip
 //!   for longer than `--health-check-timeout` is removed, one at a time, and
 //!   only while a quorum of the voters is Running in gossip before and after
@@ -40,9 +45,12 @@ pub mod quorum;
 #[cfg(test)]
 mod tests;
 
+pub use crate::swim::{RecoveredFrom, RECOVERY_LINEAGE_MAX};
 pub use command::{
     member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
     Proposal, RemovalReason, ServerStatus,
 };
 pub use config::{check_cluster_size, ConfigError, ManagerConfig, PlantedBugs, CLUSTER_SIZE_MAX};
-pub use machine::{voter_labels, Manager, FOUNDING_SETTLE_MS, VIEW_MEMBERS_MAX};
+pub use machine::{
+    voter_labels, Manager, FOUNDING_SETTLE_MS, RECOVERY_SETTLE_MS, VIEW_MEMBERS_MAX,
+};

@@ -21,6 +21,7 @@ fn config(name: &str, size: usize) -> ManagerConfig {
         propose_cluster_size: None,
         version: crate::version::CLUSTER_VERSION_BASELINE,
         planted: PlantedBugs::NONE,
+        auto_recover_after_ms: None,
     }
 }
 
@@ -94,6 +95,8 @@ fn id_of(command: &Command) -> CommandId {
         | Command::PromoteMember { id, .. }
         | Command::ProposeClusterSize { id, .. }
         | Command::SetClusterVersion { id, .. }
+        | Command::LeaveRecoveryTo { id, .. }
+        | Command::RecoverAlone { id }
         | Command::ArchiveDataDir { id } => *id,
         Command::PublishMeta(_) | Command::ReleaseJoinLock { .. } => {
             panic!("{command:?} has no id")
@@ -119,6 +122,8 @@ fn status(self_id: u64, leader_id: u64, members: Vec<ClusterMember>) -> ServerSt
         members,
         cluster_size: None,
         cluster_version: None,
+        applied_index: 0,
+        recovered_from: Vec::new(),
     }
 }
 
@@ -137,6 +142,7 @@ fn running_manager_with(config: ManagerConfig, self_id: u64, leader_id: u64) -> 
             cluster_id: 77,
             member_id: self_id,
             founders: None,
+            recovery_left_to: None,
         },
         0,
     );
@@ -180,6 +186,7 @@ fn intact_data_dir_is_restarted_never_refounded() {
                 cluster_id: 9,
                 member_id: 4,
                 founders: None,
+                recovery_left_to: None,
             },
             0,
         );
@@ -801,6 +808,7 @@ fn running_nodes_publish_their_voters_and_founding_digest() {
             cluster_id: 77,
             member_id: 1,
             founders: Some(proposal.clone()),
+            recovery_left_to: None,
         },
         0,
     );
@@ -919,6 +927,7 @@ fn a_member_restarted_with_another_size_proposes_it_once() {
             cluster_id: 77,
             member_id: 1,
             founders: None,
+            recovery_left_to: None,
         },
         0,
     );

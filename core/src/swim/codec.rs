@@ -8,7 +8,7 @@ use e2d_proto::gossip as wire;
 use prost::Message;
 
 use super::config::{Config, ADDR_BYTES_MAX};
-use super::meta::{Liveness, MemberView, NodeMeta, META_NAMES_MAX};
+use super::meta::{Liveness, MemberView, NodeMeta, META_NAMES_MAX, RECOVERY_LINEAGE_MAX};
 use crate::version::VERSION_BYTES_MAX;
 
 /// The only wire layout this code speaks.
@@ -38,6 +38,8 @@ pub enum DecodeError {
     InvalidAddress { field: &'static str },
     #[error("metadata names {count} founders and voters, more than the limit of {max}")]
     TooManyNames { count: usize, max: usize },
+    #[error("metadata names {count} recovery steps, more than the limit of {max}")]
+    TooManyRecoverySteps { count: usize, max: usize },
     #[error("unknown liveness value {0}")]
     UnknownLiveness(i32),
     #[error("unknown node status value {0}")]
@@ -271,6 +273,15 @@ fn meta_from_wire(config: &Config, meta: wire::NodeMeta) -> Result<NodeMeta, Dec
         check_len("founder or voter name", name, config.name_bytes_max)?;
     }
     check_len("version", &meta.version, VERSION_BYTES_MAX)?;
+    if meta.recovered_from.len() > RECOVERY_LINEAGE_MAX {
+        return Err(DecodeError::TooManyRecoverySteps {
+            count: meta.recovered_from.len(),
+            max: RECOVERY_LINEAGE_MAX,
+        });
+    }
+    for step in &meta.recovered_from {
+        check_len("recovering member's name", &step.by, config.name_bytes_max)?;
+    }
     let status = meta.status;
     NodeMeta::from_wire(meta).ok_or(DecodeError::UnknownNodeStatus(status))
 }
@@ -374,6 +385,16 @@ mod tests {
                 cluster_voters: Vec::new(),
                 founders_digest: u64::MAX,
                 version: "9".repeat(VERSION_BYTES_MAX),
+                recovery_applied_index: u64::MAX,
+                recovery_digest: u64::MAX,
+                recovered_from: vec![
+                    super::super::meta::RecoveredFrom {
+                        cluster_id: u64::MAX,
+                        by: name.clone(),
+                    };
+                    RECOVERY_LINEAGE_MAX
+                ],
+                recovery_left_to: u64::MAX,
             },
         };
         let bytes = update_encoded_bytes(&member_to_wire(&largest));

@@ -102,7 +102,8 @@ impl Config {
         let meta = KEY_AND_LEN * 3
             + self.name_bytes_max
             + 2 * self.url_bytes_max
-            + 4 * (1 + VARINT64)
+            // the recovery index, digest and choice are the last three
+            + 7 * (1 + VARINT64)
             + 2 * (1 + 1)
             // founders and cluster voters, and the snapshot to restore
             + META_NAMES_MAX * (1 + 1 + self.name_bytes_max)
@@ -110,7 +111,10 @@ impl Config {
             + self.url_bytes_max
             // the version
             + KEY_AND_LEN
-            + crate::version::VERSION_BYTES_MAX;
+            + crate::version::VERSION_BYTES_MAX
+            // the recovery lineage
+            + super::RECOVERY_LINEAGE_MAX
+                * (KEY_AND_LEN + (1 + VARINT64) + KEY_AND_LEN + self.name_bytes_max);
         let state = KEY_AND_LEN * 2
             + self.name_bytes_max
             + ADDR_BYTES_MAX

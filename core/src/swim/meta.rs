@@ -43,7 +43,31 @@ pub struct NodeMeta {
     pub founders_digest: u64,
     /// The e2d version the node runs; empty if it does not say.
     pub version: String,
+    /// A survivor of `cluster_id`'s lost majority stands for automatic
+    /// recovery with its raft applied index; 0 when it does not stand.
+    pub recovery_applied_index: u64,
+    /// Digest of the survivors a standing node counts (see
+    /// [`survivors_digest`]); 0 until it knows each one's applied index.
+    pub recovery_digest: u64,
+    /// How `cluster_id` came from recoveries, newest first; at most
+    /// [`RECOVERY_LINEAGE_MAX`] steps.
+    pub recovered_from: Vec<RecoveredFrom>,
+    /// The member id of the survivor this node left its cluster's
+    /// recovery to; 0 when none.
+    pub recovery_left_to: u64,
 }
+
+/// One step of a cluster's recovery lineage.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct RecoveredFrom {
+    /// The cluster it was recovered from.
+    pub cluster_id: u64,
+    /// The name of the member that restarted it alone.
+    pub by: String,
+}
+
+/// Most steps of a recovery lineage kept and gossiped.
+pub const RECOVERY_LINEAGE_MAX: usize = 4;
 
 /// Most names `founders` and `cluster_voters` hold together.
 pub const META_NAMES_MAX: usize = 9;
@@ -51,14 +75,29 @@ pub const META_NAMES_MAX: usize = 9;
 /// FNV-1a over the founders' names and the snapshot they restore: how a
 /// Running founder names its founding set in little space.
 pub fn founders_digest(founders: &[String], restore: &str) -> u64 {
+    let parts = founders.iter().map(String::as_str).chain([restore]);
+    fnv1a(parts.flat_map(|part| part.bytes().chain([0])))
+}
+
+/// FNV-1a over a cluster id and its survivors' `(member id, applied
+/// index)` pairs, sorted: what survivors of a lost majority compare to
+/// know that they count the same survivors at the same indexes.
+pub fn survivors_digest(cluster_id: u64, survivors: &[(u64, u64)]) -> u64 {
+    let mut sorted = survivors.to_vec();
+    sorted.sort_unstable();
+    let numbers = [cluster_id]
+        .into_iter()
+        .chain(sorted.into_iter().flat_map(|(id, index)| [id, index]));
+    fnv1a(numbers.flat_map(u64::to_be_bytes))
+}
+
+/// FNV-1a, never 0 (0 stands for "none" in the metadata).
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    for part in founders.iter().map(String::as_str).chain([restore]) {
-        for byte in part.bytes().chain([0]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
-        }
-    }
+    let hash = bytes.fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    });
     hash.max(1)
 }
 
@@ -141,6 +180,17 @@ impl NodeMeta {
             cluster_voters: self.cluster_voters.clone(),
             founders_digest: self.founders_digest,
             version: self.version.clone(),
+            recovery_applied_index: self.recovery_applied_index,
+            recovery_digest: self.recovery_digest,
+            recovered_from: self
+                .recovered_from
+                .iter()
+                .map(|step| wire::RecoveredFrom {
+                    cluster_id: step.cluster_id,
+                    by: step.by.clone(),
+                })
+                .collect(),
+            recovery_left_to: self.recovery_left_to,
         }
     }
 
@@ -159,6 +209,17 @@ impl NodeMeta {
             cluster_voters: meta.cluster_voters,
             founders_digest: meta.founders_digest,
             version: meta.version,
+            recovery_applied_index: meta.recovery_applied_index,
+            recovery_digest: meta.recovery_digest,
+            recovered_from: meta
+                .recovered_from
+                .into_iter()
+                .map(|step| RecoveredFrom {
+                    cluster_id: step.cluster_id,
+                    by: step.by,
+                })
+                .collect(),
+            recovery_left_to: meta.recovery_left_to,
         })
     }
 }

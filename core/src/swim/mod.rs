@@ -28,5 +28,8 @@ mod timer;
 
 pub use codec::{DecodeError, WIRE_VERSION};
 pub use config::{Config, ADDR_BYTES_MAX};
-pub use meta::{founders_digest, Liveness, MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
+pub use meta::{
+    founders_digest, survivors_digest, Liveness, MemberView, NodeMeta, NodeStatus, RecoveredFrom,
+    META_NAMES_MAX, RECOVERY_LINEAGE_MAX,
+};
 pub use state::{Event, Swim, Transmit, TransmitKind};

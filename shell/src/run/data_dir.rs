@@ -233,6 +233,38 @@ pub fn write_commitment(data_dir: &Path, proposal: Option<&Proposal>) -> std::io
     }
 }
 
+/// The survivor (member id, hex) this member left its cluster's recovery
+/// to: once written, this member never recovers that cluster itself.
+const RECOVERY_LEFT_TO_FILE: &str = "recovery-left-to";
+
+/// Records, durably, that this member left its cluster's recovery to
+/// `member_id`.
+pub fn write_recovery_left_to(data_dir: &Path, member_id: u64) -> std::io::Result<()> {
+    durable_file::replace(
+        &data_dir.join(RECOVERY_LEFT_TO_FILE),
+        format!("{member_id:x}\n").as_bytes(),
+    )
+}
+
+/// The survivor this member left its cluster's recovery to, if any.
+pub fn read_recovery_left_to(data_dir: &Path) -> Result<Option<u64>, RunError> {
+    let path = data_dir.join(RECOVERY_LEFT_TO_FILE);
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
+    };
+    u64::from_str_radix(text.trim(), 16)
+        .ok()
+        .filter(|&id| id != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            RunError::Cluster(format!(
+                "{} is not a recovery record e2d wrote ({text:?}): it names the survivor this member left \
+                 its cluster's recovery to; restore it, or move the data dir away to join as a new member",
+                path.display()
+            ))
+        })
+}
+
 /// Moves everything in `data_dir` but the name and earlier archives into
 /// `archive/removed-<unix seconds>`, and returns that directory. Nothing is
 /// deleted.

@@ -65,6 +65,7 @@ fn manager_config(
         propose_cluster_size: None,
         version: cluster_version::own(),
         planted: e2d_core::manager::PlantedBugs::NONE,
+        auto_recover_after_ms: args.unsafe_auto_recover_after,
     };
     config
         .validate()
@@ -178,6 +179,7 @@ fn data_dir_state(backend: &DiskBackend, args: &RunArgs) -> Result<DataDir, RunE
             cluster_id,
             member_id,
             founders,
+            recovery_left_to: data_dir::read_recovery_left_to(&args.data_dir)?,
         },
         (None, Some(proposal)) => DataDir::Committed(proposal),
         (None, None) => DataDir::Empty,
@@ -402,8 +404,10 @@ impl Agent {
                 .board
                 .metrics
                 .count_manager_decision(command_kind(&command));
-            if let Command::ArchiveDataDir { .. } = command {
-                return Some(Stopped::Removed);
+            match command {
+                Command::ArchiveDataDir { .. } => return Some(Stopped::Removed),
+                Command::RecoverAlone { .. } => return Some(Stopped::Recover),
+                _ => {}
             }
             if let Some((id, result)) = self.execute(command).await {
                 if let CommandResult::Failed(reason) = &result {
@@ -439,8 +443,16 @@ impl Agent {
                 });
                 return None;
             }
-            // The caller stops `run` for this one.
-            Command::ArchiveDataDir { .. } => return None,
+            // The caller stops `run` for these.
+            Command::ArchiveDataDir { .. } | Command::RecoverAlone { .. } => return None,
+            Command::LeaveRecoveryTo { id, member_id } => {
+                let written =
+                    data_dir::write_recovery_left_to(&self.settings.node.data_dir, member_id);
+                (
+                    id,
+                    done(written.map_err(|e| format!("cannot record the recovery choice: {e}"))),
+                )
+            }
             Command::ListSnapshots { id } => (id, self.list_snapshots().await),
             Command::PersistCommitment { id, proposal } => {
                 let written =
@@ -806,10 +818,14 @@ async fn server_status(node: &Node) -> ServerStatus {
     } else {
         None
     };
+    let recovered_from =
+        crate::server::Identity::recovery_lineage(node.read().mvcc().backend()).unwrap_or_default();
     ServerStatus {
         cluster_id: node.identity.cluster_id,
         member_id: node.identity.member_id,
         leader_id: raft.leader_id,
+        applied_index: raft.applied_index,
+        recovered_from,
         cluster_size: cluster_size::replicated(node),
         cluster_version: cluster_version::recorded(node),
         members: members
@@ -846,5 +862,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::ArchiveDataDir { .. } => "archive_data_dir",
         Command::ProposeClusterSize { .. } => "propose_cluster_size",
         Command::SetClusterVersion { .. } => "set_cluster_version",
+        Command::LeaveRecoveryTo { .. } => "leave_recovery_to",
+        Command::RecoverAlone { .. } => "recover_alone",
     }
 }

@@ -84,6 +84,10 @@ pub enum Stopped {
     /// The cluster removed this managed member: move its data dir aside
     /// and run again, to join as a new member.
     Removed,
+    /// The survivors of a lost majority agreed that this member restarts
+    /// the cluster alone (`--unsafe-auto-recover-after`): recover its data
+    /// dir as `e2d cluster recover` does, and run again.
+    Recover,
 }
 
 pub async fn run(args: RunArgs) -> Result<Stopped, RunError> {
@@ -199,6 +203,25 @@ pub fn start_over(data_dir: &std::path::Path) -> Result<(), RunError> {
     tracing::warn!(
         archived = %archived.display(),
         "moved the removed member's data aside; joining the cluster again as a new member"
+    );
+    Ok(())
+}
+
+/// Recovers the stopped member alone, as the survivors agreed, so that
+/// `run` serves the recovered cluster.
+pub fn recover_alone(data_dir: &std::path::Path) -> Result<(), RunError> {
+    let now_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let done = recover::recover(data_dir, now_unix_s)?;
+    tracing::warn!(
+        cluster_id = format!("{:x}", done.cluster_id),
+        recovered_from = format!("{:x}", done.old_cluster_id),
+        removed_members = done.removed_members,
+        dropped_entries = done.log.dropped_entries,
+        archive = %done.archive.display(),
+        "recovered the cluster alone from this member's data; the lost members' data stays theirs, \
+         and they join the recovered cluster as new members"
     );
     Ok(())
 }

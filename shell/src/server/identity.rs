@@ -4,6 +4,7 @@
 //! checked on every later one.
 
 use e2d_core::storage::{read_meta_u64, Backend, StorageError, Table};
+use e2d_core::swim::{RecoveredFrom, RECOVERY_LINEAGE_MAX};
 use sha2::{Digest, Sha256};
 
 const META_MEMBER_ID: &[u8] = b"member_id";
@@ -12,6 +13,11 @@ const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// Replicated with the rest of the meta table, so members that join
 /// later know it too.
 const META_RECOVERED_FROM: &[u8] = b"recovered_from";
+/// How the cluster came from recoveries, newest first: per step the old
+/// cluster's id (u64 BE), then the recovering member's name (u16 BE
+/// length, bytes). Replicated like `recovered_from`; gossip carries it so
+/// that the members of an old cluster know they were superseded.
+const META_RECOVERY_LINEAGE: &[u8] = b"recovery_lineage";
 
 /// Entries of the backend that belong to this member, not the cluster: a
 /// snapshot from another member must not replace them.
@@ -116,20 +122,54 @@ pub fn recovered_cluster_id(old_cluster_id: u64, member_id: u64, applied: u64) -
 }
 
 impl Identity {
-    /// Stages the recovered cluster's id, and the one it was recovered
-    /// from.
-    pub fn stage_recovered(backend: &mut impl Backend, cluster_id: u64, recovered_from: u64) {
+    /// Stages the recovered cluster's id, the one it was recovered from,
+    /// and that step (by member `by`) at the head of the lineage; staging
+    /// the same step again changes nothing.
+    pub fn stage_recovered(
+        backend: &mut impl Backend,
+        cluster_id: u64,
+        recovered_from: u64,
+        by: &str,
+    ) -> Result<(), IdentityError> {
+        let mut lineage = vec![RecoveredFrom {
+            cluster_id: recovered_from,
+            by: by.to_string(),
+        }];
+        lineage.extend(
+            Self::recovery_lineage(backend)?
+                .into_iter()
+                .filter(|step| step.cluster_id != recovered_from),
+        );
+        lineage.truncate(RECOVERY_LINEAGE_MAX);
         backend.put(Table::Meta, META_CLUSTER_ID, &cluster_id.to_be_bytes());
         backend.put(
             Table::Meta,
             META_RECOVERED_FROM,
             &recovered_from.to_be_bytes(),
         );
+        backend.put(
+            Table::Meta,
+            META_RECOVERY_LINEAGE,
+            &encode_lineage(&lineage),
+        );
+        Ok(())
     }
 
     /// The cluster this member's cluster was recovered from, if it was.
     pub fn recovered_from(backend: &impl Backend) -> Result<Option<u64>, IdentityError> {
         Ok(read_meta_u64(backend, META_RECOVERED_FROM)?)
+    }
+
+    /// How this member's cluster came from recoveries, newest first.
+    pub fn recovery_lineage(backend: &impl Backend) -> Result<Vec<RecoveredFrom>, IdentityError> {
+        let Some(bytes) = backend.get(Table::Meta, META_RECOVERY_LINEAGE)? else {
+            return Ok(Vec::new());
+        };
+        decode_lineage(&bytes).ok_or_else(|| {
+            IdentityError::Storage(StorageError(
+                "corrupt meta entry recovery_lineage".to_string(),
+            ))
+        })
     }
 
     /// The member and cluster ids stored in the data dir, if any.
@@ -226,6 +266,34 @@ impl Identity {
     }
 }
 
+fn encode_lineage(lineage: &[RecoveredFrom]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for step in lineage {
+        let name = step.by.as_bytes();
+        let len = u16::try_from(name.len()).expect("member names are far shorter than 64 KiB");
+        bytes.extend_from_slice(&step.cluster_id.to_be_bytes());
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(name);
+    }
+    bytes
+}
+
+fn decode_lineage(mut bytes: &[u8]) -> Option<Vec<RecoveredFrom>> {
+    let mut lineage = Vec::new();
+    while !bytes.is_empty() {
+        let (id, rest) = bytes.split_first_chunk::<8>()?;
+        let (len, rest) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (name, rest) = rest.split_at_checked(len)?;
+        lineage.push(RecoveredFrom {
+            cluster_id: u64::from_be_bytes(*id),
+            by: String::from_utf8(name.to_vec()).ok()?,
+        });
+        bytes = rest;
+    }
+    (lineage.len() <= RECOVERY_LINEAGE_MAX).then_some(lineage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +317,24 @@ mod tests {
             parse_initial_cluster("a=http://x:1,a=http://y:1", "t"),
             Err(IdentityError::DuplicateName { .. })
         ));
+    }
+
+    #[test]
+    fn the_recovery_lineage_reads_back_and_refuses_damage() {
+        let lineage = vec![
+            RecoveredFrom {
+                cluster_id: 7,
+                by: "node-b".into(),
+            },
+            RecoveredFrom {
+                cluster_id: u64::MAX,
+                by: String::new(),
+            },
+        ];
+        let bytes = encode_lineage(&lineage);
+        assert_eq!(decode_lineage(&bytes), Some(lineage));
+        assert_eq!(decode_lineage(&[]), Some(Vec::new()));
+        assert_eq!(decode_lineage(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_lineage(&bytes[..9]), None);
     }
 }

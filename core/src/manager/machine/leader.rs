@@ -24,7 +24,7 @@ impl Manager {
             return;
         }
         self.track_missing(&status);
-        if self.propose_size(&status) {
+        if self.evaluate_recovery(&status) || self.propose_size(&status) {
             return;
         }
         if !status.is_leader() {
