@@ -111,8 +111,8 @@ struct Cluster {
     size: Option<usize>,
     /// The recorded cluster version, once set.
     version: Option<Version>,
-    /// The cluster this one was recovered from, and by which node.
-    recovered_from: Option<(usize, String)>,
+    /// The cluster this one was recovered from, and by which member.
+    recovered_from: Option<(usize, u64)>,
     /// The last index its leader applied.
     commit: u64,
 }
@@ -857,15 +857,15 @@ impl World {
     /// How `cluster` came from recoveries, newest first.
     fn lineage(&self, mut cluster: usize) -> Vec<RecoveredFrom> {
         let mut steps = Vec::new();
-        while let Some((old, by)) = &self.clusters[cluster].recovered_from {
+        while let Some((old, by_member_id)) = self.clusters[cluster].recovered_from {
             if steps.len() == RECOVERY_LINEAGE_MAX {
                 break;
             }
             steps.push(RecoveredFrom {
-                cluster_id: cluster_id(*old),
-                by: by.clone(),
+                cluster_id: cluster_id(old),
+                by_member_id,
             });
-            cluster = *old;
+            cluster = old;
         }
         steps
     }
@@ -924,7 +924,7 @@ impl World {
             lock: None,
             size: self.clusters[old].size,
             version: self.clusters[old].version,
-            recovered_from: Some((old, name)),
+            recovered_from: Some((old, member_id)),
             commit: applied,
         });
         let cluster = self.clusters.len() - 1;

@@ -756,7 +756,7 @@ fn with_the_opt_in_a_survivor_recovers_a_lost_majority_on_its_own_and_fresh_node
 #[test]
 fn a_node_older_than_the_clusters_version_waits_instead_of_joining() {
     let _serial = one_at_a_time();
-    let mut cluster = three_formed_of(4);
+    let mut cluster = three_formed_of(4, SLOW_HEALTH_CHECKS);
     // The cluster as a newer e2d would leave it: its version recorded.
     cluster.put(0, "/_e2d/cluster-version", "9.0.0");
     cluster.start(3);

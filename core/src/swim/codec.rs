@@ -40,6 +40,8 @@ pub enum DecodeError {
     TooManyNames { count: usize, max: usize },
     #[error("metadata names {count} recovery steps, more than the limit of {max}")]
     TooManyRecoverySteps { count: usize, max: usize },
+    #[error("metadata names both a snapshot to restore (a pending node) and a recovery (a running member)")]
+    RestoreWhileRecovering,
     #[error("unknown liveness value {0}")]
     UnknownLiveness(i32),
     #[error("unknown node status value {0}")]
@@ -279,8 +281,12 @@ fn meta_from_wire(config: &Config, meta: wire::NodeMeta) -> Result<NodeMeta, Dec
             max: RECOVERY_LINEAGE_MAX,
         });
     }
-    for step in &meta.recovered_from {
-        check_len("recovering member's name", &step.by, config.name_bytes_max)?;
+    let recovering = meta.recovery_applied_index != 0
+        || meta.recovery_digest != 0
+        || meta.recovery_left_to != 0
+        || !meta.recovered_from.is_empty();
+    if recovering && !meta.founders_restore.is_empty() {
+        return Err(DecodeError::RestoreWhileRecovering);
     }
     let status = meta.status;
     NodeMeta::from_wire(meta).ok_or(DecodeError::UnknownNodeStatus(status))
@@ -361,12 +367,13 @@ mod tests {
         assert_eq!(packet.encoded_len(), expected);
     }
 
-    #[test]
-    fn member_state_bound_holds_for_the_largest_member() {
-        let config = Config::lan();
+    /// The largest member a pending node (restoring a snapshot) and a
+    /// running member (recovering) can publish; the codec refuses both at
+    /// once.
+    fn largest_members(config: &Config) -> [MemberView; 2] {
         let name = "n".repeat(config.name_bytes_max);
         let url = "u".repeat(config.url_bytes_max);
-        let largest = MemberView {
+        let pending = MemberView {
             name: name.clone(),
             addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
                 .parse()
@@ -385,20 +392,44 @@ mod tests {
                 cluster_voters: Vec::new(),
                 founders_digest: u64::MAX,
                 version: "9".repeat(VERSION_BYTES_MAX),
-                recovery_applied_index: u64::MAX,
-                recovery_digest: u64::MAX,
-                recovered_from: vec![
-                    super::super::meta::RecoveredFrom {
-                        cluster_id: u64::MAX,
-                        by: name.clone(),
-                    };
-                    RECOVERY_LINEAGE_MAX
-                ],
-                recovery_left_to: u64::MAX,
+                ..NodeMeta::default()
             },
         };
-        let bytes = update_encoded_bytes(&member_to_wire(&largest));
-        assert!(bytes <= config.member_state_bytes_max(), "{bytes}");
+        let mut running = pending.clone();
+        running.meta.founders_restore = String::new();
+        running.meta.recovery_applied_index = u64::MAX;
+        running.meta.recovery_digest = u64::MAX;
+        running.meta.recovery_left_to = u64::MAX;
+        running.meta.recovered_from = vec![
+            super::super::meta::RecoveredFrom {
+                cluster_id: u64::MAX,
+                by_member_id: u64::MAX,
+            };
+            RECOVERY_LINEAGE_MAX
+        ];
+        [pending, running]
+    }
+
+    #[test]
+    fn member_state_bound_holds_for_the_largest_member() {
+        let config = Config::lan();
+        for largest in largest_members(&config) {
+            let bytes = update_encoded_bytes(&member_to_wire(&largest));
+            assert!(bytes <= config.member_state_bytes_max(), "{bytes}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_restore_and_a_recovery_in_one_meta() {
+        let config = Config::lan();
+        let [pending, running] = largest_members(&config);
+        let mut both = member_to_wire(&running);
+        let meta = both.meta.as_mut().expect("a member states its meta");
+        meta.founders_restore = pending.meta.founders_restore;
+        assert_eq!(
+            meta_from_wire(&config, meta.clone()),
+            Err(DecodeError::RestoreWhileRecovering)
+        );
     }
 
     #[test]

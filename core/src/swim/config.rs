@@ -99,22 +99,23 @@ impl Config {
         // Key (1) + length varint (at most 3 for anything below 2 MiB) + body.
         const KEY_AND_LEN: usize = 1 + 3;
         const VARINT64: usize = 10;
+        // A pending node's snapshot to restore, or a running member's
+        // recovery (index, digest, choice, lineage): never both (the
+        // codec refuses that).
+        let restore_or_recovery = (KEY_AND_LEN + self.url_bytes_max).max(
+            3 * (1 + VARINT64) + super::RECOVERY_LINEAGE_MAX * (KEY_AND_LEN + 2 * (1 + VARINT64)),
+        );
         let meta = KEY_AND_LEN * 3
             + self.name_bytes_max
             + 2 * self.url_bytes_max
-            // the recovery index, digest and choice are the last three
-            + 7 * (1 + VARINT64)
+            + 4 * (1 + VARINT64)
             + 2 * (1 + 1)
-            // founders and cluster voters, and the snapshot to restore
+            // founders and cluster voters
             + META_NAMES_MAX * (1 + 1 + self.name_bytes_max)
-            + KEY_AND_LEN
-            + self.url_bytes_max
+            + restore_or_recovery
             // the version
             + KEY_AND_LEN
-            + crate::version::VERSION_BYTES_MAX
-            // the recovery lineage
-            + super::RECOVERY_LINEAGE_MAX
-                * (KEY_AND_LEN + (1 + VARINT64) + KEY_AND_LEN + self.name_bytes_max);
+            + crate::version::VERSION_BYTES_MAX;
         let state = KEY_AND_LEN * 2
             + self.name_bytes_max
             + ADDR_BYTES_MAX

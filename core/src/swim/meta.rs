@@ -58,16 +58,16 @@ pub struct NodeMeta {
 }
 
 /// One step of a cluster's recovery lineage.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct RecoveredFrom {
     /// The cluster it was recovered from.
     pub cluster_id: u64,
-    /// The name of the member that restarted it alone.
-    pub by: String,
+    /// The member that restarted it alone (it keeps its member id).
+    pub by_member_id: u64,
 }
 
 /// Most steps of a recovery lineage kept and gossiped.
-pub const RECOVERY_LINEAGE_MAX: usize = 4;
+pub const RECOVERY_LINEAGE_MAX: usize = 2;
 
 /// Most names `founders` and `cluster_voters` hold together.
 pub const META_NAMES_MAX: usize = 9;
@@ -187,7 +187,7 @@ impl NodeMeta {
                 .iter()
                 .map(|step| wire::RecoveredFrom {
                     cluster_id: step.cluster_id,
-                    by: step.by.clone(),
+                    by_member_id: step.by_member_id,
                 })
                 .collect(),
             recovery_left_to: self.recovery_left_to,
@@ -216,7 +216,7 @@ impl NodeMeta {
                 .into_iter()
                 .map(|step| RecoveredFrom {
                     cluster_id: step.cluster_id,
-                    by: step.by,
+                    by_member_id: step.by_member_id,
                 })
                 .collect(),
             recovery_left_to: meta.recovery_left_to,

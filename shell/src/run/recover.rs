@@ -220,17 +220,18 @@ fn finish(
         ))
     })?;
     // 3. The database.
-    let members = state.members().map_err(|e| database_error(data_dir, e))?;
-    let name = members
-        .iter()
-        .find(|m| m.member_id == member_id)
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    for other in members.iter().filter(|m| m.member_id != member_id) {
-        state.remove_member(other.member_id);
+    let others: Vec<u64> = state
+        .members()
+        .map_err(|e| database_error(data_dir, e))?
+        .into_iter()
+        .map(|m| m.member_id)
+        .filter(|&id| id != member_id)
+        .collect();
+    for id in others {
+        state.remove_member(id);
     }
     let backend = state.backend_mut();
-    Identity::stage_recovered(backend, marker.cluster_id, marker.old_cluster_id, &name)
+    Identity::stage_recovered(backend, marker.cluster_id, marker.old_cluster_id, member_id)
         .map_err(|e| database_error(data_dir, e))?;
     stage_conf_state_alone(backend, member_id);
     super::start::stage_forget_join_peers(backend);

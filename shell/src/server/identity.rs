@@ -14,8 +14,7 @@ const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// later know it too.
 const META_RECOVERED_FROM: &[u8] = b"recovered_from";
 /// How the cluster came from recoveries, newest first: per step the old
-/// cluster's id (u64 BE), then the recovering member's name (u16 BE
-/// length, bytes). Replicated like `recovered_from`; gossip carries it so
+/// cluster's id and the recovering member's id (u64 BE each). Replicated like `recovered_from`; gossip carries it so
 /// that the members of an old cluster know they were superseded.
 const META_RECOVERY_LINEAGE: &[u8] = b"recovery_lineage";
 
@@ -123,17 +122,17 @@ pub fn recovered_cluster_id(old_cluster_id: u64, member_id: u64, applied: u64) -
 
 impl Identity {
     /// Stages the recovered cluster's id, the one it was recovered from,
-    /// and that step (by member `by`) at the head of the lineage; staging
-    /// the same step again changes nothing.
+    /// and that step (by member `by_member_id`) at the head of the
+    /// lineage; staging the same step again changes nothing.
     pub fn stage_recovered(
         backend: &mut impl Backend,
         cluster_id: u64,
         recovered_from: u64,
-        by: &str,
+        by_member_id: u64,
     ) -> Result<(), IdentityError> {
         let mut lineage = vec![RecoveredFrom {
             cluster_id: recovered_from,
-            by: by.to_string(),
+            by_member_id,
         }];
         lineage.extend(
             Self::recovery_lineage(backend)?
@@ -267,31 +266,27 @@ impl Identity {
 }
 
 fn encode_lineage(lineage: &[RecoveredFrom]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for step in lineage {
-        let name = step.by.as_bytes();
-        let len = u16::try_from(name.len()).expect("member names are far shorter than 64 KiB");
-        bytes.extend_from_slice(&step.cluster_id.to_be_bytes());
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend_from_slice(name);
-    }
-    bytes
+    lineage
+        .iter()
+        .flat_map(|step| [step.cluster_id, step.by_member_id])
+        .flat_map(u64::to_be_bytes)
+        .collect()
 }
 
-fn decode_lineage(mut bytes: &[u8]) -> Option<Vec<RecoveredFrom>> {
-    let mut lineage = Vec::new();
-    while !bytes.is_empty() {
-        let (id, rest) = bytes.split_first_chunk::<8>()?;
-        let (len, rest) = rest.split_first_chunk::<2>()?;
-        let len = usize::from(u16::from_be_bytes(*len));
-        let (name, rest) = rest.split_at_checked(len)?;
-        lineage.push(RecoveredFrom {
-            cluster_id: u64::from_be_bytes(*id),
-            by: String::from_utf8(name.to_vec()).ok()?,
-        });
-        bytes = rest;
-    }
-    (lineage.len() <= RECOVERY_LINEAGE_MAX).then_some(lineage)
+fn decode_lineage(bytes: &[u8]) -> Option<Vec<RecoveredFrom>> {
+    let steps = bytes.chunks(16);
+    let whole = bytes.len() % 16 == 0 && steps.len() <= RECOVERY_LINEAGE_MAX;
+    whole.then(|| {
+        steps
+            .map(|step| {
+                let (cluster_id, by_member_id) = step.split_at(8);
+                RecoveredFrom {
+                    cluster_id: u64::from_be_bytes(cluster_id.try_into().expect("8 bytes")),
+                    by_member_id: u64::from_be_bytes(by_member_id.try_into().expect("8 bytes")),
+                }
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -324,17 +319,17 @@ mod tests {
         let lineage = vec![
             RecoveredFrom {
                 cluster_id: 7,
-                by: "node-b".into(),
+                by_member_id: 9,
             },
             RecoveredFrom {
                 cluster_id: u64::MAX,
-                by: String::new(),
+                by_member_id: 1,
             },
         ];
         let bytes = encode_lineage(&lineage);
         assert_eq!(decode_lineage(&bytes), Some(lineage));
         assert_eq!(decode_lineage(&[]), Some(Vec::new()));
         assert_eq!(decode_lineage(&bytes[..bytes.len() - 1]), None);
-        assert_eq!(decode_lineage(&bytes[..9]), None);
+        assert_eq!(decode_lineage(&[bytes.clone(), bytes].concat()), None);
     }
 }

@@ -92,6 +92,13 @@ impl Manager {
             .filter(|m| !m.is_learner)
             .map(|m| m.name.clone())
             .collect();
+        let name_of = |member_id: u64| {
+            status
+                .members
+                .iter()
+                .find(|m| m.id == member_id)
+                .map(|m| (m.name.as_str(), m.is_learner))
+        };
         let mine = status.cluster_id;
         let running: Vec<&MemberView> = self
             .view
@@ -105,15 +112,14 @@ impl Manager {
         let leaderless = status.leader_id == 0;
         for node in running.iter().filter(|node| node.meta.cluster_id != mine) {
             // Recovered from this cluster by a voter it never removed.
-            let step = node
-                .meta
-                .recovered_from
-                .iter()
-                .find(|step| step.cluster_id == mine && own_voters.contains(&step.by));
-            if let Some(step) = step {
+            let by = node.meta.recovered_from.iter().find_map(|step| {
+                let (name, is_learner) = name_of(step.by_member_id)?;
+                (step.cluster_id == mine && !is_learner).then_some(name)
+            });
+            if let Some(by) = by {
                 return Some(format!(
-                    "{} runs cluster {:x}, which {} recovered from this member's cluster {mine:x} after its majority was lost",
-                    node.name, node.meta.cluster_id, step.by
+                    "{} runs cluster {:x}, which {by} recovered from this member's cluster {mine:x} after its majority was lost",
+                    node.name, node.meta.cluster_id
                 ));
             }
             // Without a leader: another cluster some of its voters run
@@ -131,8 +137,10 @@ impl Manager {
             }
         }
         // A cluster this one was recovered from, running again with a
-        // quorum that removed the member which recovered it.
+        // quorum that removed the member which recovered it (known by name
+        // while this cluster still lists it).
         status.recovered_from.iter().find_map(|step| {
+            let (by, _) = name_of(step.by_member_id)?;
             let old: Vec<&MemberView> = running
                 .iter()
                 .copied()
@@ -140,15 +148,15 @@ impl Manager {
                 .collect();
             let voters = old.iter().map(|node| &node.meta.cluster_voters).find(|voters| {
                 let live = old.iter().filter(|n| voters.contains(&n.name)).count();
-                !voters.is_empty() && live >= quorum(voters.len()) && !voters.contains(&step.by)
+                !voters.is_empty()
+                    && live >= quorum(voters.len())
+                    && !voters.iter().any(|voter| voter == by)
             })?;
             Some(format!(
-                "cluster {:x}, which {} recovered this one from, runs again with a quorum ({}) that removed {}: \
+                "cluster {:x}, which {by} recovered this one from, runs again with a quorum ({}) that removed {by}: \
                  this cluster was a minority cut off from it",
                 step.cluster_id,
-                step.by,
                 voters.join(", "),
-                step.by
             ))
         })
     }
