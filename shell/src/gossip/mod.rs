@@ -35,7 +35,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What the rest of the node may ask of gossip.
 enum Control {
-    SetMeta(NodeMeta),
+    SetMeta(Box<NodeMeta>),
     Join(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
     #[cfg(test)]
@@ -144,7 +144,7 @@ impl Gossip {
     }
 
     pub async fn set_meta(&self, meta: NodeMeta) {
-        let _ = self.control.send(Control::SetMeta(meta)).await;
+        let _ = self.control.send(Control::SetMeta(Box::new(meta))).await;
     }
 
     /// Replaces the seeds gossip (re)joins through while it is alone.
@@ -323,7 +323,7 @@ impl Loop {
     async fn control(&mut self, control: Control) {
         let now_ms = self.clock.now_ms();
         match control {
-            Control::SetMeta(meta) => self.machine.set_meta(meta, now_ms),
+            Control::SetMeta(meta) => self.machine.set_meta(*meta, now_ms),
             Control::Join(seeds) => self.machine.join(&seeds, now_ms),
             Control::Leave(done) => {
                 self.machine.leave(now_ms);

@@ -275,7 +275,7 @@ fn encode_lineage(lineage: &[RecoveredFrom]) -> Vec<u8> {
 
 fn decode_lineage(bytes: &[u8]) -> Option<Vec<RecoveredFrom>> {
     let steps = bytes.chunks(16);
-    let whole = bytes.len() % 16 == 0 && steps.len() <= RECOVERY_LINEAGE_MAX;
+    let whole = bytes.len().is_multiple_of(16) && steps.len() <= RECOVERY_LINEAGE_MAX;
     whole.then(|| {
         steps
             .map(|step| {
