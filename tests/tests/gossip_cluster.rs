@@ -637,6 +637,39 @@ fn three_formed_of(nodes: usize, flags: &[&str]) -> GossipCluster {
     cluster
 }
 
+/// A recovery moved the old raft log, and nothing else, into
+/// `archive/before-recovery-<time>/wal` of `data_dir`.
+fn assert_old_log_archived(data_dir: &std::path::Path) {
+    let archived: Vec<_> = std::fs::read_dir(data_dir.join("archive"))
+        .expect("the old log is archived")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        archived.len() == 1
+            && archived[0]
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("before-recovery-")
+            && archived[0].join("wal").is_dir(),
+        "{archived:?}"
+    );
+}
+
+/// Nodes 3 and 4 start with empty data dirs and join the cluster node 0
+/// recovered alone: three voters, each with the 30 `kept-` and 10
+/// `after-` keys.
+fn two_fresh_nodes_join(cluster: &mut GossipCluster) {
+    cluster.start(3);
+    cluster.start(4);
+    wait_until_whole(cluster, "two fresh nodes join", HEAL_TIMEOUT);
+    assert_eq!(member_counts(cluster, 0), Some((3, 0)));
+    for i in [0, 3, 4] {
+        assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
+        assert_eq!(cluster.count(i, "after-"), Some(10), "node {i}");
+    }
+}
+
 #[test]
 fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes_join() {
     let _serial = one_at_a_time();
@@ -668,20 +701,7 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
     let recovered = recover(&data_dir);
     recovered.ok();
     assert!(recovered.out().contains("alone"), "{recovered}");
-    let archived: Vec<_> = std::fs::read_dir(data_dir.join("archive"))
-        .expect("the old log is archived")
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(
-        archived.len() == 1
-            && archived[0]
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("before-recovery-")
-            && archived[0].join("wal").is_dir(),
-        "{archived:?}"
-    );
+    assert_old_log_archived(&data_dir);
 
     // It serves alone, under a new cluster id, with everything it held.
     cluster.start(0);
@@ -692,15 +712,7 @@ fn by_hand_e2d_cluster_recover_restarts_a_stopped_survivor_alone_and_fresh_nodes
     assert_eq!(cluster.count(0, "kept-"), Some(30));
     put_keys(&cluster, 0, "after-", 10);
 
-    // Two fresh nodes join it, back to three voters.
-    cluster.start(3);
-    cluster.start(4);
-    wait_until_whole(&cluster, "two fresh nodes join", HEAL_TIMEOUT);
-    assert_eq!(member_counts(&cluster, 0), Some((3, 0)));
-    for i in [0, 3, 4] {
-        assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
-        assert_eq!(cluster.count(i, "after-"), Some(10), "node {i}");
-    }
+    two_fresh_nodes_join(&mut cluster);
 
     // A data dir with no member in it is refused with the reason.
     let empty = tempfile::tempdir().unwrap();
@@ -731,25 +743,67 @@ fn with_the_opt_in_a_survivor_recovers_a_lost_majority_on_its_own_and_fresh_node
     let status = cluster.nodes[0].status().expect("status");
     assert_ne!(status["cluster_id"], old_cluster, "{status}");
     assert_eq!(cluster.count(0, "kept-"), Some(30));
-    let archive = cluster.nodes[0].data_dir().join("archive");
-    let archived: Vec<String> = std::fs::read_dir(&archive)
-        .expect("the old log is archived")
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        archived.len() == 1 && archived[0].starts_with("before-recovery-"),
-        "{archived:?}"
-    );
+    assert_old_log_archived(&cluster.nodes[0].data_dir());
     put_keys(&cluster, 0, "after-", 10);
 
-    // Two fresh nodes join it, back to three voters.
-    cluster.start(3);
-    cluster.start(4);
-    wait_until_whole(&cluster, "two fresh nodes join", HEAL_TIMEOUT);
-    assert_eq!(member_counts(&cluster, 0), Some((3, 0)));
-    for i in [0, 3, 4] {
+    two_fresh_nodes_join(&mut cluster);
+}
+
+#[test]
+fn with_the_opt_in_two_survivors_of_five_agree_on_one_and_the_lost_members_come_back_into_its_cluster(
+) {
+    let _serial = one_at_a_time();
+    let flags = [QUICK_HEALTH_CHECKS, &["--unsafe-auto-recover-after", "6s"]].concat();
+    let mut cluster = formed_on_loopback(5, &flags);
+    put_keys(&cluster, 0, "kept-", 30);
+    let old_cluster = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
+    // Every member has applied the writes before three are lost.
+    std::thread::sleep(Duration::from_secs(2));
+
+    for i in [2, 3, 4] {
+        cluster.kill9(i);
+    }
+    // One survivor recovers; the other records its choice, then yields to
+    // the recovered cluster and joins it.
+    wait_until_whole(
+        &cluster,
+        "the two survivors form the recovered cluster",
+        HEAL_TIMEOUT,
+    );
+    for i in [0, 1] {
+        let status = cluster.nodes[i].status().expect("status");
+        assert_eq!(status["recovered_from"], old_cluster, "node {i}: {status}");
+        assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
+    }
+    let recovered = cluster.nodes[0].status().expect("status")["cluster_id"].clone();
+    put_keys(&cluster, 0, "after-", 10);
+
+    // The lost members come back on their old data dirs: each sees that
+    // a voter of its cluster recovered it, moves its data aside and joins.
+    for i in [2, 3, 4] {
+        cluster.start(i);
+    }
+    wait_until_whole(
+        &cluster,
+        "the lost members join the recovered cluster",
+        HEAL_TIMEOUT,
+    );
+    assert_eq!(member_counts(&cluster, 0), Some((5, 0)));
+    for i in 0..5 {
+        let status = cluster.nodes[i].status().expect("status");
+        assert_eq!(status["cluster_id"], recovered, "node {i}: {status}");
         assert_eq!(cluster.count(i, "kept-"), Some(30), "node {i}");
         assert_eq!(cluster.count(i, "after-"), Some(10), "node {i}");
+    }
+    for i in [2, 3, 4] {
+        let archive = cluster.nodes[i].data_dir().join("archive");
+        let archived = std::fs::read_dir(&archive).map_or(0, |entries| entries.count());
+        assert_eq!(
+            archived,
+            1,
+            "node {i}'s old data is archived in {}",
+            archive.display()
+        );
     }
 }
 

@@ -225,11 +225,16 @@ pub fn write_commitment(data_dir: &Path, proposal: Option<&Proposal>) -> std::io
             });
             durable_file::replace(&path, text.to_string().as_bytes())
         }
-        None => match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(data_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        },
+        None => remove_durably(data_dir, FOUNDING_FILE),
+    }
+}
+
+/// Removes `file` from `data_dir`, durably; a file already gone is fine.
+fn remove_durably(data_dir: &Path, file: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(data_dir.join(file)) {
+        Ok(()) => sync_dir(data_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -244,6 +249,12 @@ pub fn write_recovery_left_to(data_dir: &Path, member_id: u64) -> std::io::Resul
         &data_dir.join(RECOVERY_LEFT_TO_FILE),
         format!("{member_id:x}\n").as_bytes(),
     )
+}
+
+/// Forgets the survivor this member left its old cluster's recovery to:
+/// the member now runs a cluster of its own (recovered by hand).
+pub fn clear_recovery_left_to(data_dir: &Path) -> std::io::Result<()> {
+    remove_durably(data_dir, RECOVERY_LEFT_TO_FILE)
 }
 
 /// The survivor this member left its cluster's recovery to, if any.

@@ -11,7 +11,9 @@
 //!    alone, and a member list without the others (removed for good);
 //! 4. the old log moves to `archive/before-recovery-<time>/wal`, never
 //!    deleted;
-//! 5. the new log takes its place, and the marker goes.
+//! 5. the new log takes its place, a recorded choice to leave the old
+//!    cluster's recovery to another survivor (`recovery-left-to`) goes, and
+//!    the marker goes.
 //!
 //! A start (`e2d run`, or `recover` again) that finds the marker finishes
 //! from step 3; a `wal.recovering` without the marker is an attempt that
@@ -251,6 +253,7 @@ fn finish(
     if new_wal.exists() {
         durable_file::rename_synced(&new_wal, &old_wal).map_err(|e| data_dir_error(&new_wal, e))?;
     }
+    super::data_dir::clear_recovery_left_to(data_dir).map_err(|e| data_dir_error(data_dir, e))?;
     let marker_path = data_dir.join(MARKER_FILE);
     std::fs::remove_file(&marker_path).map_err(|e| data_dir_error(&marker_path, e))?;
     durable_file::sync_dir(data_dir).map_err(|e| data_dir_error(data_dir, e))?;
