@@ -13,6 +13,7 @@ pub mod corrupt_check;
 pub mod crc32c;
 pub mod error;
 pub mod etcd_db;
+pub mod fnv1a;
 pub mod lease;
 pub mod limits;
 pub mod manager;

@@ -76,7 +76,7 @@ pub const META_NAMES_MAX: usize = 9;
 /// Running founder names its founding set in little space.
 pub fn founders_digest(founders: &[String], restore: &str) -> u64 {
     let parts = founders.iter().map(String::as_str).chain([restore]);
-    fnv1a(parts.flat_map(|part| part.bytes().chain([0])))
+    digest(parts.flat_map(|part| part.bytes().chain([0])))
 }
 
 /// FNV-1a over a cluster id and its survivors' `(member id, applied
@@ -88,17 +88,12 @@ pub fn survivors_digest(cluster_id: u64, survivors: &[(u64, u64)]) -> u64 {
     let numbers = [cluster_id]
         .into_iter()
         .chain(sorted.into_iter().flat_map(|(id, index)| [id, index]));
-    fnv1a(numbers.flat_map(u64::to_be_bytes))
+    digest(numbers.flat_map(u64::to_be_bytes))
 }
 
 /// FNV-1a, never 0 (0 stands for "none" in the metadata).
-fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = bytes.fold(OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
-    hash.max(1)
+fn digest(bytes: impl Iterator<Item = u8>) -> u64 {
+    crate::fnv1a::fnv1a_64(bytes).max(1)
 }
 
 /// How alive a member is, in one node's view.
