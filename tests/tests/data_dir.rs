@@ -143,6 +143,26 @@ fn a_recovery_that_stopped_before_it_began_is_set_aside_and_one_with_a_damaged_m
 }
 
 #[test]
+fn a_damaged_automatic_recovery_choice_stops_the_start_naming_the_file() {
+    let mut server = Server::e2d();
+    server.etcdctl(&["put", "kept", "v"]).ok();
+    server.kill9();
+    let choice = server.data_dir().join("recovery-left-to");
+    std::fs::write(&choice, "not a member id").unwrap();
+    let refused = server.try_start().unwrap_err();
+    assert!(
+        refused.contains("recovery-left-to is not a recovery record e2d wrote"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&choice).unwrap(), "not a member id");
+    // A record e2d wrote lets it start with its data.
+    std::fs::write(&choice, "8b31080a69e19b03\n").unwrap();
+    server.start();
+    let got = server.etcdctl(&["get", "kept", "--print-value-only"]);
+    assert_eq!(got.stdout.trim(), "v");
+}
+
+#[test]
 fn a_member_older_than_its_clusters_recorded_version_refuses_to_start() {
     let mut server = Server::e2d();
     // The cluster as a newer e2d would leave it: its version recorded.
