@@ -16,6 +16,7 @@ pub mod etcd_db;
 pub mod fnv1a;
 pub mod lease;
 pub mod limits;
+pub mod log_position;
 pub mod manager;
 pub mod membership;
 pub mod mvcc;

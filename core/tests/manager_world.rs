@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use e2d_core::log_position::LogPosition;
 use e2d_core::manager::{
     member_ids, quorum::quorum, ClusterMember, Command, CommandResult, DataDir, Manager,
     ManagerConfig, PlantedBugs, Proposal, RecoveredFrom, RemovalReason, ServerStatus,
@@ -92,8 +93,8 @@ struct Node {
     /// caught up.
     reported_caught_up: BTreeSet<u64>,
     planted: PlantedBugs,
-    /// The raft index its member state has applied (kept on its disk).
-    applied: u64,
+    /// Where its raft log ends (kept on its disk).
+    log: LogPosition,
     /// The survivor this member left its cluster's recovery to (kept on
     /// its disk).
     recovery_left_to: Option<u64>,
@@ -113,8 +114,10 @@ struct Cluster {
     version: Option<Version>,
     /// The cluster this one was recovered from, and by which member.
     recovered_from: Option<(usize, u64)>,
-    /// The last index its leader applied.
-    commit: u64,
+    /// Where its leader's log ends.
+    log: LogPosition,
+    /// The leader of the current term, if one was elected in it.
+    term_leader: Option<u64>,
 }
 
 struct World {
@@ -164,7 +167,7 @@ impl World {
                     server_since_ms: 0,
                     reported_caught_up: BTreeSet::new(),
                     planted,
-                    applied: 0,
+                    log: LogPosition::default(),
                     recovery_left_to: None,
                 })
                 .collect(),
@@ -366,17 +369,23 @@ impl World {
         }
     }
 
-    /// Each cluster with a leader applies one more entry: the leader at
-    /// once, each other member running on its side with probability 1/2,
-    /// so survivors differ in what they applied.
+    /// Each cluster with a leader appends one more entry (in a new term
+    /// when the leader changed): the leader at once, each other member
+    /// running on its side with probability 1/2, so survivors' logs
+    /// differ.
     fn apply_entries(&mut self) {
         for cluster in 0..self.clusters.len() {
             for side in [false, true] {
                 let Some(leader) = self.leader(cluster, side) else {
                     continue;
                 };
-                self.clusters[cluster].commit += 1;
-                let commit = self.clusters[cluster].commit;
+                let state = &mut self.clusters[cluster];
+                if state.term_leader != Some(leader) {
+                    state.term_leader = Some(leader);
+                    state.log.term += 1;
+                }
+                state.log.index += 1;
+                let log = state.log;
                 for i in 0..self.nodes.len() {
                     let node = &self.nodes[i];
                     if !node.alive || node.side != side {
@@ -386,7 +395,7 @@ impl World {
                         continue;
                     };
                     if c == cluster && (member_id == leader || self.rng.below(2) == 0) {
-                        self.nodes[i].applied = commit;
+                        self.nodes[i].log = log;
                     }
                 }
             }
@@ -482,7 +491,7 @@ impl World {
             members,
             cluster_size: self.clusters[cluster].size,
             cluster_version: self.clusters[cluster].version,
-            applied_index: self.nodes[i].applied,
+            last_log: self.nodes[i].log,
             recovered_from: self.lineage(cluster),
         };
         self.nodes[i]
@@ -611,7 +620,8 @@ impl World {
                             size: None,
                             version: None,
                             recovered_from: None,
-                            commit: 0,
+                            log: LogPosition::default(),
+                            term_leader: None,
                         });
                         self.clusters.len() - 1
                     }
@@ -835,11 +845,11 @@ impl World {
         self.clusters[cluster].size.unwrap_or(self.size)
     }
 
-    /// Node `i`'s disk now holds `disk`; what it applied and its recovery
+    /// Node `i`'s disk now holds `disk`; its log and its recovery
     /// choice belong to the member state it replaces.
     fn set_disk(&mut self, i: usize, disk: Disk) {
         if self.nodes[i].disk != disk {
-            self.nodes[i].applied = 0;
+            self.nodes[i].log = LogPosition::default();
             self.nodes[i].recovery_left_to = None;
         }
         self.nodes[i].disk = disk;
@@ -872,9 +882,10 @@ impl World {
 
     /// Node `i` restarts its cluster alone from its own data, as
     /// `e2d cluster recover` does: a new cluster of its member alone,
-    /// which keeps the replicated size and version and what it applied.
+    /// which keeps the replicated size and version and its whole log.
     /// Checks that the old cluster cannot make progress anywhere, that no
-    /// survivor in reach applied more, and that no other survivor formed.
+    /// survivor in reach has a more up-to-date log, and that no other
+    /// survivor formed.
     fn recover_alone(&mut self, i: usize) -> CommandResult {
         let (old, member_id) = self.nodes[i].server.expect("a recovery needs a server");
         let name = self.nodes[i].name.clone();
@@ -885,7 +896,7 @@ impl World {
                 self.report()
             );
         }
-        let applied = self.nodes[i].applied;
+        let log = self.nodes[i].log;
         for j in (0..self.nodes.len()).filter(|&j| self.connected(i, j)) {
             let other = &self.nodes[j];
             let voter = |(c, id): (usize, u64)| {
@@ -897,10 +908,10 @@ impl World {
             };
             if other.server.is_some_and(voter) {
                 assert!(
-                    other.applied <= applied,
-                    "{name} recovered cluster {old} at applied index {applied} while survivor {} applied {}",
+                    other.log <= log,
+                    "{name} recovered cluster {old} with its log at {log:?} while survivor {}'s is at {:?}",
                     other.name,
-                    other.applied
+                    other.log
                 );
             }
         }
@@ -925,7 +936,8 @@ impl World {
             size: self.clusters[old].size,
             version: self.clusters[old].version,
             recovered_from: Some((old, member_id)),
-            commit: applied,
+            log,
+            term_leader: None,
         });
         let cluster = self.clusters.len() - 1;
         self.nodes[i].disk = Disk::Member { cluster, member_id };
@@ -1219,7 +1231,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases_or(128), ..ProptestConfig::default() })]
 
     /// With automatic recovery on, whatever crashes: at most one survivor
-    /// recovers a cluster, the one that applied the most, only when the
+    /// recovers a cluster, the one with the most up-to-date log, only when the
     /// cluster has no quorum anywhere; and once every node is back, one
     /// cluster of its size runs, whose members came back from the lost
     /// majority's old data dirs too.
@@ -1295,8 +1307,8 @@ fn the_checks_catch_a_cluster_version_recorded_before_every_member_runs_it() {
 
 /// Two of three lost for good, then the survivor's peer comes back after
 /// the wait: without the opt-in nothing recovers; with it, one survivor
-/// does (each planted rule is caught, where survivors applied different
-/// indexes).
+/// does (each planted rule is caught, where survivors' logs end in
+/// different places).
 #[test]
 fn a_lost_majority_recovers_only_with_the_opt_in_and_the_checks_catch_planted_rules() {
     // Five nodes of five; three crash for good.
@@ -1341,11 +1353,11 @@ fn a_lost_majority_recovers_only_with_the_opt_in_and_the_checks_catch_planted_ru
         ..PlantedBugs::NONE
     };
     assert!((0..8).any(|seed| run(seed, every).is_err()));
-    let lowest = PlantedBugs {
-        recover_lowest_index: true,
+    let least = PlantedBugs {
+        recover_least_up_to_date: true,
         ..PlantedBugs::NONE
     };
-    assert!((0..8).any(|seed| run(seed, lowest).is_err()));
+    assert!((0..8).any(|seed| run(seed, least).is_err()));
 }
 
 /// A known gap: a founder that committed to a founding set loses its
@@ -1381,6 +1393,38 @@ fn a_committed_founder_that_loses_its_disk_behind_a_partition() {
         Tick(2823),
         Tick(100),
     ];
+    for action in &actions {
+        world.apply(action);
+    }
+}
+
+/// A known gap: a cluster resized down to one member while the spares
+/// hear of the removals only in part. The removed members and a spare
+/// last saw the cluster with two voters, one of them now a spare; when a
+/// partition hides the remaining member, they count the cluster as having
+/// lost its quorum and found a second one. Closing it needs a removed
+/// member to say over gossip that it was removed (so that the others count
+/// the cluster as smaller, not as lost). Run with `--ignored` to see it.
+#[test]
+#[ignore = "spares that saw only part of a shrink to one member may found a second cluster behind a partition"]
+fn spares_that_saw_part_of_a_shrink_to_one_behind_a_partition() {
+    use Action::{Heal, Partition, Resize, Restart, Tick};
+    let mut world = World::new(4, 3, 1_262_304_590_491_553_616);
+    let mut actions = vec![Tick(100), Tick(100), Tick(524), Tick(2476), Tick(524)];
+    actions.extend(std::iter::repeat_n(Tick(100), 3));
+    actions.push(Partition(9));
+    actions.extend(std::iter::repeat_n(Tick(100), 4));
+    actions.push(Resize(1));
+    actions.extend(std::iter::repeat_n(Tick(100), 2));
+    actions.extend([
+        Partition(34),
+        Tick(100),
+        Tick(400),
+        Tick(100),
+        Tick(1008),
+        Tick(1992),
+    ]);
+    actions.extend([Heal, Restart(1), Tick(500)]);
     for action in &actions {
         world.apply(action);
     }

@@ -1,5 +1,6 @@
 //! What the manager is told and what it asks the shell to do.
 
+use crate::log_position::LogPosition;
 use crate::swim::{NodeMeta, RecoveredFrom};
 use crate::version::Version;
 
@@ -33,8 +34,8 @@ pub struct ServerStatus {
     pub cluster_size: Option<usize>,
     /// The cluster version as recorded, if one was.
     pub cluster_version: Option<Version>,
-    /// The raft index the member's state machine has applied.
-    pub applied_index: u64,
+    /// Where the member's raft log ends.
+    pub last_log: LogPosition,
     /// How this cluster came from recoveries, newest first (empty for
     /// one never recovered).
     pub recovered_from: Vec<RecoveredFrom>,

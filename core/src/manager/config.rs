@@ -47,8 +47,9 @@ pub struct PlantedBugs {
     /// Every survivor of a lost majority recovers the cluster alone at
     /// once, without standing and agreeing with the others.
     pub recover_every_survivor: bool,
-    /// The survivor with the lowest applied index recovers the cluster.
-    pub recover_lowest_index: bool,
+    /// The survivor with the least up-to-date raft log recovers the
+    /// cluster.
+    pub recover_least_up_to_date: bool,
 }
 
 impl PlantedBugs {
@@ -56,7 +57,7 @@ impl PlantedBugs {
         promote_before_caught_up: false,
         cluster_version_before_every_member: false,
         recover_every_survivor: false,
-        recover_lowest_index: false,
+        recover_least_up_to_date: false,
     };
 }
 

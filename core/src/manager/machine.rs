@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::log_position::LogPosition;
 use crate::swim::{MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
 
 use super::command::{
@@ -544,9 +545,9 @@ impl Manager {
             (Some(p), false) => (p.founders.clone(), p.restore.clone().unwrap_or_default()),
             _ => (Vec::new(), String::new()),
         };
-        let (recovery_applied_index, recovery_digest) = match self.phase {
+        let (recovery_log, recovery_digest) = match self.phase {
             Phase::Running => self.recovery.standing.unwrap_or_default(),
-            _ => (0, 0),
+            _ => (LogPosition::default(), 0),
         };
         let recovered_from = match (&self.phase, &self.server) {
             (Phase::Running, Some(server)) => server.recovered_from.clone(),
@@ -568,7 +569,7 @@ impl Manager {
             cluster_voters,
             founders_digest: proposal.as_ref().map_or(0, Proposal::digest),
             version: self.config.version.to_string(),
-            recovery_applied_index,
+            recovery_log,
             recovery_digest,
             recovered_from,
             recovery_left_to,

@@ -1,5 +1,6 @@
 //! One test per decision rule, named after the rule.
 
+use crate::log_position::LogPosition;
 use crate::swim::{Liveness, MemberView, NodeMeta, NodeStatus};
 
 use super::*;
@@ -122,7 +123,7 @@ fn status(self_id: u64, leader_id: u64, members: Vec<ClusterMember>) -> ServerSt
         members,
         cluster_size: None,
         cluster_version: None,
-        applied_index: 0,
+        last_log: LogPosition::default(),
         recovered_from: Vec::new(),
     }
 }

@@ -281,7 +281,8 @@ fn meta_from_wire(config: &Config, meta: wire::NodeMeta) -> Result<NodeMeta, Dec
             max: RECOVERY_LINEAGE_MAX,
         });
     }
-    let recovering = meta.recovery_applied_index != 0
+    let recovering = meta.recovery_log_index != 0
+        || meta.recovery_log_term != 0
         || meta.recovery_digest != 0
         || meta.recovery_left_to != 0
         || !meta.recovered_from.is_empty();
@@ -320,6 +321,7 @@ fn parse_addr(field: &'static str, text: &str) -> Result<SocketAddr, DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log_position::LogPosition;
 
     fn member(name: &str) -> MemberView {
         MemberView {
@@ -397,7 +399,7 @@ mod tests {
         };
         let mut running = pending.clone();
         running.meta.founders_restore = String::new();
-        running.meta.recovery_applied_index = u64::MAX;
+        running.meta.recovery_log = LogPosition::new(u64::MAX, u64::MAX);
         running.meta.recovery_digest = u64::MAX;
         running.meta.recovery_left_to = u64::MAX;
         running.meta.recovered_from = vec![

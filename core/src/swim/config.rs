@@ -100,10 +100,12 @@ impl Config {
         const KEY_AND_LEN: usize = 1 + 3;
         const VARINT64: usize = 10;
         // A pending node's snapshot to restore, or a running member's
-        // recovery (index, digest, choice, lineage): never both (the
-        // codec refuses that).
+        // recovery (log index, digest, choice, lineage, and the log term
+        // under a two-byte key): never both (the codec refuses that).
         let restore_or_recovery = (KEY_AND_LEN + self.url_bytes_max).max(
-            3 * (1 + VARINT64) + super::RECOVERY_LINEAGE_MAX * (KEY_AND_LEN + 2 * (1 + VARINT64)),
+            3 * (1 + VARINT64)
+                + (2 + VARINT64)
+                + super::RECOVERY_LINEAGE_MAX * (KEY_AND_LEN + 2 * (1 + VARINT64)),
         );
         let meta = KEY_AND_LEN * 3
             + self.name_bytes_max

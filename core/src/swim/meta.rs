@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use e2d_proto::gossip as wire;
 
+use crate::log_position::LogPosition;
+
 /// Where a node is in its life as an etcd member, as it tells the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum NodeStatus {
@@ -44,10 +46,11 @@ pub struct NodeMeta {
     /// The e2d version the node runs; empty if it does not say.
     pub version: String,
     /// A survivor of `cluster_id`'s lost majority stands for automatic
-    /// recovery with its raft applied index; 0 when it does not stand.
-    pub recovery_applied_index: u64,
+    /// recovery with where its raft log ends; index 0 when it does not
+    /// stand.
+    pub recovery_log: LogPosition,
     /// Digest of the survivors a standing node counts (see
-    /// [`survivors_digest`]); 0 until it knows each one's applied index.
+    /// [`survivors_digest`]); 0 until it knows each one's log position.
     pub recovery_digest: u64,
     /// How `cluster_id` came from recoveries, newest first; at most
     /// [`RECOVERY_LINEAGE_MAX`] steps.
@@ -79,15 +82,17 @@ pub fn founders_digest(founders: &[String], restore: &str) -> u64 {
     digest(parts.flat_map(|part| part.bytes().chain([0])))
 }
 
-/// FNV-1a over a cluster id and its survivors' `(member id, applied
-/// index)` pairs, sorted: what survivors of a lost majority compare to
-/// know that they count the same survivors at the same indexes.
-pub fn survivors_digest(cluster_id: u64, survivors: &[(u64, u64)]) -> u64 {
+/// FNV-1a over a cluster id and its survivors' `(member id, log
+/// position)` pairs, sorted: what survivors of a lost majority compare to
+/// know that they count the same survivors at the same positions.
+pub fn survivors_digest(cluster_id: u64, survivors: &[(u64, LogPosition)]) -> u64 {
     let mut sorted = survivors.to_vec();
     sorted.sort_unstable();
-    let numbers = [cluster_id]
-        .into_iter()
-        .chain(sorted.into_iter().flat_map(|(id, index)| [id, index]));
+    let numbers = [cluster_id].into_iter().chain(
+        sorted
+            .into_iter()
+            .flat_map(|(id, log)| [id, log.term, log.index]),
+    );
     digest(numbers.flat_map(u64::to_be_bytes))
 }
 
@@ -175,7 +180,8 @@ impl NodeMeta {
             cluster_voters: self.cluster_voters.clone(),
             founders_digest: self.founders_digest,
             version: self.version.clone(),
-            recovery_applied_index: self.recovery_applied_index,
+            recovery_log_index: self.recovery_log.index,
+            recovery_log_term: self.recovery_log.term,
             recovery_digest: self.recovery_digest,
             recovered_from: self
                 .recovered_from
@@ -204,7 +210,7 @@ impl NodeMeta {
             cluster_voters: meta.cluster_voters,
             founders_digest: meta.founders_digest,
             version: meta.version,
-            recovery_applied_index: meta.recovery_applied_index,
+            recovery_log: LogPosition::new(meta.recovery_log_term, meta.recovery_log_index),
             recovery_digest: meta.recovery_digest,
             recovered_from: meta
                 .recovered_from

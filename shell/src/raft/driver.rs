@@ -102,6 +102,8 @@ pub struct RaftStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// Where the log ends (its last entry's term and index).
+    pub last_log: e2d_core::log_position::LogPosition,
     pub is_leader: bool,
 }
 
@@ -1105,6 +1107,10 @@ impl Driver {
             term: raft.term,
             commit_index: raft.raft_log.committed,
             applied_index: raft.raft_log.applied,
+            last_log: e2d_core::log_position::LogPosition::new(
+                raft.raft_log.last_term(),
+                raft.raft_log.last_index(),
+            ),
             is_leader: raft.state == StateRole::Leader,
         };
         let is_learner = raft.prs().conf().learners().contains(&raft.id);

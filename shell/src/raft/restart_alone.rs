@@ -1,8 +1,13 @@
-//! A survivor's raft log rewritten for a cluster of one, as etcd's
-//! `--force-new-cluster` rewrites it: the log starts at the state
-//! machine's applied entry, keeps the entries committed after it, drops
-//! the ones this member never saw committed, and the configuration holds
-//! this member alone.
+//! A survivor's raft log rewritten for a cluster of one: the log starts at
+//! the state machine's applied entry and keeps every entry after it, and
+//! the configuration holds this member alone.
+//!
+//! etcd's `--force-new-cluster` drops the entries the member never learned
+//! were committed. Those may have been committed and acknowledged (the
+//! leader learns it first and tells the followers with its next message),
+//! so they are kept here, committed, as a leader elected with this log
+//! would commit them: no acknowledged write that this member holds is
+//! lost.
 
 use std::path::Path;
 
@@ -19,10 +24,10 @@ use crate::storage::DiskBackend;
 pub struct LogRewrite {
     /// The entry the new log starts at (the state machine's applied one).
     pub start_index: u64,
-    /// Committed entries after it, kept for the restart to apply.
+    /// Entries after it, kept for the restart to apply.
     pub kept_entries: u64,
-    /// Entries this member never saw committed, dropped.
-    pub dropped_entries: u64,
+    /// Of those, the ones this member had not learned were committed.
+    pub past_known_commit: u64,
     /// Membership changes among the kept entries, made into empty
     /// entries: the configuration is this member alone.
     pub emptied_conf_changes: u64,
@@ -66,13 +71,13 @@ pub fn rewrite_log_alone(
     if hard_state.commit > replayed.last_index() {
         return Err(commit_past_end(hard_state.commit, replayed.last_index()));
     }
-    let commit = hard_state.commit.max(applied);
+    let known_commit = hard_state.commit.max(applied);
     let mut start = (applied, start_term);
     let mut kept = Vec::new();
     let mut rewrite = LogRewrite {
         start_index: applied,
         kept_entries: 0,
-        dropped_entries: 0,
+        past_known_commit: replayed.last_index() - known_commit,
         emptied_conf_changes: 0,
     };
     for (index, encoded) in &replayed.entries {
@@ -85,8 +90,6 @@ pub fn rewrite_log_alone(
         }
         if entry.index == applied {
             start.1 = entry.term;
-        } else if entry.index > commit {
-            rewrite.dropped_entries += 1;
         } else if entry.index > applied {
             if entry.get_entry_type() != EntryType::EntryNormal {
                 entry = Entry {
@@ -100,7 +103,7 @@ pub fn rewrite_log_alone(
         }
     }
     rewrite.kept_entries = kept.len() as u64;
-    hard_state.commit = commit;
+    hard_state.commit = kept.last().map_or(applied, |e| e.index);
     // A term at least that of every entry the log holds.
     let last_term = kept.last().map_or(start.1, |e| e.term);
     hard_state.term = hard_state.term.max(last_term);
@@ -134,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn the_new_log_starts_at_the_applied_entry_and_keeps_only_committed_ones() {
+    fn the_new_log_starts_at_the_applied_entry_and_commits_every_later_one() {
         let dir = tempfile::tempdir().unwrap();
         let (old_dir, new_dir) = (dir.path().join("wal"), dir.path().join("new"));
         let (mut wal, _) = Wal::open(&old_dir).unwrap();
@@ -163,8 +166,8 @@ mod tests {
             rewrite,
             LogRewrite {
                 start_index: 6,
-                kept_entries: 3,
-                dropped_entries: 1,
+                kept_entries: 4,
+                past_known_commit: 1,
                 emptied_conf_changes: 1,
             }
         );
@@ -175,12 +178,15 @@ mod tests {
             .iter()
             .map(|(_, e)| codec::decode_entry(e).unwrap())
             .collect();
-        assert_eq!(kept.iter().map(|e| e.index).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(
+            kept.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
         assert_eq!(kept[0].data, [7]);
         assert_eq!(kept[1].get_entry_type(), EntryType::EntryNormal);
         assert!(kept[1].data.is_empty(), "the membership change is emptied");
         let hard = codec::decode_hard_state(replayed.hard_state.as_ref().unwrap()).unwrap();
-        assert_eq!((hard.term, hard.vote, hard.commit), (3, 7, 9));
+        assert_eq!((hard.term, hard.vote, hard.commit), (3, 7, 10));
         // The old log keeps every entry.
         let (_, old) = Wal::open(&old_dir).unwrap();
         assert_eq!(old.last_index(), 10);

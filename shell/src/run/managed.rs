@@ -824,7 +824,7 @@ async fn server_status(node: &Node) -> ServerStatus {
         cluster_id: node.identity.cluster_id,
         member_id: node.identity.member_id,
         leader_id: raft.leader_id,
-        applied_index: raft.applied_index,
+        last_log: raft.last_log,
         recovered_from,
         cluster_size: cluster_size::replicated(node),
         cluster_version: cluster_version::recorded(node),

@@ -218,7 +218,7 @@ pub fn recover_alone(data_dir: &std::path::Path) -> Result<(), RunError> {
         cluster_id = format!("{:x}", done.cluster_id),
         recovered_from = format!("{:x}", done.old_cluster_id),
         removed_members = done.removed_members,
-        dropped_entries = done.log.dropped_entries,
+        kept_past_known_commit = done.log.past_known_commit,
         archive = %done.archive.display(),
         "recovered the cluster alone from this member's data; the lost members' data stays theirs, \
          and they join the recovered cluster as new members"

@@ -167,8 +167,8 @@ pub fn recover_command(data_dir: &Path) -> Result<String, String> {
     let done = recover(data_dir, now_unix_s).map_err(|e| e.to_string())?;
     Ok(format!(
         "member {:x} now forms cluster {:x} alone (recovered from cluster {:x}); \
-         {} other members removed; the raft log starts at applied entry {} with {} committed \
-         entries kept and {} never seen committed dropped; the old log is in {}.\n\
+         {} other members removed; the raft log starts at applied entry {} with {} \
+         later entries kept ({} of them past the commit it knew of); the old log is in {}.\n\
          Start it with `e2d run` and the same flags: new nodes join it up to the cluster's size. \
          Do not start the lost members on their old data dirs: move those aside first.\n",
         done.member_id,
@@ -177,7 +177,7 @@ pub fn recover_command(data_dir: &Path) -> Result<String, String> {
         done.removed_members,
         done.log.start_index,
         done.log.kept_entries,
-        done.log.dropped_entries,
+        done.log.past_known_commit,
         done.archive.display()
     ))
 }

@@ -19,17 +19,24 @@
 //!   member that has seen its cluster with a leader since it started
 //!   stands: one that started during the outage may be a lost member come
 //!   back after a recovery it never saw, and must not recover again. A
-//!   survivor stands with its applied raft index; once every survivor
-//!   stands, each publishes a digest of the survivors and their indexes.
-//!   When all digests have been equal for [`RECOVERY_SETTLE_MS`], each
-//!   survivor other than the one with the highest applied index (ties:
-//!   the lowest member id) records in its data dir that it left the
+//!   survivor stands with where its raft log ends (last term and index);
+//!   once every survivor stands, each publishes a digest of the survivors
+//!   and their positions. When all digests have been equal for
+//!   [`RECOVERY_SETTLE_MS`], each survivor other than the one with the
+//!   most up-to-date log, as raft orders logs (later term, then longer;
+//!   ties: the lowest member id), records in its data dir that it left the
 //!   recovery to that one, and publishes that; once all have, the chosen
-//!   one restarts the cluster alone from its own data. None of the others
+//!   one restarts the cluster alone from its whole log. None of the others
 //!   ever recovers the same cluster, whatever happens to the chosen one.
+//!   A log at least as up to date as each other survivor's holds every
+//!   entry of theirs that may have been committed, so no write a survivor
+//!   holds is lost; the applied index would not do (a survivor may hold
+//!   an acknowledged entry it has not applied, or not learned committed).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+
+use crate::log_position::LogPosition;
 
 use crate::swim::{survivors_digest, Liveness, MemberView, NodeStatus};
 
@@ -47,9 +54,9 @@ pub(super) struct Recovery {
     /// When each voter (by id) was first seen not live in gossip while the
     /// cluster had no leader.
     not_live_since_ms: BTreeMap<u64, u64>,
-    /// What this node publishes while it stands: its applied index, and
+    /// What this node publishes while it stands: where its log ends, and
     /// the survivors' digest (0 until every survivor stands).
-    pub(super) standing: Option<(u64, u64)>,
+    pub(super) standing: Option<(LogPosition, u64)>,
     /// The digest all survivors have published since when, unbroken.
     agreed_since_ms: Option<(u64, u64)>,
     /// The survivor this member left the recovery to (kept in its data
@@ -212,8 +219,13 @@ impl Manager {
             ));
             return false;
         }
-        let own_index = status.applied_index.max(1);
-        self.recovery.standing = Some((own_index, 0));
+        // Index 0 stands for "not standing": a log without entries
+        // stands at 1, behind every log that holds one.
+        let own_log = LogPosition {
+            index: status.last_log.index.max(1),
+            ..status.last_log
+        };
+        self.recovery.standing = Some((own_log, 0));
         let lost_names = lost_names.join(", ");
         if self.config.planted.recover_every_survivor {
             if self.status_fresh {
@@ -221,13 +233,13 @@ impl Manager {
             }
             return true;
         }
-        let mut indexes = vec![(me, own_index)];
+        let mut positions = vec![(me, own_log)];
         for survivor in survivors.iter().filter(|m| m.id != me) {
             let standing = entry_for(&self.view, survivor)
                 .filter(|_| is_live(&self.view, survivor, status.cluster_id, &name))
-                .map(|node| node.meta.recovery_applied_index)
-                .filter(|&index| index > 0);
-            let Some(index) = standing else {
+                .map(|node| node.meta.recovery_log)
+                .filter(|log| log.index > 0);
+            let Some(log) = standing else {
                 self.recovery.agreed_since_ms = None;
                 self.set_waiting(format!(
                     "the majority ({lost_names}) has been gone for over {after_ms} ms; waiting for survivor {} to stand for recovery",
@@ -235,10 +247,10 @@ impl Manager {
                 ));
                 return true;
             };
-            indexes.push((survivor.id, index));
+            positions.push((survivor.id, log));
         }
-        let digest = survivors_digest(status.cluster_id, &indexes);
-        self.recovery.standing = Some((own_index, digest));
+        let digest = survivors_digest(status.cluster_id, &positions);
+        self.recovery.standing = Some((own_log, digest));
         if let Some(left_to) = self.recovery.left_to {
             // Still standing with the digest, so that the chosen survivor
             // sees the agreement it waits for.
@@ -273,12 +285,12 @@ impl Manager {
             ));
             return true;
         }
-        let chosen = if self.config.planted.recover_lowest_index {
-            indexes.iter().min_by_key(|&&(id, index)| (index, id))
+        let chosen = if self.config.planted.recover_least_up_to_date {
+            positions.iter().min_by_key(|&&(id, log)| (log, id))
         } else {
-            indexes
+            positions
                 .iter()
-                .max_by_key(|&&(id, index)| (index, Reverse(id)))
+                .max_by_key(|&&(id, log)| (log, Reverse(id)))
         };
         let (chosen, _) = *chosen.expect("the survivors include this member");
         if chosen == me {
@@ -297,14 +309,14 @@ impl Manager {
                 self.recover_alone(&lost_names);
             } else {
                 self.set_waiting(format!(
-                    "the survivors agree that this member (the highest applied index) recovers the cluster; \
+                    "the survivors agree that this member (the most up-to-date log) recovers the cluster; \
                      waiting for {} to record that",
                     waiting_for.join(", ")
                 ));
             }
         } else {
             self.set_waiting(format!(
-                "the survivors agree that member {chosen:x} (the highest applied index) recovers the cluster; recording that"
+                "the survivors agree that member {chosen:x} (the most up-to-date log) recovers the cluster; recording that"
             ));
             self.issue(Awaiting::LeaveRecovery(chosen), |id| {
                 Command::LeaveRecoveryTo {
