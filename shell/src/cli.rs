@@ -438,7 +438,7 @@ pub struct RunArgs {
     /// Off unless given. When a majority of the members has been gone from
     /// gossip for this long (more than --health-check-timeout) and the
     /// cluster has no leader, the survivors agree over gossip and the one
-    /// with the highest applied raft index restarts the cluster alone from
+    /// with the most up-to-date raft log restarts the cluster alone from
     /// its data (as `e2d cluster recover` does); the others, then new
     /// nodes, join it. Writes only the lost members had are lost.
     #[arg(long, env = "E2D_UNSAFE_AUTO_RECOVER_AFTER", value_parser = parse_duration_ms)]

@@ -23,6 +23,9 @@ pub const HEALTH_CHECK_INTERVAL: &str = "1s";
 pub const HEALTH_CHECK_TIMEOUT: &str = "10s";
 /// How often the leader snapshots into the bucket.
 pub const SNAPSHOT_INTERVAL: &str = "3s";
+/// `--unsafe-auto-recover-after` in runs that opt in: longer than the
+/// health-check timeout, as the flag requires.
+pub const AUTO_RECOVER_AFTER: &str = "30s";
 /// Applied entries between raft log compactions: few, so that runs drop
 /// log segments and send members behind the log's start a snapshot.
 pub const SNAPSHOT_COUNT: &str = "500";
@@ -47,10 +50,29 @@ impl Member {
 /// Errors nodes stopped with, for the report.
 pub type NodeErrors = Arc<Mutex<Vec<String>>>;
 
-/// Machines whose member the cluster removed, waiting to be restarted:
-/// `e2d` starts such a member over on a fresh runtime, so that nothing of
-/// the old one (tasks, sockets) survives; a simulated machine restarts.
+/// Machines whose member stopped to have its data dir changed, waiting to
+/// be restarted: `e2d` changes the data dir and runs again on a fresh
+/// runtime, so that nothing of the old one (tasks, sockets, the open
+/// database) survives; a simulated machine restarts and then changes it.
 type RestartRequests = Arc<Mutex<Vec<madsim::task::NodeId>>>;
+
+/// What a member asked be done to its data dir before it runs again.
+#[derive(Debug, Clone, Copy)]
+enum DataDirStep {
+    /// Removed from its cluster: archive the data and join as new.
+    StartOver,
+    /// Agreed on to recover its cluster alone.
+    Recover,
+}
+
+/// What restarts one machine needs: the restart queue, its own node id
+/// once built, and the data dir step it waits for.
+#[derive(Clone, Default)]
+struct Restart {
+    requests: RestartRequests,
+    itself: Arc<Mutex<Option<madsim::task::NodeId>>>,
+    step: Arc<Mutex<Option<DataDirStep>>>,
+}
 
 /// How often restart requests are served.
 const RESTART_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -72,6 +94,8 @@ pub struct Cluster {
     discovery_tag: Option<String>,
     pub errors: NodeErrors,
     restarts: RestartRequests,
+    /// Every node runs with `--unsafe-auto-recover-after`.
+    auto_recover: bool,
 }
 
 fn host_ip(host: u8) -> IpAddr {
@@ -80,8 +104,10 @@ fn host_ip(host: u8) -> IpAddr {
 
 impl Cluster {
     /// Starts `size` nodes that find each other through gossip, seeded by
-    /// bootstrap addresses or, with `discovery`, by the simulated cloud.
-    pub fn start(root: PathBuf, size: usize, discovery: bool) -> Self {
+    /// bootstrap addresses or, with `discovery`, by the simulated cloud;
+    /// with `auto_recover`, every node (replacements too) recovers a lost
+    /// majority on its own.
+    pub fn start(root: PathBuf, size: usize, discovery: bool, auto_recover: bool) -> Self {
         // Runs in one process share the simulated cloud: a tag per run.
         let discovery_tag = discovery.then(|| {
             let run = root.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -97,6 +123,7 @@ impl Cluster {
             hosts: 0,
             errors: NodeErrors::default(),
             restarts: RestartRequests::default(),
+            auto_recover,
         };
         let (handle, restarts) = (cluster.handle.clone(), cluster.restarts.clone());
         madsim::task::spawn(async move {
@@ -149,20 +176,26 @@ impl Cluster {
             }
             None => Seeding::Bootstrap(seeds.to_vec()),
         };
-        let args = run_args(&name, ip, &data_dir, &seeding, self.size, &self.bucket);
+        let args = run_args(
+            &name,
+            ip,
+            &data_dir,
+            &seeding,
+            (self.size, self.auto_recover),
+            &self.bucket,
+        );
         let errors = self.errors.clone();
-        let restarts = self.restarts.clone();
-        let itself: Arc<Mutex<Option<madsim::task::NodeId>>> = Arc::default();
-        let own_id = itself.clone();
+        let restart = Restart {
+            requests: self.restarts.clone(),
+            ..Restart::default()
+        };
+        let itself = restart.itself.clone();
         let node = self
             .handle
             .create_node()
             .name(name.clone())
             .ip(ip)
-            .init(move || {
-                let restart = (restarts.clone(), own_id.clone());
-                run_member(args.clone(), errors.clone(), restart)
-            })
+            .init(move || run_member(args.clone(), errors.clone(), restart.clone()))
             .build();
         *itself.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.id());
         Member {
@@ -226,13 +259,20 @@ impl Cluster {
         self.handle.resume(self.members[slot].node.id());
     }
 
+    /// The machine in `slot` is lost with its disk, for good.
+    pub fn lose(&mut self, slot: usize) {
+        let old = &mut self.members[slot];
+        self.handle.kill(old.node.id());
+        old.down = true;
+        wipe(&old.data_dir);
+        let ip = old.ip;
+        self.leave_cloud(ip);
+    }
+
     /// The machine in `slot` is lost with its disk; a fresh node with a
     /// new name and address takes the slot, seeded with the others.
     pub fn replace(&mut self, slot: usize) {
-        let old = &self.members[slot];
-        self.handle.kill(old.node.id());
-        wipe(&old.data_dir);
-        self.leave_cloud(old.ip);
+        self.lose(slot);
         let seeds: Vec<IpAddr> = self
             .members
             .iter()
@@ -310,7 +350,7 @@ impl Cluster {
         }
     }
 
-    /// Every link works again.
+    /// Every link among the machines in the slots works again.
     pub fn heal(&self) {
         let net = NetSim::current();
         for a in 0..self.size {
@@ -344,28 +384,39 @@ pub fn wipe(dir: &Path) {
 
 /// What the simulated machine runs: `e2d run`, again as a new member when
 /// the cluster removed it, or on its recovered data dir, as the binary's
-/// `main` does.
-async fn run_member(
-    args: RunArgs,
-    errors: NodeErrors,
-    (restarts, itself): (RestartRequests, Arc<Mutex<Option<madsim::task::NodeId>>>),
-) {
+/// `main` does: the data dir changes once the machine restarted, when
+/// nothing of the run before holds it.
+async fn run_member(args: RunArgs, errors: NodeErrors, restart: Restart) {
     use e2d_shell::run::{recover_alone, start_over, Stopped};
-    let prepared = match e2d_shell::run::run(args.clone()).await {
-        Ok(Stopped::Shutdown) => return,
-        Ok(Stopped::Removed) => start_over(&args.data_dir),
-        Ok(Stopped::Recover) => recover_alone(&args.data_dir),
+    let step = restart
+        .step
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let prepared = match step {
+        None => Ok(()),
+        Some(DataDirStep::StartOver) => start_over(&args.data_dir),
+        Some(DataDirStep::Recover) => recover_alone(&args.data_dir),
+    };
+    let step = match prepared {
+        Ok(()) => e2d_shell::run::run(args.clone()).await,
         Err(e) => Err(e),
     };
-    match prepared {
-        Ok(()) => {
-            let id = *itself.lock().unwrap_or_else(|p| p.into_inner());
-            let id = id.expect("the node id is known once the node is built");
-            restarts.lock().unwrap_or_else(|p| p.into_inner()).push(id);
-            std::future::pending::<()>().await;
-        }
-        Err(e) => record(&errors, &args, e),
-    }
+    let step = match step {
+        Ok(Stopped::Shutdown) => return,
+        Ok(Stopped::Removed) => DataDirStep::StartOver,
+        Ok(Stopped::Recover) => DataDirStep::Recover,
+        Err(e) => return record(&errors, &args, e),
+    };
+    *restart.step.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
+    let id = *restart.itself.lock().unwrap_or_else(|p| p.into_inner());
+    let id = id.expect("the node id is known once the node is built");
+    restart
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(id);
+    std::future::pending::<()>().await;
 }
 
 fn record(errors: &NodeErrors, args: &RunArgs, e: e2d_shell::run::RunError) {
@@ -389,7 +440,7 @@ fn run_args(
     ip: IpAddr,
     data_dir: &Path,
     seeding: &Seeding,
-    size: usize,
+    (size, auto_recover): (usize, bool),
     bucket: &Path,
 ) -> RunArgs {
     let (seed_flag, seed_value) = match seeding {
@@ -399,7 +450,7 @@ fn run_args(
         }
         Seeding::Discovery(tag) => ("--peer-discovery", format!("do-tags:{tag}")),
     };
-    let argv = [
+    let mut argv = vec![
         "e2d".to_string(),
         "run".into(),
         "--name".into(),
@@ -429,6 +480,12 @@ fn run_args(
         "--snapshot-count".into(),
         SNAPSHOT_COUNT.into(),
     ];
+    if auto_recover {
+        argv.extend([
+            "--unsafe-auto-recover-after".into(),
+            AUTO_RECOVER_AFTER.into(),
+        ]);
+    }
     match Cli::try_parse_from(argv) {
         Ok(Cli {
             command: Command::Run(args),

@@ -30,8 +30,10 @@ fn main() -> std::process::ExitCode {
         /// Run every seed twice and fail when the two traces differ.
         #[arg(long)]
         determinism: bool,
-        /// Plant a bug in the shell, to see the checkers catch it:
-        /// ack-before-fsync, reads-without-read-index, watch-resume-skips.
+        /// Plant a bug, to see the checkers catch it: ack-before-fsync,
+        /// reads-without-read-index, watch-resume-skips,
+        /// restore-skips-newest, recover-every-survivor,
+        /// recover-least-up-to-date.
         #[arg(long, value_delimiter = ',')]
         plant: Vec<String>,
         /// The command printed to replay a failed seed.
@@ -54,11 +56,15 @@ fn main() -> std::process::ExitCode {
             "reads-without-read-index" => template.bugs.reads_without_read_index = true,
             "watch-resume-skips" => template.bugs.watch_resume_skips_a_revision = true,
             "restore-skips-newest" => template.bugs.restore_skips_the_newest_snapshot = true,
+            "recover-every-survivor" => template.bugs.manager.recover_every_survivor = true,
+            "recover-least-up-to-date" => {
+                template.bugs.manager.recover_least_up_to_date = true;
+            }
             other => {
                 eprintln!(
                     "error: --plant {other:?} is not a bug the simulator knows; use \
-                     ack-before-fsync, reads-without-read-index, watch-resume-skips or \
-                     restore-skips-newest"
+                     ack-before-fsync, reads-without-read-index, watch-resume-skips, \
+                     restore-skips-newest, recover-every-survivor or recover-least-up-to-date"
                 );
                 return std::process::ExitCode::from(2);
             }

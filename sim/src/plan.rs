@@ -55,6 +55,18 @@ pub enum Fault {
     /// newest snapshot from the bucket. Comes after the other faults, at
     /// most once a run ([`total_loss`]).
     TotalLoss,
+    /// The machines in `lost`, a majority, are lost for good while clients
+    /// write, and fresh nodes take their slots; `lagging`, a survivor, was
+    /// cut off just before, so it lacks the last writes. With `opt_in`
+    /// (every node runs with `--unsafe-auto-recover-after`) the survivor
+    /// with the most up-to-date log recovers the cluster and everyone else
+    /// joins it; without, nothing may take a write again. Ends a run that
+    /// has no total loss, at most once ([`majority_loss`]).
+    MajorityLoss {
+        lost: Vec<usize>,
+        lagging: Option<usize>,
+        opt_in: bool,
+    },
 }
 
 impl Fault {
@@ -72,6 +84,7 @@ impl Fault {
             Fault::Pause { .. } => "pause",
             Fault::Shrink { .. } => "shrink",
             Fault::TotalLoss => "total-loss",
+            Fault::MajorityLoss { .. } => "majority-loss",
         }
     }
 
@@ -80,7 +93,10 @@ impl Fault {
     pub fn duration_ms(&self) -> u64 {
         match self {
             Fault::Crash { down_ms, .. } | Fault::PowerLoss { down_ms } => *down_ms,
-            Fault::Replace { .. } | Fault::DamagedLog { .. } | Fault::TotalLoss => 0,
+            Fault::Replace { .. }
+            | Fault::DamagedLog { .. }
+            | Fault::TotalLoss
+            | Fault::MajorityLoss { .. } => 0,
             Fault::Partition { ms, .. }
             | Fault::OneWay { ms, .. }
             | Fault::Bridge { ms, .. }
@@ -118,6 +134,22 @@ impl fmt::Display for Fault {
                 write!(f, "resize to {size} members, back after {ms} ms")
             }
             Fault::TotalLoss => write!(f, "lose every machine and disk, restore from the bucket"),
+            Fault::MajorityLoss {
+                lost,
+                lagging,
+                opt_in,
+            } => {
+                let lost: Vec<String> = lost.iter().map(|slot| format!("n{slot}")).collect();
+                write!(f, "lose {} for good", lost.join(", "))?;
+                if let Some(slot) = lagging {
+                    write!(f, " while n{slot} is cut off")?;
+                }
+                if *opt_in {
+                    write!(f, "; the survivors recover on their own")
+                } else {
+                    write!(f, "; without the opt-in, nothing recovers")
+                }
+            }
         }
     }
 }
@@ -268,6 +300,30 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
 /// in three.
 pub fn total_loss(seed: u64) -> bool {
     Rng::new(seed ^ 0x0007_07a1_1055).below(3) == 0
+}
+
+/// The majority loss the run of `seed` ends with, if any: one seed in
+/// four of those without a total loss; three in four of those run with
+/// the opt-in. In a cluster of `cluster_size`, a majority is lost and,
+/// where two or more survive, one of them lags.
+pub fn majority_loss(seed: u64, cluster_size: usize) -> Option<Fault> {
+    let mut rng = Rng::new(seed ^ 0x00a1_05e5_0a10);
+    if total_loss(seed) || rng.below(4) != 0 {
+        return None;
+    }
+    let opt_in = rng.below(4) != 0;
+    let mut slots: Vec<usize> = (0..cluster_size).collect();
+    let mut lost = Vec::new();
+    while lost.len() < cluster_size / 2 + 1 {
+        lost.push(slots.remove(rng.below(slots.len())));
+    }
+    lost.sort_unstable();
+    let lagging = (slots.len() >= 2).then(|| slots[rng.below(slots.len())]);
+    Some(Fault::MajorityLoss {
+        lost,
+        lagging,
+        opt_in,
+    })
 }
 
 /// Whether the nodes of the run of `seed` find each other through peer

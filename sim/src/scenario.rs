@@ -125,14 +125,15 @@ pub fn run(config: RunConfig, root: PathBuf) -> Report {
         lines.extend(seen.watch.events.iter().map(|e| format!("{e:?}")));
         if let Some(restored) = &seen.restored {
             lines.push(format!("restored from {:?}", restored.snapshot));
-            lines.extend(
-                restored
-                    .history
-                    .operations
-                    .iter()
-                    .map(|op| format!("{op:?}")),
-            );
-            lines.extend(restored.watch.events.iter().map(|e| format!("{e:?}")));
+            restored.life.trace(&mut lines);
+        }
+        if let Some(lost) = &seen.majority_lost {
+            lines.push("majority lost".into());
+            lines.extend(lost.history.operations.iter().map(|op| format!("{op:?}")));
+            if let Some(recovered) = &lost.recovered {
+                lines.push("recovered".into());
+                recovered.trace(&mut lines);
+            }
         }
         for line in &lines {
             trace.update(line.as_bytes());
@@ -162,19 +163,46 @@ struct Seen {
     contents: Vec<(String, Option<Contents>)>,
     /// After a total loss: the cluster restored from the bucket.
     restored: Option<Restored>,
+    /// After a majority lost for good.
+    majority_lost: Option<MajorityLost>,
+}
+
+/// A majority lost for good while clients wrote, and what came after.
+struct MajorityLost {
+    /// The workload while the majority went (no watcher: a watch may end
+    /// with the machines, before it saw the last writes).
+    history: History,
+    cluster_ids: BTreeSet<u64>,
+    /// With the opt-in: the cluster the survivors recovered.
+    recovered: Option<SecondLife>,
+}
+
+/// A cluster that came back (restored, or recovered by a survivor): what
+/// it served before any client wrote to it, at which store revision, then
+/// a workload on it, checked on its own.
+struct SecondLife {
+    first_contents: Vec<(String, Option<Contents>)>,
+    revision: i64,
+    history: History,
+    watch: WatchLog,
+    cluster_ids: BTreeSet<u64>,
+    contents: Vec<(String, Option<Contents>)>,
+}
+
+impl SecondLife {
+    fn trace(&self, lines: &mut Vec<String>) {
+        lines.push(format!("from revision {}", self.revision));
+        lines.extend(self.history.operations.iter().map(|op| format!("{op:?}")));
+        lines.extend(self.watch.events.iter().map(|e| format!("{e:?}")));
+    }
 }
 
 /// The second life of a cluster that lost every machine and disk.
 struct Restored {
     /// The snapshot the bucket held at the loss: its name and revision.
     snapshot: Option<(String, i64)>,
-    /// What each fresh member served before any client wrote to it.
-    restored_contents: Vec<(String, Option<Contents>)>,
-    /// The workload on the restored cluster, checked on its own.
-    history: History,
-    watch: WatchLog,
-    cluster_ids: BTreeSet<u64>,
-    contents: Vec<(String, Option<Contents>)>,
+    /// The restored cluster, from the snapshot's revision.
+    life: SecondLife,
 }
 
 /// What one workload period records.
@@ -201,14 +229,14 @@ const RESTORED_WORKLOAD_MS: u64 = 10_000;
 /// differ from those the snapshot brought back.
 const RESTORED_CLIENT_BASE: u32 = 10;
 
-/// Starts the clients, the watcher (from `first_revision`) and the
-/// observer, all running until `until_ms`.
+/// Starts the clients, the watcher (from `first_revision`, if given) and
+/// the observer, all running until `until_ms`.
 fn start_workload(
     config: &RunConfig,
     directory: &Directory,
     origin: Instant,
     until_ms: u64,
-    first_revision: i64,
+    first_revision: Option<i64>,
     client_base: u32,
     control: &madsim::runtime::NodeHandle,
 ) -> (Shared, Vec<madsim::task::JoinHandle<()>>) {
@@ -227,18 +255,20 @@ fn start_workload(
             id, directory, origin, until_ms, history,
         )));
     }
-    let watcher = handle
-        .create_node()
-        .name(format!("watcher-{client_base}"))
-        .ip(workload::client_ip(100 + client_base as u8))
-        .build();
-    tasks.push(watcher.spawn(workload::run_watcher(
-        directory.clone(),
-        origin,
-        until_ms + 5_000,
-        shared.watch.clone(),
-        first_revision,
-    )));
+    if let Some(first_revision) = first_revision {
+        let watcher = handle
+            .create_node()
+            .name(format!("watcher-{client_base}"))
+            .ip(workload::client_ip(100 + client_base as u8))
+            .build();
+        tasks.push(watcher.spawn(workload::run_watcher(
+            directory.clone(),
+            origin,
+            until_ms + 5_000,
+            shared.watch.clone(),
+            first_revision,
+        )));
+    }
     let (directory, ids) = (directory.clone(), shared.cluster_ids.clone());
     tasks.push(control.spawn(observe(directory, origin, until_ms, ids)));
     (shared, tasks)
@@ -252,7 +282,17 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
         ..Report::default()
     };
     let mut trace = Sha256::new();
-    let mut cluster = Cluster::start(root, config.cluster_size, plan::peer_discovery(config.seed));
+    let majority_loss = plan::majority_loss(config.seed, config.cluster_size);
+    let auto_recover = matches!(
+        majority_loss,
+        Some(Fault::MajorityLoss { opt_in: true, .. })
+    );
+    let mut cluster = Cluster::start(
+        root,
+        config.cluster_size,
+        plan::peer_discovery(config.seed),
+        auto_recover,
+    );
     let directory = Directory::default();
     directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
     let handle = madsim::runtime::Handle::current();
@@ -275,7 +315,8 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
     trace.update(format!("formed at {start_ms}\n"));
     let until_ms = start_ms + config.workload_ms;
 
-    let (shared, tasks) = start_workload(&config, &directory, origin, until_ms, 1, 0, &control);
+    let (shared, tasks) =
+        start_workload(&config, &directory, origin, until_ms, Some(1), 0, &control);
 
     // Faults.
     for scheduled in config.plan() {
@@ -330,12 +371,28 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
     } else {
         None
     };
+    let majority_lost = match majority_loss {
+        Some(fault) => {
+            trace.update(format!("{} ms: {fault}\n", elapsed_ms(origin)));
+            report.faults.push(fault.clone());
+            let lost = lose_majority(&config, &fault, &mut cluster, &directory, origin, &control);
+            match lost.await {
+                Ok(lost) => Some(lost),
+                Err(failure) => {
+                    report.failures.push(failure);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let seen = Seen {
         history,
         watch,
         cluster_ids,
         contents,
         restored,
+        majority_lost,
     };
     finish(&mut report, origin, &cluster);
     (report, Some(seen), trace)
@@ -370,7 +427,7 @@ async fn restore_after_total_loss(
         directory,
         origin,
         until_ms,
-        first_revision,
+        Some(first_revision),
         RESTORED_CLIENT_BASE,
         control,
     );
@@ -380,13 +437,174 @@ async fn restore_after_total_loss(
     let contents = contents_of(control, directory).await;
     let (history, watch, cluster_ids) = shared.take();
     Ok(Restored {
+        life: SecondLife {
+            first_contents: restored_contents,
+            revision: snapshot.as_ref().map_or(0, |(_, revision)| *revision),
+            history,
+            watch,
+            cluster_ids,
+            contents,
+        },
         snapshot,
-        restored_contents,
-        history,
-        watch,
-        cluster_ids,
-        contents,
     })
+}
+
+/// How long clients write in a run's last phase before the majority goes;
+/// the lagging survivor is cut off for the last [`LAG_MS`] of it.
+const BEFORE_LOSS_MS: u64 = 6_000;
+const LAG_MS: u64 = 4_000;
+/// How long clients keep trying once the majority is gone.
+const AFTER_LOSS_MS: u64 = 3_000;
+/// Client ids while the majority is lost, and on the recovered cluster.
+const LOSS_CLIENT_BASE: u32 = 20;
+const RECOVERED_CLIENT_BASE: u32 = 30;
+/// How long the survivors get to recover and the replacements to join:
+/// the opt-in's wait, the agreement, the restart and a join and promotion
+/// per replacement, with room.
+const MAJORITY_RECOVERY_BOUND: Duration = Duration::from_secs(180);
+/// How long, without the opt-in, no member may take a write: well past
+/// the wait of a run that opts in.
+const NO_RECOVERY_WATCH: Duration = Duration::from_secs(60);
+
+/// Clients write while a majority of the machines is lost for good (the
+/// lagging survivor cut off just before, so that it lacks the last
+/// writes), and fresh nodes take their slots. With the opt-in, the
+/// survivors must recover the cluster and everyone join it; then it
+/// serves a workload of its own. Without, no member may take a write.
+async fn lose_majority(
+    config: &RunConfig,
+    fault: &Fault,
+    cluster: &mut Cluster,
+    directory: &Directory,
+    origin: Instant,
+    control: &madsim::runtime::NodeHandle,
+) -> Result<MajorityLost, String> {
+    let Fault::MajorityLoss {
+        lost,
+        lagging,
+        opt_in,
+    } = fault
+    else {
+        unreachable!("lose_majority takes a majority loss")
+    };
+    let loss_ms = elapsed_ms(origin) + BEFORE_LOSS_MS;
+    let (shared, tasks) = start_workload(
+        config,
+        directory,
+        origin,
+        loss_ms + AFTER_LOSS_MS,
+        None,
+        LOSS_CLIENT_BASE,
+        control,
+    );
+    sleep(Duration::from_millis(BEFORE_LOSS_MS - LAG_MS)).await;
+    if let Some(slot) = lagging {
+        cluster.isolate(&[*slot]);
+    }
+    sleep(Duration::from_millis(
+        loss_ms.saturating_sub(elapsed_ms(origin)),
+    ))
+    .await;
+    for &slot in lost {
+        cluster.lose(slot);
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Fresh nodes take the lost slots, then the links among the machines
+    // now in the slots heal. The lost machines' links to the lagging
+    // survivor stay cut: the simulated network delivers what was queued
+    // on a cut link once it heals, even from a machine since killed,
+    // where a real network loses it with the machine.
+    for &slot in lost {
+        cluster.replace(slot);
+    }
+    cluster.heal();
+    directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
+    let (history, _, cluster_ids) = shared.take();
+    if !opt_in {
+        let probe = {
+            let directory = directory.clone();
+            control.spawn(async move {
+                wait_for_write(&directory, NO_RECOVERY_WATCH, b"/sim/probe", b"1").await
+            })
+        };
+        if probe.await.unwrap_or(false) {
+            return Err(format!(
+                "without --unsafe-auto-recover-after, a member took a write within {NO_RECOVERY_WATCH:?} of losing {lost:?} for good"
+            ));
+        }
+        return Ok(MajorityLost {
+            history,
+            cluster_ids,
+            recovered: None,
+        });
+    }
+    let intended: BTreeSet<String> = cluster.members().iter().map(|m| m.name.clone()).collect();
+    let recovered = {
+        let directory = directory.clone();
+        control
+            .spawn(async move {
+                wait_for_recovery(&directory, &intended, MAJORITY_RECOVERY_BOUND).await
+            })
+            .await
+    };
+    match recovered {
+        Ok(Ok(())) => {}
+        Ok(Err(state)) => {
+            return Err(format!(
+                "after losing {lost:?} for good, not whole again within {MAJORITY_RECOVERY_BOUND:?}: {state}"
+            ))
+        }
+        Err(e) => return Err(format!("the recovery check failed: {e}")),
+    }
+    let first_contents = contents_of(control, directory).await;
+    let revision = current_revision(control, directory).await;
+    let until_ms = elapsed_ms(origin) + RESTORED_WORKLOAD_MS;
+    let (shared, tasks) = start_workload(
+        config,
+        directory,
+        origin,
+        until_ms,
+        Some(revision + 1),
+        RECOVERED_CLIENT_BASE,
+        control,
+    );
+    for task in tasks {
+        let _ = task.await;
+    }
+    let contents = contents_of(control, directory).await;
+    let (after, watch, after_ids) = shared.take();
+    Ok(MajorityLost {
+        history,
+        cluster_ids,
+        recovered: Some(SecondLife {
+            first_contents,
+            revision,
+            history: after,
+            watch,
+            cluster_ids: after_ids,
+            contents,
+        }),
+    })
+}
+
+/// The store revision a member reports, read from the control host; 0 if
+/// none answers.
+async fn current_revision(control: &madsim::runtime::NodeHandle, directory: &Directory) -> i64 {
+    let directory = directory.clone();
+    control
+        .spawn(async move {
+            for url in directory.all() {
+                let status = member_status(&url, Duration::from_secs(2)).await;
+                if let Some(header) = status.ok().and_then(|s| s.header) {
+                    return header.revision;
+                }
+            }
+            0
+        })
+        .await
+        .unwrap_or(0)
 }
 
 /// Adds what the nodes stopped with, and the simulated time.
@@ -408,14 +626,92 @@ fn judge(report: &mut Report, seen: &Seen) {
         report,
         KvState::with_background_writes(),
         &seen.history,
-        &seen.watch,
+        Some(&seen.watch),
         &seen.cluster_ids,
         &seen.contents,
     );
     if let Some(restored) = &seen.restored {
         failures.extend(judge_restore(report, &seen.history, restored));
     }
+    if let Some(lost) = &seen.majority_lost {
+        failures.extend(judge_majority_loss(report, seen, lost));
+    }
     report.failures.extend(failures);
+}
+
+/// A majority lost for good: what clients saw while it went is
+/// linearizable from what the cluster served before; the recovered
+/// cluster serves every write acknowledged before (none lost with the
+/// majority or missed by a lagging survivor), its members agree, and it
+/// then behaves as any other.
+fn judge_majority_loss(report: &mut Report, seen: &Seen, lost: &MajorityLost) -> Vec<String> {
+    let mut failures = Vec::new();
+    let served_before = served_contents(&seen.contents, "before the loss", &mut Vec::new());
+    let before = served_before
+        .first()
+        .map(|(_, contents)| contents.clone())
+        .unwrap_or_default();
+    let initial = KvState {
+        revision: before
+            .values()
+            .map(|(_, revision)| *revision)
+            .max()
+            .unwrap_or(0),
+        keys: before,
+        background_writes: true,
+    };
+    let during = judge_period(report, initial, &lost.history, None, &lost.cluster_ids, &[]);
+    failures.extend(
+        during
+            .into_iter()
+            .map(|f| format!("while the majority was lost: {f}")),
+    );
+    let Some(recovered) = &lost.recovered else {
+        return failures;
+    };
+    let served = served_contents(
+        &recovered.first_contents,
+        "after the recovery",
+        &mut failures,
+    );
+    failures.extend(checks::agreement(&served));
+    let Some((_, first)) = served.first() else {
+        return failures;
+    };
+    let mut every_write = seen.history.clone();
+    for op in &lost.history.operations {
+        every_write.push(op.clone());
+    }
+    failures.extend(
+        checks::durability(&every_write, first)
+            .into_iter()
+            .map(|f| format!("after the recovery: {f}")),
+    );
+    let after = judge_second_life(report, first, recovered);
+    failures.extend(
+        after
+            .into_iter()
+            .map(|f| format!("after the recovery: {f}")),
+    );
+    failures
+}
+
+/// The checks of a workload on a cluster that came back serving `first`
+/// (what one member served of `life.first_contents`).
+fn judge_second_life(report: &mut Report, first: &Contents, life: &SecondLife) -> Vec<String> {
+    let initial = KvState {
+        revision: life.revision,
+        keys: first.clone(),
+        background_writes: true,
+    };
+    judge_period(
+        report,
+        initial,
+        &life.history,
+        Some(&life.watch),
+        &life.cluster_ids,
+        &life.contents,
+    )
 }
 
 /// The checks of one workload period, from the store state `initial`.
@@ -423,7 +719,7 @@ fn judge_period(
     report: &mut Report,
     initial: KvState,
     history: &History,
-    watch: &WatchLog,
+    watch: Option<&WatchLog>,
     cluster_ids: &BTreeSet<u64>,
     contents: &[(String, Option<Contents>)],
 ) -> Vec<String> {
@@ -434,7 +730,7 @@ fn judge_period(
         .iter()
         .filter(|op| op.completed.is_none())
         .count();
-    report.watch_events += watch.events.len();
+    report.watch_events += watch.map_or(0, |w| w.events.len());
     match linearizability::check_from(initial.clone(), history, LINEARIZABILITY_STATES_MAX) {
         Verdict::Linearizable => {}
         Verdict::Violation(v) => failures.push(format!("not linearizable: {v}")),
@@ -451,7 +747,9 @@ fn judge_period(
             }
         }
     }
-    failures.extend(checks::watch(history, watch));
+    if let Some(watch) = watch {
+        failures.extend(checks::watch(history, watch));
+    }
     failures.extend(checks::identity(cluster_ids));
     let served = served_contents(contents, "after recovery", &mut failures);
     failures.extend(checks::agreement(&served));
@@ -484,7 +782,7 @@ fn served_contents(
 fn judge_restore(report: &mut Report, before: &History, restored: &Restored) -> Vec<String> {
     let mut failures = Vec::new();
     let served = served_contents(
-        &restored.restored_contents,
+        &restored.life.first_contents,
         "after the restore",
         &mut failures,
     );
@@ -500,22 +798,7 @@ fn judge_restore(report: &mut Report, before: &History, restored: &Restored) -> 
         )),
         None => {}
     }
-    let initial = KvState {
-        revision: restored
-            .snapshot
-            .as_ref()
-            .map_or(0, |(_, revision)| *revision),
-        keys: first.clone(),
-        background_writes: true,
-    };
-    let after = judge_period(
-        report,
-        initial,
-        &restored.history,
-        &restored.watch,
-        &restored.cluster_ids,
-        &restored.contents,
-    );
+    let after = judge_second_life(report, first, &restored.life);
     failures.extend(after.into_iter().map(|f| format!("after the restore: {f}")));
     failures
 }
@@ -619,7 +902,9 @@ async fn inject(
             let founding = cluster.size();
             resize(cluster, directory, control, founding).await;
         }
-        Fault::TotalLoss => unreachable!("a total loss ends a run; plans never hold one"),
+        Fault::TotalLoss | Fault::MajorityLoss { .. } => {
+            unreachable!("a total or majority loss ends a run; plans never hold one")
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! planted in the shell must be caught within a bounded number of seeds.
 #![cfg(madsim)]
 
+use e2d_sim::plan::Fault;
 use e2d_sim::runner::{run_batch, run_one};
 use e2d_sim::scenario::{Report, RunConfig};
 
@@ -32,11 +33,25 @@ fn a_batch_of_seeds_passes_every_check() {
     assert!(faults as u64 >= CLEAN_SEEDS, "{faults} faults");
     let restores = reports
         .iter()
-        .filter(|r| r.faults.contains(&e2d_sim::plan::Fault::TotalLoss))
+        .filter(|r| r.faults.contains(&Fault::TotalLoss))
         .count();
     assert!(
         restores as u64 >= CLEAN_SEEDS / 6,
         "{restores} total losses"
+    );
+    let recoveries = reports
+        .iter()
+        .flat_map(|r| &r.faults)
+        .filter(|f| matches!(f, Fault::MajorityLoss { opt_in: true, .. }))
+        .count();
+    let without_opt_in = reports
+        .iter()
+        .flat_map(|r| &r.faults)
+        .filter(|f| matches!(f, Fault::MajorityLoss { opt_in: false, .. }))
+        .count();
+    assert!(
+        recoveries as u64 >= CLEAN_SEEDS / 10 && without_opt_in >= 1,
+        "{recoveries} majority losses recovered, {without_opt_in} without the opt-in"
     );
     assert!(
         operations as u64 >= CLEAN_SEEDS * 1_000,
@@ -118,6 +133,89 @@ fn restoring_an_older_snapshot_than_the_newest_is_caught() {
             f.contains("older than the acknowledged")
                 || f.contains("is missing: the write")
                 || f.contains("after the snapshot at revision")
+        },
+    );
+    eprintln!("caught: {failure}");
+}
+
+/// Seeds whose five-node runs lose three machines for good, with a
+/// lagging survivor, and recover on their own: `count` of them.
+fn recovering_seeds(count: usize) -> Vec<u64> {
+    (1..)
+        .filter(|&seed| {
+            matches!(
+                e2d_sim::plan::majority_loss(seed, 5),
+                Some(Fault::MajorityLoss { opt_in: true, .. })
+            )
+        })
+        .take(count)
+        .collect()
+}
+
+/// Runs five-node clusters that lose a majority with `plant`; returns the
+/// first failure `caught` accepts.
+fn caught_after_a_majority_loss(
+    plant: impl Fn(&mut e2d_core::manager::PlantedBugs),
+    caught: impl Fn(&str) -> bool,
+) -> String {
+    let mut reports = Vec::new();
+    for seed in recovering_seeds(2) {
+        let mut config = RunConfig::new(seed);
+        config.cluster_size = 5;
+        config.workload_ms = 20_000;
+        plant(&mut config.bugs.manager);
+        reports.push(run_one(config));
+    }
+    reports
+        .iter()
+        .flat_map(|r| r.failures.iter())
+        .find(|f| caught(f))
+        .cloned()
+        .unwrap_or_else(|| panic!("the planted rule went unnoticed: {reports:#?}"))
+}
+
+#[test]
+fn five_nodes_recover_a_lost_majority_from_the_most_up_to_date_survivor() {
+    for seed in recovering_seeds(2) {
+        let mut config = RunConfig::new(seed);
+        config.cluster_size = 5;
+        config.workload_ms = 20_000;
+        let report = run_one(config);
+        assert!(report.failures.is_empty(), "{report:#?}");
+        assert!(
+            report.faults.iter().any(|f| matches!(
+                f,
+                Fault::MajorityLoss {
+                    lagging: Some(_),
+                    ..
+                }
+            )),
+            "{report:#?}"
+        );
+    }
+}
+
+#[test]
+fn two_survivors_that_both_recover_are_caught() {
+    let failure = caught_after_a_majority_loss(
+        |bugs| bugs.recover_every_survivor = true,
+        |f| {
+            f.contains("not whole again")
+                || f.contains("clusters")
+                || f.contains("disagree")
+                || f.contains("is missing")
+        },
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn recovering_from_the_least_up_to_date_survivor_is_caught() {
+    let failure = caught_after_a_majority_loss(
+        |bugs| bugs.recover_least_up_to_date = true,
+        |f| {
+            f.starts_with("after the recovery")
+                && (f.contains("is missing") || f.contains("older than the acknowledged"))
         },
     );
     eprintln!("caught: {failure}");

@@ -31,7 +31,7 @@
 //!   machine. A cluster and one recovered from it settle which keeps its
 //!   data by their voters; with `--unsafe-auto-recover-after`, the
 //!   survivors of a majority lost for that long agree over gossip and the
-//!   one with the highest applied index restarts the cluster alone.
+//!   one with the most up-to-date raft log restarts the cluster alone.
 //! - **Health check** (the raft leader only): a member missing from gossip
 //!   for longer than `--health-check-timeout` is removed, one at a time, and
 //!   only while a quorum of the voters is Running in gossip before and after

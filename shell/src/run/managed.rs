@@ -64,7 +64,7 @@ fn manager_config(
         retry_interval_ms: RETRY_INTERVAL_MS,
         propose_cluster_size: None,
         version: cluster_version::own(),
-        planted: e2d_core::manager::PlantedBugs::NONE,
+        planted: crate::sim_bugs::planted().manager,
         auto_recover_after_ms: args.unsafe_auto_recover_after,
     };
     config
@@ -337,9 +337,13 @@ impl Agent {
                 }
                 _ = status_tick.tick() => {
                     if let Some(node) = self.node.clone().filter(|_| !self.removed) {
-                        let status = server_status(&node).await;
-                        let now_ms = self.now_ms();
-                        self.manager.handle_server_status(status, now_ms);
+                        match server_status(&node, &self.settings.node.data_dir).await {
+                            Ok(status) => {
+                                let now_ms = self.now_ms();
+                                self.manager.handle_server_status(status, now_ms);
+                            }
+                            Err(damaged) => self.fatal = Some(damaged),
+                        }
                     }
                 }
                 () = removal => {
@@ -806,8 +810,10 @@ fn spawn_restored_marker(node: Arc<Node>) {
     });
 }
 
-/// The running server's view of its cluster.
-async fn server_status(node: &Node) -> ServerStatus {
+/// The running server's view of its cluster; an error when the member's
+/// recorded recovery lineage is damaged (gossiping none would keep it from
+/// yielding to a cluster recovered from its own).
+async fn server_status(node: &Node, data_dir: &std::path::Path) -> Result<ServerStatus, RunError> {
     let raft = node.raft_status();
     let members = node.read().members().unwrap_or_default();
     let view = if raft.is_leader {
@@ -818,9 +824,12 @@ async fn server_status(node: &Node) -> ServerStatus {
     } else {
         None
     };
-    let recovered_from =
-        crate::server::Identity::recovery_lineage(node.read().mvcc().backend()).unwrap_or_default();
-    ServerStatus {
+    let recovered_from = crate::server::Identity::recovery_lineage(node.read().mvcc().backend())
+        .map_err(|e| RunError::Database {
+            path: super::start::database_dir(data_dir).display().to_string(),
+            reason: format!("{e}. {}", crate::storage::DAMAGED_DATA_WAY_OUT),
+        })?;
+    Ok(ServerStatus {
         cluster_id: node.identity.cluster_id,
         member_id: node.identity.member_id,
         leader_id: raft.leader_id,
@@ -841,7 +850,7 @@ async fn server_status(node: &Node) -> ServerStatus {
                 is_learner: m.is_learner,
             })
             .collect(),
-    }
+    })
 }
 
 /// A manager command's kind, as `e2d_manager_decisions_total` labels it.

@@ -246,12 +246,12 @@ fn finish(
     let old_wal = wal_dir(data_dir);
     if new_wal.exists() && old_wal.exists() {
         durable_file::create_dir_all(&archive).map_err(|e| data_dir_error(&archive, e))?;
-        durable_file::rename_synced(&old_wal, &archive.join("wal"))
+        crate::storage::rename_dir(&old_wal, &archive.join("wal"))
             .map_err(|e| data_dir_error(&old_wal, e))?;
     }
     // 5. The new log in its place; the marker last.
     if new_wal.exists() {
-        durable_file::rename_synced(&new_wal, &old_wal).map_err(|e| data_dir_error(&new_wal, e))?;
+        crate::storage::rename_dir(&new_wal, &old_wal).map_err(|e| data_dir_error(&new_wal, e))?;
     }
     super::data_dir::clear_recovery_left_to(data_dir).map_err(|e| data_dir_error(data_dir, e))?;
     let marker_path = data_dir.join(MARKER_FILE);
@@ -276,7 +276,7 @@ fn set_aside_unmarked_attempt(data_dir: &Path) -> Result<(), RunError> {
         target = archive_root.join(format!("unfinished-recovery-{suffix}"));
         suffix += 1;
     }
-    durable_file::rename_synced(&new_wal, &target).map_err(|e| data_dir_error(&new_wal, e))?;
+    crate::storage::rename_dir(&new_wal, &target).map_err(|e| data_dir_error(&new_wal, e))?;
     tracing::info!(
         "set aside {} (a recovery that stopped before it began) as {}",
         new_wal.display(),

@@ -116,7 +116,11 @@ pub struct SegmentDir {
 }
 
 impl SegmentDir {
+    /// The directory is real (and created when missing), as on a real
+    /// disk, so that renames and checks of the data dir see it; the files
+    /// are in memory.
     pub fn open(path: &Path) -> io::Result<Self> {
+        crate::durable_file::create_dir_all(path)?;
         Ok(Self {
             path: path.to_path_buf(),
         })

@@ -30,6 +30,15 @@ pub(crate) const DAMAGED_DATA_WAY_OUT: &str = "Refusing to start; nothing on dis
      This member's data cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
      (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot";
 
+/// Renames the directory `from` to `to` durably; under `--cfg madsim`
+/// the in-memory disks and log files under it follow.
+pub fn rename_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    crate::durable_file::rename_synced(from, to)?;
+    #[cfg(madsim)]
+    memory_disk::moved(from, to);
+    Ok(())
+}
+
 /// A raft log segment's file name: its sequence number, 16 hex digits.
 pub(crate) fn segment_file_name(seq: u64) -> String {
     format!("{seq:016x}.wal")
