@@ -420,33 +420,16 @@ async fn restore_after_total_loss(
         ));
     }
     let restored_contents = contents_of(control, directory).await;
-    let first_revision = snapshot.as_ref().map_or(1, |(_, revision)| revision + 1);
-    let until_ms = elapsed_ms(origin) + RESTORED_WORKLOAD_MS;
-    let (shared, tasks) = start_workload(
+    let revision = snapshot.as_ref().map_or(0, |(_, revision)| *revision);
+    let life = second_life(
         config,
         directory,
-        origin,
-        until_ms,
-        Some(first_revision),
+        (origin, control),
+        (restored_contents, revision),
         RESTORED_CLIENT_BASE,
-        control,
-    );
-    for task in tasks {
-        let _ = task.await;
-    }
-    let contents = contents_of(control, directory).await;
-    let (history, watch, cluster_ids) = shared.take();
-    Ok(Restored {
-        life: SecondLife {
-            first_contents: restored_contents,
-            revision: snapshot.as_ref().map_or(0, |(_, revision)| *revision),
-            history,
-            watch,
-            cluster_ids,
-            contents,
-        },
-        snapshot,
-    })
+    )
+    .await;
+    Ok(Restored { life, snapshot })
 }
 
 /// How long clients write in a run's last phase before the majority goes;
@@ -560,6 +543,31 @@ async fn lose_majority(
     }
     let first_contents = contents_of(control, directory).await;
     let revision = current_revision(control, directory).await;
+    let life = second_life(
+        config,
+        directory,
+        (origin, control),
+        (first_contents, revision),
+        RECOVERED_CLIENT_BASE,
+    )
+    .await;
+    Ok(MajorityLost {
+        history,
+        cluster_ids,
+        recovered: Some(life),
+    })
+}
+
+/// Runs a workload (clients from `client_base`, a watcher from after
+/// `revision`) on a cluster that came back serving `first_contents` at
+/// store revision `revision`, and records what it saw.
+async fn second_life(
+    config: &RunConfig,
+    directory: &Directory,
+    (origin, control): (Instant, &madsim::runtime::NodeHandle),
+    (first_contents, revision): (Vec<(String, Option<Contents>)>, i64),
+    client_base: u32,
+) -> SecondLife {
     let until_ms = elapsed_ms(origin) + RESTORED_WORKLOAD_MS;
     let (shared, tasks) = start_workload(
         config,
@@ -567,26 +575,22 @@ async fn lose_majority(
         origin,
         until_ms,
         Some(revision + 1),
-        RECOVERED_CLIENT_BASE,
+        client_base,
         control,
     );
     for task in tasks {
         let _ = task.await;
     }
     let contents = contents_of(control, directory).await;
-    let (after, watch, after_ids) = shared.take();
-    Ok(MajorityLost {
+    let (history, watch, cluster_ids) = shared.take();
+    SecondLife {
+        first_contents,
+        revision,
         history,
+        watch,
         cluster_ids,
-        recovered: Some(SecondLife {
-            first_contents,
-            revision,
-            history: after,
-            watch,
-            cluster_ids: after_ids,
-            contents,
-        }),
-    })
+        contents,
+    }
 }
 
 /// The store revision a member reports, read from the control host; 0 if

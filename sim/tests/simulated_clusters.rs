@@ -152,20 +152,27 @@ fn recovering_seeds(count: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Five-node runs of [`recovering_seeds`] with `plant`.
+fn recovering_runs(plant: impl Fn(&mut e2d_core::manager::PlantedBugs)) -> Vec<Report> {
+    recovering_seeds(2)
+        .into_iter()
+        .map(|seed| {
+            let mut config = RunConfig::new(seed);
+            config.cluster_size = 5;
+            config.workload_ms = 20_000;
+            plant(&mut config.bugs.manager);
+            run_one(config)
+        })
+        .collect()
+}
+
 /// Runs five-node clusters that lose a majority with `plant`; returns the
 /// first failure `caught` accepts.
 fn caught_after_a_majority_loss(
     plant: impl Fn(&mut e2d_core::manager::PlantedBugs),
     caught: impl Fn(&str) -> bool,
 ) -> String {
-    let mut reports = Vec::new();
-    for seed in recovering_seeds(2) {
-        let mut config = RunConfig::new(seed);
-        config.cluster_size = 5;
-        config.workload_ms = 20_000;
-        plant(&mut config.bugs.manager);
-        reports.push(run_one(config));
-    }
+    let reports = recovering_runs(plant);
     reports
         .iter()
         .flat_map(|r| r.failures.iter())
@@ -176,11 +183,7 @@ fn caught_after_a_majority_loss(
 
 #[test]
 fn five_nodes_recover_a_lost_majority_from_the_most_up_to_date_survivor() {
-    for seed in recovering_seeds(2) {
-        let mut config = RunConfig::new(seed);
-        config.cluster_size = 5;
-        config.workload_ms = 20_000;
-        let report = run_one(config);
+    for report in recovering_runs(|_| {}) {
         assert!(report.failures.is_empty(), "{report:#?}");
         assert!(
             report.faults.iter().any(|f| matches!(
