@@ -36,7 +36,8 @@ fn main() -> std::process::ExitCode {
         /// recover-least-up-to-date.
         #[arg(long, value_delimiter = ',')]
         plant: Vec<String>,
-        /// The command printed to replay a failed seed.
+        /// The command printed to replay a failed seed (followed by `1`,
+        /// the flags that shape the run and `--seed S`).
         #[arg(long, default_value = "just sim")]
         replay: String,
     }
@@ -102,10 +103,19 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    print!(
-        "{}",
-        runner::summary(&reports, started.elapsed(), &args.replay)
-    );
+    // The replay line carries the flags that shape a run.
+    let mut shape = String::new();
+    if args.nodes != 3 {
+        shape.push_str(&format!(" --nodes {}", args.nodes));
+    }
+    if args.workload_secs != 60 {
+        shape.push_str(&format!(" --workload-secs {}", args.workload_secs));
+    }
+    if !args.plant.is_empty() {
+        shape.push_str(&format!(" --plant {}", args.plant.join(",")));
+    }
+    let replay = format!("{} 1{shape}", args.replay);
+    print!("{}", runner::summary(&reports, started.elapsed(), &replay));
     if reports.iter().any(|r| !r.failures.is_empty()) {
         std::process::ExitCode::FAILURE
     } else {

@@ -83,7 +83,8 @@ pub fn run_batch(
 }
 
 /// The batch summary: seeds, simulated time, faults by kind, operations
-/// checked, and each failure with the command that replays it.
+/// checked, and each failure with the command that replays it: `replay`
+/// (the command and its flags) and `--seed S`.
 pub fn summary(reports: &[Report], wall: std::time::Duration, replay: &str) -> String {
     let mut out = String::new();
     let failed: Vec<&Report> = reports.iter().filter(|r| !r.failures.is_empty()).collect();
@@ -136,7 +137,7 @@ pub fn summary(reports: &[Report], wall: std::time::Duration, replay: &str) -> S
                 let _ = writeln!(out, "  {line}");
             }
         }
-        let _ = writeln!(out, "  replay: {replay} 1 --seed {}", report.seed);
+        let _ = writeln!(out, "  replay: {replay} --seed {}", report.seed);
     }
     out
 }
