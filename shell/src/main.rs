@@ -167,7 +167,9 @@ fn run_until_stopped(args: &cli::RunArgs) -> Result<(), run::RunError> {
         e2d_shell::fail_stop::retiring_runtime(|| runtime.shutdown_timeout(RESTART_GRACE));
         match stopped {
             run::Stopped::Shutdown => return Ok(()),
-            run::Stopped::Removed => run::start_over(&args.data_dir)?,
+            run::Stopped::Removed { removed_from } => {
+                run::start_over(&args.data_dir, removed_from.as_ref())?
+            }
             run::Stopped::Recover => run::recover_alone(&args.data_dir)?,
         }
     }

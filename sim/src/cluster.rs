@@ -57,10 +57,11 @@ pub type NodeErrors = Arc<Mutex<Vec<String>>>;
 type RestartRequests = Arc<Mutex<Vec<madsim::task::NodeId>>>;
 
 /// What a member asked be done to its data dir before it runs again.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum DataDirStep {
-    /// Removed from its cluster: archive the data and join as new.
-    StartOver,
+    /// Removed from its cluster (the one named, if any): archive the data
+    /// and join as new.
+    StartOver(Option<e2d_core::manager::Removal>),
     /// Agreed on to recover its cluster alone.
     Recover,
 }
@@ -395,7 +396,9 @@ async fn run_member(args: RunArgs, errors: NodeErrors, restart: Restart) {
         .take();
     let prepared = match step {
         None => Ok(()),
-        Some(DataDirStep::StartOver) => start_over(&args.data_dir),
+        Some(DataDirStep::StartOver(removed_from)) => {
+            start_over(&args.data_dir, removed_from.as_ref())
+        }
         Some(DataDirStep::Recover) => recover_alone(&args.data_dir),
     };
     let step = match prepared {
@@ -404,7 +407,7 @@ async fn run_member(args: RunArgs, errors: NodeErrors, restart: Restart) {
     };
     let step = match step {
         Ok(Stopped::Shutdown) => return,
-        Ok(Stopped::Removed) => DataDirStep::StartOver,
+        Ok(Stopped::Removed { removed_from }) => DataDirStep::StartOver(removed_from),
         Ok(Stopped::Recover) => DataDirStep::Recover,
         Err(e) => return record(&errors, &args, e),
     };

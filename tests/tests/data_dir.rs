@@ -163,6 +163,32 @@ fn a_damaged_automatic_recovery_choice_stops_the_start_naming_the_file() {
 }
 
 #[test]
+fn a_damaged_record_of_the_cluster_that_removed_the_member_stops_the_start() {
+    let mut server = Server::e2d();
+    server.kill9();
+    // The data dir as a removed member leaves it: its member data moved
+    // aside, the cluster that removed it recorded.
+    let data_dir = server.data_dir();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::create_dir(&data_dir).unwrap();
+    let record = data_dir.join("removed-from");
+    std::fs::write(&record, "not a cluster id").unwrap();
+    let refused = server.try_start().unwrap_err();
+    assert!(
+        refused.contains("removed-from is not a record e2d wrote of the cluster that removed"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        "not a cluster id"
+    );
+    // A record e2d wrote lets it start, here founding a cluster of one.
+    std::fs::write(&record, r#"{"cluster_id":"3419bbf89d1d3110","voters":[]}"#).unwrap();
+    server.start();
+    server.etcdctl(&["put", "after", "v"]).ok();
+}
+
+#[test]
 fn a_member_older_than_its_clusters_recorded_version_refuses_to_start() {
     let mut server = Server::e2d();
     // The cluster as a newer e2d would leave it: its version recorded.

@@ -613,14 +613,28 @@ fn a_single_node_grows_to_three_and_five_and_shrinks_back_while_a_client_writes(
         "acknowledged writes lost: {lost:?}\n{}",
         cluster.logs()
     );
-    // The removed nodes keep their data dirs aside and wait as spares.
+    // The removed nodes keep their data dirs aside and wait as spares,
+    // each recording the cluster that removed it (which they gossip, so
+    // that no spare counts that cluster as lost while it runs on fewer).
+    let cluster_id = cluster.nodes[leader].status().expect("status")["cluster_id"].clone();
     for i in (0..5).filter(|&i| i != leader) {
         let status = cluster.nodes[i].status().expect("status");
         assert_eq!(status["state"], "pending", "{status}");
+        let data_dir = cluster.nodes[i].data_dir();
         assert!(
-            cluster.nodes[i].data_dir().join("archive").exists(),
+            data_dir.join("archive").exists(),
             "{}",
             cluster.nodes[i].log()
+        );
+        let removed_from = std::fs::read_to_string(data_dir.join("removed-from")).unwrap();
+        let removed_from: serde_json::Value = serde_json::from_str(&removed_from).unwrap();
+        assert_eq!(removed_from["cluster_id"], cluster_id, "node {i}");
+        // The voters it went on with, never the removed node itself.
+        let voters = removed_from["voters"].as_array().expect("voters");
+        assert!(!voters.is_empty(), "node {i}: {removed_from}");
+        assert!(
+            !voters.contains(&status["name"]),
+            "node {i}: {removed_from}"
         );
     }
 }

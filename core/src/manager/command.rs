@@ -70,6 +70,15 @@ impl Proposal {
     }
 }
 
+/// The cluster that removed this node's member, and the voters it went on
+/// with as the member last saw them (names, or `#<id>` for one without):
+/// while those may still run it, the node does not help found another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub cluster_id: u64,
+    pub voters: Vec<String>,
+}
+
 /// What the data dir held when the node started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataDir {
@@ -171,8 +180,13 @@ pub enum Command {
         cluster_size: usize,
     },
     /// Stop the server and move the data dir of a removed member aside (it is
-    /// kept, never deleted), leaving an empty data dir.
-    ArchiveDataDir { id: CommandId },
+    /// kept, never deleted), leaving an empty data dir that records
+    /// `removed_from`, the cluster that removed the member (none when the
+    /// member yields to a cluster recovered from its own).
+    ArchiveDataDir {
+        id: CommandId,
+        removed_from: Option<Removal>,
+    },
     /// Durably record, in the data dir, that member `member_id` recovers
     /// this member's cluster: this member never does so itself.
     LeaveRecoveryTo { id: CommandId, member_id: u64 },

@@ -25,6 +25,10 @@ pub struct ManagerConfig {
     /// if the cluster's differs (`-n` given on a restart, changed since
     /// the node last proposed one).
     pub propose_cluster_size: Option<usize>,
+    /// The cluster that removed this node's member, as its data dir
+    /// records it once the member's data was moved aside; ignored when the
+    /// data dir holds a member again.
+    pub removed_from: Option<super::Removal>,
     /// The e2d version this node runs.
     pub version: Version,
     /// `--unsafe-auto-recover-after`: how long a majority of the voters

@@ -22,7 +22,7 @@
 
 use crate::swim::{Liveness, MemberView, NodeStatus};
 
-use super::command::Proposal;
+use super::command::{Proposal, Removal};
 use super::quorum::quorum;
 
 /// What the founding rules say to do next.
@@ -52,6 +52,9 @@ pub struct Local {
     pub committed: bool,
     /// The newest valid snapshot in the store, as listed.
     pub newest_snapshot: Option<String>,
+    /// The cluster that removed this node's member, if one did since (it
+    /// is published while the node runs no cluster).
+    pub removed_from: Option<Removal>,
 }
 
 /// A member's published proposal, if it has one (only nodes without a
@@ -205,8 +208,26 @@ fn wait_or_withdraw(local: &Local, reason: String) -> Step {
 /// be founded. A voter is out of its cluster only when its node is Alive in
 /// view and not Running that cluster (it came back without its data, or
 /// serves another cluster); a Dead, Suspect or Left one may still run it.
-/// Returns what the node waits for.
+/// A voter whose node says the cluster removed it is not counted at all:
+/// the cluster went on without it (a voter list seen before the removal
+/// would otherwise make the rest look like less than a quorum). A node
+/// whose own member was removed also remembers that cluster, with the
+/// voters it went on with, across restarts. Returns what the node waits
+/// for.
 fn cluster_may_live(local: &Local, view: &[&MemberView]) -> Option<String> {
+    let removed = |name: &str, cluster_id: u64| {
+        if name == local.name {
+            return local
+                .removed_from
+                .as_ref()
+                .is_some_and(|r| r.cluster_id == cluster_id);
+        }
+        view.iter().any(|m| {
+            m.name == name
+                && m.meta.removed_from == cluster_id
+                && !(m.meta.status == NodeStatus::Running && m.meta.cluster_id == cluster_id)
+        })
+    };
     let is_out = |name: &str, cluster_id: u64| {
         name == local.name
             || view.iter().any(|m| {
@@ -215,28 +236,38 @@ fn cluster_may_live(local: &Local, view: &[&MemberView]) -> Option<String> {
                     && !(m.meta.status == NodeStatus::Running && m.meta.cluster_id == cluster_id)
             })
     };
-    view.iter()
+    let seen_running = view
+        .iter()
         .filter(|m| m.meta.status == NodeStatus::Running && m.meta.cluster_id != 0)
-        .find_map(|m| {
-            let own = [m.name.clone()];
+        .map(|m| {
             let voters = if m.meta.cluster_voters.is_empty() {
-                &own[..]
+                vec![m.name.clone()]
             } else {
-                &m.meta.cluster_voters[..]
+                m.meta.cluster_voters.clone()
             };
-            let may_run: Vec<&str> = voters
-                .iter()
-                .filter(|v| !is_out(v, m.meta.cluster_id))
-                .map(String::as_str)
-                .collect();
-            (may_run.len() >= quorum(voters.len())).then(|| {
-                format!(
-                    "cluster {:x} may still run on {} (not reachable now); waiting for it instead of founding a new one",
-                    m.meta.cluster_id,
-                    may_run.join(", ")
-                )
-            })
+            (m.meta.cluster_id, voters)
+        });
+    let own_removal = local
+        .removed_from
+        .iter()
+        .map(|r| (r.cluster_id, r.voters.clone()));
+    seen_running.chain(own_removal).find_map(|(cluster_id, listed)| {
+        let voters: Vec<&String> = listed
+            .iter()
+            .filter(|v| !removed(v, cluster_id))
+            .collect();
+        let may_run: Vec<&str> = voters
+            .iter()
+            .filter(|v| !is_out(v, cluster_id))
+            .map(|v| v.as_str())
+            .collect();
+        (!voters.is_empty() && may_run.len() >= quorum(voters.len())).then(|| {
+            format!(
+                "cluster {cluster_id:x} may still run on {} (not reachable now); waiting for it instead of founding a new one",
+                may_run.join(", ")
+            )
         })
+    })
 }
 
 /// The smallest committed proposal in view that names this node and can

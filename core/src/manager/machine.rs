@@ -7,7 +7,8 @@ use crate::log_position::LogPosition;
 use crate::swim::{MemberView, NodeMeta, NodeStatus, META_NAMES_MAX};
 
 use super::command::{
-    Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal, ServerStatus,
+    ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder, Proposal, Removal,
+    ServerStatus,
 };
 use super::config::ManagerConfig;
 use super::founding::{self, Step};
@@ -130,6 +131,10 @@ impl Manager {
         assert!(config.validate().is_ok(), "invalid manager config");
         let founding = founding::Local {
             name: config.name.clone(),
+            removed_from: match data_dir {
+                DataDir::Member { .. } => None,
+                _ => config.removed_from.clone(),
+            },
             ..Default::default()
         };
         let mut manager = Manager {
@@ -207,13 +212,29 @@ impl Manager {
         self.evaluate();
     }
 
-    /// The local server learnt that its member was removed from the cluster.
-    pub fn handle_server_removed(&mut self, now_ms: u64) {
+    /// The local server learnt that its member was removed from the
+    /// cluster; `members` is the member list as the server last knew it.
+    pub fn handle_server_removed(&mut self, members: &[ClusterMember], now_ms: u64) {
         self.advance(now_ms);
         if self.phase == Phase::Running {
             self.phase = Phase::Removed;
-            self.server = None;
             self.missing_since_ms.clear();
+            let own_id = match (self.server.take(), &self.data_dir) {
+                (Some(server), _) => Some(server.member_id),
+                (None, DataDir::Member { member_id, .. }) => Some(*member_id),
+                (None, _) => None,
+            };
+            // The voters it goes on with, as this member last saw them.
+            let voters = voter_labels(
+                members
+                    .iter()
+                    .filter(|m| !m.is_learner && Some(m.id) != own_id)
+                    .map(|m| (m.id, m.name.as_str())),
+            );
+            self.founding.removed_from = (self.cluster_id != 0).then_some(Removal {
+                cluster_id: self.cluster_id,
+                voters,
+            });
         }
         self.evaluate();
     }
@@ -324,6 +345,8 @@ impl Manager {
             (Awaiting::Start, CommandResult::Started { cluster_id }) => {
                 self.phase = Phase::Running;
                 self.cluster_id = cluster_id;
+                // A member again: no longer one its old cluster removed.
+                self.founding.removed_from = None;
                 self.release_join_lock();
             }
             (Awaiting::Recover, CommandResult::Started { cluster_id }) => {
@@ -359,6 +382,7 @@ impl Manager {
                 self.founding = founding::Local {
                     name: self.config.name.clone(),
                     newest_snapshot: self.founding.newest_snapshot.clone(),
+                    removed_from: self.founding.removed_from.clone(),
                     ..Default::default()
                 };
             }
@@ -392,7 +416,11 @@ impl Manager {
                 Phase::Running => self.evaluate_running(),
                 Phase::Removed => {
                     self.set_waiting("this member was removed from its cluster; moving its data dir aside to join again".into());
-                    self.issue(Awaiting::Archive, |id| Command::ArchiveDataDir { id });
+                    let removed_from = self.founding.removed_from.clone();
+                    self.issue(Awaiting::Archive, |id| Command::ArchiveDataDir {
+                        id,
+                        removed_from,
+                    });
                 }
             }
         }
@@ -557,6 +585,14 @@ impl Manager {
             Phase::Running => self.recovery.left_to.unwrap_or_default(),
             _ => 0,
         };
+        let removed_from = match self.phase {
+            Phase::Running => 0,
+            _ => self
+                .founding
+                .removed_from
+                .as_ref()
+                .map_or(0, |r| r.cluster_id),
+        };
         let meta = NodeMeta {
             name: self.config.name.clone(),
             client_url: self.config.client_url.clone(),
@@ -573,6 +609,7 @@ impl Manager {
             recovery_digest,
             recovered_from,
             recovery_left_to,
+            removed_from,
         };
         if self.published.as_ref() != Some(&meta) {
             self.published = Some(meta.clone());

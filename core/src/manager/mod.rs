@@ -48,7 +48,7 @@ mod tests;
 pub use crate::swim::{RecoveredFrom, RECOVERY_LINEAGE_MAX};
 pub use command::{
     member_ids, ClusterMember, Command, CommandId, CommandResult, DataDir, Event, Founder,
-    Proposal, RemovalReason, ServerStatus,
+    Proposal, Removal, RemovalReason, ServerStatus,
 };
 pub use config::{check_cluster_size, ConfigError, ManagerConfig, PlantedBugs, CLUSTER_SIZE_MAX};
 pub use machine::{

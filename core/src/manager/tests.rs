@@ -20,6 +20,7 @@ fn config(name: &str, size: usize) -> ManagerConfig {
         snapshots_configured: false,
         retry_interval_ms: RETRY_MS,
         propose_cluster_size: None,
+        removed_from: None,
         version: crate::version::CLUSTER_VERSION_BASELINE,
         planted: PlantedBugs::NONE,
         auto_recover_after_ms: None,
@@ -98,7 +99,7 @@ fn id_of(command: &Command) -> CommandId {
         | Command::SetClusterVersion { id, .. }
         | Command::LeaveRecoveryTo { id, .. }
         | Command::RecoverAlone { id }
-        | Command::ArchiveDataDir { id } => *id,
+        | Command::ArchiveDataDir { id, .. } => *id,
         Command::PublishMeta(_) | Command::ReleaseJoinLock { .. } => {
             panic!("{command:?} has no id")
         }
@@ -707,7 +708,7 @@ fn no_promotion_beyond_the_required_size() {
 #[test]
 fn a_removed_member_moves_its_data_dir_aside_then_joins_again() {
     let mut m = running_manager("c", 3, 1);
-    m.handle_server_removed(5);
+    m.handle_server_removed(&abc(), 5);
     let out = actions(&mut m);
     assert!(
         matches!(out.as_slice(), [Command::ArchiveDataDir { .. }]),
@@ -795,6 +796,93 @@ fn founds_again_when_the_remembered_cluster_cannot_have_a_quorum() {
     m.handle_gossip(pending("d"), 1);
     let out = drain(&mut m);
     assert_eq!(last_meta(&out).unwrap().founders, vec!["b", "c", "d"]);
+}
+
+#[test]
+fn a_voter_its_cluster_removed_is_not_counted_as_lost() {
+    // a last showed cluster 5 with voters a and b; b says cluster 5
+    // removed it, so a alone may still serve cluster 5 behind a partition.
+    let setup = |b_removed: bool| {
+        let mut m = Manager::new(config("c", 3), DataDir::Empty, 0);
+        m.handle_gossip(dead(running_with_voters("a", 5, &["a", "b"])), 1);
+        let mut b = pending("b");
+        if b_removed {
+            b.meta.removed_from = 5;
+        }
+        m.handle_gossip(b, 1);
+        m.handle_gossip(pending("d"), 1);
+        let out = drain(&mut m);
+        (m, out)
+    };
+    let (m, out) = setup(true);
+    assert!(last_meta(&out).unwrap().founders.is_empty());
+    assert!(
+        m.waiting_for().contains("may still run on a "),
+        "{}",
+        m.waiting_for()
+    );
+    // Without the record, b is a voter out of the cluster: a alone is not
+    // a quorum of two, so the three found again.
+    let (_, out) = setup(false);
+    assert_eq!(last_meta(&out).unwrap().founders, vec!["b", "c", "d"]);
+}
+
+#[test]
+fn a_removed_member_publishes_and_records_the_cluster_that_removed_it() {
+    let mut m = Manager::new(
+        config("a", 3),
+        DataDir::Member {
+            cluster_id: 77,
+            member_id: 1,
+            founders: None,
+            recovery_left_to: None,
+        },
+        0,
+    );
+    let restart = actions(&mut m);
+    m.handle_result(
+        id_of(&restart[0]),
+        CommandResult::Started { cluster_id: 77 },
+        0,
+    );
+    m.handle_server_status(status(1, 1, abc()), 1);
+    assert_eq!(last_meta(&drain(&mut m)).unwrap().removed_from, 0);
+    m.handle_server_removed(&abc(), 2);
+    let out = drain(&mut m);
+    // It records the cluster and the voters it goes on with.
+    let removal = Removal {
+        cluster_id: 77,
+        voters: vec!["b".into(), "c".into()],
+    };
+    let archived = out.iter().find_map(|c| match c {
+        Command::ArchiveDataDir { removed_from, .. } => Some(removed_from.clone()),
+        _ => None,
+    });
+    assert_eq!(archived, Some(Some(removal.clone())), "{out:?}");
+    assert_eq!(last_meta(&out).unwrap().removed_from, 77);
+    // Started again from the record alone, it still says so, and waits
+    // while those voters may still run the cluster.
+    let mut cfg = config("a", 3);
+    cfg.removed_from = Some(removal);
+    let mut again = Manager::new(cfg, DataDir::Empty, 0);
+    again.handle_gossip(pending("d"), 1);
+    again.handle_gossip(pending("e"), 1);
+    let out = drain(&mut again);
+    assert_eq!(last_meta(&out).unwrap().removed_from, 77);
+    assert!(last_meta(&out).unwrap().founders.is_empty());
+    assert!(
+        again
+            .waiting_for()
+            .contains("cluster 4d may still run on b, c"),
+        "{}",
+        again.waiting_for()
+    );
+    // Once b and c are seen out of it (back without their data), it
+    // helps found a new one.
+    again.handle_gossip(pending("b"), 2);
+    again.handle_gossip(pending("c"), 2);
+    let out = drain(&mut again);
+    assert_eq!(last_meta(&out).unwrap().founders, vec!["a", "b", "c"]);
 }
 
 #[test]

@@ -394,11 +394,13 @@ mod tests {
                 cluster_voters: Vec::new(),
                 founders_digest: u64::MAX,
                 version: "9".repeat(VERSION_BYTES_MAX),
+                removed_from: u64::MAX,
                 ..NodeMeta::default()
             },
         };
         let mut running = pending.clone();
         running.meta.founders_restore = String::new();
+        running.meta.removed_from = 0;
         running.meta.recovery_log = LogPosition::new(u64::MAX, u64::MAX);
         running.meta.recovery_digest = u64::MAX;
         running.meta.recovery_left_to = u64::MAX;

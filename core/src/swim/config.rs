@@ -117,7 +117,9 @@ impl Config {
             + restore_or_recovery
             // the version
             + KEY_AND_LEN
-            + crate::version::VERSION_BYTES_MAX;
+            + crate::version::VERSION_BYTES_MAX
+            // the cluster that removed it, under a two-byte key
+            + (2 + VARINT64);
         let state = KEY_AND_LEN * 2
             + self.name_bytes_max
             + ADDR_BYTES_MAX

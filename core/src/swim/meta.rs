@@ -58,6 +58,9 @@ pub struct NodeMeta {
     /// The member id of the survivor this node left its cluster's
     /// recovery to; 0 when none.
     pub recovery_left_to: u64,
+    /// The cluster that removed this node's member, while the node runs no
+    /// cluster; 0 when none.
+    pub removed_from: u64,
 }
 
 /// One step of a cluster's recovery lineage.
@@ -192,6 +195,7 @@ impl NodeMeta {
                 })
                 .collect(),
             recovery_left_to: self.recovery_left_to,
+            removed_from: self.removed_from,
         }
     }
 
@@ -221,6 +225,7 @@ impl NodeMeta {
                 })
                 .collect(),
             recovery_left_to: meta.recovery_left_to,
+            removed_from: meta.removed_from,
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2d_core::manager::Proposal;
+use e2d_core::manager::{Proposal, Removal};
 
 use super::RunError;
 use crate::durable_file::{self, sync_dir};
@@ -249,6 +249,54 @@ pub fn write_recovery_left_to(data_dir: &Path, member_id: u64) -> std::io::Resul
         &data_dir.join(RECOVERY_LEFT_TO_FILE),
         format!("{member_id:x}\n").as_bytes(),
     )
+}
+
+/// The cluster that removed this node's member and the voters it went on
+/// with, recorded in the fresh data dir once the member's data was moved
+/// aside (JSON: `cluster_id` in hex, `voters`): while those may still run
+/// it, the node does not help found another.
+const REMOVED_FROM_FILE: &str = "removed-from";
+
+/// Records, durably, which cluster removed this node's member.
+pub fn write_removed_from(data_dir: &Path, removal: &Removal) -> std::io::Result<()> {
+    let text = serde_json::json!({
+        "cluster_id": format!("{:x}", removal.cluster_id),
+        "voters": removal.voters,
+    });
+    durable_file::replace(
+        &data_dir.join(REMOVED_FROM_FILE),
+        text.to_string().as_bytes(),
+    )
+}
+
+/// The cluster that removed this node's member, if the data dir records
+/// one.
+pub fn read_removed_from(data_dir: &Path) -> Result<Option<Removal>, RunError> {
+    let path = data_dir.join(REMOVED_FROM_FILE);
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
+    };
+    parse_removal(&text).map(Some).ok_or_else(|| {
+        RunError::Cluster(format!(
+            "{} is not a record e2d wrote of the cluster that removed this node's member ({text:?}); \
+             restore it, or move the data dir away to start as a new node",
+            path.display()
+        ))
+    })
+}
+
+fn parse_removal(text: &str) -> Option<Removal> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let cluster_id = u64::from_str_radix(value.get("cluster_id")?.as_str()?, 16)
+        .ok()
+        .filter(|&id| id != 0)?;
+    let voters = value
+        .get("voters")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<Vec<String>>>()?;
+    (voters.len() <= e2d_core::swim::META_NAMES_MAX).then_some(Removal { cluster_id, voters })
 }
 
 /// Forgets the survivor this member left its old cluster's recovery to:

@@ -63,6 +63,7 @@ fn manager_config(
         snapshots_configured,
         retry_interval_ms: RETRY_INTERVAL_MS,
         propose_cluster_size: None,
+        removed_from: None,
         version: cluster_version::own(),
         planted: crate::sim_bugs::planted().manager,
         auto_recover_after_ms: args.unsafe_auto_recover_after,
@@ -103,6 +104,9 @@ pub async fn run(
         args.cluster_size_given,
     )?;
     let data_dir_state = data_dir_state(&backend, &args)?;
+    if !matches!(data_dir_state, DataDir::Member { .. }) {
+        config.removed_from = data_dir::read_removed_from(&args.data_dir)?;
+    }
     let board = StatusBoard::new(name.clone(), args.required_cluster_size);
     let mut port = ClientPort::open(&args, board).await?;
     let peer_listener = listen_for_peers(&settings).await?;
@@ -350,8 +354,12 @@ impl Agent {
                     tracing::warn!("the cluster removed this member");
                     self.removed = true;
                     self.routes.board.set_node(self.node.clone(), "removed");
+                    let members = match &self.node {
+                        Some(node) => cluster_members(node, None),
+                        None => Vec::new(),
+                    };
                     let now_ms = self.now_ms();
-                    self.manager.handle_server_removed(now_ms);
+                    self.manager.handle_server_removed(&members, now_ms);
                 }
                 _ = membership_check.tick() => self.check_still_listed().await,
             }
@@ -409,7 +417,9 @@ impl Agent {
                 .metrics
                 .count_manager_decision(command_kind(&command));
             match command {
-                Command::ArchiveDataDir { .. } => return Some(Stopped::Removed),
+                Command::ArchiveDataDir { removed_from, .. } => {
+                    return Some(Stopped::Removed { removed_from })
+                }
                 Command::RecoverAlone { .. } => return Some(Stopped::Recover),
                 _ => {}
             }
@@ -815,7 +825,6 @@ fn spawn_restored_marker(node: Arc<Node>) {
 /// yielding to a cluster recovered from its own).
 async fn server_status(node: &Node, data_dir: &std::path::Path) -> Result<ServerStatus, RunError> {
     let raft = node.raft_status();
-    let members = node.read().members().unwrap_or_default();
     let view = if raft.is_leader {
         tokio::time::timeout(SERVER_STATUS_INTERVAL, node.membership_view())
             .await
@@ -837,20 +846,24 @@ async fn server_status(node: &Node, data_dir: &std::path::Path) -> Result<Server
         recovered_from,
         cluster_size: cluster_size::replicated(node),
         cluster_version: cluster_version::recorded(node),
-        members: members
-            .into_iter()
-            .map(|m| ClusterMember {
-                caught_up: m.is_learner
-                    && view
-                        .as_ref()
-                        .is_some_and(|v| v.progress.learner_ready(m.member_id)),
-                id: m.member_id,
-                name: m.name,
-                peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
-                is_learner: m.is_learner,
-            })
-            .collect(),
+        members: cluster_members(node, view.as_ref()),
     })
+}
+
+/// The cluster's members as this server knows them; with the leader's
+/// `view`, which learners have caught up.
+fn cluster_members(node: &Node, view: Option<&crate::raft::MembershipView>) -> Vec<ClusterMember> {
+    let members = node.read().members().unwrap_or_default();
+    members
+        .into_iter()
+        .map(|m| ClusterMember {
+            caught_up: m.is_learner && view.is_some_and(|v| v.progress.learner_ready(m.member_id)),
+            id: m.member_id,
+            name: m.name,
+            peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+            is_learner: m.is_learner,
+        })
+        .collect()
 }
 
 /// A manager command's kind, as `e2d_manager_decisions_total` labels it.

@@ -77,13 +77,16 @@ impl From<crate::server::IdentityError> for RunError {
 }
 
 /// How `e2d run` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     /// A signal asked it to stop.
     Shutdown,
-    /// The cluster removed this managed member: move its data dir aside
-    /// and run again, to join as a new member.
-    Removed,
+    /// The cluster removed this managed member (`removed_from`, none when
+    /// it yields to a cluster recovered from its own): move its data dir
+    /// aside, record that cluster, and run again, to join as a new member.
+    Removed {
+        removed_from: Option<e2d_core::manager::Removal>,
+    },
     /// The survivors of a lost majority agreed that this member restarts
     /// the cluster alone (`--unsafe-auto-recover-after`): recover its data
     /// dir as `e2d cluster recover` does, and run again.
@@ -190,16 +193,25 @@ fn serve_started(node: &Arc<Node>, routes: &NodeRoutes, backups: Option<&Backups
     }
 }
 
-/// Moves a removed member's data aside, so that `run` joins the cluster
-/// again as a new member.
-pub fn start_over(data_dir: &std::path::Path) -> Result<(), RunError> {
+/// Moves a removed member's data aside and records the cluster that
+/// removed it (`removed_from`), so that `run` joins the cluster again as a
+/// new member and, until then, tells the others that cluster went on
+/// without it.
+pub fn start_over(
+    data_dir: &std::path::Path,
+    removed_from: Option<&e2d_core::manager::Removal>,
+) -> Result<(), RunError> {
     let now_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let archived = data_dir::archive(data_dir, now_unix_s).map_err(|source| RunError::DataDir {
+    let data_dir_error = |source| RunError::DataDir {
         path: data_dir.display().to_string(),
         source,
-    })?;
+    };
+    let archived = data_dir::archive(data_dir, now_unix_s).map_err(data_dir_error)?;
+    if let Some(removal) = removed_from {
+        data_dir::write_removed_from(data_dir, removal).map_err(data_dir_error)?;
+    }
     tracing::warn!(
         archived = %archived.display(),
         "moved the removed member's data aside; joining the cluster again as a new member"

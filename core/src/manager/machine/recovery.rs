@@ -85,7 +85,11 @@ impl Manager {
             self.phase = Phase::Removed;
             self.server = None;
             self.missing_since_ms.clear();
-            self.issue(Awaiting::Archive, |id| Command::ArchiveDataDir { id });
+            let removed_from = self.founding.removed_from.clone();
+            self.issue(Awaiting::Archive, |id| Command::ArchiveDataDir {
+                id,
+                removed_from,
+            });
             return true;
         }
         self.stand_for_recovery(status)
