@@ -27,7 +27,12 @@ pub mod run;
 mod server;
 /// The key `e2d cluster resize` writes the cluster's size under.
 pub use server::cluster_size::CLUSTER_SIZE_KEY;
+/// The key the cluster version is recorded under, and the version this
+/// build is.
+pub use server::cluster_version::{own as own_version, CLUSTER_VERSION_KEY};
 pub mod sim_bugs;
+#[cfg(madsim)]
+pub mod sim_versions;
 mod snapshot;
 pub mod status;
 pub mod storage;

@@ -2,11 +2,13 @@
 //! (gossip, manager, raft, the gRPC services) on its own IP with its data
 //! dir on an in-memory disk that outlives it.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
+use e2d_core::version::Version;
 use e2d_shell::cli::{Cli, Command, RunArgs};
 use e2d_shell::discovery::simulated;
 use e2d_shell::storage::{memory_disk, memory_segments};
@@ -97,7 +99,16 @@ pub struct Cluster {
     restarts: RestartRequests,
     /// Every node runs with `--unsafe-auto-recover-after`.
     auto_recover: bool,
+    /// The e2d version new machines run, once a rolling upgrade began
+    /// (before: the build's own).
+    new_machines_run: Option<Version>,
+    /// The version each machine runs, by node name, for the checkers.
+    pub versions: VersionBook,
 }
+
+/// The e2d version each machine runs, by node name; the build's own for
+/// those not listed.
+pub type VersionBook = Arc<Mutex<BTreeMap<String, Version>>>;
 
 fn host_ip(host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
@@ -125,7 +136,10 @@ impl Cluster {
             errors: NodeErrors::default(),
             restarts: RestartRequests::default(),
             auto_recover,
+            new_machines_run: None,
+            versions: VersionBook::default(),
         };
+        e2d_shell::sim_versions::clear();
         let (handle, restarts) = (cluster.handle.clone(), cluster.restarts.clone());
         madsim::task::spawn(async move {
             loop {
@@ -199,6 +213,9 @@ impl Cluster {
             .init(move || run_member(args.clone(), errors.clone(), restart.clone()))
             .build();
         *itself.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.id());
+        if let Some(version) = self.new_machines_run {
+            self.set_version(node.id(), &name, version);
+        }
         Member {
             slot,
             name,
@@ -227,6 +244,28 @@ impl Cluster {
         let damaged = memory_segments::damage_synced_record(&wal, seed);
         self.restart(slot);
         damaged.map(|(file, _)| file)
+    }
+
+    /// The machine `node` (named `name`) runs e2d `version` from now on.
+    fn set_version(&self, node: madsim::task::NodeId, name: &str, version: Version) {
+        e2d_shell::sim_versions::set(node, version);
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), version);
+    }
+
+    /// A rolling upgrade to `version` begins: machines started from now on
+    /// run it.
+    pub fn begin_upgrade(&mut self, version: Version) {
+        self.new_machines_run = Some(version);
+    }
+
+    /// Starts the stopped node in `slot` again, running `version`.
+    pub fn upgrade(&mut self, slot: usize, version: Version) {
+        let member = &self.members[slot];
+        self.set_version(member.node.id(), &member.name.clone(), version);
+        self.restart(slot);
     }
 
     /// Takes the error the node in `slot` stopped with, if it stopped.

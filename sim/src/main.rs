@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         /// Plant a bug, to see the checkers catch it: ack-before-fsync,
         /// reads-without-read-index, watch-resume-skips,
         /// restore-skips-newest, recover-every-survivor,
-        /// recover-least-up-to-date.
+        /// recover-least-up-to-date, cluster-version-early.
         #[arg(long, value_delimiter = ',')]
         plant: Vec<String>,
         /// The command printed to replay a failed seed (followed by `1`,
@@ -61,11 +61,15 @@ fn main() -> std::process::ExitCode {
             "recover-least-up-to-date" => {
                 template.bugs.manager.recover_least_up_to_date = true;
             }
+            "cluster-version-early" => {
+                template.bugs.manager.cluster_version_before_every_member = true;
+            }
             other => {
                 eprintln!(
                     "error: --plant {other:?} is not a bug the simulator knows; use \
                      ack-before-fsync, reads-without-read-index, watch-resume-skips, \
-                     restore-skips-newest, recover-every-survivor or recover-least-up-to-date"
+                     restore-skips-newest, recover-every-survivor, recover-least-up-to-date or \
+                     cluster-version-early"
                 );
                 return std::process::ExitCode::from(2);
             }

@@ -51,6 +51,15 @@ pub enum Fault {
     /// founding size after `ms`: the leader removes followers one at a
     /// time, and the removed nodes join again as learners.
     Shrink { size: usize, ms: u64 },
+    /// Each machine in `order` in turn is stopped (killed) and started
+    /// again `down_ms` later on its disk running a newer e2d, `gap_ms`
+    /// apart; machines started from then on run it too. At most once a
+    /// run.
+    RollingUpgrade {
+        order: Vec<usize>,
+        down_ms: u64,
+        gap_ms: u64,
+    },
     /// Every machine and disk is lost at once; fresh machines restore the
     /// newest snapshot from the bucket. Comes after the other faults, at
     /// most once a run ([`total_loss`]).
@@ -83,6 +92,7 @@ impl Fault {
             Fault::DelaySpike { .. } => "delay-spike",
             Fault::Pause { .. } => "pause",
             Fault::Shrink { .. } => "shrink",
+            Fault::RollingUpgrade { .. } => "rolling-upgrade",
             Fault::TotalLoss => "total-loss",
             Fault::MajorityLoss { .. } => "majority-loss",
         }
@@ -104,6 +114,11 @@ impl Fault {
             | Fault::DelaySpike { ms, .. }
             | Fault::Pause { ms, .. }
             | Fault::Shrink { ms, .. } => *ms,
+            Fault::RollingUpgrade {
+                order,
+                down_ms,
+                gap_ms,
+            } => order.len() as u64 * (down_ms + gap_ms),
         }
     }
 }
@@ -132,6 +147,14 @@ impl fmt::Display for Fault {
             Fault::Pause { slot, ms } => write!(f, "pause n{slot} for {ms} ms"),
             Fault::Shrink { size, ms } => {
                 write!(f, "resize to {size} members, back after {ms} ms")
+            }
+            Fault::RollingUpgrade { order, down_ms, .. } => {
+                let order: Vec<String> = order.iter().map(|slot| format!("n{slot}")).collect();
+                write!(
+                    f,
+                    "upgrade {} one at a time, each down {down_ms} ms",
+                    order.join(", ")
+                )
             }
             Fault::TotalLoss => write!(f, "lose every machine and disk, restore from the bucket"),
             Fault::MajorityLoss {
@@ -181,7 +204,7 @@ pub struct PlanConfig {
 pub const REPLACE_SPACING_MS: u64 = 60_000;
 
 /// Which fault kinds a plan may draw, by weight.
-const KIND_WEIGHTS: [(&str, u64); 11] = [
+const KIND_WEIGHTS: [(&str, u64); 12] = [
     ("crash", 20),
     ("power-loss", 6),
     ("replace", 8),
@@ -193,6 +216,7 @@ const KIND_WEIGHTS: [(&str, u64); 11] = [
     ("delay-spike", 10),
     ("pause", 10),
     ("shrink", 6),
+    ("rolling-upgrade", 6),
 ];
 
 fn draw_kind(rng: &mut Rng) -> &'static str {
@@ -258,6 +282,18 @@ fn draw_fault(rng: &mut Rng, size: usize) -> Fault {
             size: size - 2,
             ms: between(rng, 5_000, 20_000),
         },
+        "rolling-upgrade" => {
+            let mut slots: Vec<usize> = (0..size).collect();
+            let mut order = Vec::new();
+            while !slots.is_empty() {
+                order.push(slots.remove(rng.below(slots.len())));
+            }
+            Fault::RollingUpgrade {
+                order,
+                down_ms: between(rng, 200, 2_000),
+                gap_ms: between(rng, 1_000, 4_000),
+            }
+        }
         other => unreachable!("no fault kind {other}"),
     }
 }
@@ -273,8 +309,16 @@ pub fn plan(seed: u64, config: PlanConfig) -> Vec<Scheduled> {
     let mut at_ms = config.first_fault_ms + between(&mut rng, 0, 2_000);
     let mut faults = Vec::new();
     let mut last_replace_ms: Option<u64> = None;
+    let mut upgraded = false;
     while faults.len() < config.faults_max && at_ms <= config.faults_end_ms {
         let mut fault = draw_fault(&mut rng, config.cluster_size);
+        if let Fault::RollingUpgrade { order, .. } = &fault {
+            // One upgrade a run: the newer version is the newest there is.
+            if upgraded {
+                fault = crash(&mut rng, order[0]);
+            }
+            upgraded = true;
+        }
         if let Fault::Replace { slot } | Fault::DamagedLog { slot } = fault {
             // A second machine lost before the first is replaced would be
             // a majority lost: that needs a restore, not self-healing.

@@ -18,6 +18,8 @@ use madsim::rand::{thread_rng, Rng};
 use madsim::time::{sleep, Instant};
 use sha2::{Digest, Sha256};
 
+use e2d_core::version::Version;
+
 use crate::checks::{self, Contents, WatchLog};
 use crate::cluster::Cluster;
 use crate::history::History;
@@ -317,6 +319,16 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
 
     let (shared, tasks) =
         start_workload(&config, &directory, origin, until_ms, Some(1), 0, &control);
+    let versions_watch = {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watched = (cluster.versions.clone(), cluster.errors.clone());
+        let task = control.spawn(watch_cluster_version(
+            directory.clone(),
+            watched,
+            stop.clone(),
+        ));
+        (stop, task)
+    };
 
     // Faults.
     for scheduled in config.plan() {
@@ -354,6 +366,24 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
             .failures
             .push(format!("the recovery check failed: {e}")),
     }
+    let upgraded = report
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::RollingUpgrade { .. }));
+    if upgraded {
+        // Every member runs the newer version: the cluster does too.
+        let directory = directory.clone();
+        let raised = control
+            .spawn(async move { cluster_version_reaches(&directory, newer_version()).await })
+            .await;
+        if let Ok(Err(state)) = raised {
+            report.failures.push(state);
+        }
+    }
+    versions_watch
+        .0
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = versions_watch.1.await;
 
     // What each member serves, once they have caught up.
     let contents = contents_of(&control, &directory).await;
@@ -818,6 +848,92 @@ fn split_by_key(history: &History) -> BTreeMap<String, History> {
     parts
 }
 
+/// The version a rolling upgrade moves the machines to: the next minor
+/// version after the build's own.
+fn newer_version() -> Version {
+    let own = e2d_shell::own_version();
+    Version::new(own.major, own.minor + 1, 0)
+}
+
+/// How long the cluster gets, once the faults stopped, to record the
+/// version every member runs after an upgrade.
+const CLUSTER_VERSION_BOUND: Duration = Duration::from_secs(30);
+
+/// Waits until the recorded cluster version is `version`; says what it is
+/// when that does not come within [`CLUSTER_VERSION_BOUND`].
+async fn cluster_version_reaches(directory: &Directory, version: Version) -> Result<(), String> {
+    let deadline = Instant::now() + CLUSTER_VERSION_BOUND;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = recorded_cluster_version(directory).await;
+        if last == Some(version) {
+            return Ok(());
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+    Err(format!(
+        "every member runs {version} after the upgrade, yet the cluster version is {last:?} \
+         {CLUSTER_VERSION_BOUND:?} after the faults stopped"
+    ))
+}
+
+/// The cluster version recorded under its key, read linearizably through
+/// any member; `None` when none is recorded or no member answers.
+async fn recorded_cluster_version(directory: &Directory) -> Option<Version> {
+    let channel = connect(&directory.pick()).await?;
+    let mut client = KvClient::new(channel);
+    let call = client.range(RangeRequest {
+        key: e2d_shell::CLUSTER_VERSION_KEY.to_vec(),
+        ..Default::default()
+    });
+    let answer = madsim::time::timeout(Duration::from_secs(2), call)
+        .await
+        .ok()?
+        .ok()?;
+    let kv = answer.into_inner().kvs.into_iter().next()?;
+    Version::parse(&String::from_utf8_lossy(&kv.value))
+}
+
+/// Until `stop`: every second, the recorded cluster version must not be
+/// above the version any current member runs (as the simulator gave it;
+/// a machine being upgraded counts with its old version until it starts
+/// on the new one). A violation is a failure of the run.
+async fn watch_cluster_version(
+    directory: Directory,
+    (versions, errors): (crate::cluster::VersionBook, crate::cluster::NodeErrors),
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let own = e2d_shell::own_version();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sleep(OBSERVE_INTERVAL).await;
+        let Some(recorded) = recorded_cluster_version(&directory).await else {
+            continue;
+        };
+        let Some(channel) = connect(&directory.pick()).await else {
+            continue;
+        };
+        let mut client = ClusterClient::new(channel);
+        let call = client.member_list(MemberListRequest { linearizable: true });
+        let Ok(Ok(answer)) = madsim::time::timeout(Duration::from_secs(2), call).await else {
+            continue;
+        };
+        let book = versions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for member in answer.into_inner().members {
+            let runs = book.get(&member.name).copied().unwrap_or(own);
+            if !member.name.is_empty() && runs < recorded {
+                errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!(
+                        "the cluster version {recorded} was recorded while member {} runs {runs}",
+                        member.name
+                    ));
+                return;
+            }
+        }
+    }
+}
+
 /// How long a node restarted on a damaged raft log gets to refuse it.
 const DAMAGED_LOG_REFUSAL_MS: u64 = 10_000;
 
@@ -905,6 +1021,20 @@ async fn inject(
             hold(*ms).await;
             let founding = cluster.size();
             resize(cluster, directory, control, founding).await;
+        }
+        Fault::RollingUpgrade {
+            order,
+            down_ms,
+            gap_ms,
+        } => {
+            let version = newer_version();
+            cluster.begin_upgrade(version);
+            for &slot in order {
+                cluster.crash(slot, thread_rng().gen_range(0..4));
+                hold(*down_ms).await;
+                cluster.upgrade(slot, version);
+                hold(*gap_ms).await;
+            }
         }
         Fault::TotalLoss | Fault::MajorityLoss { .. } => {
             unreachable!("a total or majority loss ends a run; plans never hold one")

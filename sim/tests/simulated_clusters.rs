@@ -53,6 +53,12 @@ fn a_batch_of_seeds_passes_every_check() {
         recoveries as u64 >= CLEAN_SEEDS / 10 && without_opt_in >= 1,
         "{recoveries} majority losses recovered, {without_opt_in} without the opt-in"
     );
+    let upgrades = reports
+        .iter()
+        .flat_map(|r| &r.faults)
+        .filter(|f| matches!(f, Fault::RollingUpgrade { .. }))
+        .count();
+    assert!(upgrades >= 2, "{upgrades} rolling upgrades");
     assert!(
         operations as u64 >= CLEAN_SEEDS * 1_000,
         "{operations} operations"
@@ -222,4 +228,38 @@ fn recovering_from_the_least_up_to_date_survivor_is_caught() {
         },
     );
     eprintln!("caught: {failure}");
+}
+
+#[test]
+fn recording_the_cluster_version_before_every_member_runs_it_is_caught() {
+    // Seeds whose plan upgrades every machine, until one catches the rule.
+    let mut seen = Vec::new();
+    for seed in 1..200 {
+        let mut config = RunConfig::new(seed);
+        config.workload_ms = 30_000;
+        if !config
+            .plan()
+            .iter()
+            .any(|s| matches!(s.fault, Fault::RollingUpgrade { .. }))
+        {
+            continue;
+        }
+        config.bugs.manager.cluster_version_before_every_member = true;
+        let report = run_one(config);
+        if let Some(failure) = report
+            .failures
+            .iter()
+            .find(|f| f.starts_with("the cluster version") && f.contains("was recorded while"))
+        {
+            eprintln!("caught: {failure}");
+            return;
+        }
+        seen.push(report);
+        assert!(
+            seen.len() < 12,
+            "the planted rule went unnoticed in {} upgrades: {seen:#?}",
+            seen.len()
+        );
+    }
+    panic!("too few seeds upgrade: {seen:#?}");
 }

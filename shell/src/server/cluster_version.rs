@@ -13,8 +13,13 @@ use crate::storage::DiskBackend;
 
 pub const CLUSTER_VERSION_KEY: &[u8] = b"/_e2d/cluster-version";
 
-/// The e2d version this binary is.
+/// The e2d version this binary is (under `--cfg madsim`, the one the
+/// simulator gave the machine, if it gave one).
 pub fn own() -> Version {
+    #[cfg(madsim)]
+    if let Some(version) = crate::sim_versions::of_this_machine() {
+        return version;
+    }
     // The crate's own version is `major.minor.patch` (a unit test holds
     // it so); the baseline keeps a build with another form working.
     Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(CLUSTER_VERSION_BASELINE)
