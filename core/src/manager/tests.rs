@@ -829,24 +829,7 @@ fn a_voter_its_cluster_removed_is_not_counted_as_lost() {
 
 #[test]
 fn a_removed_member_publishes_and_records_the_cluster_that_removed_it() {
-    let mut m = Manager::new(
-        config("a", 3),
-        DataDir::Member {
-            cluster_id: 77,
-            member_id: 1,
-            founders: None,
-            recovery_left_to: None,
-        },
-        0,
-    );
-    let restart = actions(&mut m);
-    m.handle_result(
-        id_of(&restart[0]),
-        CommandResult::Started { cluster_id: 77 },
-        0,
-    );
-    m.handle_server_status(status(1, 1, abc()), 1);
-    assert_eq!(last_meta(&drain(&mut m)).unwrap().removed_from, 0);
+    let mut m = running_manager("a", 1, 1);
     m.handle_server_removed(&abc(), 2);
     let out = drain(&mut m);
     // It records the cluster and the voters it goes on with.
