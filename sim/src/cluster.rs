@@ -264,7 +264,7 @@ impl Cluster {
     /// Starts the stopped node in `slot` again, running `version`.
     pub fn upgrade(&mut self, slot: usize, version: Version) {
         let member = &self.members[slot];
-        self.set_version(member.node.id(), &member.name.clone(), version);
+        self.set_version(member.node.id(), &member.name, version);
         self.restart(slot);
     }
 

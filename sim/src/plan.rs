@@ -148,22 +148,18 @@ impl fmt::Display for Fault {
             Fault::Shrink { size, ms } => {
                 write!(f, "resize to {size} members, back after {ms} ms")
             }
-            Fault::RollingUpgrade { order, down_ms, .. } => {
-                let order: Vec<String> = order.iter().map(|slot| format!("n{slot}")).collect();
-                write!(
-                    f,
-                    "upgrade {} one at a time, each down {down_ms} ms",
-                    order.join(", ")
-                )
-            }
+            Fault::RollingUpgrade { order, down_ms, .. } => write!(
+                f,
+                "upgrade {} one at a time, each down {down_ms} ms",
+                slot_names(order)
+            ),
             Fault::TotalLoss => write!(f, "lose every machine and disk, restore from the bucket"),
             Fault::MajorityLoss {
                 lost,
                 lagging,
                 opt_in,
             } => {
-                let lost: Vec<String> = lost.iter().map(|slot| format!("n{slot}")).collect();
-                write!(f, "lose {} for good", lost.join(", "))?;
+                write!(f, "lose {} for good", slot_names(lost))?;
                 if let Some(slot) = lagging {
                     write!(f, " while n{slot} is cut off")?;
                 }
@@ -175,6 +171,21 @@ impl fmt::Display for Fault {
             }
         }
     }
+}
+
+/// `n0, n2, ...`: the slots as faults name them.
+fn slot_names(slots: &[usize]) -> String {
+    let names: Vec<String> = slots.iter().map(|slot| format!("n{slot}")).collect();
+    names.join(", ")
+}
+
+/// `count` of the slots `0..size`, drawn one at a time, in the order drawn.
+fn draw_slots(rng: &mut Rng, size: usize, count: usize) -> Vec<usize> {
+    assert!(count <= size, "more slots than the cluster has");
+    let mut left: Vec<usize> = (0..size).collect();
+    (0..count)
+        .map(|_| left.remove(rng.below(left.len())))
+        .collect()
 }
 
 /// A fault and when it starts, in simulated ms since the cluster started.
@@ -282,18 +293,11 @@ fn draw_fault(rng: &mut Rng, size: usize) -> Fault {
             size: size - 2,
             ms: between(rng, 5_000, 20_000),
         },
-        "rolling-upgrade" => {
-            let mut slots: Vec<usize> = (0..size).collect();
-            let mut order = Vec::new();
-            while !slots.is_empty() {
-                order.push(slots.remove(rng.below(slots.len())));
-            }
-            Fault::RollingUpgrade {
-                order,
-                down_ms: between(rng, 200, 2_000),
-                gap_ms: between(rng, 1_000, 4_000),
-            }
-        }
+        "rolling-upgrade" => Fault::RollingUpgrade {
+            order: draw_slots(rng, size, size),
+            down_ms: between(rng, 200, 2_000),
+            gap_ms: between(rng, 1_000, 4_000),
+        },
         other => unreachable!("no fault kind {other}"),
     }
 }
@@ -356,13 +360,10 @@ pub fn majority_loss(seed: u64, cluster_size: usize) -> Option<Fault> {
         return None;
     }
     let opt_in = rng.below(4) != 0;
-    let mut slots: Vec<usize> = (0..cluster_size).collect();
-    let mut lost = Vec::new();
-    while lost.len() < cluster_size / 2 + 1 {
-        lost.push(slots.remove(rng.below(slots.len())));
-    }
+    let mut lost = draw_slots(&mut rng, cluster_size, cluster_size / 2 + 1);
     lost.sort_unstable();
-    let lagging = (slots.len() >= 2).then(|| slots[rng.below(slots.len())]);
+    let survivors: Vec<usize> = (0..cluster_size).filter(|s| !lost.contains(s)).collect();
+    let lagging = (survivors.len() >= 2).then(|| survivors[rng.below(survivors.len())]);
     Some(Fault::MajorityLoss {
         lost,
         lagging,

@@ -324,18 +324,29 @@ pub fn read_recovery_left_to(data_dir: &Path) -> Result<Option<u64>, RunError> {
         })
 }
 
+/// The first name of `stem`, `stem-1`, `stem-2`, ... not yet taken in
+/// the archive of `data_dir`.
+pub(super) fn free_archive_name(data_dir: &Path, stem: &str) -> String {
+    let root = data_dir.join(ARCHIVE_DIR);
+    let mut name = stem.to_string();
+    let mut suffix = 1;
+    while root.join(&name).exists() {
+        name = format!("{stem}-{suffix}");
+        suffix += 1;
+    }
+    name
+}
+
 /// Moves everything in `data_dir` but the name and earlier archives into
 /// `archive/removed-<unix seconds>`, and returns that directory. Nothing is
 /// deleted.
 pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
     let archive_root = data_dir.join(ARCHIVE_DIR);
     durable_file::create_dir_all(&archive_root)?;
-    let mut target = archive_root.join(format!("removed-{now_unix_s}"));
-    let mut suffix = 1;
-    while target.exists() {
-        target = archive_root.join(format!("removed-{now_unix_s}-{suffix}"));
-        suffix += 1;
-    }
+    let target = archive_root.join(free_archive_name(
+        data_dir,
+        &format!("removed-{now_unix_s}"),
+    ));
     durable_file::create_dir(&target)?;
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
@@ -344,8 +355,7 @@ pub fn archive(data_dir: &Path, now_unix_s: u64) -> std::io::Result<PathBuf> {
             continue;
         }
         std::fs::rename(entry.path(), target.join(&name))?;
-        #[cfg(madsim)]
-        crate::storage::memory_disk::moved(&entry.path(), &target.join(&name));
+        crate::storage::follow_rename(&entry.path(), &target.join(&name));
     }
     sync_dir(&target)?;
     sync_dir(data_dir)?;

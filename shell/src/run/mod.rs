@@ -193,6 +193,14 @@ fn serve_started(node: &Arc<Node>, routes: &NodeRoutes, backups: Option<&Backups
     }
 }
 
+/// The wall clock in seconds since the Unix epoch (0 before it), for the
+/// names of archives a data dir keeps.
+pub(crate) fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Moves a removed member's data aside and records the cluster that
 /// removed it (`removed_from`), so that `run` joins the cluster again as a
 /// new member and, until then, tells the others that cluster went on
@@ -201,14 +209,11 @@ pub fn start_over(
     data_dir: &std::path::Path,
     removed_from: Option<&e2d_core::manager::Removal>,
 ) -> Result<(), RunError> {
-    let now_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let data_dir_error = |source| RunError::DataDir {
         path: data_dir.display().to_string(),
         source,
     };
-    let archived = data_dir::archive(data_dir, now_unix_s).map_err(data_dir_error)?;
+    let archived = data_dir::archive(data_dir, unix_now_s()).map_err(data_dir_error)?;
     if let Some(removal) = removed_from {
         data_dir::write_removed_from(data_dir, removal).map_err(data_dir_error)?;
     }
@@ -222,10 +227,7 @@ pub fn start_over(
 /// Recovers the stopped member alone, as the survivors agreed, so that
 /// `run` serves the recovered cluster.
 pub fn recover_alone(data_dir: &std::path::Path) -> Result<(), RunError> {
-    let now_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let done = recover::recover(data_dir, now_unix_s)?;
+    let done = recover::recover(data_dir, unix_now_s())?;
     tracing::warn!(
         cluster_id = format!("{:x}", done.cluster_id),
         recovered_from = format!("{:x}", done.old_cluster_id),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use e2d_core::storage::{read_meta_u64, Backend};
 use e2d_core::StateMachine;
 
-use super::data_dir::{data_dir_error, ARCHIVE_DIR};
+use super::data_dir::{data_dir_error, free_archive_name, ARCHIVE_DIR};
 use super::start::{open_backend, wal_dir};
 use super::RunError;
 use crate::durable_file;
@@ -141,7 +141,7 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
     let marker = Marker {
         old_cluster_id,
         cluster_id: recovered_cluster_id(old_cluster_id, member_id, applied),
-        archive_name: free_archive_name(data_dir, now_unix_s),
+        archive_name: free_archive_name(data_dir, &format!("before-recovery-{now_unix_s}")),
     };
     durable_file::replace(&data_dir.join(MARKER_FILE), marker.encode().as_bytes())
         .map_err(|e| data_dir_error(&data_dir.join(MARKER_FILE), e))?;
@@ -161,10 +161,7 @@ pub fn recover(data_dir: &Path, now_unix_s: u64) -> Result<Recovered, RunError> 
 /// `e2d cluster recover --data-dir DIR`: recovers, and says what it did
 /// and what comes next.
 pub fn recover_command(data_dir: &Path) -> Result<String, String> {
-    let now_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let done = recover(data_dir, now_unix_s).map_err(|e| e.to_string())?;
+    let done = recover(data_dir, super::unix_now_s()).map_err(|e| e.to_string())?;
     Ok(format!(
         "member {:x} now forms cluster {:x} alone (recovered from cluster {:x}); \
          {} other members removed; the raft log starts at applied entry {} with {} \
@@ -270,12 +267,7 @@ fn set_aside_unmarked_attempt(data_dir: &Path) -> Result<(), RunError> {
     }
     let archive_root = data_dir.join(ARCHIVE_DIR);
     durable_file::create_dir_all(&archive_root).map_err(|e| data_dir_error(&archive_root, e))?;
-    let mut target = archive_root.join("unfinished-recovery");
-    let mut suffix = 1;
-    while target.exists() {
-        target = archive_root.join(format!("unfinished-recovery-{suffix}"));
-        suffix += 1;
-    }
+    let target = archive_root.join(free_archive_name(data_dir, "unfinished-recovery"));
     crate::storage::rename_dir(&new_wal, &target).map_err(|e| data_dir_error(&new_wal, e))?;
     tracing::info!(
         "set aside {} (a recovery that stopped before it began) as {}",
@@ -283,18 +275,6 @@ fn set_aside_unmarked_attempt(data_dir: &Path) -> Result<(), RunError> {
         target.display()
     );
     Ok(())
-}
-
-/// `before-recovery-<time>`, with a suffix if that is taken.
-fn free_archive_name(data_dir: &Path, now_unix_s: u64) -> String {
-    let root = data_dir.join(ARCHIVE_DIR);
-    let mut name = format!("before-recovery-{now_unix_s}");
-    let mut suffix = 1;
-    while root.join(&name).exists() {
-        name = format!("before-recovery-{now_unix_s}-{suffix}");
-        suffix += 1;
-    }
-    name
 }
 
 #[cfg(test)]

@@ -34,9 +34,17 @@ pub(crate) const DAMAGED_DATA_WAY_OUT: &str = "Refusing to start; nothing on dis
 /// the in-memory disks and log files under it follow.
 pub fn rename_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     crate::durable_file::rename_synced(from, to)?;
+    follow_rename(from, to);
+    Ok(())
+}
+
+/// After `from` was renamed to `to`: under `--cfg madsim` the in-memory
+/// disks and log files under `from` are under `to` now; nothing else.
+pub fn follow_rename(from: &std::path::Path, to: &std::path::Path) {
     #[cfg(madsim)]
     memory_disk::moved(from, to);
-    Ok(())
+    #[cfg(not(madsim))]
+    let _ = (from, to);
 }
 
 /// A raft log segment's file name: its sequence number, 16 hex digits.

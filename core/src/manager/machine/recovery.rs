@@ -37,7 +37,6 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::log_position::LogPosition;
-
 use crate::swim::{survivors_digest, Liveness, MemberView, NodeStatus};
 
 use super::super::command::{ClusterMember, Command, ServerStatus};
