@@ -11,6 +11,7 @@ pub mod bbolt;
 pub mod cert_lifetime;
 pub mod corrupt_check;
 pub mod crc32c;
+pub mod delta;
 pub mod error;
 pub mod etcd_db;
 pub mod fnv1a;

@@ -17,9 +17,9 @@ use super::utc::{UtcDateTime, EPOCH_MS_YEAR_10000};
 const NAME_PREFIX: &str = "e2d-snapshot-";
 const NAME_SUFFIX: &str = ".snap";
 /// `yyyymmddThhmmss.mmmZ`
-const TIME_LEN: usize = 20;
-const CLUSTER_ID_HEX_LEN: usize = 16;
-const REVISION_DIGITS_LEN: usize = 20;
+pub(super) const TIME_LEN: usize = 20;
+pub(super) const CLUSTER_ID_HEX_LEN: usize = 16;
+pub(super) const REVISION_DIGITS_LEN: usize = 20;
 /// Length of every snapshot name.
 pub const SNAPSHOT_NAME_LEN: usize = NAME_PREFIX.len()
     + TIME_LEN
@@ -83,11 +83,8 @@ pub fn snapshot_name(cluster_id: u64, revision: i64, taken_at_ms: u64) -> String
         taken_at_ms <= SNAPSHOT_TAKEN_AT_MS_MAX,
         "snapshot time {taken_at_ms} ms is past year 9999"
     );
-    let t = UtcDateTime::from_epoch_ms(taken_at_ms);
-    let name = format!(
-        "{NAME_PREFIX}{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z-{cluster_id:016x}-{revision:020}{NAME_SUFFIX}",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond,
-    );
+    let time = name_time(taken_at_ms);
+    let name = format!("{NAME_PREFIX}{time}-{cluster_id:016x}-{revision:020}{NAME_SUFFIX}");
     debug_assert_eq!(name.len(), SNAPSHOT_NAME_LEN);
     name
 }
@@ -117,8 +114,17 @@ pub fn parse_snapshot_name(name: &str) -> Option<(u64, i64, u64)> {
     ))
 }
 
+/// `epoch_ms` as names carry it: `yyyymmddThhmmss.mmmZ`.
+pub(super) fn name_time(epoch_ms: u64) -> String {
+    let t = UtcDateTime::from_epoch_ms(epoch_ms);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond,
+    )
+}
+
 /// `yyyymmddThhmmss.mmmZ` to milliseconds since the epoch.
-fn parse_time(time: &str) -> Option<u64> {
+pub(super) fn parse_time(time: &str) -> Option<u64> {
     let bytes = time.as_bytes();
     if bytes.len() != TIME_LEN || bytes[8] != b'T' || bytes[15] != b'.' || bytes[19] != b'Z' {
         return None;
@@ -139,7 +145,7 @@ fn parse_time(time: &str) -> Option<u64> {
 }
 
 /// A run of ASCII digits (no sign, not empty) as a number.
-fn parse_digits(digits: &str) -> Option<u64> {
+pub(super) fn parse_digits(digits: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
