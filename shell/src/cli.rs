@@ -391,11 +391,21 @@ pub struct SnapshotInspectArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotRestoreArgs {
-    /// A snapshot file, or a store URL (its newest valid snapshot).
+    /// A snapshot file, or a store URL (its newest valid snapshot and the
+    /// deltas after it).
     pub source: String,
     /// The data dir to create; it must not exist or be empty.
     #[arg(long, env = "E2D_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Restore the store as it was at this revision: the newest full
+    /// snapshot at or before it, and its deltas up to it (store URLs only).
+    #[arg(long, conflicts_with = "to_time", value_parser = clap::value_parser!(i64).range(1..))]
+    pub to_revision: Option<i64>,
+    /// Restore the store as it was at this time (RFC 3339, such as
+    /// 2026-12-04T10:00:00Z): the newest full snapshot taken by then, and
+    /// the changes of its deltas applied by then (store URLs only).
+    #[arg(long, value_parser = parse_rfc3339_ms)]
+    pub to_time: Option<u64>,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
     #[command(flatten)]
@@ -568,6 +578,14 @@ pub struct RunArgs {
     #[arg(long, env = "E2D_SNAPSHOT_INTERVAL", default_value = "1m", value_parser = parse_duration_ms)]
     pub snapshot_interval: u64,
 
+    /// Time between deltas: what was committed since the last full
+    /// snapshot or delta, shipped to the same store so a total loss loses
+    /// seconds, not a snapshot interval; restores replay them. 0 turns
+    /// deltas off. A delta also goes early when the changes waiting reach
+    /// half of the in-memory journal (64 MiB).
+    #[arg(long, env = "E2D_SNAPSHOT_DELTA_INTERVAL", default_value = "10s", value_parser = parse_duration_ms)]
+    pub snapshot_delta_interval: u64,
+
     /// Snapshots kept: the newest N, then the newest of each of the last H
     /// hours and D days that have one (N[,Hh][,Dd]).
     #[arg(long, env = "E2D_SNAPSHOT_RETENTION", default_value = "5,24h,7d", value_parser = parse_retention)]
@@ -646,6 +664,17 @@ pub fn parse_retention(text: &str) -> Result<e2d_core::schedule::Retention, Stri
         }
     }
     Ok(retention)
+}
+
+/// An RFC 3339 time (any offset) as milliseconds since the Unix epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Result<u64, String> {
+    let time =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+                format!("invalid time {text:?} ({e}): expected RFC 3339, like 2026-12-04T10:00:00Z")
+            })?;
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("invalid time {text:?}: before 1970"))
 }
 
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {

@@ -101,6 +101,15 @@ pub struct Metrics {
     backup_last_age_seconds: Gauge,
     /// Unix time in ms of the last backup taken, 0 if none yet.
     backup_last_unix_ms: AtomicI64,
+    delta_failures: IntCounter,
+    delta_last_size_bytes: IntGauge,
+    delta_last_timestamp_seconds: IntGauge,
+    at_risk_revisions: Gauge,
+    at_risk_seconds: Gauge,
+    /// What this member's chain of deltas last shipped: revision (-1:
+    /// not shipping) and when its last entry applied (Unix ms).
+    delta_shipped_revision: AtomicI64,
+    delta_shipped_unix_ms: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -363,6 +372,39 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             backup_last_unix_ms: AtomicI64::new(0),
+            delta_failures: int_counter(
+                &r,
+                "e2d_backup_delta_failures_total",
+                "Backup deltas that failed to ship.",
+            ),
+            delta_last_size_bytes: int_gauge(
+                &r,
+                "e2d_backup_delta_last_size_bytes",
+                "Size of the last backup delta this member shipped.",
+            ),
+            delta_last_timestamp_seconds: int_gauge(
+                &r,
+                "e2d_backup_delta_last_timestamp_seconds",
+                "Unix time of the last backup delta this member shipped; 0 if none since it started.",
+            ),
+            at_risk_revisions: register(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "e2d_backup_at_risk_revisions",
+                    "Committed revisions not yet in the backup store (full snapshot or delta); absent (NaN) on members that do not ship backups.",
+                ))
+                .expect("valid metric"),
+            ),
+            at_risk_seconds: register(
+                &r,
+                Gauge::with_opts(Opts::new(
+                    "e2d_backup_at_risk_seconds",
+                    "Seconds the oldest change not yet in the backup store has waited; 0 when everything is shipped, absent (NaN) on members that do not ship backups.",
+                ))
+                .expect("valid metric"),
+            ),
+            delta_shipped_revision: AtomicI64::new(-1),
+            delta_shipped_unix_ms: AtomicI64::new(0),
             registry: r,
         };
         for reason in ["apply_behind_commit", "driver_queue_full"] {
@@ -372,6 +414,8 @@ impl Metrics {
             metrics.gossip_members.with_label_values(&[state]);
         }
         metrics.backup_last_age_seconds.set(f64::NAN);
+        metrics.at_risk_revisions.set(f64::NAN);
+        metrics.at_risk_seconds.set(f64::NAN);
         metrics
     }
 
@@ -510,6 +554,50 @@ impl Metrics {
         self.backup_failures.inc();
     }
 
+    /// A delta was shipped at `unix_ms`, `size_bytes` long.
+    pub fn observe_delta(&self, unix_ms: u64, size_bytes: u64) {
+        self.delta_last_timestamp_seconds
+            .set(i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX));
+        self.delta_last_size_bytes
+            .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn count_delta_failure(&self) {
+        self.delta_failures.inc();
+    }
+
+    /// The backup store holds every change up to `revision`, the last of
+    /// which applied at `unix_ms`; `None`: this member ships no backups.
+    pub fn set_backed_up(&self, through: Option<(i64, u64)>) {
+        let (revision, unix_ms) = through.unwrap_or((-1, 0));
+        self.delta_shipped_unix_ms.store(
+            i64::try_from(unix_ms).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.delta_shipped_revision
+            .store(revision, Ordering::Relaxed);
+    }
+
+    /// What the backups' store lacks as of `revision` and `now_unix_ms`:
+    /// revisions, and seconds since the last change it holds applied.
+    pub fn at_risk(&self, revision: i64, now_unix_ms: u64) -> Option<(i64, f64)> {
+        let shipped = self.delta_shipped_revision.load(Ordering::Relaxed);
+        if shipped < 0 {
+            return None;
+        }
+        let revisions = (revision - shipped).max(0);
+        let since_ms = i64::try_from(now_unix_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(self.delta_shipped_unix_ms.load(Ordering::Relaxed))
+            .max(0);
+        let seconds = if revisions == 0 {
+            0.0
+        } else {
+            since_ms as f64 / 1000.0
+        };
+        Some((revisions, seconds))
+    }
+
     /// The installed TLS material's certificates, as of `now_unix_ms`
     /// (the simulator runs without TLS).
     #[cfg(madsim)]
@@ -551,6 +639,13 @@ impl Metrics {
             let age_ms = to_i64(now_unix_ms).saturating_sub(last_backup_ms).max(0);
             self.backup_last_age_seconds.set(age_ms as f64 / 1000.0);
         }
+        let (at_risk_revisions, at_risk_seconds) = self
+            .at_risk(gauges.revision, now_unix_ms)
+            .map_or((f64::NAN, f64::NAN), |(revisions, seconds)| {
+                (revisions as f64, seconds)
+            });
+        self.at_risk_revisions.set(at_risk_revisions);
+        self.at_risk_seconds.set(at_risk_seconds);
         self.process.refresh();
         self.observe_certificates(now_unix_ms);
         let mut out = String::new();

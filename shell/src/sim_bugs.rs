@@ -18,6 +18,8 @@ pub struct Bugs {
     /// A cluster restored after a total loss takes an older snapshot than
     /// the newest valid one.
     pub restore_skips_the_newest_snapshot: bool,
+    /// A backup delta leaves out one entry that created a revision.
+    pub delta_skips_a_revision: bool,
     /// Decision rules of the cluster manager broken (in core).
     pub manager: e2d_core::manager::PlantedBugs,
 }
@@ -28,6 +30,7 @@ impl Bugs {
         reads_without_read_index: false,
         watch_resume_skips_a_revision: false,
         restore_skips_the_newest_snapshot: false,
+        delta_skips_a_revision: false,
         manager: e2d_core::manager::PlantedBugs::NONE,
     };
 }

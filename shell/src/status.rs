@@ -48,6 +48,14 @@ pub struct StatusReport {
     pub gossip: Vec<GossipReport>,
     /// The newest snapshot taken, when a snapshot store is configured.
     pub last_snapshot: Option<String>,
+    /// The newest backup delta this member shipped.
+    #[serde(default)]
+    pub last_delta: Option<String>,
+    /// What the backup store lacks now (on the member shipping backups,
+    /// the leader): committed revisions, and seconds since the oldest of
+    /// them.
+    #[serde(default)]
+    pub backup_at_risk: Option<BackupRisk>,
     /// Gossip messages dropped because they failed authentication.
     #[serde(default)]
     pub gossip_unauthenticated_dropped: u64,
@@ -58,6 +66,12 @@ pub struct StatusReport {
     /// The node's certificates, when it serves TLS.
     #[serde(default)]
     pub certificates: Vec<CertificateReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupRisk {
+    pub revisions: i64,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -310,6 +324,18 @@ pub fn render_table(report: &StatusReport) -> String {
             .clone()
             .unwrap_or_else(|| "none".into()),
     );
+    if let Some(delta) = &report.last_delta {
+        line("last delta", delta.clone());
+    }
+    if let Some(risk) = &report.backup_at_risk {
+        line(
+            "data at risk",
+            format!(
+                "{} revisions, {:.1} s since the oldest (not yet in the backup store)",
+                risk.revisions, risk.seconds
+            ),
+        );
+    }
     let members: Vec<Vec<String>> = report
         .members
         .iter()

@@ -19,7 +19,9 @@ use crc32fast::Hasher;
 use super::journal::DeltaRecord;
 use crate::wal::RECORD_BYTES_MAX;
 
-const MAGIC: &[u8; 8] = b"E2DDELTA";
+/// How a delta's payload starts.
+pub const DELTA_MAGIC: &[u8; 8] = b"E2DDELTA";
+const MAGIC: &[u8; 8] = DELTA_MAGIC;
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = MAGIC.len() + 1 + 9 * 8 + 4 + 4;
 const RECORD_FIXED_BYTES: usize = 8 + 8 + 8 + 4 + 4;

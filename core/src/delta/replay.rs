@@ -65,11 +65,10 @@ pub fn replay_record<B: Backend>(
     if !proposal.op.as_ref().is_some_and(super::is_replayed) {
         return Ok(Replayed::Skipped);
     }
-    match state.apply(&proposal, now_ms) {
-        Err(Error::Storage(e)) => return Err(ReplayStop::Storage(Error::Storage(e))),
-        // A refusal (a lease gone, a failed permission check) refused the
-        // original alike: the store did not change then either.
-        Ok(_) | Err(_) => {}
+    // A refusal (a lease gone, a failed permission check) refused the
+    // original alike: the store did not change then either.
+    if let Err(Error::Storage(e)) = state.apply(&proposal, now_ms) {
+        return Err(ReplayStop::Storage(Error::Storage(e)));
     }
     let replayed = state.current_revision();
     if replayed != record.revision {

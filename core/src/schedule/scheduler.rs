@@ -88,6 +88,9 @@ pub struct Scheduler {
     /// The one timer: when the next take is due. Armed only while leader
     /// with no take in flight.
     take_due_ms: Option<u64>,
+    /// A delta chain broke: the next take starts as soon as it may (after
+    /// any back-off), even with the revision unchanged.
+    take_wanted_now: bool,
     last_now_ms: u64,
     next_command_id: u64,
     commands: VecDeque<ScheduleCommand>,
@@ -107,6 +110,7 @@ impl Scheduler {
             failures_consecutive: 0,
             next_take_earliest_ms: 0,
             take_due_ms: None,
+            take_wanted_now: false,
             last_now_ms: now_ms,
             next_command_id: 1,
             commands: VecDeque::new(),
@@ -189,6 +193,20 @@ impl Scheduler {
         self.end_input(now_ms);
     }
 
+    /// The deltas cannot go on from the last full snapshot (entries they
+    /// needed are gone, or no chain was found): a full snapshot is taken
+    /// at once, or as soon as a take in flight or a back-off allows,
+    /// whatever the interval and the revision.
+    pub fn handle_chain_broken(&mut self, now_ms: u64) {
+        self.begin_input(now_ms);
+        self.take_wanted_now = true;
+        if self.failures_consecutive == 0 {
+            self.next_take_earliest_ms = self.next_take_earliest_ms.min(now_ms);
+        }
+        self.arm_take_timer();
+        self.end_input(now_ms);
+    }
+
     /// Time passed; a call before the deadline does nothing.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.begin_input(now_ms);
@@ -239,14 +257,15 @@ impl Scheduler {
     fn take_or_skip(&mut self, now_ms: u64) {
         assert!(self.is_leader && self.take.is_none());
         let revision = match (self.applied_revision, self.snapshot_revision) {
-            (Some(applied), Some(snapshot)) if applied <= snapshot => None,
-            (applied, _) => applied,
+            (Some(applied), Some(snapshot)) if applied <= snapshot && !self.take_wanted_now => None,
+            (applied, snapshot) => applied.or(snapshot),
         };
         let Some(revision) = revision else {
             self.next_take_earliest_ms = now_ms.saturating_add(self.config.interval_ms());
             self.arm_take_timer();
             return;
         };
+        self.take_wanted_now = false;
         let id = self.next_id();
         self.take = Some(TakeInFlight {
             id,
@@ -265,6 +284,8 @@ impl Scheduler {
             take.revision
         );
         self.failures_consecutive = 0;
+        // The new snapshot starts a new chain.
+        self.take_wanted_now = false;
         self.snapshot_revision = Some(self.snapshot_revision.unwrap_or(0).max(info.revision));
         self.next_take_earliest_ms = take.started_at_ms.saturating_add(self.config.interval_ms());
         if self.is_leader {
@@ -282,9 +303,12 @@ impl Scheduler {
     /// new leader waits one interval.
     fn arm_take_timer(&mut self) {
         if self.is_leader && self.take.is_none() {
-            let first_as_leader_ms = self
-                .leader_since_ms
-                .saturating_add(self.config.interval_ms());
+            let first_as_leader_ms = if self.take_wanted_now {
+                self.leader_since_ms
+            } else {
+                self.leader_since_ms
+                    .saturating_add(self.config.interval_ms())
+            };
             self.take_due_ms = Some(self.next_take_earliest_ms.max(first_as_leader_ms));
         }
     }
@@ -439,6 +463,36 @@ mod tests {
         succeed(&mut scheduler, id, 12, at_ms + 1_000);
         scheduler.handle_timeout(at_ms + INTERVAL_MS);
         assert_eq!(drain(&mut scheduler), []);
+    }
+
+    #[test]
+    fn a_broken_chain_takes_a_snapshot_at_once() {
+        let mut scheduler = leader();
+        let at_ms = T0_MS + 5_000;
+        scheduler.handle_chain_broken(at_ms);
+        match drain(&mut scheduler).as_slice() {
+            [ScheduleCommand::TakeSnapshot { id, revision: 10 }] => {
+                succeed(&mut scheduler, *id, 10, at_ms + 1_000);
+            }
+            other => panic!("expected a take at once, got {other:?}"),
+        }
+        // Unchanged revision: a broken chain still takes one.
+        scheduler.handle_chain_broken(at_ms + 2_000);
+        assert!(matches!(
+            drain(&mut scheduler).as_slice(),
+            [ScheduleCommand::TakeSnapshot { revision: 10, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_broken_chain_waits_out_a_back_off() {
+        let mut scheduler = leader();
+        let (id, _) = expect_take(&mut scheduler, T0_MS + INTERVAL_MS);
+        fail(&mut scheduler, id, T0_MS + INTERVAL_MS);
+        let due = scheduler.poll_timeout().unwrap();
+        scheduler.handle_chain_broken(T0_MS + INTERVAL_MS + 1);
+        assert_eq!(drain(&mut scheduler), []);
+        assert_eq!(scheduler.poll_timeout(), Some(due));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use e2d_core::schedule::{parse_snapshot_name, snapshot_name, utc_rfc3339, SnapshotInfo};
+use e2d_core::schedule::{
+    parse_snapshot_name, snapshot_name, utc_rfc3339, ReplayTarget, SnapshotInfo,
+};
 
 use super::envelope::Layers;
 use super::location::{Location, Target};
@@ -132,6 +134,24 @@ struct ListedSnapshot {
     revision: i64,
     taken_at: String,
     size_bytes: u64,
+    /// The chain's deltas, by where they start.
+    deltas: Vec<ListedDelta>,
+    /// How far the chain reaches without a gap: its full snapshot, then
+    /// its deltas.
+    reaches_revision: i64,
+    reaches_time: String,
+    /// The full snapshot and its deltas.
+    chain_bytes: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ListedDelta {
+    name: String,
+    from_index: u64,
+    to_index: u64,
+    to_revision: i64,
+    to_time: String,
+    size_bytes: u64,
 }
 
 async fn list(args: SnapshotListArgs) -> Result<(), String> {
@@ -140,16 +160,38 @@ async fn list(args: SnapshotListArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let objects = store.list().await.map_err(|e| e.to_string())?;
-    let mut snapshots: Vec<SnapshotInfo> = snapshots_in(&objects);
-    snapshots.sort_by(|a, b| a.recency_key().cmp(&b.recency_key()));
-    let listed: Vec<ListedSnapshot> = snapshots
+    let snapshots: Vec<SnapshotInfo> = snapshots_in(&objects);
+    let deltas = super::delta::deltas_in(&objects);
+    let listed: Vec<ListedSnapshot> = e2d_core::schedule::chains(&snapshots, &deltas)
         .into_iter()
-        .map(|s| ListedSnapshot {
-            cluster_id: format!("{:x}", s.cluster_id),
-            taken_at: utc_rfc3339(s.taken_at_ms),
-            name: s.name,
-            revision: s.revision,
-            size_bytes: s.size_bytes,
+        .map(|chain| {
+            let s = chain.full;
+            let (reaches_revision, reaches_time_ms) = e2d_core::schedule::reach(&chain.deltas)
+                .map_or((s.revision, s.taken_at_ms), |reach| {
+                    (reach.last.span.to_revision, reach.last.span.to_time_ms)
+                });
+            ListedSnapshot {
+                cluster_id: format!("{:x}", s.cluster_id),
+                taken_at: utc_rfc3339(s.taken_at_ms),
+                name: s.name.clone(),
+                revision: s.revision,
+                size_bytes: s.size_bytes,
+                chain_bytes: s.size_bytes + chain.deltas.iter().map(|d| d.size_bytes).sum::<u64>(),
+                deltas: chain
+                    .deltas
+                    .iter()
+                    .map(|d| ListedDelta {
+                        name: d.name.clone(),
+                        from_index: d.span.from_index,
+                        to_index: d.span.to_index,
+                        to_revision: d.span.to_revision,
+                        to_time: utc_rfc3339(d.span.to_time_ms),
+                        size_bytes: d.size_bytes,
+                    })
+                    .collect(),
+                reaches_revision: reaches_revision.max(s.revision),
+                reaches_time: utc_rfc3339(reaches_time_ms.max(s.taken_at_ms)),
+            }
         })
         .collect();
     if args.json {
@@ -164,13 +206,21 @@ async fn list(args: SnapshotListArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<82} {:<16} {:>10} {:<24} {:>12}",
-        "NAME", "CLUSTER", "REVISION", "TAKEN", "SIZE"
+        "{:<82} {:<16} {:>10} {:<24} {:>12} {:>6} {:>10} {:<24} {:>12}",
+        "NAME", "CLUSTER", "REVISION", "TAKEN", "SIZE", "DELTAS", "REACHES", "UNTIL", "CHAIN SIZE"
     );
     for s in &listed {
         println!(
-            "{:<82} {:<16} {:>10} {:<24} {:>12}",
-            s.name, s.cluster_id, s.revision, s.taken_at, s.size_bytes
+            "{:<82} {:<16} {:>10} {:<24} {:>12} {:>6} {:>10} {:<24} {:>12}",
+            s.name,
+            s.cluster_id,
+            s.revision,
+            s.taken_at,
+            s.size_bytes,
+            s.deltas.len(),
+            s.reaches_revision,
+            s.reaches_time,
+            s.chain_bytes
         );
     }
     Ok(())
@@ -282,17 +332,18 @@ fn restore_payload(
     data_dir: &Path,
     payload: &Path,
     format: crate::payload::PayloadFormat,
-) -> Result<i64, String> {
+    replay: &restore::ReplayPlan,
+) -> Result<restore::Restored, String> {
     let backend = crate::run::open_backend(data_dir).map_err(|e| e.to_string())?;
     let now_ms = wall_clock_ms();
     let restored_at = match format {
         crate::payload::PayloadFormat::E2d => Some(restore::restored_at_text(now_ms)),
         crate::payload::PayloadFormat::Etcd => None,
     };
-    let (backend, revision) = restore::load_into(backend, payload, restored_at, now_ms)
+    let (backend, restored) = restore::load_into(backend, payload, replay, restored_at, now_ms)
         .map_err(|e| format!("cannot restore into {}: {e}", data_dir.display()))?;
     drop(backend);
-    Ok(revision)
+    Ok(restored)
 }
 
 /// `e2d cluster resize`: the new size, written as the cluster's setting
@@ -359,7 +410,8 @@ pub fn migrate(args: MigrateArgs) -> Result<(), String> {
         let format = crate::payload::verify(&payload.0).map_err(|e| {
             format!("{endpoint} sent a damaged snapshot: {e}; the data dir was not touched")
         })?;
-        let revision = restore_payload(&args.data_dir, &payload.0, format)?;
+        let revision =
+            restore_payload(&args.data_dir, &payload.0, format, &Default::default())?.revision;
         println!(
             "Migrated {endpoint} into {} at revision {revision}; start e2d run --data-dir {} to serve it as a new cluster",
             args.data_dir.display(),
@@ -374,8 +426,17 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
     require_new_data_dir(data_dir)?;
     let (envelope, open_keys) = envelope_from_args(&args.envelope)?;
     let staging_parent = staging_parent(data_dir);
-    let (name, payload, format) = match Location::parse_or_file(&args.source) {
+    let target = match (args.to_revision, args.to_time) {
+        (Some(revision), _) => ReplayTarget::Revision(revision),
+        (None, Some(time_ms)) => ReplayTarget::Time(time_ms),
+        (None, None) => ReplayTarget::Newest,
+    };
+    let staging = sibling_temp(&staging_parent.join("e2d-restore"), "staging");
+    let (name, payload, format, replay) = match Location::parse_or_file(&args.source) {
         Target::File(path) => {
+            if target != ReplayTarget::Newest {
+                return Err("--to-revision and --to-time need a store URL: a snapshot file has no deltas to replay".into());
+            }
             let payload = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
             let (_, format) = open_verified(
                 &path,
@@ -384,7 +445,12 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
                 args.envelope.snapshot_encryption,
             )
             .map_err(|e| format!("{}: {e}; the data dir was not touched", path.display()))?;
-            (path.display().to_string(), payload, format)
+            (
+                path.display().to_string(),
+                payload,
+                format,
+                Default::default(),
+            )
         }
         Target::Store(location) => {
             let config = BackupConfig {
@@ -393,33 +459,55 @@ async fn restore_command(args: SnapshotRestoreArgs) -> Result<(), String> {
                 open_keys,
                 settings: store_settings(&args.store),
                 payload_format: crate::payload::PayloadFormat::E2d,
+                delta_interval_ms: 0,
             };
             let store = Store::open(&config.location, &config.settings)
                 .await
                 .map_err(|e| e.to_string())?;
-            let staging = sibling_temp(&staging_parent.join("e2d-restore"), "staging");
             let mut refused = BTreeMap::new();
-            let found = restore::fetch_newest_restorable(&store, &staging, &config, &mut refused)
+            let found = restore::fetch_restorable(&store, &staging, &config, target, &mut refused)
                 .await
                 .map_err(|e| format!("{e}; the data dir was not touched"))?;
-            let (snapshot, payload) =
-                found.ok_or_else(|| format!("no snapshots in {}", config.location))?;
+            let found = found.ok_or_else(|| format!("no snapshots in {}", config.location))?;
+            let reached = found.replay.reached_revision(found.snapshot.revision);
+            if let ReplayTarget::Revision(revision) = target {
+                if reached < revision && found.replay.lost.is_none() {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(format!(
+                        "{}'s backups reach revision {reached}: cannot restore revision {revision}; the data dir was not touched",
+                        config.location
+                    ));
+                }
+            }
             let moved = sibling_temp(&staging_parent.join("e2d-restore"), "payload");
-            std::fs::rename(&payload, &moved).map_err(|e| e.to_string())?;
-            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::rename(&found.payload, &moved).map_err(|e| e.to_string())?;
             let format = crate::payload::detect(&moved).map_err(|e| e.to_string())?;
             (
-                format!("{}/{}", config.location, snapshot.name),
+                format!("{}/{}", config.location, found.snapshot.name),
                 moved,
                 format,
+                found.replay,
             )
         }
     };
     let payload = TempFile(payload);
-    let revision = restore_payload(data_dir, &payload.0, format)?;
+    let restored = restore_payload(data_dir, &payload.0, format, &replay);
+    let _ = std::fs::remove_dir_all(&staging);
+    let restored = restored?;
+    if let Some(stopped) = &restored.stopped {
+        eprintln!("warning: {stopped}");
+    }
+    let deltas = match (restored.replayed, restored.replayed_revision) {
+        (0, _) | (_, None) => String::new(),
+        (records, Some(revision)) => format!(
+            " and {records} changes of {} deltas up to revision {revision}",
+            replay.steps.len()
+        ),
+    };
     println!(
-        "Restored {name} into {} at revision {revision}; start e2d run --data-dir {} to serve it as a new cluster",
+        "Restored {name}{deltas} into {} at revision {}; start e2d run --data-dir {} to serve it as a new cluster",
         data_dir.display(),
+        restored.revision,
         data_dir.display()
     );
     Ok(())

@@ -55,7 +55,7 @@ pub enum OpenError {
     #[error("cannot read the snapshot: {0}")]
     Io(#[from] std::io::Error),
     #[error(
-        "not a snapshot: it starts with neither e2d's magic, an etcd database's (bbolt) nor gzip's"
+        "not a snapshot: it starts with neither e2d's magic (snapshot or delta), an etcd database's (bbolt) nor gzip's"
     )]
     NotASnapshot,
     #[error("the snapshot is encrypted; pass the CA key it was encrypted with (--ca-key)")]
@@ -220,7 +220,10 @@ pub fn open(
     if encrypted {
         let keys = keys.ok_or(OpenError::NoKey)?;
         unseal(inner, out, keys)?;
-    } else if &magic == SNAPSHOT_MAGIC || magic == BBOLT_FIRST_BYTES {
+    } else if &magic == SNAPSHOT_MAGIC
+        || magic == BBOLT_FIRST_BYTES
+        || &magic == e2d_core::delta::codec::DELTA_MAGIC
+    {
         if require_sealed {
             return Err(OpenError::Unencrypted);
         }

@@ -6,6 +6,7 @@
 pub mod ca_key;
 #[cfg(not(madsim))]
 pub mod commands;
+pub mod delta;
 pub mod envelope;
 mod file_store;
 pub mod location;
@@ -39,7 +40,20 @@ pub struct BackupConfig {
     pub settings: StoreSettings,
     /// The payload of the snapshots taken: e2d's own or etcd's database.
     pub payload_format: crate::payload::PayloadFormat,
+    /// Time between deltas; 0: none.
+    pub delta_interval_ms: u64,
 }
+
+/// A backup a member uploaded.
+#[derive(Debug, Clone, Copy)]
+pub enum Uploaded<'a> {
+    Snapshot(&'a str),
+    Delta(&'a str),
+}
+
+/// Bytes of applied entries a member keeps for the backups' deltas; a
+/// delta goes early once half of it is used.
+pub const DELTA_JOURNAL_BYTES: usize = 64 * 1024 * 1024;
 
 /// How to write snapshots, and the keys to open them, from the flags.
 pub fn envelope_from_args(args: &EnvelopeArgs) -> Result<(Envelope, Option<SnapshotKeys>), String> {
@@ -87,6 +101,7 @@ impl BackupConfig {
             open_keys,
             settings: store_settings(store),
             payload_format: crate::payload::PayloadFormat::E2d,
+            delta_interval_ms: 0,
         })
     }
 
@@ -160,6 +175,7 @@ impl Backups {
         };
         let config = BackupConfig {
             payload_format: args.snapshot_format,
+            delta_interval_ms: args.snapshot_delta_interval,
             ..BackupConfig::from_args(url, &args.envelope, &args.store)?
         };
         let schedule = e2d_core::schedule::SchedulerConfig::from_interval(
@@ -181,7 +197,7 @@ impl Backups {
     pub fn start_schedule(
         &self,
         node: std::sync::Arc<crate::server::Node>,
-        uploaded: impl Fn(&str) + Send + Sync + 'static,
+        uploaded: impl Fn(Uploaded<'_>) + Send + Sync + 'static,
     ) {
         schedule_task::spawn(
             node,

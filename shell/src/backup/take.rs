@@ -60,17 +60,31 @@ impl Drop for TempFile {
     }
 }
 
+/// A snapshot uploaded, and the raft index it holds everything up to:
+/// where its chain of deltas starts.
+pub struct Taken {
+    pub info: SnapshotInfo,
+    pub applied_index: u64,
+}
+
 /// Snapshots the running member's state machine and uploads it.
 pub async fn take_and_upload(
     node: &Node,
     store: &Store,
     config: &BackupConfig,
-) -> Result<SnapshotInfo, String> {
-    let (view, revision) = {
+) -> Result<Taken, String> {
+    let (view, revision, applied_index) = {
         let state = node.read();
+        let applied_index = e2d_core::storage::read_meta_u64(
+            state.mvcc().backend(),
+            crate::server::node::META_APPLIED_INDEX,
+        )
+        .map_err(|e| format!("reading the applied index: {e}"))?
+        .unwrap_or(0);
         (
             state.mvcc().backend().point_in_time(),
             state.current_revision(),
+            applied_index,
         )
     };
     let cluster_id = node.identity.cluster_id;
@@ -105,12 +119,15 @@ pub async fn take_and_upload(
         .put(&name, &temp.0, &ProgressBar::hidden())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(SnapshotInfo {
-        name,
-        cluster_id,
-        revision,
-        taken_at_ms,
-        size_bytes,
-        valid: size_bytes > 0,
+    Ok(Taken {
+        info: SnapshotInfo {
+            name,
+            cluster_id,
+            revision,
+            taken_at_ms,
+            size_bytes,
+            valid: size_bytes > 0,
+        },
+        applied_index,
     })
 }

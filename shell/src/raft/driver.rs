@@ -646,6 +646,10 @@ impl Driver {
         let node = self.node.clone();
         {
             let mut state = node.write_state();
+            let mut journal = node.delta_journal();
+            let wall_ms = journal
+                .as_ref()
+                .map_or(0, |_| crate::backup::wall_clock_ms());
             for entry in &entries {
                 match entry.get_entry_type() {
                     EntryType::EntryNormal if entry.index <= self.state_applied_floor => {}
@@ -662,6 +666,20 @@ impl Driver {
                             result => result,
                         };
                         self.node.metrics.observe_apply(started.elapsed());
+                        if let Some(journal) = journal.as_mut() {
+                            if proposal
+                                .op
+                                .as_ref()
+                                .is_some_and(e2d_core::delta::is_replayed)
+                            {
+                                journal.push(e2d_core::delta::DeltaRecord {
+                                    index: entry.index,
+                                    revision: state.current_revision(),
+                                    applied_at_ms: wall_ms,
+                                    data: entry.data.to_vec(),
+                                });
+                            }
+                        }
                         if let Some(id) = self.own_request(&entry.context) {
                             answers.push((id, outcome));
                         }
@@ -690,6 +708,10 @@ impl Driver {
                 .last()
                 .map_or(0, |e| e.index)
                 .max(self.state_applied_floor);
+            if let Some(journal) = journal.as_mut() {
+                journal.advance(last_index, state.current_revision(), wall_ms);
+            }
+            drop(journal);
             state
                 .backend_mut()
                 .put(Table::Meta, META_APPLIED_INDEX, &last_index.to_be_bytes());
@@ -926,6 +948,14 @@ impl Driver {
             self.route(member);
         }
         self.node.set_applied_index(self.state_applied_floor);
+        let revision = self.node.read().current_revision();
+        if let Some(mut journal) = self.node.delta_journal() {
+            journal.restart(
+                self.state_applied_floor,
+                revision,
+                crate::backup::wall_clock_ms(),
+            );
+        }
         self.node.publish_revision();
         tracing::info!(
             index = metadata.index,

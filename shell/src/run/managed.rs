@@ -259,7 +259,7 @@ struct Agent {
     backups: Option<Backups>,
     /// The newest restorable snapshot, fetched and verified by the
     /// listing: its name and payload file.
-    staged_restore: Option<(String, PathBuf)>,
+    staged_restore: Option<(String, restore::Restorable)>,
     /// Snapshots refused on this start, with the reason.
     refused_snapshots: BTreeMap<String, String>,
     /// Why the member must stop: its data dir is damaged.
@@ -630,57 +630,80 @@ impl Agent {
             return CommandResult::NewestSnapshot(None);
         };
         let staging = self.restore_staging();
-        let found = restore::fetch_newest_restorable(
+        let found = restore::fetch_restorable(
             &backups.store,
             &staging,
             &backups.config,
+            e2d_core::schedule::ReplayTarget::Newest,
             &mut self.refused_snapshots,
         )
         .await;
         match found {
-            Ok(Some((snapshot, payload))) => {
+            Ok(Some(found)) => {
+                let identity = found.identity();
                 tracing::info!(
-                    snapshot = %snapshot.name,
-                    revision = snapshot.revision,
+                    snapshot = %found.snapshot.name,
+                    revision = found.replay.reached_revision(found.snapshot.revision),
+                    deltas = found.replay.steps.len(),
                     store = %backups.config.location,
-                    "found the newest valid snapshot; a new cluster will restore it"
+                    "found the newest valid snapshot and its deltas; a new cluster will restore them"
                 );
-                self.staged_restore = Some((snapshot.name.clone(), payload));
-                CommandResult::NewestSnapshot(Some(snapshot.name))
+                if let Some(lost) = &found.replay.lost {
+                    tracing::warn!("{lost}");
+                }
+                self.staged_restore = Some((identity.clone(), found));
+                CommandResult::NewestSnapshot(Some(identity))
             }
             Ok(None) => CommandResult::NewestSnapshot(None),
             Err(e) => CommandResult::Failed(format!("cannot list snapshots: {e}")),
         }
     }
 
-    /// Loads snapshot `name` into the (empty) database; returns the
-    /// store's revision.
-    async fn restore(&mut self, name: &str) -> Result<i64, String> {
+    /// Loads the snapshot and deltas `identity` names (see
+    /// [`restore::Restorable::identity`]) into the (empty) database;
+    /// returns the store's revision.
+    async fn restore(&mut self, identity: &str) -> Result<i64, String> {
         let backups = self
             .backups
             .as_ref()
-            .ok_or_else(|| format!("cannot restore {name}: no --snapshot-backup-url is set"))?;
-        let payload = match &self.staged_restore {
-            Some((staged, payload)) if staged == name => payload.clone(),
-            _ => restore::fetch_verified(
-                &backups.store,
-                name,
-                &self.restore_staging(),
-                &backups.config,
-                &indicatif::ProgressBar::hidden(),
-            )
-            .await
-            .map_err(|e| format!("cannot restore: {e}"))?,
+            .ok_or_else(|| format!("cannot restore {identity}: no --snapshot-backup-url is set"))?;
+        let staged = match self.staged_restore.take() {
+            Some((staged, found)) if staged == identity => found,
+            _ => {
+                let found = restore::fetch_restorable(
+                    &backups.store,
+                    &self.restore_staging(),
+                    &backups.config,
+                    e2d_core::schedule::ReplayTarget::Newest,
+                    &mut self.refused_snapshots,
+                )
+                .await
+                .map_err(|e| format!("cannot restore: {e}"))?
+                .ok_or_else(|| {
+                    format!("cannot restore {identity}: the store holds no snapshot now")
+                })?;
+                if found.identity() != identity {
+                    return Err(format!(
+                        "cannot restore {identity}: the store now holds {} instead",
+                        found.identity()
+                    ));
+                }
+                found
+            }
         };
         let backend = self.take_backend().map_err(|e| e.to_string())?;
         let now_ms = crate::backup::wall_clock_ms();
-        let loaded =
-            crate::blocking::spawn(move || restore::load_into(backend, &payload, None, now_ms))
-                .await
-                .map_err(|e| format!("cannot restore {name}: {e}"))?;
-        let (backend, revision) = loaded.map_err(|e| format!("cannot restore {name}: {e}"))?;
+        let loaded = crate::blocking::spawn(move || {
+            restore::load_into(backend, &staged.payload, &staged.replay, None, now_ms)
+        })
+        .await
+        .map_err(|e| format!("cannot restore {identity}: {e}"))?;
+        let (backend, restored) = loaded.map_err(|e| format!("cannot restore {identity}: {e}"))?;
+        if let Some(stopped) = &restored.stopped {
+            tracing::warn!("{stopped}");
+        }
         self.backend = Some(backend);
-        Ok(revision)
+        Ok(restored.revision)
     }
 
     async fn found(&mut self, founders: &[Founder], restore: Option<String>) -> CommandResult {

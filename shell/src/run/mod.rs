@@ -180,6 +180,9 @@ fn node_settings(args: &RunArgs, name: &str) -> NodeSettings {
             },
             corrupt_check_interval_ms: args.corrupt_check_time,
             cluster_size: args.required_cluster_size,
+            delta_journal_bytes: (args.snapshot_backup_url.is_some()
+                && args.snapshot_delta_interval > 0)
+                .then_some(crate::backup::DELTA_JOURNAL_BYTES),
         },
     }
 }
@@ -189,7 +192,7 @@ fn serve_started(node: &Arc<Node>, routes: &NodeRoutes, backups: Option<&Backups
     routes.serve_node(node);
     if let Some(backups) = backups {
         let board = routes.board.clone();
-        backups.start_schedule(node.clone(), move |name| board.set_last_snapshot(name));
+        backups.start_schedule(node.clone(), move |uploaded| board.set_uploaded(uploaded));
     }
 }
 

@@ -31,6 +31,7 @@ struct Board {
     node: Option<Arc<Node>>,
     gossip: BTreeMap<String, MemberView>,
     last_snapshot: Option<String>,
+    last_delta: Option<String>,
     seal: Option<crate::gossip::Seal>,
 }
 
@@ -81,9 +82,13 @@ impl StatusBoard {
         self.board().seal = Some(seal);
     }
 
-    /// This member uploaded the snapshot `name`.
-    pub fn set_last_snapshot(&self, name: &str) {
-        self.board().last_snapshot = Some(name.to_string());
+    /// This member uploaded a backup.
+    pub fn set_uploaded(&self, uploaded: crate::backup::Uploaded<'_>) {
+        let mut board = self.board();
+        match uploaded {
+            crate::backup::Uploaded::Snapshot(name) => board.last_snapshot = Some(name.into()),
+            crate::backup::Uploaded::Delta(name) => board.last_delta = Some(name.into()),
+        }
     }
 
     pub fn set_waiting(&self, waiting: &str) {
@@ -151,6 +156,7 @@ impl StatusBoard {
             state: board.state.to_string(),
             waiting_for: board.waiting.clone(),
             last_snapshot: board.last_snapshot.clone(),
+            last_delta: board.last_delta.clone(),
             gossip_unauthenticated_dropped: board.seal.as_ref().map_or(0, |s| s.failures()),
             certificates: crate::status::CertificateReport::of_installed(),
             version: crate::server::cluster_version::own().to_string(),
@@ -181,6 +187,10 @@ impl StatusBoard {
         report.cluster_version = crate::server::cluster_version::effective(node).to_string();
         let state = node.read();
         report.revision = state.current_revision();
+        report.backup_at_risk = node
+            .metrics
+            .at_risk(report.revision, crate::backup::wall_clock_ms())
+            .map(|(revisions, seconds)| crate::status::BackupRisk { revisions, seconds });
         report.recovered_from = crate::server::Identity::recovered_from(state.mvcc().backend())
             .ok()
             .flatten()

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub corrupt_check_interval_ms: u64,
     /// `-n`: the cluster's size until one is replicated.
     pub cluster_size: usize,
+    /// Keep a journal of applied entries this large for backup deltas;
+    /// `None`: deltas are off.
+    pub delta_journal_bytes: Option<usize>,
 }
 
 pub struct Node {
@@ -50,6 +53,8 @@ pub struct Node {
     committed_revision: watch::Sender<i64>,
     applied_index: watch::Sender<u64>,
     lease_id_next: AtomicU64,
+    /// The entries applied lately, for the backups' deltas.
+    delta_journal: Option<std::sync::Mutex<e2d_core::delta::DeltaJournal>>,
 }
 
 impl Node {
@@ -70,6 +75,14 @@ impl Node {
             << 8;
         metrics.set_member_id(identity.member_id);
         let (committed_revision, _) = watch::channel(state.current_revision());
+        let delta_journal = config.delta_journal_bytes.map(|bytes_max| {
+            std::sync::Mutex::new(e2d_core::delta::DeltaJournal::new(
+                bytes_max,
+                applied_index,
+                state.current_revision(),
+                crate::backup::wall_clock_ms(),
+            ))
+        });
         let (applied_index, _) = watch::channel(applied_index);
         Self {
             lease_id_next: AtomicU64::new(lease_id_seed),
@@ -82,7 +95,16 @@ impl Node {
             raft,
             committed_revision,
             applied_index,
+            delta_journal,
         }
+    }
+
+    /// The journal of applied entries deltas are shipped from, when
+    /// deltas are on.
+    pub fn delta_journal(
+        &self,
+    ) -> Option<std::sync::MutexGuard<'_, e2d_core::delta::DeltaJournal>> {
+        self.delta_journal.as_ref().map(crate::fail_stop::lock)
     }
 
     /// This member applied its own removal from the cluster (what to do
