@@ -125,11 +125,13 @@ pub struct Restorable {
 
 impl Restorable {
     /// What founders agree on to restore the same state: the snapshot's
-    /// name, then the last delta replayed, if any.
+    /// name, then the raft index its deltas are replayed to, if any (one
+    /// cluster's log holds one entry at an index, so the two name the
+    /// state; short enough for gossip).
     pub fn identity(&self) -> String {
-        match self.replay.steps.last() {
-            Some(last) => format!("{}+{}", self.snapshot.name, last.name),
-            None => self.snapshot.name.clone(),
+        match (self.replay.steps.is_empty(), self.replay.reached_index) {
+            (false, Some(index)) => format!("{}+{index}", self.snapshot.name),
+            _ => self.snapshot.name.clone(),
         }
     }
 }
@@ -235,6 +237,8 @@ pub struct ReplayPlan {
     pub lost: Option<String>,
     /// The revision the planned deltas reach; `None` without deltas.
     pub reached: Option<i64>,
+    /// The raft index they reach.
+    pub reached_index: Option<u64>,
 }
 
 impl ReplayPlan {
@@ -353,6 +357,7 @@ async fn plan_replay(
         });
     }
     plan.reached = Some(at_revision);
+    plan.reached_index = Some(at_index);
     let farthest = chain
         .deltas
         .iter()
