@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
+use e2d_core::schedule::{
+    chain_for, chains, parse_delta_name, parse_snapshot_name, reach, DeltaInfo, ReplayTarget,
+    SnapshotInfo,
+};
 use e2d_core::version::Version;
 use e2d_shell::cli::{Cli, Command, RunArgs};
 use e2d_shell::discovery::simulated;
@@ -24,7 +28,9 @@ const GOSSIP_PORT: u16 = 7980;
 pub const HEALTH_CHECK_INTERVAL: &str = "1s";
 pub const HEALTH_CHECK_TIMEOUT: &str = "10s";
 /// How often the leader snapshots into the bucket.
-pub const SNAPSHOT_INTERVAL: &str = "3s";
+pub const SNAPSHOT_INTERVAL: &str = "5s";
+/// How often the leader ships a delta into the bucket between snapshots.
+pub const SNAPSHOT_DELTA_INTERVAL: &str = "1s";
 /// `--unsafe-auto-recover-after` in runs that opt in: longer than the
 /// health-check timeout, as the flag requires.
 pub const AUTO_RECOVER_AFTER: &str = "30s";
@@ -346,20 +352,47 @@ impl Cluster {
         }
     }
 
-    /// The newest snapshot in the bucket: its name and revision.
-    pub fn newest_snapshot(&self) -> Option<(String, i64)> {
-        let mut newest: Option<((u64, i64, String), i64)> = None;
-        for entry in std::fs::read_dir(&self.bucket).ok()?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((_, revision, taken_at_ms)) = e2d_core::schedule::parse_snapshot_name(&name)
-            {
-                let key = (taken_at_ms, revision, name);
-                if newest.as_ref().is_none_or(|(best, _)| key > *best) {
-                    newest = Some((key, revision));
-                }
-            }
-        }
-        newest.map(|((_, _, name), revision)| (name, revision))
+    /// The newest chain in the bucket, as its names tell: its full
+    /// snapshot's name and the revision its deltas reach without a gap
+    /// (the snapshot's own without deltas).
+    pub fn newest_backup(&self) -> Option<(String, i64)> {
+        let objects: Vec<(String, u64)> = std::fs::read_dir(&self.bucket)
+            .ok()?
+            .flatten()
+            .map(|entry| {
+                let size = entry.metadata().map_or(0, |m| m.len());
+                (entry.file_name().to_string_lossy().into_owned(), size)
+            })
+            .collect();
+        let snapshots: Vec<SnapshotInfo> = objects
+            .iter()
+            .filter_map(|(name, size)| {
+                let (cluster_id, revision, taken_at_ms) = parse_snapshot_name(name)?;
+                Some(SnapshotInfo::named(
+                    cluster_id,
+                    revision,
+                    taken_at_ms,
+                    *size,
+                    *size > 0,
+                ))
+            })
+            .collect();
+        let deltas: Vec<DeltaInfo> = objects
+            .iter()
+            .filter_map(|(name, size)| {
+                Some(DeltaInfo {
+                    span: parse_delta_name(name)?,
+                    name: name.clone(),
+                    size_bytes: *size,
+                })
+            })
+            .collect();
+        let chains = chains(&snapshots, &deltas);
+        let chain = chain_for(&chains, None, ReplayTarget::Newest, &Default::default())?;
+        let revision = reach(&chain.deltas)
+            .map_or(chain.full.revision, |reach| reach.last.span.to_revision)
+            .max(chain.full.revision);
+        Some((chain.full.name.clone(), revision))
     }
 
     /// Cuts the links between `side` and everyone else, both ways.
@@ -519,6 +552,8 @@ fn run_args(
         format!("file://{}", bucket.display()),
         "--snapshot-interval".into(),
         SNAPSHOT_INTERVAL.into(),
+        "--snapshot-delta-interval".into(),
+        SNAPSHOT_DELTA_INTERVAL.into(),
         "--snapshot-count".into(),
         SNAPSHOT_COUNT.into(),
     ];

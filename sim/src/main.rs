@@ -57,6 +57,7 @@ fn main() -> std::process::ExitCode {
             "reads-without-read-index" => template.bugs.reads_without_read_index = true,
             "watch-resume-skips" => template.bugs.watch_resume_skips_a_revision = true,
             "restore-skips-newest" => template.bugs.restore_skips_the_newest_snapshot = true,
+            "delta-skips-revision" => template.bugs.delta_skips_a_revision = true,
             "recover-every-survivor" => template.bugs.manager.recover_every_survivor = true,
             "recover-least-up-to-date" => {
                 template.bugs.manager.recover_least_up_to_date = true;
@@ -68,7 +69,7 @@ fn main() -> std::process::ExitCode {
                 eprintln!(
                     "error: --plant {other:?} is not a bug the simulator knows; use \
                      ack-before-fsync, reads-without-read-index, watch-resume-skips, \
-                     restore-skips-newest, recover-every-survivor, recover-least-up-to-date or \
+                     restore-skips-newest, delta-skips-revision, recover-every-survivor, recover-least-up-to-date or \
                      cluster-version-early"
                 );
                 return std::process::ExitCode::from(2);

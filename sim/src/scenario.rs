@@ -201,8 +201,12 @@ impl SecondLife {
 
 /// The second life of a cluster that lost every machine and disk.
 struct Restored {
-    /// The snapshot the bucket held at the loss: its name and revision.
+    /// The newest chain the bucket held at the loss: its full snapshot's
+    /// name and the revision its deltas reach.
     snapshot: Option<(String, i64)>,
+    /// What clients did in the seconds before the loss, the loss striking
+    /// while they wrote.
+    last_writes: History,
     /// The restored cluster, from the snapshot's revision.
     life: SecondLife,
 }
@@ -429,7 +433,7 @@ async fn scenario(config: RunConfig, root: PathBuf) -> (Report, Option<Seen>, Sh
 }
 
 /// Loses every machine and disk at once, starts fresh machines that
-/// restore the newest snapshot of the bucket, reads what they restored,
+/// restore the newest snapshot of the bucket and its deltas, reads what they restored,
 /// then runs a workload on the restored cluster.
 async fn restore_after_total_loss(
     config: &RunConfig,
@@ -438,10 +442,27 @@ async fn restore_after_total_loss(
     origin: Instant,
     control: &madsim::runtime::NodeHandle,
 ) -> Result<Restored, String> {
+    // Clients write until every machine is lost at once, so the last
+    // writes are in deltas only (if at all).
+    let loss_ms = elapsed_ms(origin) + BEFORE_TOTAL_LOSS_MS;
+    let (shared, tasks) = start_workload(
+        config,
+        directory,
+        origin,
+        loss_ms,
+        None,
+        LOSS_CLIENT_BASE,
+        control,
+    );
+    sleep(Duration::from_millis(BEFORE_TOTAL_LOSS_MS)).await;
     cluster.replace_all();
-    // Nothing writes to the bucket any more: the newest there is what a
-    // restore must take.
-    let snapshot = cluster.newest_snapshot();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let (last_writes, _, _) = shared.take();
+    // Nothing writes to the bucket any more: the newest chain there is
+    // what a restore must take, up to its last delta.
+    let snapshot = cluster.newest_backup();
     directory.set(cluster.members().iter().map(|m| m.client_url()).collect());
     let formed = takes_a_write(control, directory).await;
     if !formed {
@@ -459,9 +480,15 @@ async fn restore_after_total_loss(
         RESTORED_CLIENT_BASE,
     )
     .await;
-    Ok(Restored { life, snapshot })
+    Ok(Restored {
+        life,
+        snapshot,
+        last_writes,
+    })
 }
 
+/// How long clients write before every machine is lost.
+const BEFORE_TOTAL_LOSS_MS: u64 = 4_000;
 /// How long clients write in a run's last phase before the majority goes;
 /// the lagging survivor is cut off for the last [`LAG_MS`] of it.
 const BEFORE_LOSS_MS: u64 = 6_000;
@@ -824,8 +851,12 @@ fn judge_restore(report: &mut Report, before: &History, restored: &Restored) -> 
     let Some((_, first)) = served.first() else {
         return failures;
     };
+    let mut written = before.clone();
+    written
+        .operations
+        .extend(restored.last_writes.operations.iter().cloned());
     match &restored.snapshot {
-        Some((_, revision)) => failures.extend(checks::restored(before, first, *revision)),
+        Some((_, revision)) => failures.extend(checks::restored(&written, first, *revision)),
         None if !first.is_empty() => failures.push(format!(
             "the bucket held no snapshot, yet the fresh cluster serves {} keys",
             first.len()

@@ -144,6 +144,15 @@ fn restoring_an_older_snapshot_than_the_newest_is_caught() {
     eprintln!("caught: {failure}");
 }
 
+#[test]
+fn a_delta_that_skips_a_revision_is_caught() {
+    let failure = caught_within_bound(
+        |bugs| bugs.delta_skips_a_revision = true,
+        |f| f.contains("is missing: the write") || f.contains("older than the acknowledged"),
+    );
+    eprintln!("caught: {failure}");
+}
+
 /// Seeds whose five-node runs lose three machines for good, with a
 /// lagging survivor, and recover on their own: `count` of them.
 fn recovering_seeds(count: usize) -> Vec<u64> {
