@@ -80,6 +80,12 @@ bench:
 bench-snapshot SIZE_MIB="1024":
     bench/snapshot.sh {{SIZE_MIB}}
 
+# Continuous backups: the put throughput cost of deltas every 10 s and
+# every 1 s, and the restore time of a SIZE_MIB snapshot plus DELTA_MIB of
+# deltas.
+bench-deltas SIZE_MIB="1024" DELTA_MIB="100":
+    SIZE_MIB={{SIZE_MIB}} DELTA_MIB={{DELTA_MIB}} bench/deltas.sh
+
 # Long runs of the core property tests (gossip, manager, snapshot schedule):
 # CASES random schedules each.
 soak CASES="10000":

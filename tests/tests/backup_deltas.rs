@@ -121,29 +121,51 @@ fn a_cluster_that_lost_every_disk_comes_back_with_the_writes_of_its_last_delta()
     cluster.wait_until("the nodes form one cluster", FORM_TIMEOUT, |c| {
         (0..3).all(|i| c.nodes[i].is_healthy() && c.has_running_nodes_as_voters(i))
     });
-    // Writes, each acknowledged with its revision, across the members.
+    // Writes, each acknowledged with its revision, across the members;
+    // halfway the leader is killed, and the new one goes on with the chain.
     let mut acknowledged: Vec<(String, String, i64)> = Vec::new();
-    let started = Instant::now();
+    let mut alive: Vec<usize> = (0..3).collect();
     let mut i = 0;
-    while started.elapsed() < Duration::from_secs(7) {
-        let (key, value) = (format!("/load/key-{i:04}"), format!("value-{i}"));
-        let put = cluster.nodes[i % 3].etcdctl(&["put", &key, &value, "-w", "json"]);
-        if put.success() {
-            acknowledged.push((
-                key,
-                value,
-                put.json()["header"]["revision"].as_i64().unwrap(),
-            ));
+    for phase in 0..2 {
+        if phase == 1 {
+            wait_backed_up(&scratch, acknowledged.last().unwrap().2);
+            let leader = alive
+                .iter()
+                .copied()
+                .find(|&n| {
+                    let status = cluster.nodes[n].status().unwrap_or_default();
+                    status["leader_id"] == status["member_id"]
+                })
+                .expect("a leader");
+            cluster.kill9(leader);
+            alive.retain(|&n| n != leader);
         }
-        i += 1;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let (key, value) = (format!("/load/key-{i:04}"), format!("value-{i}"));
+            let put =
+                cluster.nodes[alive[i % alive.len()]].etcdctl(&["put", &key, &value, "-w", "json"]);
+            if put.success() {
+                acknowledged.push((
+                    key,
+                    value,
+                    put.json()["header"]["revision"].as_i64().unwrap(),
+                ));
+            }
+            i += 1;
+        }
     }
     let last = acknowledged.last().unwrap().2;
     // Some of the writes are in a delta by now; more may follow before
     // the kill.
     let before_kill = wait_backed_up(&scratch, last - 5);
-    for i in 0..3 {
-        cluster.kill9(i);
+    for &n in &alive {
+        cluster.kill9(n);
     }
+    // One chain: the new leader went on from the old leader's last delta
+    // rather than start over with a full snapshot.
+    let listed = chains(&scratch);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
     let backed_up = backed_up_revision(&scratch);
     assert!(backed_up >= before_kill);
     let fresh: Vec<_> = cluster
@@ -202,6 +224,13 @@ fn a_restore_to_a_revision_or_a_time_gives_the_store_as_it_was_then() {
     let scratch = Scratch::new();
     let flags = scratch.backing_up("1s");
     let mut server = Server::e2d_with(&as_strs(&flags));
+    // The chain starts with the full snapshot the leader takes at once; a
+    // restore cannot go back before it.
+    let deadline = Instant::now() + DELTA_TIMEOUT;
+    while chains(&scratch).is_empty() {
+        assert!(Instant::now() < deadline, "no full snapshot in the store");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Three rounds of puts, overwrites, deletes and a lease; the store is
     // read at the end of the second.
     let lease = server.etcdctl(&["lease", "grant", "600"]);

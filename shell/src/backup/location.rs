@@ -15,11 +15,19 @@ pub enum Location {
         bucket: String,
         prefix: String,
     },
+    /// A Google Cloud Storage bucket.
+    Gcs { bucket: String, prefix: String },
+    /// An Azure Blob Storage container of `account`.
+    Azure {
+        account: String,
+        container: String,
+        prefix: String,
+    },
 }
 
 const SPACES_HOST_SUFFIX: &str = ".digitaloceanspaces.com";
 
-const FORMS: &str = "file://<dir>, s3://<bucket>[/prefix] or https://<region>.digitaloceanspaces.com/<bucket>[/prefix]";
+const FORMS: &str = "file://<dir>, s3://<bucket>[/prefix], https://<region>.digitaloceanspaces.com/<bucket>[/prefix], gs://<bucket>[/prefix] or azblob://<account>/<container>[/prefix]";
 
 impl Location {
     /// Parses a store URL.
@@ -36,6 +44,28 @@ impl Location {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = bucket_and_prefix(rest).map_err(|why| bad(&why))?;
             return Ok(Location::S3 { bucket, prefix });
+        }
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = bucket_and_prefix(rest).map_err(|why| bad(&why))?;
+            return Ok(Location::Gcs { bucket, prefix });
+        }
+        if let Some(rest) = url.strip_prefix("azblob://") {
+            let (account, rest) = rest.split_once('/').unwrap_or((rest, ""));
+            let account_ok = (3..=24).contains(&account.len())
+                && account
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            if !account_ok {
+                return Err(bad(&format!(
+                    "{account:?} is not a storage account name (3 to 24 lowercase letters and digits)"
+                )));
+            }
+            let (container, prefix) = bucket_and_prefix(rest).map_err(|why| bad(&why))?;
+            return Ok(Location::Azure {
+                account: account.to_string(),
+                container,
+                prefix,
+            });
         }
         if let Some(rest) = url.strip_prefix("https://") {
             let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -113,6 +143,12 @@ impl std::fmt::Display for Location {
                 "https://{region}{SPACES_HOST_SUFFIX}/{bucket}{}",
                 with_prefix(prefix)
             ),
+            Location::Gcs { bucket, prefix } => write!(f, "gs://{bucket}{}", with_prefix(prefix)),
+            Location::Azure {
+                account,
+                container,
+                prefix,
+            } => write!(f, "azblob://{account}/{container}{}", with_prefix(prefix)),
         }
     }
 }
@@ -151,10 +187,27 @@ mod tests {
                 prefix: "e2d".into()
             })
         );
+        assert_eq!(
+            Location::parse("gs://backups/prod"),
+            Ok(Location::Gcs {
+                bucket: "backups".into(),
+                prefix: "prod".into()
+            })
+        );
+        assert_eq!(
+            Location::parse("azblob://e2dbackups/snapshots/prod/etcd"),
+            Ok(Location::Azure {
+                account: "e2dbackups".into(),
+                container: "snapshots".into(),
+                prefix: "prod/etcd".into()
+            })
+        );
         for url in [
             "file:///x",
             "s3://bucket/a/b",
             "https://ams3.digitaloceanspaces.com/space",
+            "gs://bucket/a",
+            "azblob://account/container/a/b",
         ] {
             assert_eq!(Location::parse(url).unwrap().to_string(), url);
         }
@@ -170,6 +223,9 @@ mod tests {
         assert!(error("s3://bucket/../x").contains(".."));
         assert!(error("https://example.com/bucket").contains("Spaces region"));
         assert!(error("https://nyc3.digitaloceanspaces.com/").contains("not a bucket name"));
+        assert!(error("gs://").contains("not a bucket name"));
+        assert!(error("azblob://Account/c").contains("not a storage account name"));
+        assert!(error("azblob://account").contains("not a bucket name"));
     }
 
     #[test]

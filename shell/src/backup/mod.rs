@@ -3,12 +3,16 @@
 //! (`take`), restoring one (`restore`), and the leader's periodic backups
 //! (`schedule_task`, driving `core::schedule`).
 
+#[cfg(not(madsim))]
+mod azure_store;
 pub mod ca_key;
 #[cfg(not(madsim))]
 pub mod commands;
 pub mod delta;
 pub mod envelope;
 mod file_store;
+#[cfg(not(madsim))]
+mod gcs_store;
 pub mod location;
 #[cfg(not(madsim))]
 pub mod remote;

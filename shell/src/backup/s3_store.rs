@@ -66,7 +66,9 @@ impl S3Store {
                 );
                 (bucket, prefix, keys, true)
             }
-            Location::File { .. } => unreachable!("a directory is not a bucket"),
+            Location::File { .. } | Location::Gcs { .. } | Location::Azure { .. } => {
+                unreachable!("not an S3-compatible bucket")
+            }
         };
         match keys {
             (Some(key), Some(secret)) => {

@@ -1,12 +1,17 @@
-//! The snapshot stores: a directory, or an S3-compatible bucket (AWS S3,
-//! DigitalOcean Spaces). Uploads are atomic: a reader never sees half a
+//! The snapshot stores: a directory, an S3-compatible bucket (AWS S3,
+//! DigitalOcean Spaces), a Google Cloud Storage bucket or an Azure Blob
+//! Storage container. Uploads are atomic: a reader never sees half a
 //! snapshot under a snapshot's name.
 
 use std::path::Path;
 
 use indicatif::ProgressBar;
 
+#[cfg(not(madsim))]
+use super::azure_store::AzureStore;
 use super::file_store::FileStore;
+#[cfg(not(madsim))]
+use super::gcs_store::GcsStore;
 use super::location::Location;
 #[cfg(not(madsim))]
 use super::s3_store::S3Store;
@@ -42,6 +47,25 @@ pub enum Store {
     File(FileStore),
     #[cfg(not(madsim))]
     S3(S3Store),
+    #[cfg(not(madsim))]
+    Gcs(GcsStore),
+    #[cfg(not(madsim))]
+    Azure(AzureStore),
+}
+
+/// Calls `$call` on whichever store `$store` is.
+macro_rules! each_store {
+    ($store:expr, $inner:ident => $call:expr) => {
+        match $store {
+            Store::File($inner) => $call,
+            #[cfg(not(madsim))]
+            Store::S3($inner) => $call,
+            #[cfg(not(madsim))]
+            Store::Gcs($inner) => $call,
+            #[cfg(not(madsim))]
+            Store::Azure($inner) => $call,
+        }
+    };
 }
 
 impl Store {
@@ -52,8 +76,28 @@ impl Store {
             Location::S3 { .. } | Location::Spaces { .. } => {
                 Ok(Store::S3(S3Store::open(location, settings).await?))
             }
+            #[cfg(not(madsim))]
+            Location::Gcs { bucket, prefix } => Ok(Store::Gcs(GcsStore::open(
+                bucket,
+                prefix,
+                location.to_string(),
+            )?)),
+            #[cfg(not(madsim))]
+            Location::Azure {
+                account,
+                container,
+                prefix,
+            } => Ok(Store::Azure(AzureStore::open(
+                account,
+                container,
+                prefix,
+                location.to_string(),
+            )?)),
             #[cfg(madsim)]
-            Location::S3 { .. } | Location::Spaces { .. } => {
+            Location::S3 { .. }
+            | Location::Spaces { .. }
+            | Location::Gcs { .. }
+            | Location::Azure { .. } => {
                 let _ = settings;
                 Err(StoreError {
                     store: location.to_string(),
@@ -71,20 +115,12 @@ impl Store {
         path: &Path,
         progress: &ProgressBar,
     ) -> Result<u64, StoreError> {
-        match self {
-            Store::File(store) => store.put(name, path, progress).await,
-            #[cfg(not(madsim))]
-            Store::S3(store) => store.put(name, path, progress).await,
-        }
+        each_store!(self, store => store.put(name, path, progress).await)
     }
 
     /// Every object directly under the store's prefix, sorted by name.
     pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
-        let mut objects = match self {
-            Store::File(store) => store.list().await,
-            #[cfg(not(madsim))]
-            Store::S3(store) => store.list().await,
-        }?;
+        let mut objects = each_store!(self, store => store.list().await)?;
         objects.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(objects)
     }
@@ -96,18 +132,10 @@ impl Store {
         to: &Path,
         progress: &ProgressBar,
     ) -> Result<u64, StoreError> {
-        match self {
-            Store::File(store) => store.get(name, to, progress).await,
-            #[cfg(not(madsim))]
-            Store::S3(store) => store.get(name, to, progress).await,
-        }
+        each_store!(self, store => store.get(name, to, progress).await)
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        match self {
-            Store::File(store) => store.delete(name).await,
-            #[cfg(not(madsim))]
-            Store::S3(store) => store.delete(name).await,
-        }
+        each_store!(self, store => store.delete(name).await)
     }
 }

@@ -17,7 +17,7 @@ mod aws;
 #[cfg(not(madsim))]
 mod digitalocean;
 #[cfg(not(madsim))]
-mod http;
+pub(crate) mod http;
 #[cfg(not(madsim))]
 mod imds;
 #[cfg(not(madsim))]
