@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use e2d_tests::gossip_cluster::{GossipCluster, Node};
-use e2d_tests::{e2d_command, free_port, one_at_a_time};
+use e2d_tests::{e2d_command, free_port, one_at_a_time, Server};
 use sha2::{Digest, Sha256};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -204,6 +204,60 @@ fn backs_up_and_restores(url: &str, env: &[(&str, String)]) {
     );
     let value = single.nodes[0].etcdctl(&["get", "cloud-7", "--print-value-only"]);
     assert_eq!(value.out().trim(), "v7");
+    drop(single);
+    larger_than_one_part(url, env);
+}
+
+/// A snapshot larger than one upload part (16 MiB) goes up in parts and
+/// comes back whole.
+fn larger_than_one_part(url: &str, env: &[(&str, String)]) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::e2d();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let value: String = (0..1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (b'a' + (state % 26) as u8) as char
+        })
+        .collect();
+    for i in 0..18 {
+        server
+            .etcdctl_stdin(&["put", &format!("big-{i:02}")], &value)
+            .ok();
+    }
+    let big_url = format!("{url}/big");
+    let saved = e2d_command(
+        &[
+            "snapshot",
+            "save",
+            &big_url,
+            "--endpoint",
+            &server.endpoint(),
+        ],
+        &env,
+    );
+    assert!(saved.out().contains("Snapshot saved at"), "{saved}");
+    let listed = e2d_command(&["snapshot", "list", &big_url, "--json"], &env).json();
+    let size = listed[0]["size_bytes"].as_u64().unwrap_or(0);
+    assert!(size > 16 * 1024 * 1024, "{listed:#}");
+    let data_dir = tempfile::Builder::new()
+        .prefix("e2d-cloud-restore-")
+        .tempdir()
+        .unwrap();
+    let target = data_dir.path().join("data");
+    let restored = e2d_command(
+        &[
+            "snapshot",
+            "restore",
+            &big_url,
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(restored.out().contains("Restored"), "{restored}");
 }
 
 #[test]
