@@ -18,8 +18,9 @@ use indicatif::ProgressBar;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
+use super::cloud::StoreScope;
 use super::store::{StoreError, StoredObject};
 
 /// Files up to this size go up in one request; larger ones in blocks of
@@ -30,8 +31,7 @@ const PARTS_IN_FLIGHT_MAX: usize = 4;
 
 pub struct AzureStore {
     store: Arc<dyn ObjectStore>,
-    prefix: String,
-    shown: String,
+    scope: StoreScope,
 }
 
 impl AzureStore {
@@ -52,25 +52,15 @@ impl AzureStore {
             })?;
         Ok(Self {
             store: Arc::new(store),
-            prefix: prefix.to_string(),
-            shown,
+            scope: StoreScope {
+                prefix: prefix.to_string(),
+                shown,
+            },
         })
     }
 
     fn path(&self, name: &str) -> ObjectPath {
-        if self.prefix.is_empty() {
-            ObjectPath::from(name)
-        } else {
-            ObjectPath::from(format!("{}/{name}", self.prefix))
-        }
-    }
-
-    fn error(&self, action: String, reason: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            store: self.shown.clone(),
-            action,
-            reason: reason.to_string(),
-        }
+        ObjectPath::from(self.scope.key(name))
     }
 
     pub async fn put(
@@ -80,20 +70,16 @@ impl AzureStore {
         progress: &ProgressBar,
     ) -> Result<u64, StoreError> {
         let action = || format!("uploading {name}");
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| self.error(action(), e))?
-            .len();
-        progress.set_length(size);
+        let size = self.scope.upload_size(name, path, progress).await?;
         let location = self.path(name);
         if size <= PART_BYTES as u64 {
             let body = tokio::fs::read(path)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             self.store
                 .put(&location, PutPayload::from(body))
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             progress.inc(size);
             return Ok(size);
         }
@@ -101,38 +87,42 @@ impl AzureStore {
             .store
             .put_multipart(&location)
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         let mut buffer = vec![0u8; PART_BYTES];
         loop {
             let read = file
                 .read(&mut buffer)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             if read == 0 {
                 break;
             }
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT_MAX).await {
                 let _ = writer.abort().await;
-                return Err(self.error(action(), e));
+                return Err(self.scope.error(action(), e));
             }
             writer.write(&buffer[..read]);
             progress.inc(read as u64);
         }
-        writer.finish().await.map_err(|e| self.error(action(), e))?;
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.scope.error(action(), e))?;
         Ok(size)
     }
 
     pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
-        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let prefix =
+            (!self.scope.prefix.is_empty()).then(|| ObjectPath::from(self.scope.prefix.as_str()));
         let listing = self
             .store
             .list_with_delimiter(prefix.as_ref())
             .await
-            .map_err(|e| self.error("listing".into(), e))?;
+            .map_err(|e| self.scope.error("listing".into(), e))?;
         Ok(listing
             .objects
             .into_iter()
@@ -157,28 +147,20 @@ impl AzureStore {
             .store
             .get(&self.path(name))
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         progress.set_length(got.meta.size);
         let mut stream = got.into_stream();
-        let file = crate::durable_file::create(to).map_err(|e| self.error(action(), e))?;
-        let mut file = tokio::fs::File::from_std(file);
-        let mut received = 0u64;
-        while let Some(bytes) = stream.next().await {
-            let bytes = bytes.map_err(|e| self.error(action(), e))?;
-            file.write_all(&bytes)
-                .await
-                .map_err(|e| self.error(action(), e))?;
-            received += bytes.len() as u64;
-            progress.inc(bytes.len() as u64);
-        }
-        file.sync_all().await.map_err(|e| self.error(action(), e))?;
-        Ok(received)
+        self.scope
+            .download(name, to, progress, async || {
+                stream.next().await.transpose().map_err(|e| e.to_string())
+            })
+            .await
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         self.store
             .delete(&self.path(name))
             .await
-            .map_err(|e| self.error(format!("deleting {name}"), e))
+            .map_err(|e| self.scope.error(format!("deleting {name}"), e))
     }
 }

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 
 use indicatif::ProgressBar;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
+use super::cloud::StoreScope;
 use super::store::{StoreError, StoredObject};
 
 const GOOGLE_STORAGE_URL: &str = "https://storage.googleapis.com";
@@ -97,8 +98,7 @@ pub struct GcsStore {
     http: reqwest::Client,
     base_url: String,
     bucket: String,
-    prefix: String,
-    shown: String,
+    scope: StoreScope,
     source: TokenSource,
     /// The current token and when it expires (Unix seconds).
     token: Mutex<Option<(String, u64)>>,
@@ -151,27 +151,13 @@ impl GcsStore {
             http,
             base_url,
             bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-            shown,
+            scope: StoreScope {
+                prefix: prefix.to_string(),
+                shown,
+            },
             source,
             token: Mutex::new(None),
         })
-    }
-
-    fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.prefix)
-        }
-    }
-
-    fn error(&self, action: String, reason: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            store: self.shown.clone(),
-            action,
-            reason: reason.to_string(),
-        }
     }
 
     /// A bearer token for the next request; `None` for an emulator.
@@ -259,7 +245,7 @@ impl GcsStore {
             "{}/storage/v1/b/{}/o/{}",
             self.base_url,
             encoded(&self.bucket),
-            encoded(&self.key(name))
+            encoded(&self.scope.key(name))
         )
     }
 
@@ -270,21 +256,17 @@ impl GcsStore {
         progress: &ProgressBar,
     ) -> Result<u64, StoreError> {
         let action = || format!("uploading {name}");
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| self.error(action(), e))?
-            .len();
-        progress.set_length(size);
+        let size = self.scope.upload_size(name, path, progress).await?;
         let upload_url = format!(
             "{}/upload/storage/v1/b/{}/o",
             self.base_url,
             encoded(&self.bucket)
         );
-        let key = self.key(name);
+        let key = self.scope.key(name);
         if size <= PART_BYTES {
             let body = tokio::fs::read(path)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             let request = self
                 .http
                 .post(&upload_url)
@@ -293,7 +275,7 @@ impl GcsStore {
                 .body(body);
             self.send(request)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             progress.inc(size);
             return Ok(size);
         }
@@ -307,42 +289,52 @@ impl GcsStore {
                     .body("{}"),
             )
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         let session = started
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-            .ok_or_else(|| self.error(action(), "the store gave no upload session"))?;
+            .ok_or_else(|| {
+                self.scope
+                    .error(action(), "the store gave no upload session")
+            })?;
         let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         let mut offset = 0u64;
         while offset < size {
             let length = PART_BYTES.min(size - offset);
             let mut part = vec![0u8; length as usize];
             file.read_exact(&mut part)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             let range = format!("bytes {offset}-{}/{size}", offset + length - 1);
             let request = self
                 .http
                 .put(&session)
                 .header("Content-Range", range)
                 .body(part);
-            let request = match self.token().await.map_err(|e| self.error(action(), e))? {
+            let request = match self
+                .token()
+                .await
+                .map_err(|e| self.scope.error(action(), e))?
+            {
                 Some(token) => request.bearer_auth(token),
                 None => request,
             };
-            let answer = request.send().await.map_err(|e| self.error(action(), e))?;
+            let answer = request
+                .send()
+                .await
+                .map_err(|e| self.scope.error(action(), e))?;
             // 308: part taken, more expected; 200/201: the object is there.
             let status = answer.status().as_u16();
             let last = offset + length == size;
             if !(status == 308 && !last || (200..300).contains(&status) && last) {
                 let _ = self.http.delete(&session).send().await;
-                return Err(
-                    self.error(action(), format!("part at byte {offset} answered {status}"))
-                );
+                return Err(self
+                    .scope
+                    .error(action(), format!("part at byte {offset} answered {status}")));
             }
             progress.inc(length);
             offset += length;
@@ -351,11 +343,7 @@ impl GcsStore {
     }
 
     pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let prefix = self.scope.listing_prefix();
         let url = format!("{}/storage/v1/b/{}/o", self.base_url, encoded(&self.bucket));
         let mut objects = Vec::new();
         let mut page_token: Option<String> = None;
@@ -371,10 +359,10 @@ impl GcsStore {
             let page: ListPage = self
                 .send(self.http.get(&url).query(&query))
                 .await
-                .map_err(|e| self.error("listing".into(), e))?
+                .map_err(|e| self.scope.error("listing".into(), e))?
                 .json()
                 .await
-                .map_err(|e| self.error("listing".into(), e))?;
+                .map_err(|e| self.scope.error("listing".into(), e))?;
             for object in page.items {
                 let Some(name) = object.name.strip_prefix(&prefix) else {
                     continue;
@@ -407,32 +395,21 @@ impl GcsStore {
                     .query(&[("alt", "media")]),
             )
             .await
-            .map_err(|e| self.error(action(), e))?;
+            .map_err(|e| self.scope.error(action(), e))?;
         if let Some(length) = response.content_length() {
             progress.set_length(length);
         }
-        let file = crate::durable_file::create(to).map_err(|e| self.error(action(), e))?;
-        let mut file = tokio::fs::File::from_std(file);
-        let mut received = 0u64;
-        while let Some(bytes) = response
-            .chunk()
+        self.scope
+            .download(name, to, progress, async || {
+                response.chunk().await.map_err(|e| e.to_string())
+            })
             .await
-            .map_err(|e| self.error(action(), e))?
-        {
-            file.write_all(&bytes)
-                .await
-                .map_err(|e| self.error(action(), e))?;
-            received += bytes.len() as u64;
-            progress.inc(bytes.len() as u64);
-        }
-        file.sync_all().await.map_err(|e| self.error(action(), e))?;
-        Ok(received)
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         self.send(self.http.delete(self.object_url(name)))
             .await
-            .map_err(|e| self.error(format!("deleting {name}"), e))?;
+            .map_err(|e| self.scope.error(format!("deleting {name}"), e))?;
         Ok(())
     }
 }

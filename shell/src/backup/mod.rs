@@ -7,6 +7,8 @@
 mod azure_store;
 pub mod ca_key;
 #[cfg(not(madsim))]
+mod cloud;
+#[cfg(not(madsim))]
 pub mod commands;
 pub mod delta;
 pub mod envelope;

@@ -13,8 +13,8 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use indicatif::ProgressBar;
-use tokio::io::AsyncWriteExt;
 
+use super::cloud::StoreScope;
 use super::location::Location;
 use super::store::{StoreError, StoreSettings, StoredObject};
 
@@ -27,8 +27,7 @@ const SPACES_SIGNING_REGION: &str = "us-east-1";
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
-    prefix: String,
-    shown: String,
+    scope: StoreScope,
 }
 
 impl S3Store {
@@ -99,25 +98,11 @@ impl S3Store {
         Ok(Self {
             client: aws_sdk_s3::Client::from_conf(s3_config),
             bucket: bucket.clone(),
-            prefix: prefix.clone(),
-            shown,
+            scope: StoreScope {
+                prefix: prefix.clone(),
+                shown,
+            },
         })
-    }
-
-    fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", self.prefix)
-        }
-    }
-
-    fn error(&self, action: String, reason: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            store: self.shown.clone(),
-            action,
-            reason: reason.to_string(),
-        }
     }
 
     pub async fn put(
@@ -127,16 +112,12 @@ impl S3Store {
         progress: &ProgressBar,
     ) -> Result<u64, StoreError> {
         let action = || format!("uploading {name}");
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| self.error(action(), e))?
-            .len();
-        progress.set_length(size);
-        let key = self.key(name);
+        let size = self.scope.upload_size(name, path, progress).await?;
+        let key = self.scope.key(name);
         if size <= PART_BYTES {
             let body = ByteStream::from_path(path)
                 .await
-                .map_err(|e| self.error(action(), e))?;
+                .map_err(|e| self.scope.error(action(), e))?;
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -144,7 +125,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| self.error(action(), DisplayErrorContext(e)))?;
+                .map_err(|e| self.scope.error(action(), DisplayErrorContext(e)))?;
             progress.inc(size);
             return Ok(size);
         }
@@ -155,10 +136,10 @@ impl S3Store {
             .key(&key)
             .send()
             .await
-            .map_err(|e| self.error(action(), DisplayErrorContext(e)))?;
+            .map_err(|e| self.scope.error(action(), DisplayErrorContext(e)))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| self.error(action(), "the store gave no upload id"))?
+            .ok_or_else(|| self.scope.error(action(), "the store gave no upload id"))?
             .to_string();
         let uploaded = self
             .upload_parts(&key, &upload_id, path, size, progress)
@@ -173,7 +154,7 @@ impl S3Store {
                 .send()
                 .await;
         }
-        uploaded.map_err(|reason| self.error(action(), reason))?;
+        uploaded.map_err(|reason| self.scope.error(action(), reason))?;
         Ok(size)
     }
 
@@ -235,11 +216,7 @@ impl S3Store {
     }
 
     pub async fn list(&self) -> Result<Vec<StoredObject>, StoreError> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let prefix = self.scope.listing_prefix();
         let mut pages = self
             .client
             .list_objects_v2()
@@ -249,7 +226,8 @@ impl S3Store {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("listing".into(), DisplayErrorContext(e)))?;
+            let page =
+                page.map_err(|e| self.scope.error("listing".into(), DisplayErrorContext(e)))?;
             for object in page.contents() {
                 let Some(name) = object.key().and_then(|key| key.strip_prefix(&prefix)) else {
                     continue;
@@ -276,36 +254,32 @@ impl S3Store {
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.key(name))
+            .key(self.scope.key(name))
             .send()
             .await
-            .map_err(|e| self.error(action(), DisplayErrorContext(e)))?;
+            .map_err(|e| self.scope.error(action(), DisplayErrorContext(e)))?;
         if let Some(length) = object.content_length() {
             progress.set_length(length.max(0) as u64);
         }
         let mut body = object.body;
-        let file = crate::durable_file::create(to).map_err(|e| self.error(action(), e))?;
-        let mut file = tokio::fs::File::from_std(file);
-        let mut received = 0u64;
-        while let Some(bytes) = body.try_next().await.map_err(|e| self.error(action(), e))? {
-            file.write_all(&bytes)
-                .await
-                .map_err(|e| self.error(action(), e))?;
-            received += bytes.len() as u64;
-            progress.inc(bytes.len() as u64);
-        }
-        file.sync_all().await.map_err(|e| self.error(action(), e))?;
-        Ok(received)
+        self.scope
+            .download(name, to, progress, async || {
+                body.try_next().await.map_err(|e| e.to_string())
+            })
+            .await
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
-            .key(self.key(name))
+            .key(self.scope.key(name))
             .send()
             .await
-            .map_err(|e| self.error(format!("deleting {name}"), DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                self.scope
+                    .error(format!("deleting {name}"), DisplayErrorContext(e))
+            })?;
         Ok(())
     }
 }
