@@ -78,11 +78,14 @@ pub struct DecodedDelta {
 
 /// The payload of a delta holding `records` (in index order, within the
 /// header's range).
-pub fn encode_delta(header: &DeltaHeader, records: &[DeltaRecord]) -> Vec<u8> {
+pub fn encode_delta<R: std::borrow::Borrow<DeltaRecord>>(
+    header: &DeltaHeader,
+    records: &[R],
+) -> Vec<u8> {
     let count = u32::try_from(records.len()).expect("a delta holds fewer than 2^32 records");
     let data_bytes: usize = records
         .iter()
-        .map(|r| r.data.len() + RECORD_FIXED_BYTES)
+        .map(|r| r.borrow().data.len() + RECORD_FIXED_BYTES)
         .sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + data_bytes);
     out.extend_from_slice(MAGIC);
@@ -104,6 +107,7 @@ pub fn encode_delta(header: &DeltaHeader, records: &[DeltaRecord]) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     for record in records {
+        let record = record.borrow();
         assert!(record.index > header.from_index && record.index <= header.to_index);
         let start = out.len();
         out.extend_from_slice(&record.index.to_be_bytes());

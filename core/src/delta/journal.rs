@@ -8,6 +8,7 @@
 //! journal over at the applied index, for the same reason.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// One applied proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +35,9 @@ impl DeltaRecord {
 /// What the journal holds past a point of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalSlice {
-    /// The records after the point asked for, oldest first.
-    pub records: Vec<DeltaRecord>,
+    /// The records after the point asked for, oldest first (shared with
+    /// the journal: taking a slice copies no proposal).
+    pub records: Vec<Arc<DeltaRecord>>,
     /// The last applied index: the slice holds every replayed entry up
     /// to it.
     pub to_index: u64,
@@ -56,7 +58,7 @@ pub enum JournalGap {
 
 #[derive(Debug)]
 pub struct DeltaJournal {
-    records: VecDeque<DeltaRecord>,
+    records: VecDeque<Arc<DeltaRecord>>,
     bytes: usize,
     bytes_max: usize,
     /// Every replayed entry after this index is in `records`.
@@ -101,7 +103,7 @@ impl DeltaJournal {
         self.through_index = record.index;
         self.through_revision = record.revision;
         self.through_time_ms = record.applied_at_ms;
-        self.records.push_back(record);
+        self.records.push_back(Arc::new(record));
         while self.bytes > self.bytes_max && self.records.len() > 1 {
             self.drop_oldest();
         }
@@ -229,7 +231,8 @@ mod tests {
             match journal.since(from) {
                 Ok(slice) => {
                     let expected: Vec<DeltaRecord> = pushed.into_iter().filter(|r| r.index > from).collect();
-                    prop_assert_eq!(slice.records, expected);
+                    let got: Vec<DeltaRecord> = slice.records.iter().map(|r| DeltaRecord::clone(r)).collect();
+                    prop_assert_eq!(got, expected);
                     prop_assert_eq!(slice.to_index, index);
                     prop_assert_eq!(slice.to_revision, revision);
                 }
@@ -250,6 +253,6 @@ mod tests {
             journal.since(4),
             Err(JournalGap::Dropped { covered_from: 5 })
         );
-        assert_eq!(journal.since(5).unwrap().records, vec![]);
+        assert!(journal.since(5).unwrap().records.is_empty());
     }
 }

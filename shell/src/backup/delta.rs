@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 
 use super::envelope;
 use super::store::{StoreError, StoredObject};
-use super::take::{write_stored, TempFile};
+use super::take::{write_stored_unsynced, TempFile};
 use super::{snapshots_in, BackupConfig, Store};
 use crate::server::Node;
 
@@ -153,7 +153,7 @@ pub async fn ship(
     crate::blocking::spawn(move || {
         crate::durable_file::create_dir_all(&dir)?;
         let payload = encode_delta(&header, &records);
-        write_stored(&path, &envelope, |out| out.write_all(&payload))
+        write_stored_unsynced(&path, &envelope, |out| out.write_all(&payload))
     })
     .await
     .map_err(|e| ShipError::Upload(format!("writing delta {name}: {e}")))?

@@ -51,11 +51,15 @@ impl FileStore {
         let (name, from, progress) = (name.to_string(), path.to_path_buf(), progress.clone());
         self.blocking(format!("writing {name}"), move |dir| {
             durable_file::create_dir_all(&dir)?;
-            durable_file::replace_with(
-                &dir.join(&name),
-                durable_file::PRIVATE_FILE_MODE,
-                |output| copy(&from, output, &progress),
-            )
+            let target = dir.join(&name);
+            if let Some(size) = link_synced(&from, &target)? {
+                progress.set_length(size);
+                progress.inc(size);
+                return Ok(size);
+            }
+            durable_file::replace_with(&target, durable_file::PRIVATE_FILE_MODE, |output| {
+                copy(&from, output, &progress)
+            })
         })
         .await
     }
@@ -119,6 +123,35 @@ fn copy_synced(from: &Path, to: &Path, progress: &ProgressBar) -> std::io::Resul
     Ok(copied)
 }
 
+/// Puts the finished file `from` (never written again) at `to` without
+/// copying it, when it is private (0600, as every snapshot the store
+/// keeps) and both are on one file system: a second name, synced, then
+/// renamed into place. `None` otherwise (the caller copies).
+fn link_synced(from: &Path, to: &Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(from)?.permissions().mode() & 0o077 != 0 {
+        return Ok(None);
+    }
+    let linked = durable_file::sibling_temp(to, "linking");
+    match std::fs::hard_link(from, &linked) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let placed = (|| {
+        let file = std::fs::File::open(&linked)?;
+        file.sync_all()?;
+        let size = file.metadata()?.len();
+        durable_file::rename_synced(&linked, to)?;
+        Ok(Some(size))
+    })();
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&linked);
+    }
+    placed
+}
+
 /// Copies `from` into `output`; returns the bytes copied.
 fn copy(from: &Path, output: &mut std::fs::File, progress: &ProgressBar) -> std::io::Result<u64> {
     let mut input = std::fs::File::open(from)?;
@@ -141,6 +174,28 @@ fn copy(from: &Path, output: &mut std::fs::File, progress: &ProgressBar) -> std:
 mod tests {
     use super::*;
     use crate::durable_file::permission_bits as mode;
+
+    #[tokio::test]
+    async fn a_private_file_on_the_same_file_system_is_linked_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("source");
+        durable_file::create_new(&source)
+            .unwrap()
+            .write_all(b"delta")
+            .unwrap();
+        let store = FileStore::new(root.path().join("store"));
+        let progress = ProgressBar::hidden();
+        assert_eq!(store.put("d-1", &source, &progress).await.unwrap(), 5);
+        let stored = root.path().join("store").join("d-1");
+        assert_eq!(
+            std::fs::metadata(&stored).unwrap().ino(),
+            std::fs::metadata(&source).unwrap().ino()
+        );
+        assert_eq!(mode(&stored), 0o600);
+        std::fs::remove_file(&source).unwrap();
+        assert_eq!(std::fs::read(&stored).unwrap(), b"delta");
+    }
 
     #[tokio::test]
     async fn snapshots_are_private_and_only_they_are_listed() {

@@ -30,6 +30,29 @@ pub fn write_stored(
     envelope: &Envelope,
     write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
+    let file = write_sealed(path, envelope, write_payload)?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+/// [`write_stored`] without the sync: for a file uploaded at once and
+/// removed after, which a crash may lose (deltas: the store syncs what it
+/// keeps).
+pub fn write_stored_unsynced(
+    path: &Path,
+    envelope: &Envelope,
+    write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    Ok(write_sealed(path, envelope, write_payload)?
+        .metadata()?
+        .len())
+}
+
+fn write_sealed(
+    path: &Path,
+    envelope: &Envelope,
+    write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<std::fs::File> {
     let file = crate::durable_file::create_new(path)?;
     let mut writer = SnapshotWriter::new(BufWriter::new(file), envelope, fresh_iv()?)?;
     // The payload arrives in small pieces (record headers): the layers
@@ -38,9 +61,7 @@ pub fn write_stored(
     write_payload(&mut chunked)?;
     chunked.flush()?;
     drop(chunked);
-    let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(file.metadata()?.len())
+    writer.finish()?.into_inner().map_err(|e| e.into_error())
 }
 
 /// Wraps the payload file at `payload` into a stored snapshot at `path`.
