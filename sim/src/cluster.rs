@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use e2d_core::schedule::{
-    chain_for, chains, parse_delta_name, parse_snapshot_name, reach, DeltaInfo, ReplayTarget,
-    SnapshotInfo,
-};
+use e2d_core::schedule::{chain_for, chains, reach, ReplayTarget};
 use e2d_core::version::Version;
+use e2d_shell::backup::delta::deltas_in;
+use e2d_shell::backup::snapshots_in;
+use e2d_shell::backup::store::StoredObject;
 use e2d_shell::cli::{Cli, Command, RunArgs};
 use e2d_shell::discovery::simulated;
 use e2d_shell::storage::{memory_disk, memory_segments};
@@ -356,37 +356,16 @@ impl Cluster {
     /// snapshot's name and the revision its deltas reach without a gap
     /// (the snapshot's own without deltas).
     pub fn newest_backup(&self) -> Option<(String, i64)> {
-        let objects: Vec<(String, u64)> = std::fs::read_dir(&self.bucket)
+        let objects: Vec<StoredObject> = std::fs::read_dir(&self.bucket)
             .ok()?
             .flatten()
-            .map(|entry| {
-                let size = entry.metadata().map_or(0, |m| m.len());
-                (entry.file_name().to_string_lossy().into_owned(), size)
+            .map(|entry| StoredObject {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size_bytes: entry.metadata().map_or(0, |m| m.len()),
             })
             .collect();
-        let snapshots: Vec<SnapshotInfo> = objects
-            .iter()
-            .filter_map(|(name, size)| {
-                let (cluster_id, revision, taken_at_ms) = parse_snapshot_name(name)?;
-                Some(SnapshotInfo::named(
-                    cluster_id,
-                    revision,
-                    taken_at_ms,
-                    *size,
-                    *size > 0,
-                ))
-            })
-            .collect();
-        let deltas: Vec<DeltaInfo> = objects
-            .iter()
-            .filter_map(|(name, size)| {
-                Some(DeltaInfo {
-                    span: parse_delta_name(name)?,
-                    name: name.clone(),
-                    size_bytes: *size,
-                })
-            })
-            .collect();
+        let snapshots = snapshots_in(&objects);
+        let deltas = deltas_in(&objects);
         let chains = chains(&snapshots, &deltas);
         let chain = chain_for(&chains, None, ReplayTarget::Newest, &Default::default())?;
         let revision = reach(&chain.deltas)
