@@ -168,14 +168,6 @@ impl DeltaJournal {
     pub fn bytes_max(&self) -> usize {
         self.bytes_max
     }
-
-    pub fn through_index(&self) -> u64 {
-        self.through_index
-    }
-
-    pub fn through_revision(&self) -> i64 {
-        self.through_revision
-    }
 }
 
 #[cfg(test)]

@@ -394,10 +394,9 @@ pub fn is_restored(table: Table, key: &[u8]) -> bool {
 pub struct Restored {
     /// The store's revision once restored (past e2d's own markers).
     pub revision: i64,
-    /// Delta records replayed, and the revision and time they reached.
+    /// Delta records replayed, and the revision they reached.
     pub replayed: usize,
     pub replayed_revision: Option<i64>,
-    pub replayed_time_ms: Option<u64>,
     /// Why the replay stopped short of the chain's end, if it did.
     pub stopped: Option<String>,
 }
@@ -485,7 +484,6 @@ fn replay_deltas(
             at_index = record.index;
             restored.replayed += 1;
             restored.replayed_revision = Some(record.revision);
-            restored.replayed_time_ms = Some(record.applied_at_ms);
         }
         state.backend_mut().commit(false)?;
     }
