@@ -10,6 +10,7 @@
 //! ```
 
 mod channel;
+mod kube;
 mod report;
 mod workloads;
 
@@ -113,6 +114,19 @@ pub enum Workload {
     LeaseKeepalive {
         #[command(flatten)]
         common: Common,
+    },
+    /// kube-apiserver's storage traffic: guarded creates, updates and
+    /// deletes of 1-8 KiB objects, gets, paginated lists, events with
+    /// short leases, and a watch per resource (see `kube.rs`).
+    Kube {
+        #[command(flatten)]
+        common: Common,
+        /// Objects written before the mix and kept by it.
+        #[arg(long, default_value_t = 10_000)]
+        objects: u64,
+        /// Namespaces the objects of each resource spread over.
+        #[arg(long, default_value_t = 10)]
+        namespaces: u64,
     },
 }
 

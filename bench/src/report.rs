@@ -36,6 +36,13 @@ pub fn histogram(all: impl IntoIterator<Item = Latencies>) -> Histogram<u64> {
     histogram
 }
 
+fn ms(latencies: &Histogram<u64>, quantile: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.value_at_quantile(quantile) as f64 / 1000.0
+}
+
 pub struct Report {
     pub workload: &'static str,
     pub total: u64,
@@ -44,6 +51,11 @@ pub struct Report {
     /// Operations counted for throughput (watch: events delivered).
     pub operations: u64,
     pub latencies: Histogram<u64>,
+    /// Each kind of operation's latencies, in a mixed workload.
+    pub by_operation: Vec<(&'static str, Histogram<u64>)>,
+    /// Events its watches delivered, and how long they took to reach the
+    /// last revision after the load stopped.
+    pub watch: Option<(u64, Duration)>,
 }
 
 impl Report {
@@ -52,14 +64,11 @@ impl Report {
     }
 
     fn ms(&self, quantile: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        self.latencies.value_at_quantile(quantile) as f64 / 1000.0
+        ms(&self.latencies, quantile)
     }
 
     pub fn json(&self) -> String {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "workload": self.workload,
             "total": self.total,
             "errors": self.errors,
@@ -72,12 +81,30 @@ impl Report {
                 "p999": self.ms(0.999),
                 "max": self.latencies.max() as f64 / 1000.0,
             },
-        })
-        .to_string()
+        });
+        if !self.by_operation.is_empty() {
+            json["operations"] = self
+                .by_operation
+                .iter()
+                .map(|(name, latencies)| {
+                    let summary = serde_json::json!({
+                        "count": latencies.len(),
+                        "latency_ms": {"p50": ms(latencies, 0.5), "p99": ms(latencies, 0.99)},
+                    });
+                    (name.to_string(), summary)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        if let Some((events, catch_up)) = self.watch {
+            json["watch_events"] = events.into();
+            json["watch_catch_up_ms"] = (catch_up.as_secs_f64() * 1000.0).into();
+        }
+        json.to_string()
     }
 
     pub fn text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{}: {} requests, {} errors in {:.2} s: {:.0} ops/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
             self.workload,
             self.total,
@@ -89,6 +116,21 @@ impl Report {
             self.ms(0.99),
             self.ms(0.999),
             self.latencies.max() as f64 / 1000.0
-        )
+        );
+        for (name, latencies) in &self.by_operation {
+            text += &format!(
+                "\n  {name}: {} ops; latency ms p50 {:.3} p99 {:.3}",
+                latencies.len(),
+                ms(latencies, 0.5),
+                ms(latencies, 0.99)
+            );
+        }
+        if let Some((events, catch_up)) = self.watch {
+            text += &format!(
+                "\n  watches: {events} events, at the last revision {:.0} ms after the load",
+                catch_up.as_secs_f64() * 1000.0
+            );
+        }
+        text
     }
 }

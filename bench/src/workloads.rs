@@ -13,10 +13,13 @@ use crate::{Cli, Common, KeyArgs, Workload};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest range response a client accepts.
+const RANGE_RESPONSE_BYTES_MAX: usize = 1 << 30;
+
 /// How long watchers wait for the last events after the writer is done.
 const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
+pub(crate) async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
     let tls = match &cli.cacert {
         Some(ca) => {
             let mut tls = etcd_client::TlsOptions::new()
@@ -41,10 +44,10 @@ async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
 }
 
 /// A small generator per client for random keys.
-struct XorShift(u64);
+pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -63,7 +66,7 @@ fn key_of(keys: &KeyArgs, n: u64, rng: &mut XorShift) -> Vec<u8> {
 }
 
 /// Counts requests out to the clients and paces them.
-struct Pacer {
+pub(crate) struct Pacer {
     next: AtomicU64,
     total: u64,
     rate: u64,
@@ -71,8 +74,17 @@ struct Pacer {
 }
 
 impl Pacer {
+    pub(crate) fn new(common: &Common) -> Pacer {
+        Pacer {
+            next: AtomicU64::new(0),
+            total: common.total,
+            rate: common.rate,
+            start: Instant::now(),
+        }
+    }
+
     /// The next request's number, once it is due; `None` when all are out.
-    async fn take(&self) -> Option<u64> {
+    pub(crate) async fn take(&self) -> Option<u64> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if n >= self.total {
             return None;
@@ -98,12 +110,7 @@ where
     Fut: std::future::Future<Output = (Box<Client>, Result<(), etcd_client::Error>)> + Send,
 {
     let conns = connections(cli).await?;
-    let pacer = Arc::new(Pacer {
-        next: AtomicU64::new(0),
-        total: common.total,
-        rate: common.rate,
-        start: Instant::now(),
-    });
+    let pacer = Arc::new(Pacer::new(common));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(cli.clients);
     for client_index in 0..cli.clients {
@@ -141,6 +148,8 @@ where
         elapsed: start.elapsed(),
         operations: common.total - errors,
         latencies: histogram(all),
+        by_operation: Vec::new(),
+        watch: None,
     })
 }
 
@@ -169,7 +178,7 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
         } => {
             let (key, end, serializable) = (key.clone(), end.clone(), consistency == "s");
             let name = if serializable { "range-s" } else { "range-l" };
-            run_clients(cli, common, name, move |mut client, _, _| {
+            run_clients(cli, common, name, move |client, _, _| {
                 let (key, end) = (key.clone(), end.clone());
                 async move {
                     let mut options = GetOptions::new();
@@ -179,7 +188,12 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                     if serializable {
                         options = options.with_serializable();
                     }
-                    let outcome = client.get(key, Some(options)).await.map(|_| ());
+                    // A range of many keys answers with more than the
+                    // client's default limit of 4 MiB.
+                    let mut kv = client
+                        .kv_client()
+                        .max_decoding_message_size(RANGE_RESPONSE_BYTES_MAX);
+                    let outcome = kv.get(key, Some(options)).await.map(|_| ());
                     (client, outcome)
                 }
             })
@@ -237,6 +251,11 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
             })
             .await
         }
+        Workload::Kube {
+            common,
+            objects,
+            namespaces,
+        } => crate::kube::run(cli, common, *objects, *namespaces).await,
         Workload::Watch {
             common,
             watchers,
@@ -338,5 +357,7 @@ async fn watch(
         elapsed: start.elapsed(),
         operations: delivered,
         latencies: histogram(all),
+        by_operation: Vec::new(),
+        watch: None,
     })
 }
