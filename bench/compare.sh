@@ -19,63 +19,13 @@ KEYS="${KEYS:-1000000}"
 ROUNDS="${ROUNDS:-3}"
 work=$(mktemp -d /var/tmp/e2d-bench.XXXXXX)
 pids=()
+source bench/lib.sh
 cleanup() { { kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
-wait_for() { # host:port
-  local pid
-  for _ in $(seq 1 600); do
-    etcdctl --endpoints "$1" --dial-timeout 1s endpoint health >/dev/null 2>&1 && return 0
-    for pid in ${pids_at[*]}; do
-      kill -0 "$pid" 2>/dev/null && continue
-      echo "a server (pid $pid) exited while starting; its log:" >&2
-      grep -l . "$work"/*.log | xargs tail -n 3 >&2; exit 1
-    done
-    sleep 0.05
-  done
-  echo "no answer from $1" >&2; return 1
-}
-
-# Server pids by client port base, for the CPU each workload costs them.
-declare -A pids_at
-# cpu_ticks BASE: user + system clock ticks of the servers on BASE so far.
-cpu_ticks() {
-  local total=0 pid
-  for pid in ${pids_at[$1]}; do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
-  done
-  echo "$total"
-}
-clk_tck=$(getconf CLK_TCK)
-
-# start_e2d NAME PORT_BASE MEMBERS: members on PORT_BASE+i (client) and
-# PORT_BASE+10+i (peer), a static cluster.
-start_e2d() {
-  local name=$1 base=$2 size=$3 cluster="" i
-  for ((i = 0; i < size; i++)); do cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"; done
-  for ((i = 0; i < size; i++)); do
-    "$bin/e2d" run --name "m$i" --data-dir "$work/$name-m$i" --log-level warn \
-      --client-addr "127.0.0.1:$((base + i))" --peer-addr "127.0.0.1:$((base + 10 + i))" \
-      --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
-    pids+=($!); pids_at[$base]+=" $!"
-  done
-}
-start_etcd() {
-  local name=$1 base=$2 size=$3 cluster="" i
-  for ((i = 0; i < size; i++)); do cluster+="${cluster:+,}m$i=http://127.0.0.1:$((base + 10 + i))"; done
-  for ((i = 0; i < size; i++)); do
-    etcd --name "m$i" --data-dir "$work/$name-m$i" --log-level warn --logger zap \
-      --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
-      --listen-peer-urls "http://127.0.0.1:$((base + 10 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 10 + i))" \
-      --initial-cluster "$cluster" >"$work/$name-m$i.log" 2>&1 &
-    pids+=($!); pids_at[$base]+=" $!"
-  done
-}
-endpoints() { local base=$1 size=$2 out="" i; for ((i = 0; i < size; i++)); do out+="${out:+,}127.0.0.1:$((base + i))"; done; echo "$out"; }
-
-start_e2d e2d1 21300 1; start_etcd etcd1 22300 1
-start_e2d e2d3 23300 3; start_etcd etcd3 24300 3
+start_cluster e2d e2d1 21300 1; start_cluster etcd etcd1 22300 1
+start_cluster e2d e2d3 23300 3; start_cluster etcd etcd3 24300 3
 for base in 21300 22300; do wait_for "127.0.0.1:$base"; done
 for base in 23300 24300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))"; done; done
 # Client and peer ports sit below the kernel's ephemeral range (32768 on),
@@ -107,16 +57,6 @@ run() {
   local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 size=$5; shift 5
   run_at "$label" "$shape" "$e2d_base" "$etcd_base" "$(endpoints "$e2d_base" "$size")" "$(endpoints "$etcd_base" "$size")" "$@"
 }
-# member_endpoint BASE SIZE leader|follower: one member's endpoint, by role.
-member_endpoint() {
-  etcdctl --endpoints "$(endpoints "$1" "$2")" endpoint status -w json | python3 -c '
-import json, sys
-want_leader = sys.argv[1] == "leader"
-for e in json.load(sys.stdin):
-    s = e["Status"]
-    if (s["leader"] == s["header"]["member_id"]) == want_leader:
-        print(e["Endpoint"]); break' "$3"
-}
 big=(--conns 100 --clients 1000)
 run "put, 1000 clients" "1 node" 21300 22300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
 run "put, 1 client" "1 node" 21300 22300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
@@ -126,6 +66,11 @@ run "txn-put" "1 node" 21300 22300 1 "${big[@]}" txn-put --total "$(n 50000)" --
 run "watch, 1000 watchers" "1 node" 21300 22300 1 --conns 10 watch --watchers 1000 --total "$(n 500)"
 run "lease-keepalive" "1 node" 21300 22300 1 "${big[@]}" lease-keepalive --total "$(n 100000)"
 run "put, 1000 clients" "3 nodes" 23300 24300 3 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
+# kube-apiserver's traffic on 3 members, with 10,000 and 100,000 objects.
+for objects in 10000 100000; do
+  run "kube mix, $(python3 -c "print(f'{$objects:,}')") objects" "3 nodes" 23300 24300 3 "${big[@]}" \
+    kube --objects "$objects" --total "$(n 30000)"
+done
 # One client's latency depends on whether its member leads: both, so
 # neither server gets the luckier member.
 for role in leader follower; do
@@ -150,12 +95,11 @@ PY
 
 # Peak RSS after KEYS keys of 256 B, then cold start of each server on
 # its loaded data dir.
-rss_of() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 declare -A rss cold
 for server in e2d etcd; do
   base=25300; [ "$server" = etcd ] && base=26300
   pids_at[$base]=""
-  if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
+  start_cluster "$server" "$server-load" $base 1
   pid=${pids[-1]}
   wait_for "127.0.0.1:$base"
   "$bin/e2d-bench" --endpoints "127.0.0.1:$base" --conns 50 --clients 500 --json \
@@ -164,7 +108,7 @@ for server in e2d etcd; do
   kill "$pid"; wait "$pid" 2>/dev/null || true
   pids_at[$base]=""
   started=$(date +%s%N)
-  if [ "$server" = e2d ]; then start_e2d "$server-load" $base 1; else start_etcd "$server-load" $base 1; fi
+  start_cluster "$server" "$server-load" $base 1
   until etcdctl --endpoints "127.0.0.1:$base" --dial-timeout 200ms get bench-key >/dev/null 2>&1; do
     kill -0 "${pids[-1]}" || { echo "$server exited on restart; see $work" >&2; exit 1; }
     sleep 0.01
@@ -194,6 +138,16 @@ for (label, shape), by in rows.items():
         a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
         ratio = a / b if b else float("nan")
         print(f"| {label} | {shape} | {name} | {fmt(a)} | {fmt(b)} | {ratio:.2f} |")
+    # A mixed workload's operations, each on its own.
+    for op in e[0].get("operations", {}):
+        for q in ["p50", "p99"]:
+            get = lambda r: r["operations"][op]["latency_ms"][q]
+            a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
+            print(f"| {label}: {op} | {shape} | {q} ms | {fmt(a)} | {fmt(b)} | {a / b if b else float('nan'):.2f} |")
+    if "watch_catch_up_ms" in e[0]:
+        get = lambda r: r["watch_catch_up_ms"]
+        a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
+        print(f"| {label}: watches at the last revision after the load | {shape} | ms | {fmt(a)} | {fmt(b)} | |")
     errors_e, errors_c = sum(r["errors"] for r in e), sum(r["errors"] for r in c)
     if errors_e or errors_c:
         print(f"| {label} | {shape} | errors (all rounds) | {errors_e} | {errors_c} | |")

@@ -510,10 +510,10 @@ pub async fn run(cli: &Cli, common: &Common, objects: u64, namespaces: u64) -> R
     }
     Ok(Report {
         workload: "kube",
-        total: common.total,
+        total: pacer.issued(),
         errors,
         elapsed,
-        operations: common.total - errors,
+        operations: pacer.issued() - errors,
         latencies,
         by_operation: operations,
         watch: Some((watch_events, watch_catch_up)),

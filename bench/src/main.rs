@@ -145,6 +145,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("the runtime starts");
+    runtime.spawn(stop_on_signal());
     match runtime.block_on(workloads::run(&cli)) {
         Ok(report) => {
             if cli.json {
@@ -159,4 +160,23 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// SIGINT or SIGTERM ends the run early: the requests under way finish,
+/// no new one starts, and the report covers what was done. The load of a
+/// run whose length is not known ahead (`--total` large, `--rate` set)
+/// stops this way.
+async fn stop_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    workloads::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -1,7 +1,7 @@
 //! The workloads: each client runs requests until the shared count of
 //! `--total` is reached, paced by `--rate`, recording every latency.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
@@ -65,6 +65,10 @@ fn key_of(keys: &KeyArgs, n: u64, rng: &mut XorShift) -> Vec<u8> {
     digits.as_bytes()[digits.len().saturating_sub(keys.key_size.max(1))..].to_vec()
 }
 
+/// Set on SIGINT or SIGTERM: no request starts after it, and the run
+/// reports what was done.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
 /// Counts requests out to the clients and paces them.
 pub(crate) struct Pacer {
     next: AtomicU64,
@@ -83,8 +87,16 @@ impl Pacer {
         }
     }
 
+    /// Requests handed out so far (all of `total` unless stopped early).
+    pub(crate) fn issued(&self) -> u64 {
+        self.next.load(Ordering::Relaxed).min(self.total)
+    }
+
     /// The next request's number, once it is due; `None` when all are out.
     pub(crate) async fn take(&self) -> Option<u64> {
+        if STOP.load(Ordering::Relaxed) {
+            return None;
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if n >= self.total {
             return None;
@@ -143,10 +155,10 @@ where
     }
     Ok(Report {
         workload,
-        total: common.total,
+        total: pacer.issued(),
         errors,
         elapsed: start.elapsed(),
-        operations: common.total - errors,
+        operations: pacer.issued() - errors,
         latencies: histogram(all),
         by_operation: Vec::new(),
         watch: None,

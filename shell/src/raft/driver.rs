@@ -46,8 +46,12 @@ const DRIVER_BATCH_MAX: usize = 512;
 const DRIVER_BATCH_BUSY: usize = 8;
 /// Bytes of entries in one append message.
 const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
-/// Append messages in flight to one follower.
-const RAFT_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Append messages in flight to one follower: at most 16 MiB of entries.
+/// A member catching up from the log writes and applies what arrives in
+/// order, and its answers to heartbeats wait behind it; a deeper pipe
+/// outlasts the election timeout, and the leader, not hearing from a
+/// quorum, steps down (check quorum) while the member is being added.
+const RAFT_INFLIGHT_MESSAGES_MAX: usize = 16;
 /// Membership changes waiting for the one in flight to apply (raft takes
 /// one at a time and would drop the others unanswered); more are refused.
 const CONF_CHANGES_WAITING_MAX: usize = 16;
