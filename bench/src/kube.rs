@@ -34,6 +34,7 @@ use etcd_client::{
 };
 
 use crate::report::{histogram, Latencies, Report};
+use crate::values::ValuePool;
 use crate::workloads::{connections, Error, Pacer, XorShift};
 use crate::{Cli, Common};
 
@@ -53,10 +54,11 @@ const EVENT_LEASE_REUSE: Duration = Duration::from_secs(2);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the watchers may take to reach the last revision after the mix.
 const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries of one object's create while loading, and the wait between.
+const PRELOAD_RETRIES_MAX: u32 = 100;
+const PRELOAD_RETRY_WAIT: Duration = Duration::from_millis(100);
 /// The largest response a client accepts: a page of 500 objects of 8 KiB.
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
-/// Bytes the objects' contents are cut from (random, so nothing compresses).
-const CONTENT_POOL_BYTES: usize = 64 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -130,33 +132,20 @@ impl Layout {
     }
 }
 
-/// Object contents: a slice of random bytes whose length and offset come
-/// from the object and its version.
-struct Contents(Vec<u8>);
+/// Object contents: sizes from the object and its version, bytes from
+/// the value pool.
+struct Contents(ValuePool);
 
 impl Contents {
-    fn new() -> Contents {
-        let mut rng = XorShift(0x6a09_e667_f3bc_c908);
-        Contents(
-            (0..CONTENT_POOL_BYTES)
-                .map(|_| rng.next() as u8)
-                .collect(),
-        )
-    }
-
     fn object(&self, object: u64, version: u64) -> Vec<u8> {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (object << 20) ^ version);
-        let size = OBJECT_BYTES_MIN + (rng.next() as usize) % (OBJECT_BYTES_MAX - OBJECT_BYTES_MIN + 1);
-        self.slice(size, &mut rng)
+        let seed = 0x9e37_79b9_7f4a_7c15 ^ (object << 20) ^ version;
+        let size = OBJECT_BYTES_MIN
+            + (XorShift(seed).next() as usize) % (OBJECT_BYTES_MAX - OBJECT_BYTES_MIN + 1);
+        self.0.value(size, seed)
     }
 
     fn event(&self, n: u64) -> Vec<u8> {
-        self.slice(EVENT_BYTES, &mut XorShift(0xbb67_ae85_84ca_a73b ^ n))
-    }
-
-    fn slice(&self, size: usize, rng: &mut XorShift) -> Vec<u8> {
-        let offset = (rng.next() as usize) % (self.0.len() - size);
-        self.0[offset..offset + size].to_vec()
+        self.0.value(EVENT_BYTES, 0xbb67_ae85_84ca_a73b ^ n)
     }
 }
 
@@ -226,7 +215,19 @@ async fn preload(
     for object in (client as u64..shared.layout.objects).step_by(clients) {
         let key = shared.layout.key(object);
         let put = TxnOp::put(key.as_str(), shared.contents.object(object, 0), None);
-        let response = kv.txn(guarded(&key, 0, put)).await?;
+        // The load is not timed: a refusal (etcd's "too many requests"
+        // while the members apply a burst) is waited out.
+        let mut attempt = 0;
+        let response = loop {
+            match kv.txn(guarded(&key, 0, put.clone())).await {
+                Ok(response) => break response,
+                Err(e) if attempt >= PRELOAD_RETRIES_MAX => return Err(e.into()),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(PRELOAD_RETRY_WAIT).await;
+                }
+            }
+        };
         let revision = outcome(&response, false).unwrap_or_else(|read| read);
         owned.live.push((object, revision));
     }
@@ -406,7 +407,7 @@ pub async fn run(cli: &Cli, common: &Common, objects: u64, namespaces: u64) -> R
             objects,
             namespaces,
         },
-        contents: Contents::new(),
+        contents: Contents(ValuePool::new()),
         lease: EventLease(tokio::sync::Mutex::new(None)),
         versions: AtomicU64::new(1),
     });

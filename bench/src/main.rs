@@ -12,6 +12,7 @@
 mod channel;
 mod kube;
 mod report;
+mod values;
 mod workloads;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,7 +60,7 @@ pub struct KeyArgs {
     /// Bytes per key.
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
-    /// Bytes per value.
+    /// Bytes per value: random, a different slice for each request.
     #[arg(long, default_value_t = 8)]
     pub val_size: usize,
     /// Distinct keys written.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 
 use crate::report::{histogram, Latencies, Report};
+use crate::values::ValuePool;
 use crate::{Cli, Common, KeyArgs, Workload};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -168,13 +169,14 @@ where
 pub async fn run(cli: &Cli) -> Result<Report, Error> {
     match &cli.workload {
         Workload::Put { common, keys } => {
-            let (keys, value) = (Arc::new(keys.clone()), Arc::new(vec![b'v'; keys.val_size]));
+            let (keys, values) = (Arc::new(keys.clone()), Arc::new(ValuePool::new()));
             run_clients(cli, common, "put", move |mut client, n, who| {
-                let (keys, value) = (keys.clone(), value.clone());
+                let (keys, values) = (keys.clone(), values.clone());
                 async move {
                     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (n << 8) ^ who as u64);
+                    let value = values.value(keys.val_size, n);
                     let outcome = client
-                        .put(key_of(&keys, n, &mut rng), value.to_vec(), None)
+                        .put(key_of(&keys, n, &mut rng), value, None)
                         .await
                         .map(|_| ());
                     (client, outcome)
@@ -216,17 +218,16 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
             keys,
             txn_ops,
         } => {
-            let (keys, value, ops) = (
-                Arc::new(keys.clone()),
-                Arc::new(vec![b'v'; keys.val_size]),
-                *txn_ops,
-            );
+            let (keys, values, ops) = (Arc::new(keys.clone()), Arc::new(ValuePool::new()), *txn_ops);
             run_clients(cli, common, "txn-put", move |mut client, n, who| {
-                let (keys, value) = (keys.clone(), value.clone());
+                let (keys, values) = (keys.clone(), values.clone());
                 async move {
                     let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ (n << 8) ^ who as u64);
-                    let puts: Vec<TxnOp> = (0..ops)
-                        .map(|_| TxnOp::put(key_of(&keys, n, &mut rng), value.to_vec(), None))
+                    let puts: Vec<TxnOp> = (0..ops as u64)
+                        .map(|op| {
+                            let value = values.value(keys.val_size, n * ops as u64 + op);
+                            TxnOp::put(key_of(&keys, n, &mut rng), value, None)
+                        })
                         .collect();
                     let outcome = client.txn(Txn::new().and_then(puts)).await.map(|_| ());
                     (client, outcome)
