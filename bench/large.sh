@@ -36,6 +36,9 @@ OVERWRITE="${OVERWRITE:-$(n 1000000)}"
 VAL_BYTES="${VAL_BYTES:-2200}"
 PUT_RATE="${PUT_RATE:-1000}"
 ROUNDS="${ROUNDS:-1}"
+# Room for the history before compaction (the default quota of 2 GiB
+# would refuse the load part way).
+export QUOTA_BACKEND_BYTES="${QUOTA_BACKEND_BYTES:-17179869184}"
 work=$(mktemp -d /var/tmp/e2d-large.XXXXXX)
 pids=()
 source bench/lib.sh
@@ -52,7 +55,15 @@ revision() { # ENDPOINT: the store's revision as that member serves it
   etcdctl --endpoints "$1" --dial-timeout 500ms --command-timeout 2s endpoint status -w json 2>/dev/null |
     python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])' 2>/dev/null || echo 0
 }
-bench_json() { "$bin/e2d-bench" --endpoints "$leader" --json "$@"; }
+# bench_json ARGS...: an e2d-bench run's JSON report; a run with errors
+# stops the bench.
+bench_json() {
+  local out
+  out=$("$bin/e2d-bench" --endpoints "$leader" --json "$@")
+  python3 -c 'import json, sys; r = json.loads(sys.argv[1]); sys.exit(r["errors"] > 0)' "$out" ||
+    { echo "e2d-bench $* had errors: $out" >&2; exit 1; }
+  echo "$out"
+}
 # puts_while COMMAND...: the paced puts' report (JSON) while COMMAND runs;
 # prints COMMAND's time in ms on the first line.
 puts_while() {
@@ -100,7 +111,7 @@ one_server() {
   cold=$(ms_since "$started")
 
   step "$server" "puts alone, then during compaction, then during defrag"
-  base_json=$("$bin/e2d-bench" --endpoints "$leader" --conns 1 --clients 10 --json \
+  base_json=$(bench_json --conns 1 --clients 10 \
     put --rate "$PUT_RATE" --total $((PUT_RATE * 5)) --key-size 8 --val-size 256 --key-space-size 100000)
   local compact_out defrag_out
   compact_out=$(puts_while etcdctl --endpoints "$leader" --command-timeout 30m compact --physical "$(revision "$leader")")

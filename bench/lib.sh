@@ -38,16 +38,18 @@ peer_urls() {
 
 # start_member e2d|etcd NAME PORT_BASE I CLUSTER [new|existing]: member mI
 # of CLUSTER (a peer_urls list), on PORT_BASE+I (client) and PORT_BASE+10+I
-# (peer), its data in $work/NAME-mI.
+# (peer), its data in $work/NAME-mI. QUOTA_BACKEND_BYTES, when set, is
+# both servers' --quota-backend-bytes.
 start_member() {
   local server=$1 name=$2 base=$3 i=$4 cluster=$5 state=${6:-new}
   local client="127.0.0.1:$((base + i))" peer="127.0.0.1:$((base + 10 + i))"
+  local quota=(${QUOTA_BACKEND_BYTES:+--quota-backend-bytes "$QUOTA_BACKEND_BYTES"})
   if [ "$server" = e2d ]; then
-    "$bin/e2d" run --name "m$i" --data-dir "$work/$name-m$i" --log-level "${LOG_LEVEL:-warn}" \
+    "$bin/e2d" run --name "m$i" --data-dir "$work/$name-m$i" --log-level "${LOG_LEVEL:-warn}" "${quota[@]}" \
       --client-addr "$client" --peer-addr "$peer" \
       --initial-cluster "$cluster" --initial-cluster-state "$state" >"$work/$name-m$i.log" 2>&1 &
   else
-    etcd --name "m$i" --data-dir "$work/$name-m$i" --log-level warn --logger zap \
+    etcd --name "m$i" --data-dir "$work/$name-m$i" --log-level warn --logger zap "${quota[@]}" \
       --listen-client-urls "http://$client" --advertise-client-urls "http://$client" \
       --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" \
       --initial-cluster "$cluster" --initial-cluster-state "$state" >"$work/$name-m$i.log" 2>&1 &

@@ -57,8 +57,9 @@ const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries of one object's create while loading, and the wait between.
 const PRELOAD_RETRIES_MAX: u32 = 100;
 const PRELOAD_RETRY_WAIT: Duration = Duration::from_millis(100);
-/// The largest response a client accepts: a page of 500 objects of 8 KiB.
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// The largest response a client accepts: a page of 500 objects of 8 KiB,
+/// or a watch response with a lease's events.
+const RESPONSE_BYTES_MAX: usize = 256 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -202,6 +203,9 @@ struct Shared {
     contents: Contents,
     lease: EventLease,
     versions: AtomicU64,
+    /// Names this run's events apart from those of runs before it whose
+    /// leases have not expired yet.
+    run: u64,
 }
 
 /// Creates the client's objects (read back when they exist already).
@@ -319,7 +323,7 @@ async fn request(
         Op::Event => {
             let lease = shared.lease.get(client).await?;
             let namespace = layout.namespace(n % layout.namespaces);
-            let key = format!("/registry/{EVENTS}/{namespace}/event-{n:010}");
+            let key = format!("/registry/{EVENTS}/{namespace}/event-{:x}-{n:010}", shared.run);
             let put = TxnOp::put(
                 key.as_str(),
                 shared.contents.event(n),
@@ -339,16 +343,22 @@ struct Watched {
 /// Watches `prefix` until a response at or past the revision `target`
 /// sends (set once the mix is done), asking for progress every second.
 async fn watch(
-    mut client: Client,
+    client: Client,
     prefix: String,
-    target: tokio::sync::watch::Receiver<i64>,
+    mut target: tokio::sync::watch::Receiver<i64>,
     ready: Arc<tokio::sync::Barrier>,
 ) -> Watched {
     let options = WatchOptions::new()
         .with_prefix()
         .with_prev_key()
         .with_progress_notify();
-    let stream = client.watch(prefix, Some(options)).await;
+    // A lease's expiry deletes all its events in one revision, which
+    // comes in one response (with prev_kv, megabytes), as from etcd.
+    let stream = client
+        .watch_client()
+        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+        .watch(prefix, Some(options))
+        .await;
     ready.wait().await;
     let mut watched = Watched {
         events: 0,
@@ -376,7 +386,6 @@ async fn watch(
                 None => std::future::pending().await,
             }
         };
-        let mut target = target.clone();
         tokio::select! {
             message = responses.message() => match message {
                 Ok(Some(response)) => {
@@ -391,7 +400,7 @@ async fn watch(
                     return watched;
                 }
             }
-            _ = target.changed() => {}
+            _ = target.changed(), if target_revision == 0 => {}
             _ = expire => return watched,
         }
     }
@@ -410,6 +419,9 @@ pub async fn run(cli: &Cli, common: &Common, objects: u64, namespaces: u64) -> R
         contents: Contents(ValuePool::new()),
         lease: EventLease(tokio::sync::Mutex::new(None)),
         versions: AtomicU64::new(1),
+        run: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64),
     });
 
     // The objects, before the clock starts.
