@@ -3,6 +3,17 @@
 //! service stubs when the `grpc` feature is on and serde implementations
 //! of the etcd API's JSON mapping when the `json` feature is.
 
+const PROTOS: &[&str] = &[
+    "proto/etcd/mvcc/mvccpb/kv.proto",
+    "proto/etcd/auth/authpb/auth.proto",
+    "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
+    "proto/etcd/v3lock/v3lockpb/v3lock.proto",
+    "proto/etcd/v3election/v3electionpb/v3election.proto",
+    "proto/e2d/peer.proto",
+    "proto/e2d/gossip.proto",
+    "proto/grpc/health/v1/health.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
 
@@ -20,19 +31,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Keys and values are shared, not copied, by every watcher and
         // response that carries them.
         .bytes([".mvccpb.KeyValue"])
-        .compile_protos(
-            &[
-                "proto/etcd/mvcc/mvccpb/kv.proto",
-                "proto/etcd/auth/authpb/auth.proto",
-                "proto/etcd/etcdserver/etcdserverpb/rpc.proto",
-                "proto/etcd/v3lock/v3lockpb/v3lock.proto",
-                "proto/etcd/v3election/v3electionpb/v3election.proto",
-                "proto/e2d/peer.proto",
-                "proto/e2d/gossip.proto",
-                "proto/grpc/health/v1/health.proto",
-            ],
-            &["proto"],
-        )?;
+        .compile_protos(PROTOS, &["proto"])?;
+
+    if grpc && std::env::var_os("CARGO_CFG_MADSIM").is_none() {
+        // The stubs for the real network again, over those above, with a
+        // codec that sizes its buffer for each message before encoding it
+        // (see `codec.rs`).
+        tonic_prost_build::configure()
+            .build_server(true)
+            .build_client(true)
+            .emit_rerun_if_changed(false)
+            .bytes(".mvccpb.KeyValue")
+            .codec_path("crate::codec::SizedCodec")
+            .compile_protos(PROTOS, &["proto"])?;
+    }
 
     if json {
         // The protobuf JSON mapping with the names the .proto files give

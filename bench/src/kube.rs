@@ -284,7 +284,9 @@ async fn request(
             let key = layout.key(object);
             let put = TxnOp::put(key.as_str(), shared.contents.object(object, 0), None);
             let result = outcome(&kv.txn(guarded(&key, 0, put)).await?, false);
-            owned.live.push((object, result.unwrap_or_else(|read| read)));
+            owned
+                .live
+                .push((object, result.unwrap_or_else(|read| read)));
             Ok(result.is_ok())
         }
         Op::Get => {
@@ -323,7 +325,10 @@ async fn request(
         Op::Event => {
             let lease = shared.lease.get(client).await?;
             let namespace = layout.namespace(n % layout.namespaces);
-            let key = format!("/registry/{EVENTS}/{namespace}/event-{:x}-{n:010}", shared.run);
+            let key = format!(
+                "/registry/{EVENTS}/{namespace}/event-{:x}-{n:010}",
+                shared.run
+            );
             let put = TxnOp::put(
                 key.as_str(),
                 shared.contents.event(n),
@@ -406,7 +411,12 @@ async fn watch(
     }
 }
 
-pub async fn run(cli: &Cli, common: &Common, objects: u64, namespaces: u64) -> Result<Report, Error> {
+pub async fn run(
+    cli: &Cli,
+    common: &Common,
+    objects: u64,
+    namespaces: u64,
+) -> Result<Report, Error> {
     if objects == 0 || namespaces == 0 {
         return Err("--objects and --namespaces must be at least 1".into());
     }

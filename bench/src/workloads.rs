@@ -218,7 +218,8 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
             keys,
             txn_ops,
         } => {
-            let (keys, values, ops) = (Arc::new(keys.clone()), Arc::new(ValuePool::new()), *txn_ops);
+            let (keys, values, ops) =
+                (Arc::new(keys.clone()), Arc::new(ValuePool::new()), *txn_ops);
             run_clients(cli, common, "txn-put", move |mut client, n, who| {
                 let (keys, values) = (keys.clone(), values.clone());
                 async move {

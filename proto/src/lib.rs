@@ -28,6 +28,9 @@ macro_rules! generated_json {
     };
 }
 
+#[cfg(all(feature = "grpc", not(madsim)))]
+pub mod codec;
+
 /// etcd's MVCC types: `KeyValue` and `Event`.
 #[allow(clippy::all, missing_docs)]
 pub mod mvccpb {

@@ -69,10 +69,10 @@ impl<B: Backend> Mvcc<B> {
         let mut corrupt = None;
         let mut kv_bytes = 0;
         backend.scan(Table::Kv, &[], &[], &mut |key, value| {
-            match decode_kv_entry(key, value) {
-                Ok((change, kv)) => {
+            match decode_indexed_entry(key, value) {
+                Ok((change, user_key, live)) => {
                     kv_bytes += change.entry_bytes();
-                    index.record(&kv.key, change, Live::of(&kv));
+                    index.record(user_key, change, live);
                 }
                 Err(e) => {
                     corrupt = Some(e);
@@ -282,7 +282,9 @@ impl<B: Backend> Mvcc<B> {
             .backend
             .get(Table::Kv, &kv_entry_key(rev, false))?
             .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
-        KeyValue::decode(bytes.as_slice())
+        // Decoded from `Bytes`, the key and value share the read buffer
+        // instead of being copied out of it once more.
+        KeyValue::decode(prost::bytes::Bytes::from(bytes))
             .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
     }
 }
@@ -302,7 +304,18 @@ pub fn decode_kv_record(key: &[u8], value: &[u8]) -> Result<(bool, KeyValue), St
 }
 
 fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), StorageError> {
-    let corrupt = || StorageError(format!("corrupt kv entry key {key:02x?}"));
+    let change = decode_change(key, value)?;
+    let kv = KeyValue::decode(value).map_err(|_| corrupt_entry(key))?;
+    Ok((change, kv))
+}
+
+fn corrupt_entry(key: &[u8]) -> StorageError {
+    StorageError(format!("corrupt kv entry key {key:02x?}"))
+}
+
+/// The change a kv table entry records, from its key.
+fn decode_change(key: &[u8], value: &[u8]) -> Result<Change, StorageError> {
+    let corrupt = || corrupt_entry(key);
     let revision =
         Revision::decode(key.get(..REVISION_LEN_BYTES).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
     let tombstone = match &key[REVISION_LEN_BYTES..] {
@@ -310,10 +323,55 @@ fn decode_kv_entry(key: &[u8], value: &[u8]) -> Result<(Change, KeyValue), Stora
         [TOMBSTONE_MARK] => true,
         _ => return Err(corrupt()),
     };
-    let kv = KeyValue::decode(value).map_err(|_| corrupt())?;
     let entry_bytes = key.len() + value.len();
-    let change = Change::new(revision, tombstone, entry_bytes).ok_or_else(corrupt)?;
-    Ok((change, kv))
+    Change::new(revision, tombstone, entry_bytes).ok_or_else(corrupt)
+}
+
+/// What the key index keeps of a kv table entry: its change, the user key
+/// (borrowed from `value`) and the live fields. Read in place, without
+/// copying the value out: a start rebuilds the index from every entry,
+/// and a whole decode would copy every stored value once more.
+fn decode_indexed_entry<'v>(
+    key: &[u8],
+    value: &'v [u8],
+) -> Result<(Change, &'v [u8], Live), StorageError> {
+    let change = decode_change(key, value)?;
+    let (user_key, live) = decode_indexed_fields(value).ok_or_else(|| corrupt_entry(key))?;
+    Ok((change, user_key, live))
+}
+
+/// `KeyValue`'s key (field 1), create_revision (2), version (4) and lease
+/// (6) from its encoding; other fields are skipped. `None` when the bytes
+/// are not a `KeyValue`.
+fn decode_indexed_fields(value: &[u8]) -> Option<(&[u8], Live)> {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    let mut buf = value;
+    let mut user_key: &[u8] = &[];
+    let mut live = Live {
+        create_revision: 0,
+        version: 0,
+        lease: 0,
+    };
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        match (tag, wire_type) {
+            (1, WireType::LengthDelimited) => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                (user_key, buf) = (buf.get(..len)?, buf.get(len..)?);
+            }
+            (2 | 4 | 6, WireType::Varint) => {
+                let field = decode_varint(&mut buf).ok()? as i64;
+                match tag {
+                    2 => live.create_revision = field,
+                    4 => live.version = field,
+                    _ => live.lease = field,
+                }
+            }
+            (2 | 4 | 6 | 1, _) => return None,
+            _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default()).ok()?,
+        }
+    }
+    Some((user_key, live))
 }
 
 #[cfg(test)]
@@ -332,6 +390,32 @@ mod tests {
         let mut txn = mvcc.write();
         txn.delete_span(&KeySpan::Single(key)).unwrap();
         txn.end();
+    }
+
+    #[test]
+    fn the_index_reads_the_same_fields_in_place_as_a_whole_decode() {
+        use proptest::prelude::*;
+        let kvs = (
+            proptest::collection::vec(any::<u8>(), 0..40),
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<u8>(), 0..100),
+            any::<i64>(),
+        );
+        proptest!(|((key, create_revision, mod_revision, version, value, lease) in kvs)| {
+            let kv = KeyValue { key: key.into(), create_revision, mod_revision, version, value: value.into(), lease };
+            let encoded = kv.encode_to_vec();
+            let (user_key, live) = decode_indexed_fields(&encoded).expect("a KeyValue");
+            prop_assert_eq!(user_key, &kv.key[..]);
+            prop_assert_eq!(
+                (live.create_revision, live.version, live.lease),
+                (kv.create_revision, kv.version, kv.lease)
+            );
+        });
+        // Not a KeyValue: a key given as a number, a length past the end.
+        assert!(decode_indexed_fields(&[0x08, 0x01]).is_none());
+        assert!(decode_indexed_fields(&[0x0a, 0x05, b'a']).is_none());
     }
 
     /// etcd 3.4's `endpoint hashkv` after the same calls: `put a 1`, `put

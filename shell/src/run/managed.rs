@@ -23,8 +23,8 @@ use super::start::{
 };
 use super::status_board::StatusBoard;
 use super::{
-    checkpoint_leases_before_exit, cluster_calls, data_dir, node_settings, seeds, serve_started,
-    shutdown_signal, ClientPort, NodeRoutes, RunError, Stopped,
+    before_exit, cluster_calls, data_dir, node_settings, seeds, serve_started, shutdown_signal,
+    ClientPort, NodeRoutes, RunError, Stopped,
 };
 use crate::backup::{restore, Backups};
 use crate::cli::RunArgs;
@@ -164,7 +164,7 @@ pub async fn run(
     }
     port.close().await;
     if let Some(node) = &agent.node {
-        checkpoint_leases_before_exit(node).await;
+        before_exit(node).await;
     }
     if let Some(gossip) = &gossip {
         gossip.leave().await;

@@ -10,8 +10,7 @@ use e2d_proto::peer::MemberAttributes;
 use super::start::{listen_for_peers, start_node, Membership};
 use super::status_board::StatusBoard;
 use super::{
-    checkpoint_leases_before_exit, node_settings, serve_started, shutdown_signal, ClientPort,
-    RunError, Stopped,
+    before_exit, node_settings, serve_started, shutdown_signal, ClientPort, RunError, Stopped,
 };
 use crate::backup::Backups;
 use crate::cli::RunArgs;
@@ -66,7 +65,7 @@ pub async fn run(
         _ = node.raft().wait_stopped() => return Err(RunError::Cluster(super::DRIVER_STOPPED.into())),
     };
     port.close().await;
-    checkpoint_leases_before_exit(&node).await;
+    before_exit(&node).await;
     tracing::info!("stopped");
     Ok(stopped)
 }
