@@ -46,7 +46,8 @@ run_at() {
       [ "$server" = etcd ] && base=$etcd_base endpoints=$etcd_endpoints
       local out before after
       before=$(cpu_ticks "$base")
-      out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@")
+      out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@") ||
+        { echo "$label ($shape) failed on $server" >&2; exit 1; }
       after=$(cpu_ticks "$base")
       echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
     done

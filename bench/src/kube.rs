@@ -54,8 +54,10 @@ const EVENT_LEASE_REUSE: Duration = Duration::from_secs(2);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the watchers may take to reach the last revision after the mix.
 const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Tries of one object's create while loading, and the wait between.
-const PRELOAD_RETRIES_MAX: u32 = 100;
+/// Tries of one object's create while loading, and the wait between: two
+/// minutes, as a server applying a burst of a thousand clients' 8 KiB
+/// creates may refuse for many seconds.
+const PRELOAD_RETRIES_MAX: u32 = 1200;
 const PRELOAD_RETRY_WAIT: Duration = Duration::from_millis(100);
 /// The largest response a client accepts: a page of 500 objects of 8 KiB,
 /// or a watch response with a lease's events.
@@ -485,7 +487,11 @@ pub async fn run(
                 let begin = Instant::now();
                 match request(&shared, &mut client, &mut kv, &mut owned, op, &mut rng, n).await {
                     Ok(true) => latencies[op as usize].record(begin.elapsed()),
-                    Ok(false) | Err(_) => errors += 1,
+                    Ok(false) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        crate::report::note_error(&e);
+                    }
                 }
             }
             (latencies, errors)

@@ -134,3 +134,19 @@ impl Report {
         text
     }
 }
+
+/// Distinct error texts printed so far: each is printed once, at most
+/// [`ERROR_TEXTS_MAX`] of them, so a run's errors say what they were
+/// without flooding the output.
+static ERROR_TEXTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+const ERROR_TEXTS_MAX: usize = 10;
+
+/// Prints a request's error to stderr the first time its text is seen.
+pub fn note_error(error: &dyn std::fmt::Display) {
+    let text = error.to_string();
+    let mut seen = ERROR_TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.len() < ERROR_TEXTS_MAX && !seen.contains(&text) {
+        eprintln!("request failed: {text}");
+        seen.push(text);
+    }
+}

@@ -141,7 +141,10 @@ where
                 client = returned;
                 match outcome {
                     Ok(()) => latencies.record(begin.elapsed()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        crate::report::note_error(&e);
+                    }
                 }
             }
             (latencies, errors)
