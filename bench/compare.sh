@@ -11,18 +11,12 @@
 # Usage: bench/compare.sh          (SCALE=0.1 for a quick run, KEYS=N, ROUNDS=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/e2d-target}"
-cargo build --release -q -p e2d-shell -p e2d-bench
-bin="$CARGO_TARGET_DIR/release"
-SCALE="${SCALE:-1}"
+source bench/lib.sh
 KEYS="${KEYS:-1000000}"
 ROUNDS="${ROUNDS:-3}"
 work=$(mktemp -d /var/tmp/e2d-bench.XXXXXX)
-pids=()
-source bench/lib.sh
 cleanup() { { kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
 start_cluster e2d e2d1 21300 1; start_cluster etcd etcd1 22300 1
 start_cluster e2d e2d3 23300 3; start_cluster etcd etcd3 24300 3

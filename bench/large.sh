@@ -26,11 +26,7 @@
 #        keeps the JSON lines of the results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/e2d-target}"
-cargo build --release -q -p e2d-shell -p e2d-bench
-bin="$CARGO_TARGET_DIR/release"
-SCALE="${SCALE:-1}"
-n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
+source bench/lib.sh
 KEYS="${KEYS:-$(n 2000000)}"
 OVERWRITE="${OVERWRITE:-$(n 1000000)}"
 VAL_BYTES="${VAL_BYTES:-2200}"
@@ -40,8 +36,6 @@ ROUNDS="${ROUNDS:-1}"
 # would refuse the load part way).
 export QUOTA_BACKEND_BYTES="${QUOTA_BACKEND_BYTES:-17179869184}"
 work=$(mktemp -d /var/tmp/e2d-large.XXXXXX)
-pids=()
-source bench/lib.sh
 cleanup() { { kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 results="${OUT:-$work/results.jsonl}"

@@ -1,7 +1,16 @@
 # Helpers of the benchmark scripts: servers started on loopback ports,
-# e2d and etcd side by side, waited for, measured. Sourced after the
-# script sets bin (the release build's directory) and work (a scratch
-# directory), and keeps pids (every server started, for cleanup).
+# e2d and etcd side by side, waited for, measured. Sourced from the
+# project's root: builds the release binaries into bin; the script then
+# sets work (a scratch directory). pids keeps every server started, for
+# cleanup.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/e2d-target}"
+cargo build --release -q -p e2d-shell -p e2d-bench
+bin="$CARGO_TARGET_DIR/release"
+pids=()
+# SCALE shrinks (or grows) a run: n COUNT is COUNT scaled, at least 1.
+SCALE="${SCALE:-1}"
+n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
 wait_for() { # host:port
   local pid
