@@ -418,6 +418,21 @@ mod tests {
         assert!(decode_indexed_fields(&[0x0a, 0x05, b'a']).is_none());
     }
 
+    #[test]
+    fn an_entry_that_does_not_decode_refuses_the_open() {
+        let mut mvcc = Mvcc::open(MemBackend::default()).unwrap();
+        put(&mut mvcc, b"a", b"1");
+        let mut backend = mvcc.into_backend();
+        // A key given as a number: not a KeyValue.
+        backend.put(Table::Kv, &Revision::new(3, 0).encode(), &[0x08, 0x01]);
+        backend.commit(true).unwrap();
+        let refused = Mvcc::open(backend).err().expect("the open is refused");
+        assert!(
+            refused.to_string().contains("corrupt kv entry"),
+            "{refused}"
+        );
+    }
+
     /// etcd 3.4's `endpoint hashkv` after the same calls: `put a 1`, `put
     /// b 1`, `compaction 3`, `put a 2` (then `del a`, `del b`).
     #[test]
