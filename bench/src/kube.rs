@@ -481,10 +481,9 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<Latencies> = OPS.iter().map(|_| Latencies::default()).collect();
             let mut errors = 0u64;
-            while let Some(n) = pacer.take().await {
+            while let Some((n, begin)) = pacer.take().await {
                 let mut rng = XorShift(0x3c6e_f372_fe94_f82b ^ (n << 8) ^ client_index as u64);
                 let op = Op::of_roll(rng.next(), !owned.gone.is_empty());
-                let begin = Instant::now();
                 match request(&shared, &mut client, &mut kv, &mut owned, op, &mut rng, n).await {
                     Ok(true) => latencies[op as usize].record(begin.elapsed()),
                     Ok(false) => errors += 1,

@@ -93,8 +93,15 @@ impl Pacer {
         self.next.load(Ordering::Relaxed).min(self.total)
     }
 
-    /// The next request's number, once it is due; `None` when all are out.
-    pub(crate) async fn take(&self) -> Option<u64> {
+    /// The next request's number, once it is due, and when its latency
+    /// counts from; `None` when all are out.
+    ///
+    /// Paced by `--rate`, a request counts from when it was due, not from
+    /// when a client got round to sending it: a server that stalls holds
+    /// back the requests behind the stalled one, and a fixed-rate load
+    /// that timed only what it sent would leave that wait out of its
+    /// percentiles (coordinated omission). Unpaced, it counts from now.
+    pub(crate) async fn take(&self) -> Option<(u64, Instant)> {
         if STOP.load(Ordering::Relaxed) {
             return None;
         }
@@ -102,11 +109,12 @@ impl Pacer {
         if n >= self.total {
             return None;
         }
-        if self.rate > 0 {
-            let due = self.start + Duration::from_secs_f64(n as f64 / self.rate as f64);
-            tokio::time::sleep_until(due.into()).await;
+        if self.rate == 0 {
+            return Some((n, Instant::now()));
         }
-        Some(n)
+        let due = self.start + Duration::from_secs_f64(n as f64 / self.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        Some((n, due))
     }
 }
 
@@ -132,8 +140,7 @@ where
         tasks.push(tokio::spawn(async move {
             let mut latencies = Latencies::default();
             let mut errors = 0u64;
-            while let Some(n) = pacer.take().await {
-                let begin = Instant::now();
+            while let Some((n, begin)) = pacer.take().await {
                 // The client goes into the request and comes back: one
                 // handle per client, not a clone per request, and boxed, so
                 // a pointer moves rather than the handle.

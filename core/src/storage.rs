@@ -61,7 +61,35 @@ pub trait Backend {
 
     /// Bytes the data takes on disk (or in memory for the memory backend).
     fn size_bytes(&self) -> u64;
+
+    /// Into how many parts a read of a whole table is worth splitting:
+    /// how many [`Backend::scan_parts`] reads at once.
+    fn scan_parallelism(&self) -> usize {
+        1
+    }
+
+    /// Visits the committed entries of each part's range (as
+    /// [`Backend::scan`]) with that part's visitor, each part in key
+    /// order; the parts may be read one after another or at once.
+    fn scan_parts(&self, table: Table, parts: &mut [ScanPart<'_>]) -> Result<(), StorageError> {
+        for part in parts {
+            self.scan(table, &part.start, &part.end, &mut *part.visit)?;
+        }
+        Ok(())
+    }
 }
+
+/// One key range of [`Backend::scan_parts`]: `start <= key < end`, an
+/// empty `end` meaning no upper bound, and what visits its entries until
+/// it returns false.
+pub struct ScanPart<'a> {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub visit: Box<PartVisit<'a>>,
+}
+
+/// Visits one entry of a [`ScanPart`]; false stops that part.
+pub type PartVisit<'a> = dyn FnMut(&[u8], &[u8]) -> bool + Send + 'a;
 
 /// Reads an 8-byte big-endian number from the `Meta` table.
 pub fn read_meta_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, StorageError> {
@@ -81,6 +109,18 @@ pub fn read_meta_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, 
 #[derive(Debug, Default, Clone)]
 pub struct MemBackend {
     tables: BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// What [`Backend::scan_parallelism`] answers (0 counts as 1); the
+    /// parts are read one after another all the same.
+    scan_parallelism: usize,
+}
+
+impl MemBackend {
+    /// This backend, its whole-table reads split into `parts` as a disk
+    /// backend's are, so tests reach the code that joins them.
+    pub fn with_scan_parallelism(mut self, parts: usize) -> Self {
+        self.scan_parallelism = parts;
+        self
+    }
 }
 
 impl Backend for MemBackend {
@@ -132,5 +172,9 @@ impl Backend for MemBackend {
             .flat_map(|t| t.iter())
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum()
+    }
+
+    fn scan_parallelism(&self) -> usize {
+        self.scan_parallelism.max(1)
     }
 }

@@ -461,8 +461,9 @@ enum Op {
         ttl: i64,
     },
     Revoke(i64),
-    /// Reopens the state machine over a copy of its backend.
-    Restart,
+    /// Reopens the state machine over a copy of its backend, its kv table
+    /// read in this many parts.
+    Restart(usize),
 }
 
 /// Generated requests carry revision *seeds*, turned into revisions when the
@@ -625,8 +626,13 @@ impl Harness {
                 );
                 Answer::Other
             }
-            Op::Restart => {
-                let backend = self.sm.mvcc().backend().clone();
+            Op::Restart(parts) => {
+                let backend = self
+                    .sm
+                    .mvcc()
+                    .backend()
+                    .clone()
+                    .with_scan_parallelism(*parts);
                 self.sm = StateMachine::open(backend, NOW_MS).expect("reopen");
                 Answer::Other
             }
@@ -867,7 +873,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => revision_seed(0).prop_map(Op::Compact),
         3 => (1..=3i64, 0..=5i64).prop_map(|(id, ttl)| Op::Grant { id, ttl }),
         1 => (1..=3i64).prop_map(Op::Revoke),
-        1 => Just(Op::Restart),
+        1 => (1..=4usize).prop_map(Op::Restart),
     ]
 }
 
@@ -1034,7 +1040,7 @@ fn compaction_bounds_reads() {
             revision: 2,
             ..get("a")
         }),
-        Op::Restart,
+        Op::Restart(2),
     ]);
     assert_eq!(h.sm.mvcc().compact_revision(), 3);
     assert_eq!(only_kv(&answers[5]).value, &b"y"[..]);

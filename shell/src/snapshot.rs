@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use e2d_core::storage::{Backend, StorageError, Table};
 use sha2::{Digest, Sha256};
 
-use crate::storage::{DiskBackend, PointInTime};
+use crate::storage::{DiskBackend, PointInTime, TableIngestion};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"E2DSNAP\x01";
 const END_OF_RECORDS: u8 = 0xff;
@@ -113,32 +113,78 @@ const LOAD_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 const LOAD_DELETES_PER_BATCH_MAX: usize = 10_000;
 
 /// Replaces the keys `replaced` selects with those of the (verified)
-/// snapshot in `file`, in batches of bounded size: first every such key is
-/// deleted, then the snapshot's are written. Keys `replaced` refuses stay
-/// as they are, in the backend and in the snapshot alike.
+/// snapshot in `file`: first every such key is deleted (in batches of
+/// bounded size), then the snapshot's are loaded table by table in bulk
+/// ([`DiskBackend::ingest`]), straight into the storage engine's table
+/// files. Keys `replaced` refuses stay as they are, in the backend and in
+/// the snapshot alike. A snapshot whose records are not grouped by table
+/// and in key order within each is refused.
 pub fn replace_tables(
     backend: &mut DiskBackend,
     mut file: std::fs::File,
     replaced: &dyn Fn(Table, &[u8]) -> bool,
 ) -> Result<(), StorageError> {
     clear_tables(backend, replaced)?;
-    let mut writes = BatchedWrites::default();
+    let backend = &*backend;
     let mut reader = std::io::BufReader::new(&mut file);
+    let mut loading: Option<TableLoad<'_>> = None;
+    let mut loaded = Vec::new();
     let mut failure = None;
-    for_each_record(&mut reader, &mut |(table, key, value)| {
+    let mut load = |(table, key, value): Record| -> Result<(), StorageError> {
         if !replaced(table, &key) {
             return Ok(());
         }
-        if let Err(e) = writes.put(backend, table, &key, &value) {
-            failure = Some(e);
-            return Err(SnapshotError::Io(std::io::Error::other("commit failed")));
+        if loading.as_ref().is_none_or(|l| l.table != table) {
+            if loaded.contains(&table) {
+                return Err(out_of_order(table));
+            }
+            if let Some(done) = loading.take() {
+                done.ingestion.finish()?;
+            }
+            loaded.push(table);
+            loading = Some(TableLoad {
+                table,
+                ingestion: backend.ingest(table)?,
+                last_key: None,
+            });
         }
+        let l = loading.as_mut().expect("started above");
+        if l.last_key.as_ref().is_some_and(|last| *last >= key) {
+            return Err(out_of_order(table));
+        }
+        l.ingestion.put(&key, &value)?;
+        l.last_key = Some(key);
         Ok(())
+    };
+    for_each_record(&mut reader, &mut |record| {
+        load(record).map_err(|e| {
+            failure = Some(e);
+            SnapshotError::Io(std::io::Error::other("load failed"))
+        })
     })
     .map_err(|e| match failure.take() {
-        Some(storage_failure) => storage_failure,
+        Some(load_failure) => load_failure,
         None => StorageError(format!("snapshot: {e}")),
-    })
+    })?;
+    match loading {
+        Some(last) => last.ingestion.finish(),
+        None => Ok(()),
+    }
+}
+
+/// The bulk load of one table under way in [`replace_tables`].
+struct TableLoad<'a> {
+    table: Table,
+    ingestion: TableIngestion<'a>,
+    /// The last key loaded: the next must sort after it.
+    last_key: Option<Vec<u8>>,
+}
+
+fn out_of_order(table: Table) -> StorageError {
+    StorageError(format!(
+        "snapshot: the records of table {} are not in key order, or not together: the snapshot is damaged",
+        table.name()
+    ))
 }
 
 /// Deletes every key `replaced` selects, in batches of bounded size, each
@@ -285,5 +331,65 @@ mod tests {
             verify_snapshot(&mut file),
             Err(SnapshotError::Digest)
         ));
+    }
+
+    /// A snapshot file (with its digest) holding `records`.
+    fn snapshot_of(dir: &std::path::Path, records: &[(Table, &str, &str)]) -> std::fs::File {
+        use std::io::{Seek, Write};
+        let mut body = SNAPSHOT_MAGIC.to_vec();
+        for (table, key, value) in records {
+            body.push(table_tag(*table));
+            for field in [key, value] {
+                body.extend_from_slice(&(field.len() as u32).to_be_bytes());
+                body.extend_from_slice(field.as_bytes());
+            }
+        }
+        body.push(END_OF_RECORDS);
+        let digest = Sha256::digest(&body);
+        body.extend_from_slice(&digest);
+        let mut file = crate::durable_file::unnamed_in(dir).unwrap();
+        file.write_all(&body).unwrap();
+        file.rewind().unwrap();
+        verify_snapshot(&mut file).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_snapshot_loads_table_by_table_and_out_of_order_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = DiskBackend::open(&dir.path().join("db")).unwrap();
+        backend.put(Table::Kv, b"old", b"gone");
+        backend.put(Table::Meta, b"kept", b"1");
+        backend.commit(true).unwrap();
+        let everything_but_kept = |_: Table, key: &[u8]| key != b"kept";
+        let good = snapshot_of(
+            dir.path(),
+            &[
+                (Table::Kv, "a", "1"),
+                (Table::Kv, "b", "2"),
+                (Table::Meta, "m", "3"),
+            ],
+        );
+        replace_tables(&mut backend, good, &everything_but_kept).unwrap();
+        let read = |backend: &DiskBackend, table, key: &[u8]| backend.get(table, key).unwrap();
+        assert_eq!(read(&backend, Table::Kv, b"old"), None);
+        assert_eq!(read(&backend, Table::Kv, b"a"), Some(b"1".to_vec()));
+        assert_eq!(read(&backend, Table::Kv, b"b"), Some(b"2".to_vec()));
+        assert_eq!(read(&backend, Table::Meta, b"m"), Some(b"3".to_vec()));
+        assert_eq!(read(&backend, Table::Meta, b"kept"), Some(b"1".to_vec()));
+
+        for damaged in [
+            vec![(Table::Kv, "b", "2"), (Table::Kv, "a", "1")],
+            vec![(Table::Kv, "a", "1"), (Table::Kv, "a", "1")],
+            vec![
+                (Table::Kv, "a", "1"),
+                (Table::Meta, "m", "3"),
+                (Table::Kv, "b", "2"),
+            ],
+        ] {
+            let file = snapshot_of(dir.path(), &damaged);
+            let refused = replace_tables(&mut backend, file, &everything_but_kept).unwrap_err();
+            assert!(refused.0.contains("not in key order"), "{refused}");
+        }
     }
 }

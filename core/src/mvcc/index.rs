@@ -80,6 +80,24 @@ impl History {
         }
     }
 
+    /// Appends `newer`'s changes, all newer than this history's.
+    fn extend(&mut self, newer: History) {
+        let last = self.as_slice().last().expect("histories are never empty");
+        let first_newer = newer.as_slice().first().expect("histories are never empty");
+        assert!(
+            last.revision() < first_newer.revision(),
+            "key index: revisions of a key must grow"
+        );
+        match (&mut *self, newer) {
+            (History::Many(changes), newer) => changes.extend_from_slice(newer.as_slice()),
+            (History::One(first), History::One(next)) => *self = History::Many(vec![*first, next]),
+            (History::One(first), History::Many(mut changes)) => {
+                changes.insert(0, *first);
+                *self = History::Many(changes);
+            }
+        }
+    }
+
     /// Removes the oldest `n` changes into `out`; returns whether any
     /// change is left.
     fn drop_oldest(&mut self, n: usize, out: &mut Vec<Change>) -> bool {
@@ -206,6 +224,46 @@ impl KeyIndex {
                 let history = History::One(change);
                 self.keys.insert(key.into(), Entry { history, live });
             }
+        }
+    }
+
+    /// This index's changes followed by `newer`'s, every change of which
+    /// is newer than every change here: two ranges of revisions indexed
+    /// apart, joined. Both key lists are merged in one pass and the map is
+    /// built from the sorted result, not key by key.
+    pub fn followed_by(self, newer: KeyIndex) -> KeyIndex {
+        use std::cmp::Ordering;
+        if self.keys.is_empty() {
+            return newer;
+        }
+        if newer.keys.is_empty() {
+            return self;
+        }
+        let mut merged = Vec::with_capacity(self.keys.len().max(newer.keys.len()));
+        let mut older = self.keys.into_iter().peekable();
+        let mut newer = newer.keys.into_iter().peekable();
+        loop {
+            let order = match (older.peek(), newer.peek()) {
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            let next = match order {
+                Ordering::Less => older.next(),
+                Ordering::Greater => newer.next(),
+                Ordering::Equal => {
+                    let (key, mut entry) = older.next().expect("peeked");
+                    let (_, later) = newer.next().expect("peeked");
+                    entry.history.extend(later.history);
+                    entry.live = later.live;
+                    Some((key, entry))
+                }
+            };
+            merged.extend(next);
+        }
+        KeyIndex {
+            keys: merged.into_iter().collect(),
         }
     }
 

@@ -20,7 +20,7 @@ use prost::Message;
 use crate::crc32c::Crc32c;
 use crate::error::Error;
 use crate::revision::{Revision, REVISION_LEN_BYTES};
-use crate::storage::{read_meta_u64, Backend, StorageError, Table};
+use crate::storage::{read_meta_u64, Backend, ScanPart, StorageError, Table};
 
 /// Marks a tombstone in the kv table: appended to the revision key.
 const TOMBSTONE_MARK: u8 = b't';
@@ -65,24 +65,31 @@ impl<B: Backend> Mvcc<B> {
             read_meta_u64(backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
         let compact_revision =
             read_meta_u64(backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
+        // Each part of the revisions is indexed on its own (at once, where
+        // the backend reads parts at once), then the parts are joined.
+        let mut built: Vec<PartIndex> = (0..backend.scan_parallelism().max(1))
+            .map(|_| PartIndex::default())
+            .collect();
+        let bounds = revision_parts(current_revision, built.len());
+        let mut parts: Vec<ScanPart<'_>> = built
+            .iter_mut()
+            .zip(bounds)
+            .map(|(part, (start, end))| ScanPart {
+                start,
+                end,
+                visit: Box::new(move |key: &[u8], value: &[u8]| part.record(key, value)),
+            })
+            .collect();
+        backend.scan_parts(Table::Kv, &mut parts)?;
+        drop(parts);
         let mut index = KeyIndex::default();
-        let mut corrupt = None;
         let mut kv_bytes = 0;
-        backend.scan(Table::Kv, &[], &[], &mut |key, value| {
-            match decode_indexed_entry(key, value) {
-                Ok((change, user_key, live)) => {
-                    kv_bytes += change.entry_bytes();
-                    index.record(user_key, change, live);
-                }
-                Err(e) => {
-                    corrupt = Some(e);
-                    return false;
-                }
+        for part in built {
+            if let Some(e) = part.corrupt {
+                return Err(e.into());
             }
-            true
-        })?;
-        if let Some(e) = corrupt {
-            return Err(e.into());
+            kv_bytes += part.kv_bytes;
+            index = index.followed_by(part.index);
         }
         self.index = index;
         self.current_revision = current_revision;
@@ -325,6 +332,49 @@ fn decode_change(key: &[u8], value: &[u8]) -> Result<Change, StorageError> {
     };
     let entry_bytes = key.len() + value.len();
     Change::new(revision, tombstone, entry_bytes).ok_or_else(corrupt)
+}
+
+/// The key index of one range of revisions, as a start rebuilds it.
+#[derive(Default)]
+struct PartIndex {
+    index: KeyIndex,
+    kv_bytes: u64,
+    /// The first entry that did not decode; the part stops there.
+    corrupt: Option<StorageError>,
+}
+
+impl PartIndex {
+    /// Records one kv table entry; false (stop) when it does not decode.
+    fn record(&mut self, key: &[u8], value: &[u8]) -> bool {
+        match decode_indexed_entry(key, value) {
+            Ok((change, user_key, live)) => {
+                self.kv_bytes += change.entry_bytes();
+                self.index.record(user_key, change, live);
+                true
+            }
+            Err(e) => {
+                self.corrupt = Some(e);
+                false
+            }
+        }
+    }
+}
+
+/// `parts` consecutive ranges of the kv table's keys that together cover
+/// it, split evenly by main revision over `1..=current_revision`: the
+/// first starts at the beginning, the last has no end.
+fn revision_parts(current_revision: i64, parts: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    assert!(parts > 0);
+    let span = i128::from(current_revision.max(1));
+    let cuts: Vec<Vec<u8>> = (1..parts)
+        .map(|i| {
+            let main = 1 + span * i as i128 / parts as i128;
+            Revision::start_of(main as i64).to_vec()
+        })
+        .collect();
+    let starts = std::iter::once(Vec::new()).chain(cuts.iter().cloned());
+    let ends = cuts.iter().cloned().chain(std::iter::once(Vec::new()));
+    starts.zip(ends).collect()
 }
 
 /// What the key index keeps of a kv table entry: its change, the user key

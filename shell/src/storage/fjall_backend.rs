@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
 
 use super::{RawEntry, Space, Staged, VisitEntry};
+use fjall::config::BlockSizePolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub struct FjallBackend {
@@ -18,6 +19,11 @@ pub struct FjallBackend {
 /// Block cache for reads that miss the memtables; the key index in memory
 /// already answers where a key's revisions are.
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Data block size of the kv table by level (the last for every deeper
+/// level).
+const KV_BLOCK_BYTES_BY_LEVEL: [u32; 2] = [4 * 1024, 32 * 1024];
+/// Threads a whole-table read runs on, at most.
+const SCAN_THREADS_MAX: usize = 4;
 /// A keyspace's memtable is flushed to disk at this size.
 const MEMTABLE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
@@ -46,8 +52,14 @@ fn create_options(space: Space) -> KeyspaceCreateOptions {
     let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
     match space {
         // Point reads by revision come from the key index and always hit,
-        // so the last level needs no filter.
-        Space::Table(Table::Kv) => options.expect_point_read_hits(true),
+        // so the last level needs no filter. Below the first level, where
+        // nearly all of a large history lies (and where a bulk load puts
+        // it), blocks are larger: a start reads the whole table, and a
+        // block costs a read, a checksum and a cache entry whatever its
+        // size.
+        Space::Table(Table::Kv) => options
+            .expect_point_read_hits(true)
+            .data_block_size_policy(BlockSizePolicy::new(KV_BLOCK_BYTES_BY_LEVEL)),
         _ => options,
     }
 }
@@ -111,6 +123,23 @@ impl FjallBackend {
         Ok(())
     }
 
+    /// Loads `table` in bulk: entries given in ascending key order go
+    /// straight into table files, past the journal and the memtables, and
+    /// become readable (and durable) together when the load finishes.
+    /// Writes staged before must be committed first.
+    pub fn ingest(&self, table: Table) -> Result<TableIngestion<'_>, StorageError> {
+        assert!(self.staged.is_empty(), "ingesting with writes staged");
+        let ingestion = self
+            .keyspace(Space::Table(table))
+            .start_ingestion()
+            .map_err(storage_error)?;
+        Ok(TableIngestion(Box::new(sink(
+            ingestion,
+            |ingestion, key, value| ingestion.write(key, value),
+            |ingestion| ingestion.finish(),
+        ))))
+    }
+
     /// A handle that defragments without holding up readers or writers.
     pub fn defragmenter(&self) -> Defragmenter {
         Defragmenter {
@@ -128,6 +157,60 @@ impl FjallBackend {
                 .map(|&table| (table, self.keyspaces[&Space::Table(table)].clone()))
                 .collect(),
         }
+    }
+}
+
+/// A bulk load of one table: see [`FjallBackend::ingest`].
+pub struct TableIngestion<'a>(Box<dyn IngestSink + 'a>);
+
+impl TableIngestion<'_> {
+    /// Writes one entry; its key must follow the last one written (the
+    /// caller checks: out of order, the storage engine panics).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.0.write(key, value).map_err(storage_error)
+    }
+
+    /// Makes everything written readable and durable, at once.
+    pub fn finish(self) -> Result<(), StorageError> {
+        self.0.finish().map_err(storage_error)
+    }
+}
+
+/// fjall's ingestion, whose type fjall does not name, behind a trait.
+trait IngestSink {
+    fn write(&mut self, key: &[u8], value: &[u8]) -> fjall::Result<()>;
+    fn finish(self: Box<Self>) -> fjall::Result<()>;
+}
+
+struct Sink<I, W, F> {
+    inner: I,
+    write: W,
+    finish: F,
+}
+
+fn sink<I, W, F>(inner: I, write: W, finish: F) -> Sink<I, W, F>
+where
+    W: FnMut(&mut I, &[u8], &[u8]) -> fjall::Result<()>,
+    F: FnOnce(I) -> fjall::Result<()>,
+{
+    Sink {
+        inner,
+        write,
+        finish,
+    }
+}
+
+impl<I, W, F> IngestSink for Sink<I, W, F>
+where
+    W: FnMut(&mut I, &[u8], &[u8]) -> fjall::Result<()>,
+    F: FnOnce(I) -> fjall::Result<()>,
+{
+    fn write(&mut self, key: &[u8], value: &[u8]) -> fjall::Result<()> {
+        (self.write)(&mut self.inner, key, value)
+    }
+
+    fn finish(self: Box<Self>) -> fjall::Result<()> {
+        (self.finish)(self.inner)
     }
 }
 
@@ -266,6 +349,37 @@ impl Backend for FjallBackend {
             self.syncer().sync()?;
         }
         Ok(())
+    }
+
+    /// A whole-table read (the key index's rebuild at a start) reads its
+    /// parts on as many threads as there are cores, up to
+    /// [`SCAN_THREADS_MAX`]: fetching and checking blocks is most of it.
+    fn scan_parallelism(&self) -> usize {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, SCAN_THREADS_MAX)
+    }
+
+    fn scan_parts(&self, table: Table, parts: &mut [ScanPart<'_>]) -> Result<(), StorageError> {
+        let Some((first, rest)) = parts.split_first_mut() else {
+            return Ok(());
+        };
+        std::thread::scope(|scope| {
+            let others: Vec<_> = rest
+                .iter_mut()
+                .map(|part| {
+                    scope.spawn(move || self.scan(table, &part.start, &part.end, &mut *part.visit))
+                })
+                .collect();
+            let mut outcome = self.scan(table, &first.start, &first.end, &mut *first.visit);
+            for other in others {
+                let other = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                outcome = outcome.and(other);
+            }
+            outcome
+        })
     }
 
     /// Table files on disk plus what memtables hold; the journal is left

@@ -218,6 +218,43 @@ impl PointInTime {
     }
 }
 
+impl MemoryBackend {
+    /// Loads `table` in bulk, as the disk backend's ingestion does: what is
+    /// written becomes readable together at finish, and durable then with
+    /// everything committed before it.
+    pub fn ingest(&self, table: Table) -> Result<TableIngestion<'_>, StorageError> {
+        assert!(self.staged.is_empty(), "ingesting with writes staged");
+        Ok(TableIngestion {
+            disk: &self.disk,
+            table,
+            batch: Batch::new(),
+        })
+    }
+}
+
+/// A bulk load of one table: see [`MemoryBackend::ingest`].
+pub struct TableIngestion<'a> {
+    disk: &'a Mutex<Disk>,
+    table: Table,
+    batch: Batch,
+}
+
+impl TableIngestion<'_> {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let key = (Space::Table(self.table), key.to_vec());
+        self.batch.push((key, Some(value.to_vec())));
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(), StorageError> {
+        let mut disk = lock(self.disk);
+        apply(&mut disk.current, &self.batch);
+        disk.unsynced.push(self.batch);
+        disk.sync();
+        Ok(())
+    }
+}
+
 impl Backend for MemoryBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if let Some(staged) = self.staged.get(Space::Table(table), key) {

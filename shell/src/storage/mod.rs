@@ -12,9 +12,9 @@ pub mod memory_segments;
 mod segment_dir;
 
 #[cfg(not(madsim))]
-pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime, Syncer};
+pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime, Syncer, TableIngestion};
 #[cfg(madsim)]
-pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime, Syncer};
+pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime, Syncer, TableIngestion};
 #[cfg(madsim)]
 pub use memory_segments::{SegmentDir, SegmentFile};
 #[cfg(not(madsim))]
@@ -110,6 +110,10 @@ impl Staged {
     /// The staged write to `key`, if there is one.
     pub(crate) fn get(&self, space: Space, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.0.get(&(space, key.to_vec()))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Everything staged, in key order, leaving nothing staged.
