@@ -11,7 +11,9 @@
 # 2. A full range of one prefix (100,000 keys, about 220 MB): the median of
 #    5.
 # 3. Cold start: SIGTERM, start again, time to the first answered get.
-# 4. While one client puts 256 B values at PUT_RATE a second: the puts'
+# 4. While ten clients put 256 B values at PUT_RATE a second (each
+#    put's latency counted from when it was due, so a server that stops
+#    writes is charged for every put it held back): the puts'
 #    p99 and longest alone, during a compaction at the last revision
 #    (which drops the OVERWRITE superseded revisions; `compact
 #    --physical`, so it returns when they are gone) and during a defrag;

@@ -51,6 +51,8 @@ pub struct Common {
     #[arg(long, default_value_t = 10_000)]
     pub total: u64,
     /// Requests per second over all clients (0: as fast as they go).
+    /// Paced, a request's latency counts from when it was due, so a
+    /// server that stalls is charged for the requests it held back.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
 }

@@ -207,6 +207,18 @@ impl<B: Backend> StateMachine<B> {
         read_txn(&self.mvcc, req, &mut path.iter().copied())
     }
 
+    /// Whether a compaction's steps are still to come.
+    pub fn compaction_under_way(&self) -> bool {
+        self.mvcc.compaction_under_way()
+    }
+
+    /// One step of the compaction under way, over up to `keys_max` keys
+    /// (see [`Mvcc::compact_step`]); the caller commits. Returns whether
+    /// steps remain.
+    pub fn compact_step(&mut self, keys_max: usize) -> bool {
+        self.mvcc.compact_step(keys_max)
+    }
+
     pub fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, Error> {
         self.refuse_writes_if_corrupt()?;
         self.mvcc.compact(req.revision)?;

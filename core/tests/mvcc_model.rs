@@ -464,6 +464,8 @@ enum Op {
     /// Reopens the state machine over a copy of its backend, its kv table
     /// read in this many parts.
     Restart(usize),
+    /// One step of the compaction under way, over this many keys.
+    CompactStep(usize),
 }
 
 /// Generated requests carry revision *seeds*, turned into revisions when the
@@ -626,6 +628,11 @@ impl Harness {
                 );
                 Answer::Other
             }
+            Op::CompactStep(entries) => {
+                self.sm.compact_step(*entries);
+                e2d_core::storage::Backend::commit(self.sm.backend_mut(), false).expect("commit");
+                Answer::Other
+            }
             Op::Restart(parts) => {
                 let backend = self
                     .sm
@@ -653,14 +660,41 @@ impl Harness {
         let (sm, model) = (&self.sm, &self.model);
         assert_eq!(sm.current_revision(), model.revision);
         assert_eq!(sm.mvcc().compact_revision(), model.compacted);
+        // The same store with compaction's deletes all done: what readers
+        // see must not depend on how far they got.
+        let mut done = StateMachine::open(sm.mvcc().backend().clone(), NOW_MS).expect("reopen");
+        assert_eq!(done.compaction_under_way(), sm.compaction_under_way());
+        while done.compact_step(2) {}
+        e2d_core::storage::Backend::commit(done.backend_mut(), false).expect("commit");
+        assert!(!done.compaction_under_way());
         let mut kv_bytes = 0;
         let kv = e2d_core::storage::Table::Kv;
-        e2d_core::storage::Backend::scan(sm.mvcc().backend(), kv, &[], &[], &mut |k, v| {
+        e2d_core::storage::Backend::scan(done.mvcc().backend(), kv, &[], &[], &mut |k, v| {
             kv_bytes += (k.len() + v.len()) as u64;
             true
         })
         .expect("scan");
-        assert_eq!(sm.mvcc().kv_bytes(), kv_bytes, "the kv table's bytes");
+        assert_eq!(done.mvcc().kv_bytes(), kv_bytes, "the kv table's bytes");
+        if !sm.compaction_under_way() {
+            assert_eq!(sm.mvcc().kv_bytes(), kv_bytes, "the kv table's bytes");
+        }
+        for revision in model.compacted.max(1)..=model.revision {
+            assert_eq!(
+                sm.mvcc().hash_kv(revision).expect("hash"),
+                done.mvcc().hash_kv(revision).expect("hash"),
+                "hash at {revision}, compaction under way: {}",
+                sm.compaction_under_way()
+            );
+            assert_eq!(
+                sm.mvcc()
+                    .events(revision, model.revision, 1000, true)
+                    .expect("events"),
+                done.mvcc()
+                    .events(revision, model.revision, 1000, true)
+                    .expect("events"),
+                "events from {revision}"
+            );
+        }
         let first = model.compacted.max(1);
         for revision in (first - 1).max(1)..=model.revision + 1 {
             let all = RangeRequest {
@@ -874,6 +908,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1..=3i64, 0..=5i64).prop_map(|(id, ttl)| Op::Grant { id, ttl }),
         1 => (1..=3i64).prop_map(Op::Revoke),
         1 => (1..=4usize).prop_map(Op::Restart),
+        2 => (1..=3usize).prop_map(Op::CompactStep),
     ]
 }
 

@@ -311,6 +311,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
+        while state.compact_step(usize::MAX) {}
         let mut backend = state.into_backend();
         backend.commit(false).unwrap();
         backend

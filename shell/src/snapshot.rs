@@ -62,6 +62,51 @@ pub fn verify_snapshot(file: &mut std::fs::File) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// Writes a snapshot as it arrives and checks its SHA-256 trailer on the
+/// way, so the bytes need not be read again: everything but the last 32
+/// bytes is hashed, and those must be the digest.
+pub struct VerifyingWriter<W> {
+    out: W,
+    hasher: Sha256,
+    /// The last bytes written, up to 32: the digest, once all has come.
+    tail: Vec<u8>,
+}
+
+const DIGEST_BYTES: usize = 32;
+
+impl<W: Write> VerifyingWriter<W> {
+    pub fn new(out: W) -> Self {
+        VerifyingWriter {
+            out,
+            hasher: Sha256::new(),
+            tail: Vec::with_capacity(2 * DIGEST_BYTES),
+        }
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(data)?;
+        // The bytes held back and the new ones, less the last 32, are body.
+        let held = self.tail.len() + data.len();
+        let body = held.saturating_sub(DIGEST_BYTES);
+        let from_tail = body.min(self.tail.len());
+        self.hasher.update(&self.tail[..from_tail]);
+        self.tail.drain(..from_tail);
+        let from_data = body - from_tail;
+        self.hasher.update(&data[..from_data]);
+        self.tail.extend_from_slice(&data[from_data..]);
+        debug_assert!(self.tail.len() <= DIGEST_BYTES);
+        Ok(())
+    }
+
+    /// What was written, once its digest matches.
+    pub fn finish(self) -> Result<W, SnapshotError> {
+        if self.tail.len() != DIGEST_BYTES || self.hasher.finalize().as_slice() != self.tail {
+            return Err(SnapshotError::Digest);
+        }
+        Ok(self.out)
+    }
+}
+
 /// The longest key or value a snapshot record may hold: more than any
 /// request can write (`--max-request-bytes` fits one raft log record), so
 /// a longer length is damage, refused before anything is allocated.
@@ -331,6 +376,32 @@ mod tests {
             verify_snapshot(&mut file),
             Err(SnapshotError::Digest)
         ));
+    }
+
+    #[test]
+    fn a_snapshot_is_verified_as_it_is_written_in_pieces_of_any_size() {
+        let mut body = SNAPSHOT_MAGIC.to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v', END_OF_RECORDS]);
+        body.resize(200, 0);
+        let mut bytes = body.clone();
+        bytes.extend_from_slice(&Sha256::digest(&body));
+        for piece in [1, 7, 31, 32, 33, 100, 1000] {
+            let mut writer = VerifyingWriter::new(Vec::new());
+            for chunk in bytes.chunks(piece) {
+                writer.write_all(chunk).unwrap();
+            }
+            assert_eq!(writer.finish().unwrap(), bytes, "pieces of {piece}");
+            let mut damaged = bytes.clone();
+            damaged[piece % bytes.len()] ^= 1;
+            let mut writer = VerifyingWriter::new(Vec::new());
+            for chunk in damaged.chunks(piece) {
+                writer.write_all(chunk).unwrap();
+            }
+            assert!(matches!(writer.finish(), Err(SnapshotError::Digest)));
+        }
+        let mut short = VerifyingWriter::new(Vec::new());
+        short.write_all(&bytes[..20]).unwrap();
+        assert!(matches!(short.finish(), Err(SnapshotError::Digest)));
     }
 
     /// A snapshot file (with its digest) holding `records`.

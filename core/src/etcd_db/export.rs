@@ -273,9 +273,16 @@ impl<T: ReadTables + ?Sized, S: PageSink> Exporter<'_, T, S> {
     fn meta(&mut self) -> Result<(), EtcdDbError> {
         self.writer.begin_bucket(BUCKET_META)?;
         let compact = self.summary.compact_revision;
+        // A compaction whose deletes are under way is one etcd finishes
+        // when it opens the database.
+        let finished =
+            read_meta_i64(self.tables, mvcc::META_COMPACT_FINISHED_REVISION)?.unwrap_or(compact);
+        if finished > 0 {
+            let revision = Revision::new(finished, 0).encode();
+            self.writer.put(META_FINISHED_COMPACT, &revision)?;
+        }
         if compact > 0 {
             let revision = Revision::new(compact, 0).encode();
-            self.writer.put(META_FINISHED_COMPACT, &revision)?;
             self.writer.put(META_SCHEDULED_COMPACT, &revision)?;
         }
         Ok(self.writer.end_bucket()?)

@@ -108,11 +108,12 @@ impl Importer {
             &current.to_be_bytes(),
         )?;
         if let Some(compact) = self.finished_compact {
-            out(
-                Table::Meta,
+            for key in [
                 mvcc::META_COMPACT_REVISION,
-                &compact.to_be_bytes(),
-            )?;
+                mvcc::META_COMPACT_FINISHED_REVISION,
+            ] {
+                out(Table::Meta, key, &compact.to_be_bytes())?;
+            }
         }
         Ok(self.summary)
     }

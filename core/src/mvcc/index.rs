@@ -324,21 +324,56 @@ impl KeyIndex {
     /// a tombstone.
     pub fn compact(&mut self, at_main: i64) -> Vec<Change> {
         let mut dropped = Vec::new();
-        self.keys.retain(|_, Entry { history, .. }| {
-            let changes = history.as_slice();
-            let keep_from = match changes.iter().rposition(|c| c.main <= at_main) {
-                None => 0,
-                Some(i) if changes[i].tombstone() => i + 1,
-                Some(i) => i,
-            };
-            keep_from == 0 || history.drop_oldest(keep_from, &mut dropped)
-        });
+        self.keys
+            .retain(|_, Entry { history, .. }| compact_history(history, at_main, &mut dropped));
         dropped
+    }
+
+    /// [`KeyIndex::compact`] of at most `keys_max` keys, from `start` on
+    /// in key order: the changes dropped, and the key to go on from
+    /// (`None` once the last key is done).
+    pub fn compact_from(
+        &mut self,
+        start: &[u8],
+        at_main: i64,
+        keys_max: usize,
+    ) -> (Vec<Change>, Option<Vec<u8>>) {
+        assert!(keys_max > 0);
+        let mut dropped = Vec::new();
+        let mut emptied = Vec::new();
+        let mut next = None;
+        let from = (Bound::Included(start), Bound::Unbounded);
+        for (done, (key, entry)) in self.keys.range_mut::<[u8], _>(from).enumerate() {
+            if done == keys_max {
+                next = Some(key.to_vec());
+                break;
+            }
+            if !compact_history(&mut entry.history, at_main, &mut dropped) {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        (dropped, next)
     }
 
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// Drops from `history` what a compaction at `at_main` drops (every change
+/// at or below it but the newest, and that too when it is a delete) into
+/// `dropped`; returns whether any change is left.
+fn compact_history(history: &mut History, at_main: i64, dropped: &mut Vec<Change>) -> bool {
+    let changes = history.as_slice();
+    let keep_from = match changes.iter().rposition(|c| c.main <= at_main) {
+        None => 0,
+        Some(i) if changes[i].tombstone() => i + 1,
+        Some(i) => i,
+    };
+    keep_from == 0 || history.drop_oldest(keep_from, dropped)
 }
 
 fn live_at(history: &[Change], at_main: i64) -> Option<Revision> {

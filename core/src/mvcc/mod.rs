@@ -26,12 +26,18 @@ use crate::storage::{read_meta_u64, Backend, ScanPart, StorageError, Table};
 const TOMBSTONE_MARK: u8 = b't';
 pub const META_CURRENT_REVISION: &[u8] = b"current_revision";
 pub const META_COMPACT_REVISION: &[u8] = b"compact_revision";
+/// The compaction whose entries are all gone from the kv table; below
+/// [`META_COMPACT_REVISION`] while a compaction's deletes are under way
+/// (absent: equal to it, as a store that deleted at once left it).
+pub const META_COMPACT_FINISHED_REVISION: &[u8] = b"compact_finished_revision";
 
 /// Whether `key` of the `Meta` table belongs to the store itself (its
 /// revisions), not to the member or the cluster it runs in: what a backup
 /// restored into another cluster keeps.
 pub fn is_store_meta(key: &[u8]) -> bool {
-    key == META_CURRENT_REVISION || key == META_COMPACT_REVISION
+    key == META_CURRENT_REVISION
+        || key == META_COMPACT_REVISION
+        || key == META_COMPACT_FINISHED_REVISION
 }
 
 pub struct Mvcc<B> {
@@ -41,6 +47,12 @@ pub struct Mvcc<B> {
     compact_revision: i64,
     /// Bytes of the kv table's entries: see [`Mvcc::kv_bytes`].
     kv_bytes: u64,
+    /// While a compaction is under way, the key its next step starts
+    /// from: [`Mvcc::compact_step`] takes the index and the kv table a
+    /// bounded number of keys at a time, so a compaction of millions of
+    /// revisions does not hold up writes. What it drops stays unread
+    /// meanwhile ([`Mvcc::compacted_away`]).
+    compaction_cursor: Option<Vec<u8>>,
 }
 
 impl<B: Backend> Mvcc<B> {
@@ -52,6 +64,7 @@ impl<B: Backend> Mvcc<B> {
             current_revision: 1,
             compact_revision: 0,
             kv_bytes: 0,
+            compaction_cursor: None,
         };
         mvcc.reload()?;
         Ok(mvcc)
@@ -91,10 +104,15 @@ impl<B: Backend> Mvcc<B> {
             kv_bytes += part.kv_bytes;
             index = index.followed_by(part.index);
         }
+        // A compaction that was under way starts over: what it had not
+        // deleted is in the index again.
+        let finished = read_meta_u64(backend, META_COMPACT_FINISHED_REVISION)?
+            .map_or(compact_revision, |v| v as i64);
         self.index = index;
         self.current_revision = current_revision;
         self.compact_revision = compact_revision;
         self.kv_bytes = kv_bytes;
+        self.compaction_cursor = (finished < compact_revision).then(Vec::new);
         Ok(())
     }
 
@@ -159,12 +177,22 @@ impl<B: Backend> Mvcc<B> {
     /// The value of `key` as of store revision `at_main`.
     pub fn get(&self, key: &[u8], at_main: i64) -> Result<Option<KeyValue>, Error> {
         match self.index.get(key, at_main) {
+            // Below the compacted revision, only what compaction keeps.
+            Some(rev)
+                if at_main < self.compact_revision
+                    && self.compaction_under_way()
+                    && self.index.get(key, self.compact_revision) != Some(rev) =>
+            {
+                Ok(None)
+            }
             Some(rev) => Ok(Some(self.read_kv(rev)?)),
             None => Ok(None),
         }
     }
 
-    /// Removes history older than `revision`; reads below it fail afterwards.
+    /// Removes history older than `revision`; reads below it fail at
+    /// once. What it drops leaves the index and the kv table through
+    /// [`Mvcc::compact_step`].
     pub fn compact(&mut self, revision: i64) -> Result<(), Error> {
         if revision <= self.compact_revision {
             return Err(Error::Compacted);
@@ -172,7 +200,36 @@ impl<B: Backend> Mvcc<B> {
         if revision > self.current_revision {
             return Err(Error::FutureRevision);
         }
-        for change in self.index.compact(revision) {
+        if self.compaction_cursor.is_none() {
+            // Every earlier compaction is finished: say so, as the store
+            // reads an absent mark as this one finished.
+            self.put_compaction_finished();
+        }
+        self.compact_revision = revision;
+        self.backend
+            .put(Table::Meta, META_COMPACT_REVISION, &revision.to_be_bytes());
+        // Keys a compaction under way has done are done again, to this one.
+        self.compaction_cursor = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Whether a compaction's steps are still to come.
+    pub fn compaction_under_way(&self) -> bool {
+        self.compaction_cursor.is_some()
+    }
+
+    /// One step of the compaction under way: up to `keys_max` keys of the
+    /// index lose what it drops, and their kv table entries are deleted
+    /// (staged: the caller commits); after the last key the compaction is
+    /// marked finished. Returns whether steps remain.
+    pub fn compact_step(&mut self, keys_max: usize) -> bool {
+        let Some(start) = self.compaction_cursor.take() else {
+            return false;
+        };
+        let (dropped, next) = self
+            .index
+            .compact_from(&start, self.compact_revision, keys_max);
+        for change in dropped {
             self.backend.delete(
                 Table::Kv,
                 &kv_entry_key(change.revision(), change.tombstone()),
@@ -180,10 +237,30 @@ impl<B: Backend> Mvcc<B> {
             debug_assert!(self.kv_bytes >= change.entry_bytes());
             self.kv_bytes = self.kv_bytes.saturating_sub(change.entry_bytes());
         }
-        self.compact_revision = revision;
-        self.backend
-            .put(Table::Meta, META_COMPACT_REVISION, &revision.to_be_bytes());
-        Ok(())
+        self.compaction_cursor = next;
+        if self.compaction_cursor.is_none() {
+            self.put_compaction_finished();
+        }
+        self.compaction_cursor.is_some()
+    }
+
+    fn put_compaction_finished(&mut self) {
+        self.backend.put(
+            Table::Meta,
+            META_COMPACT_FINISHED_REVISION,
+            &self.compact_revision.to_be_bytes(),
+        );
+    }
+
+    /// Whether `change` of `key` is one the compaction under way drops but
+    /// has not deleted yet: readers skip it. Those are the changes at or
+    /// below the compacted revision but the newest, and that too when it
+    /// is a delete: the newest a read at that revision would not find.
+    fn compacted_away(&self, change: &Change, key: &[u8]) -> bool {
+        self.compaction_cursor.is_some()
+            && change.revision().main <= self.compact_revision
+            && (change.tombstone()
+                || self.index.get(key, self.compact_revision) != Some(change.revision()))
     }
 
     /// Events of store revisions `from_main..=to_main`, in revision order, at
@@ -211,6 +288,9 @@ impl<B: Backend> Mvcc<B> {
                         return false;
                     }
                 };
+                if self.compacted_away(&change, &kv.key) {
+                    return true;
+                }
                 if events.len() >= events_max && change.revision().main != last_main {
                     return false;
                 }
@@ -260,14 +340,16 @@ impl<B: Backend> Mvcc<B> {
         let compacted_end = Revision::start_of(self.compact_revision.saturating_add(1));
         let mut failure = None;
         self.backend.scan(Table::Kv, &[], &end, &mut |key, value| {
-            if any_live && key < compacted_end.as_slice() {
+            if key < compacted_end.as_slice() {
                 match decode_kv_entry(key, value) {
-                    Ok((change, kv)) => {
+                    Ok((change, kv)) if self.compacted_away(&change, &kv.key) => return true,
+                    Ok((change, kv)) if any_live => {
                         let kept = self.index.get(&kv.key, revision) == Some(change.revision());
                         if change.tombstone() || !kept {
                             return true;
                         }
                     }
+                    Ok(_) => {}
                     Err(e) => {
                         failure = Some(e);
                         return false;

@@ -127,7 +127,15 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         check_has_leader(request.metadata(), &self.node)?;
         let req = request.into_inner();
+        let physical = req.physical;
         let mut resp = expect_outcome!(self.node.propose(Op::Compaction(req)).await, Compaction);
+        if physical {
+            // As etcd: the answer waits until this member's kv table holds
+            // none of what the compaction dropped.
+            while self.node.read().compaction_under_way() {
+                tokio::time::sleep(crate::server::COMPACTION_STEP_INTERVAL).await;
+            }
+        }
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

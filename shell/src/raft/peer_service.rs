@@ -176,25 +176,28 @@ impl Peer for PeerService {
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = self.node.config.data_dir.join("tmp");
-        let mut file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
+        let file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
+        // Checked as it arrives: its digest is known when the last chunk is.
+        let mut out = crate::snapshot::VerifyingWriter::new(file);
         let mut write = |data: &[u8]| {
-            use std::io::Write;
-            file.write_all(data)
+            out.write_all(data)
                 .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))
         };
         write(&first.data)?;
         while let Some(chunk) = incoming.message().await? {
             write(&chunk.data)?;
         }
-        let file = crate::blocking::spawn(move || {
-            crate::snapshot::verify_snapshot(&mut file).map(|()| file)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut file = out
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        {
+            use std::io::Seek;
+            file.rewind()
+                .map_err(|e| Status::internal(format!("cannot read the snapshot back: {e}")))?;
+        }
         self.node
             .raft()
             .send(DriverRequest::InstallSnapshot {

@@ -1,9 +1,9 @@
 //! Sends a member the state machine when it is too far behind for the
-//! log: a consistent view written to a temporary file (so memory stays
-//! bounded), then streamed in chunks with the raft message that announces
-//! it; the driver learns how it went.
+//! log: a consistent view streamed in chunks as it is read (so memory
+//! stays bounded), the first with the raft message that announces it; the
+//! driver learns how it went.
 
-use std::io::{BufWriter, Read, Seek};
+use std::io::Write;
 use std::sync::Arc;
 
 use e2d_proto::peer::peer_client::PeerClient;
@@ -41,46 +41,67 @@ async fn stream(
     message: Message,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let view = node.read().mvcc().backend().point_in_time();
-    let dir = node.config.data_dir.join("tmp");
-    let file = crate::blocking::spawn(move || -> std::io::Result<std::fs::File> {
-        let mut file = crate::durable_file::unnamed_in(&dir)?;
-        {
-            let mut out = BufWriter::new(&mut file);
-            crate::snapshot::write_snapshot(&view, &mut out)
-                .map_err(|e| std::io::Error::other(e.0))?;
-        }
-        file.rewind()?;
-        Ok(file)
-    })
-    .await??;
     let (chunks, outgoing) = mpsc::channel(CHUNKS_BUFFERED_MAX);
     let raft_message = codec::encode_message(&message);
-    let reader = crate::blocking::spawn(move || -> std::io::Result<()> {
-        let mut file = file;
-        let mut first = Some(raft_message);
-        loop {
-            let mut data = vec![0u8; CHUNK_BYTES];
-            let n = file.read(&mut data)?;
-            data.truncate(n);
-            if n == 0 && first.is_none() {
-                return Ok(());
-            }
-            let chunk = SnapshotChunk {
-                raft_message: first.take().unwrap_or_default(),
-                data,
-            };
-            if chunks.blocking_send(chunk).is_err() || n == 0 {
-                return Ok(());
-            }
-        }
+    // The view is written straight into the stream's chunks: nothing goes
+    // to disk on this side, and memory holds the chunks in flight only.
+    let writer = crate::blocking::spawn(move || -> std::io::Result<()> {
+        let mut out = ChunkWriter {
+            chunks,
+            raft_message: Some(raft_message),
+            data: Vec::with_capacity(CHUNK_BYTES),
+        };
+        crate::snapshot::write_snapshot(&view, &mut out).map_err(|e| std::io::Error::other(e.0))?;
+        out.send_chunk()
     });
     let channel = crate::outgoing::connect(url)
         .await
         .map_err(std::io::Error::other)?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(CHUNK_BYTES * 2);
-    client
-        .install_snapshot(ReceiverStream::new(outgoing))
-        .await?;
-    reader.await??;
+    let sent = client.install_snapshot(ReceiverStream::new(outgoing)).await;
+    let written = writer.await?;
+    sent?;
+    written?;
     Ok(())
+}
+
+/// Cuts what is written into [`SnapshotChunk`]s of [`CHUNK_BYTES`], the
+/// first carrying the raft message, and hands each to the stream (waiting
+/// while [`CHUNKS_BUFFERED_MAX`] are in flight).
+struct ChunkWriter {
+    chunks: mpsc::Sender<SnapshotChunk>,
+    raft_message: Option<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Sends what is buffered (the first chunk even when empty).
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        if self.data.is_empty() && self.raft_message.is_none() {
+            return Ok(());
+        }
+        let chunk = SnapshotChunk {
+            raft_message: self.raft_message.take().unwrap_or_default(),
+            data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)),
+        };
+        self.chunks
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the receiving member closed the stream"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK_BYTES - self.data.len();
+        let taken = buf.len().min(room);
+        self.data.extend_from_slice(&buf[..taken]);
+        if self.data.len() == CHUNK_BYTES {
+            self.send_chunk()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use e2d_proto::peer::proposal::Op;
 use e2d_proto::peer::{LeaseCheckpoint, LeaseRemaining, LeaseRevoke, MemberAttributes};
 
+use e2d_core::storage::Backend;
+
 use super::Node;
 
 /// How often expired leases are looked for.
@@ -21,10 +23,36 @@ const LEASES_PER_CHECKPOINT_MAX: usize = 1000;
 /// Wait between attempts to announce this member.
 const ANNOUNCE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Keys of the index a compaction step takes, holding the state's lock.
+const COMPACTION_STEP_KEYS_MAX: usize = 1024;
+/// How long the compaction's deletes pause between steps; and how often
+/// a member looks for a compaction to finish.
+pub const COMPACTION_STEP_INTERVAL: Duration = Duration::from_millis(2);
+
 pub fn spawn_duties(node: Arc<Node>) {
+    tokio::spawn(finish_compactions(node.clone()));
     tokio::spawn(revoke_expired_leases(node.clone()));
     tokio::spawn(checkpoint_leases(node.clone()));
     tokio::spawn(announce_member(node));
+}
+
+/// Deletes what compactions dropped from the kv table, a bounded step at a
+/// time with pauses between, so writes go on meanwhile (as etcd's
+/// compaction batches do); every member does, as each applies the
+/// compaction.
+async fn finish_compactions(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(COMPACTION_STEP_INTERVAL).await;
+        if !node.read().compaction_under_way() {
+            continue;
+        }
+        let mut state = node.write_state();
+        state.compact_step(COMPACTION_STEP_KEYS_MAX);
+        if let Err(e) = state.backend_mut().commit(false) {
+            tracing::error!(error = %e, "the compaction's deletes cannot be written; stopping so nothing half-written is served");
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn revoke_expired_leases(node: Arc<Node>) {

@@ -19,7 +19,7 @@ mod replicated_setting;
 
 pub use auto_compaction::spawn_auto_compaction;
 pub use clock::Clock;
-pub use duties::spawn_duties;
+pub use duties::{spawn_duties, COMPACTION_STEP_INTERVAL};
 pub use identity::{
     is_member_local, parse_initial_cluster, recovered_cluster_id, Identity, IdentityError,
     InitialMember,
