@@ -48,16 +48,10 @@ fn tag_table(tag: u8) -> Option<Table> {
 /// it once in bounded memory, and leaves the file at its start.
 pub fn verify_snapshot(file: &mut std::fs::File) -> Result<(), SnapshotError> {
     use std::io::{Seek, SeekFrom};
-    let length = file.metadata()?.len();
-    let body_length = length.checked_sub(32).ok_or(SnapshotError::Digest)?;
     file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut (&mut *file).take(body_length), &mut hasher)?;
-    let mut digest = [0u8; 32];
-    file.read_exact(&mut digest)?;
-    if hasher.finalize().as_slice() != digest {
-        return Err(SnapshotError::Digest);
-    }
+    let mut check = VerifyingWriter::new(std::io::sink());
+    std::io::copy(file, &mut check)?;
+    check.finish()?;
     file.seek(SeekFrom::Start(0))?;
     Ok(())
 }
@@ -83,7 +77,17 @@ impl<W: Write> VerifyingWriter<W> {
         }
     }
 
-    pub fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    /// What was written, once its digest matches.
+    pub fn finish(self) -> Result<W, SnapshotError> {
+        if self.tail.len() != DIGEST_BYTES || self.hasher.finalize().as_slice() != self.tail {
+            return Err(SnapshotError::Digest);
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for VerifyingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.out.write_all(data)?;
         // The bytes held back and the new ones, less the last 32, are body.
         let held = self.tail.len() + data.len();
@@ -95,15 +99,11 @@ impl<W: Write> VerifyingWriter<W> {
         self.hasher.update(&data[..from_data]);
         self.tail.extend_from_slice(&data[from_data..]);
         debug_assert!(self.tail.len() <= DIGEST_BYTES);
-        Ok(())
+        Ok(data.len())
     }
 
-    /// What was written, once its digest matches.
-    pub fn finish(self) -> Result<W, SnapshotError> {
-        if self.tail.len() != DIGEST_BYTES || self.hasher.finalize().as_slice() != self.tail {
-            return Err(SnapshotError::Digest);
-        }
-        Ok(self.out)
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 

@@ -318,20 +318,11 @@ impl KeyIndex {
         }
     }
 
-    /// Removes history that compaction at `at_main` makes unreachable and
-    /// returns the revisions (with their tombstone flags) to drop from the
-    /// backend. The newest change at or below `at_main` is kept unless it is
-    /// a tombstone.
-    pub fn compact(&mut self, at_main: i64) -> Vec<Change> {
-        let mut dropped = Vec::new();
-        self.keys
-            .retain(|_, Entry { history, .. }| compact_history(history, at_main, &mut dropped));
-        dropped
-    }
-
-    /// [`KeyIndex::compact`] of at most `keys_max` keys, from `start` on
-    /// in key order: the changes dropped, and the key to go on from
-    /// (`None` once the last key is done).
+    /// Removes the history that compaction at `at_main` makes unreachable
+    /// from at most `keys_max` keys, from `start` on in key order: the
+    /// newest change at or below `at_main` is kept unless it is a
+    /// tombstone. Returns the changes dropped (to delete from the backend)
+    /// and the key to go on from (`None` once the last key is done).
     pub fn compact_from(
         &mut self,
         start: &[u8],
@@ -434,7 +425,7 @@ mod tests {
             Some((5, 1))
         );
         // Compaction drops old changes, not what the newest one says.
-        index.compact(5);
+        index.compact_from(&[], 5, usize::MAX);
         assert_eq!(
             index.live(b"a").map(|l| (l.create_revision, l.version)),
             Some((5, 1))
@@ -448,8 +439,12 @@ mod tests {
         put(&mut index, b"a", 3);
         put(&mut index, b"b", 2);
         del(&mut index, b"b", 3);
-        let dropped = index.compact(3);
-        assert_eq!(dropped.len(), 3);
+        let (first, next) = index.compact_from(&[], 3, 1);
+        assert_eq!(first.len(), 1);
+        assert_eq!(next.as_deref(), Some(&b"b"[..]));
+        let (rest, next) = index.compact_from(b"b", 3, 1);
+        assert_eq!(next, None);
+        assert_eq!(first.len() + rest.len(), 3);
         assert_eq!(index.get(b"a", 3), Some(Revision::new(3, 0)));
         assert_eq!(index.key_count(), 1);
     }

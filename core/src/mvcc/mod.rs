@@ -340,7 +340,9 @@ impl<B: Backend> Mvcc<B> {
         let compacted_end = Revision::start_of(self.compact_revision.saturating_add(1));
         let mut failure = None;
         self.backend.scan(Table::Kv, &[], &end, &mut |key, value| {
-            if key < compacted_end.as_slice() {
+            // Below the compacted revision, entries are left out that a
+            // compaction at `revision` would drop, or the one under way has.
+            if key < compacted_end.as_slice() && (any_live || self.compaction_under_way()) {
                 match decode_kv_entry(key, value) {
                     Ok((change, kv)) if self.compacted_away(&change, &kv.key) => return true,
                     Ok((change, kv)) if any_live => {
@@ -552,17 +554,22 @@ mod tests {
 
     #[test]
     fn an_entry_that_does_not_decode_refuses_the_open() {
-        let mut mvcc = Mvcc::open(MemBackend::default()).unwrap();
-        put(&mut mvcc, b"a", b"1");
-        let mut backend = mvcc.into_backend();
-        // A key given as a number: not a KeyValue.
-        backend.put(Table::Kv, &Revision::new(3, 0).encode(), &[0x08, 0x01]);
-        backend.commit(true).unwrap();
-        let refused = Mvcc::open(backend).err().expect("the open is refused");
-        assert!(
-            refused.to_string().contains("corrupt kv entry"),
-            "{refused}"
-        );
+        // Read in one part or several, whichever part the entry lands in.
+        for parts in 1..=3 {
+            let mut mvcc = Mvcc::open(MemBackend::default()).unwrap();
+            put(&mut mvcc, b"a", b"1");
+            put(&mut mvcc, b"b", b"1");
+            put(&mut mvcc, b"c", b"1");
+            let mut backend = mvcc.into_backend().with_scan_parallelism(parts);
+            // A key given as a number: not a KeyValue.
+            backend.put(Table::Kv, &Revision::new(3, 0).encode(), &[0x08, 0x01]);
+            backend.commit(true).unwrap();
+            let refused = Mvcc::open(backend).err().expect("the open is refused");
+            assert!(
+                refused.to_string().contains("corrupt kv entry"),
+                "{parts} parts: {refused}"
+            );
+        }
     }
 
     /// etcd 3.4's `endpoint hashkv` after the same calls: `put a 1`, `put

@@ -183,6 +183,7 @@ impl Peer for PeerService {
         // Checked as it arrives: its digest is known when the last chunk is.
         let mut out = crate::snapshot::VerifyingWriter::new(file);
         let mut write = |data: &[u8]| {
+            use std::io::Write;
             out.write_all(data)
                 .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))
         };
