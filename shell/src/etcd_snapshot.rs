@@ -26,9 +26,8 @@ use e2d_core::bbolt::{Db, IoError, PageSink, PageSource};
 use e2d_core::etcd_db::{self, EtcdDbError, ExportSummary, ImportSummary, ReadTables};
 use e2d_core::mvcc::Mvcc;
 use e2d_core::storage::{Backend, StorageError, Table};
-use sha2::{Digest, Sha256};
 
-use crate::snapshot::{clear_tables, BatchedWrites};
+use crate::snapshot::{clear_tables, BatchedWrites, SnapshotDigest};
 use crate::storage::{DiskBackend, PointInTime};
 
 /// The SHA-256 etcd appends to a snapshot.
@@ -69,11 +68,11 @@ pub fn check_digest(file: &mut File) -> Result<EtcdFileLayout, EtcdSnapshotError
     }
     let db_bytes = layout.db_bytes;
     file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = SnapshotDigest::default();
     std::io::copy(&mut (&mut *file).take(db_bytes), &mut hasher)?;
     let mut digest = [0u8; DIGEST_BYTES as usize];
     file.read_exact(&mut digest)?;
-    if hasher.finalize().as_slice() != digest {
+    if hasher.finish() != digest {
         return Err(EtcdSnapshotError::Digest);
     }
     Ok(EtcdFileLayout {
@@ -168,11 +167,11 @@ pub fn write_etcd_snapshot(
     let (mut sink, summary) = etcd_db::export(&View(view), sink)?;
     sink.flush().map_err(|e| std::io::Error::other(e.0))?;
     let db_bytes = summary.written.size_bytes;
-    let mut hasher = Sha256::new();
+    let mut hasher = SnapshotDigest::default();
     let mut reader = file;
     reader.seek(SeekFrom::Start(0))?;
     std::io::copy(&mut reader.take(db_bytes), &mut hasher)?;
-    file.write_all_at(hasher.finalize().as_slice(), db_bytes)?;
+    file.write_all_at(&hasher.finish(), db_bytes)?;
     reader.seek(SeekFrom::Start(0))?;
     Ok((summary, db_bytes + DIGEST_BYTES))
 }
@@ -266,6 +265,8 @@ impl PageSink for FileSink<'_> {
 mod tests {
     use std::collections::BTreeMap;
     use std::io::Write;
+
+    use sha2::{Digest, Sha256};
 
     use e2d_core::StateMachine;
     use e2d_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};

@@ -9,7 +9,6 @@
 use std::io::{Read, Write};
 
 use e2d_core::storage::{Backend, StorageError, Table};
-use sha2::{Digest, Sha256};
 
 use crate::storage::{DiskBackend, PointInTime, TableIngestion};
 
@@ -61,7 +60,7 @@ pub fn verify_snapshot(file: &mut std::fs::File) -> Result<(), SnapshotError> {
 /// bytes is hashed, and those must be the digest.
 pub struct VerifyingWriter<W> {
     out: W,
-    hasher: Sha256,
+    digest: SnapshotDigest,
     /// The last bytes written, up to 32: the digest, once all has come.
     tail: Vec<u8>,
 }
@@ -72,14 +71,14 @@ impl<W: Write> VerifyingWriter<W> {
     pub fn new(out: W) -> Self {
         VerifyingWriter {
             out,
-            hasher: Sha256::new(),
+            digest: SnapshotDigest::default(),
             tail: Vec::with_capacity(2 * DIGEST_BYTES),
         }
     }
 
     /// What was written, once its digest matches.
     pub fn finish(self) -> Result<W, SnapshotError> {
-        if self.tail.len() != DIGEST_BYTES || self.hasher.finalize().as_slice() != self.tail {
+        if self.tail.len() != DIGEST_BYTES || self.digest.finish() != self.tail {
             return Err(SnapshotError::Digest);
         }
         Ok(self.out)
@@ -93,10 +92,10 @@ impl<W: Write> Write for VerifyingWriter<W> {
         let held = self.tail.len() + data.len();
         let body = held.saturating_sub(DIGEST_BYTES);
         let from_tail = body.min(self.tail.len());
-        self.hasher.update(&self.tail[..from_tail]);
+        self.digest.update(&self.tail[..from_tail]);
         self.tail.drain(..from_tail);
         let from_data = body - from_tail;
-        self.hasher.update(&data[..from_data]);
+        self.digest.update(&data[..from_data]);
         self.tail.extend_from_slice(&data[from_data..]);
         debug_assert!(self.tail.len() <= DIGEST_BYTES);
         Ok(data.len())
@@ -290,6 +289,9 @@ impl BatchedWrites {
     }
 }
 
+/// Bytes of records gathered before they are hashed and written on.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
 fn table_tag(table: Table) -> u8 {
     match table {
         Table::Kv => 1,
@@ -301,12 +303,31 @@ fn table_tag(table: Table) -> u8 {
 
 /// Writes the snapshot of `view` to `out`; returns the bytes written.
 pub fn write_snapshot(view: &PointInTime, out: &mut impl Write) -> Result<u64, StorageError> {
-    let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
     let mut writer = HashingWriter {
         inner: out,
-        hasher: Sha256::new(),
-        written_bytes: 0,
+        digest: SnapshotDigest::default(),
     };
+    let body_bytes = write_snapshot_body(view, &mut writer)?;
+    let digest = writer.digest.finish();
+    let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
+    writer.inner.write_all(&digest).map_err(io)?;
+    writer.inner.flush().map_err(io)?;
+    Ok(body_bytes + digest.len() as u64)
+}
+
+/// Writes all of the snapshot of `view` but its digest, which is
+/// [`snapshot_digest`] of these bytes; returns the bytes written.
+pub fn write_snapshot_body(view: &PointInTime, out: &mut impl Write) -> Result<u64, StorageError> {
+    let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
+    // Records are gathered first, so `out` sees large blocks, not five
+    // small writes a record.
+    let mut writer = std::io::BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        CountingWriter {
+            inner: out,
+            written_bytes: 0,
+        },
+    );
     writer.write_all(SNAPSHOT_MAGIC).map_err(io)?;
     view.visit_all(&mut |table, key, value| {
         let key_len = u32::try_from(key.len()).map_err(|_| StorageError("key too long".into()))?;
@@ -320,25 +341,70 @@ pub fn write_snapshot(view: &PointInTime, out: &mut impl Write) -> Result<u64, S
         Ok(())
     })?;
     writer.write_all(&[END_OF_RECORDS]).map_err(io)?;
+    let mut writer = writer.into_inner().map_err(|e| io(e.into_error()))?;
     let padding = (PAD_TO_BYTES - writer.written_bytes as usize % PAD_TO_BYTES) % PAD_TO_BYTES;
     writer.write_all(&vec![0u8; padding]).map_err(io)?;
-    let digest = writer.hasher.finalize();
-    writer.inner.write_all(&digest).map_err(io)?;
-    writer.inner.flush().map_err(io)?;
-    Ok(writer.written_bytes + digest.len() as u64)
+    writer.flush().map_err(io)?;
+    Ok(writer.written_bytes)
+}
+
+/// The SHA-256 that closes a snapshot (e2d's, and etcd's database file),
+/// hashed from its body as it goes by. On aws-lc, whose SHA extensions code hashes gigabytes at disk speed.
+pub struct SnapshotDigest(aws_lc_rs::digest::Context);
+
+impl Default for SnapshotDigest {
+    fn default() -> Self {
+        SnapshotDigest(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+}
+
+impl SnapshotDigest {
+    pub fn update(&mut self, body: &[u8]) {
+        self.0.update(body);
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.0.finish().as_ref().to_vec()
+    }
+}
+
+impl Write for SnapshotDigest {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.update(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    written_bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written_bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 struct HashingWriter<'a, W: Write> {
     inner: &'a mut W,
-    hasher: Sha256,
-    written_bytes: u64,
+    digest: SnapshotDigest,
 }
 
 impl<W: Write> Write for HashingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written_bytes += n as u64;
+        self.digest.update(&buf[..n]);
         Ok(n)
     }
 
@@ -350,6 +416,7 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn damaged_snapshots_are_refused() {

@@ -917,6 +917,7 @@ impl Driver {
             metadata.index,
             self.raw_node.raft.raft_log.applied
         );
+        let loading = std::time::Instant::now();
         let mut state = node.write_state();
         // Rewriting every table blocks for long: the worker's other tasks
         // move to another thread meanwhile.
@@ -934,7 +935,9 @@ impl Driver {
         self.wal.snapshot(metadata.index, metadata.term)?;
         self.wal.set_installing(false)?;
         self.wal.sync()?;
+        let loaded_ms = loading.elapsed().as_millis() as u64;
         state.reload(now_ms)?;
+        let reloaded_ms = loading.elapsed().as_millis() as u64 - loaded_ms;
         self.raw_node
             .mut_store()
             .wl()
@@ -964,6 +967,8 @@ impl Driver {
         tracing::info!(
             index = metadata.index,
             state_applied,
+            loaded_ms,
+            reloaded_ms,
             "installed a snapshot from the leader"
         );
         Ok(())

@@ -175,25 +175,35 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let receiving = std::time::Instant::now();
         let dir = self.node.config.data_dir.join("tmp");
         let file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-        // Checked as it arrives: its digest is known when the last chunk is.
-        let mut out = crate::snapshot::VerifyingWriter::new(file);
-        let mut write = |data: &[u8]| {
-            use std::io::Write;
-            out.write_all(data)
-                .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))
-        };
-        write(&first.data)?;
-        while let Some(chunk) = incoming.message().await? {
-            write(&chunk.data)?;
+        // Checked as it arrives: its digest is known when the last chunk
+        // is. Each chunk is written off the async worker while the next
+        // one comes in.
+        let mut writer = crate::snapshot::VerifyingWriter::new(file);
+        let mut data = Some(first.data);
+        while let Some(chunk) = data.take() {
+            let written = crate::blocking::spawn(move || {
+                use std::io::Write;
+                writer.write_all(&chunk).map(|()| writer)
+            });
+            data = incoming.message().await?.map(|c| c.data);
+            writer = written
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
         }
-        let mut file = out
+        let mut file = writer
             .finish()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(
+            received_ms = receiving.elapsed().as_millis() as u64,
+            "received a snapshot from the leader"
+        );
         {
             use std::io::Seek;
             file.rewind()

@@ -10,11 +10,11 @@ use e2d_proto::peer::peer_client::PeerClient;
 use e2d_proto::peer::SnapshotChunk;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::codec;
 use super::driver::{DriverHandle, DriverRequest};
 use crate::server::Node;
+use crate::snapshot::SnapshotDigest;
 
 /// Bytes per snapshot chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -51,25 +51,67 @@ async fn stream(
             raft_message: Some(raft_message),
             data: Vec::with_capacity(CHUNK_BYTES),
         };
-        crate::snapshot::write_snapshot(&view, &mut out).map_err(|e| std::io::Error::other(e.0))?;
-        out.send_chunk()
+        crate::snapshot::write_snapshot_body(&view, &mut out)
+            .map_err(|e| std::io::Error::other(e.0))?;
+        out.send_chunk()?;
+        out.chunks
+            .blocking_send(Piece::BodyEnd)
+            .map_err(|_| closed())
     });
     let channel = crate::outgoing::connect(url)
         .await
         .map_err(std::io::Error::other)?;
     let mut client = PeerClient::new(channel).max_encoding_message_size(CHUNK_BYTES * 2);
-    let sent = client.install_snapshot(ReceiverStream::new(outgoing)).await;
+    let sent = client.install_snapshot(digested(outgoing)).await;
     let written = writer.await?;
     sent?;
     written?;
     Ok(())
 }
 
+/// What the reading side hands the stream.
+enum Piece {
+    Body(SnapshotChunk),
+    /// The body is whole: its digest may follow.
+    BodyEnd,
+}
+
+/// The chunks of `pieces`, then the digest of their bodies. The digest is
+/// taken here, beside the network, so the thread reading the view only
+/// reads. A body that stops short of [`Piece::BodyEnd`] gets no digest, so
+/// the receiving member refuses what came.
+fn digested(
+    pieces: mpsc::Receiver<Piece>,
+) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
+    futures_util::stream::unfold(
+        (pieces, Some(SnapshotDigest::default())),
+        |(mut pieces, mut digest)| async move {
+            match pieces.recv().await? {
+                Piece::Body(chunk) => {
+                    digest.as_mut()?.update(&chunk.data);
+                    Some((chunk, (pieces, digest)))
+                }
+                Piece::BodyEnd => {
+                    let chunk = SnapshotChunk {
+                        raft_message: Vec::new(),
+                        data: digest.take()?.finish(),
+                    };
+                    Some((chunk, (pieces, None)))
+                }
+            }
+        },
+    )
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::other("the receiving member closed the stream")
+}
+
 /// Cuts what is written into [`SnapshotChunk`]s of [`CHUNK_BYTES`], the
 /// first carrying the raft message, and hands each to the stream (waiting
 /// while [`CHUNKS_BUFFERED_MAX`] are in flight).
 struct ChunkWriter {
-    chunks: mpsc::Sender<SnapshotChunk>,
+    chunks: mpsc::Sender<Piece>,
     raft_message: Option<Vec<u8>>,
     data: Vec<u8>,
 }
@@ -85,8 +127,8 @@ impl ChunkWriter {
             data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)),
         };
         self.chunks
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::other("the receiving member closed the stream"))
+            .blocking_send(Piece::Body(chunk))
+            .map_err(|_| closed())
     }
 }
 
@@ -103,5 +145,51 @@ impl Write for ChunkWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+
+    use super::*;
+    use crate::snapshot::VerifyingWriter;
+
+    /// What a receiving member makes of the pieces sent: the bytes it
+    /// would keep, or its refusal.
+    async fn received(pieces: Vec<Piece>) -> Result<Vec<u8>, String> {
+        let (sender, receiver) = mpsc::channel(pieces.len() + 1);
+        for piece in pieces {
+            sender.send(piece).await.unwrap();
+        }
+        drop(sender);
+        let mut out = VerifyingWriter::new(Vec::new());
+        let chunks: Vec<SnapshotChunk> = digested(receiver).collect().await;
+        for chunk in chunks {
+            out.write_all(&chunk.data).unwrap();
+        }
+        out.finish().map_err(|e| e.to_string())
+    }
+
+    fn body(data: &[u8]) -> Piece {
+        Piece::Body(SnapshotChunk {
+            raft_message: Vec::new(),
+            data: data.to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_closed_by_its_digest_and_a_cut_one_is_refused() {
+        let whole = received(vec![body(b"first "), body(b"second"), Piece::BodyEnd]).await;
+        let mut expected = b"first second".to_vec();
+        expected.extend_from_slice(&sha2::Sha256::digest(b"first second"));
+        assert_eq!(whole.unwrap(), expected);
+        // The reading side failed after its first chunk: no digest follows,
+        // so the bytes that came cannot pass for a snapshot.
+        let cut = received(vec![body(b"first "), body(b"second")]).await;
+        assert!(cut.unwrap_err().contains("SHA-256 does not match"));
+        let nothing = received(Vec::new()).await;
+        assert!(nothing.is_err());
     }
 }
