@@ -353,6 +353,12 @@ pub struct LogLimits {
 impl Driver {
     async fn run(mut self, mut incoming: mpsc::Receiver<DriverRequest>) {
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+        // Ticks missed while the driver was held up (a snapshot install, a
+        // slow disk) are dropped, as a Go ticker drops them for etcd: in a
+        // burst they would run out the election timeout before the
+        // messages queued meanwhile (the leader's heartbeats, a follower's
+        // answers) are read, and start an election nobody needs.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(DRIVER_BATCH_MAX);
         let mut busy = false;
         // A lone voter elects itself at once rather than after a timeout.
