@@ -321,14 +321,9 @@ pub fn write_snapshot_body(view: &PointInTime, out: &mut impl Write) -> Result<u
     let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
     // Records are gathered first, so `out` sees large blocks, not five
     // small writes a record.
-    let mut writer = std::io::BufWriter::with_capacity(
-        WRITE_BUFFER_BYTES,
-        CountingWriter {
-            inner: out,
-            written_bytes: 0,
-        },
-    );
+    let mut writer = std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
     writer.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+    let mut written_bytes = SNAPSHOT_MAGIC.len();
     view.visit_all(&mut |table, key, value| {
         let key_len = u32::try_from(key.len()).map_err(|_| StorageError("key too long".into()))?;
         let value_len =
@@ -338,14 +333,15 @@ pub fn write_snapshot_body(view: &PointInTime, out: &mut impl Write) -> Result<u
         writer.write_all(key).map_err(io)?;
         writer.write_all(&value_len.to_be_bytes()).map_err(io)?;
         writer.write_all(value).map_err(io)?;
+        written_bytes += 1 + 4 + key.len() + 4 + value.len();
         Ok(())
     })?;
     writer.write_all(&[END_OF_RECORDS]).map_err(io)?;
-    let mut writer = writer.into_inner().map_err(|e| io(e.into_error()))?;
-    let padding = (PAD_TO_BYTES - writer.written_bytes as usize % PAD_TO_BYTES) % PAD_TO_BYTES;
+    written_bytes += 1;
+    let padding = (PAD_TO_BYTES - written_bytes % PAD_TO_BYTES) % PAD_TO_BYTES;
     writer.write_all(&vec![0u8; padding]).map_err(io)?;
     writer.flush().map_err(io)?;
-    Ok(writer.written_bytes)
+    Ok((written_bytes + padding) as u64)
 }
 
 /// The SHA-256 that closes a snapshot (e2d's, and etcd's database file),
@@ -376,23 +372,6 @@ impl Write for SnapshotDigest {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-struct CountingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    written_bytes: u64,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written_bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
