@@ -303,49 +303,54 @@ fn table_tag(table: Table) -> u8 {
 
 /// Writes the snapshot of `view` to `out`; returns the bytes written.
 pub fn write_snapshot(view: &PointInTime, out: &mut impl Write) -> Result<u64, StorageError> {
-    let mut writer = HashingWriter {
-        inner: out,
-        digest: SnapshotDigest::default(),
-    };
-    let body_bytes = write_snapshot_body(view, &mut writer)?;
-    let digest = writer.digest.finish();
     let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
+    // Records are gathered first, so the digest and `out` see large
+    // blocks, not five small writes a record.
+    let mut writer = std::io::BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        HashingWriter {
+            inner: out,
+            digest: SnapshotDigest::default(),
+        },
+    );
+    let body_bytes = write_snapshot_body(view, &mut writer)?;
+    let writer = writer.into_inner().map_err(|e| io(e.into_error()))?;
+    let digest = writer.digest.finish();
     writer.inner.write_all(&digest).map_err(io)?;
     writer.inner.flush().map_err(io)?;
     Ok(body_bytes + digest.len() as u64)
 }
 
-/// Writes all of the snapshot of `view` but its digest, which is
-/// [`snapshot_digest`] of these bytes; returns the bytes written.
+/// Writes all of the snapshot of `view` but its digest, which is the
+/// [`SnapshotDigest`] of these bytes, record by record: `out` buffers.
+/// Returns the bytes written.
 pub fn write_snapshot_body(view: &PointInTime, out: &mut impl Write) -> Result<u64, StorageError> {
     let io = |e: std::io::Error| StorageError(format!("writing snapshot: {e}"));
-    // Records are gathered first, so `out` sees large blocks, not five
-    // small writes a record.
-    let mut writer = std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
-    writer.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+    out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
     let mut written_bytes = SNAPSHOT_MAGIC.len();
     view.visit_all(&mut |table, key, value| {
         let key_len = u32::try_from(key.len()).map_err(|_| StorageError("key too long".into()))?;
         let value_len =
             u32::try_from(value.len()).map_err(|_| StorageError("value too long".into()))?;
-        writer.write_all(&[table_tag(table)]).map_err(io)?;
-        writer.write_all(&key_len.to_be_bytes()).map_err(io)?;
-        writer.write_all(key).map_err(io)?;
-        writer.write_all(&value_len.to_be_bytes()).map_err(io)?;
-        writer.write_all(value).map_err(io)?;
+        out.write_all(&[table_tag(table)]).map_err(io)?;
+        out.write_all(&key_len.to_be_bytes()).map_err(io)?;
+        out.write_all(key).map_err(io)?;
+        out.write_all(&value_len.to_be_bytes()).map_err(io)?;
+        out.write_all(value).map_err(io)?;
         written_bytes += 1 + 4 + key.len() + 4 + value.len();
         Ok(())
     })?;
-    writer.write_all(&[END_OF_RECORDS]).map_err(io)?;
+    out.write_all(&[END_OF_RECORDS]).map_err(io)?;
     written_bytes += 1;
     let padding = (PAD_TO_BYTES - written_bytes % PAD_TO_BYTES) % PAD_TO_BYTES;
-    writer.write_all(&vec![0u8; padding]).map_err(io)?;
-    writer.flush().map_err(io)?;
+    out.write_all(&vec![0u8; padding]).map_err(io)?;
+    out.flush().map_err(io)?;
     Ok((written_bytes + padding) as u64)
 }
 
 /// The SHA-256 that closes a snapshot (e2d's, and etcd's database file),
-/// hashed from its body as it goes by. On aws-lc, whose SHA extensions code hashes gigabytes at disk speed.
+/// hashed from its body as it goes by; on aws-lc, the server's crypto
+/// provider, which uses the CPU's SHA instructions.
 pub struct SnapshotDigest(aws_lc_rs::digest::Context);
 
 impl Default for SnapshotDigest {

@@ -177,11 +177,10 @@ impl<B: Backend> Mvcc<B> {
     /// The value of `key` as of store revision `at_main`.
     pub fn get(&self, key: &[u8], at_main: i64) -> Result<Option<KeyValue>, Error> {
         match self.index.get(key, at_main) {
-            // Below the compacted revision, only what compaction keeps.
+            // Below the compacted revision, only what compaction keeps
+            // (the index's answer is a put, not a delete).
             Some(rev)
-                if at_main < self.compact_revision
-                    && self.compaction_under_way()
-                    && self.index.get(key, self.compact_revision) != Some(rev) =>
+                if at_main < self.compact_revision && self.compacted_away(key, rev, false) =>
             {
                 Ok(None)
             }
@@ -252,15 +251,15 @@ impl<B: Backend> Mvcc<B> {
         );
     }
 
-    /// Whether `change` of `key` is one the compaction under way drops but
-    /// has not deleted yet: readers skip it. Those are the changes at or
+    /// Whether the change of `key` at `revision` (a delete when
+    /// `tombstone`) is one the compaction under way drops but has not
+    /// deleted yet: readers skip it. Those are the changes at or
     /// below the compacted revision but the newest, and that too when it
     /// is a delete: the newest a read at that revision would not find.
-    fn compacted_away(&self, change: &Change, key: &[u8]) -> bool {
+    fn compacted_away(&self, key: &[u8], revision: Revision, tombstone: bool) -> bool {
         self.compaction_cursor.is_some()
-            && change.revision().main <= self.compact_revision
-            && (change.tombstone()
-                || self.index.get(key, self.compact_revision) != Some(change.revision()))
+            && revision.main <= self.compact_revision
+            && (tombstone || self.index.get(key, self.compact_revision) != Some(revision))
     }
 
     /// Events of store revisions `from_main..=to_main`, in revision order, at
@@ -288,7 +287,7 @@ impl<B: Backend> Mvcc<B> {
                         return false;
                     }
                 };
-                if self.compacted_away(&change, &kv.key) {
+                if self.compacted_away(&kv.key, change.revision(), change.tombstone()) {
                     return true;
                 }
                 if events.len() >= events_max && change.revision().main != last_main {
@@ -344,7 +343,11 @@ impl<B: Backend> Mvcc<B> {
             // compaction at `revision` would drop, or the one under way has.
             if key < compacted_end.as_slice() && (any_live || self.compaction_under_way()) {
                 match decode_kv_entry(key, value) {
-                    Ok((change, kv)) if self.compacted_away(&change, &kv.key) => return true,
+                    Ok((change, kv))
+                        if self.compacted_away(&kv.key, change.revision(), change.tombstone()) =>
+                    {
+                        return true
+                    }
                     Ok((change, kv)) if any_live => {
                         let kept = self.index.get(&kv.key, revision) == Some(change.revision());
                         if change.tombstone() || !kept {
