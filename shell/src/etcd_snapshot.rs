@@ -117,7 +117,7 @@ pub fn verify_etcd_snapshot(
 pub fn load_etcd_snapshot(
     backend: DiskBackend,
     path: &Path,
-    replaced: &dyn Fn(Table, &[u8]) -> bool,
+    replaced: crate::snapshot::Replaced,
 ) -> Result<(DiskBackend, ImportSummary), EtcdSnapshotError> {
     let mut backend = backend;
     let file = File::open(path)?;
@@ -349,7 +349,7 @@ mod tests {
         target.put(Table::Kv, b"stale", b"x");
         target.put(Table::Meta, b"kept", b"y");
         target.commit(false).unwrap();
-        let (target, loaded) = load_etcd_snapshot(target, &path, &|table, key| {
+        let (target, loaded) = load_etcd_snapshot(target, &path, |table, key| {
             table != Table::Meta || key != b"kept"
         })
         .unwrap();

@@ -34,6 +34,7 @@ pub mod sim_bugs;
 #[cfg(madsim)]
 pub mod sim_versions;
 mod snapshot;
+mod snapshot_load;
 pub mod status;
 pub mod storage;
 #[cfg(not(madsim))]

@@ -73,14 +73,14 @@ pub fn verify(path: &Path) -> Result<PayloadFormat, SnapshotError> {
 pub fn replace_tables(
     backend: DiskBackend,
     path: &Path,
-    replaced: &dyn Fn(Table, &[u8]) -> bool,
+    replaced: crate::snapshot::Replaced,
 ) -> Result<DiskBackend, StorageError> {
     let failed = |e: &dyn std::fmt::Display| StorageError(format!("{}: {e}", path.display()));
     match detect(path).map_err(|e| failed(&e))? {
         PayloadFormat::E2d => {
             let mut backend = backend;
             let file = File::open(path).map_err(|e| failed(&e))?;
-            crate::snapshot::replace_tables(&mut backend, file, replaced)?;
+            crate::snapshot_load::replace_tables(&mut backend, file, replaced)?;
             Ok(backend)
         }
         PayloadFormat::Etcd => crate::etcd_snapshot::load_etcd_snapshot(backend, path, replaced)
@@ -178,8 +178,8 @@ pub fn summarize(path: &Path) -> Result<Summary, SnapshotError> {
     let (hash, total_keys) = match format {
         PayloadFormat::E2d => {
             let mut input = std::io::BufReader::new(File::open(path)?);
-            crate::snapshot::for_each_record(&mut input, &mut |(table, key, value)| {
-                counts.visit(table, &key, &value).map_err(storage)
+            crate::snapshot::for_each_record(&mut input, &mut |table, key, value| {
+                counts.visit(table, key, value).map_err(storage)
             })?;
             (None, None)
         }

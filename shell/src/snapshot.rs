@@ -10,14 +10,15 @@ use std::io::{Read, Write};
 
 use e2d_core::storage::{Backend, StorageError, Table};
 
-use crate::storage::{DiskBackend, PointInTime, TableIngestion};
+use crate::storage::{DiskBackend, PointInTime};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"E2DSNAP\x01";
 const END_OF_RECORDS: u8 = 0xff;
 const PAD_TO_BYTES: usize = 512;
 
-/// A table's entries as a snapshot carries them.
-pub type Record = (Table, Vec<u8>, Vec<u8>);
+/// Which keys a snapshot replaces, by table: the others stay as they
+/// are, in the backend and in the snapshot alike.
+pub type Replaced = fn(Table, &[u8]) -> bool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -31,6 +32,8 @@ pub enum SnapshotError {
     Malformed(usize),
     #[error(transparent)]
     Etcd(#[from] crate::etcd_snapshot::EtcdSnapshotError),
+    #[error("cannot load the snapshot: {0}")]
+    Load(#[from] StorageError),
 }
 
 fn tag_table(tag: u8) -> Option<Table> {
@@ -76,6 +79,11 @@ impl<W: Write> VerifyingWriter<W> {
         }
     }
 
+    /// Where the bytes go.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// What was written, once its digest matches.
     pub fn finish(self) -> Result<W, SnapshotError> {
         if self.tail.len() != DIGEST_BYTES || self.digest.finish() != self.tail {
@@ -111,43 +119,163 @@ impl<W: Write> Write for VerifyingWriter<W> {
 /// a longer length is damage, refused before anything is allocated.
 const RECORD_FIELD_BYTES_MAX: usize = e2d_core::wal::RECORD_BYTES_MAX;
 
-/// Visits a snapshot's records in order, one at a time; call
-/// [`verify_snapshot`] first.
+/// Visits a snapshot's records in order, one at a time, until its end
+/// record; call [`verify_snapshot`] first.
 pub fn for_each_record(
     input: &mut impl Read,
-    visit: &mut dyn FnMut(Record) -> Result<(), SnapshotError>,
+    visit: &mut VisitRecord<'_>,
 ) -> Result<(), SnapshotError> {
-    let mut at = 0usize;
-    let take = |input: &mut dyn Read, n: usize, at: &mut usize| -> Result<Vec<u8>, SnapshotError> {
-        let mut bytes = vec![0u8; n];
-        input
-            .read_exact(&mut bytes)
-            .map_err(|_| SnapshotError::Malformed(*at))?;
-        *at += n;
-        Ok(bytes)
-    };
-    if take(input, SNAPSHOT_MAGIC.len(), &mut at)? != SNAPSHOT_MAGIC {
-        return Err(SnapshotError::Magic);
-    }
-    let length = |bytes: Vec<u8>, at: usize| -> Result<usize, SnapshotError> {
-        let length = u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize;
-        if length > RECORD_FIELD_BYTES_MAX {
-            return Err(SnapshotError::Malformed(at - 4));
+    let mut parser = RecordParser::default();
+    let mut block = vec![0u8; READ_BLOCK_BYTES];
+    while !parser.ended() {
+        let read = input.read(&mut block)?;
+        if read == 0 {
+            return Err(SnapshotError::Malformed(parser.offset()));
         }
-        Ok(length)
-    };
-    loop {
-        let tag = take(input, 1, &mut at)?[0];
-        if tag == END_OF_RECORDS {
+        parser.feed(&block[..read], visit)?;
+    }
+    Ok(())
+}
+
+/// Bytes [`for_each_record`] reads at a time.
+const READ_BLOCK_BYTES: usize = 256 * 1024;
+
+/// Takes one record: its table, key and value.
+pub type VisitRecord<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<(), SnapshotError> + 'a;
+
+/// A snapshot's records read from its bytes as they come, in pieces of any
+/// size: whole records in a piece are visited where they lie, and only a
+/// record cut by a piece's end is copied, to be completed by the next.
+/// What follows the end record (padding and digest) is not read.
+#[derive(Default)]
+pub struct RecordParser {
+    /// The magic is read; records come next.
+    past_magic: bool,
+    ended: bool,
+    /// The start of one item, waiting for the rest of it.
+    pending: Vec<u8>,
+    /// Bytes of the snapshot taken so far, `pending`'s not counted.
+    offset: usize,
+}
+
+/// Where the next item of a snapshot stands in the bytes at hand.
+enum Item {
+    /// Whole, this long.
+    Whole(usize),
+    /// Cut: at least this many bytes are needed to say more.
+    Short(usize),
+}
+
+impl RecordParser {
+    /// Whether the end record was read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Bytes read so far, up to the item under way.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Reads `data`, the next bytes of the snapshot, visiting each record
+    /// it completes.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        visit: &mut VisitRecord<'_>,
+    ) -> Result<(), SnapshotError> {
+        // The item the last piece cut is completed first, a field at a
+        // time, so `pending` never takes bytes past its end.
+        while !self.pending.is_empty() && !data.is_empty() {
+            let Item::Short(needed) = self.next_item(&self.pending)? else {
+                break;
+            };
+            let taken = (needed - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..taken]);
+            data = &data[taken..];
+        }
+        if !self.pending.is_empty() {
+            if let Item::Short(_) = self.next_item(&self.pending)? {
+                return Ok(());
+            }
+            let pending = std::mem::take(&mut self.pending);
+            self.parse(&pending, visit)?;
+        }
+        if self.ended {
             return Ok(());
         }
-        let table = tag_table(tag).ok_or(SnapshotError::Malformed(at - 1))?;
-        let key_len = length(take(input, 4, &mut at)?, at)?;
-        let key = take(input, key_len, &mut at)?;
-        let value_len = length(take(input, 4, &mut at)?, at)?;
-        let value = take(input, value_len, &mut at)?;
-        visit((table, key, value))?;
+        let used = self.parse(data, visit)?;
+        if !self.ended {
+            self.pending.extend_from_slice(&data[used..]);
+        }
+        Ok(())
     }
+
+    /// Visits the whole items at the start of `bytes`; returns their length.
+    fn parse(&mut self, bytes: &[u8], visit: &mut VisitRecord<'_>) -> Result<usize, SnapshotError> {
+        let mut used = 0;
+        while !self.ended {
+            let Item::Whole(length) = self.next_item(&bytes[used..])? else {
+                break;
+            };
+            let item = &bytes[used..used + length];
+            if !self.past_magic {
+                if item != SNAPSHOT_MAGIC {
+                    return Err(SnapshotError::Magic);
+                }
+                self.past_magic = true;
+            } else if item[0] == END_OF_RECORDS {
+                self.ended = true;
+            } else {
+                let table = tag_table(item[0]).expect("next_item checked the tag");
+                let key_end = 5 + field_length(&item[1..5]);
+                visit(table, &item[5..key_end], &item[key_end + 4..])?;
+            }
+            used += length;
+            self.offset += length;
+        }
+        Ok(used)
+    }
+
+    /// How long the item at the start of `bytes` is, as far as they say.
+    fn next_item(&self, bytes: &[u8]) -> Result<Item, SnapshotError> {
+        let whole_or_short = |length: usize| match bytes.len() >= length {
+            true => Item::Whole(length),
+            false => Item::Short(length),
+        };
+        if !self.past_magic {
+            return Ok(whole_or_short(SNAPSHOT_MAGIC.len()));
+        }
+        let Some(&tag) = bytes.first() else {
+            return Ok(Item::Short(1));
+        };
+        if tag == END_OF_RECORDS {
+            return Ok(Item::Whole(1));
+        }
+        if tag_table(tag).is_none() {
+            return Err(SnapshotError::Malformed(self.offset));
+        }
+        let checked = |at: usize| -> Result<usize, SnapshotError> {
+            let length = field_length(&bytes[at..at + 4]);
+            match length > RECORD_FIELD_BYTES_MAX {
+                true => Err(SnapshotError::Malformed(self.offset + at)),
+                false => Ok(length),
+            }
+        };
+        if bytes.len() < 5 {
+            return Ok(Item::Short(5));
+        }
+        let value_at = 5 + checked(1)?;
+        if bytes.len() < value_at + 4 {
+            return Ok(Item::Short(value_at + 4));
+        }
+        Ok(whole_or_short(value_at + 4 + checked(value_at)?))
+    }
+}
+
+/// A record's big-endian length field.
+fn field_length(bytes: &[u8]) -> usize {
+    u32::from_be_bytes(bytes.try_into().expect("4 bytes")) as usize
 }
 
 /// Staged bytes after which loading a snapshot commits, so memory stays
@@ -156,86 +284,11 @@ const LOAD_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Keys deleted per batch when clearing the tables for a snapshot.
 const LOAD_DELETES_PER_BATCH_MAX: usize = 10_000;
 
-/// Replaces the keys `replaced` selects with those of the (verified)
-/// snapshot in `file`: first every such key is deleted (in batches of
-/// bounded size), then the snapshot's are loaded table by table in bulk
-/// ([`DiskBackend::ingest`]), straight into the storage engine's table
-/// files. Keys `replaced` refuses stay as they are, in the backend and in
-/// the snapshot alike. A snapshot whose records are not grouped by table
-/// and in key order within each is refused.
-pub fn replace_tables(
-    backend: &mut DiskBackend,
-    mut file: std::fs::File,
-    replaced: &dyn Fn(Table, &[u8]) -> bool,
-) -> Result<(), StorageError> {
-    clear_tables(backend, replaced)?;
-    let backend = &*backend;
-    let mut reader = std::io::BufReader::new(&mut file);
-    let mut loading: Option<TableLoad<'_>> = None;
-    let mut loaded = Vec::new();
-    let mut failure = None;
-    let mut load = |(table, key, value): Record| -> Result<(), StorageError> {
-        if !replaced(table, &key) {
-            return Ok(());
-        }
-        if loading.as_ref().is_none_or(|l| l.table != table) {
-            if loaded.contains(&table) {
-                return Err(out_of_order(table));
-            }
-            if let Some(done) = loading.take() {
-                done.ingestion.finish()?;
-            }
-            loaded.push(table);
-            loading = Some(TableLoad {
-                table,
-                ingestion: backend.ingest(table)?,
-                last_key: None,
-            });
-        }
-        let l = loading.as_mut().expect("started above");
-        if l.last_key.as_ref().is_some_and(|last| *last >= key) {
-            return Err(out_of_order(table));
-        }
-        l.ingestion.put(&key, &value)?;
-        l.last_key = Some(key);
-        Ok(())
-    };
-    for_each_record(&mut reader, &mut |record| {
-        load(record).map_err(|e| {
-            failure = Some(e);
-            SnapshotError::Io(std::io::Error::other("load failed"))
-        })
-    })
-    .map_err(|e| match failure.take() {
-        Some(load_failure) => load_failure,
-        None => StorageError(format!("snapshot: {e}")),
-    })?;
-    match loading {
-        Some(last) => last.ingestion.finish(),
-        None => Ok(()),
-    }
-}
-
-/// The bulk load of one table under way in [`replace_tables`].
-struct TableLoad<'a> {
-    table: Table,
-    ingestion: TableIngestion<'a>,
-    /// The last key loaded: the next must sort after it.
-    last_key: Option<Vec<u8>>,
-}
-
-fn out_of_order(table: Table) -> StorageError {
-    StorageError(format!(
-        "snapshot: the records of table {} are not in key order, or not together: the snapshot is damaged",
-        table.name()
-    ))
-}
-
 /// Deletes every key `replaced` selects, in batches of bounded size, each
 /// committed (unsynced).
 pub(crate) fn clear_tables(
     backend: &mut DiskBackend,
-    replaced: &dyn Fn(Table, &[u8]) -> bool,
+    replaced: Replaced,
 ) -> Result<(), StorageError> {
     for table in Table::ALL {
         let mut after: Option<Vec<u8>> = None;
@@ -398,7 +451,7 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
@@ -414,8 +467,8 @@ mod tests {
         file.write_all(&bytes).unwrap();
         verify_snapshot(&mut file).unwrap();
         let mut records = Vec::new();
-        for_each_record(&mut file, &mut |r| {
-            records.push(r);
+        for_each_record(&mut file, &mut |table, key, value| {
+            records.push((table, key.to_vec(), value.to_vec()));
             Ok(())
         })
         .unwrap();
@@ -455,63 +508,36 @@ mod tests {
         assert!(matches!(short.finish(), Err(SnapshotError::Digest)));
     }
 
-    /// A snapshot file (with its digest) holding `records`.
-    fn snapshot_of(dir: &std::path::Path, records: &[(Table, &str, &str)]) -> std::fs::File {
-        use std::io::{Seek, Write};
+    /// A snapshot's bytes (with its digest) holding `records`.
+    pub(crate) fn snapshot_bytes(records: &[(Table, &[u8], &[u8])]) -> Vec<u8> {
         let mut body = SNAPSHOT_MAGIC.to_vec();
         for (table, key, value) in records {
             body.push(table_tag(*table));
             for field in [key, value] {
                 body.extend_from_slice(&(field.len() as u32).to_be_bytes());
-                body.extend_from_slice(field.as_bytes());
+                body.extend_from_slice(field);
             }
         }
         body.push(END_OF_RECORDS);
         let digest = Sha256::digest(&body);
         body.extend_from_slice(&digest);
+        body
+    }
+
+    /// A snapshot file (with its digest) holding `records`.
+    pub(crate) fn snapshot_of(
+        dir: &std::path::Path,
+        records: &[(Table, &str, &str)],
+    ) -> std::fs::File {
+        use std::io::{Seek, Write};
+        let records: Vec<(Table, &[u8], &[u8])> = records
+            .iter()
+            .map(|(table, key, value)| (*table, key.as_bytes(), value.as_bytes()))
+            .collect();
         let mut file = crate::durable_file::unnamed_in(dir).unwrap();
-        file.write_all(&body).unwrap();
+        file.write_all(&snapshot_bytes(&records)).unwrap();
         file.rewind().unwrap();
         verify_snapshot(&mut file).unwrap();
         file
-    }
-
-    #[test]
-    fn a_snapshot_loads_table_by_table_and_out_of_order_records_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut backend = DiskBackend::open(&dir.path().join("db")).unwrap();
-        backend.put(Table::Kv, b"old", b"gone");
-        backend.put(Table::Meta, b"kept", b"1");
-        backend.commit(true).unwrap();
-        let everything_but_kept = |_: Table, key: &[u8]| key != b"kept";
-        let good = snapshot_of(
-            dir.path(),
-            &[
-                (Table::Kv, "a", "1"),
-                (Table::Kv, "b", "2"),
-                (Table::Meta, "m", "3"),
-            ],
-        );
-        replace_tables(&mut backend, good, &everything_but_kept).unwrap();
-        let read = |backend: &DiskBackend, table, key: &[u8]| backend.get(table, key).unwrap();
-        assert_eq!(read(&backend, Table::Kv, b"old"), None);
-        assert_eq!(read(&backend, Table::Kv, b"a"), Some(b"1".to_vec()));
-        assert_eq!(read(&backend, Table::Kv, b"b"), Some(b"2".to_vec()));
-        assert_eq!(read(&backend, Table::Meta, b"m"), Some(b"3".to_vec()));
-        assert_eq!(read(&backend, Table::Meta, b"kept"), Some(b"1".to_vec()));
-
-        for damaged in [
-            vec![(Table::Kv, "b", "2"), (Table::Kv, "a", "1")],
-            vec![(Table::Kv, "a", "1"), (Table::Kv, "a", "1")],
-            vec![
-                (Table::Kv, "a", "1"),
-                (Table::Meta, "m", "3"),
-                (Table::Kv, "b", "2"),
-            ],
-        ] {
-            let file = snapshot_of(dir.path(), &damaged);
-            let refused = replace_tables(&mut backend, file, &everything_but_kept).unwrap_err();
-            assert!(refused.0.contains("not in key order"), "{refused}");
-        }
     }
 }

@@ -154,7 +154,7 @@ fn an_etcd_snapshot_reads_into_e2d_tables_as_etcd_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let backend = DiskBackend::open(&dir.path().join("db")).unwrap();
     let (mut backend, loaded_summary) =
-        load_etcd_snapshot(backend, &snapshot, &|_, _| true).expect("the snapshot loads");
+        load_etcd_snapshot(backend, &snapshot, |_, _| true).expect("the snapshot loads");
     backend.commit(true).unwrap();
     assert_eq!(loaded_summary, verified);
     let state = StateMachine::open(backend, 0).unwrap();

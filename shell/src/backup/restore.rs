@@ -413,7 +413,7 @@ pub fn load_into(
     restored_at: Option<String>,
     now_ms: u64,
 ) -> Result<(DiskBackend, Restored), e2d_core::Error> {
-    let mut backend = crate::payload::replace_tables(backend, payload, &is_restored)?;
+    let mut backend = crate::payload::replace_tables(backend, payload, is_restored)?;
     backend.commit(true)?;
     let mut state = StateMachine::open(backend, now_ms)?;
     let mut restored = replay_deltas(&mut state, replay, now_ms)?;

@@ -31,6 +31,7 @@ use super::wal::Wal;
 use super::{log_store, Transport, ELECTION_TICKS, HEARTBEAT_TICKS, TICK_MS};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::Node;
+use crate::snapshot_load::IncomingSnapshot;
 use crate::storage::DiskBackend;
 use e2d_core::storage::read_meta_u64;
 
@@ -83,7 +84,7 @@ pub enum DriverRequest {
     InstallSnapshot {
         message: Box<Message>,
         /// The snapshot, its digest checked.
-        file: std::fs::File,
+        snapshot: IncomingSnapshot,
     },
     /// How sending a snapshot to `to` went.
     ReportSnapshot {
@@ -321,7 +322,7 @@ struct Driver {
     removed: bool,
     /// Records of a snapshot whose raft message was stepped, waiting for
     /// raft to hand the snapshot over in a Ready.
-    incoming_snapshot: Option<std::fs::File>,
+    incoming_snapshot: Option<IncomingSnapshot>,
     /// Entries up to this index are in the state machine already (it came
     /// from a snapshot taken after them); their effects are not applied again.
     state_applied_floor: u64,
@@ -438,11 +439,11 @@ impl Driver {
             DriverRequest::View { reply } => {
                 let _ = reply.send(self.membership_view());
             }
-            DriverRequest::InstallSnapshot { message, file } => {
+            DriverRequest::InstallSnapshot { message, snapshot } => {
                 if !self.addressed_to_me(&message) {
                     return;
                 }
-                self.incoming_snapshot = Some(file);
+                self.incoming_snapshot = Some(snapshot);
                 if let Err(e) = self.raw_node.step(*message) {
                     tracing::warn!(error = %e, "a snapshot's raft message was refused");
                 }
@@ -907,7 +908,7 @@ impl Driver {
     /// Replaces the state machine with the snapshot that came with raft's
     /// `snapshot`, and the log with the snapshot's position.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), Error> {
-        let file = self
+        let incoming = self
             .incoming_snapshot
             .take()
             .ok_or_else(|| storage("raft handed over a snapshot that never arrived".into()))?;
@@ -929,10 +930,7 @@ impl Driver {
         // move to another thread meanwhile.
         crate::blocking::in_place(|| -> Result<(), Error> {
             let backend = state.backend_mut();
-            crate::snapshot::replace_tables(backend, file, &|table, key| {
-                !crate::server::is_member_local(table, key)
-            })
-            .map_err(Error::Storage)?;
+            incoming.install(backend).map_err(Error::Storage)?;
             log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
             log_store::stage_installed_snapshot(backend, metadata.index, metadata.term);
             backend.commit(true)?;

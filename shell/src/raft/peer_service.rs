@@ -22,6 +22,8 @@ use super::codec;
 use super::driver::DriverRequest;
 use crate::grpc::to_status;
 use crate::server::{corrupt_check, join_lock, member_changes, Node};
+use crate::snapshot::{SnapshotError, VerifyingWriter};
+use crate::snapshot_load::{IncomingSnapshot, StagedTables, StreamedLoad};
 
 /// How often a raft stream's sender is checked against the removed members.
 const REMOVED_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -176,47 +178,99 @@ impl Peer for PeerService {
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let receiving = std::time::Instant::now();
-        let dir = self.node.config.data_dir.join("tmp");
-        let file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-        // Checked as it arrives: its digest is known when the last chunk
-        // is. Each chunk is written off the async worker while the next
-        // one comes in.
-        let mut writer = crate::snapshot::VerifyingWriter::new(file);
-        let mut data = Some(first.data);
-        while let Some(chunk) = data.take() {
-            let written = crate::blocking::spawn(move || {
-                use std::io::Write;
-                writer.write_all(&chunk).map(|()| writer)
-            });
-            data = incoming.message().await?.map(|c| c.data);
-            writer = written
+        let ingester = self.node.read().mvcc().backend().ingester();
+        // A load given up on leaves its table files behind until the next
+        // start: once one was, snapshots go through a file instead, which
+        // is removed whatever happens.
+        let snapshot = if ingester.abandoned_any() {
+            let dir = self.node.config.data_dir.join("tmp");
+            let file = crate::blocking::spawn(move || crate::durable_file::unnamed_in(&dir))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-        }
-        let mut file = writer
-            .finish()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let file = receive(first.data, &mut incoming, VerifyingWriter::new(file)).await?;
+            IncomingSnapshot::File(file, crate::server::is_replicated)
+        } else {
+            let load = StreamedLoad::new(ingester, crate::server::is_replicated);
+            IncomingSnapshot::Staged(receive(first.data, &mut incoming, load).await?)
+        };
         tracing::info!(
             received_ms = receiving.elapsed().as_millis() as u64,
             "received a snapshot from the leader"
         );
-        {
-            use std::io::Seek;
-            file.rewind()
-                .map_err(|e| Status::internal(format!("cannot read the snapshot back: {e}")))?;
-        }
         self.node
             .raft()
             .send(DriverRequest::InstallSnapshot {
                 message: Box::new(message),
-                file,
+                snapshot,
             })
             .await
             .map_err(to_status)?;
         Ok(Response::new(SendAck {}))
     }
+}
+
+/// Where a snapshot's chunks go as they arrive, checked against the digest
+/// that ends them.
+trait ChunkSink: Send + 'static {
+    type Whole: Send + 'static;
+    fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError>;
+    /// What came, once its digest matches.
+    fn finish(self) -> Result<Self::Whole, SnapshotError>;
+}
+
+impl ChunkSink for VerifyingWriter<std::fs::File> {
+    type Whole = std::fs::File;
+
+    fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
+        use std::io::Write;
+        Ok(self.write_all(chunk)?)
+    }
+
+    fn finish(self) -> Result<std::fs::File, SnapshotError> {
+        let mut file = VerifyingWriter::finish(self)?;
+        use std::io::Seek;
+        file.rewind()?;
+        Ok(file)
+    }
+}
+
+impl ChunkSink for StreamedLoad {
+    type Whole = StagedTables;
+
+    fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
+        self.write(chunk)
+    }
+
+    fn finish(self) -> Result<StagedTables, SnapshotError> {
+        StreamedLoad::finish(self)
+    }
+}
+
+/// Hands `first` and every later chunk of `incoming` to `sink`: each off
+/// the async worker while the next one comes in.
+async fn receive<S: ChunkSink>(
+    first: Vec<u8>,
+    incoming: &mut Streaming<SnapshotChunk>,
+    mut sink: S,
+) -> Result<S::Whole, Status> {
+    let refused = |e: SnapshotError| match e {
+        SnapshotError::Io(_) | SnapshotError::Load(_) => {
+            Status::internal(format!("cannot store the snapshot: {e}"))
+        }
+        other => Status::invalid_argument(other.to_string()),
+    };
+    let mut data = Some(first);
+    while let Some(chunk) = data.take() {
+        let taken = crate::blocking::spawn(move || sink.take(&chunk).map(|()| sink));
+        data = incoming.message().await?.map(|c| c.data);
+        sink = taken
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
+    }
+    crate::blocking::spawn(move || sink.finish())
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(refused)
 }

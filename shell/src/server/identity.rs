@@ -18,13 +18,13 @@ const META_RECOVERED_FROM: &[u8] = b"recovered_from";
 /// that the members of an old cluster know they were superseded.
 const META_RECOVERY_LINEAGE: &[u8] = b"recovery_lineage";
 
-/// Entries of the backend that belong to this member, not the cluster: a
-/// snapshot from another member must not replace them.
-pub fn is_member_local(table: Table, key: &[u8]) -> bool {
-    table == Table::Meta
+/// Entries of the backend that belong to the cluster, not this member: a
+/// snapshot from another member replaces them, and only them.
+pub fn is_replicated(table: Table, key: &[u8]) -> bool {
+    !(table == Table::Meta
         && (key == META_MEMBER_ID
             || key == META_CLUSTER_ID
-            || key == crate::raft::META_INSTALLED_SNAPSHOT)
+            || key == crate::raft::META_INSTALLED_SNAPSHOT))
 }
 
 /// One member of `--initial-cluster`.

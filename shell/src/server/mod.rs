@@ -21,7 +21,7 @@ pub use auto_compaction::spawn_auto_compaction;
 pub use clock::Clock;
 pub use duties::{spawn_duties, COMPACTION_STEP_INTERVAL};
 pub use identity::{
-    is_member_local, parse_initial_cluster, recovered_cluster_id, Identity, IdentityError,
+    is_replicated, parse_initial_cluster, recovered_cluster_id, Identity, IdentityError,
     InitialMember,
 };
 pub use node::{Node, NodeConfig};

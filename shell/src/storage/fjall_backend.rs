@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
 
@@ -14,6 +16,9 @@ pub struct FjallBackend {
     db: Database,
     keyspaces: BTreeMap<Space, Keyspace>,
     staged: Staged,
+    /// Set when a bulk load was dropped unfinished: see
+    /// [`Ingester::abandoned_any`].
+    abandoned_ingestions: Arc<AtomicBool>,
 }
 
 /// Block cache for reads that miss the memtables; the key index in memory
@@ -81,6 +86,7 @@ impl FjallBackend {
             db,
             keyspaces,
             staged: Staged::default(),
+            abandoned_ingestions: Arc::default(),
         })
     }
 
@@ -123,21 +129,23 @@ impl FjallBackend {
         Ok(())
     }
 
-    /// Loads `table` in bulk: entries given in ascending key order go
-    /// straight into table files, past the journal and the memtables, and
-    /// become readable (and durable) together when the load finishes.
+    /// A handle that starts bulk loads of tables without holding the
+    /// backend: see [`Ingester::ingest`].
+    pub fn ingester(&self) -> Ingester {
+        Ingester {
+            keyspaces: Table::ALL
+                .iter()
+                .map(|&table| (table, self.keyspace(Space::Table(table)).clone()))
+                .collect(),
+            abandoned: self.abandoned_ingestions.clone(),
+        }
+    }
+
+    /// Makes the bulk load `ingestion` readable (and durable), at once.
     /// Writes staged before must be committed first.
-    pub fn ingest(&self, table: Table) -> Result<TableIngestion<'_>, StorageError> {
+    pub fn finish_ingestion(&self, ingestion: TableIngestion) -> Result<(), StorageError> {
         assert!(self.staged.is_empty(), "ingesting with writes staged");
-        let ingestion = self
-            .keyspace(Space::Table(table))
-            .start_ingestion()
-            .map_err(storage_error)?;
-        Ok(TableIngestion(Box::new(sink(
-            ingestion,
-            |ingestion, key, value| ingestion.write(key, value),
-            |ingestion| ingestion.finish(),
-        ))))
+        ingestion.finish()
     }
 
     /// A handle that defragments without holding up readers or writers.
@@ -160,57 +168,170 @@ impl FjallBackend {
     }
 }
 
-/// A bulk load of one table: see [`FjallBackend::ingest`].
-pub struct TableIngestion<'a>(Box<dyn IngestSink + 'a>);
+/// Starts bulk loads of tables; see [`FjallBackend::ingester`].
+pub struct Ingester {
+    keyspaces: BTreeMap<Table, Keyspace>,
+    abandoned: Arc<AtomicBool>,
+}
 
-impl TableIngestion<'_> {
+impl Ingester {
+    /// Loads `table` in bulk: entries given in ascending key order go
+    /// straight into table files, past the journal and the memtables, and
+    /// become readable (and durable) together when
+    /// [`FjallBackend::finish_ingestion`] takes the load. Until then
+    /// nothing of it is seen, whatever else is written meanwhile: the load
+    /// takes its place in the table's history when it finishes.
+    ///
+    /// fjall's ingestion cannot move between threads, so it lives on a
+    /// thread of its own, fed batches of entries: building and writing the
+    /// table files runs beside whoever reads the entries.
+    pub fn ingest(&self, table: Table) -> Result<TableIngestion, StorageError> {
+        let keyspace = self.keyspaces[&table].clone();
+        let (to_writer, batches) = std::sync::mpsc::sync_channel(INGEST_BATCHES_QUEUED_MAX);
+        let writer = std::thread::Builder::new()
+            .name(format!("ingest-{}", table.name()))
+            .spawn(move || write_ingestion(&keyspace, batches))
+            .map_err(|e| StorageError(format!("cannot start a bulk load: {e}")))?;
+        Ok(TableIngestion {
+            batch: IngestBatch::default(),
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+            abandoned: self.abandoned.clone(),
+        })
+    }
+
+    /// Whether a load was dropped unfinished since the database opened.
+    /// Its table files stay on disk, unreferenced, until the next open
+    /// removes them (the storage engine cannot tell them from a flush
+    /// under way before then); callers that may give up on a load often
+    /// stop loading in place once one was dropped.
+    pub fn abandoned_any(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of entries sent to a load's writing thread at a time.
+const INGEST_BATCH_BYTES: usize = 1024 * 1024;
+/// Batches waiting for a load's writing thread, at most.
+const INGEST_BATCHES_QUEUED_MAX: usize = 4;
+
+/// Entries for a load's writing thread: keys and values end to end.
+#[derive(Default)]
+struct IngestBatch {
+    bytes: Vec<u8>,
+    /// Where each entry's key ends and its value ends, in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl IngestBatch {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key_end, value_end)| {
+            let entry = (&self.bytes[start..key_end], &self.bytes[key_end..value_end]);
+            start = value_end;
+            entry
+        })
+    }
+}
+
+enum IngestCommand {
+    Write(IngestBatch),
+    Finish,
+}
+
+/// A load's writing thread: writes each batch, and registers the tables
+/// at `Finish`. A load whose sender goes without `Finish` is dropped
+/// unregistered.
+fn write_ingestion(
+    keyspace: &Keyspace,
+    commands: std::sync::mpsc::Receiver<IngestCommand>,
+) -> Result<(), StorageError> {
+    let mut ingestion = keyspace.start_ingestion().map_err(storage_error)?;
+    for command in commands {
+        match command {
+            IngestCommand::Write(batch) => {
+                for (key, value) in batch.entries() {
+                    ingestion.write(key, value).map_err(storage_error)?;
+                }
+            }
+            IngestCommand::Finish => return ingestion.finish().map_err(storage_error),
+        }
+    }
+    Err(StorageError("a bulk load was dropped unfinished".into()))
+}
+
+/// A bulk load of one table: see [`Ingester::ingest`].
+pub struct TableIngestion {
+    /// Entries not yet sent to the writing thread.
+    batch: IngestBatch,
+    /// `None` once finished.
+    to_writer: Option<std::sync::mpsc::SyncSender<IngestCommand>>,
+    writer: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl TableIngestion {
     /// Writes one entry; its key must follow the last one written (the
     /// caller checks: out of order, the storage engine panics).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.0.write(key, value).map_err(storage_error)
+        self.batch.push(key, value);
+        if self.batch.bytes.len() >= INGEST_BATCH_BYTES {
+            let batch = std::mem::take(&mut self.batch);
+            self.send(IngestCommand::Write(batch))?;
+        }
+        Ok(())
     }
 
-    /// Makes everything written readable and durable, at once.
-    pub fn finish(self) -> Result<(), StorageError> {
-        self.0.finish().map_err(storage_error)
+    /// Sends `command` to the writing thread; if it stopped, why.
+    fn send(&mut self, command: IngestCommand) -> Result<(), StorageError> {
+        let to_writer = self
+            .to_writer
+            .as_ref()
+            .expect("a load is written only before it finishes");
+        if to_writer.send(command).is_ok() {
+            return Ok(());
+        }
+        Err(self
+            .join_writer()
+            .err()
+            .unwrap_or_else(|| StorageError("a bulk load's writing thread stopped".into())))
+    }
+
+    fn join_writer(&mut self) -> Result<(), StorageError> {
+        self.to_writer = None;
+        let writer = self.writer.take().expect("joined once");
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if written.is_err() {
+            // Whatever it wrote stays on disk, unregistered.
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn finish(mut self) -> Result<(), StorageError> {
+        let batch = std::mem::take(&mut self.batch);
+        self.send(IngestCommand::Write(batch))?;
+        self.send(IngestCommand::Finish)?;
+        self.join_writer()
     }
 }
 
-/// fjall's ingestion, whose type fjall does not name, behind a trait.
-trait IngestSink {
-    fn write(&mut self, key: &[u8], value: &[u8]) -> fjall::Result<()>;
-    fn finish(self: Box<Self>) -> fjall::Result<()>;
-}
-
-struct Sink<I, W, F> {
-    inner: I,
-    write: W,
-    finish: F,
-}
-
-fn sink<I, W, F>(inner: I, write: W, finish: F) -> Sink<I, W, F>
-where
-    W: FnMut(&mut I, &[u8], &[u8]) -> fjall::Result<()>,
-    F: FnOnce(I) -> fjall::Result<()>,
-{
-    Sink {
-        inner,
-        write,
-        finish,
-    }
-}
-
-impl<I, W, F> IngestSink for Sink<I, W, F>
-where
-    W: FnMut(&mut I, &[u8], &[u8]) -> fjall::Result<()>,
-    F: FnOnce(I) -> fjall::Result<()>,
-{
-    fn write(&mut self, key: &[u8], value: &[u8]) -> fjall::Result<()> {
-        (self.write)(&mut self.inner, key, value)
-    }
-
-    fn finish(self: Box<Self>) -> fjall::Result<()> {
-        (self.finish)(self.inner)
+impl Drop for TableIngestion {
+    fn drop(&mut self) {
+        // Dropping the sender stops the writing thread, which drops the
+        // load with it.
+        if self.to_writer.take().is_some() {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
     }
 }
 

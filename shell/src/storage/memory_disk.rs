@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use e2d_core::storage::{Backend, StorageError, Table};
@@ -102,6 +103,9 @@ pub fn destroy_under(root: &Path) {
 pub struct MemoryBackend {
     disk: Arc<Mutex<Disk>>,
     staged: Staged,
+    /// Set when a bulk load was dropped unfinished: see
+    /// [`Ingester::abandoned_any`].
+    abandoned_ingestions: Arc<AtomicBool>,
 }
 
 impl MemoryBackend {
@@ -110,6 +114,7 @@ impl MemoryBackend {
         Ok(Self {
             disk,
             staged: Staged::default(),
+            abandoned_ingestions: Arc::default(),
         })
     }
 
@@ -219,39 +224,76 @@ impl PointInTime {
 }
 
 impl MemoryBackend {
-    /// Loads `table` in bulk, as the disk backend's ingestion does: what is
-    /// written becomes readable together at finish, and durable then with
-    /// everything committed before it.
-    pub fn ingest(&self, table: Table) -> Result<TableIngestion<'_>, StorageError> {
+    /// Starts bulk loads of tables without holding the backend, as the
+    /// disk backend's.
+    pub fn ingester(&self) -> Ingester {
+        Ingester {
+            abandoned: self.abandoned_ingestions.clone(),
+        }
+    }
+
+    /// Makes the bulk load `ingestion` readable, at once, and durable then
+    /// with everything committed before it. Writes staged before must be
+    /// committed first.
+    pub fn finish_ingestion(&self, mut ingestion: TableIngestion) -> Result<(), StorageError> {
         assert!(self.staged.is_empty(), "ingesting with writes staged");
-        Ok(TableIngestion {
-            disk: &self.disk,
-            table,
-            batch: Batch::new(),
-        })
-    }
-}
-
-/// A bulk load of one table: see [`MemoryBackend::ingest`].
-pub struct TableIngestion<'a> {
-    disk: &'a Mutex<Disk>,
-    table: Table,
-    batch: Batch,
-}
-
-impl TableIngestion<'_> {
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        let key = (Space::Table(self.table), key.to_vec());
-        self.batch.push((key, Some(value.to_vec())));
-        Ok(())
-    }
-
-    pub fn finish(self) -> Result<(), StorageError> {
-        let mut disk = lock(self.disk);
-        apply(&mut disk.current, &self.batch);
-        disk.unsynced.push(self.batch);
+        let batch = ingestion.batch.take().expect("a load finishes once");
+        let mut disk = lock(&self.disk);
+        apply(&mut disk.current, &batch);
+        disk.unsynced.push(batch);
         disk.sync();
         Ok(())
+    }
+}
+
+/// Starts bulk loads of tables: see [`MemoryBackend::ingester`].
+pub struct Ingester {
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Ingester {
+    /// Loads `table` in bulk: nothing of it is seen until
+    /// [`MemoryBackend::finish_ingestion`] takes it.
+    pub fn ingest(&self, table: Table) -> Result<TableIngestion, StorageError> {
+        Ok(TableIngestion {
+            table,
+            batch: Some(Batch::new()),
+            abandoned: self.abandoned.clone(),
+        })
+    }
+
+    /// Whether a load was dropped unfinished since the backend opened.
+    /// Nothing is left behind in memory, but the flag is kept as the disk
+    /// backend keeps it, so simulated members take the same paths.
+    pub fn abandoned_any(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+}
+
+/// A bulk load of one table: see [`Ingester::ingest`].
+pub struct TableIngestion {
+    table: Table,
+    /// `None` once finished.
+    batch: Option<Batch>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl TableIngestion {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let key = (Space::Table(self.table), key.to_vec());
+        self.batch
+            .as_mut()
+            .expect("a load is written only before it finishes")
+            .push((key, Some(value.to_vec())));
+        Ok(())
+    }
+}
+
+impl Drop for TableIngestion {
+    fn drop(&mut self) {
+        if self.batch.is_some() {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
     }
 }
 

@@ -12,9 +12,13 @@ pub mod memory_segments;
 mod segment_dir;
 
 #[cfg(not(madsim))]
-pub use fjall_backend::{FjallBackend as DiskBackend, PointInTime, Syncer, TableIngestion};
+pub use fjall_backend::{
+    FjallBackend as DiskBackend, Ingester, PointInTime, Syncer, TableIngestion,
+};
 #[cfg(madsim)]
-pub use memory_disk::{MemoryBackend as DiskBackend, PointInTime, Syncer, TableIngestion};
+pub use memory_disk::{
+    Ingester, MemoryBackend as DiskBackend, PointInTime, Syncer, TableIngestion,
+};
 #[cfg(madsim)]
 pub use memory_segments::{SegmentDir, SegmentFile};
 #[cfg(not(madsim))]

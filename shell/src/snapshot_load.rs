@@ -1,0 +1,397 @@
+//! Loading a snapshot into the backend in two steps: its records go into
+//! the storage engine's table files as they are read ([`TablesLoad`]),
+//! unseen, and [`StagedTables::install`] later swaps them in for the keys
+//! they replace. A snapshot from the leader is loaded while it streams in
+//! ([`StreamedLoad`]), so it is written once and never read back before
+//! raft takes it; a file (a backup, a restore) goes through both steps at
+//! once ([`replace_tables`]).
+
+use std::io::Write;
+
+use e2d_core::storage::{StorageError, Table};
+
+use crate::snapshot::{clear_tables, RecordParser, Replaced, SnapshotError, VerifyingWriter};
+use crate::storage::{DiskBackend, Ingester, TableIngestion};
+
+/// Replaces the keys `replaced` selects with those of the (verified)
+/// snapshot in `file`: the snapshot's are loaded table by table in bulk,
+/// straight into the storage engine's table files, then every replaced key
+/// of the backend is deleted (in batches of bounded size) and the loaded
+/// tables take their place. A snapshot whose records are not grouped by
+/// table and in key order within each is refused.
+pub fn replace_tables(
+    backend: &mut DiskBackend,
+    file: std::fs::File,
+    replaced: Replaced,
+) -> Result<(), StorageError> {
+    let mut load = TablesLoad::new(backend.ingester(), replaced);
+    crate::snapshot::for_each_record(&mut std::io::BufReader::new(file), &mut |t, k, v| {
+        load.record(t, k, v).map_err(SnapshotError::from)
+    })
+    .map_err(|e| match e {
+        SnapshotError::Load(e) => e,
+        other => StorageError(format!("snapshot: {other}")),
+    })?;
+    load.staged().install(backend)
+}
+
+/// A snapshot's records going into the storage engine, table by table,
+/// as they are read; nothing of them is seen until they are installed.
+pub struct TablesLoad {
+    ingester: Ingester,
+    replaced: Replaced,
+    /// The table whose records are coming.
+    current: Option<TableLoad>,
+    /// Tables whose records all came.
+    written: Vec<TableIngestion>,
+    /// Every table begun, in order.
+    begun: Vec<Table>,
+}
+
+/// The bulk load of one table under way in a [`TablesLoad`].
+struct TableLoad {
+    table: Table,
+    ingestion: TableIngestion,
+    /// The last key loaded: the next must sort after it.
+    last_key: Option<Vec<u8>>,
+}
+
+impl TablesLoad {
+    pub fn new(ingester: Ingester, replaced: Replaced) -> Self {
+        TablesLoad {
+            ingester,
+            replaced,
+            current: None,
+            written: Vec::new(),
+            begun: Vec::new(),
+        }
+    }
+
+    /// Loads the snapshot's next record, unless `replaced` leaves its key
+    /// out. Records must come grouped by table, in key order within each.
+    pub fn record(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        if !(self.replaced)(table, key) {
+            return Ok(());
+        }
+        if self.current.as_ref().is_none_or(|l| l.table != table) {
+            if self.begun.contains(&table) {
+                return Err(out_of_order(table));
+            }
+            if let Some(done) = self.current.take() {
+                self.written.push(done.ingestion);
+            }
+            self.begun.push(table);
+            self.current = Some(TableLoad {
+                table,
+                ingestion: self.ingester.ingest(table)?,
+                last_key: None,
+            });
+        }
+        let load = self.current.as_mut().expect("begun above");
+        if load.last_key.as_deref().is_some_and(|last| last >= key) {
+            return Err(out_of_order(table));
+        }
+        load.ingestion.put(key, value)?;
+        match &mut load.last_key {
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            None => load.last_key = Some(key.to_vec()),
+        }
+        Ok(())
+    }
+
+    /// Every record came: the tables wait to be installed.
+    pub fn staged(mut self) -> StagedTables {
+        let mut loads = std::mem::take(&mut self.written);
+        loads.extend(self.current.take().map(|l| l.ingestion));
+        StagedTables {
+            loads,
+            replaced: self.replaced,
+        }
+    }
+}
+
+fn out_of_order(table: Table) -> StorageError {
+    StorageError(format!(
+        "snapshot: the records of table {} are not in key order, or not together: the snapshot is damaged",
+        table.name()
+    ))
+}
+
+/// A snapshot's tables in the storage engine's files, not yet seen.
+/// Dropped uninstalled, they stay on disk until the database next opens.
+pub struct StagedTables {
+    loads: Vec<TableIngestion>,
+    replaced: Replaced,
+}
+
+impl StagedTables {
+    /// Deletes every key of the backend the snapshot replaces, then makes
+    /// the loaded tables readable and durable in their place. Commits
+    /// unsynced; the caller syncs.
+    pub fn install(self, backend: &mut DiskBackend) -> Result<(), StorageError> {
+        clear_tables(backend, self.replaced)?;
+        for load in self.loads {
+            backend.finish_ingestion(load)?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot from the leader loaded as its chunks arrive: parsed and
+/// staged, and checked against its digest, which is known when the last
+/// chunk is. Records before a bad digest were staged and are dropped.
+pub struct StreamedLoad {
+    check: VerifyingWriter<RecordSink>,
+}
+
+impl StreamedLoad {
+    pub fn new(ingester: Ingester, replaced: Replaced) -> Self {
+        StreamedLoad {
+            check: VerifyingWriter::new(RecordSink {
+                parser: RecordParser::default(),
+                load: TablesLoad::new(ingester, replaced),
+                failure: None,
+            }),
+        }
+    }
+
+    /// Takes the stream's next bytes.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
+        self.check.write_all(chunk).map_err(|e| {
+            self.check
+                .get_mut()
+                .failure
+                .take()
+                .unwrap_or(SnapshotError::Io(e))
+        })
+    }
+
+    /// The staged tables, once the digest matches and the records ended.
+    pub fn finish(self) -> Result<StagedTables, SnapshotError> {
+        let sink = self.check.finish()?;
+        if !sink.parser.ended() {
+            return Err(SnapshotError::Malformed(sink.parser.offset()));
+        }
+        Ok(sink.load.staged())
+    }
+}
+
+/// Where a [`StreamedLoad`]'s checked bytes go: records into the load.
+struct RecordSink {
+    parser: RecordParser,
+    load: TablesLoad,
+    /// Why the last write failed, for [`StreamedLoad::write`].
+    failure: Option<SnapshotError>,
+}
+
+impl Write for RecordSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let load = &mut self.load;
+        match self.parser.feed(data, &mut |t, k, v| {
+            load.record(t, k, v).map_err(SnapshotError::from)
+        }) {
+            Ok(()) => Ok(data.len()),
+            Err(e) => {
+                let message = e.to_string();
+                self.failure = Some(e);
+                Err(std::io::Error::other(message))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A snapshot from the leader, whole and checked, waiting for raft to
+/// take it.
+pub enum IncomingSnapshot {
+    /// Written to a file as it came; loaded when installed, for the keys
+    /// given.
+    File(std::fs::File, Replaced),
+    /// Loaded as it came.
+    Staged(StagedTables),
+}
+
+impl IncomingSnapshot {
+    /// Replaces the keys the snapshot replaces with its own. Commits
+    /// unsynced; the caller syncs.
+    pub fn install(self, backend: &mut DiskBackend) -> Result<(), StorageError> {
+        match self {
+            IncomingSnapshot::File(file, replaced) => replace_tables(backend, file, replaced),
+            IncomingSnapshot::Staged(tables) => tables.install(backend),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::{snapshot_bytes, snapshot_of};
+    use e2d_core::storage::Backend;
+
+    fn everything_but_kept(_: Table, key: &[u8]) -> bool {
+        key != b"kept"
+    }
+
+    /// A backend holding a key a snapshot replaces and one it keeps.
+    fn backend_in(dir: &std::path::Path) -> DiskBackend {
+        let mut backend = DiskBackend::open(&dir.join("db")).unwrap();
+        backend.put(Table::Kv, b"old", b"gone");
+        backend.put(Table::Meta, b"kept", b"1");
+        backend.commit(true).unwrap();
+        backend
+    }
+
+    fn read(backend: &DiskBackend, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        backend.get(table, key).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_loads_table_by_table_and_out_of_order_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = backend_in(dir.path());
+        let good = snapshot_of(
+            dir.path(),
+            &[
+                (Table::Kv, "a", "1"),
+                (Table::Kv, "b", "2"),
+                (Table::Meta, "kept", "replaced"),
+                (Table::Meta, "m", "3"),
+            ],
+        );
+        replace_tables(&mut backend, good, everything_but_kept).unwrap();
+        assert_eq!(read(&backend, Table::Kv, b"old"), None);
+        assert_eq!(read(&backend, Table::Kv, b"a"), Some(b"1".to_vec()));
+        assert_eq!(read(&backend, Table::Kv, b"b"), Some(b"2".to_vec()));
+        assert_eq!(read(&backend, Table::Meta, b"m"), Some(b"3".to_vec()));
+        assert_eq!(read(&backend, Table::Meta, b"kept"), Some(b"1".to_vec()));
+
+        for damaged in [
+            vec![(Table::Kv, "b", "2"), (Table::Kv, "a", "1")],
+            vec![(Table::Kv, "a", "1"), (Table::Kv, "a", "1")],
+            vec![
+                (Table::Kv, "a", "1"),
+                (Table::Meta, "m", "3"),
+                (Table::Kv, "b", "2"),
+            ],
+        ] {
+            let file = snapshot_of(dir.path(), &damaged);
+            let refused = replace_tables(&mut backend, file, everything_but_kept).unwrap_err();
+            assert!(refused.0.contains("not in key order"), "{refused}");
+        }
+    }
+
+    /// Records of every table, one value longer than a load's batch, so
+    /// records cross chunks and batches alike.
+    fn many_records() -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut records: Vec<(Table, Vec<u8>, Vec<u8>)> = (0..300u32)
+            .map(|i| {
+                let value = vec![i as u8; 1 + (i as usize * 37) % 3000];
+                (Table::Kv, format!("k{i:05}").into_bytes(), value)
+            })
+            .collect();
+        records.push((Table::Kv, b"k99999".to_vec(), vec![7; 1_100_000]));
+        records.push((Table::Lease, b"l".to_vec(), b"lease".to_vec()));
+        records.push((Table::Meta, b"kept".to_vec(), b"replaced".to_vec()));
+        records.push((Table::Meta, b"m".to_vec(), b"meta".to_vec()));
+        records.push((Table::Auth, b"a".to_vec(), Vec::new()));
+        records
+    }
+
+    fn bytes_of(records: &[(Table, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let borrowed: Vec<(Table, &[u8], &[u8])> = records
+            .iter()
+            .map(|(table, key, value)| (*table, key.as_slice(), value.as_slice()))
+            .collect();
+        snapshot_bytes(&borrowed)
+    }
+
+    #[test]
+    fn a_streamed_load_in_pieces_of_any_size_installs_what_came_and_nothing_before() {
+        let records = many_records();
+        let bytes = bytes_of(&records);
+        for piece in [1, 7, 4096, 300_000, bytes.len()] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut backend = backend_in(dir.path());
+            let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+            for chunk in bytes.chunks(piece) {
+                load.write(chunk).unwrap();
+            }
+            let staged = load.finish().unwrap();
+            assert_eq!(read(&backend, Table::Kv, b"k00000"), None, "piece {piece}");
+            assert_eq!(read(&backend, Table::Kv, b"old"), Some(b"gone".to_vec()));
+            staged.install(&mut backend).unwrap();
+            for (table, key, value) in &records {
+                let expected = match key.as_slice() {
+                    b"kept" => b"1".to_vec(),
+                    _ => value.clone(),
+                };
+                assert_eq!(
+                    read(&backend, *table, key).as_ref(),
+                    Some(&expected),
+                    "piece {piece}"
+                );
+            }
+            assert_eq!(read(&backend, Table::Kv, b"old"), None, "piece {piece}");
+            assert!(!backend.ingester().abandoned_any());
+        }
+    }
+
+    #[test]
+    fn a_damaged_or_cut_stream_is_refused_and_nothing_of_it_is_seen() {
+        let records = many_records();
+        let good = bytes_of(&records);
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 1;
+        let cut = good[..good.len() - 1].to_vec();
+        let records_only = good[..good.len() - 32].to_vec();
+        for (what, bytes) in [
+            ("flipped", flipped),
+            ("cut", cut),
+            ("without a digest", records_only),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut backend = backend_in(dir.path());
+            let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+            for chunk in bytes.chunks(64 * 1024) {
+                load.write(chunk).unwrap();
+            }
+            assert!(
+                matches!(load.finish(), Err(SnapshotError::Digest)),
+                "{what}"
+            );
+            assert!(backend.ingester().abandoned_any(), "{what}");
+            backend.commit(true).unwrap();
+            assert_eq!(
+                read(&backend, Table::Kv, b"old"),
+                Some(b"gone".to_vec()),
+                "{what}"
+            );
+            assert_eq!(read(&backend, Table::Kv, b"k00000"), None, "{what}");
+            assert_eq!(read(&backend, Table::Meta, b"m"), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_is_not_a_snapshot_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend_in(dir.path());
+        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+        assert!(matches!(
+            load.write(b"not a snapshot at all"),
+            Err(SnapshotError::Magic)
+        ));
+        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+        let mut bytes = crate::snapshot::SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, b'k']);
+        assert!(matches!(
+            load.write(&bytes),
+            Err(SnapshotError::Malformed(8))
+        ));
+    }
+}
