@@ -22,7 +22,7 @@ use e2d_proto::peer::AuthChange;
 use crate::auth::{AuthStore, Changed, SimpleTokens};
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
-use crate::mvcc::{KeySpan, Mvcc, WriteTxn};
+use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, WriteTxn};
 use crate::storage::{Backend, StorageError, Table};
 
 /// Where alarms live in the `Meta` table.
@@ -61,6 +61,14 @@ impl<B: Backend> StateMachine<B> {
     /// contents, as after a restart.
     pub fn reload(&mut self, now_ms: u64) -> Result<(), Error> {
         self.mvcc.reload()?;
+        self.reload_leases_and_alarms(now_ms)?;
+        self.reload_auth()
+    }
+
+    /// As [`StateMachine::reload`], with the key index `built` as the kv
+    /// table was written ([`crate::mvcc::Mvcc::reload_with`]).
+    pub fn reload_with(&mut self, now_ms: u64, built: IndexBuilder) -> Result<(), Error> {
+        self.mvcc.reload_with(built)?;
         self.reload_leases_and_alarms(now_ms)?;
         self.reload_auth()
     }

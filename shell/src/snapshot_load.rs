@@ -8,6 +8,7 @@
 
 use std::io::Write;
 
+use e2d_core::mvcc::IndexBuilder;
 use e2d_core::storage::{StorageError, Table};
 
 use crate::snapshot::{clear_tables, RecordParser, Replaced, SnapshotError, VerifyingWriter};
@@ -32,7 +33,7 @@ pub fn replace_tables(
         SnapshotError::Load(e) => e,
         other => StorageError(format!("snapshot: {other}")),
     })?;
-    load.staged().install(backend)
+    load.staged().install(backend).map(drop)
 }
 
 /// A snapshot's records going into the storage engine, table by table,
@@ -46,6 +47,8 @@ pub struct TablesLoad {
     written: Vec<TableIngestion>,
     /// Every table begun, in order.
     begun: Vec<Table>,
+    /// The key index of the kv table loaded, when asked for.
+    index: Option<IndexBuilder>,
 }
 
 /// The bulk load of one table under way in a [`TablesLoad`].
@@ -64,7 +67,17 @@ impl TablesLoad {
             current: None,
             written: Vec::new(),
             begun: Vec::new(),
+            index: None,
         }
+    }
+
+    /// Also builds the key index of the kv table as it loads, so the
+    /// store need not read the table back once installed. `replaced` must
+    /// take every kv key: the index is of the records loaded.
+    pub fn indexing(mut self) -> Self {
+        debug_assert!(self.current.is_none(), "indexing from the first record");
+        self.index = Some(IndexBuilder::default());
+        self
     }
 
     /// Loads the snapshot's next record, unless `replaced` leaves its key
@@ -91,6 +104,9 @@ impl TablesLoad {
         if load.last_key.as_deref().is_some_and(|last| last >= key) {
             return Err(out_of_order(table));
         }
+        if let (Table::Kv, Some(index)) = (table, &mut self.index) {
+            index.record(key, value)?;
+        }
         load.ingestion.put(key, value)?;
         match &mut load.last_key {
             Some(last) => {
@@ -109,6 +125,7 @@ impl TablesLoad {
         StagedTables {
             loads,
             replaced: self.replaced,
+            index: self.index.take(),
         }
     }
 }
@@ -125,18 +142,20 @@ fn out_of_order(table: Table) -> StorageError {
 pub struct StagedTables {
     loads: Vec<TableIngestion>,
     replaced: Replaced,
+    index: Option<IndexBuilder>,
 }
 
 impl StagedTables {
     /// Deletes every key of the backend the snapshot replaces, then makes
     /// the loaded tables readable and durable in their place. Commits
-    /// unsynced; the caller syncs.
-    pub fn install(self, backend: &mut DiskBackend) -> Result<(), StorageError> {
+    /// unsynced; the caller syncs. Returns the kv table's key index, when
+    /// it was built as the table loaded.
+    pub fn install(self, backend: &mut DiskBackend) -> Result<Option<IndexBuilder>, StorageError> {
         clear_tables(backend, self.replaced)?;
         for load in self.loads {
             backend.finish_ingestion(load)?;
         }
-        Ok(())
+        Ok(self.index)
     }
 }
 
@@ -152,7 +171,7 @@ impl StreamedLoad {
         StreamedLoad {
             check: VerifyingWriter::new(RecordSink {
                 parser: RecordParser::default(),
-                load: TablesLoad::new(ingester, replaced),
+                load: TablesLoad::new(ingester, replaced).indexing(),
                 failure: None,
             }),
         }
@@ -219,10 +238,13 @@ pub enum IncomingSnapshot {
 
 impl IncomingSnapshot {
     /// Replaces the keys the snapshot replaces with its own. Commits
-    /// unsynced; the caller syncs.
-    pub fn install(self, backend: &mut DiskBackend) -> Result<(), StorageError> {
+    /// unsynced; the caller syncs. Returns the kv table's key index, when
+    /// it was built as the snapshot loaded.
+    pub fn install(self, backend: &mut DiskBackend) -> Result<Option<IndexBuilder>, StorageError> {
         match self {
-            IncomingSnapshot::File(file, replaced) => replace_tables(backend, file, replaced),
+            IncomingSnapshot::File(file, replaced) => {
+                replace_tables(backend, file, replaced).map(|()| None)
+            }
             IncomingSnapshot::Staged(tables) => tables.install(backend),
         }
     }
@@ -286,17 +308,50 @@ mod tests {
         }
     }
 
-    /// Records of every table, one value longer than a load's batch, so
-    /// records cross chunks and batches alike.
+    /// Records of every table, the kv table's as a store writes them (a
+    /// key put twice, one deleted), one value longer than a load's batch,
+    /// so records cross chunks and batches alike.
     fn many_records() -> Vec<(Table, Vec<u8>, Vec<u8>)> {
-        let mut records: Vec<(Table, Vec<u8>, Vec<u8>)> = (0..300u32)
-            .map(|i| {
-                let value = vec![i as u8; 1 + (i as usize * 37) % 3000];
-                (Table::Kv, format!("k{i:05}").into_bytes(), value)
+        use e2d_core::revision::Revision;
+        use e2d_proto::mvccpb::KeyValue;
+        use prost::Message;
+        let entry = |main: i64, key: &str, value: Vec<u8>| {
+            let kv = KeyValue {
+                key: key.as_bytes().to_vec().into(),
+                create_revision: main.min(2),
+                mod_revision: main,
+                version: 1,
+                value: value.into(),
+                lease: 0,
+            };
+            let revision = Revision::new(main, 0).encode().to_vec();
+            (Table::Kv, revision, kv.encode_to_vec())
+        };
+        let mut records: Vec<(Table, Vec<u8>, Vec<u8>)> = (1..300i64)
+            .map(|main| {
+                let value = vec![main as u8; 1 + (main as usize * 37) % 3000];
+                entry(main, &format!("k{main:05}"), value)
             })
             .collect();
-        records.push((Table::Kv, b"k99999".to_vec(), vec![7; 1_100_000]));
+        records.push(entry(300, "k00002", vec![7; 1_100_000]));
+        let mut tombstone = Revision::new(301, 0).encode().to_vec();
+        tombstone.push(b't');
+        records.push((
+            Table::Kv,
+            tombstone,
+            KeyValue {
+                key: b"k00003".to_vec().into(),
+                mod_revision: 301,
+                ..KeyValue::default()
+            }
+            .encode_to_vec(),
+        ));
         records.push((Table::Lease, b"l".to_vec(), b"lease".to_vec()));
+        records.push((
+            Table::Meta,
+            e2d_core::mvcc::META_CURRENT_REVISION.to_vec(),
+            301u64.to_be_bytes().to_vec(),
+        ));
         records.push((Table::Meta, b"kept".to_vec(), b"replaced".to_vec()));
         records.push((Table::Meta, b"m".to_vec(), b"meta".to_vec()));
         records.push((Table::Auth, b"a".to_vec(), Vec::new()));
@@ -323,9 +378,10 @@ mod tests {
                 load.write(chunk).unwrap();
             }
             let staged = load.finish().unwrap();
-            assert_eq!(read(&backend, Table::Kv, b"k00000"), None, "piece {piece}");
+            let first = &records[0].1;
+            assert_eq!(read(&backend, Table::Kv, first), None, "piece {piece}");
             assert_eq!(read(&backend, Table::Kv, b"old"), Some(b"gone".to_vec()));
-            staged.install(&mut backend).unwrap();
+            let built = staged.install(&mut backend).unwrap().expect("indexed");
             for (table, key, value) in &records {
                 let expected = match key.as_slice() {
                     b"kept" => b"1".to_vec(),
@@ -339,7 +395,41 @@ mod tests {
             }
             assert_eq!(read(&backend, Table::Kv, b"old"), None, "piece {piece}");
             assert!(!backend.ingester().abandoned_any());
+            // The index built as the records came is the one the table
+            // gives when read back.
+            let mut streamed = e2d_core::mvcc::Mvcc::open(backend).unwrap();
+            streamed.reload_with(built).unwrap();
+            let streamed_view = index_view(&streamed);
+            streamed.reload().unwrap();
+            assert_eq!(streamed_view, index_view(&streamed), "piece {piece}");
+            assert_eq!(streamed_view.2, 301, "piece {piece}");
+            assert_eq!(
+                streamed_view.3[2],
+                Some((2, 300, 1_100_000)),
+                "piece {piece}"
+            );
+            assert_eq!(streamed_view.3[3], None, "piece {piece}");
+            assert_eq!(streamed_view.3[299], Some((2, 299, 1 + 299 * 37 % 3000)));
         }
+    }
+
+    /// A key's create and mod revisions and its value's length.
+    type KeyNow = Option<(i64, i64, usize)>;
+
+    /// What a store's key index answers: keys, bytes, revision, and each
+    /// key now.
+    fn index_view(mvcc: &e2d_core::mvcc::Mvcc<DiskBackend>) -> (usize, u64, i64, Vec<KeyNow>) {
+        let keys = (0..305).map(|i| {
+            mvcc.get(format!("k{i:05}").as_bytes(), mvcc.current_revision())
+                .unwrap()
+                .map(|kv| (kv.create_revision, kv.mod_revision, kv.value.len()))
+        });
+        (
+            mvcc.key_count(),
+            mvcc.kv_bytes(),
+            mvcc.current_revision(),
+            keys.collect(),
+        )
     }
 
     #[test]
@@ -372,7 +462,7 @@ mod tests {
                 Some(b"gone".to_vec()),
                 "{what}"
             );
-            assert_eq!(read(&backend, Table::Kv, b"k00000"), None, "{what}");
+            assert_eq!(read(&backend, Table::Kv, &records[0].1), None, "{what}");
             assert_eq!(read(&backend, Table::Meta, b"m"), None, "{what}");
         }
     }

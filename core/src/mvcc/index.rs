@@ -205,7 +205,20 @@ impl KeyIndex {
     /// Records `change` of `key`; `live` describes the value a put stores
     /// (it is ignored for a delete).
     pub fn record(&mut self, key: &[u8], change: Change, live: Live) {
-        debug_assert!(change.tombstone() || live.version > 0);
+        assert!(
+            self.record_newer(key, change, live),
+            "key index: revisions of a key must grow, and a put has a version"
+        );
+    }
+
+    /// [`KeyIndex::record`] for changes read from storage: a change not
+    /// newer than the key's last, or a put without a version, is refused
+    /// (false), and nothing is recorded.
+    #[must_use]
+    pub fn record_newer(&mut self, key: &[u8], change: Change, live: Live) -> bool {
+        if !change.tombstone() && live.version <= 0 {
+            return false;
+        }
         match self.keys.get_mut(key) {
             Some(entry) => {
                 let last = entry
@@ -213,10 +226,9 @@ impl KeyIndex {
                     .as_slice()
                     .last()
                     .expect("histories are never empty");
-                assert!(
-                    last.revision() < change.revision(),
-                    "key index: revisions of a key must grow"
-                );
+                if last.revision() >= change.revision() {
+                    return false;
+                }
                 entry.history.push(change);
                 entry.live = live;
             }
@@ -225,6 +237,7 @@ impl KeyIndex {
                 self.keys.insert(key.into(), Entry { history, live });
             }
         }
+        true
     }
 
     /// This index's changes followed by `newer`'s, every change of which

@@ -76,8 +76,6 @@ impl<B: Backend> Mvcc<B> {
         let backend = &self.backend;
         let current_revision =
             read_meta_u64(backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
-        let compact_revision =
-            read_meta_u64(backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
         // Each part of the revisions is indexed on its own (at once, where
         // the backend reads parts at once), then the parts are joined.
         let mut built: Vec<PartIndex> = (0..backend.scan_parallelism().max(1))
@@ -95,9 +93,27 @@ impl<B: Backend> Mvcc<B> {
             .collect();
         backend.scan_parts(Table::Kv, &mut parts)?;
         drop(parts);
+        self.take_index(built)
+    }
+
+    /// Reloads as [`Mvcc::reload`] does, with the key index `built` from
+    /// every entry the kv table now holds, in revision order, as they were
+    /// written to it: the table is not read again.
+    pub fn reload_with(&mut self, built: IndexBuilder) -> Result<(), Error> {
+        self.take_index(vec![built.0])
+    }
+
+    /// Makes the index of `parts`, consecutive ranges of the kv table's
+    /// revisions, this store's, with the revisions the backend records.
+    fn take_index(&mut self, parts: Vec<PartIndex>) -> Result<(), Error> {
+        let backend = &self.backend;
+        let current_revision =
+            read_meta_u64(backend, META_CURRENT_REVISION)?.map_or(1, |v| v as i64);
+        let compact_revision =
+            read_meta_u64(backend, META_COMPACT_REVISION)?.map_or(0, |v| v as i64);
         let mut index = KeyIndex::default();
         let mut kv_bytes = 0;
-        for part in built {
+        for part in parts {
             if let Some(e) = part.corrupt {
                 return Err(e.into());
             }
@@ -431,19 +447,40 @@ struct PartIndex {
 }
 
 impl PartIndex {
-    /// Records one kv table entry; false (stop) when it does not decode.
+    /// Records one kv table entry; false (stop) when it does not decode,
+    /// or does not follow the key's last change.
     fn record(&mut self, key: &[u8], value: &[u8]) -> bool {
-        match decode_indexed_entry(key, value) {
-            Ok((change, user_key, live)) => {
-                self.kv_bytes += change.entry_bytes();
-                self.index.record(user_key, change, live);
-                true
+        let recorded = decode_indexed_entry(key, value).and_then(|(change, user_key, live)| {
+            if !self.index.record_newer(user_key, change, live) {
+                return Err(corrupt_entry(key));
             }
+            self.kv_bytes += change.entry_bytes();
+            Ok(())
+        });
+        match recorded {
+            Ok(()) => true,
             Err(e) => {
                 self.corrupt = Some(e);
                 false
             }
         }
+    }
+}
+
+/// The key index of a whole kv table built from its entries as they are
+/// written (a snapshot loading as it streams in), in revision order, so
+/// [`Mvcc::reload_with`] need not read them back.
+#[derive(Default)]
+pub struct IndexBuilder(PartIndex);
+
+impl IndexBuilder {
+    /// Records the kv table's next entry, whose revision follows the last
+    /// one's; an entry that does not decode is refused.
+    pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        if self.0.record(key, value) {
+            return Ok(());
+        }
+        Err(self.0.corrupt.take().expect("a refused entry is recorded"))
     }
 }
 
@@ -571,6 +608,41 @@ mod tests {
             assert!(
                 refused.to_string().contains("corrupt kv entry"),
                 "{parts} parts: {refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_of_a_key_that_do_not_grow_or_a_put_without_a_version_refuse_the_open() {
+        let kv_of = |revision: i64, version: i64| KeyValue {
+            key: b"a".to_vec().into(),
+            mod_revision: revision,
+            version,
+            ..KeyValue::default()
+        };
+        let mut tombstone_beside_its_put = Revision::new(2, 0).encode().to_vec();
+        tombstone_beside_its_put.push(TOMBSTONE_MARK);
+        for (what, key, kv) in [
+            (
+                "a put without a version",
+                Revision::new(2, 0).encode().to_vec(),
+                kv_of(2, 0),
+            ),
+            (
+                "a delete at the put's revision",
+                tombstone_beside_its_put,
+                kv_of(2, 0),
+            ),
+        ] {
+            let mut mvcc = Mvcc::open(MemBackend::default()).unwrap();
+            put(&mut mvcc, b"a", b"1");
+            let mut backend = mvcc.into_backend();
+            backend.put(Table::Kv, &key, &kv.encode_to_vec());
+            backend.commit(true).unwrap();
+            let refused = Mvcc::open(backend).err().expect("the open is refused");
+            assert!(
+                refused.to_string().contains("corrupt kv entry"),
+                "{what}: {refused}"
             );
         }
     }

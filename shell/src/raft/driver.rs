@@ -928,19 +928,22 @@ impl Driver {
         let mut state = node.write_state();
         // Rewriting every table blocks for long: the worker's other tasks
         // move to another thread meanwhile.
-        crate::blocking::in_place(|| -> Result<(), Error> {
+        let built = crate::blocking::in_place(|| -> Result<_, Error> {
             let backend = state.backend_mut();
-            incoming.install(backend).map_err(Error::Storage)?;
+            let built = incoming.install(backend).map_err(Error::Storage)?;
             log_store::stage_conf_state_if_missing(backend, metadata.get_conf_state())?;
             log_store::stage_installed_snapshot(backend, metadata.index, metadata.term);
             backend.commit(true)?;
-            Ok(())
+            Ok(built)
         })?;
         self.wal.snapshot(metadata.index, metadata.term)?;
         self.wal.set_installing(false)?;
         self.wal.sync()?;
         let loaded_ms = loading.elapsed().as_millis() as u64;
-        state.reload(now_ms)?;
+        match built {
+            Some(built) => state.reload_with(now_ms, built)?,
+            None => state.reload(now_ms)?,
+        }
         let reloaded_ms = loading.elapsed().as_millis() as u64 - loaded_ms;
         self.raw_node
             .mut_store()
