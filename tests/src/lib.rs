@@ -117,10 +117,21 @@ fn warn_if_stale(bin: &Path) {
 }
 
 fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    tests_crate_dir()
         .parent()
         .expect("the tests crate lives inside the workspace")
         .to_path_buf()
+}
+
+/// This crate's directory (its scripts, its node client). `cargo test`
+/// says where it is when the tests run; the path it was built at comes
+/// second, since a target dir shared between two checkouts may run tests
+/// the other one built.
+pub fn tests_crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("scripts").is_dir())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn candidate_bins() -> Vec<PathBuf> {

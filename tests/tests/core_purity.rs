@@ -38,7 +38,7 @@ fn core_depends_on_no_io_crates() {
             "none",
             "--offline",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(e2d_tests::tests_crate_dir())
         .output()
         .expect("run cargo tree");
     assert!(

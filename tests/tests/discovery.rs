@@ -220,7 +220,7 @@ fn k8s_dns_finds_the_pods_of_a_headless_service() {
 fn ec2_tags_and_autoscaling_groups_against_moto() {
     let moto = Moto::start();
     let setup = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_ec2.py"))
+        .arg(e2d_tests::tests_crate_dir().join("scripts/moto_ec2.py"))
         .env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "testing")

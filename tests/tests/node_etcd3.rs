@@ -3,12 +3,10 @@
 //! against e2d and etcd side by side: every step must answer the same.
 //! `.ci/run` installs the client (`npm ci` in tests/node).
 
-use std::path::Path;
-
 use e2d_tests::{one_at_a_time, Server};
 
 fn flows(server: &Server) -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    let dir = e2d_tests::tests_crate_dir().join("node");
     assert!(
         dir.join("node_modules/etcd3").is_dir(),
         "the etcd3 npm client is not installed: run `npm ci --prefix tests/node`"
