@@ -203,8 +203,8 @@ impl Ingester {
     /// Whether a load was dropped unfinished since the database opened.
     /// Its table files stay on disk, unreferenced, until the next open
     /// removes them (the storage engine cannot tell them from a flush
-    /// under way before then); callers that may give up on a load often
-    /// stop loading in place once one was dropped.
+    /// under way before then), so a caller that may give up on loads
+    /// stops loading in place once one was dropped.
     pub fn abandoned_any(&self) -> bool {
         self.abandoned.load(Ordering::Relaxed)
     }
