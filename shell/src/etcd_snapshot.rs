@@ -9,7 +9,7 @@
 //! - [`verify_etcd_snapshot`]: checks a file whole (digest, every page,
 //!   every entry) and changes nothing: run it before loading.
 //! - [`load_etcd_snapshot`]: streams a verified file's records into the
-//!   tables, as `snapshot::replace_tables` does for e2d's own format.
+//!   tables, as `snapshot_load::replace_tables` does for e2d's own format.
 //! - [`write_etcd_snapshot`]: a consistent view of the tables as an etcd
 //!   snapshot file, trailer included, as etcd's Maintenance.Snapshot
 //!   sends it.
