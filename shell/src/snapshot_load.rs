@@ -251,17 +251,17 @@ impl IncomingSnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::snapshot::tests::{snapshot_bytes, snapshot_of};
     use e2d_core::storage::Backend;
 
-    fn everything_but_kept(_: Table, key: &[u8]) -> bool {
+    pub(crate) fn everything_but_kept(_: Table, key: &[u8]) -> bool {
         key != b"kept"
     }
 
     /// A backend holding a key a snapshot replaces and one it keeps.
-    fn backend_in(dir: &std::path::Path) -> DiskBackend {
+    pub(crate) fn backend_in(dir: &std::path::Path) -> DiskBackend {
         let mut backend = DiskBackend::open(&dir.join("db")).unwrap();
         backend.put(Table::Kv, b"old", b"gone");
         backend.put(Table::Meta, b"kept", b"1");
@@ -269,7 +269,7 @@ mod tests {
         backend
     }
 
-    fn read(backend: &DiskBackend, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn read(backend: &DiskBackend, table: Table, key: &[u8]) -> Option<Vec<u8>> {
         backend.get(table, key).unwrap()
     }
 
@@ -311,7 +311,7 @@ mod tests {
     /// Records of every table, the kv table's as a store writes them (a
     /// key put twice, one deleted), one value longer than a load's batch,
     /// so records cross chunks and batches alike.
-    fn many_records() -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    pub(crate) fn many_records() -> Vec<(Table, Vec<u8>, Vec<u8>)> {
         use e2d_core::revision::Revision;
         use e2d_proto::mvccpb::KeyValue;
         use prost::Message;
@@ -358,7 +358,7 @@ mod tests {
         records
     }
 
-    fn bytes_of(records: &[(Table, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    pub(crate) fn bytes_of(records: &[(Table, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         let borrowed: Vec<(Table, &[u8], &[u8])> = records
             .iter()
             .map(|(table, key, value)| (*table, key.as_slice(), value.as_slice()))
