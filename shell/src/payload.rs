@@ -177,7 +177,7 @@ pub fn summarize(path: &Path) -> Result<Summary, SnapshotError> {
     let storage = |e: StorageError| SnapshotError::Io(std::io::Error::other(e.0));
     let (hash, total_keys) = match format {
         PayloadFormat::E2d => {
-            let mut input = std::io::BufReader::new(File::open(path)?);
+            let mut input = File::open(path)?;
             crate::snapshot::for_each_record(&mut input, &mut |table, key, value| {
                 counts.visit(table, key, value).map_err(storage)
             })?;

@@ -79,11 +79,6 @@ impl<W: Write> VerifyingWriter<W> {
         }
     }
 
-    /// Where the bytes go.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
-    }
-
     /// What was written, once its digest matches.
     pub fn finish(self) -> Result<W, SnapshotError> {
         if self.tail.len() != DIGEST_BYTES || self.digest.finish() != self.tail {

@@ -22,11 +22,12 @@ use crate::storage::{DiskBackend, Ingester, TableIngestion};
 /// table and in key order within each is refused.
 pub fn replace_tables(
     backend: &mut DiskBackend,
-    file: std::fs::File,
+    mut file: std::fs::File,
     replaced: Replaced,
 ) -> Result<(), StorageError> {
     let mut load = TablesLoad::new(backend.ingester(), replaced);
-    crate::snapshot::for_each_record(&mut std::io::BufReader::new(file), &mut |t, k, v| {
+    // `for_each_record` reads in large blocks of its own.
+    crate::snapshot::for_each_record(&mut file, &mut |t, k, v| {
         load.record(t, k, v).map_err(SnapshotError::from)
     })
     .map_err(|e| match e {
@@ -163,66 +164,38 @@ impl StagedTables {
 /// staged, and checked against its digest, which is known when the last
 /// chunk is. Records before a bad digest were staged and are dropped.
 pub struct StreamedLoad {
-    check: VerifyingWriter<RecordSink>,
+    check: VerifyingWriter<std::io::Sink>,
+    /// Takes every byte the check does: it reads no further than the end
+    /// record, so the padding and the digest after it are left alone.
+    parser: RecordParser,
+    load: TablesLoad,
 }
 
 impl StreamedLoad {
     pub fn new(ingester: Ingester, replaced: Replaced) -> Self {
         StreamedLoad {
-            check: VerifyingWriter::new(RecordSink {
-                parser: RecordParser::default(),
-                load: TablesLoad::new(ingester, replaced).indexing(),
-                failure: None,
-            }),
+            check: VerifyingWriter::new(std::io::sink()),
+            parser: RecordParser::default(),
+            load: TablesLoad::new(ingester, replaced).indexing(),
         }
     }
 
     /// Takes the stream's next bytes.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
-        self.check.write_all(chunk).map_err(|e| {
-            self.check
-                .get_mut()
-                .failure
-                .take()
-                .unwrap_or(SnapshotError::Io(e))
+        self.check.write_all(chunk)?;
+        let load = &mut self.load;
+        self.parser.feed(chunk, &mut |t, k, v| {
+            load.record(t, k, v).map_err(SnapshotError::from)
         })
     }
 
     /// The staged tables, once the digest matches and the records ended.
     pub fn finish(self) -> Result<StagedTables, SnapshotError> {
-        let sink = self.check.finish()?;
-        if !sink.parser.ended() {
-            return Err(SnapshotError::Malformed(sink.parser.offset()));
+        self.check.finish()?;
+        if !self.parser.ended() {
+            return Err(SnapshotError::Malformed(self.parser.offset()));
         }
-        Ok(sink.load.staged())
-    }
-}
-
-/// Where a [`StreamedLoad`]'s checked bytes go: records into the load.
-struct RecordSink {
-    parser: RecordParser,
-    load: TablesLoad,
-    /// Why the last write failed, for [`StreamedLoad::write`].
-    failure: Option<SnapshotError>,
-}
-
-impl Write for RecordSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let load = &mut self.load;
-        match self.parser.feed(data, &mut |t, k, v| {
-            load.record(t, k, v).map_err(SnapshotError::from)
-        }) {
-            Ok(()) => Ok(data.len()),
-            Err(e) => {
-                let message = e.to_string();
-                self.failure = Some(e);
-                Err(std::io::Error::other(message))
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        Ok(self.load.staged())
     }
 }
 

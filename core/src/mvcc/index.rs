@@ -205,8 +205,9 @@ impl KeyIndex {
     /// Records `change` of `key`; `live` describes the value a put stores
     /// (it is ignored for a delete).
     pub fn record(&mut self, key: &[u8], change: Change, live: Live) {
+        let recorded = self.record_newer(key, change, live);
         assert!(
-            self.record_newer(key, change, live),
+            recorded,
             "key index: revisions of a key must grow, and a put has a version"
         );
     }
