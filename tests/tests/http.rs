@@ -1,6 +1,8 @@
 //! The HTTP endpoints e2d serves on the client port: /health, /livez,
 //! /readyz, /version, /metrics.
 
+use std::time::Duration;
+
 use e2d_tests::Server;
 
 #[test]
@@ -244,4 +246,83 @@ async fn raw_grpc(url: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     grpc
+}
+
+/// The top-level varint field `number` of an encoded message, if there.
+fn varint_field(mut message: &[u8], number: u64) -> Option<u64> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    while !message.is_empty() {
+        let tag = varint(&mut message)?;
+        match tag & 7 {
+            0 if tag >> 3 == number => return varint(&mut message),
+            0 => {
+                varint(&mut message)?;
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut message)?).ok()?;
+                message = message.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn a_watch_call_is_answered_with_its_first_response_as_etcds_is() {
+    // etcd answers a Watch call only with its first response, the
+    // watcher's creation. Clients rely on it: the etcd-client crate's
+    // watch returns when the call is answered, and a put made after it
+    // must be seen.
+    let (e2d, etcd) = Server::e2d_and_etcd();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for s in [&e2d, &etcd] {
+        runtime.block_on(async {
+            let mut grpc = raw_grpc(&s.url()).await;
+            let (requests, pending) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+            let path =
+                tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+            let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(pending);
+            let mut call = tokio::spawn(async move {
+                grpc.streaming(tonic::Request::new(stream), path, RawCodec)
+                    .await
+            });
+            let early = tokio::time::timeout(Duration::from_millis(500), &mut call).await;
+            assert!(
+                early.is_err(),
+                "{}: answered before any request: {early:?}",
+                s.url()
+            );
+            // WatchRequest { create_request: { key: "k" } }.
+            requests
+                .send(vec![0x0a, 0x03, 0x0a, 0x01, b'k'])
+                .await
+                .expect("the call takes requests");
+            let mut responses = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .expect("answered once a watcher is asked for")
+                .expect("the call's task")
+                .expect("the call succeeds")
+                .into_inner();
+            let first = responses
+                .message()
+                .await
+                .expect("a response")
+                .expect("the stream is open");
+            // WatchResponse's `created` is field 3.
+            assert_eq!(varint_field(&first, 3), Some(1), "{}: {first:?}", s.url());
+            drop(requests);
+        });
+    }
 }

@@ -13,6 +13,7 @@ use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
 use e2d_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::server::Node;
@@ -65,10 +66,19 @@ impl Watch for WatchService {
             ticks_wanted: false,
         };
         // Boxed, so each response moves a pointer in and out, not the task.
-        let responses = futures_util::stream::unfold(Box::new(task), |mut task| async move {
+        let mut task = Box::new(task);
+        // The call is answered with its first response, as etcd's is (gRPC
+        // sends the headers with the first message): a client that awaits
+        // the call, then writes, finds its watcher in place.
+        let first = match task.next_response().await {
+            Some(Err(status)) => return Err(status),
+            first => first,
+        };
+        let rest = futures_util::stream::unfold(task, |mut task| async move {
             let response = task.next_response().await?;
             Some((response, task))
         });
+        let responses = futures_util::stream::iter(first).chain(rest);
         Ok(Response::new(Box::pin(responses)))
     }
 }
