@@ -267,7 +267,7 @@ impl<B: Backend> StateMachine<B> {
         let lease = self.lessor.remove(id).ok_or(Error::LeaseNotFound)?;
         let mut txn = self.mvcc.write();
         for key in &lease.keys {
-            txn.delete_span(&KeySpan::Single(key))?;
+            txn.delete_span(&KeySpan::Single(key), false)?;
         }
         txn.end();
         self.mvcc
@@ -470,16 +470,21 @@ impl<B: Backend> StateMachine<B> {
 
     fn compare_holds(&self, compare: &Compare) -> Result<bool, Error> {
         let span = KeySpan::new(&compare.key, &compare.range_end);
-        let found = self
-            .mvcc
-            .read_span(&span, self.mvcc.current_revision(), 0, false)?;
-        if found.kvs.is_empty() {
-            if compare.target == CompareTarget::Value as i32 {
-                return Ok(false);
-            }
-            return Ok(compare_kv(compare, &KeyValue::default()));
+        let on_value = compare.target == CompareTarget::Value as i32;
+        // Only a compare of the value reads values; the others (a guarded
+        // update's mod_revision, a create's version) ask the key index.
+        // Compares come before the txn writes, so its newest is current.
+        let found = if on_value {
+            self.mvcc
+                .read_span(&span, self.mvcc.current_revision(), 0, false)?
+                .kvs
+        } else {
+            self.mvcc.newest_headers(&span)
+        };
+        if found.is_empty() {
+            return Ok(!on_value && compare_kv(compare, &KeyValue::default()));
         }
-        Ok(found.kvs.iter().all(|kv| compare_kv(compare, kv)))
+        Ok(found.iter().all(|kv| compare_kv(compare, kv)))
     }
 
     /// Checks the puts (`puts`) or the ranges (`!puts`) on the chosen path.
@@ -623,7 +628,7 @@ fn apply_delete<B: Backend>(
     lessor: &mut Lessor,
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, Error> {
-    let deleted = txn.delete_span(&KeySpan::new(&req.key, &req.range_end))?;
+    let deleted = txn.delete_span(&KeySpan::new(&req.key, &req.range_end), req.prev_kv)?;
     for kv in &deleted {
         lessor.detach(kv.lease, &kv.key);
     }

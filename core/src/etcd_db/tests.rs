@@ -127,7 +127,8 @@ fn e2d_tables() -> impl Strategy<Value = MemBackend> {
                         }
                         KvOp::Delete(key) => {
                             let mut txn = mvcc.write();
-                            txn.delete_span(&KeySpan::Single(&[b'k', key])).unwrap();
+                            txn.delete_span(&KeySpan::Single(&[b'k', key]), false)
+                                .unwrap();
                             txn.end();
                         }
                         KvOp::Compact(at) => {

@@ -305,6 +305,22 @@ impl KeyIndex {
         }
     }
 
+    /// The entries of the keys in `span`, in key order.
+    fn entries_in<'a>(
+        &'a self,
+        span: &KeySpan<'a>,
+    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a Entry)> + 'a {
+        type KeyBounds<'k> = (Bound<&'k [u8]>, Bound<&'k [u8]>);
+        let range: Option<KeyBounds<'a>> = match *span {
+            KeySpan::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
+            KeySpan::From(s) => Some((Bound::Included(s), Bound::Unbounded)),
+            KeySpan::Between(s, e) => (s < e).then_some((Bound::Included(s), Bound::Excluded(e))),
+        };
+        range
+            .into_iter()
+            .flat_map(|range| self.keys.range::<[u8], _>(range))
+    }
+
     /// Keys in `span` alive at `at_main`, in key order, with their revisions.
     /// Visits until `visit` returns false.
     pub fn visit_live(
@@ -313,21 +329,27 @@ impl KeyIndex {
         at_main: i64,
         visit: &mut dyn FnMut(&[u8], Revision) -> bool,
     ) {
-        let range: (Bound<&[u8]>, Bound<&[u8]>) = match *span {
-            KeySpan::Single(k) => (Bound::Included(k), Bound::Included(k)),
-            KeySpan::From(s) => (Bound::Included(s), Bound::Unbounded),
-            KeySpan::Between(s, e) => {
-                if s >= e {
-                    return;
-                }
-                (Bound::Included(s), Bound::Excluded(e))
-            }
-        };
-        for (key, entry) in self.keys.range::<[u8], _>(range) {
+        for (key, entry) in self.entries_in(span) {
             if let Some(rev) = live_at(entry.history.as_slice(), at_main) {
                 if !visit(key, rev) {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Keys in `span` whose newest change is a put, in key order, with that
+    /// put's revision and what it stored: the keys alive at the newest
+    /// revision, found without reading a value.
+    pub fn visit_newest_puts_in(
+        &self,
+        span: &KeySpan<'_>,
+        visit: &mut dyn FnMut(&[u8], Revision, Live),
+    ) {
+        for (key, entry) in self.entries_in(span) {
+            match entry.history.as_slice().last() {
+                Some(newest) if !newest.tombstone() => visit(key, newest.revision(), entry.live),
+                _ => {}
             }
         }
     }

@@ -562,7 +562,7 @@ mod tests {
 
     fn delete(mvcc: &mut Mvcc<MemBackend>, key: &[u8]) {
         let mut txn = mvcc.write();
-        txn.delete_span(&KeySpan::Single(key)).unwrap();
+        txn.delete_span(&KeySpan::Single(key), false).unwrap();
         txn.end();
     }
 

@@ -43,6 +43,27 @@ impl<B: Backend> Mvcc<B> {
         Ok(RangeResult { kvs, count })
     }
 
+    /// The keys of `span` whose newest change is a put, each with all its
+    /// key-value holds but the value (left empty), from the key index
+    /// alone: what a compare of anything but the value, or a delete that
+    /// returns no values, needs. Outside a write txn these are the keys
+    /// alive at the current revision; inside one, as the txn reads them.
+    pub fn newest_headers(&self, span: &KeySpan<'_>) -> Vec<KeyValue> {
+        let mut kvs = Vec::new();
+        self.index
+            .visit_newest_puts_in(span, &mut |key, revision, live| {
+                kvs.push(KeyValue {
+                    key: prost::bytes::Bytes::copy_from_slice(key),
+                    create_revision: live.create_revision,
+                    mod_revision: revision.main,
+                    version: live.version,
+                    value: Default::default(),
+                    lease: live.lease,
+                });
+            });
+        kvs
+    }
+
     /// Serves a Range request as of `read_main` (already resolved and
     /// checked), returning etcd's response with only the revision in the
     /// header.

@@ -78,9 +78,18 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.store(revision, false, kv, EventType::Put);
     }
 
-    /// Deletes every key of `span`; returns the deleted key-values.
-    pub fn delete_span(&mut self, span: &KeySpan<'_>) -> Result<Vec<KeyValue>, Error> {
-        let deleted = self.read_span(span)?.kvs;
+    /// Deletes every key of `span`; returns the deleted key-values, their
+    /// values read only `with_values` (else left empty).
+    pub fn delete_span(
+        &mut self,
+        span: &KeySpan<'_>,
+        with_values: bool,
+    ) -> Result<Vec<KeyValue>, Error> {
+        let deleted = if with_values {
+            self.read_span(span)?.kvs
+        } else {
+            self.mvcc.newest_headers(span)
+        };
         for kv in &deleted {
             let revision = self.next_revision();
             let tombstone = KeyValue {

@@ -1,0 +1,193 @@
+//! Which writes read stored values. A txn guarded by a key's revision or
+//! version (kube-apiserver's every create, update and delete), a delete
+//! that returns no previous values and a lease's revoke find what they
+//! need in the key index; only a compare of the value, `prev_kv` and
+//! reads fetch values from the backend, which on disk costs a block read
+//! each.
+
+use std::cell::Cell;
+
+use e2d_core::storage::{Backend, MemBackend, StorageError, Table};
+use e2d_core::StateMachine;
+use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use e2d_proto::etcdserverpb::{
+    request_op::Request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+
+/// A memory backend that counts the reads of the kv table.
+#[derive(Default)]
+struct CountingBackend {
+    inner: MemBackend,
+    kv_gets: Cell<usize>,
+}
+
+impl Backend for CountingBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if table == Table::Kv {
+            self.kv_gets.set(self.kv_gets.get() + 1);
+        }
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        self.inner.scan(table, start, end, visit)
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        self.inner.put(table, key, value)
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) {
+        self.inner.delete(table, key)
+    }
+
+    fn commit(&mut self, sync: bool) -> Result<(), StorageError> {
+        self.inner.commit(sync)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+}
+
+fn kv_gets(sm: &StateMachine<CountingBackend>) -> usize {
+    sm.mvcc().backend().kv_gets.get()
+}
+
+fn put(key: &str, value: &str, lease: i64) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        lease,
+        ..Default::default()
+    }
+}
+
+fn op(request: Request) -> RequestOp {
+    RequestOp {
+        request: Some(request),
+    }
+}
+
+/// `key`'s field that `union` names equals the value it holds.
+fn compare(key: &str, union: TargetUnion) -> Compare {
+    let target = match union {
+        TargetUnion::Version(_) => CompareTarget::Version,
+        TargetUnion::CreateRevision(_) => CompareTarget::Create,
+        TargetUnion::ModRevision(_) => CompareTarget::Mod,
+        TargetUnion::Value(_) => CompareTarget::Value,
+        TargetUnion::Lease(_) => CompareTarget::Lease,
+    };
+    Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key: key.into(),
+        target_union: Some(union),
+        ..Default::default()
+    }
+}
+
+/// `Txn(If(key's field == union)).Then(Put(key, value)).Else(Get(key))`,
+/// as kube-apiserver writes.
+fn guarded_put(key: &str, union: TargetUnion, value: &str) -> TxnRequest {
+    TxnRequest {
+        compare: vec![compare(key, union)],
+        success: vec![op(Request::RequestPut(put(key, value, 0)))],
+        failure: vec![op(Request::RequestRange(RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        }))],
+    }
+}
+
+#[test]
+fn guarded_writes_deletes_and_revokes_read_no_values_and_the_rest_do() {
+    let mut sm = StateMachine::open(CountingBackend::default(), 0).unwrap();
+    let (a, b) = ("/registry/pods/a", "/registry/pods/b");
+    sm.put(&put(a, "v1", 0)).unwrap();
+    let revision = sm.mvcc().current_revision();
+    // Each txn, whether it succeeds, and the kv reads it takes: a create
+    // of an existing key fails and its failure branch reads the value, as
+    // it must; updates guarded by the revision read, by version and by
+    // create revision, and the create of a new key, read nothing; a stale
+    // guard reads only for its failure branch; a compare of the value
+    // reads the value.
+    let steps = [
+        (guarded_put(a, TargetUnion::ModRevision(0), "v0"), false, 1),
+        (
+            guarded_put(a, TargetUnion::ModRevision(revision), "v2"),
+            true,
+            0,
+        ),
+        (guarded_put(a, TargetUnion::Version(2), "v3"), true, 0),
+        (
+            guarded_put(a, TargetUnion::CreateRevision(revision), "v4"),
+            true,
+            0,
+        ),
+        (guarded_put(b, TargetUnion::ModRevision(0), "v1"), true, 0),
+        (
+            guarded_put(a, TargetUnion::ModRevision(revision), "v5"),
+            false,
+            1,
+        ),
+        (
+            guarded_put(a, TargetUnion::Value(b"v4".to_vec()), "v6"),
+            true,
+            1,
+        ),
+    ];
+    for (n, (txn, succeeds, reads)) in steps.iter().enumerate() {
+        let before = kv_gets(&sm);
+        assert_eq!(sm.txn(txn).unwrap().succeeded, *succeeds, "txn {n}");
+        assert_eq!(kv_gets(&sm) - before, *reads, "kv reads of txn {n}");
+    }
+
+    // A delete reads values only for prev_kv, and still returns the count.
+    let before = kv_gets(&sm);
+    let deleted = sm
+        .delete_range(&DeleteRangeRequest {
+            key: "/registry/pods/b".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(deleted.deleted, 1);
+    assert!(deleted.prev_kvs.is_empty());
+    assert_eq!(kv_gets(&sm), before, "a delete without prev_kv");
+    let with_prev = sm
+        .delete_range(&DeleteRangeRequest {
+            key: "/registry/pods/a".into(),
+            prev_kv: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(with_prev.prev_kvs.len(), 1);
+    assert_eq!(&with_prev.prev_kvs[0].value[..], b"v6");
+    assert_eq!(kv_gets(&sm) - before, 1, "prev_kv reads the value");
+
+    // A revoke deletes its keys without reading them, and they are gone.
+    sm.lease_grant(7, 60, 0).unwrap();
+    for key in ["/registry/events/x", "/registry/events/y"] {
+        sm.put(&put(key, "event", 7)).unwrap();
+    }
+    let before = kv_gets(&sm);
+    sm.lease_revoke(7).unwrap();
+    assert_eq!(kv_gets(&sm), before, "a revoke reads no value");
+    let left = sm
+        .mvcc()
+        .read_span(
+            &e2d_core::mvcc::KeySpan::new(b"/registry/events/", b"/registry/events0"),
+            sm.mvcc().current_revision(),
+            0,
+            true,
+        )
+        .unwrap();
+    assert_eq!(left.count, 0, "the lease's keys are deleted");
+}
