@@ -121,14 +121,25 @@ impl tower::Service<Request<Body>> for Direct {
             // A unary body is ready at once and is sent here; a stream's
             // body (watch, keep-alive) goes on in a task of its own.
             let mut piping = Box::pin(pipe(body, sending));
-            if let Poll::Ready(piped) =
-                std::future::poll_fn(|cx| Poll::Ready(piping.as_mut().poll(cx))).await
+            let piped = match std::future::poll_fn(|cx| Poll::Ready(piping.as_mut().poll(cx))).await
             {
-                piped?;
-            } else {
-                tokio::spawn(piping);
-            }
-            let response = response.await?;
+                Poll::Ready(piped) => piped,
+                Poll::Pending => {
+                    tokio::spawn(piping);
+                    Ok(())
+                }
+            };
+            // A server may answer, or reset the stream, before it has
+            // read the whole request (h2 then refuses the rest as sent on
+            // an inactive stream): what it said is the request's outcome.
+            let response = match (response.await, piped) {
+                (Ok(response), _) => response,
+                (Err(answered), Err(_)) if answered.is_reset() || answered.is_go_away() => {
+                    return Err(answered.into())
+                }
+                (Err(_), Err(sending)) => return Err(sending),
+                (Err(answered), Ok(())) => return Err(answered.into()),
+            };
             Ok(response.map(|received| Body::new(Received(received))))
         })
     }
