@@ -14,7 +14,7 @@ use std::ffi::c_long;
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
 /// How long freed memory stays with the allocator before going back.
-pub const PURGE_DELAY_MS: c_long = 1000;
+const PURGE_DELAY_MS: c_long = 1000;
 
 /// mimalloc v2's `mi_option_purge_delay`, which its Rust bindings name no
 /// constant for.
@@ -25,14 +25,18 @@ const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 const MIMALLOC_PURGE_DELAY_DEFAULT_MS: c_long = 10;
 
 /// Sets the allocator's options, unless the environment set them
-/// (`MIMALLOC_PURGE_DELAY`, read by mimalloc itself). Called first in
-/// `main`, before any other thread runs.
-pub fn configure() {
+/// (`MIMALLOC_PURGE_DELAY`, read by mimalloc itself).
+///
+/// # Safety
+///
+/// mimalloc's options are plain integers that `mi_option_set` writes
+/// without synchronisation: no other thread may allocate through mimalloc
+/// meanwhile. `main` calls this first, before it starts any thread.
+pub unsafe fn configure() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
-    // SAFETY: the options are plain integers; mi_option_set is not thread
-    // safe, and this runs before any thread but main's exists.
+    // SAFETY: the caller keeps other threads out of mimalloc (above).
     unsafe {
         // An option of another meaning (another mimalloc version) is left
         // alone rather than set to a delay.
@@ -58,7 +62,9 @@ mod tests {
             before, MIMALLOC_PURGE_DELAY_DEFAULT_MS,
             "mimalloc's purge delay is no longer option {MI_OPTION_PURGE_DELAY} with its default"
         );
-        configure();
+        // SAFETY: the global allocator of this test binary is the system's,
+        // so no other test thread allocates through mimalloc.
+        unsafe { configure() };
         // SAFETY: as above.
         let after = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(after, PURGE_DELAY_MS);

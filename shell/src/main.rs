@@ -10,8 +10,11 @@ use e2d_shell::{grpc, logging, run, status};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first thing main does; no other thread exists yet.
     #[cfg(not(madsim))]
-    e2d_shell::allocator::configure();
+    unsafe {
+        e2d_shell::allocator::configure()
+    };
     e2d_shell::fail_stop::stop_on_panic();
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
