@@ -22,7 +22,7 @@ use e2d_proto::peer::AuthChange;
 use crate::auth::{AuthStore, Changed, SimpleTokens};
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
-use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, WriteTxn};
+use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, Reads, WriteTxn};
 use crate::storage::{Backend, StorageError, Table};
 
 /// Where alarms live in the `Meta` table.
@@ -476,7 +476,7 @@ impl<B: Backend> StateMachine<B> {
         // Compares come before the txn writes, so its newest is current.
         let found = if on_value {
             self.mvcc
-                .read_span(&span, self.mvcc.current_revision(), 0, false)?
+                .read_span(&span, self.mvcc.current_revision(), 0, Reads::Values)?
                 .kvs
         } else {
             self.mvcc.newest_headers(&span)

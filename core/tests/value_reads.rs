@@ -1,8 +1,9 @@
 //! Which writes read stored values. A txn guarded by a key's revision or
 //! version (kube-apiserver's every create, update and delete), a delete
 //! that returns no previous values and a lease's revoke find what they
-//! need in the key index; only a compare of the value, `prev_kv` and
-//! reads fetch values from the backend, which on disk costs a block read
+//! need in the key index, as does a keys-only range of keys whose newest
+//! change it reads; only a compare of the value, `prev_kv` and reads of
+//! values fetch them from the backend, which on disk costs a block read
 //! each.
 
 use std::cell::Cell;
@@ -10,6 +11,7 @@ use std::cell::Cell;
 use e2d_core::storage::{Backend, MemBackend, StorageError, Table};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use e2d_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use e2d_proto::etcdserverpb::{
     request_op::Request, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
@@ -186,8 +188,59 @@ fn guarded_writes_deletes_and_revokes_read_no_values_and_the_rest_do() {
             &e2d_core::mvcc::KeySpan::new(b"/registry/events/", b"/registry/events0"),
             sm.mvcc().current_revision(),
             0,
-            true,
+            e2d_core::mvcc::Reads::Count,
         )
         .unwrap();
     assert_eq!(left.count, 0, "the lease's keys are deleted");
+}
+
+#[test]
+fn keys_only_ranges_read_only_the_values_the_index_cannot_answer() {
+    let mut sm = StateMachine::open(CountingBackend::default(), 0).unwrap();
+    sm.lease_grant(7, 60, 0).unwrap();
+    for (key, lease) in [("k/a", 7), ("k/b", 0), ("k/c", 0)] {
+        sm.put(&put(key, "v1", lease)).unwrap();
+    }
+    let before_update = sm.mvcc().current_revision();
+    sm.put(&put("k/b", "v2", 0)).unwrap();
+    let all = |revision: i64, keys_only: bool, sort_target: SortTarget| RangeRequest {
+        key: "k/".into(),
+        range_end: "k0".into(),
+        revision,
+        keys_only,
+        sort_target: sort_target as i32,
+        sort_order: SortOrder::Descend as i32,
+        ..Default::default()
+    };
+    // Each read: at the newest revision every key's newest change is the
+    // one read; before the update, k/b's is not, and its fields come from
+    // its stored key-value. Sorted by value, the values are read to sort.
+    let reads = [
+        (0, SortTarget::Key, 0),
+        (0, SortTarget::Mod, 0),
+        (before_update, SortTarget::Key, 1),
+        (0, SortTarget::Value, 3),
+    ];
+    for (revision, target, expected_reads) in reads {
+        let full = sm.range(&all(revision, false, target)).unwrap();
+        let before = kv_gets(&sm);
+        let keys_only = sm.range(&all(revision, true, target)).unwrap();
+        assert_eq!(
+            kv_gets(&sm) - before,
+            expected_reads,
+            "kv reads of a keys-only range at {revision} sorted by {target:?}"
+        );
+        let without_values: Vec<_> = full
+            .kvs
+            .iter()
+            .map(|kv| {
+                let mut kv = kv.clone();
+                kv.value.clear();
+                kv
+            })
+            .collect();
+        assert_eq!(keys_only.kvs, without_values, "at {revision} by {target:?}");
+        assert_eq!(keys_only.count, full.count);
+        assert!(full.kvs.iter().all(|kv| !kv.value.is_empty()));
+    }
 }

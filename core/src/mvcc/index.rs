@@ -146,6 +146,10 @@ struct Entry {
     live: Live,
 }
 
+/// Takes a key alive at the revision read, the revision of its value and,
+/// when that is the key's newest change, what it stored; false stops.
+pub type VisitLive<'a> = dyn FnMut(&[u8], Revision, Option<Live>) -> bool + 'a;
+
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
     keys: BTreeMap<Box<[u8]>, Entry>,
@@ -321,17 +325,15 @@ impl KeyIndex {
             .flat_map(|range| self.keys.range::<[u8], _>(range))
     }
 
-    /// Keys in `span` alive at `at_main`, in key order, with their revisions.
-    /// Visits until `visit` returns false.
-    pub fn visit_live(
-        &self,
-        span: &KeySpan<'_>,
-        at_main: i64,
-        visit: &mut dyn FnMut(&[u8], Revision) -> bool,
-    ) {
+    /// Keys in `span` alive at `at_main`, in key order, with their
+    /// revisions and, when that revision is the key's newest change, what
+    /// it stored. Visits until `visit` returns false.
+    pub fn visit_live(&self, span: &KeySpan<'_>, at_main: i64, visit: &mut VisitLive<'_>) {
         for (key, entry) in self.entries_in(span) {
-            if let Some(rev) = live_at(entry.history.as_slice(), at_main) {
-                if !visit(key, rev) {
+            let history = entry.history.as_slice();
+            if let Some(rev) = live_at(history, at_main) {
+                let newest = history.last().is_some_and(|c| c.revision() == rev);
+                if !visit(key, rev, newest.then_some(entry.live)) {
                     return;
                 }
             }

@@ -11,7 +11,7 @@ mod range;
 mod write;
 
 pub use index::{Change, KeyIndex, KeySpan, Live};
-pub use range::RangeResult;
+pub use range::{RangeResult, Reads};
 pub use write::WriteTxn;
 
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -345,7 +345,7 @@ impl<B: Backend> Mvcc<B> {
     pub fn hash_kv(&self, revision: i64) -> Result<u32, Error> {
         let mut any_live = false;
         self.index
-            .visit_live(&KeySpan::From(b""), revision, &mut |_, _| {
+            .visit_live(&KeySpan::From(b""), revision, &mut |_, _, _| {
                 any_live = true;
                 false
             });

@@ -5,8 +5,10 @@ use e2d_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use e2d_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use e2d_proto::mvccpb::KeyValue;
 
+use super::index::Live;
 use super::{KeySpan, Mvcc};
 use crate::error::Error;
+use crate::revision::Revision;
 use crate::storage::Backend;
 
 /// Key-values found by a raw range read, before etcd's response shaping.
@@ -17,30 +19,60 @@ pub struct RangeResult {
     pub count: i64,
 }
 
+/// What a range read takes from each key it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Nothing: the count alone.
+    Count,
+    /// Everything a key-value holds but its value, left empty: from the
+    /// key index alone where the key's newest change is the one read,
+    /// otherwise from the stored key-value.
+    Headers,
+    /// Whole key-values.
+    Values,
+}
+
 impl<B: Backend> Mvcc<B> {
-    /// Reads keys of `span` alive at `at_main`. `limit` 0 reads all; with
-    /// `count_only` no values are read.
+    /// Reads keys of `span` alive at `at_main`. `limit` 0 reads all.
     pub fn read_span(
         &self,
         span: &KeySpan<'_>,
         at_main: i64,
         limit: usize,
-        count_only: bool,
+        reads: Reads,
     ) -> Result<RangeResult, Error> {
-        let mut revisions = Vec::new();
+        let mut kvs = Vec::new();
         let mut count = 0i64;
-        self.index.visit_live(span, at_main, &mut |_, rev| {
-            count += 1;
-            if !count_only && (limit == 0 || revisions.len() < limit) {
-                revisions.push(rev);
-            }
-            true
-        });
-        let kvs = revisions
-            .into_iter()
-            .map(|rev| self.read_kv(rev))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RangeResult { kvs, count })
+        let mut failure = None;
+        self.index
+            .visit_live(span, at_main, &mut |key, rev, newest| {
+                count += 1;
+                if reads == Reads::Count || (limit != 0 && kvs.len() >= limit) {
+                    return true;
+                }
+                let kv = match (reads, newest) {
+                    (Reads::Headers, Some(live)) => Ok(header_kv(key, rev, live)),
+                    (Reads::Headers, None) => self.read_kv(rev).map(|mut kv| {
+                        kv.value.clear();
+                        kv
+                    }),
+                    _ => self.read_kv(rev),
+                };
+                match kv {
+                    Ok(kv) => {
+                        kvs.push(kv);
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                }
+            });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(RangeResult { kvs, count }),
+        }
     }
 
     /// The keys of `span` whose newest change is a put, each with all its
@@ -52,14 +84,7 @@ impl<B: Backend> Mvcc<B> {
         let mut kvs = Vec::new();
         self.index
             .visit_newest_puts_in(span, &mut |key, revision, live| {
-                kvs.push(KeyValue {
-                    key: prost::bytes::Bytes::copy_from_slice(key),
-                    create_revision: live.create_revision,
-                    mod_revision: revision.main,
-                    version: live.version,
-                    value: Default::default(),
-                    lease: live.lease,
-                });
+                kvs.push(header_kv(key, revision, live));
             });
         kvs
     }
@@ -83,8 +108,18 @@ impl<B: Backend> Mvcc<B> {
             requested_limit.saturating_add(1)
         };
         let span = KeySpan::new(&req.key, &req.range_end);
+        // A keys-only answer sorted by anything but the value needs no
+        // value: where the index holds what the newest put stored, a key
+        // costs no read.
+        let reads = if req.count_only {
+            Reads::Count
+        } else if req.keys_only && sort_target != SortTarget::Value {
+            Reads::Headers
+        } else {
+            Reads::Values
+        };
         let RangeResult { mut kvs, count } =
-            self.read_span(&span, read_main, fetch_limit, req.count_only)?;
+            self.read_span(&span, read_main, fetch_limit, reads)?;
         kvs.retain(|kv| passes_revision_filters(req, kv));
         sort_kvs(&mut kvs, sort_order, sort_target);
         let mut more = false;
@@ -142,5 +177,17 @@ fn sort_kvs(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
         kvs.sort_by(|a, b| compare(b, a));
     } else {
         kvs.sort_by(compare);
+    }
+}
+
+/// The key-value the put at `revision` stored under `key`, but its value.
+fn header_kv(key: &[u8], revision: Revision, live: Live) -> KeyValue {
+    KeyValue {
+        key: prost::bytes::Bytes::copy_from_slice(key),
+        create_revision: live.create_revision,
+        mod_revision: revision.main,
+        version: live.version,
+        value: Default::default(),
+        lease: live.lease,
     }
 }

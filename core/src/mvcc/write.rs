@@ -3,7 +3,7 @@
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
-use super::{kv_entry_key, Change, KeySpan, Live, Mvcc, RangeResult, META_CURRENT_REVISION};
+use super::{kv_entry_key, Change, KeySpan, Live, Mvcc, RangeResult, Reads, META_CURRENT_REVISION};
 use crate::error::Error;
 use crate::revision::Revision;
 use crate::storage::{Backend, Table};
@@ -48,7 +48,8 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
     }
 
     pub fn read_span(&self, span: &KeySpan<'_>) -> Result<RangeResult, Error> {
-        self.mvcc.read_span(span, self.read_revision(), 0, false)
+        self.mvcc
+            .read_span(span, self.read_revision(), 0, Reads::Values)
     }
 
     /// What `key` holds as this txn reads it.
