@@ -8,8 +8,8 @@
 #    keys; then overwrites the first OVERWRITE (1,000,000) of them, so the
 #    history holds that many superseded revisions. The data dir's size and
 #    the server's peak RSS.
-# 2. A full range of one prefix (100,000 keys, about 220 MB): the median of
-#    5.
+# 2. A full range of one prefix (100,000 keys, about 220 MB), then the
+#    same keys only (etcdctl's --keys-only): the median of 5 each.
 # 3. Cold start: SIGTERM, start again, time to the first answered get.
 # 4. While ten clients put 256 B values at PUT_RATE a second (each
 #    put's latency counted from when it was due, so a server that stops
@@ -77,7 +77,7 @@ puts_while() {
 }
 
 one_server() {
-  local server=$1 name=$1-large pid started cold range_json base_json
+  local server=$1 name=$1-large pid started cold range_json keys_json base_json
   rm -rf "$work/$name"-m*
   pids_at[$base]=""
   start_cluster "$server" "$name" $base 1
@@ -93,6 +93,7 @@ one_server() {
   db_bytes=$(du -sb "$work/$name-m0" | cut -f1)
   step "$server" "full range of one prefix"
   range_json=$(bench_json range 00 01 --total 5)
+  keys_json=$(bench_json range 00 01 --keys-only --total 5)
   step "$server" "cold start"
 
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
@@ -138,15 +139,15 @@ one_server() {
     join+=("$joined")
   done
   python3 - "$server" "$rss_kib" "$db_bytes" "$db_after" "$cold" "${join[0]}" "${join[1]}" \
-    "$range_json" "$base_json" "$compact_out" "$defrag_out" >>"$results" <<'PY'
+    "$range_json" "$keys_json" "$base_json" "$compact_out" "$defrag_out" >>"$results" <<'PY'
 import json, sys
-server, rss, db, db_after, cold, join2, join3, rng, base, compact, defrag = sys.argv[1:]
+server, rss, db, db_after, cold, join2, join3, rng, keys, base, compact, defrag = sys.argv[1:]
 def timed(out):
     took, report = out.split("\n", 1)
     return {"ms": int(took), "puts": json.loads(report)}
 print(json.dumps({"server": server, "rss_kib": int(rss), "db_bytes": int(db), "db_bytes_after_defrag": int(db_after),
                   "cold_start_ms": int(cold), "join_second_ms": int(join2), "join_third_ms": int(join3),
-                  "range": json.loads(rng), "puts_alone": json.loads(base),
+                  "range": json.loads(rng), "keys_only_range": json.loads(keys), "puts_alone": json.loads(base),
                   "compaction": timed(compact), "defrag": timed(defrag)}))
 PY
   for pid in ${pids_at[$base]}; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
@@ -173,6 +174,7 @@ rows = [
     ("data dir after compaction and defrag", "GiB", lambda r: r["db_bytes_after_defrag"] / 2**30),
     ("peak RSS after the load", "MiB", lambda r: r["rss_kib"] / 1024),
     ("full range of one prefix (100,000 keys)", "ms p50", lambda r: r["range"]["latency_ms"]["p50"]),
+    ("the same, keys only", "ms p50", lambda r: r["keys_only_range"]["latency_ms"]["p50"]),
     ("cold start to first served request", "ms", lambda r: r["cold_start_ms"]),
     (f"puts at {rate}/s, nothing else", "p99 ms", lambda r: r["puts_alone"]["latency_ms"]["p99"]),
     ("compaction", "ms", lambda r: r["compaction"]["ms"]),

@@ -91,6 +91,10 @@ pub enum Workload {
         /// l: linearizable, s: serializable.
         #[arg(long, default_value = "l", value_parser = ["l", "s"])]
         consistency: String,
+        /// Keys and their revisions only, no values (etcdctl's
+        /// `--keys-only`).
+        #[arg(long)]
+        keys_only: bool,
     },
     /// Transactions of puts.
     TxnPut {

@@ -199,9 +199,16 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
             end,
             common,
             consistency,
+            keys_only,
         } => {
             let (key, end, serializable) = (key.clone(), end.clone(), consistency == "s");
-            let name = if serializable { "range-s" } else { "range-l" };
+            let keys_only = *keys_only;
+            let name = match (serializable, keys_only) {
+                (false, false) => "range-l",
+                (true, false) => "range-s",
+                (false, true) => "range-l-keys-only",
+                (true, true) => "range-s-keys-only",
+            };
             run_clients(cli, common, name, move |client, _, _| {
                 let (key, end) = (key.clone(), end.clone());
                 async move {
@@ -211,6 +218,9 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
                     }
                     if serializable {
                         options = options.with_serializable();
+                    }
+                    if keys_only {
+                        options = options.with_keys_only();
                     }
                     // A range of many keys answers with more than the
                     // client's default limit of 4 MiB.
