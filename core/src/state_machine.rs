@@ -22,7 +22,7 @@ use e2d_proto::peer::AuthChange;
 use crate::auth::{AuthStore, Changed, SimpleTokens};
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
-use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, Reads, WriteTxn};
+use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, RangePlan, Reads, WriteTxn};
 use crate::storage::{Backend, StorageError, Table};
 
 /// Where alarms live in the `Meta` table.
@@ -160,8 +160,14 @@ impl<B: Backend> StateMachine<B> {
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.plan_range(req)?.finish(self.mvcc.backend())
+    }
+
+    /// [`StateMachine::range`] with the key index read and the values
+    /// not yet: see [`crate::mvcc::SpanRead`].
+    pub fn plan_range(&self, req: &RangeRequest) -> Result<RangePlan, Error> {
         let read_main = self.mvcc.resolve_read_revision(req.revision)?;
-        self.mvcc.range_at(req, read_main)
+        self.mvcc.plan_range(req, read_main)
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Error> {

@@ -39,6 +39,38 @@ impl Table {
 #[error("storage failure: {0}")]
 pub struct StorageError(pub String);
 
+/// Reads of e2d's tables as one consistent view of them: a backend, or a
+/// point in time of one that writes do not wait for.
+pub trait ReadTables {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Visits entries with `start <= key < end` (an empty `end` means no
+    /// bound) in key order until `visit` returns false.
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError>;
+}
+
+impl<B: Backend> ReadTables for B {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Backend::get(self, table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        Backend::scan(self, table, start, end, visit)
+    }
+}
+
 pub trait Backend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 

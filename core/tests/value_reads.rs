@@ -4,7 +4,8 @@
 //! need in the key index, as does a keys-only range of keys whose newest
 //! change it reads; only a compare of the value, `prev_kv` and reads of
 //! values fetch them from the backend, which on disk costs a block read
-//! each.
+//! each. A range may read its values after the key index, from a view of
+//! the tables taken with it.
 
 use std::cell::Cell;
 
@@ -243,4 +244,38 @@ fn keys_only_ranges_read_only_the_values_the_index_cannot_answer() {
         assert_eq!(keys_only.count, full.count);
         assert!(full.kvs.iter().all(|kv| !kv.value.is_empty()));
     }
+}
+
+/// A range planned under the state's lock reads its values from a view
+/// of the tables taken with the plan: the writes and the compaction that
+/// come meanwhile change nothing in its answer.
+#[test]
+fn a_planned_range_reads_its_values_from_the_view_taken_with_it() {
+    use e2d_proto::etcdserverpb::CompactionRequest;
+    let mut sm = StateMachine::open(MemBackend::default(), 0).unwrap();
+    for key in ["r/a", "r/b", "r/c"] {
+        sm.put(&put(key, "old", 0)).unwrap();
+    }
+    let req = RangeRequest {
+        key: "r/".into(),
+        range_end: "r0".into(),
+        ..Default::default()
+    };
+    let expected = sm.range(&req).unwrap();
+    let plan = sm.plan_range(&req).unwrap();
+    assert_eq!(plan.values_to_read(), 3);
+    let view = sm.mvcc().backend().clone();
+    // Meanwhile every key changes and compaction drops the old values.
+    for key in ["r/a", "r/b", "r/c"] {
+        sm.put(&put(key, "new", 0)).unwrap();
+    }
+    sm.compact(&CompactionRequest {
+        revision: sm.mvcc().current_revision(),
+        physical: true,
+    })
+    .unwrap();
+    while sm.compact_step(1024) {}
+    assert_eq!(plan.clone().finish(&view).unwrap(), expected);
+    // The live tables no longer hold what the plan found.
+    assert!(plan.finish(sm.mvcc().backend()).is_err());
 }

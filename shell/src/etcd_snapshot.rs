@@ -23,9 +23,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use e2d_core::bbolt::{Db, IoError, PageSink, PageSource};
-use e2d_core::etcd_db::{self, EtcdDbError, ExportSummary, ImportSummary, ReadTables};
+use e2d_core::etcd_db::{self, EtcdDbError, ExportSummary, ImportSummary};
 use e2d_core::mvcc::Mvcc;
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{Backend, StorageError};
 
 use crate::snapshot::{clear_tables, BatchedWrites, SnapshotDigest};
 use crate::storage::{DiskBackend, PointInTime};
@@ -164,7 +164,7 @@ pub fn write_etcd_snapshot(
         pending: Vec::with_capacity(SINK_BUFFER_BYTES),
         pending_at: 0,
     };
-    let (mut sink, summary) = etcd_db::export(&View(view), sink)?;
+    let (mut sink, summary) = etcd_db::export(&crate::storage::View(view), sink)?;
     sink.flush().map_err(|e| std::io::Error::other(e.0))?;
     let db_bytes = summary.written.size_bytes;
     let mut hasher = SnapshotDigest::default();
@@ -174,21 +174,6 @@ pub fn write_etcd_snapshot(
     file.write_all_at(&hasher.finish(), db_bytes)?;
     reader.seek(SeekFrom::Start(0))?;
     Ok((summary, db_bytes + DIGEST_BYTES))
-}
-
-/// A [`PointInTime`] as core reads tables.
-struct View<'a>(&'a PointInTime);
-
-impl ReadTables for View<'_> {
-    fn scan(
-        &self,
-        table: Table,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StorageError> {
-        self.0.scan(table, start, end, visit)
-    }
 }
 
 /// The first `size_bytes` of a file, read at offsets.
@@ -268,6 +253,7 @@ mod tests {
 
     use sha2::{Digest, Sha256};
 
+    use e2d_core::storage::Table;
     use e2d_core::StateMachine;
     use e2d_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 

@@ -17,32 +17,7 @@ use crate::lease::LeaseRecord;
 use crate::mvcc;
 use crate::revision::{Revision, REVISION_LEN_BYTES};
 use crate::state_machine::{decode_alarm_key, META_ALARM_PREFIX};
-use crate::storage::{Backend, StorageError, Table};
-
-/// Ordered reads of e2d's tables: a consistent view of them.
-pub trait ReadTables {
-    /// Visits entries with `start <= key < end` (an empty `end` means no
-    /// bound) in key order until `visit` returns false.
-    fn scan(
-        &self,
-        table: Table,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StorageError>;
-}
-
-impl<B: Backend> ReadTables for B {
-    fn scan(
-        &self,
-        table: Table,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StorageError> {
-        Backend::scan(self, table, start, end, visit)
-    }
-}
+use crate::storage::{ReadTables, StorageError, Table};
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,8 @@
 mod export;
 mod import;
 
-pub use export::{export, ExportSummary, ReadTables};
+pub use crate::storage::ReadTables;
+pub use export::{export, ExportSummary};
 pub use import::{import, ImportSummary, Importer};
 
 use crate::bbolt::{BboltError, WriteError};

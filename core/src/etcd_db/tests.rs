@@ -180,7 +180,7 @@ proptest! {
         let (bytes, exported) = export_bytes(&tables);
         // A store never written to has no current revision stored (it is
         // 1); the import always states it.
-        if tables.get(Table::Meta, mvcc::META_CURRENT_REVISION).unwrap().is_none() {
+        if Backend::get(&tables, Table::Meta, mvcc::META_CURRENT_REVISION).unwrap().is_none() {
             tables.put(Table::Meta, mvcc::META_CURRENT_REVISION, &1i64.to_be_bytes());
         }
         let (imported, summary) = import_bytes(&bytes).unwrap();
@@ -314,8 +314,7 @@ fn import_takes_what_etcd_would_on_start() {
     assert_eq!(mvcc.get(b"b", 6).unwrap(), None);
     let lease = |id: i64| {
         LeaseRecord::decode(
-            &backend
-                .get(Table::Lease, &id.to_be_bytes())
+            &Backend::get(&backend, Table::Lease, &id.to_be_bytes())
                 .unwrap()
                 .unwrap(),
         )

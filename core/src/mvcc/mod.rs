@@ -11,7 +11,7 @@ mod range;
 mod write;
 
 pub use index::{Change, KeyIndex, KeySpan, Live};
-pub use range::{RangeResult, Reads};
+pub use range::{RangePlan, RangeResult, Reads, SpanRead};
 pub use write::WriteTxn;
 
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -20,7 +20,7 @@ use prost::Message;
 use crate::crc32c::Crc32c;
 use crate::error::Error;
 use crate::revision::{Revision, REVISION_LEN_BYTES};
-use crate::storage::{read_meta_u64, Backend, ScanPart, StorageError, Table};
+use crate::storage::{read_meta_u64, Backend, ReadTables, ScanPart, StorageError, Table};
 
 /// Marks a tombstone in the kv table: appended to the revision key.
 const TOMBSTONE_MARK: u8 = b't';
@@ -388,15 +388,19 @@ impl<B: Backend> Mvcc<B> {
     }
 
     fn read_kv(&self, rev: Revision) -> Result<KeyValue, Error> {
-        let bytes = self
-            .backend
-            .get(Table::Kv, &kv_entry_key(rev, false))?
-            .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
-        // Decoded from `Bytes`, the key and value share the read buffer
-        // instead of being copied out of it once more.
-        KeyValue::decode(prost::bytes::Bytes::from(bytes))
-            .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
+        read_kv(&self.backend, rev)
     }
+}
+
+/// The key-value stored at `rev`, from `tables`.
+fn read_kv(tables: &dyn ReadTables, rev: Revision) -> Result<KeyValue, Error> {
+    let bytes = tables
+        .get(Table::Kv, &kv_entry_key(rev, false))?
+        .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
+    // Decoded from `Bytes`, the key and value share the read buffer
+    // instead of being copied out of it once more.
+    KeyValue::decode(prost::bytes::Bytes::from(bytes))
+        .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
 }
 
 fn kv_entry_key(rev: Revision, tombstone: bool) -> Vec<u8> {

@@ -6,10 +6,10 @@ use e2d_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use e2d_proto::mvccpb::KeyValue;
 
 use super::index::Live;
-use super::{KeySpan, Mvcc};
+use super::{read_kv, KeySpan, Mvcc};
 use crate::error::Error;
 use crate::revision::Revision;
-use crate::storage::Backend;
+use crate::storage::{Backend, ReadTables};
 
 /// Key-values found by a raw range read, before etcd's response shaping.
 #[derive(Debug, Default)]
@@ -32,6 +32,61 @@ pub enum Reads {
     Values,
 }
 
+/// A key a range found, before its value is read.
+#[derive(Debug, Clone)]
+enum Found {
+    /// Answered from the key index: all but the value.
+    Known(KeyValue),
+    /// Its stored key-value, read at this revision; with `value` false,
+    /// its value is dropped.
+    Stored { revision: Revision, value: bool },
+}
+
+/// The keys a range read found in the key index, in key order, and how
+/// many there are: everything but the values, which [`SpanRead::resolve`]
+/// reads from a view of the tables. The index is read under the state's
+/// lock; the values can be read after it is let go, from a point in time
+/// of the tables taken with the index, so that writes do not wait for a
+/// large read.
+#[derive(Debug, Clone)]
+pub struct SpanRead {
+    found: Vec<Found>,
+    count: i64,
+}
+
+impl SpanRead {
+    /// Stored key-values this read still has to fetch.
+    pub fn values_to_read(&self) -> usize {
+        self.found
+            .iter()
+            .filter(|f| matches!(f, Found::Stored { .. }))
+            .count()
+    }
+
+    /// Reads what the index did not answer from `tables`, which must hold
+    /// everything the index held when the read was made.
+    pub fn resolve(self, tables: &dyn ReadTables) -> Result<RangeResult, Error> {
+        let kvs = self
+            .found
+            .into_iter()
+            .map(|found| match found {
+                Found::Known(kv) => Ok(kv),
+                Found::Stored { revision, value } => {
+                    let mut kv = read_kv(tables, revision)?;
+                    if !value {
+                        kv.value.clear();
+                    }
+                    Ok(kv)
+                }
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(RangeResult {
+            kvs,
+            count: self.count,
+        })
+    }
+}
+
 impl<B: Backend> Mvcc<B> {
     /// Reads keys of `span` alive at `at_main`. `limit` 0 reads all.
     pub fn read_span(
@@ -41,38 +96,34 @@ impl<B: Backend> Mvcc<B> {
         limit: usize,
         reads: Reads,
     ) -> Result<RangeResult, Error> {
-        let mut kvs = Vec::new();
+        self.find_span(span, at_main, limit, reads)
+            .resolve(&self.backend)
+    }
+
+    /// What [`Mvcc::read_span`] finds in the key index alone.
+    fn find_span(&self, span: &KeySpan<'_>, at_main: i64, limit: usize, reads: Reads) -> SpanRead {
+        let mut found = Vec::new();
         let mut count = 0i64;
-        let mut failure = None;
         self.index
-            .visit_live(span, at_main, &mut |key, rev, newest| {
+            .visit_live(span, at_main, &mut |key, revision, newest| {
                 count += 1;
-                if reads == Reads::Count || (limit != 0 && kvs.len() >= limit) {
+                if reads == Reads::Count || (limit != 0 && found.len() >= limit) {
                     return true;
                 }
-                let kv = match (reads, newest) {
-                    (Reads::Headers, Some(live)) => Ok(header_kv(key, rev, live)),
-                    (Reads::Headers, None) => self.read_kv(rev).map(|mut kv| {
-                        kv.value.clear();
-                        kv
-                    }),
-                    _ => self.read_kv(rev),
-                };
-                match kv {
-                    Ok(kv) => {
-                        kvs.push(kv);
-                        true
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                }
+                found.push(match (reads, newest) {
+                    (Reads::Headers, Some(live)) => Found::Known(header_kv(key, revision, live)),
+                    (Reads::Headers, None) => Found::Stored {
+                        revision,
+                        value: false,
+                    },
+                    _ => Found::Stored {
+                        revision,
+                        value: true,
+                    },
+                });
+                true
             });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(RangeResult { kvs, count }),
-        }
+        SpanRead { found, count }
     }
 
     /// The keys of `span` whose newest change is a put, each with all its
@@ -93,6 +144,12 @@ impl<B: Backend> Mvcc<B> {
     /// checked), returning etcd's response with only the revision in the
     /// header.
     pub fn range_at(&self, req: &RangeRequest, read_main: i64) -> Result<RangeResponse, Error> {
+        self.plan_range(req, read_main)?.finish(&self.backend)
+    }
+
+    /// The key index's part of [`Mvcc::range_at`]; the values are read by
+    /// [`RangePlan::finish`].
+    pub fn plan_range(&self, req: &RangeRequest, read_main: i64) -> Result<RangePlan, Error> {
         let sort_order =
             SortOrder::try_from(req.sort_order).map_err(|_| Error::InvalidSortOption)?;
         let sort_target =
@@ -118,23 +175,56 @@ impl<B: Backend> Mvcc<B> {
         } else {
             Reads::Values
         };
-        let RangeResult { mut kvs, count } =
-            self.read_span(&span, read_main, fetch_limit, reads)?;
-        kvs.retain(|kv| passes_revision_filters(req, kv));
-        sort_kvs(&mut kvs, sort_order, sort_target);
+        Ok(RangePlan {
+            read: self.find_span(&span, read_main, fetch_limit, reads),
+            filters: RevisionFilters::of(req),
+            sort_order,
+            sort_target,
+            requested_limit,
+            keys_only: req.keys_only,
+            header_revision: self.current_revision.max(read_main),
+        })
+    }
+}
+
+/// A Range request's answer with the key index read and the values not
+/// yet: see [`SpanRead`].
+#[derive(Debug, Clone)]
+pub struct RangePlan {
+    read: SpanRead,
+    filters: RevisionFilters,
+    sort_order: SortOrder,
+    sort_target: SortTarget,
+    requested_limit: usize,
+    keys_only: bool,
+    header_revision: i64,
+}
+
+impl RangePlan {
+    /// Stored key-values [`RangePlan::finish`] will read.
+    pub fn values_to_read(&self) -> usize {
+        self.read.values_to_read()
+    }
+
+    /// Reads the values from `tables` (holding at least what the tables
+    /// held when the plan was made) and shapes etcd's answer.
+    pub fn finish(self, tables: &dyn ReadTables) -> Result<RangeResponse, Error> {
+        let RangeResult { mut kvs, count } = self.read.resolve(tables)?;
+        kvs.retain(|kv| self.filters.pass(kv));
+        sort_kvs(&mut kvs, self.sort_order, self.sort_target);
         let mut more = false;
-        if requested_limit > 0 && kvs.len() > requested_limit {
-            kvs.truncate(requested_limit);
+        if self.requested_limit > 0 && kvs.len() > self.requested_limit {
+            kvs.truncate(self.requested_limit);
             more = true;
         }
-        if req.keys_only {
+        if self.keys_only {
             for kv in &mut kvs {
                 kv.value.clear();
             }
         }
         Ok(RangeResponse {
             header: Some(ResponseHeader {
-                revision: self.current_revision.max(read_main),
+                revision: self.header_revision,
                 ..Default::default()
             }),
             kvs,
@@ -144,13 +234,33 @@ impl<B: Backend> Mvcc<B> {
     }
 }
 
-fn passes_revision_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
-    let above = |min: i64, value: i64| min == 0 || value >= min;
-    let below = |max: i64, value: i64| max == 0 || value <= max;
-    above(req.min_mod_revision, kv.mod_revision)
-        && below(req.max_mod_revision, kv.mod_revision)
-        && above(req.min_create_revision, kv.create_revision)
-        && below(req.max_create_revision, kv.create_revision)
+/// A Range request's bounds on the revisions of what it returns (0: none).
+#[derive(Debug, Clone, Copy)]
+struct RevisionFilters {
+    min_mod: i64,
+    max_mod: i64,
+    min_create: i64,
+    max_create: i64,
+}
+
+impl RevisionFilters {
+    fn of(req: &RangeRequest) -> Self {
+        RevisionFilters {
+            min_mod: req.min_mod_revision,
+            max_mod: req.max_mod_revision,
+            min_create: req.min_create_revision,
+            max_create: req.max_create_revision,
+        }
+    }
+
+    fn pass(&self, kv: &KeyValue) -> bool {
+        let above = |min: i64, value: i64| min == 0 || value >= min;
+        let below = |max: i64, value: i64| max == 0 || value <= max;
+        above(self.min_mod, kv.mod_revision)
+            && below(self.max_mod, kv.mod_revision)
+            && above(self.min_create, kv.create_revision)
+            && below(self.max_create, kv.create_revision)
+    }
 }
 
 /// Sorts as etcd does: results come in ascending key order already, so

@@ -17,6 +17,10 @@ use e2d_proto::peer::proposal::Op;
 use crate::auth::{identify, requester};
 use crate::server::Node;
 
+/// Values a range reads while it holds the state's lock, at most: a
+/// larger one reads them from a point in time after letting it go.
+const VALUES_READ_UNDER_LOCK_MAX: usize = 64;
+
 pub struct KvService {
     node: Arc<Node>,
 }
@@ -52,11 +56,29 @@ impl Kv for KvService {
         if !req.serializable {
             self.node.linearizable_barrier().await.map_err(to_status)?;
         }
-        let mut resp = {
+        // The key index is read under the state's lock. A range that
+        // reads many values reads them after letting the lock go, from a
+        // point in time of the tables taken with the index, so writes
+        // (which take the lock to apply) do not wait for it.
+        let read = {
             let state = self.node.read();
             let who = who.unwrap_or_default();
             state.auth().check_get(&who, &req).map_err(to_status)?;
-            state.range(&req).map_err(to_status)?
+            let plan = state.plan_range(&req).map_err(to_status)?;
+            if plan.values_to_read() <= VALUES_READ_UNDER_LOCK_MAX {
+                Ok(plan.finish(state.mvcc().backend()).map_err(to_status)?)
+            } else {
+                Err((plan, state.mvcc().backend().point_in_time()))
+            }
+        };
+        let mut resp = match read {
+            Ok(resp) => resp,
+            // Many reads: the worker's other tasks move to another
+            // thread meanwhile.
+            Err((plan, tables)) => {
+                crate::blocking::in_place(|| plan.finish(&crate::storage::View(&tables)))
+                    .map_err(to_status)?
+            }
         };
         self.node.fill_header(&mut resp.header);
         Ok(Response::new(resp))

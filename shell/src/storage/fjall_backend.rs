@@ -384,6 +384,16 @@ impl PointInTime {
 }
 
 impl PointInTime {
+    /// The value of `key` in `table`, as it was when the view was taken.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        use fjall::Readable;
+        let value = self
+            .snapshot
+            .get(&self.keyspaces[&table], key)
+            .map_err(storage_error)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
     /// Visits the entries of `table` with `start <= key < end` (an empty
     /// `end` means no bound) in key order until `visit` returns false.
     pub fn scan(

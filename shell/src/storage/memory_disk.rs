@@ -202,6 +202,15 @@ impl PointInTime {
         Ok(())
     }
 
+    /// The value of `key` in `table`, as it was when the view was taken.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tables
+            .iter()
+            .find(|(t, k, _)| *t == table && k.as_slice() == key)
+            .map(|(_, _, value)| value.clone()))
+    }
+
     /// Visits the entries of `table` with `start <= key < end` (an empty
     /// `end` means no bound) in key order until `visit` returns false.
     pub fn scan(

@@ -125,3 +125,22 @@ impl Staged {
         std::mem::take(&mut self.0)
     }
 }
+
+/// A [`PointInTime`] as core reads tables.
+pub struct View<'a>(pub &'a PointInTime);
+
+impl e2d_core::storage::ReadTables for View<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        self.0.scan(table, start, end, visit)
+    }
+}
