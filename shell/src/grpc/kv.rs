@@ -60,22 +60,18 @@ impl Kv for KvService {
         // reads many values reads them after letting the lock go, from a
         // point in time of the tables taken with the index, so writes
         // (which take the lock to apply) do not wait for it.
-        let read = {
+        let mut resp = {
             let state = self.node.read();
             let who = who.unwrap_or_default();
             state.auth().check_get(&who, &req).map_err(to_status)?;
             let plan = state.plan_range(&req).map_err(to_status)?;
             if plan.values_to_read() <= VALUES_READ_UNDER_LOCK_MAX {
-                Ok(plan.finish(state.mvcc().backend()).map_err(to_status)?)
+                plan.finish(state.mvcc().backend()).map_err(to_status)?
             } else {
-                Err((plan, state.mvcc().backend().point_in_time()))
-            }
-        };
-        let mut resp = match read {
-            Ok(resp) => resp,
-            // Many reads: the worker's other tasks move to another
-            // thread meanwhile.
-            Err((plan, tables)) => {
+                let tables = state.mvcc().backend().point_in_time();
+                drop(state);
+                // Many reads: the worker's other tasks move to another
+                // thread meanwhile.
                 crate::blocking::in_place(|| plan.finish(&crate::storage::View(&tables)))
                     .map_err(to_status)?
             }
