@@ -164,7 +164,7 @@ impl<B: Backend> StateMachine<B> {
     }
 
     /// [`StateMachine::range`] with the key index read and the values
-    /// not yet: see [`crate::mvcc::SpanRead`].
+    /// not yet: see [`RangePlan`].
     pub fn plan_range(&self, req: &RangeRequest) -> Result<RangePlan, Error> {
         let read_main = self.mvcc.resolve_read_revision(req.revision)?;
         self.mvcc.plan_range(req, read_main)

@@ -11,7 +11,7 @@ mod range;
 mod write;
 
 pub use index::{Change, KeyIndex, KeySpan, Live};
-pub use range::{RangePlan, RangeResult, Reads, SpanRead};
+pub use range::{RangePlan, RangeResult, Reads};
 pub use write::WriteTxn;
 
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};

@@ -44,19 +44,16 @@ enum Found {
 
 /// The keys a range read found in the key index, in key order, and how
 /// many there are: everything but the values, which [`SpanRead::resolve`]
-/// reads from a view of the tables. The index is read under the state's
-/// lock; the values can be read after it is let go, from a point in time
-/// of the tables taken with the index, so that writes do not wait for a
-/// large read.
+/// reads from a view of the tables (see [`RangePlan`]).
 #[derive(Debug, Clone)]
-pub struct SpanRead {
+struct SpanRead {
     found: Vec<Found>,
     count: i64,
 }
 
 impl SpanRead {
     /// Stored key-values this read still has to fetch.
-    pub fn values_to_read(&self) -> usize {
+    fn values_to_read(&self) -> usize {
         self.found
             .iter()
             .filter(|f| matches!(f, Found::Stored { .. }))
@@ -65,7 +62,7 @@ impl SpanRead {
 
     /// Reads what the index did not answer from `tables`, which must hold
     /// everything the index held when the read was made.
-    pub fn resolve(self, tables: &dyn ReadTables) -> Result<RangeResult, Error> {
+    fn resolve(self, tables: &dyn ReadTables) -> Result<RangeResult, Error> {
         let kvs = self
             .found
             .into_iter()
@@ -188,7 +185,9 @@ impl<B: Backend> Mvcc<B> {
 }
 
 /// A Range request's answer with the key index read and the values not
-/// yet: see [`SpanRead`].
+/// yet. The index is read under the state's lock; the values can be read
+/// after it is let go, from a point in time of the tables taken with the
+/// index, so that writes do not wait for a large read.
 #[derive(Debug, Clone)]
 pub struct RangePlan {
     read: SpanRead,
