@@ -118,8 +118,13 @@ pub enum Error {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// This member's stored data could not be read or written: the shell
+    /// stops the member rather than answer from data it cannot trust.
     #[error("etcdserver: {0}")]
     Storage(#[from] StorageError),
+    /// A failure of this member's own that says nothing about its data.
+    #[error("etcdserver: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -151,7 +156,7 @@ impl Error {
             PermissionDenied => StatusCode::PermissionDenied,
             InvalidAuthToken => StatusCode::Unauthenticated,
             Corrupt => StatusCode::DataLoss,
-            Storage(_) => StatusCode::Internal,
+            Storage(_) | Internal(_) => StatusCode::Internal,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Fail-stop: a panic anywhere (a broken invariant, raft-rs's `fatal!`, a
 //! bug) ends the process, so a member never goes on serving with one of its
-//! tasks gone; and locks are taken through helpers that refuse state a
-//! panicking holder left behind.
+//! tasks gone; so does a read of its stored data that fails; and locks are
+//! taken through helpers that refuse state a panicking holder left behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use e2d_core::storage::StorageError;
 
 /// The exit status after a panic (a Go program such as etcd exits with the
 /// same after one).
@@ -51,6 +53,19 @@ pub fn stop_on_panic() {
         );
         std::process::exit(PANIC_EXIT_CODE);
     }));
+}
+
+/// The exit status of a member stopped by a failed read of its data (as
+/// of one whose raft driver cannot go on).
+pub const UNREADABLE_DATA_EXIT_CODE: i32 = 1;
+
+/// Stops the member after a read of its stored data failed (damage that
+/// the storage's checksums found, or an I/O error): it cannot answer from
+/// that data, and a member that answers some reads and fails others is
+/// serving half alive.
+pub fn stop_on_unreadable_data(error: &StorageError) -> ! {
+    tracing::error!("{error}. {}", crate::storage::UNREADABLE_DATA_WAY_OUT);
+    std::process::exit(UNREADABLE_DATA_EXIT_CODE);
 }
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,6 +1,7 @@
 //! Fail-stop: a member whose data is damaged refuses to start, names the
-//! file and says how to recover, and changes nothing on disk; requests the
-//! cluster cannot serve are refused rather than left to hang.
+//! file and says how to recover, and changes nothing on disk; one that
+//! finds damage while it serves stops the same way; requests the cluster
+//! cannot serve are refused rather than left to hang.
 
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use e2d_tests::cluster::Cluster;
 use e2d_tests::Server;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 const KEYS: usize = 3000;
 
@@ -103,6 +104,85 @@ fn a_damaged_record_in_the_newest_segment_stops_a_follower_and_the_cluster_goes_
     assert_refusal_names(&cluster.members[follower].log(), &file);
     assert_eq!(std::fs::read(&file).expect("read the segment"), damaged);
     cluster.put_eventually(leader, "after", "the damaged member stopped");
+}
+
+/// The largest table file of the member's database under `data_dir`.
+fn largest_table(data_dir: &Path) -> Option<(PathBuf, u64)> {
+    let keyspaces = std::fs::read_dir(data_dir.join("db").join("keyspaces")).ok()?;
+    keyspaces
+        .filter_map(|keyspace| std::fs::read_dir(keyspace.ok()?.path().join("tables")).ok())
+        .flatten()
+        .filter_map(|table| {
+            let table = table.ok()?;
+            Some((table.path(), table.metadata().ok()?.len()))
+        })
+        .max_by_key(|&(_, bytes)| bytes)
+}
+
+/// A table damaged under a serving member: the first read of the damaged
+/// block stops the member, naming its database and the way out, rather
+/// than failing that one read and serving the rest.
+#[test]
+fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
+    const VALUE_BYTES: usize = 4096;
+    // 12 MiB of values: more than a memtable holds, so a table is written.
+    const KEYS: usize = 3000;
+    const TABLE_BYTES_MIN: u64 = 4 << 20;
+    const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+    let mut server = Server::e2d();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let url = server.url();
+    runtime.block_on(async {
+        let mut client = connect(url).await;
+        for i in 0..KEYS {
+            let value = vec![b'a' + (i % 26) as u8; VALUE_BYTES];
+            client
+                .put(format!("key-{i:05}"), value, None)
+                .await
+                .expect("put");
+        }
+    });
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let (table, bytes) = loop {
+        match largest_table(&server.data_dir()) {
+            Some((table, bytes)) if bytes >= TABLE_BYTES_MIN => break (table, bytes),
+            _ => {
+                assert!(Instant::now() < deadline, "no table was written");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    // Half way through, among the values.
+    let mut damaged = std::fs::read(&table).expect("read the table");
+    damaged[bytes as usize / 2] ^= 0x20;
+    std::fs::write(&table, &damaged).expect("write the table");
+    let url = server.url();
+    let read = runtime.block_on(async {
+        let mut client = connect(url).await;
+        client
+            .get("key-", Some(GetOptions::new().with_prefix()))
+            .await
+    });
+    assert!(read.is_err(), "a range over a damaged block was answered");
+    while server.is_running() {
+        assert!(
+            Instant::now() < deadline + EXIT_TIMEOUT,
+            "the member serves on after a failed read:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let database = server.data_dir().join("db");
+    assert!(
+        log.contains(&format!(
+            "cannot read the database in {}",
+            database.display()
+        )) && log.contains("e2d stops")
+            && log.contains("etcdctl member remove"),
+        "the stop does not name the database and the way out:\n{log}"
+    );
+    assert_eq!(std::fs::read(&table).expect("read the table"), damaged);
 }
 
 /// A txn nested as deep as the client port decodes is applied, as etcd

@@ -12,12 +12,8 @@ pub async fn hash_password(password: String, cost: u32) -> Result<Vec<u8>, Error
     .await;
     match hashed {
         Ok(Ok(hash)) => Ok(hash),
-        Ok(Err(e)) => Err(Error::Storage(e2d_core::storage::StorageError(format!(
-            "hashing a password: {e}"
-        )))),
-        Err(e) => Err(Error::Storage(e2d_core::storage::StorageError(format!(
-            "hashing a password: {e}"
-        )))),
+        Ok(Err(e)) => Err(Error::Internal(format!("hashing a password: {e}"))),
+        Err(e) => Err(Error::Internal(format!("hashing a password: {e}"))),
     }
 }
 

@@ -46,10 +46,10 @@ impl MaintenanceService {
     }
 }
 
+/// A failure of the member's own work (a task, a file of its own), not of
+/// its data.
 fn internal(e: impl std::fmt::Display) -> Status {
-    to_status(Error::Storage(e2d_core::storage::StorageError(
-        e.to_string(),
-    )))
+    to_status(Error::Internal(e.to_string()))
 }
 
 #[tonic::async_trait]

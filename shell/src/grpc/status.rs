@@ -3,7 +3,14 @@
 use e2d_core::{Error, StatusCode};
 use tonic::{Code, Status};
 
+/// The status that answers `error`. [`Error::Storage`] answers nobody:
+/// the request read data this member cannot read, and the member stops
+/// ([`crate::fail_stop::stop_on_unreadable_data`]), as etcd does when
+/// its backend fails.
 pub fn to_status(error: Error) -> Status {
+    if let Error::Storage(unreadable) = &error {
+        crate::fail_stop::stop_on_unreadable_data(unreadable);
+    }
     let code = match error.status_code() {
         StatusCode::InvalidArgument => Code::InvalidArgument,
         StatusCode::OutOfRange => Code::OutOfRange,

@@ -178,7 +178,7 @@ impl Node {
         };
         outcome
             .result
-            .ok_or_else(|| Error::Storage(e2d_core::storage::StorageError("empty outcome".into())))
+            .ok_or_else(|| Error::Internal("empty outcome".into()))
     }
 
     /// Hands the driver a request that answers through `reply`.
@@ -437,6 +437,10 @@ impl Node {
     /// Compacts the on-disk tables; blocks, so call it off the runtime.
     pub fn defragment(&self) -> Result<(), Error> {
         let defragmenter = self.read().mvcc().backend().defragmenter();
-        defragmenter.run().map_err(Error::from)
+        // A defragmentation that fails (no room for the rewritten tables)
+        // leaves the data as it was: the member goes on.
+        defragmenter
+            .run()
+            .map_err(|e| Error::Internal(format!("defragmenting the database: {}", e.0)))
     }
 }

@@ -14,6 +14,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub struct FjallBackend {
     db: Database,
+    /// Where the database lies, named by every read that fails.
+    dir: Arc<Path>,
     keyspaces: BTreeMap<Space, Keyspace>,
     staged: Staged,
     /// Set when a bulk load was dropped unfinished: see
@@ -34,6 +36,17 @@ const MEMTABLE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 fn storage_error(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
+}
+
+/// A read of the database in `dir` that failed: its files cannot be read
+/// or are damaged (fjall checks every block it reads).
+fn read_error(dir: &Path) -> impl Fn(fjall::Error) -> StorageError + '_ {
+    move |e| {
+        StorageError(format!(
+            "cannot read the database in {}: {e}",
+            dir.display()
+        ))
+    }
 }
 
 /// Why the database does not open, in words that say what to do: a lock
@@ -84,6 +97,7 @@ impl FjallBackend {
         }
         Ok(Self {
             db,
+            dir: dir.into(),
             keyspaces,
             staged: Staged::default(),
             abandoned_ingestions: Arc::default(),
@@ -105,7 +119,7 @@ impl FjallBackend {
         self.keyspace(space)
             .iter()
             .map(|guard| {
-                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
                 Ok((key.to_vec(), value.to_vec()))
             })
             .collect()
@@ -160,6 +174,7 @@ impl FjallBackend {
     pub fn point_in_time(&self) -> PointInTime {
         PointInTime {
             snapshot: self.db.snapshot(),
+            dir: self.dir.clone(),
             keyspaces: Table::ALL
                 .iter()
                 .map(|&table| (table, self.keyspaces[&Space::Table(table)].clone()))
@@ -366,6 +381,7 @@ impl Defragmenter {
 
 pub struct PointInTime {
     snapshot: fjall::Snapshot,
+    dir: Arc<Path>,
     keyspaces: BTreeMap<Table, Keyspace>,
 }
 
@@ -375,7 +391,7 @@ impl PointInTime {
         use fjall::Readable;
         for (&table, keyspace) in &self.keyspaces {
             for guard in self.snapshot.iter(keyspace) {
-                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
                 visit(table, &key, &value)?;
             }
         }
@@ -390,7 +406,7 @@ impl PointInTime {
         let value = self
             .snapshot
             .get(&self.keyspaces[&table], key)
-            .map_err(storage_error)?;
+            .map_err(read_error(&self.dir))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -411,7 +427,7 @@ impl PointInTime {
             self.snapshot.range(keyspace, start..end)
         };
         for guard in iter {
-            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
             if !visit(&key, &value) {
                 break;
             }
@@ -428,7 +444,7 @@ impl Backend for FjallBackend {
         let value = self
             .keyspace(Space::Table(table))
             .get(key)
-            .map_err(storage_error)?;
+            .map_err(read_error(&self.dir))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -446,7 +462,7 @@ impl Backend for FjallBackend {
             keyspace.range(start..end)
         };
         for guard in iter {
-            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
             if !visit(&key, &value) {
                 break;
             }

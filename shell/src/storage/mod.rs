@@ -28,11 +28,27 @@ use std::collections::BTreeMap;
 
 use e2d_core::storage::{StorageError, Table};
 
-/// What to do about a member whose data on disk is damaged: its copy
-/// cannot be trusted, and the cluster holds the data.
-pub(crate) const DAMAGED_DATA_WAY_OUT: &str = "Refusing to start; nothing on disk was changed. \
-     This member's data cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
-     (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot";
+/// How a member whose data cannot be trusted is recovered: the cluster
+/// holds the data.
+macro_rules! damaged_data_remedy {
+    () => {
+        "This member's data cannot be trusted: remove the member (etcdctl member remove), move its data dir aside and add it again \
+         (with e2d's cluster manager, moving the data dir aside and starting e2d again does both), or restore the cluster from a snapshot"
+    };
+}
+
+/// What to do about a member whose data on disk is damaged, said when it
+/// refuses to start.
+pub(crate) const DAMAGED_DATA_WAY_OUT: &str = concat!(
+    "Refusing to start; nothing on disk was changed. ",
+    damaged_data_remedy!()
+);
+
+/// The same, said when a serving member stops because a read failed.
+pub(crate) const UNREADABLE_DATA_WAY_OUT: &str = concat!(
+    "e2d stops; nothing on disk was changed. ",
+    damaged_data_remedy!()
+);
 
 /// Renames the directory `from` to `to` durably; under `--cfg madsim`
 /// the in-memory disks and log files under it follow.
