@@ -134,12 +134,20 @@ impl Manager {
             }
             // Without a leader: another cluster some of its voters run
             // (founded again after a total loss, say), unless this one
-            // was recovered from it.
+            // was recovered from it. A cluster that counts this node among
+            // its voters is older, not founded again: this node left it
+            // (it lost its disk there, then joined this one), and only a
+            // node with no member data founds or joins.
             let ancestor = status
                 .recovered_from
                 .iter()
                 .any(|step| step.cluster_id == node.meta.cluster_id);
-            if leaderless && !ancestor && share_a_voter(&own_voters, &node.meta.cluster_voters) {
+            let left_by_this_node = node.meta.cluster_voters.contains(&self.config.name);
+            if leaderless
+                && !ancestor
+                && !left_by_this_node
+                && share_a_voter(&own_voters, &node.meta.cluster_voters)
+            {
                 return Some(format!(
                     "this member's cluster {mine:x} has no leader, and {} runs cluster {:x} with some of its voters",
                     node.name, node.meta.cluster_id
