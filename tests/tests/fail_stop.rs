@@ -119,18 +119,15 @@ fn largest_table(data_dir: &Path) -> Option<(PathBuf, u64)> {
         .max_by_key(|&(_, bytes)| bytes)
 }
 
-/// A table damaged under a serving member: the first read of the damaged
-/// block stops the member, naming its database and the way out, rather
-/// than failing that one read and serving the rest.
-#[test]
-fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
+/// A serving member with a table damaged under it, among values no read
+/// has touched since they were written; the damaged table and its bytes.
+fn a_member_with_a_damaged_table(runtime: &tokio::runtime::Runtime) -> (Server, PathBuf, Vec<u8>) {
     const VALUE_BYTES: usize = 4096;
     // 12 MiB of values: more than a memtable holds, so a table is written.
     const KEYS: usize = 3000;
     const TABLE_BYTES_MIN: u64 = 4 << 20;
-    const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-    let mut server = Server::e2d();
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    const TABLE_TIMEOUT: Duration = Duration::from_secs(20);
+    let server = Server::e2d();
     let url = server.url();
     runtime.block_on(async {
         let mut client = connect(url).await;
@@ -142,7 +139,7 @@ fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
                 .expect("put");
         }
     });
-    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let deadline = Instant::now() + TABLE_TIMEOUT;
     let (table, bytes) = loop {
         match largest_table(&server.data_dir()) {
             Some((table, bytes)) if bytes >= TABLE_BYTES_MIN => break (table, bytes),
@@ -156,17 +153,18 @@ fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
     let mut damaged = std::fs::read(&table).expect("read the table");
     damaged[bytes as usize / 2] ^= 0x20;
     std::fs::write(&table, &damaged).expect("write the table");
-    let url = server.url();
-    let read = runtime.block_on(async {
-        let mut client = connect(url).await;
-        client
-            .get("key-", Some(GetOptions::new().with_prefix()))
-            .await
-    });
-    assert!(read.is_err(), "a range over a damaged block was answered");
+    (server, table, damaged)
+}
+
+/// Waits for `server` to stop after a failed read, and checks it said
+/// why and what to do, and left the damaged table as it was.
+#[track_caller]
+fn assert_stopped_on_the_damage(server: &mut Server, table: &Path, damaged: &[u8]) {
+    const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+    let deadline = Instant::now() + EXIT_TIMEOUT;
     while server.is_running() {
         assert!(
-            Instant::now() < deadline + EXIT_TIMEOUT,
+            Instant::now() < deadline,
             "the member serves on after a failed read:\n{}",
             server.log()
         );
@@ -182,7 +180,37 @@ fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
             && log.contains("etcdctl member remove"),
         "the stop does not name the database and the way out:\n{log}"
     );
-    assert_eq!(std::fs::read(&table).expect("read the table"), damaged);
+    assert_eq!(std::fs::read(table).expect("read the table"), damaged);
+}
+
+/// A table damaged under a serving member: the first range over the
+/// damaged block stops the member, naming its database and the way out,
+/// rather than failing that one read and serving the rest.
+#[test]
+fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (mut server, table, damaged) = a_member_with_a_damaged_table(&runtime);
+    let url = server.url();
+    let read = runtime.block_on(async {
+        let mut client = connect(url).await;
+        client
+            .get("key-", Some(GetOptions::new().with_prefix()))
+            .await
+    });
+    assert!(read.is_err(), "a range over a damaged block was answered");
+    assert_stopped_on_the_damage(&mut server, &table, &damaged);
+}
+
+/// The same damage found by a snapshot's export (`etcdctl snapshot save`)
+/// stops the member too, rather than failing the snapshot alone.
+#[test]
+fn a_table_damaged_while_the_member_serves_stops_it_when_a_snapshot_reads_it() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (mut server, table, damaged) = a_member_with_a_damaged_table(&runtime);
+    let saved = server.scratch_dir().join("saved.db");
+    let save = server.etcdctl(&["snapshot", "save", &saved.display().to_string()]);
+    assert!(!save.success(), "a snapshot of damaged data was saved");
+    assert_stopped_on_the_damage(&mut server, &table, &damaged);
 }
 
 /// A txn nested as deep as the client port decodes is applied, as etcd

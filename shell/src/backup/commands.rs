@@ -56,7 +56,7 @@ fn payload_of_data_dir(
     let revision = e2d_core::storage::read_meta_u64(&backend, e2d_core::mvcc::META_CURRENT_REVISION)
         .map_err(|e| e.to_string())?
         .unwrap_or(1) as i64;
-    let view = backend.point_in_time();
+    let view = backend.point_in_time_offline();
     let mut file =
         durable_file::create_new(payload).map_err(|e| format!("{}: {e}", payload.display()))?;
     crate::payload::write(&view, format, &mut file)

@@ -170,9 +170,21 @@ impl FjallBackend {
     }
 
     /// A consistent view of everything committed so far, readable without
-    /// holding up writers.
+    /// holding up writers, for a serving member: a read of it that fails
+    /// stops the member ([`crate::fail_stop::stop_on_unreadable_data`]),
+    /// whoever reads it (a range, an export, a snapshot sent to a member).
     pub fn point_in_time(&self) -> PointInTime {
         PointInTime {
+            stops_on_failure: true,
+            ..self.point_in_time_offline()
+        }
+    }
+
+    /// The same view for a command that reads a data dir no member
+    /// serves: a read that fails is returned.
+    pub fn point_in_time_offline(&self) -> PointInTime {
+        PointInTime {
+            stops_on_failure: false,
             snapshot: self.db.snapshot(),
             dir: self.dir.clone(),
             keyspaces: Table::ALL
@@ -382,16 +394,28 @@ impl Defragmenter {
 pub struct PointInTime {
     snapshot: fjall::Snapshot,
     dir: Arc<Path>,
+    /// A read that fails stops the member instead of being returned.
+    stops_on_failure: bool,
     keyspaces: BTreeMap<Table, Keyspace>,
 }
 
 impl PointInTime {
+    /// The error a failed read returns, unless this view stops the member
+    /// on one.
+    fn failed(&self, e: fjall::Error) -> StorageError {
+        let error = read_error(&self.dir)(e);
+        if self.stops_on_failure {
+            crate::fail_stop::stop_on_unreadable_data(&error);
+        }
+        error
+    }
+
     /// Visits every entry of every table, table by table in key order.
     pub fn visit_all(&self, visit: &mut VisitEntry<'_>) -> Result<(), StorageError> {
         use fjall::Readable;
         for (&table, keyspace) in &self.keyspaces {
             for guard in self.snapshot.iter(keyspace) {
-                let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
+                let (key, value) = guard.into_inner().map_err(|e| self.failed(e))?;
                 visit(table, &key, &value)?;
             }
         }
@@ -406,7 +430,7 @@ impl PointInTime {
         let value = self
             .snapshot
             .get(&self.keyspaces[&table], key)
-            .map_err(read_error(&self.dir))?;
+            .map_err(|e| self.failed(e))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
@@ -427,7 +451,7 @@ impl PointInTime {
             self.snapshot.range(keyspace, start..end)
         };
         for guard in iter {
-            let (key, value) = guard.into_inner().map_err(read_error(&self.dir))?;
+            let (key, value) = guard.into_inner().map_err(|e| self.failed(e))?;
             if !visit(&key, &value) {
                 break;
             }

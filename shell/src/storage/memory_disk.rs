@@ -154,6 +154,12 @@ impl MemoryBackend {
         Defragmenter
     }
 
+    /// The same view as [`Self::point_in_time`]: reads of memory do not
+    /// fail.
+    pub fn point_in_time_offline(&self) -> PointInTime {
+        self.point_in_time()
+    }
+
     pub fn point_in_time(&self) -> PointInTime {
         let disk = self.disk();
         let tables = disk
