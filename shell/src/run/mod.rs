@@ -246,10 +246,13 @@ pub fn recover_alone(data_dir: &std::path::Path) -> Result<(), RunError> {
 /// What a member does on its way out, so its next start is quick and
 /// loses no lease time: the leader records every lease's remaining time,
 /// and the storage engine writes its memtables to its tables, so the next
-/// start does not replay them from its journal.
+/// start does not replay them from its journal. Its database stops
+/// serving, so a task still reading a view as the member starts over is
+/// told of a failed read rather than stopping the process.
 async fn before_exit(node: &Node) {
     checkpoint_leases(node).await;
     let state = node.read();
+    state.mvcc().backend().stop_serving();
     if let Err(e) = crate::blocking::in_place(|| state.mvcc().backend().flush_memtables()) {
         tracing::warn!(error = %e, "the tables were not flushed; the next start replays the journal");
     }

@@ -16,6 +16,9 @@ pub struct FjallBackend {
     db: Database,
     /// Where the database lies, named by every read that fails.
     dir: Arc<Path>,
+    /// Whether the member still serves from this database: see
+    /// [`FjallBackend::point_in_time`].
+    serving: Arc<AtomicBool>,
     keyspaces: BTreeMap<Space, Keyspace>,
     staged: Staged,
     /// Set when a bulk load was dropped unfinished: see
@@ -98,6 +101,7 @@ impl FjallBackend {
         Ok(Self {
             db,
             dir: dir.into(),
+            serving: Arc::new(AtomicBool::new(true)),
             keyspaces,
             staged: Staged::default(),
             abandoned_ingestions: Arc::default(),
@@ -143,6 +147,14 @@ impl FjallBackend {
         Ok(())
     }
 
+    /// The member no longer serves from this database (its `run` ends): a
+    /// view's read that fails from now on, in a task still winding down
+    /// while the data dir may be moved aside, is returned to that task
+    /// rather than a reason to stop the process.
+    pub fn stop_serving(&self) {
+        self.serving.store(false, Ordering::SeqCst);
+    }
+
     /// A handle that starts bulk loads of tables without holding the
     /// backend: see [`Ingester::ingest`].
     pub fn ingester(&self) -> Ingester {
@@ -172,10 +184,11 @@ impl FjallBackend {
     /// A consistent view of everything committed so far, readable without
     /// holding up writers, for a serving member: a read of it that fails
     /// stops the member ([`crate::fail_stop::stop_on_unreadable_data`]),
-    /// whoever reads it (a range, an export, a snapshot sent to a member).
+    /// whoever reads it (a range, an export, a snapshot sent to a member),
+    /// until [`FjallBackend::stop_serving`].
     pub fn point_in_time(&self) -> PointInTime {
         PointInTime {
-            stops_on_failure: true,
+            stops_while_serving: Some(self.serving.clone()),
             ..self.point_in_time_offline()
         }
     }
@@ -184,7 +197,7 @@ impl FjallBackend {
     /// serves: a read that fails is returned.
     pub fn point_in_time_offline(&self) -> PointInTime {
         PointInTime {
-            stops_on_failure: false,
+            stops_while_serving: None,
             snapshot: self.db.snapshot(),
             dir: self.dir.clone(),
             keyspaces: Table::ALL
@@ -394,8 +407,9 @@ impl Defragmenter {
 pub struct PointInTime {
     snapshot: fjall::Snapshot,
     dir: Arc<Path>,
-    /// A read that fails stops the member instead of being returned.
-    stops_on_failure: bool,
+    /// While this holds true, a read that fails stops the member instead
+    /// of being returned; `None` for a view no member serves from.
+    stops_while_serving: Option<Arc<AtomicBool>>,
     keyspaces: BTreeMap<Table, Keyspace>,
 }
 
@@ -404,8 +418,10 @@ impl PointInTime {
     /// on one.
     fn failed(&self, e: fjall::Error) -> StorageError {
         let error = read_error(&self.dir)(e);
-        if self.stops_on_failure {
-            crate::fail_stop::stop_on_unreadable_data(&error);
+        if let Some(serving) = &self.stops_while_serving {
+            if serving.load(Ordering::SeqCst) {
+                crate::fail_stop::stop_on_unreadable_data(&error);
+            }
         }
         error
     }
@@ -561,5 +577,51 @@ impl Backend for FjallBackend {
             .map(|&table| self.keyspace(Space::Table(table)).disk_space())
             .sum();
         tables + self.db.write_buffer_size()
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    /// Flips a byte half way through the largest table file under `dir`.
+    fn damage_the_largest_table(dir: &Path) {
+        let mut tables: Vec<(u64, std::path::PathBuf)> = Vec::new();
+        let keyspaces = std::fs::read_dir(dir.join("keyspaces")).unwrap();
+        for keyspace in keyspaces {
+            let Ok(files) = std::fs::read_dir(keyspace.unwrap().path().join("tables")) else {
+                continue;
+            };
+            for file in files {
+                let path = file.unwrap().path();
+                tables.push((std::fs::metadata(&path).unwrap().len(), path));
+            }
+        }
+        let (bytes, table) = tables.into_iter().max().expect("a table file");
+        let mut contents = std::fs::read(&table).unwrap();
+        contents[bytes as usize / 2] ^= 0x20;
+        std::fs::write(&table, contents).unwrap();
+    }
+
+    #[test]
+    fn a_failed_read_of_a_view_is_returned_once_the_member_stopped_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = FjallBackend::open(dir.path()).unwrap();
+        for i in 0..1000u32 {
+            backend.put(Table::Kv, &i.to_be_bytes(), &[b'v'; 4096]);
+        }
+        backend.commit(true).unwrap();
+        backend.flush_memtables().unwrap();
+        let served = backend.point_in_time();
+        let offline = backend.point_in_time_offline();
+        backend.stop_serving();
+        damage_the_largest_table(dir.path());
+        let named = format!("cannot read the database in {}", dir.path().display());
+        for view in [served, offline] {
+            let error = view
+                .visit_all(&mut |_, _, _| Ok(()))
+                .expect_err("a damaged block reads");
+            assert!(error.0.contains(&named), "{}", error.0);
+        }
     }
 }

@@ -154,6 +154,10 @@ impl MemoryBackend {
         Defragmenter
     }
 
+    /// Nothing to do: reads of memory do not fail, so no view stops the
+    /// member.
+    pub fn stop_serving(&self) {}
+
     /// The same view as [`Self::point_in_time`]: reads of memory do not
     /// fail.
     pub fn point_in_time_offline(&self) -> PointInTime {
