@@ -5,8 +5,7 @@ use tonic::{Code, Status};
 
 /// The status that answers `error`. [`Error::Storage`] answers nobody:
 /// the request read data this member cannot read, and the member stops
-/// ([`crate::fail_stop::stop_on_unreadable_data`]), as etcd does when
-/// its backend fails.
+/// ([`crate::fail_stop::stop_on_unreadable_data`]).
 pub fn to_status(error: Error) -> Status {
     if let Error::Storage(unreadable) = &error {
         crate::fail_stop::stop_on_unreadable_data(unreadable);
