@@ -12,7 +12,7 @@ use e2d_proto::etcdserverpb::{AuthenticateResponse, ResponseHeader};
 use crate::auth::{AuthInfo, AuthStore, Changed};
 use crate::error::Error;
 use crate::membership::{self, Change};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Answer, StateMachine};
 use crate::storage::{Backend, StorageError, Table};
 
 const META_MEMBER_PREFIX: &[u8] = b"member/";
@@ -20,7 +20,24 @@ const META_MEMBER_PREFIX: &[u8] = b"member/";
 const META_REMOVED_MEMBER_PREFIX: &[u8] = b"removed_member/";
 
 impl<B: Backend> StateMachine<B> {
+    /// Applies a committed proposal and answers it.
     pub fn apply(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
+        self.apply_for(proposal, now_ms, Answer::Wanted)
+    }
+
+    /// Applies a committed proposal no client of this member waits on: the
+    /// same changes as [`StateMachine::apply`], and the same refusals, but
+    /// its txns' ranges read no values (see [`Answer::Discarded`]).
+    pub fn apply_unanswered(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
+        self.apply_for(proposal, now_ms, Answer::Discarded)
+    }
+
+    fn apply_for(
+        &mut self,
+        proposal: &Proposal,
+        now_ms: u64,
+        answer: Answer,
+    ) -> Result<Outcome, Error> {
         if let (Some(requester), Some(op)) = (&proposal.requester, &proposal.op) {
             let who = AuthInfo::new(requester.user.clone(), requester.auth_revision);
             self.check_permitted(&who, op)?;
@@ -29,7 +46,7 @@ impl<B: Backend> StateMachine<B> {
         let result = match &proposal.op {
             Some(Op::Put(req)) => Applied::Put(self.put(req)?),
             Some(Op::DeleteRange(req)) => Applied::DeleteRange(self.delete_range(req)?),
-            Some(Op::Txn(req)) => Applied::Txn(self.txn(req)?),
+            Some(Op::Txn(req)) => Applied::Txn(self.txn_for(req, answer)?),
             Some(Op::Compaction(req)) => Applied::Compaction(self.compact(req)?),
             Some(Op::LeaseGrant(grant)) => {
                 Applied::LeaseGrant(self.lease_grant(grant.id, grant.ttl_seconds, now_ms)?)

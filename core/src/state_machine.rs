@@ -192,6 +192,15 @@ impl<B: Backend> StateMachine<B> {
     /// as etcd does; one without writes is served by
     /// [`Self::txn_read_only`] instead.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, Error> {
+        self.txn_for(req, Answer::Wanted)
+    }
+
+    /// [`StateMachine::txn`], answered as `answer` says.
+    pub(crate) fn txn_for(
+        &mut self,
+        req: &TxnRequest,
+        answer: Answer,
+    ) -> Result<TxnResponse, Error> {
         self.refuse_writes_if_corrupt()?;
         if !self.alarms_of(AlarmType::Nospace).is_empty() && !is_read_only(req) {
             return Err(Error::NoSpace);
@@ -202,7 +211,13 @@ impl<B: Backend> StateMachine<B> {
         self.check_txn_preconditions(req, &mut path.iter().copied(), true)?;
         self.check_txn_preconditions(req, &mut path.iter().copied(), false)?;
         let mut txn = self.mvcc.write();
-        let resp = apply_txn(&mut txn, &mut self.lessor, req, &mut path.iter().copied())?;
+        let resp = apply_txn(
+            &mut txn,
+            &mut self.lessor,
+            req,
+            &mut path.iter().copied(),
+            answer,
+        )?;
         txn.end();
         Ok(resp)
     }
@@ -645,11 +660,23 @@ fn apply_delete<B: Backend>(
     })
 }
 
+/// Whether an applied request's answer reaches a client. Every member
+/// applies every entry, but only the one a client asked through answers
+/// it: the others need its writes, not what its ranges read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Wanted,
+    /// A txn's ranges are planned (so they fail where an answered one
+    /// would) but read no values, and answer empty.
+    Discarded,
+}
+
 fn apply_txn<B: Backend>(
     txn: &mut WriteTxn<'_, B>,
     lessor: &mut Lessor,
     req: &TxnRequest,
     path: &mut impl Iterator<Item = bool>,
+    answer: Answer,
 ) -> Result<TxnResponse, Error> {
     let succeeded = path.next().expect("a path step per txn");
     let mut responses = Vec::new();
@@ -661,7 +688,11 @@ fn apply_txn<B: Backend>(
                 } else {
                     txn.read_revision()
                 };
-                let mut resp = txn.mvcc().range_at(r, read_main)?;
+                let plan = txn.mvcc().plan_range(r, read_main)?;
+                let mut resp = match answer {
+                    Answer::Wanted => plan.finish(txn.mvcc().backend())?,
+                    Answer::Discarded => RangeResponse::default(),
+                };
                 // etcd reports the txn's revision, even for an older read.
                 resp.header = header(txn.read_revision());
                 Response::ResponseRange(resp)
@@ -671,7 +702,7 @@ fn apply_txn<B: Backend>(
                 Response::ResponseDeleteRange(apply_delete(txn, lessor, d)?)
             }
             Some(Request::RequestTxn(nested)) => {
-                Response::ResponseTxn(apply_txn(txn, lessor, nested, path)?)
+                Response::ResponseTxn(apply_txn(txn, lessor, nested, path, answer)?)
             }
             None => continue,
         };

@@ -279,3 +279,79 @@ fn a_planned_range_reads_its_values_from_the_view_taken_with_it() {
     // The live tables no longer hold what the plan found.
     assert!(plan.finish(sm.mvcc().backend()).is_err());
 }
+
+/// A txn applied for no client reads no values for its ranges, and
+/// changes, answers the branch taken and refuses exactly as one applied
+/// for the client that asked: a member applies every entry, but only the
+/// one the client asked through sends the answer.
+#[test]
+fn a_txn_applied_for_no_client_reads_no_values_and_changes_the_same() {
+    use e2d_proto::peer::outcome::Result as Applied;
+    use e2d_proto::peer::proposal::Op;
+    use e2d_proto::peer::Proposal;
+    let txn = |req: TxnRequest| Proposal {
+        op: Some(Op::Txn(req)),
+        ..Default::default()
+    };
+    let a = "/registry/pods/a";
+    let mut nested = guarded_put(a, TargetUnion::ModRevision(0), "v9");
+    nested.failure.push(op(Request::RequestTxn(guarded_put(
+        a,
+        TargetUnion::Version(0),
+        "v8",
+    ))));
+    let future_read = TxnRequest {
+        success: vec![op(Request::RequestRange(RangeRequest {
+            key: a.into(),
+            revision: 1_000,
+            ..Default::default()
+        }))],
+        ..Default::default()
+    };
+    let proposals = [
+        txn(guarded_put(a, TargetUnion::ModRevision(0), "v1")),
+        // A create of a key that exists: its failure branch reads it.
+        txn(guarded_put(a, TargetUnion::ModRevision(0), "v2")),
+        txn(guarded_put(a, TargetUnion::Version(1), "v3")),
+        txn(nested),
+        txn(future_read),
+    ];
+    let mut answered = StateMachine::open(CountingBackend::default(), 0).unwrap();
+    let mut unanswered = StateMachine::open(CountingBackend::default(), 0).unwrap();
+    let mut answered_reads = Vec::new();
+    for proposal in &proposals {
+        let before = (kv_gets(&answered), kv_gets(&unanswered));
+        let full = answered.apply(proposal, 0);
+        let bare = unanswered.apply_unanswered(proposal, 0);
+        answered_reads.push(kv_gets(&answered) - before.0);
+        assert_eq!(kv_gets(&unanswered), before.1, "{proposal:?} read values");
+        match (full, bare) {
+            (Ok(full), Ok(bare)) => {
+                let (Some(Applied::Txn(full)), Some(Applied::Txn(bare))) =
+                    (full.result, bare.result)
+                else {
+                    panic!("a txn's outcome is a txn response");
+                };
+                assert_eq!(full.succeeded, bare.succeeded);
+                assert_eq!(full.header, bare.header);
+            }
+            (full, bare) => assert_eq!(full.map(|_| ()), bare.map(|_| ())),
+        }
+    }
+    // The failed create and both failure branches of the nested txn read
+    // the value when answered; the future read is refused by both.
+    assert_eq!(answered_reads, [0, 1, 0, 2, 0]);
+    let everything = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    assert_eq!(
+        answered.range(&everything).unwrap().kvs,
+        unanswered.range(&everything).unwrap().kvs
+    );
+    assert_eq!(
+        answered.mvcc().current_revision(),
+        unanswered.mvcc().current_revision()
+    );
+}

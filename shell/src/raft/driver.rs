@@ -672,7 +672,13 @@ impl Driver {
                             ))
                         })?;
                         let started = std::time::Instant::now();
-                        let outcome = match self.apply_proposal(&mut state, &proposal, now_ms) {
+                        let asker = self.own_request(&entry.context);
+                        let outcome = match self.apply_proposal(
+                            &mut state,
+                            &proposal,
+                            now_ms,
+                            asker.is_some(),
+                        ) {
                             Err(Error::Storage(e)) => return Err(Error::Storage(e)),
                             result => result,
                         };
@@ -691,7 +697,7 @@ impl Driver {
                                 });
                             }
                         }
-                        if let Some(id) = self.own_request(&entry.context) {
+                        if let Some(id) = asker {
                             answers.push((id, outcome));
                         }
                     }
@@ -744,13 +750,20 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies `proposal`, reading what its answer needs only when a
+    /// client of this member waits for it (`answered`).
     fn apply_proposal(
         &mut self,
         state: &mut StateMachine<DiskBackend>,
         proposal: &Proposal,
         now_ms: u64,
+        answered: bool,
     ) -> Result<Outcome, Error> {
-        let outcome = state.apply(proposal, now_ms)?;
+        let outcome = if answered {
+            state.apply(proposal, now_ms)?
+        } else {
+            state.apply_unanswered(proposal, now_ms)?
+        };
         let announced: &[MemberAttributes] = match &proposal.op {
             Some(Op::MemberAttributes(member)) => std::slice::from_ref(member),
             Some(Op::InitialMembers(list)) => &list.members,
