@@ -25,14 +25,10 @@ impl<B: Backend> StateMachine<B> {
         self.apply_for(proposal, now_ms, Answer::Wanted)
     }
 
-    /// Applies a committed proposal no client of this member waits on: the
-    /// same changes as [`StateMachine::apply`], and the same refusals, but
-    /// its txns' ranges read no values (see [`Answer::Discarded`]).
-    pub fn apply_unanswered(&mut self, proposal: &Proposal, now_ms: u64) -> Result<Outcome, Error> {
-        self.apply_for(proposal, now_ms, Answer::Discarded)
-    }
-
-    fn apply_for(
+    /// Applies a committed proposal, answered as `answer` says: a member
+    /// applies every entry, but only the one a client asked through needs
+    /// what its txns' ranges read (see [`Answer::Discarded`]).
+    pub fn apply_for(
         &mut self,
         proposal: &Proposal,
         now_ms: u64,

@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 
+use e2d_core::state_machine::Answer;
 use e2d_core::storage::{Backend, MemBackend, StorageError, Table};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -322,7 +323,7 @@ fn a_txn_applied_for_no_client_reads_no_values_and_changes_the_same() {
     for proposal in &proposals {
         let before = (kv_gets(&answered), kv_gets(&unanswered));
         let full = answered.apply(proposal, 0);
-        let bare = unanswered.apply_unanswered(proposal, 0);
+        let bare = unanswered.apply_for(proposal, 0, Answer::Discarded);
         answered_reads.push(kv_gets(&answered) - before.0);
         assert_eq!(kv_gets(&unanswered), before.1, "{proposal:?} read values");
         match (full, bare) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use e2d_core::membership::{Change, LeaderProgress, Progress};
 use e2d_core::proposal_codec::decode_proposal;
+use e2d_core::state_machine::Answer;
 use e2d_core::storage::{Backend, Table};
 use e2d_core::Error;
 use e2d_core::StateMachine;
@@ -673,15 +674,15 @@ impl Driver {
                         })?;
                         let started = std::time::Instant::now();
                         let asker = self.own_request(&entry.context);
-                        let outcome = match self.apply_proposal(
-                            &mut state,
-                            &proposal,
-                            now_ms,
-                            asker.is_some(),
-                        ) {
-                            Err(Error::Storage(e)) => return Err(Error::Storage(e)),
-                            result => result,
+                        let answer = match asker {
+                            Some(_) => Answer::Wanted,
+                            None => Answer::Discarded,
                         };
+                        let outcome =
+                            match self.apply_proposal(&mut state, &proposal, now_ms, answer) {
+                                Err(Error::Storage(e)) => return Err(Error::Storage(e)),
+                                result => result,
+                            };
                         self.node.metrics.observe_apply(started.elapsed());
                         if let Some(journal) = journal.as_mut() {
                             if proposal
@@ -751,19 +752,15 @@ impl Driver {
     }
 
     /// Applies `proposal`, reading what its answer needs only when a
-    /// client of this member waits for it (`answered`).
+    /// client of this member waits for it.
     fn apply_proposal(
         &mut self,
         state: &mut StateMachine<DiskBackend>,
         proposal: &Proposal,
         now_ms: u64,
-        answered: bool,
+        answer: Answer,
     ) -> Result<Outcome, Error> {
-        let outcome = if answered {
-            state.apply(proposal, now_ms)?
-        } else {
-            state.apply_unanswered(proposal, now_ms)?
-        };
+        let outcome = state.apply_for(proposal, now_ms, answer)?;
         let announced: &[MemberAttributes] = match &proposal.op {
             Some(Op::MemberAttributes(member)) => std::slice::from_ref(member),
             Some(Op::InitialMembers(list)) => &list.members,
