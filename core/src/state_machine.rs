@@ -22,7 +22,7 @@ use e2d_proto::peer::AuthChange;
 use crate::auth::{AuthStore, Changed, SimpleTokens};
 use crate::error::Error;
 use crate::lease::{LeaseId, LeaseRecord, Lessor, NO_LEASE};
-use crate::mvcc::{IndexBuilder, KeySpan, Mvcc, RangePlan, Reads, WriteTxn};
+use crate::mvcc::{IndexBuilder, KeySpan, Live, Mvcc, RangePlan, Reads, WriteTxn};
 use crate::storage::{Backend, StorageError, Table};
 
 /// Where alarms live in the `Meta` table.
@@ -619,17 +619,17 @@ fn apply_put<B: Backend>(
     } else {
         None
     };
-    let prev = txn.live(&req.key);
-    debug_assert!(!reads_prev_value || prev.is_some() == prev_kv.is_some());
     let value = match (&prev_kv, req.ignore_value) {
         (Some(kv), true) => kv.value.to_vec(),
         _ => req.value.clone(),
     };
-    let lease = match (prev, req.ignore_lease) {
+    let lease = |prev: Option<Live>| match (prev, req.ignore_lease) {
         (Some(live), true) => live.lease,
         _ => req.lease,
     };
-    txn.put(&req.key, prev, value, lease);
+    let prev = txn.put(&req.key, value, lease);
+    debug_assert!(!reads_prev_value || prev.is_some() == prev_kv.is_some());
+    let lease = lease(prev);
     if let Some(prev) = prev {
         if prev.lease != lease {
             lessor.detach(prev.lease, &req.key);

@@ -121,8 +121,7 @@ fn e2d_tables() -> impl Strategy<Value = MemBackend> {
                         KvOp::Put(key, value) => {
                             let key = [b'k', key];
                             let mut txn = mvcc.write();
-                            let live = txn.live(&key);
-                            txn.put(&key, live, value, 0);
+                            txn.put(&key, value, |_| 0);
                             txn.end();
                         }
                         KvOp::Delete(key) => {
@@ -453,7 +452,7 @@ fn malformed_entries_are_refused_with_their_bucket_and_key() {
 fn export_writes_etcds_buckets_and_leaves_e2ds_own_meta_out() {
     let mut mvcc = Mvcc::open(MemBackend::default()).unwrap();
     let mut txn = mvcc.write();
-    txn.put(b"a", None, b"1".to_vec(), 0);
+    txn.put(b"a", b"1".to_vec(), |_| 0);
     txn.end();
     let mut backend = mvcc.into_backend();
     backend.put(Table::Meta, b"applied_index", &9u64.to_be_bytes());

@@ -8,6 +8,7 @@ use std::ops::Bound;
 
 use e2d_proto::mvccpb::KeyValue;
 
+use super::index_key::IndexKey;
 use crate::revision::Revision;
 
 /// One change of a key: a put, or a delete (tombstone), and the bytes its
@@ -142,9 +143,81 @@ impl Live {
 #[derive(Debug, Clone)]
 struct Entry {
     history: History,
-    /// Of the newest change, when it is a put; meaningless after a delete.
+    /// Of the newest change when it is a put; after a delete, the default,
+    /// whose version 0 no put has. [`KeyIndex::live`] answers from it
+    /// alone, without following the history to its heap.
     live: Live,
 }
+
+impl Entry {
+    fn new(change: Change, live: Live) -> Self {
+        Entry {
+            history: History::One(change),
+            live: live_after(change, live),
+        }
+    }
+
+    /// What the newest change stored, when it is a put.
+    fn live(&self) -> Option<Live> {
+        debug_assert_eq!(
+            self.live.version > 0,
+            self.history
+                .as_slice()
+                .last()
+                .is_some_and(|c| !c.tombstone())
+        );
+        (self.live.version > 0).then_some(self.live)
+    }
+
+    /// Appends `change`; false (and nothing changes) unless it is newer
+    /// than the newest change held.
+    fn push(&mut self, change: Change, live: Live) -> bool {
+        let last = self
+            .history
+            .as_slice()
+            .last()
+            .expect("histories are never empty");
+        if last.revision() >= change.revision() {
+            return false;
+        }
+        self.history.push(change);
+        self.live = live_after(change, live);
+        true
+    }
+}
+
+/// A put has a version; a delete's `live` is ignored.
+fn recordable(change: Change, live: Live) -> bool {
+    change.tombstone() || live.version > 0
+}
+
+/// What an entry keeps as its live value after `change`.
+fn live_after(change: Change, live: Live) -> Live {
+    if change.tombstone() {
+        Live::default()
+    } else {
+        live
+    }
+}
+
+/// A key the index holds, found once for a write that reads what the key
+/// holds ([`HeldKey::live`]) and then records its change there.
+pub struct HeldKey<'a>(&'a mut Entry);
+
+impl HeldKey<'_> {
+    /// As [`KeyIndex::live`].
+    pub fn live(&self) -> Option<Live> {
+        self.0.live()
+    }
+
+    /// As [`KeyIndex::record`].
+    pub fn record(self, change: Change, live: Live) {
+        let recorded = recordable(change, live) && self.0.push(change, live);
+        assert!(recorded, "{RECORD_REFUSED}");
+    }
+}
+
+const RECORD_REFUSED: &str = "key index: revisions of a key must grow, and a put has a version";
 
 /// Takes a key alive at the revision read, the revision of its value and,
 /// when that is the key's newest change, what it stored; false stops.
@@ -152,7 +225,7 @@ pub type VisitLive<'a> = dyn FnMut(&[u8], Revision, Option<Live>) -> bool + 'a;
 
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    keys: BTreeMap<Box<[u8]>, Entry>,
+    keys: BTreeMap<IndexKey, Entry>,
 }
 
 /// Which keys a request covers, in etcd's terms: `range_end` empty means the
@@ -210,10 +283,7 @@ impl KeyIndex {
     /// (it is ignored for a delete).
     pub fn record(&mut self, key: &[u8], change: Change, live: Live) {
         let recorded = self.record_newer(key, change, live);
-        assert!(
-            recorded,
-            "key index: revisions of a key must grow, and a put has a version"
-        );
+        assert!(recorded, "{RECORD_REFUSED}");
     }
 
     /// [`KeyIndex::record`] for changes read from storage: a change not
@@ -221,28 +291,23 @@ impl KeyIndex {
     /// (false), and nothing is recorded.
     #[must_use]
     pub fn record_newer(&mut self, key: &[u8], change: Change, live: Live) -> bool {
-        if !change.tombstone() && live.version <= 0 {
+        if !recordable(change, live) {
             return false;
         }
         match self.keys.get_mut(key) {
-            Some(entry) => {
-                let last = entry
-                    .history
-                    .as_slice()
-                    .last()
-                    .expect("histories are never empty");
-                if last.revision() >= change.revision() {
-                    return false;
-                }
-                entry.history.push(change);
-                entry.live = live;
-            }
+            Some(entry) => entry.push(change, live),
             None => {
-                let history = History::One(change);
-                self.keys.insert(key.into(), Entry { history, live });
+                self.keys
+                    .insert(IndexKey::new(key), Entry::new(change, live));
+                true
             }
         }
-        true
+    }
+
+    /// `key`'s entry, if the index holds the key: a write that reads it
+    /// and records its change there looks the key up once.
+    pub fn held(&mut self, key: &[u8]) -> Option<HeldKey<'_>> {
+        self.keys.get_mut(key).map(HeldKey)
     }
 
     /// This index's changes followed by `newer`'s, every change of which
@@ -292,9 +357,7 @@ impl KeyIndex {
 
     /// The newest value of `key`, if its newest change is a put.
     pub fn live(&self, key: &[u8]) -> Option<Live> {
-        let entry = self.keys.get(key)?;
-        let last = entry.history.as_slice().last()?;
-        (!last.tombstone()).then_some(entry.live)
+        self.keys.get(key)?.live()
     }
 
     /// Every key whose newest change is a put, in key order, with what that
@@ -304,7 +367,7 @@ impl KeyIndex {
         for (key, entry) in &self.keys {
             let newest = entry.history.as_slice().last();
             if newest.is_some_and(|change| !change.tombstone()) {
-                visit(key, entry.live);
+                visit(key.as_bytes(), entry.live);
             }
         }
     }
@@ -313,7 +376,7 @@ impl KeyIndex {
     fn entries_in<'a>(
         &'a self,
         span: &KeySpan<'a>,
-    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a Entry)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], &'a Entry)> + 'a {
         type KeyBounds<'k> = (Bound<&'k [u8]>, Bound<&'k [u8]>);
         let range: Option<KeyBounds<'a>> = match *span {
             KeySpan::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
@@ -323,6 +386,7 @@ impl KeyIndex {
         range
             .into_iter()
             .flat_map(|range| self.keys.range::<[u8], _>(range))
+            .map(|(key, entry)| (key.as_bytes(), entry))
     }
 
     /// Keys in `span` alive at `at_main`, in key order, with their
@@ -374,7 +438,7 @@ impl KeyIndex {
         let from = (Bound::Included(start), Bound::Unbounded);
         for (done, (key, entry)) in self.keys.range_mut::<[u8], _>(from).enumerate() {
             if done == keys_max {
-                next = Some(key.to_vec());
+                next = Some(key.as_bytes().to_vec());
                 break;
             }
             if !compact_history(&mut entry.history, at_main, &mut dropped) {
@@ -382,7 +446,7 @@ impl KeyIndex {
             }
         }
         for key in emptied {
-            self.keys.remove(&key);
+            self.keys.remove(key.as_bytes());
         }
         (dropped, next)
     }

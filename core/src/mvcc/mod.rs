@@ -7,6 +7,7 @@
 //! store revision.
 
 pub mod index;
+mod index_key;
 mod range;
 mod write;
 
@@ -559,8 +560,7 @@ mod tests {
 
     fn put(mvcc: &mut Mvcc<MemBackend>, key: &[u8], value: &[u8]) {
         let mut txn = mvcc.write();
-        let live = txn.live(key);
-        txn.put(key, live, value.to_vec(), 0);
+        txn.put(key, value.to_vec(), |_| 0);
         txn.end();
     }
 

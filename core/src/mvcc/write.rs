@@ -1,8 +1,10 @@
 //! A write transaction: puts and deletes that share one store revision.
 
 use e2d_proto::mvccpb::{event::EventType, Event, KeyValue};
+use prost::bytes::Bytes;
 use prost::Message;
 
+use super::index::HeldKey;
 use super::{kv_entry_key, Change, KeySpan, Live, Mvcc, RangeResult, Reads, META_CURRENT_REVISION};
 use crate::error::Error;
 use crate::revision::Revision;
@@ -63,20 +65,47 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.mvcc.index.live(key)
     }
 
-    /// Writes `key` over `prev`, which must be what [`WriteTxn::live`]
-    /// returns for it (the caller has asked already).
-    pub fn put(&mut self, key: &[u8], prev: Option<Live>, value: Vec<u8>, lease: i64) {
-        debug_assert_eq!(prev, self.live(key));
+    /// Writes `key`: `lease` picks the new value's lease from what the key
+    /// index says of the value it replaces (as [`WriteTxn::live`] would),
+    /// which is returned. A key the index holds is looked up once.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: impl FnOnce(Option<Live>) -> i64,
+    ) -> Option<Live> {
         let revision = self.next_revision();
+        let main = self.main;
+        let mvcc = &mut *self.mvcc;
+        let held = mvcc.index.held(key);
+        let prev = held.as_ref().and_then(HeldKey::live);
         let kv = KeyValue {
             key: key.to_vec().into(),
-            create_revision: prev.map_or(self.main, |p| p.create_revision),
-            mod_revision: self.main,
+            create_revision: prev.map_or(main, |p| p.create_revision),
+            mod_revision: main,
             version: prev.map_or(1, |p| p.version + 1),
             value: value.into(),
-            lease,
+            lease: lease(prev),
         };
-        self.store(revision, false, kv, EventType::Put);
+        let stored = kv.encode_to_vec();
+        let change = stage(
+            &mut mvcc.backend,
+            &mut mvcc.kv_bytes,
+            revision,
+            &stored,
+            false,
+        );
+        let live = Live::of(&kv);
+        match held {
+            Some(held) => held.record(change, live),
+            None => mvcc.index.record(key, change, live),
+        }
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: None,
+        });
+        prev
     }
 
     /// Deletes every key of `span`; returns the deleted key-values, their
@@ -93,12 +122,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         };
         for kv in &deleted {
             let revision = self.next_revision();
-            let tombstone = KeyValue {
-                key: kv.key.clone(),
-                mod_revision: self.main,
-                ..Default::default()
-            };
-            self.store(revision, true, tombstone, EventType::Delete);
+            self.store_tombstone(revision, kv.key.clone());
         }
         Ok(deleted)
     }
@@ -128,36 +152,52 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         Revision::new(self.main, self.events.len() as i64)
     }
 
-    fn store(&mut self, revision: Revision, tombstone: bool, kv: KeyValue, kind: EventType) {
+    fn store_tombstone(&mut self, revision: Revision, key: Bytes) {
         // A tombstone is stored as etcd stores it, the key alone; its
         // revision lives in the entry key.
-        let stored = if tombstone {
-            KeyValue {
-                key: kv.key.clone(),
-                ..Default::default()
-            }
-            .encode_to_vec()
-        } else {
-            kv.encode_to_vec()
+        let tombstone = KeyValue {
+            key,
+            mod_revision: self.main,
+            ..Default::default()
         };
-        let entry_key = kv_entry_key(revision, tombstone);
-        self.mvcc.backend.put(Table::Kv, &entry_key, &stored);
-        let live = if tombstone {
-            Live::default()
-        } else {
-            Live::of(&kv)
-        };
-        let entry_bytes = entry_key.len() + stored.len();
-        let change = Change::new(revision, tombstone, entry_bytes)
-            .expect("a revision's changes are counted in 31 bits");
-        self.mvcc.kv_bytes += change.entry_bytes();
-        self.mvcc.index.record(&kv.key, change, live);
+        let stored = KeyValue {
+            key: tombstone.key.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let change = stage(
+            &mut self.mvcc.backend,
+            &mut self.mvcc.kv_bytes,
+            revision,
+            &stored,
+            true,
+        );
+        self.mvcc
+            .index
+            .record(&tombstone.key, change, Live::default());
         self.events.push(Event {
-            r#type: kind as i32,
-            kv: Some(kv),
+            r#type: EventType::Delete as i32,
+            kv: Some(tombstone),
             prev_kv: None,
         });
     }
+}
+
+/// Writes a change's entry to the kv table and counts its bytes; returns
+/// the change for the key index.
+fn stage<B: Backend>(
+    backend: &mut B,
+    kv_bytes: &mut u64,
+    revision: Revision,
+    stored: &[u8],
+    tombstone: bool,
+) -> Change {
+    let entry_key = kv_entry_key(revision, tombstone);
+    backend.put(Table::Kv, &entry_key, stored);
+    let change = Change::new(revision, tombstone, entry_key.len() + stored.len())
+        .expect("a revision's changes are counted in 31 bits");
+    *kv_bytes += change.entry_bytes();
+    change
 }
 
 impl<B: Backend> Drop for WriteTxn<'_, B> {
