@@ -59,15 +59,9 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         self.mvcc.get(key, self.read_revision())
     }
 
-    /// What the key index says of `key`'s value as this txn reads it,
-    /// without reading the value.
-    pub fn live(&self, key: &[u8]) -> Option<Live> {
-        self.mvcc.index.live(key)
-    }
-
     /// Writes `key`: `lease` picks the new value's lease from what the key
-    /// index says of the value it replaces (as [`WriteTxn::live`] would),
-    /// which is returned. A key the index holds is looked up once.
+    /// index says of the value it replaces, which is returned. A key the
+    /// index holds is looked up once.
     pub fn put(
         &mut self,
         key: &[u8],
