@@ -205,7 +205,7 @@ fn live_after(change: Change, live: Live) -> Live {
 pub struct HeldKey<'a>(&'a mut Entry);
 
 impl HeldKey<'_> {
-    /// As [`KeyIndex::live`].
+    /// What the newest change stored, when it is a put.
     pub fn live(&self) -> Option<Live> {
         self.0.live()
     }
@@ -355,7 +355,9 @@ impl KeyIndex {
         live_at(self.keys.get(key)?.history.as_slice(), at_main)
     }
 
-    /// The newest value of `key`, if its newest change is a put.
+    /// The newest value of `key`, if its newest change is a put (writes
+    /// read it through [`KeyIndex::held`]).
+    #[cfg(test)]
     pub fn live(&self, key: &[u8]) -> Option<Live> {
         self.keys.get(key)?.live()
     }
