@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 use super::{int_counter, register, Metrics};
 
@@ -96,14 +98,25 @@ pub(crate) struct GrpcMetrics {
     started: IntCounterVec,
     handled: IntCounterVec,
     handling_seconds: HistogramVec,
+    /// Each served method's series, as [`METHODS`] lists them: a call
+    /// counts itself without looking its labels up.
+    methods: Vec<MethodSeries>,
     sent_bytes: IntCounter,
     received_bytes: IntCounter,
+}
+
+/// One method's series in the vectors above.
+struct MethodSeries {
+    started: IntCounter,
+    /// By status code, as [`GRPC_CODES`] lists them.
+    handled: Vec<IntCounter>,
+    handling_seconds: Histogram,
 }
 
 impl GrpcMetrics {
     pub(super) fn new(registry: &Registry) -> Self {
         let labels = ["grpc_type", "grpc_service", "grpc_method"];
-        let metrics = Self {
+        let mut metrics = Self {
             started: register(
                 registry,
                 IntCounterVec::new(
@@ -148,16 +161,23 @@ impl GrpcMetrics {
                 "etcd_network_client_grpc_received_bytes_total",
                 "The total number of bytes received from grpc clients.",
             ),
+            methods: Vec::with_capacity(METHODS.len()),
         };
         for (service, method, kind) in METHODS {
             let labels = [*kind, *service, *method];
-            metrics.started.with_label_values(&labels);
-            metrics.handling_seconds.with_label_values(&labels);
-            for code in GRPC_CODES {
-                metrics
-                    .handled
-                    .with_label_values(&[kind, service, method, code]);
-            }
+            let series = MethodSeries {
+                started: metrics.started.with_label_values(&labels),
+                handled: GRPC_CODES
+                    .iter()
+                    .map(|code| {
+                        metrics
+                            .handled
+                            .with_label_values(&[kind, service, method, code])
+                    })
+                    .collect(),
+                handling_seconds: metrics.handling_seconds.with_label_values(&labels),
+            };
+            metrics.methods.push(series);
         }
         metrics
     }
@@ -180,16 +200,13 @@ impl Metrics {
     /// made-up paths grows no series).
     pub fn start_grpc_call(self: &Arc<Self>, path: &str) -> Option<GrpcCall> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        let &(service, method, kind) = METHODS
+        let index = METHODS
             .iter()
-            .find(|(s, m, _)| *s == service && *m == method)?;
-        self.grpc
-            .started
-            .with_label_values(&[kind, service, method])
-            .inc();
+            .position(|(s, m, _)| *s == service && *m == method)?;
+        self.grpc.methods[index].started.inc();
         Some(GrpcCall {
             metrics: self.clone(),
-            labels: [kind, service, method],
+            method: index,
             started: Instant::now(),
             finished: false,
         })
@@ -201,7 +218,8 @@ impl Metrics {
 /// `Canceled`.
 pub struct GrpcCall {
     metrics: Arc<Metrics>,
-    labels: [&'static str; 3],
+    /// The method's place in [`METHODS`].
+    method: usize,
     started: Instant,
     finished: bool,
 }
@@ -212,17 +230,15 @@ impl GrpcCall {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let name = usize::try_from(code)
+        let series = &self.metrics.grpc.methods[self.method];
+        // A code past the known ones counts as Unknown (2).
+        let code = usize::try_from(code)
             .ok()
-            .and_then(|i| GRPC_CODES.get(i))
-            .unwrap_or(&"Unknown");
-        let [kind, service, method] = self.labels;
-        let grpc = &self.metrics.grpc;
-        grpc.handled
-            .with_label_values(&[kind, service, method, name])
-            .inc();
-        grpc.handling_seconds
-            .with_label_values(&self.labels)
+            .filter(|&code| code < GRPC_CODES.len())
+            .unwrap_or(2);
+        series.handled[code].inc();
+        series
+            .handling_seconds
             .observe(self.started.elapsed().as_secs_f64());
     }
 }
@@ -253,6 +269,8 @@ mod tests {
             .start_grpc_call("/etcdserverpb.KV/Nothing")
             .is_none());
         assert!(metrics.start_grpc_call("nonsense").is_none());
+        let mut call = metrics.start_grpc_call("/etcdserverpb.KV/Put").unwrap();
+        call.finish(99);
         let grpc = &metrics.grpc;
         let handled = |labels: [&str; 4]| grpc.handled.with_label_values(&labels).get();
         assert_eq!(handled(["unary", "etcdserverpb.KV", "Range", "OK"]), 1);
@@ -264,6 +282,8 @@ mod tests {
             handled(["bidi_stream", "etcdserverpb.Watch", "Watch", "Canceled"]),
             1
         );
+        assert_eq!(handled(["unary", "etcdserverpb.KV", "Put", "Unknown"]), 1);
+        assert_eq!(handled(["unary", "etcdserverpb.KV", "Put", "Canceled"]), 0);
         assert_eq!(
             grpc.started
                 .with_label_values(&["unary", "etcdserverpb.KV", "Range"])
