@@ -514,16 +514,17 @@ impl Metrics {
             .inc_by(count);
     }
 
-    pub fn count_peer_sent_bytes(&self, to: u64, bytes: u64) {
+    /// The counter of bytes sent to peer `to`, looked up once by whoever
+    /// sends it every message.
+    pub fn peer_sent_bytes_to(&self, to: u64) -> IntCounter {
         self.peer_sent_bytes
             .with_label_values(&[&format!("{to:x}")])
-            .inc_by(bytes);
     }
 
-    pub fn count_peer_received_bytes(&self, from: u64, bytes: u64) {
+    /// The counter of bytes received from peer `from`.
+    pub fn peer_received_bytes_from(&self, from: u64) -> IntCounter {
         self.peer_received_bytes
             .with_label_values(&[&format!("{from:x}")])
-            .inc_by(bytes);
     }
 
     /// The gossip group as this member sees it: how many members are in

@@ -16,6 +16,7 @@ use e2d_proto::peer::{
     KeepAliveRequest, KeepAliveResponse, MembersRequest, MembersResponse, ProbeRequest,
     ProbeResponse, RaftEnvelope, SendAck, SnapshotChunk,
 };
+use prometheus::IntCounter;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
@@ -61,12 +62,18 @@ impl Peer for PeerService {
         // A stream comes from one member, which may be removed while the
         // stream lasts: its id is looked up again at most every second.
         let mut checked: Option<(u64, tokio::time::Instant)> = None;
+        let mut received_bytes: Option<(u64, IntCounter)> = None;
         while let Some(envelope) = incoming.message().await? {
             let message = codec::decode_message(&envelope.message)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            self.node
-                .metrics
-                .count_peer_received_bytes(message.from, envelope.message.len() as u64);
+            let counter = match &received_bytes {
+                Some((from, counter)) if *from == message.from => counter,
+                _ => {
+                    let counter = self.node.metrics.peer_received_bytes_from(message.from);
+                    &received_bytes.insert((message.from, counter)).1
+                }
+            };
+            counter.inc_by(envelope.message.len() as u64);
             let fresh = checked.is_some_and(|(from, at)| {
                 from == message.from && at.elapsed() < REMOVED_CHECK_INTERVAL
             });

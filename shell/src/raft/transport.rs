@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use e2d_proto::peer::peer_client::PeerClient;
 use e2d_proto::peer::{ProbeRequest, RaftEnvelope};
+use prometheus::IntCounter;
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
 
@@ -208,8 +209,8 @@ struct CallBody {
     queue: Arc<Mutex<mpsc::Receiver<RaftEnvelope>>>,
     call: Arc<AtomicU64>,
     this_call: u64,
-    to: u64,
-    metrics: Arc<Metrics>,
+    /// `etcd_network_peer_sent_bytes_total` of the peer.
+    sent_bytes: IntCounter,
 }
 
 impl SharedQueue {
@@ -229,8 +230,7 @@ impl SharedQueue {
             queue: self.queue.clone(),
             call: self.call.clone(),
             this_call,
-            to: self.to,
-            metrics: self.metrics.clone(),
+            sent_bytes: self.metrics.peer_sent_bytes_to(self.to),
         }
     }
 
@@ -262,8 +262,7 @@ impl tokio_stream::Stream for CallBody {
         }
         let polled = lock(&self.queue).poll_recv(cx);
         if let Poll::Ready(Some(envelope)) = &polled {
-            self.metrics
-                .count_peer_sent_bytes(self.to, envelope.message.len() as u64);
+            self.sent_bytes.inc_by(envelope.message.len() as u64);
         }
         polled
     }
