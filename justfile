@@ -83,6 +83,11 @@ bench: && bench-large
 bench-large:
     bench/large.sh
 
+# What applying a put costs the state machine alone (key index, encoding,
+# events), with keys of 8 and 48 bytes; no server, no disk.
+bench-apply:
+    cargo bench -p e2d-core --bench apply_put
+
 # Snapshot throughput (plain, gzip, gzip + encryption) on a SIZE_MIB
 # database, beside sha512sum of the same bytes, with peak RSS.
 bench-snapshot SIZE_MIB="1024":
