@@ -144,7 +144,7 @@ impl Live {
 struct Entry {
     history: History,
     /// Of the newest change when it is a put; after a delete, the default,
-    /// whose version 0 no put has. [`KeyIndex::live`] answers from it
+    /// whose version 0 no put has. [`HeldKey::live`] answers from it
     /// alone, without following the history to its heap.
     live: Live,
 }
