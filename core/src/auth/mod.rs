@@ -6,7 +6,7 @@
 //! - `permission`: key intervals and a user's merged permissions.
 //! - `decide`: whether an identity may do an operation (pure functions
 //!   over the store).
-//! - `change`: applying one [`AuthChange`] with etcd's rules and errors.
+//! - `change`: applying one [`AuthChange`](e2d_proto::peer::AuthChange) with etcd's rules and errors.
 //! - `tokens`: the simple tokens this member knows, with their TTL.
 
 mod change;

@@ -23,7 +23,7 @@
 //! highest revision in `key`, at least the finished compaction. Import
 //! does the same; export writes what makes etcd compute e2d's.
 //!
-//! - `import`: [`import`], a bbolt [`Db`] to e2d records.
+//! - `import`: [`import`], a bbolt [`Db`](crate::bbolt::Db) to e2d records.
 //! - `export`: [`export`], e2d's tables to a bbolt file.
 
 mod export;
