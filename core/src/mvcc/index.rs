@@ -310,6 +310,19 @@ impl KeyIndex {
         self.keys.get_mut(key).map(HeldKey)
     }
 
+    /// Records the first change of `key`, which [`KeyIndex::held`] found
+    /// the index does not hold: inserted without looking the key up again.
+    pub fn record_new(&mut self, key: &[u8], change: Change, live: Live) {
+        assert!(recordable(change, live), "{RECORD_REFUSED}");
+        let replaced = self
+            .keys
+            .insert(IndexKey::new(key), Entry::new(change, live));
+        assert!(
+            replaced.is_none(),
+            "key index: a key recorded as new was held"
+        );
+    }
+
     /// This index's changes followed by `newer`'s, every change of which
     /// is newer than every change here: two ranges of revisions indexed
     /// apart, joined. Both key lists are merged in one pass and the map is

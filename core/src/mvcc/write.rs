@@ -61,7 +61,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
 
     /// Writes `key`: `lease` picks the new value's lease from what the key
     /// index says of the value it replaces, which is returned. A key the
-    /// index holds is looked up once.
+    /// index holds is looked up once; a new one once more, to insert it.
     pub fn put(
         &mut self,
         key: &[u8],
@@ -92,7 +92,7 @@ impl<'a, B: Backend> WriteTxn<'a, B> {
         let live = Live::of(&kv);
         match held {
             Some(held) => held.record(change, live),
-            None => mvcc.index.record(key, change, live),
+            None => mvcc.index.record_new(key, change, live),
         }
         self.events.push(Event {
             r#type: EventType::Put as i32,
