@@ -12,6 +12,7 @@ mod lease;
 mod lock;
 pub mod maintenance;
 mod status;
+mod wake_gate;
 mod watch;
 
 pub use auth::AuthService;

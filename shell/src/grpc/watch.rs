@@ -12,10 +12,11 @@ use std::time::Duration;
 use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
-use e2d_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use e2d_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::wake_gate::WakeGate;
 use crate::server::Node;
 
 /// New revisions taken in a row before requests and the progress timer
@@ -54,7 +55,7 @@ impl Watch for WatchService {
             stream: WatchStream::new(node.config.max_request_bytes),
             revision: node.subscribe_revision(),
             progress: tokio::time::interval_at(tokio::time::Instant::now() + interval, interval),
-            incoming: request.into_inner(),
+            incoming: WakeGate::new(request.into_inner()),
             metadata,
             extensions,
             node,
@@ -89,7 +90,7 @@ struct StreamTask {
     metadata: tonic::metadata::MetadataMap,
     extensions: tonic::Extensions,
     stream: WatchStream,
-    incoming: Streaming<WatchRequest>,
+    incoming: WakeGate<Streaming<WatchRequest>>,
     revision: tokio::sync::watch::Receiver<i64>,
     progress: tokio::time::Interval,
     /// Responses made and not yet taken by the connection; one sync step's
@@ -164,16 +165,16 @@ impl StreamTask {
                     return;
                 }
                 _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
-                message = self.incoming.message(), if !self.requests_ended => {
-                    self.on_message(message)
+                message = self.incoming.next(), if !self.requests_ended => {
+                    self.on_message(message.transpose())
                 }
             }
         } else {
             tokio::select! {
                 biased;
                 _ = self.progress.tick(), if self.ticks_wanted => self.on_progress_tick(),
-                message = self.incoming.message(), if !self.requests_ended => {
-                    self.on_message(message)
+                message = self.incoming.next(), if !self.requests_ended => {
+                    self.on_message(message.transpose())
                 }
                 changed = self.revision.changed() => self.ended |= changed.is_err(),
             }
@@ -275,8 +276,13 @@ impl StreamTask {
             .metrics
             .watchers_add(self.stream.watcher_count() as i64 - before);
         let mut batch = Vec::new();
+        // The member's part of the header, read once for the step's
+        // responses, which differ only in their revisions.
+        let mut member_header = None;
         while let Some(mut response) = self.stream.poll_response() {
-            self.node.fill_header(&mut response.header);
+            let revision = response.header.as_ref().map_or(0, |h| h.revision);
+            let member = member_header.get_or_insert_with(|| self.node.header(0));
+            response.header = member.map(|h| ResponseHeader { revision, ..h });
             batch.push(response);
         }
         Ok((batch, self.stream.wants_sync(current)))
