@@ -445,7 +445,11 @@ impl Metrics {
 
     /// Counts watchers created (positive) or gone (negative).
     pub fn watchers_add(&self, delta: i64) {
-        self.watchers.add(delta);
+        // Called for every watch step; most change nothing, and the gauge
+        // is shared by every stream.
+        if delta != 0 {
+            self.watchers.add(delta);
+        }
     }
 
     /// Counts watch streams opened (positive) or ended (negative).
