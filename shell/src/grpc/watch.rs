@@ -137,10 +137,7 @@ impl StreamTask {
                 }
             }
             match self.sync_step() {
-                Ok((batch, lagging)) => {
-                    self.ready.extend(batch.into_iter().map(Ok));
-                    self.lagging = lagging;
-                }
+                Ok(lagging) => self.lagging = lagging,
                 Err(status) => {
                     self.ready.push_back(Err(status));
                     self.ended = true;
@@ -252,9 +249,9 @@ impl StreamTask {
         )
     }
 
-    /// One bounded step under the read lock: returns the responses to send
-    /// and whether watchers still lag.
-    fn sync_step(&mut self) -> Result<(Vec<WatchResponse>, bool), Status> {
+    /// One bounded step under the read lock: queues the responses to send
+    /// in `ready` and returns whether watchers still lag.
+    fn sync_step(&mut self) -> Result<bool, Status> {
         let state = self.node.read();
         let current = state.current_revision();
         let before = self.stream.watcher_count() as i64;
@@ -275,7 +272,6 @@ impl StreamTask {
         self.node
             .metrics
             .watchers_add(self.stream.watcher_count() as i64 - before);
-        let mut batch = Vec::new();
         // The member's part of the header, read once for the step's
         // responses, which differ only in their revisions.
         let mut member_header = None;
@@ -283,8 +279,8 @@ impl StreamTask {
             let revision = response.header.as_ref().map_or(0, |h| h.revision);
             let member = member_header.get_or_insert_with(|| self.node.header(0));
             response.header = member.map(|h| ResponseHeader { revision, ..h });
-            batch.push(response);
+            self.ready.push_back(Ok(response));
         }
-        Ok((batch, self.stream.wants_sync(current)))
+        Ok(self.stream.wants_sync(current))
     }
 }
