@@ -380,9 +380,8 @@ impl KeyIndex {
     /// it without holding the store in memory.
     pub fn visit_newest_puts(&self, visit: &mut dyn FnMut(&[u8], Live)) {
         for (key, entry) in &self.keys {
-            let newest = entry.history.as_slice().last();
-            if newest.is_some_and(|change| !change.tombstone()) {
-                visit(key.as_bytes(), entry.live);
+            if let Some(live) = entry.live() {
+                visit(key.as_bytes(), live);
             }
         }
     }

@@ -78,7 +78,6 @@ impl<S: Stream + Unpin> WakeGate<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
 
     /// A stream that counts its polls and yields what was pushed into it.
     #[derive(Default)]

@@ -16,13 +16,14 @@ use std::sync::Arc;
 
 use e2d_core::Error;
 use e2d_proto::mvccpb::Event;
+use prost::Message;
 
 /// Reads a thread keeps; a read is keyed by its exact range, and streams
 /// that are caught up ask for the same one.
 const READS_KEPT_MAX: usize = 16;
 /// A read larger than this many events is not kept.
 const EVENTS_PER_READ_KEPT_MAX: usize = 1_000;
-/// Key and value bytes a thread keeps in reads before its newest one:
+/// Encoded bytes of events a thread keeps in reads before its newest one:
 /// older reads go first once past it.
 const OLDER_READ_BYTES_KEPT_MAX: usize = 4 << 20;
 
@@ -56,11 +57,6 @@ impl Default for RecentEvents {
     }
 }
 
-fn event_bytes(event: &Event) -> usize {
-    let kv_bytes = |kv: &e2d_proto::mvccpb::KeyValue| kv.key.len() + kv.value.len();
-    event.kv.as_ref().map_or(0, kv_bytes) + event.prev_kv.as_ref().map_or(0, kv_bytes)
-}
-
 impl RecentEvents {
     /// The events of `key`, from a recent identical read on this thread
     /// (shared, not copied) or from `read`. Committed revisions never
@@ -82,7 +78,7 @@ impl RecentEvents {
         }
         let events: Arc<[Event]> = read()?.into();
         if events.len() <= EVENTS_PER_READ_KEPT_MAX {
-            let bytes = events.iter().map(event_bytes).sum();
+            let bytes = events.iter().map(Message::encoded_len).sum();
             KEPT.with_borrow_mut(|reads| {
                 reads.push_back(KeptRead {
                     owner: self.owner,
