@@ -6,8 +6,15 @@
 //! batch, wakes every waiting call, and the connection task flushes after
 //! each call's frames. With it, the first flush after new bytes yields once
 //! (the task goes to the back of the run queue, behind the other calls the
-//! batch woke), and the second flush writes everything they added. An idle
-//! server loses nothing: the yield returns at once when nothing else runs.
+//! batch woke), and the second flush writes everything they added.
+//!
+//! A yield is not free: the task rescheduled behind others wakes an idle
+//! worker thread to take them, and one client's lone answers gain nothing
+//! from it (an unloaded round trip took twice as long). So a connection
+//! learns from its holds: after a hold that gained nothing, the next
+//! flushes go out at once, twice as many after each further hold that
+//! gained nothing (up to [`STRAIGHT_FLUSHES_MAX`]); the next hold that
+//! gains returns the connection to holding every write.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -18,6 +25,25 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes held back at most; past this, writes go to the socket first.
 const HELD_BYTES_MAX: usize = 64 * 1024;
 
+/// Flushes that go out without a hold after a run of holds that gained
+/// nothing, at most: a connection whose load comes back holds again
+/// within this many flushes.
+const STRAIGHT_FLUSHES_MAX: u32 = 64;
+
+/// The bytes held, between two drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Not flushed yet.
+    Open,
+    /// A flush yielded with this many bytes held: more at the next flush,
+    /// and the hold gained.
+    Waiting { held_at_yield: usize },
+    /// To be written by this and every next flush until drained: their
+    /// round is over, or this flush went out without one. Once per hold,
+    /// so a busy connection is never put off twice.
+    Due,
+}
+
 /// `inner` with coalesced writes; reads pass straight through.
 pub struct CoalescedIo<T> {
     inner: T,
@@ -25,10 +51,13 @@ pub struct CoalescedIo<T> {
     held: Vec<u8>,
     /// Of `held`, this many went out already (a partial write).
     held_written: usize,
-    /// The bytes held have waited their round: the next flush writes
-    /// them, with whatever came in the meantime. Once per hold, so a busy
-    /// connection is never put off twice.
-    yielded: bool,
+    /// Where the bytes held stand.
+    hold: Hold,
+    /// Flushes still to go out without a hold.
+    straight_flushes_left: u32,
+    /// Flushes granted without a hold after the last hold that gained
+    /// nothing (zero once a hold gains).
+    straight_flushes_granted: u32,
 }
 
 impl<T> CoalescedIo<T> {
@@ -37,7 +66,9 @@ impl<T> CoalescedIo<T> {
             inner,
             held: Vec::new(),
             held_written: 0,
-            yielded: false,
+            hold: Hold::Open,
+            straight_flushes_left: 0,
+            straight_flushes_granted: 0,
         }
     }
 
@@ -61,8 +92,40 @@ impl<T: AsyncWrite + Unpin> CoalescedIo<T> {
         }
         self.held.clear();
         self.held_written = 0;
-        self.yielded = false;
+        self.hold = Hold::Open;
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether this flush holds the bytes for a round rather than writing
+    /// them; the flush that ends a hold learns whether it gained.
+    fn holds(&mut self) -> bool {
+        if self.held_written == self.held.len() {
+            return false;
+        }
+        match self.hold {
+            Hold::Due => {}
+            Hold::Waiting { held_at_yield } => {
+                if self.held.len() > held_at_yield {
+                    self.straight_flushes_granted = 0;
+                } else {
+                    self.straight_flushes_granted =
+                        (self.straight_flushes_granted * 2).clamp(1, STRAIGHT_FLUSHES_MAX);
+                    self.straight_flushes_left = self.straight_flushes_granted;
+                }
+                self.hold = Hold::Due;
+            }
+            Hold::Open if self.straight_flushes_left > 0 => {
+                self.straight_flushes_left -= 1;
+                self.hold = Hold::Due;
+            }
+            Hold::Open => {
+                self.hold = Hold::Waiting {
+                    held_at_yield: self.held.len(),
+                };
+                return true;
+            }
+        }
+        false
     }
 
     /// Room for more bytes: drains first when the hold is full.
@@ -131,8 +194,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.held_written < self.held.len() && !self.yielded {
-            self.yielded = true;
+        if self.holds() {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -180,6 +242,50 @@ mod tests {
         assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
         write(&mut io, b"x");
         assert!(poll_flush(&mut io).is_pending());
+    }
+
+    /// Writes one byte and flushes until the flush completes; returns
+    /// whether the first flush held it for a round.
+    fn write_and_flush<T: AsyncWrite + Unpin>(io: &mut CoalescedIo<T>) -> bool {
+        write(io, b"x");
+        let held = poll_flush(io).is_pending();
+        if held {
+            assert!(matches!(poll_flush(io), Poll::Ready(Ok(()))));
+        }
+        held
+    }
+
+    #[test]
+    fn holds_that_gain_nothing_let_ever_more_flushes_go_straight() {
+        let mut io = CoalescedIo::new(Vec::new());
+        // A lone writer: each hold gains nothing, and the flushes that go
+        // out at once after it double, up to the bound.
+        let mut straight_runs = Vec::new();
+        assert!(write_and_flush(&mut io), "the first flush holds");
+        for _ in 0..8 {
+            let mut straight = 0;
+            while !write_and_flush(&mut io) {
+                straight += 1;
+            }
+            straight_runs.push(straight);
+        }
+        assert_eq!(straight_runs, [1, 2, 4, 8, 16, 32, 64, 64]);
+        // Past the straight flushes, a hold that gains (a second writer's
+        // bytes join during the round) makes every next flush hold again.
+        for _ in 0..STRAIGHT_FLUSHES_MAX {
+            assert!(!write_and_flush(&mut io));
+        }
+        write(&mut io, b"one ");
+        assert!(poll_flush(&mut io).is_pending());
+        write(&mut io, b"two");
+        assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
+        assert!(write_and_flush(&mut io), "a gain ends the straight flushes");
+        // Every byte went out, in order.
+        let written = io.get_ref();
+        assert!(written.ends_with(b"one twox"));
+        let straight: usize = straight_runs.iter().sum();
+        let lone_writes = 1 + straight + straight_runs.len() + STRAIGHT_FLUSHES_MAX as usize + 1;
+        assert_eq!(written.len(), lone_writes + b"one two".len());
     }
 
     #[tokio::test]
