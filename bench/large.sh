@@ -25,7 +25,8 @@
 #
 # Usage: bench/large.sh   (SCALE=0.1 for a quick run: KEYS and OVERWRITE
 #        scaled; ROUNDS=N rounds, the first server alternating; OUT=FILE
-#        keeps the JSON lines of the results)
+#        keeps the JSON lines of the results; JOIN_TIMEOUT_S=N bounds a
+#        member's catch-up, 600 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -33,6 +34,9 @@ KEYS="${KEYS:-$(n 2000000)}"
 OVERWRITE="${OVERWRITE:-$(n 1000000)}"
 VAL_BYTES="${VAL_BYTES:-2200}"
 PUT_RATE="${PUT_RATE:-1000}"
+# A joining member that has not caught up after this long stops the
+# bench (a member that cannot store the snapshot retries it forever).
+JOIN_TIMEOUT_S="${JOIN_TIMEOUT_S:-600}"
 ROUNDS="${ROUNDS:-1}"
 # Room for the history before compaction (the default quota of 2 GiB
 # would refuse the load part way).
@@ -133,6 +137,13 @@ one_server() {
     start_member "$server" "$name" $base "$i" "$(peer_urls $base $((i + 1)))" existing
     until [ "$(revision "127.0.0.1:$((base + i))")" -ge "$target" ]; do
       kill -0 "${pids[-1]}" || { echo "$server member m$i exited while joining; see $work" >&2; exit 1; }
+      if (($(ms_since "$started") > JOIN_TIMEOUT_S * 1000)); then
+        echo "$server member m$i has not caught up after ${JOIN_TIMEOUT_S} s;" \
+          "$(df -h --output=avail "$work" | tail -n 1 | tr -d ' ') free on the disk of $work" \
+          "(three members hold the database each); the end of its log, $work/$name-m$i.log:" >&2
+        tail -n 3 "$work/$name-m$i.log" >&2
+        exit 1
+      fi
       sleep 0.05
     done
     joined=$(ms_since "$started")
