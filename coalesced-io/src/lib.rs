@@ -10,11 +10,11 @@
 //!
 //! A yield is not free: the task rescheduled behind others wakes an idle
 //! worker thread to take them, and one client's lone answers gain nothing
-//! from it (an unloaded round trip took twice as long). So a connection
-//! learns from its holds: after a hold that gained nothing, the next
-//! flushes go out at once, twice as many after each further hold that
-//! gained nothing (up to [`STRAIGHT_FLUSHES_MAX`]); the next hold that
-//! gains returns the connection to holding every write.
+//! from it (a round trip to an idle server took up to twice as long). So
+//! a connection learns from its holds: after a hold that gained nothing,
+//! the next flushes go out at once, twice as many after each further hold
+//! that gained nothing (up to [`STRAIGHT_FLUSHES_MAX`]); the next hold
+//! that gains returns the connection to holding every write.
 
 use std::io::IoSlice;
 use std::pin::Pin;
