@@ -12,11 +12,12 @@ use std::time::Duration;
 use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
-use e2d_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use e2d_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wake_gate::WakeGate;
+use crate::server::node::fill_header_from;
 use crate::server::Node;
 
 /// New revisions taken in a row before requests and the progress timer
@@ -276,9 +277,8 @@ impl StreamTask {
         // responses, which differ only in their revisions.
         let mut member_header = None;
         while let Some(mut response) = self.stream.poll_response() {
-            let revision = response.header.as_ref().map_or(0, |h| h.revision);
-            let member = member_header.get_or_insert_with(|| self.node.header(0));
-            response.header = member.map(|h| ResponseHeader { revision, ..h });
+            let member = *member_header.get_or_insert_with(|| self.node.header(0));
+            fill_header_from(member, &mut response.header);
             self.ready.push_back(Ok(response));
         }
         Ok(self.stream.wants_sync(current))

@@ -302,8 +302,7 @@ impl Node {
 
     /// Fills cluster id, member id and term into a header from core.
     pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
-        let revision = header.as_ref().map_or(0, |h| h.revision);
-        *header = self.header(revision);
+        fill_header_from(self.header(0), header);
     }
 
     /// A fresh lease id, positive, in etcd's style: member bits on top,
@@ -443,4 +442,12 @@ impl Node {
             .run()
             .map_err(|e| Error::Internal(format!("defragmenting the database: {}", e.0)))
     }
+}
+
+/// Fills a header from core with `member`'s cluster id, member id and term
+/// (a [`Node::header`]), keeping the header's revision: for responses that
+/// read the member's part once for many.
+pub fn fill_header_from(member: Option<ResponseHeader>, header: &mut Option<ResponseHeader>) {
+    let revision = header.as_ref().map_or(0, |h| h.revision);
+    *header = member.map(|member| ResponseHeader { revision, ..member });
 }
