@@ -11,7 +11,9 @@ use std::io::Write;
 use e2d_core::mvcc::IndexBuilder;
 use e2d_core::storage::{StorageError, Table};
 
-use crate::snapshot::{clear_tables, RecordParser, Replaced, SnapshotError, VerifyingWriter};
+use crate::snapshot::{
+    clear_tables, DigestKind, RecordParser, Replaced, SnapshotError, VerifyingWriter,
+};
 use crate::storage::{DiskBackend, Ingester, TableIngestion};
 
 /// Replaces the keys `replaced` selects with those of the (verified)
@@ -172,9 +174,10 @@ pub struct StreamedLoad {
 }
 
 impl StreamedLoad {
-    pub fn new(ingester: Ingester, replaced: Replaced) -> Self {
+    /// A load of a stream closed by a `digest` digest.
+    pub fn new(ingester: Ingester, replaced: Replaced, digest: DigestKind) -> Self {
         StreamedLoad {
-            check: VerifyingWriter::new(std::io::sink()),
+            check: VerifyingWriter::closed_by(std::io::sink(), digest),
             parser: RecordParser::default(),
             load: TablesLoad::new(ingester, replaced).indexing(),
         }
@@ -226,6 +229,7 @@ impl IncomingSnapshot {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::raft::snapshot_sender::STREAM_DIGEST;
     use crate::snapshot::tests::{snapshot_bytes, snapshot_of};
     use e2d_core::storage::Backend;
 
@@ -336,7 +340,7 @@ pub(crate) mod tests {
             .iter()
             .map(|(table, key, value)| (*table, key.as_slice(), value.as_slice()))
             .collect();
-        snapshot_bytes(&borrowed)
+        snapshot_bytes(&borrowed, STREAM_DIGEST)
     }
 
     #[test]
@@ -346,7 +350,8 @@ pub(crate) mod tests {
         for piece in [1, 7, 4096, 300_000, bytes.len()] {
             let dir = tempfile::tempdir().unwrap();
             let mut backend = backend_in(dir.path());
-            let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+            let mut load =
+                StreamedLoad::new(backend.ingester(), everything_but_kept, STREAM_DIGEST);
             for chunk in bytes.chunks(piece) {
                 load.write(chunk).unwrap();
             }
@@ -412,7 +417,7 @@ pub(crate) mod tests {
         let mut flipped = good.clone();
         flipped[good.len() / 2] ^= 1;
         let cut = good[..good.len() - 1].to_vec();
-        let records_only = good[..good.len() - 32].to_vec();
+        let records_only = good[..good.len() - STREAM_DIGEST.bytes()].to_vec();
         for (what, bytes) in [
             ("flipped", flipped),
             ("cut", cut),
@@ -420,12 +425,13 @@ pub(crate) mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let mut backend = backend_in(dir.path());
-            let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+            let mut load =
+                StreamedLoad::new(backend.ingester(), everything_but_kept, STREAM_DIGEST);
             for chunk in bytes.chunks(64 * 1024) {
                 load.write(chunk).unwrap();
             }
             assert!(
-                matches!(load.finish(), Err(SnapshotError::Digest)),
+                matches!(load.finish(), Err(SnapshotError::Digest(_))),
                 "{what}"
             );
             assert!(backend.ingester().abandoned_any(), "{what}");
@@ -444,12 +450,12 @@ pub(crate) mod tests {
     fn a_stream_that_is_not_a_snapshot_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend_in(dir.path());
-        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept, STREAM_DIGEST);
         assert!(matches!(
             load.write(b"not a snapshot at all"),
             Err(SnapshotError::Magic)
         ));
-        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept);
+        let mut load = StreamedLoad::new(backend.ingester(), everything_but_kept, STREAM_DIGEST);
         let mut bytes = crate::snapshot::SNAPSHOT_MAGIC.to_vec();
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, b'k']);
         assert!(matches!(

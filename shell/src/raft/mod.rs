@@ -13,7 +13,7 @@ mod election_timeout;
 mod log_store;
 mod peer_service;
 mod restart_alone;
-mod snapshot_sender;
+pub(crate) mod snapshot_sender;
 mod transport;
 mod wal;
 

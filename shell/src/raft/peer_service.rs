@@ -184,6 +184,13 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let message = codec::decode_message(&first.raft_message)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let digest = super::snapshot_sender::digest_named(&first).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "the snapshot stream is closed by a digest this member does not know \
+                 (StreamDigest {}): upgrade this member to the leader's e2d version",
+                first.digest
+            ))
+        })?;
         let receiving = std::time::Instant::now();
         let ingester = self.node.read().mvcc().backend().ingester();
         // A load given up on leaves its table files behind until the next
@@ -195,10 +202,11 @@ impl Peer for PeerService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-            let file = receive(first.data, &mut incoming, VerifyingWriter::new(file)).await?;
+            let check = VerifyingWriter::closed_by(file, digest);
+            let file = receive(first.data, &mut incoming, check).await?;
             IncomingSnapshot::File(file, crate::server::is_replicated)
         } else {
-            let load = StreamedLoad::new(ingester, crate::server::is_replicated);
+            let load = StreamedLoad::new(ingester, crate::server::is_replicated, digest);
             IncomingSnapshot::Staged(receive(first.data, &mut incoming, load).await?)
         };
         tracing::info!(
@@ -285,6 +293,7 @@ async fn receive<S: ChunkSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::snapshot_sender::STREAM_DIGEST;
     use crate::snapshot_load::tests::{backend_in, bytes_of, everything_but_kept, many_records};
     use e2d_core::storage::{Backend, Table};
 
@@ -318,13 +327,13 @@ mod tests {
 
         let mut through_file = backend_in(&dir.path().join("file"));
         let file = crate::durable_file::unnamed_in(dir.path()).unwrap();
-        let file = take_all(VerifyingWriter::new(file), &bytes);
+        let file = take_all(VerifyingWriter::closed_by(file, STREAM_DIGEST), &bytes);
         IncomingSnapshot::File(file, everything_but_kept)
             .install(&mut through_file)
             .unwrap();
 
         let mut streamed = backend_in(&dir.path().join("streamed"));
-        let load = StreamedLoad::new(streamed.ingester(), everything_but_kept);
+        let load = StreamedLoad::new(streamed.ingester(), everything_but_kept, STREAM_DIGEST);
         let staged = take_all(load, &bytes);
         IncomingSnapshot::Staged(staged)
             .install(&mut streamed)

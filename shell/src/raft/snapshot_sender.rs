@@ -1,25 +1,44 @@
 //! Sends a member the state machine when it is too far behind for the
 //! log: a consistent view streamed in chunks as it is read (so memory
-//! stays bounded), the first with the raft message that announces it; the
-//! driver learns how it went.
+//! stays bounded), the first with the raft message that announces it and
+//! the name of the digest that closes the stream; the driver learns how
+//! it went.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use e2d_proto::peer::peer_client::PeerClient;
-use e2d_proto::peer::SnapshotChunk;
+use e2d_proto::peer::{SnapshotChunk, StreamDigest};
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 
 use super::codec;
 use super::driver::{DriverHandle, DriverRequest};
 use crate::server::Node;
-use crate::snapshot::SnapshotDigest;
+use crate::snapshot::{DigestKind, SnapshotDigest};
 
 /// Bytes per snapshot chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the network.
 const CHUNKS_BUFFERED_MAX: usize = 4;
+/// The digest that closes the snapshots a member streams.
+pub const STREAM_DIGEST: DigestKind = DigestKind::Xxh3_128;
+
+/// The digest a stream's first chunk names; `None` for a name this member
+/// does not know (a newer member's).
+pub fn digest_named(first: &SnapshotChunk) -> Option<DigestKind> {
+    match StreamDigest::try_from(first.digest).ok()? {
+        StreamDigest::Sha256 => Some(DigestKind::Sha256),
+        StreamDigest::Xxh3128 => Some(DigestKind::Xxh3_128),
+    }
+}
+
+fn wire_name(kind: DigestKind) -> StreamDigest {
+    match kind {
+        DigestKind::Sha256 => StreamDigest::Sha256,
+        DigestKind::Xxh3_128 => StreamDigest::Xxh3128,
+    }
+}
 
 pub async fn send(node: Arc<Node>, driver: DriverHandle, url: String, message: Message) {
     let to = message.to;
@@ -84,7 +103,7 @@ fn digested(
     pieces: mpsc::Receiver<Piece>,
 ) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
     futures_util::stream::unfold(
-        (pieces, Some(SnapshotDigest::default())),
+        (pieces, Some(SnapshotDigest::new(STREAM_DIGEST))),
         |(mut pieces, mut digest)| async move {
             match pieces.recv().await? {
                 Piece::Body(chunk) => {
@@ -93,8 +112,8 @@ fn digested(
                 }
                 Piece::BodyEnd => {
                     let chunk = SnapshotChunk {
-                        raft_message: Vec::new(),
                         data: digest.take()?.finish(),
+                        ..SnapshotChunk::default()
                     };
                     Some((chunk, (pieces, None)))
                 }
@@ -108,8 +127,8 @@ fn closed() -> std::io::Error {
 }
 
 /// Cuts what is written into [`SnapshotChunk`]s of [`CHUNK_BYTES`], the
-/// first carrying the raft message, and hands each to the stream (waiting
-/// while [`CHUNKS_BUFFERED_MAX`] are in flight).
+/// first carrying the raft message and the digest's name, and hands each
+/// to the stream (waiting while [`CHUNKS_BUFFERED_MAX`] are in flight).
 struct ChunkWriter {
     chunks: mpsc::Sender<Piece>,
     raft_message: Option<Vec<u8>>,
@@ -122,9 +141,15 @@ impl ChunkWriter {
         if self.data.is_empty() && self.raft_message.is_none() {
             return Ok(());
         }
+        let first = self.raft_message.is_some();
         let chunk = SnapshotChunk {
             raft_message: self.raft_message.take().unwrap_or_default(),
             data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)),
+            digest: if first {
+                wire_name(STREAM_DIGEST)
+            } else {
+                StreamDigest::Sha256
+            } as i32,
         };
         self.chunks
             .blocking_send(Piece::Body(chunk))
@@ -151,7 +176,6 @@ impl Write for ChunkWriter {
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
-    use sha2::Digest;
 
     use super::*;
     use crate::snapshot::VerifyingWriter;
@@ -164,7 +188,7 @@ mod tests {
             sender.send(piece).await.unwrap();
         }
         drop(sender);
-        let mut out = VerifyingWriter::new(Vec::new());
+        let mut out = VerifyingWriter::closed_by(Vec::new(), STREAM_DIGEST);
         let chunks: Vec<SnapshotChunk> = digested(receiver).collect().await;
         for chunk in chunks {
             out.write_all(&chunk.data).unwrap();
@@ -174,8 +198,8 @@ mod tests {
 
     fn body(data: &[u8]) -> Piece {
         Piece::Body(SnapshotChunk {
-            raft_message: Vec::new(),
             data: data.to_vec(),
+            ..SnapshotChunk::default()
         })
     }
 
@@ -183,13 +207,36 @@ mod tests {
     async fn a_whole_body_is_closed_by_its_digest_and_a_cut_one_is_refused() {
         let whole = received(vec![body(b"first "), body(b"second"), Piece::BodyEnd]).await;
         let mut expected = b"first second".to_vec();
-        expected.extend_from_slice(&sha2::Sha256::digest(b"first second"));
+        expected.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(b"first second").to_be_bytes());
         assert_eq!(whole.unwrap(), expected);
         // The reading side failed after its first chunk: no digest follows,
         // so the bytes that came cannot pass for a snapshot.
         let cut = received(vec![body(b"first "), body(b"second")]).await;
-        assert!(cut.unwrap_err().contains("SHA-256 does not match"));
+        assert!(cut.unwrap_err().contains("XXH3-128 digest does not match"));
         let nothing = received(Vec::new()).await;
         assert!(nothing.is_err());
+    }
+
+    /// The first chunk names the digest the receiving member checks; a
+    /// stream from a member that names none (an older one) is closed by a
+    /// SHA-256, and a name this member does not know is refused.
+    #[test]
+    fn a_stream_names_its_digest_in_its_first_chunk() {
+        for kind in [DigestKind::Sha256, DigestKind::Xxh3_128] {
+            let first = SnapshotChunk {
+                digest: wire_name(kind) as i32,
+                ..SnapshotChunk::default()
+            };
+            assert_eq!(digest_named(&first), Some(kind));
+        }
+        assert_eq!(
+            digest_named(&SnapshotChunk::default()),
+            Some(DigestKind::Sha256)
+        );
+        let unknown = SnapshotChunk {
+            digest: 7,
+            ..SnapshotChunk::default()
+        };
+        assert_eq!(digest_named(&unknown), None);
     }
 }
