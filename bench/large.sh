@@ -51,9 +51,13 @@ leader="127.0.0.1:$base"
 # step SERVER WHAT: progress on stderr; a run takes many minutes.
 step() { echo "$(date +%T) $1: $2" >&2; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+# (awk, not a Python process: a joining member is polled every 50 ms, and
+# the poll shares the CPUs with the members.)
 revision() { # ENDPOINT: the store's revision as that member serves it
-  etcdctl --endpoints "$1" --dial-timeout 500ms --command-timeout 2s endpoint status -w json 2>/dev/null |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])' 2>/dev/null || echo 0
+  local r
+  r=$(etcdctl --endpoints "$1" --dial-timeout 500ms --command-timeout 2s endpoint status -w fields 2>/dev/null |
+    awk '/^"Revision" :/ {print $3; exit}') || true
+  echo "${r:-0}"
 }
 # bench_json ARGS...: an e2d-bench run's JSON report; a run with errors
 # stops the bench.
