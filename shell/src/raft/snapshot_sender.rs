@@ -127,8 +127,9 @@ fn closed() -> std::io::Error {
 }
 
 /// Cuts what is written into [`SnapshotChunk`]s of [`CHUNK_BYTES`], the
-/// first carrying the raft message and the digest's name, and hands each
-/// to the stream (waiting while [`CHUNKS_BUFFERED_MAX`] are in flight).
+/// first carrying the raft message, each the digest's name (the receiving
+/// member reads the first's), and hands each to the stream (waiting while
+/// [`CHUNKS_BUFFERED_MAX`] are in flight).
 struct ChunkWriter {
     chunks: mpsc::Sender<Piece>,
     raft_message: Option<Vec<u8>>,
@@ -141,15 +142,10 @@ impl ChunkWriter {
         if self.data.is_empty() && self.raft_message.is_none() {
             return Ok(());
         }
-        let first = self.raft_message.is_some();
         let chunk = SnapshotChunk {
             raft_message: self.raft_message.take().unwrap_or_default(),
             data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)),
-            digest: if first {
-                wire_name(STREAM_DIGEST)
-            } else {
-                StreamDigest::Sha256
-            } as i32,
+            digest: wire_name(STREAM_DIGEST) as i32,
         };
         self.chunks
             .blocking_send(Piece::Body(chunk))
