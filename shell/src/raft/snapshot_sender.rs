@@ -1,8 +1,8 @@
 //! Sends a member the state machine when it is too far behind for the
 //! log: a consistent view streamed in chunks as it is read (so memory
-//! stays bounded), the first with the raft message that announces it and
-//! the name of the digest that closes the stream; the driver learns how
-//! it went.
+//! stays bounded), the first with the raft message that announces it,
+//! each with the name of the digest that closes the stream; the driver
+//! learns how it went.
 
 use std::io::Write;
 use std::sync::Arc;
