@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
 
+use super::drop_behind::{self, DropBehind};
 use super::{RawEntry, Space, Staged, VisitEntry};
 use fjall::config::BlockSizePolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -34,6 +35,8 @@ const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const KV_BLOCK_BYTES_BY_LEVEL: [u32; 2] = [4 * 1024, 32 * 1024];
 /// Threads a whole-table read runs on, at most.
 const SCAN_THREADS_MAX: usize = 4;
+/// The folder of a keyspace's table files (lsm-tree's layout).
+const TABLES_FOLDER: &str = "tables";
 /// A keyspace's memtable is flushed to disk at this size.
 const MEMTABLE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
@@ -288,20 +291,32 @@ enum IngestCommand {
 
 /// A load's writing thread: writes each batch, and registers the tables
 /// at `Finish`. A load whose sender goes without `Finish` is dropped
-/// unregistered.
+/// unregistered. The load's finished table files leave the page cache as
+/// it goes ([`DropBehind`]).
 fn write_ingestion(
     keyspace: &Keyspace,
     commands: std::sync::mpsc::Receiver<IngestCommand>,
 ) -> Result<(), StorageError> {
+    let mut drop_behind = DropBehind::new(keyspace.path().join(TABLES_FOLDER));
     let mut ingestion = keyspace.start_ingestion().map_err(storage_error)?;
+    let mut written_since_look_bytes = 0;
     for command in commands {
         match command {
             IngestCommand::Write(batch) => {
                 for (key, value) in batch.entries() {
                     ingestion.write(key, value).map_err(storage_error)?;
                 }
+                written_since_look_bytes += batch.bytes.len();
+                if written_since_look_bytes >= drop_behind::LOOK_EVERY_BYTES {
+                    written_since_look_bytes = 0;
+                    drop_behind.drop_finished();
+                }
             }
-            IngestCommand::Finish => return ingestion.finish().map_err(storage_error),
+            IngestCommand::Finish => {
+                ingestion.finish().map_err(storage_error)?;
+                drop_behind.drop_all();
+                return Ok(());
+            }
         }
     }
     Err(StorageError("a bulk load was dropped unfinished".into()))

@@ -3,6 +3,8 @@
 //! what was not synced when its node is killed.
 
 #[cfg(not(madsim))]
+mod drop_behind;
+#[cfg(not(madsim))]
 mod fjall_backend;
 #[cfg(madsim)]
 pub mod memory_disk;
