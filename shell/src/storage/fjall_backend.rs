@@ -236,7 +236,7 @@ impl Ingester {
             .spawn(move || write_ingestion(&keyspace, batches))
             .map_err(|e| StorageError(format!("cannot start a bulk load: {e}")))?;
         Ok(TableIngestion {
-            batch: IngestBatch::default(),
+            batch: IngestBatch::sized(),
             to_writer: Some(to_writer),
             writer: Some(writer),
             abandoned: self.abandoned.clone(),
@@ -267,6 +267,15 @@ struct IngestBatch {
 }
 
 impl IngestBatch {
+    /// An empty batch with room for a whole one (most entries are far
+    /// smaller than a batch), so filling it copies no bytes twice.
+    fn sized() -> Self {
+        Self {
+            bytes: Vec::with_capacity(INGEST_BATCH_BYTES + INGEST_BATCH_BYTES / 8),
+            ends: Vec::new(),
+        }
+    }
+
     fn push(&mut self, key: &[u8], value: &[u8]) {
         self.bytes.extend_from_slice(key);
         let key_end = self.bytes.len();
@@ -291,8 +300,8 @@ enum IngestCommand {
 
 /// A load's writing thread: writes each batch, and registers the tables
 /// at `Finish`. A load whose sender goes without `Finish` is dropped
-/// unregistered. The load's finished table files leave the page cache as
-/// it goes ([`DropBehind`]).
+/// unregistered. The load's table files are written back and leave the
+/// page cache as it goes ([`DropBehind`]).
 fn write_ingestion(
     keyspace: &Keyspace,
     commands: std::sync::mpsc::Receiver<IngestCommand>,
@@ -309,7 +318,7 @@ fn write_ingestion(
                 written_since_look_bytes += batch.bytes.len();
                 if written_since_look_bytes >= drop_behind::LOOK_EVERY_BYTES {
                     written_since_look_bytes = 0;
-                    drop_behind.drop_finished();
+                    drop_behind.look();
                 }
             }
             IngestCommand::Finish => {
@@ -338,7 +347,7 @@ impl TableIngestion {
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.batch.push(key, value);
         if self.batch.bytes.len() >= INGEST_BATCH_BYTES {
-            let batch = std::mem::take(&mut self.batch);
+            let batch = std::mem::replace(&mut self.batch, IngestBatch::sized());
             self.send(IngestCommand::Write(batch))?;
         }
         Ok(())
