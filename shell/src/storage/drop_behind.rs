@@ -12,12 +12,7 @@
 //! writeback runs beside the load, so that sync finds little left to
 //! write (otherwise the load's thread waits out a whole table's write at
 //! each one: 2.9 s of a 10 s load of 4.4 GB, as measured). A synced table's
-//! pages are clean, so dropping them costs no write.
-//!
-//! Table ids are shared with the keyspace's flushes and compactions, so a
-//! table one of those writes during the load is taken for the load's:
-//! its pages are dropped too (it was synced when written), which costs
-//! its readers a read from disk and nothing else. Taking in a
+//! pages are clean, so dropping them costs no write. Taking in a
 //! multi-GiB snapshot otherwise dirties that much memory at once: the
 //! kernel throttles the writer when the dirty pages pass its limit, and it
 //! takes every page from the free memory (which a virtual machine may have
@@ -25,6 +20,11 @@
 //! again). Dropped pages are free again at once, so the next table's
 //! writes reuse them. What a new member reads first then comes from disk,
 //! as after a restart.
+//!
+//! Table ids are shared with the keyspace's flushes and compactions, so a
+//! table one of those writes during the load is taken for the load's:
+//! its pages are dropped too (it was synced when written), which costs
+//! its readers a read from disk and nothing else.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// Bytes a load writes between two looks at its table files: an eighth of
 /// the table size the storage engine gives a load, so a table's sync
 /// waits for about that much at most.
-pub const LOOK_EVERY_BYTES: usize = 8 * 1024 * 1024;
+const LOOK_EVERY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The table files of one bulk load into one keyspace's `tables` folder.
 pub struct DropBehind {
@@ -43,6 +43,8 @@ pub struct DropBehind {
     before: Option<BTreeSet<u64>>,
     /// Table ids whose pages were already dropped.
     dropped: BTreeSet<u64>,
+    /// Bytes the load wrote since the last look.
+    written_since_look_bytes: usize,
 }
 
 impl DropBehind {
@@ -59,16 +61,27 @@ impl DropBehind {
             dir,
             before,
             dropped: BTreeSet::new(),
+            written_since_look_bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` the load wrote, and looks at its table files once
+    /// every [`LOOK_EVERY_BYTES`].
+    pub fn wrote(&mut self, bytes: usize) {
+        self.written_since_look_bytes += bytes;
+        if self.written_since_look_bytes >= LOOK_EVERY_BYTES {
+            self.written_since_look_bytes = 0;
+            self.look();
         }
     }
 
     /// Starts the writeback of the load's newest table file, which may
     /// still be written, and drops the pages of the others.
-    pub fn look(&mut self) {
+    fn look(&mut self) {
         let mut new = self.new_tables();
         if let Some(newest) = new.pop() {
             // Advice only, as below.
-            let _ = start_writeback(&self.dir.join(newest.to_string()));
+            let _ = advise(&self.dir.join(newest.to_string()), Advice::StartWriteback);
         }
         self.drop_pages_of(new);
     }
@@ -102,7 +115,7 @@ impl DropBehind {
             // Advice only: a file that went (compacted away) or a kernel
             // without the call leaves the pages to the kernel's own
             // choice, as before.
-            let _ = drop_cached_pages(&self.dir.join(id.to_string()));
+            let _ = advise(&self.dir.join(id.to_string()), Advice::DropCachedPages);
             self.dropped.insert(id);
         }
     }
@@ -115,51 +128,43 @@ fn table_ids(dir: &Path) -> std::io::Result<Vec<u64>> {
         .collect())
 }
 
-/// Asks the kernel to drop `path`'s clean pages from its cache.
-#[cfg(target_os = "linux")]
-fn drop_cached_pages(path: &Path) -> std::io::Result<()> {
-    advise(path, |fd| {
-        // SAFETY: `fd` is open for the whole call; the advice changes no
-        // memory of this process.
-        match unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) } {
-            0 => Ok(()),
-            errno => Err(std::io::Error::from_raw_os_error(errno)),
-        }
-    })
+/// What [`advise`] asks of the kernel about a file.
+#[derive(Clone, Copy)]
+enum Advice {
+    /// Drop its clean pages from the cache.
+    DropCachedPages,
+    /// Start writing its dirty pages, without waiting for them.
+    StartWriteback,
 }
 
-/// Asks the kernel to start writing `path`'s dirty pages, without waiting
-/// for them.
+/// Opens `path` and gives the kernel `advice` about it.
 #[cfg(target_os = "linux")]
-fn start_writeback(path: &Path) -> std::io::Result<()> {
-    advise(path, |fd| {
-        // SAFETY: as above; the call writes no memory of this process.
-        match unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) } {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
-        }
-    })
-}
-
-/// Opens `path` and calls `advice` with its descriptor.
-#[cfg(target_os = "linux")]
-fn advise(
-    path: &Path,
-    advice: impl FnOnce(std::os::fd::RawFd) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+fn advise(path: &Path, advice: Advice) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(path)?;
-    advice(file.as_raw_fd())
+    let fd = file.as_raw_fd();
+    match advice {
+        // SAFETY: `fd` is open for the whole call; the advice changes no
+        // memory of this process.
+        Advice::DropCachedPages => {
+            match unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) } {
+                0 => Ok(()),
+                errno => Err(std::io::Error::from_raw_os_error(errno)),
+            }
+        }
+        // SAFETY: as above; the call writes no memory of this process.
+        Advice::StartWriteback => {
+            match unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }
+    }
 }
 
 /// Elsewhere there is no such advice: the file is only looked for.
 #[cfg(not(target_os = "linux"))]
-fn drop_cached_pages(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path).map(drop)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(path: &Path) -> std::io::Result<()> {
+fn advise(path: &Path, _advice: Advice) -> std::io::Result<()> {
     std::fs::File::open(path).map(drop)
 }
 
@@ -180,13 +185,15 @@ mod tests {
         write("not-a-table");
         assert_eq!(drop_behind.new_tables(), vec![8, 9, 10]);
 
-        drop_behind.look();
+        drop_behind.wrote(LOOK_EVERY_BYTES - 1);
+        assert!(drop_behind.dropped.is_empty(), "no look before 8 MiB");
+        drop_behind.wrote(1);
         // 10, the newest, may still be written.
         assert_eq!(drop_behind.dropped, BTreeSet::from([8, 9]));
         assert_eq!(drop_behind.new_tables(), vec![10]);
 
         write("11");
-        drop_behind.look();
+        drop_behind.wrote(LOOK_EVERY_BYTES);
         assert_eq!(drop_behind.dropped, BTreeSet::from([8, 9, 10]));
 
         drop_behind.drop_all();
@@ -222,11 +229,13 @@ mod tests {
         let path = dir.path().join("1");
         let bytes: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        start_writeback(&path).unwrap();
+        advise(&path, Advice::StartWriteback).unwrap();
         std::fs::File::open(&path).unwrap().sync_all().unwrap();
-        drop_cached_pages(&path).unwrap();
+        advise(&path, Advice::DropCachedPages).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         let gone = dir.path().join("gone");
-        assert!(drop_cached_pages(&gone).is_err() && start_writeback(&gone).is_err());
+        for advice in [Advice::StartWriteback, Advice::DropCachedPages] {
+            assert!(advise(&gone, advice).is_err());
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
 
-use super::drop_behind::{self, DropBehind};
+use super::drop_behind::DropBehind;
 use super::{RawEntry, Space, Staged, VisitEntry};
 use fjall::config::BlockSizePolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -308,18 +308,13 @@ fn write_ingestion(
 ) -> Result<(), StorageError> {
     let mut drop_behind = DropBehind::new(keyspace.path().join(TABLES_FOLDER));
     let mut ingestion = keyspace.start_ingestion().map_err(storage_error)?;
-    let mut written_since_look_bytes = 0;
     for command in commands {
         match command {
             IngestCommand::Write(batch) => {
                 for (key, value) in batch.entries() {
                     ingestion.write(key, value).map_err(storage_error)?;
                 }
-                written_since_look_bytes += batch.bytes.len();
-                if written_since_look_bytes >= drop_behind::LOOK_EVERY_BYTES {
-                    written_since_look_bytes = 0;
-                    drop_behind.look();
-                }
+                drop_behind.wrote(batch.bytes.len());
             }
             IngestCommand::Finish => {
                 ingestion.finish().map_err(storage_error)?;
