@@ -119,13 +119,15 @@ fn largest_table(data_dir: &Path) -> Option<(PathBuf, u64)> {
         .max_by_key(|&(_, bytes)| bytes)
 }
 
-/// A serving member with a table damaged under it, among values no read
-/// has touched since they were written; the damaged table and its bytes.
-fn a_member_with_a_damaged_table(runtime: &tokio::runtime::Runtime) -> (Server, PathBuf, Vec<u8>) {
+/// Tables at least this large hold values: 12 MiB of them are written,
+/// more than a memtable holds.
+const TABLE_BYTES_MIN: u64 = 4 << 20;
+
+/// A serving member with a table of values no read has touched since they
+/// were written; the table and its length.
+fn a_member_with_a_table(runtime: &tokio::runtime::Runtime) -> (Server, PathBuf, u64) {
     const VALUE_BYTES: usize = 4096;
-    // 12 MiB of values: more than a memtable holds, so a table is written.
     const KEYS: usize = 3000;
-    const TABLE_BYTES_MIN: u64 = 4 << 20;
     const TABLE_TIMEOUT: Duration = Duration::from_secs(20);
     let server = Server::e2d();
     let url = server.url();
@@ -140,19 +142,31 @@ fn a_member_with_a_damaged_table(runtime: &tokio::runtime::Runtime) -> (Server, 
         }
     });
     let deadline = Instant::now() + TABLE_TIMEOUT;
-    let (table, bytes) = loop {
+    loop {
         match largest_table(&server.data_dir()) {
-            Some((table, bytes)) if bytes >= TABLE_BYTES_MIN => break (table, bytes),
+            Some((table, bytes)) if bytes >= TABLE_BYTES_MIN => return (server, table, bytes),
             _ => {
                 assert!(Instant::now() < deadline, "no table was written");
                 thread::sleep(Duration::from_millis(50));
             }
         }
-    };
-    // Half way through, among the values.
-    let mut damaged = std::fs::read(&table).expect("read the table");
+    }
+}
+
+/// Changes one byte half way through `table`, among the values; returns
+/// its damaged bytes.
+fn damage_table(table: &Path, bytes: u64) -> Vec<u8> {
+    let mut damaged = std::fs::read(table).expect("read the table");
     damaged[bytes as usize / 2] ^= 0x20;
-    std::fs::write(&table, &damaged).expect("write the table");
+    std::fs::write(table, &damaged).expect("write the table");
+    damaged
+}
+
+/// A serving member with a table damaged under it, among values no read
+/// has touched since they were written; the damaged table and its bytes.
+fn a_member_with_a_damaged_table(runtime: &tokio::runtime::Runtime) -> (Server, PathBuf, Vec<u8>) {
+    let (server, table, bytes) = a_member_with_a_table(runtime);
+    let damaged = damage_table(&table, bytes);
     (server, table, damaged)
 }
 
@@ -199,6 +213,40 @@ fn a_table_damaged_while_the_member_serves_stops_it_at_the_first_read() {
     });
     assert!(read.is_err(), "a range over a damaged block was answered");
     assert_stopped_on_the_damage(&mut server, &table, &damaged);
+}
+
+/// A table damaged while the member is down: its start reads the table,
+/// refuses for good, naming the database and the way out, and the process
+/// ends; the cluster manager does not try the start again on the same
+/// data.
+#[test]
+fn a_table_damaged_while_the_member_is_down_stops_its_start() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let (mut server, _, _) = a_member_with_a_table(&runtime);
+    // A start after a crash settles which tables the database holds.
+    server.kill9();
+    server.start();
+    server.kill9();
+    let (table, bytes) = largest_table(&server.data_dir()).expect("a table");
+    assert!(bytes >= TABLE_BYTES_MIN, "the table has {bytes} bytes");
+    let damaged = damage_table(&table, bytes);
+    let refused = server
+        .try_start()
+        .expect_err("a member with a damaged table must not start");
+    assert!(
+        refused.starts_with("exited with"),
+        "the member did not stop on the damage: {refused}"
+    );
+    let database = server.data_dir().join("db");
+    assert!(
+        refused.contains(&format!(
+            "cannot read the database in {}",
+            database.display()
+        )) && refused.contains("Refusing to start")
+            && refused.contains("etcdctl member remove"),
+        "the refusal does not name the database and the way out:\n{refused}"
+    );
+    assert_eq!(std::fs::read(&table).expect("read the table"), damaged);
 }
 
 /// The same damage found by a snapshot's export (`etcdctl snapshot save`)

@@ -774,22 +774,14 @@ impl Agent {
                 cluster_id: node.identity.cluster_id,
             };
         }
-        let backend = match self.take_backend() {
-            Ok(backend) => backend,
-            Err(e) => return CommandResult::Failed(e.to_string()),
-        };
-        let peer_listener = match self.take_peer_listener().await {
-            Ok(listener) => listener,
-            Err(e) => return CommandResult::Failed(e.to_string()),
-        };
-        let metrics = self.routes.board.metrics.clone();
-        match start_node(&self.settings, backend, membership, peer_listener, metrics).await {
+        match self.open_and_start(membership).await {
             Ok(node) => {
                 let cluster_id = node.identity.cluster_id;
                 serve_started(&node, &self.routes, self.backups.as_ref());
                 self.node = Some(node);
                 CommandResult::Started { cluster_id }
             }
+            // No retry opens damaged data: the member stops, saying why.
             Err(e) if e.is_damaged_data() => {
                 let failed = CommandResult::Failed(e.to_string());
                 self.fatal = Some(e);
@@ -797,6 +789,15 @@ impl Agent {
             }
             Err(e) => CommandResult::Failed(e.to_string()),
         }
+    }
+
+    /// Opens the data dir again if a failed start took it, and starts the
+    /// member on it.
+    async fn open_and_start(&mut self, membership: Membership) -> Result<Arc<Node>, RunError> {
+        let backend = self.take_backend()?;
+        let peer_listener = self.take_peer_listener().await?;
+        let metrics = self.routes.board.metrics.clone();
+        start_node(&self.settings, backend, membership, peer_listener, metrics).await
     }
 }
 

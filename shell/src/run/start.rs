@@ -16,8 +16,8 @@ use super::{listen, RunError};
 use crate::raft::{spawn_driver, Bootstrap, LogLimits, PeerService, Transport};
 use crate::server::node::META_APPLIED_INDEX;
 use crate::server::{
-    corrupt_check, spawn_auto_compaction, spawn_duties, Clock, Identity, InitialMember, Node,
-    NodeConfig,
+    corrupt_check, spawn_auto_compaction, spawn_duties, Clock, Identity, IdentityError,
+    InitialMember, Node, NodeConfig,
 };
 use crate::storage::DiskBackend;
 
@@ -133,10 +133,31 @@ pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
     DiskBackend::open(&db_dir).map_err(|e| database_error(data_dir, e.into()))
 }
 
+/// Why the data in `data_dir` does not start. A read of it that failed
+/// (a block its checksum refuses, an I/O error) is damage: the start
+/// refuses for good, with the way out, as it does for a damaged log.
 fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
+    let reason = match &e {
+        e2d_core::Error::Storage(failed)
+            if crate::storage::is_read_failure(failed)
+                && !failed.0.contains(crate::storage::DAMAGED_DATA_WAY_OUT) =>
+        {
+            format!("{e}. {}", crate::storage::DAMAGED_DATA_WAY_OUT)
+        }
+        _ => e.to_string(),
+    };
     RunError::Database {
         path: data_dir.display().to_string(),
-        reason: e.to_string(),
+        reason,
+    }
+}
+
+/// Why the member's identity could not be read or stored: its storage's
+/// failures are the database's, the rest the cluster's.
+fn identity_error(data_dir: &Path, e: IdentityError) -> RunError {
+    match e {
+        IdentityError::Storage(failed) => database_error(data_dir, failed.into()),
+        other => other.into(),
     }
 }
 
@@ -158,6 +179,7 @@ pub async fn start_node(
 ) -> Result<Arc<Node>, RunError> {
     let data_dir = &settings.node.data_dir;
     let database_error = |e: e2d_core::Error| database_error(data_dir, e);
+    let identity_error = |e: IdentityError| identity_error(data_dir, e);
     let name = settings.name.clone();
     let peer_url = settings.peer_url.clone();
     let client_urls = vec![settings.client_url.clone()];
@@ -165,7 +187,8 @@ pub async fn start_node(
     let (identity, bootstrap) = match membership {
         Membership::Found { members, token } => {
             let (identity, _) =
-                Identity::load_or_create(&mut backend, name, members, &token, client_urls)?;
+                Identity::load_or_create(&mut backend, name, members, &token, client_urls)
+                    .map_err(identity_error)?;
             peers.extend(
                 identity
                     .initial_members
@@ -202,19 +225,23 @@ pub async fn start_node(
                 peer_url,
                 client_urls,
                 Vec::new(),
-            )?;
+            )
+            .map_err(identity_error)?;
             stage_join_peers(&mut backend, &peers);
             (identity, bootstrap)
         }
         Membership::Restart => {
-            let ids = Identity::stored_ids(&backend)?.ok_or_else(|| {
-                RunError::Cluster(format!(
-                    "the data dir {} holds no member state to restart from",
-                    data_dir.display()
-                ))
-            })?;
+            let ids = Identity::stored_ids(&backend)
+                .map_err(identity_error)?
+                .ok_or_else(|| {
+                    RunError::Cluster(format!(
+                        "the data dir {} holds no member state to restart from",
+                        data_dir.display()
+                    ))
+                })?;
             let identity =
-                Identity::adopt(&mut backend, name, ids, peer_url, client_urls, Vec::new())?;
+                Identity::adopt(&mut backend, name, ids, peer_url, client_urls, Vec::new())
+                    .map_err(identity_error)?;
             // The raft log exists: the bootstrap goes unused.
             let bootstrap = Bootstrap::Join {
                 voters: Vec::new(),

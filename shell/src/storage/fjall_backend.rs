@@ -44,15 +44,10 @@ fn storage_error(e: impl std::fmt::Display) -> StorageError {
     StorageError(e.to_string())
 }
 
-/// A read of the database in `dir` that failed: its files cannot be read
-/// or are damaged (fjall checks every block it reads).
+/// A read of the database in `dir` that failed (see
+/// [`super::is_read_failure`]).
 fn read_error(dir: &Path) -> impl Fn(fjall::Error) -> StorageError + '_ {
-    move |e| {
-        StorageError(format!(
-            "cannot read the database in {}: {e}",
-            dir.display()
-        ))
-    }
+    move |e| StorageError(format!("{} {}: {e}", super::READ_FAILED, dir.display()))
 }
 
 /// Why the database does not open, in words that say what to do: a lock

@@ -52,6 +52,15 @@ pub(crate) const UNREADABLE_DATA_WAY_OUT: &str = concat!(
     damaged_data_remedy!()
 );
 
+/// How a failed read of the database begins: its files cannot be read or
+/// are damaged (fjall checks every block it reads).
+const READ_FAILED: &str = "cannot read the database in";
+
+/// Whether `failed` is a read of the database that failed, not a write.
+pub(crate) fn is_read_failure(failed: &StorageError) -> bool {
+    failed.0.starts_with(READ_FAILED)
+}
+
 /// Renames the directory `from` to `to` durably; under `--cfg madsim`
 /// the in-memory disks and log files under it follow.
 pub fn rename_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
