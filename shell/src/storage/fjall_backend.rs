@@ -10,8 +10,8 @@ use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
 
 use super::drop_behind::DropBehind;
 use super::{RawEntry, Space, Staged, VisitEntry};
-use fjall::config::BlockSizePolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::{BlockSizePolicy, CompressionPolicy};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 pub struct FjallBackend {
     db: Database,
@@ -68,7 +68,11 @@ fn open_error(e: fjall::Error) -> StorageError {
 
 /// How a keyspace is made when the data dir is new.
 fn create_options(space: Space) -> KeyspaceCreateOptions {
-    let options = KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX);
+    // Blocks are stored as they are built, not compressed (fjall's default
+    // compresses every level below the second with lz4).
+    let options = KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES_MAX)
+        .data_block_compression_policy(CompressionPolicy::all(CompressionType::None));
     match space {
         // Point reads by revision come from the key index and always hit,
         // so the last level needs no filter. Below the first level, where
