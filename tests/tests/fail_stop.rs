@@ -184,17 +184,23 @@ fn assert_stopped_on_the_damage(server: &mut Server, table: &Path, damaged: &[u8
         );
         thread::sleep(Duration::from_millis(50));
     }
-    let log = server.log();
+    assert_names_the_database_and_the_way_out(&server.log(), server, "e2d stops");
+    assert_eq!(std::fs::read(table).expect("read the table"), damaged);
+}
+
+/// Asserts that `log` names `server`'s database, says `end` (how the
+/// member ended) and gives the way out.
+#[track_caller]
+fn assert_names_the_database_and_the_way_out(log: &str, server: &Server, end: &str) {
     let database = server.data_dir().join("db");
     assert!(
         log.contains(&format!(
             "cannot read the database in {}",
             database.display()
-        )) && log.contains("e2d stops")
+        )) && log.contains(end)
             && log.contains("etcdctl member remove"),
-        "the stop does not name the database and the way out:\n{log}"
+        "the log does not name the database, {end:?} and the way out:\n{log}"
     );
-    assert_eq!(std::fs::read(table).expect("read the table"), damaged);
 }
 
 /// A table damaged under a serving member: the first range over the
@@ -237,15 +243,7 @@ fn a_table_damaged_while_the_member_is_down_stops_its_start() {
         refused.starts_with("exited with"),
         "the member did not stop on the damage: {refused}"
     );
-    let database = server.data_dir().join("db");
-    assert!(
-        refused.contains(&format!(
-            "cannot read the database in {}",
-            database.display()
-        )) && refused.contains("Refusing to start")
-            && refused.contains("etcdctl member remove"),
-        "the refusal does not name the database and the way out:\n{refused}"
-    );
+    assert_names_the_database_and_the_way_out(&refused, &server, "Refusing to start");
     assert_eq!(std::fs::read(&table).expect("read the table"), damaged);
 }
 
