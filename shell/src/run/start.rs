@@ -138,10 +138,7 @@ pub fn open_backend(data_dir: &Path) -> Result<DiskBackend, RunError> {
 /// refuses for good, with the way out, as it does for a damaged log.
 fn database_error(data_dir: &Path, e: e2d_core::Error) -> RunError {
     let reason = match &e {
-        e2d_core::Error::Storage(failed)
-            if crate::storage::is_read_failure(failed)
-                && !failed.0.contains(crate::storage::DAMAGED_DATA_WAY_OUT) =>
-        {
+        e2d_core::Error::Storage(failed) if crate::storage::is_read_failure(failed) => {
             format!("{e}. {}", crate::storage::DAMAGED_DATA_WAY_OUT)
         }
         _ => e.to_string(),
