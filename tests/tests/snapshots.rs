@@ -80,7 +80,9 @@ fn wait_for_snapshot(
     loop {
         // A file store's folder is made by its first snapshot: until
         // then, listing it fails.
-        let store_made = !url.starts_with("file://") || Path::new(&url["file://".len()..]).exists();
+        let store_made = url
+            .strip_prefix("file://")
+            .is_none_or(|dir| Path::new(dir).exists());
         if store_made {
             if let Some(found) = listed(url, env, extra)
                 .iter()
