@@ -654,6 +654,7 @@ impl Driver {
         self.applied_through = entries[entries.len() - 1].index;
         let now_ms = self.node.clock.now_ms();
         let mut answers = Vec::new();
+        let mut compaction_applied = false;
         let last_index;
         let node = self.node.clone();
         {
@@ -684,6 +685,7 @@ impl Driver {
                                 result => result,
                             };
                         self.node.metrics.observe_apply(started.elapsed());
+                        compaction_applied |= matches!(proposal.op, Some(Op::Compaction(_)));
                         if let Some(journal) = journal.as_mut() {
                             if proposal
                                 .op
@@ -742,6 +744,9 @@ impl Driver {
             self.node.metrics.observe_backend_commit(started.elapsed());
         }
         self.node.set_applied_index(last_index);
+        if compaction_applied {
+            self.node.announce_compaction();
+        }
         for (id, outcome) in answers {
             if let Some(reply) = self.pending_proposals.remove(&id) {
                 let _ = reply.send(outcome);

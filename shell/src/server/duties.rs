@@ -26,8 +26,12 @@ const ANNOUNCE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Keys of the index a compaction step takes, holding the state's lock.
 const COMPACTION_STEP_KEYS_MAX: usize = 1024;
 /// How long the compaction's deletes pause between steps; and how often
-/// a member looks for a compaction to finish.
+/// a physical compaction's caller looks whether they are done.
 pub const COMPACTION_STEP_INTERVAL: Duration = Duration::from_millis(2);
+/// With no compaction under way, how often a member looks for one it did
+/// not hear of (one its start or an installed snapshot brought); an
+/// applied compaction is announced at once.
+const COMPACTION_IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn spawn_duties(node: Arc<Node>) {
     tokio::spawn(finish_compactions(node.clone()));
@@ -42,10 +46,15 @@ pub fn spawn_duties(node: Arc<Node>) {
 /// compaction.
 async fn finish_compactions(node: Arc<Node>) {
     loop {
-        tokio::time::sleep(COMPACTION_STEP_INTERVAL).await;
         if !node.read().compaction_under_way() {
+            // An idle member sleeps here rather than waking every step's
+            // interval to look.
+            let _ =
+                tokio::time::timeout(COMPACTION_IDLE_CHECK_INTERVAL, node.compaction_announced())
+                    .await;
             continue;
         }
+        tokio::time::sleep(COMPACTION_STEP_INTERVAL).await;
         let mut state = node.write_state();
         state.compact_step(COMPACTION_STEP_KEYS_MAX);
         if let Err(e) = state.backend_mut().commit(false) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2d_core::{Error, StateMachine};
 use e2d_proto::etcdserverpb::{LeaseGrantResponse, ResponseHeader};
 use e2d_proto::peer::{outcome, proposal::Op, LeaseGrant, Outcome, Proposal, Requester};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::{Clock, Identity};
 use crate::metrics::{Metrics, Refusal};
@@ -52,6 +52,9 @@ pub struct Node {
     raft: DriverHandle,
     committed_revision: watch::Sender<i64>,
     applied_index: watch::Sender<u64>,
+    /// Raised when an applied entry starts a compaction, for the task that
+    /// deletes what it drops (`server::duties`).
+    compaction_applied: Notify,
     lease_id_next: AtomicU64,
     /// The entries applied lately, for the backups' deltas.
     delta_journal: Option<std::sync::Mutex<e2d_core::delta::DeltaJournal>>,
@@ -95,6 +98,7 @@ impl Node {
             raft,
             committed_revision,
             applied_index,
+            compaction_applied: Notify::new(),
             delta_journal,
         }
     }
@@ -274,6 +278,18 @@ impl Node {
 
     pub(crate) fn set_applied_index(&self, index: u64) {
         self.applied_index.send_replace(index);
+    }
+
+    /// An applied entry started a compaction.
+    pub(crate) fn announce_compaction(&self) {
+        // A permit is kept when nobody waits: the next wait returns at once.
+        self.compaction_applied.notify_one();
+    }
+
+    /// Resolves after the next [`Node::announce_compaction`] (or at once,
+    /// if one came since the last wait).
+    pub(crate) async fn compaction_announced(&self) {
+        self.compaction_applied.notified().await;
     }
 
     /// Tells watchers the revision after an apply.
