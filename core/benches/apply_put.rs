@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{Backend, Bytes, StorageError, Table};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::PutRequest;
 
@@ -23,7 +23,7 @@ const VALUE_BYTES: usize = 256;
 struct Discard;
 
 impl Backend for Discard {
-    fn get(&self, _: Table, _: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, _: Table, _: &[u8]) -> Result<Option<Bytes>, StorageError> {
         Ok(None)
     }
 

@@ -168,7 +168,7 @@ impl<B: Backend> StateMachine<B> {
             .get(Table::Meta, &member_key(member_id))?
         {
             None => Ok(None),
-            Some(bytes) => MemberAttributes::decode(bytes.as_slice())
+            Some(bytes) => MemberAttributes::decode(bytes)
                 .map(Some)
                 .map_err(|_| StorageError(format!("corrupt member entry {member_id:x}")).into()),
         }

@@ -7,6 +7,10 @@
 
 use std::collections::BTreeMap;
 
+/// A value read from a table: shared, so a read that keeps it (a range's
+/// answer) need not copy it out of what the backend holds.
+pub use prost::bytes::Bytes;
+
 /// The tables of the backend. Each is an ordered map of bytes to bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -42,7 +46,7 @@ pub struct StorageError(pub String);
 /// Reads of e2d's tables as one consistent view of them: a backend, or a
 /// point in time of one that writes do not wait for.
 pub trait ReadTables {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
 
     /// Visits entries with `start <= key < end` (an empty `end` means no
     /// bound) in key order until `visit` returns false.
@@ -56,7 +60,7 @@ pub trait ReadTables {
 }
 
 impl<B: Backend> ReadTables for B {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         Backend::get(self, table, key)
     }
 
@@ -72,7 +76,7 @@ impl<B: Backend> ReadTables for B {
 }
 
 pub trait Backend {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
 
     /// Visits committed entries with `start <= key < end` in key order (an
     /// empty `end` means no upper bound) until `visit` returns false.
@@ -128,7 +132,7 @@ pub fn read_meta_u64(backend: &impl Backend, key: &[u8]) -> Result<Option<u64>, 
     let Some(bytes) = backend.get(Table::Meta, key)? else {
         return Ok(None);
     };
-    let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+    let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
         StorageError(format!(
             "corrupt meta entry {}",
             String::from_utf8_lossy(key)
@@ -156,8 +160,12 @@ impl MemBackend {
 }
 
 impl Backend for MemBackend {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tables.get(&table).and_then(|t| t.get(key)).cloned())
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self
+            .tables
+            .get(&table)
+            .and_then(|t| t.get(key))
+            .map(|v| Bytes::copy_from_slice(v)))
     }
 
     fn scan(

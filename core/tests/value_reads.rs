@@ -10,7 +10,7 @@
 use std::cell::Cell;
 
 use e2d_core::state_machine::Answer;
-use e2d_core::storage::{Backend, MemBackend, StorageError, Table};
+use e2d_core::storage::{Backend, Bytes, MemBackend, StorageError, Table};
 use e2d_core::StateMachine;
 use e2d_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use e2d_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -27,7 +27,7 @@ struct CountingBackend {
 }
 
 impl Backend for CountingBackend {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         if table == Table::Kv {
             self.kv_gets.set(self.kv_gets.get() + 1);
         }

@@ -247,7 +247,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn read(backend: &DiskBackend, table: Table, key: &[u8]) -> Option<Vec<u8>> {
-        backend.get(table, key).unwrap()
+        backend.get(table, key).unwrap().map(|v| v.to_vec())
     }
 
     #[test]

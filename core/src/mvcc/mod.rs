@@ -398,9 +398,9 @@ fn read_kv(tables: &dyn ReadTables, rev: Revision) -> Result<KeyValue, Error> {
     let bytes = tables
         .get(Table::Kv, &kv_entry_key(rev, false))?
         .ok_or_else(|| StorageError(format!("missing value of revision {rev:?}")))?;
-    // Decoded from `Bytes`, the key and value share the read buffer
+    // Decoded from `Bytes`, the key and value share what the read returned
     // instead of being copied out of it once more.
-    KeyValue::decode(prost::bytes::Bytes::from(bytes))
+    KeyValue::decode(bytes)
         .map_err(|e| StorageError(format!("corrupt value at revision {rev:?}: {e}")).into())
 }
 

@@ -33,7 +33,7 @@ fn installed_snapshot(backend: &DiskBackend) -> Result<Option<(u64, u64)>, Stora
     let Some(value) = backend.get(Table::Meta, META_INSTALLED_SNAPSHOT)? else {
         return Ok(None);
     };
-    let pair = <[u8; 16]>::try_from(value.as_slice())
+    let pair = <[u8; 16]>::try_from(value.as_ref())
         .map_err(|_| StorageError("the installed snapshot's record is not 16 bytes".into()))?;
     let index = u64::from_be_bytes(pair[..8].try_into().expect("8 bytes"));
     let term = u64::from_be_bytes(pair[8..].try_into().expect("8 bytes"));

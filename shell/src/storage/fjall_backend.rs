@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use e2d_core::storage::{Backend, ScanPart, StorageError, Table};
+use e2d_core::storage::{Backend, Bytes, ScanPart, StorageError, Table};
 
 use super::drop_behind::DropBehind;
 use super::{RawEntry, Space, Staged, VisitEntry};
@@ -459,13 +459,19 @@ impl PointInTime {
 
 impl PointInTime {
     /// The value of `key` in `table`, as it was when the view was taken.
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    ///
+    /// Shared with the table, not copied: a range that reads many values
+    /// reads them here and answers with them at once. What it returns
+    /// keeps the whole block it came from (up to the kv table's largest
+    /// block), so it is for reads whose results go out and are dropped,
+    /// not for what a member keeps.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         use fjall::Readable;
         let value = self
             .snapshot
             .get(&self.keyspaces[&table], key)
             .map_err(|e| self.failed(e))?;
-        Ok(value.map(|v| v.to_vec()))
+        Ok(value.map(Bytes::from_owner))
     }
 
     /// Visits the entries of `table` with `start <= key < end` (an empty
@@ -495,15 +501,17 @@ impl PointInTime {
 }
 
 impl Backend for FjallBackend {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         if let Some(staged) = self.staged.get(Space::Table(table), key) {
-            return Ok(staged.clone());
+            return Ok(staged.as_deref().map(Bytes::copy_from_slice));
         }
+        // Copied: what the state machine reads may be kept (a watch
+        // event's previous value), and a shared value would keep its block.
         let value = self
             .keyspace(Space::Table(table))
             .get(key)
             .map_err(read_error(&self.dir))?;
-        Ok(value.map(|v| v.to_vec()))
+        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn scan(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use e2d_core::storage::{Backend, StorageError, Table};
+use e2d_core::storage::{Backend, Bytes, StorageError, Table};
 
 use super::{RawEntry, Space, Staged, VisitEntry};
 
@@ -213,12 +213,12 @@ impl PointInTime {
     }
 
     /// The value of `key` in `table`, as it was when the view was taken.
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         Ok(self
             .tables
             .iter()
             .find(|(t, k, _)| *t == table && k.as_slice() == key)
-            .map(|(_, _, value)| value.clone()))
+            .map(|(_, _, value)| Bytes::copy_from_slice(value)))
     }
 
     /// Visits the entries of `table` with `start <= key < end` (an empty
@@ -317,12 +317,16 @@ impl Drop for TableIngestion {
 }
 
 impl Backend for MemoryBackend {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         if let Some(staged) = self.staged.get(Space::Table(table), key) {
-            return Ok(staged.clone());
+            return Ok(staged.as_deref().map(Bytes::copy_from_slice));
         }
         let key = (Space::Table(table), key.to_vec());
-        Ok(self.disk().current.get(&key).cloned())
+        Ok(self
+            .disk()
+            .current
+            .get(&key)
+            .map(|v| Bytes::copy_from_slice(v)))
     }
 
     fn scan(

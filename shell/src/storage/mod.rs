@@ -28,7 +28,7 @@ pub use segment_dir::{SegmentDir, SegmentFile};
 
 use std::collections::BTreeMap;
 
-use e2d_core::storage::{StorageError, Table};
+use e2d_core::storage::{Bytes, StorageError, Table};
 
 /// How a member whose data cannot be trusted is recovered: the cluster
 /// holds the data.
@@ -157,7 +157,7 @@ impl Staged {
 pub struct View<'a>(pub &'a PointInTime);
 
 impl e2d_core::storage::ReadTables for View<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         self.0.get(table, key)
     }
 
