@@ -15,6 +15,10 @@
 //! the next flushes go out at once, twice as many after each further hold
 //! that gained nothing (up to [`STRAIGHT_FLUSHES_MAX`]); the next hold
 //! that gains returns the connection to holding every write.
+//!
+//! A large write (a frame of a large answer, [`WRITE_THROUGH_BYTES_MIN`]
+//! and up) is not held: it goes to the socket at once, behind what is
+//! held and in the same `writev`. Holding it would only copy it.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -24,6 +28,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes held back at most; past this, writes go to the socket first.
 const HELD_BYTES_MAX: usize = 64 * 1024;
+
+/// A write of at least this many bytes (a frame of a large answer) goes
+/// to the socket at once, after what is held and in the same `writev`:
+/// holding it gains nothing and would copy it.
+const WRITE_THROUGH_BYTES_MIN: usize = 16 * 1024;
+
+/// Buffers of one write-through `writev` at most, the held bytes among them.
+const WRITE_THROUGH_SLICES_MAX: usize = 8;
 
 /// Flushes that go out without a hold after a run of holds that gained
 /// nothing, at most: a connection whose load comes back holds again
@@ -128,6 +140,42 @@ impl<T: AsyncWrite + Unpin> CoalescedIo<T> {
         false
     }
 
+    /// Writes what is held, then `bufs`, in one `writev`; returns how
+    /// many bytes of `bufs` went out (none until all that is held has).
+    fn poll_write_through(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let held = &self.held[self.held_written..];
+            let mut slices = [IoSlice::new(&[]); WRITE_THROUGH_SLICES_MAX];
+            slices[0] = IoSlice::new(held);
+            let mut count = 1;
+            for buf in bufs.iter().take(WRITE_THROUGH_SLICES_MAX - 1) {
+                slices[count] = IoSlice::new(buf);
+                count += 1;
+            }
+            let held_len = held.len();
+            let written = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count])
+            )?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            let from_held = written.min(held_len);
+            self.held_written += from_held;
+            if self.held_written == self.held.len() {
+                self.held.clear();
+                self.held_written = 0;
+                self.hold = Hold::Open;
+            }
+            if written > from_held {
+                return Poll::Ready(Ok(written - from_held));
+            }
+        }
+    }
+
     /// Room for more bytes: drains first when the hold is full.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.held.len() >= HELD_BYTES_MAX {
@@ -164,6 +212,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if buf.len() >= WRITE_THROUGH_BYTES_MIN {
+            return self.poll_write_through(cx, &[IoSlice::new(buf)]);
+        }
         let room = std::task::ready!(self.poll_room(cx))?;
         let taken = buf.len().min(room);
         self.held.extend_from_slice(&buf[..taken]);
@@ -175,6 +226,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if bufs.iter().map(|buf| buf.len()).sum::<usize>() >= WRITE_THROUGH_BYTES_MIN {
+            return self.poll_write_through(cx, bufs);
+        }
         let mut room = std::task::ready!(self.poll_room(cx))?;
         let mut taken = 0;
         for buf in bufs {
@@ -292,14 +346,14 @@ mod tests {
     async fn a_full_hold_goes_out_before_more_is_taken() {
         let (near, mut far) = tokio::io::duplex(4 * HELD_BYTES_MAX);
         let mut io = CoalescedIo::new(near);
-        let big = vec![7u8; HELD_BYTES_MAX + 10];
-        let taken = write(&mut io, &big);
+        // Writes below the write-through size, the last one past the hold.
+        let part = vec![7u8; WRITE_THROUGH_BYTES_MIN - 1];
+        let mut taken = 0;
+        while taken < HELD_BYTES_MAX {
+            taken += write(&mut io, &part);
+        }
         assert_eq!(taken, HELD_BYTES_MAX, "the hold takes what fits");
-        assert_eq!(
-            write(&mut io, &big[taken..]),
-            10,
-            "a full hold drains first"
-        );
+        assert_eq!(write(&mut io, &part[..10]), 10, "a full hold drains first");
         let mut got = vec![0u8; HELD_BYTES_MAX];
         far.read_exact(&mut got).await.unwrap();
         assert!(got.iter().all(|&b| b == 7));
@@ -307,5 +361,26 @@ mod tests {
         assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
         let mut rest = [0u8; 10];
         far.read_exact(&mut rest).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_write_goes_out_at_once_after_what_is_held() {
+        let (near, mut far) = tokio::io::duplex(4 * HELD_BYTES_MAX);
+        let mut io = CoalescedIo::new(near);
+        assert_eq!(write(&mut io, b"head "), 5);
+        let frame = vec![9u8; WRITE_THROUGH_BYTES_MIN];
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let bufs = [IoSlice::new(b"and "), IoSlice::new(&frame)];
+        let taken = match Pin::new(&mut io).poll_write_vectored(&mut cx, &bufs) {
+            Poll::Ready(Ok(n)) => n,
+            other => panic!("write did not complete: {other:?}"),
+        };
+        assert_eq!(taken, 4 + frame.len());
+        // Nothing is left held: the flush has nothing to wait for.
+        assert!(matches!(poll_flush(&mut io), Poll::Ready(Ok(()))));
+        let mut got = vec![0u8; 9 + frame.len()];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..9], b"head and ");
+        assert!(got[9..].iter().all(|&b| b == 9));
     }
 }
