@@ -102,10 +102,16 @@ impl<T: AsyncWrite + Unpin> CoalescedIo<T> {
             }
             self.held_written += written;
         }
+        self.held_sent();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Everything held is on the socket: the hold starts over empty.
+    fn held_sent(&mut self) {
+        debug_assert_eq!(self.held_written, self.held.len());
         self.held.clear();
         self.held_written = 0;
         self.hold = Hold::Open;
-        Poll::Ready(Ok(()))
     }
 
     /// Whether this flush holds the bytes for a round rather than writing
@@ -166,9 +172,7 @@ impl<T: AsyncWrite + Unpin> CoalescedIo<T> {
             let from_held = written.min(held_len);
             self.held_written += from_held;
             if self.held_written == self.held.len() {
-                self.held.clear();
-                self.held_written = 0;
-                self.hold = Hold::Open;
+                self.held_sent();
             }
             if written > from_held {
                 return Poll::Ready(Ok(written - from_held));
