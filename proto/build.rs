@@ -29,8 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .emit_rerun_if_changed(false)
         .file_descriptor_set_path(&descriptors_path)
         // Keys and values are shared, not copied, by every watcher and
-        // response that carries them.
-        .bytes([".mvccpb.KeyValue"])
+        // response that carries them; a snapshot chunk's bytes are taken
+        // from the connection's buffer as they are.
+        .bytes([".mvccpb.KeyValue", ".e2d.peer.SnapshotChunk.data"])
         .compile_protos(PROTOS, &["proto"])?;
 
     if grpc && std::env::var_os("CARGO_CFG_MADSIM").is_none() {
@@ -42,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_client(true)
             .emit_rerun_if_changed(false)
             .bytes(".mvccpb.KeyValue")
+            .bytes(".e2d.peer.SnapshotChunk.data")
             .codec_path("crate::codec::SizedCodec")
             .compile_protos(PROTOS, &["proto"])?;
     }

@@ -265,7 +265,7 @@ impl ChunkSink for StreamedLoad {
 /// Hands `first` and every later chunk of `incoming` to `sink`: each off
 /// the async worker while the next one comes in.
 async fn receive<S: ChunkSink>(
-    first: Vec<u8>,
+    first: prost::bytes::Bytes,
     incoming: &mut Streaming<SnapshotChunk>,
     mut sink: S,
 ) -> Result<S::Whole, Status> {

@@ -112,7 +112,7 @@ fn digested(
                 }
                 Piece::BodyEnd => {
                     let chunk = SnapshotChunk {
-                        data: digest.take()?.finish(),
+                        data: digest.take()?.finish().into(),
                         ..SnapshotChunk::default()
                     };
                     Some((chunk, (pieces, None)))
@@ -144,7 +144,7 @@ impl ChunkWriter {
         }
         let chunk = SnapshotChunk {
             raft_message: self.raft_message.take().unwrap_or_default(),
-            data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)),
+            data: std::mem::replace(&mut self.data, Vec::with_capacity(CHUNK_BYTES)).into(),
             digest: wire_name(STREAM_DIGEST) as i32,
         };
         self.chunks
@@ -194,7 +194,7 @@ mod tests {
 
     fn body(data: &[u8]) -> Piece {
         Piece::Body(SnapshotChunk {
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             ..SnapshotChunk::default()
         })
     }
