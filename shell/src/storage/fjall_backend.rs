@@ -235,7 +235,7 @@ impl Ingester {
             .spawn(move || write_ingestion(&keyspace, batches))
             .map_err(|e| StorageError(format!("cannot start a bulk load: {e}")))?;
         Ok(TableIngestion {
-            batch: IngestBatch::sized(),
+            batch: IngestBatch::default(),
             to_writer: Some(to_writer),
             writer: Some(writer),
             abandoned: self.abandoned.clone(),
@@ -257,38 +257,19 @@ const INGEST_BATCH_BYTES: usize = 1024 * 1024;
 /// Batches waiting for a load's writing thread, at most.
 const INGEST_BATCHES_QUEUED_MAX: usize = 4;
 
-/// Entries for a load's writing thread: keys and values end to end.
+/// Entries for a load's writing thread, each key and value copied once,
+/// into the form the storage engine keeps them in.
 #[derive(Default)]
 struct IngestBatch {
-    bytes: Vec<u8>,
-    /// Where each entry's key ends and its value ends, in `bytes`.
-    ends: Vec<(usize, usize)>,
+    entries: Vec<(fjall::UserKey, fjall::UserValue)>,
+    /// Bytes of the keys and values in `entries`.
+    bytes: usize,
 }
 
 impl IngestBatch {
-    /// An empty batch with room for a whole one (most entries are far
-    /// smaller than a batch), so filling it copies no bytes twice.
-    fn sized() -> Self {
-        Self {
-            bytes: Vec::with_capacity(INGEST_BATCH_BYTES + INGEST_BATCH_BYTES / 8),
-            ends: Vec::new(),
-        }
-    }
-
     fn push(&mut self, key: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        let key_end = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.ends.push((key_end, self.bytes.len()));
-    }
-
-    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut start = 0;
-        self.ends.iter().map(move |&(key_end, value_end)| {
-            let entry = (&self.bytes[start..key_end], &self.bytes[key_end..value_end]);
-            start = value_end;
-            entry
-        })
+        self.bytes += key.len() + value.len();
+        self.entries.push((key.into(), value.into()));
     }
 }
 
@@ -310,10 +291,10 @@ fn write_ingestion(
     for command in commands {
         match command {
             IngestCommand::Write(batch) => {
-                for (key, value) in batch.entries() {
+                for (key, value) in batch.entries {
                     ingestion.write(key, value).map_err(storage_error)?;
                 }
-                drop_behind.wrote(batch.bytes.len());
+                drop_behind.wrote(batch.bytes);
             }
             IngestCommand::Finish => {
                 ingestion.finish().map_err(storage_error)?;
@@ -340,8 +321,8 @@ impl TableIngestion {
     /// caller checks: out of order, the storage engine panics).
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.batch.push(key, value);
-        if self.batch.bytes.len() >= INGEST_BATCH_BYTES {
-            let batch = std::mem::replace(&mut self.batch, IngestBatch::sized());
+        if self.batch.bytes >= INGEST_BATCH_BYTES {
+            let batch = std::mem::take(&mut self.batch);
             self.send(IngestCommand::Write(batch))?;
         }
         Ok(())
