@@ -14,6 +14,12 @@ const PROTOS: &[&str] = &[
     "proto/grpc/health/v1/health.proto",
 ];
 
+/// Fields generated as shared `Bytes` rather than `Vec<u8>`, by both code
+/// generators alike: keys and values are shared, not copied, by every
+/// watcher and response that carries them; a snapshot chunk's bytes are
+/// taken from the connection's buffer as they are.
+const SHARED_BYTES: &[&str] = &[".mvccpb.KeyValue", ".e2d.peer.SnapshotChunk.data"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
 
@@ -28,22 +34,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(grpc)
         .emit_rerun_if_changed(false)
         .file_descriptor_set_path(&descriptors_path)
-        // Keys and values are shared, not copied, by every watcher and
-        // response that carries them; a snapshot chunk's bytes are taken
-        // from the connection's buffer as they are.
-        .bytes([".mvccpb.KeyValue", ".e2d.peer.SnapshotChunk.data"])
+        .bytes(SHARED_BYTES)
         .compile_protos(PROTOS, &["proto"])?;
 
     if grpc && std::env::var_os("CARGO_CFG_MADSIM").is_none() {
         // The stubs for the real network again, over those above, with a
         // codec that sizes its buffer for each message before encoding it
         // (see `codec.rs`).
-        tonic_prost_build::configure()
+        SHARED_BYTES
+            .iter()
+            .fold(tonic_prost_build::configure(), |config, path| {
+                config.bytes(path)
+            })
             .build_server(true)
             .build_client(true)
             .emit_rerun_if_changed(false)
-            .bytes(".mvccpb.KeyValue")
-            .bytes(".e2d.peer.SnapshotChunk.data")
             .codec_path("crate::codec::SizedCodec")
             .compile_protos(PROTOS, &["proto"])?;
     }
