@@ -13,6 +13,8 @@ mod election_timeout;
 mod log_store;
 mod peer_service;
 mod restart_alone;
+#[cfg(not(madsim))]
+mod snapshot_call;
 pub(crate) mod snapshot_sender;
 mod transport;
 mod wal;

@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use e2d_proto::peer::peer_client::PeerClient;
 use e2d_proto::peer::{SnapshotChunk, StreamDigest};
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
@@ -80,8 +79,13 @@ async fn stream(
     let channel = crate::outgoing::connect(url)
         .await
         .map_err(std::io::Error::other)?;
-    let mut client = PeerClient::new(channel).max_encoding_message_size(CHUNK_BYTES * 2);
-    let sent = client.install_snapshot(digested(outgoing)).await;
+    #[cfg(not(madsim))]
+    let sent = super::snapshot_call::install_snapshot(channel, digested(outgoing)).await;
+    #[cfg(madsim)]
+    let sent = e2d_proto::peer::peer_client::PeerClient::new(channel)
+        .max_encoding_message_size(CHUNK_BYTES * 2)
+        .install_snapshot(digested(outgoing))
+        .await;
     let written = writer.await?;
     sent?;
     written?;
