@@ -24,6 +24,13 @@ use crate::storage::DiskBackend;
 /// Largest message between members: a raft append of up to 1 MiB of
 /// entries plus framing.
 const PEER_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest HTTP/2 frame a member takes on its peer port (the protocol's
+/// default is 16 KiB).
+const PEER_FRAME_BYTES_MAX: u32 = 1024 * 1024;
+/// What a member may have sent on one stream, and on one connection,
+/// before this member has read it.
+const PEER_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+const PEER_CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// Entries kept after a log compaction, for followers slightly behind
 /// (etcd keeps as many).
@@ -331,7 +338,14 @@ pub async fn start_node(
 async fn serve_peers(node: Arc<Node>, listener: TcpListener) {
     let service =
         PeerServer::new(PeerService::new(node)).max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let router = tonic::transport::Server::builder().add_service(service);
+    // A snapshot's chunks (256 KiB each) come in one HTTP/2 frame apiece,
+    // not sixteen, and several are in flight before the sender waits for
+    // this member to take them.
+    let router = tonic::transport::Server::builder()
+        .max_frame_size(Some(PEER_FRAME_BYTES_MAX))
+        .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
+        .add_service(service);
     #[cfg(not(madsim))]
     let served = match crate::tls::client::installed() {
         Some(material) => match material.server_config(crate::tls::material::Role::Peer) {
