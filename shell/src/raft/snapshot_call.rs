@@ -155,4 +155,92 @@ mod tests {
             assert_eq!(pieces.concat(), as_generated(&chunk));
         }
     }
+
+    type Frames = Vec<hyper::body::Frame<Bytes>>;
+
+    /// A peer port on loopback that takes one call, hands what its body
+    /// held to `bodies`, and answers with `answer`'s status in the headers
+    /// (`Err`) or `answer`'s frames.
+    async fn peer_answering(
+        answer: Result<Frames, &'static str>,
+        bodies: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Channel {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(Some(answer)));
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                let answer = answer.lock().unwrap().take().expect("one call");
+                let bodies = bodies.clone();
+                async move {
+                    assert_eq!(request.uri().path(), PATH);
+                    let body: hyper::body::Incoming = request.into_body();
+                    bodies
+                        .send(body.collect().await.unwrap().to_bytes())
+                        .await
+                        .unwrap();
+                    let response = http::Response::builder()
+                        .header(http::header::CONTENT_TYPE, "application/grpc");
+                    let (response, frames) = match answer {
+                        Err(code) => (response.header("grpc-status", code), Vec::new()),
+                        Ok(frames) => (response, frames),
+                    };
+                    let frames = futures_util::stream::iter(
+                        frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+                    );
+                    response.body(http_body_util::StreamBody::new(frames))
+                }
+            });
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+                .unwrap();
+        });
+        crate::outgoing::connect(&url).await.unwrap()
+    }
+
+    fn trailers(status: &'static str) -> hyper::body::Frame<Bytes> {
+        let mut map = http::HeaderMap::new();
+        map.insert("grpc-status", http::HeaderValue::from_static(status));
+        hyper::body::Frame::trailers(map)
+    }
+
+    /// Through a real HTTP/2 connection: the peer reads the chunks as the
+    /// generated client would have sent them, and the call's answer is
+    /// the peer's, whether a refusal in the headers alone, a refusal in
+    /// the trailers (with or without the acknowledgement before it), or
+    /// the acknowledgement.
+    #[tokio::test]
+    async fn the_peer_reads_the_chunks_sent_and_its_answer_is_the_call_s() {
+        let chunks = vec![
+            SnapshotChunk {
+                raft_message: vec![8, 1],
+                data: Bytes::from(vec![5; 700_000]),
+                digest: 1,
+            },
+            SnapshotChunk {
+                data: Bytes::from_static(b"the digest"),
+                ..SnapshotChunk::default()
+            },
+        ];
+        let expected: Vec<u8> = chunks.iter().flat_map(as_generated).collect();
+        let mut ack = vec![0, 0, 0, 0, 0];
+        SendAck::default().encode(&mut ack).unwrap();
+        let ack = || hyper::body::Frame::data(Bytes::from(ack.clone()));
+        let answers = [
+            (Ok(vec![ack(), trailers("0")]), None),
+            (Ok(vec![ack(), trailers("13")]), Some(tonic::Code::Internal)),
+            (Err("9"), Some(tonic::Code::FailedPrecondition)),
+            (Ok(vec![trailers("15")]), Some(tonic::Code::DataLoss)),
+        ];
+        for (answer, refused) in answers {
+            let (bodies, mut received) = tokio::sync::mpsc::channel(1);
+            let channel = peer_answering(answer, bodies).await;
+            let sent = install_snapshot(channel, futures_util::stream::iter(chunks.clone())).await;
+            assert_eq!(received.recv().await.unwrap(), expected);
+            assert_eq!(sent.err().map(|status| status.code()), refused);
+        }
+    }
 }
