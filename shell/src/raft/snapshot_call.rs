@@ -24,14 +24,22 @@ const DATA_FIELD: u32 = 2;
 /// A gRPC message's prefix: the compression flag, then the length.
 const MESSAGE_PREFIX_BYTES: usize = 5;
 
-/// Streams `chunks` to the member behind `channel` and waits for its answer.
+/// Streams `chunks` to the member behind `channel` and waits for its
+/// answer. A chunk whose message is longer than `message_bytes_max` ends
+/// the call with the generated client's refusal of it.
 pub async fn install_snapshot(
     channel: Channel,
     chunks: impl Stream<Item = SnapshotChunk> + Send + 'static,
+    message_bytes_max: usize,
 ) -> Result<SendAck, Status> {
-    let frames = chunks
-        .flat_map(|chunk| futures_util::stream::iter(framed(chunk)))
-        .map(|bytes| Ok::<_, Status>(hyper::body::Frame::data(bytes)));
+    let frames = chunks.flat_map(move |chunk| {
+        let pieces: Vec<Result<_, Status>> = match framed(chunk, message_bytes_max) {
+            Ok(pieces) => pieces.into_iter().map(Ok).collect(),
+            Err(refused) => vec![Err(refused)],
+        };
+        futures_util::stream::iter(pieces)
+    });
+    let frames = frames.map(|piece| piece.map(hyper::body::Frame::data));
     let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
     let mut request = http::Request::new(body);
     *request.method_mut() = http::Method::POST;
@@ -71,7 +79,9 @@ pub async fn install_snapshot(
 
 /// `chunk` as a gRPC message, in three pieces: its prefix and the fields
 /// before its data; the data itself, not copied; the fields after it.
-fn framed(chunk: SnapshotChunk) -> [Bytes; 3] {
+/// Refused as tonic's encoder refuses it when longer than
+/// `message_bytes_max`.
+fn framed(chunk: SnapshotChunk, message_bytes_max: usize) -> Result<[Bytes; 3], Status> {
     let SnapshotChunk {
         raft_message,
         data,
@@ -91,13 +101,20 @@ fn framed(chunk: SnapshotChunk) -> [Bytes; 3] {
     } else {
         key_len(DATA_FIELD) + encoded_len_varint(data.len() as u64)
     };
-    let message_bytes = before.encoded_len() + data_head_bytes + data.len() + after.encoded_len();
-    let message_bytes = u32::try_from(message_bytes)
-        .expect("a snapshot chunk is a few hundred KiB, far below 4 GiB");
-    let mut head =
-        BytesMut::with_capacity(MESSAGE_PREFIX_BYTES + before.encoded_len() + data_head_bytes);
+    let head_bytes = MESSAGE_PREFIX_BYTES + before.encoded_len() + data_head_bytes;
+    let message_bytes = head_bytes - MESSAGE_PREFIX_BYTES + data.len() + after.encoded_len();
+    let length = match u32::try_from(message_bytes) {
+        Ok(length) if message_bytes <= message_bytes_max => length,
+        _ => {
+            return Err(Status::out_of_range(format!(
+                "Error, encoded message length too large: found {message_bytes} bytes, \
+                 the limit is: {message_bytes_max} bytes"
+            )))
+        }
+    };
+    let mut head = BytesMut::with_capacity(head_bytes);
     head.put_u8(0);
-    head.put_u32(message_bytes);
+    head.put_u32(length);
     before.encode_raw(&mut head);
     if !data.is_empty() {
         encode_key(DATA_FIELD, WireType::LengthDelimited, &mut head);
@@ -105,12 +122,14 @@ fn framed(chunk: SnapshotChunk) -> [Bytes; 3] {
     }
     let mut tail = BytesMut::with_capacity(after.encoded_len());
     after.encode_raw(&mut tail);
-    [head.freeze(), data, tail.freeze()]
+    Ok([head.freeze(), data, tail.freeze()])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 
     /// What the generated client writes for `chunk`: the prefix, then
     /// prost's encoding of the whole message.
@@ -150,9 +169,17 @@ mod tests {
             SnapshotChunk::default(),
         ];
         for chunk in chunks {
-            let pieces = framed(chunk.clone());
+            let pieces = framed(chunk.clone(), MESSAGE_BYTES_MAX).unwrap();
             assert_eq!(pieces[1], chunk.data, "the data goes as it is");
             assert_eq!(pieces.concat(), as_generated(&chunk));
+            // The bound is on the message, prefix left out, as tonic's.
+            let message_bytes = chunk.encoded_len();
+            assert!(framed(chunk.clone(), message_bytes).is_ok());
+            if message_bytes > 0 {
+                let refused = framed(chunk, message_bytes - 1).unwrap_err();
+                assert_eq!(refused.code(), tonic::Code::OutOfRange);
+                assert!(refused.message().contains("the limit is"));
+            }
         }
     }
 
@@ -238,7 +265,12 @@ mod tests {
         for (answer, refused) in answers {
             let (bodies, mut received) = tokio::sync::mpsc::channel(1);
             let channel = peer_answering(answer, bodies).await;
-            let sent = install_snapshot(channel, futures_util::stream::iter(chunks.clone())).await;
+            let sent = install_snapshot(
+                channel,
+                futures_util::stream::iter(chunks.clone()),
+                MESSAGE_BYTES_MAX,
+            )
+            .await;
             assert_eq!(received.recv().await.unwrap(), expected);
             assert_eq!(sent.err().map(|status| status.code()), refused);
         }

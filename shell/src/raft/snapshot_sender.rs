@@ -18,6 +18,9 @@ use crate::snapshot::{DigestKind, SnapshotDigest};
 
 /// Bytes per snapshot chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Largest chunk message sent, its data and the raft message the first
+/// carries together; a larger one fails the send.
+const CHUNK_MESSAGE_BYTES_MAX: usize = CHUNK_BYTES * 2;
 /// Chunks read ahead of the network.
 const CHUNKS_BUFFERED_MAX: usize = 4;
 /// The digest that closes the snapshots a member streams.
@@ -80,10 +83,15 @@ async fn stream(
         .await
         .map_err(std::io::Error::other)?;
     #[cfg(not(madsim))]
-    let sent = super::snapshot_call::install_snapshot(channel, digested(outgoing)).await;
+    let sent = super::snapshot_call::install_snapshot(
+        channel,
+        digested(outgoing),
+        CHUNK_MESSAGE_BYTES_MAX,
+    )
+    .await;
     #[cfg(madsim)]
     let sent = e2d_proto::peer::peer_client::PeerClient::new(channel)
-        .max_encoding_message_size(CHUNK_BYTES * 2)
+        .max_encoding_message_size(CHUNK_MESSAGE_BYTES_MAX)
         .install_snapshot(digested(outgoing))
         .await;
     let written = writer.await?;
