@@ -262,12 +262,24 @@ impl ChunkSink for StreamedLoad {
     }
 }
 
-/// Hands `first` and every later chunk of `incoming` to `sink`: each off
-/// the async worker while the next one comes in.
+/// Chunk bytes collected for the sink while it works on earlier ones, at
+/// most: past this, the stream waits for the sink (and HTTP/2's window
+/// holds the leader back).
+const RECEIVED_AHEAD_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Chunk bytes an idle sink waits for before it is handed them (unless
+/// the stream ended): a few chunks a handoff when the sink is the faster.
+const HANDOVER_BYTES_MIN: usize = 1024 * 1024;
+
+/// Hands `first` and every later chunk of `incoming` to `sink`, off the
+/// async worker while the next ones come in. The chunks that arrive while
+/// the sink works go to it together when it is done, up to
+/// [`RECEIVED_AHEAD_BYTES_MAX`], and an idle sink waits for
+/// [`HANDOVER_BYTES_MIN`]: the sink takes them a few at a time, not with
+/// a thread handoff each.
 async fn receive<S: ChunkSink>(
     first: prost::bytes::Bytes,
     incoming: &mut Streaming<SnapshotChunk>,
-    mut sink: S,
+    sink: S,
 ) -> Result<S::Whole, Status> {
     let refused = |e: SnapshotError| match e {
         SnapshotError::Io(_) | SnapshotError::Load(_) => {
@@ -275,19 +287,86 @@ async fn receive<S: ChunkSink>(
         }
         other => Status::invalid_argument(other.to_string()),
     };
-    let mut data = Some(first);
-    while let Some(chunk) = data.take() {
-        let taken = crate::blocking::spawn(move || sink.take(&chunk).map(|()| sink));
-        data = incoming.message().await?.map(|c| c.data);
-        sink = taken
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(refused)?;
+    let mut ahead = ChunksAhead::default();
+    ahead.push(first);
+    let mut idle = Some(sink);
+    let mut taking = None;
+    let mut ended = false;
+    loop {
+        if let Some(sink) = idle.take() {
+            let hand_over = !ahead.is_empty() && (ended || ahead.bytes >= HANDOVER_BYTES_MIN);
+            if hand_over {
+                let chunks = std::mem::take(&mut ahead);
+                taking = Some(crate::blocking::spawn(move || chunks.into_sink(sink)));
+            } else if ended {
+                return crate::blocking::spawn(move || sink.finish())
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(refused);
+            } else {
+                idle = Some(sink);
+            }
+        }
+        let room = !ended && ahead.bytes < RECEIVED_AHEAD_BYTES_MAX;
+        let taken = match (&mut taking, room) {
+            (None, _) => {
+                // Nothing being taken: the sink waits for chunks (the
+                // stream's end would have handed them over or finished).
+                debug_assert!(!ended);
+                ahead.receive(incoming.message().await?, &mut ended);
+                continue;
+            }
+            (Some(taken), false) => taken.await,
+            (Some(taken), true) => tokio::select! {
+                biased;
+                taken = taken => taken,
+                message = incoming.message() => {
+                    ahead.receive(message?, &mut ended);
+                    continue;
+                }
+            },
+        };
+        taking = None;
+        idle = Some(
+            taken
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(refused)?,
+        );
     }
-    crate::blocking::spawn(move || sink.finish())
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(refused)
+}
+
+/// Chunks received and not yet handed to the sink.
+#[derive(Default)]
+struct ChunksAhead {
+    chunks: Vec<prost::bytes::Bytes>,
+    bytes: usize,
+}
+
+impl ChunksAhead {
+    fn push(&mut self, data: prost::bytes::Bytes) {
+        self.bytes += data.len();
+        self.chunks.push(data);
+    }
+
+    /// Takes in the stream's next message; `None` is its end.
+    fn receive(&mut self, message: Option<SnapshotChunk>, ended: &mut bool) {
+        match message {
+            Some(chunk) => self.push(chunk.data),
+            None => *ended = true,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Hands every chunk to `sink` in turn, and the sink back.
+    fn into_sink<S: ChunkSink>(self, mut sink: S) -> Result<S, SnapshotError> {
+        for chunk in &self.chunks {
+            sink.take(chunk)?;
+        }
+        Ok(sink)
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +394,114 @@ mod tests {
                 .unwrap();
         }
         all
+    }
+
+    /// Takes chunks into memory; refuses the chunk after `refuse_after`
+    /// bytes, if set, and is slow enough that chunks come in meanwhile.
+    struct Collecting {
+        bytes: Vec<u8>,
+        refuse_after: Option<usize>,
+    }
+
+    impl ChunkSink for Collecting {
+        type Whole = Vec<u8>;
+
+        fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
+            if self
+                .refuse_after
+                .is_some_and(|after| self.bytes.len() >= after)
+            {
+                return Err(SnapshotError::Load(e2d_core::storage::StorageError(
+                    "the disk is full".into(),
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            self.bytes.extend_from_slice(chunk);
+            Ok(())
+        }
+
+        fn finish(self) -> Result<Vec<u8>, SnapshotError> {
+            Ok(self.bytes)
+        }
+    }
+
+    /// A snapshot call's request stream, its chunks sent one at a time
+    /// from another task, as a peer's connection hands them over.
+    fn streamed(chunks: Vec<SnapshotChunk>) -> Streaming<SnapshotChunk> {
+        use e2d_proto::codec::SizedCodec;
+        use tonic::codec::Codec;
+        let (frames, mut incoming) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for chunk in chunks {
+                let message = prost::Message::encode_to_vec(&chunk);
+                let mut framed = vec![0];
+                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&message);
+                let frame = hyper::body::Frame::data(prost::bytes::Bytes::from(framed));
+                if frames
+                    .send(Ok::<_, std::convert::Infallible>(frame))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+            incoming.poll_recv(cx)
+        }));
+        let decoder = SizedCodec::<SendAck, SnapshotChunk>::default().decoder();
+        Streaming::new_request(decoder, body, None, None)
+    }
+
+    /// Chunks of `sizes` bytes, each byte telling its chunk and place.
+    fn chunks_of(sizes: &[usize]) -> Vec<SnapshotChunk> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| SnapshotChunk {
+                data: (0..size)
+                    .map(|at| (i * 7 + at % 13) as u8)
+                    .collect::<Vec<u8>>()
+                    .into(),
+                ..SnapshotChunk::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sink_takes_every_chunk_in_order_whatever_their_sizes() {
+        let mut sizes = vec![0, 1, 300_000, 5];
+        sizes.extend(std::iter::repeat_n(256 * 1024, 40));
+        sizes.extend([17, 2 * 1024 * 1024, 0, 900]);
+        let mut chunks = chunks_of(&sizes);
+        let first = chunks.remove(0).data;
+        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+        let sink = Collecting {
+            bytes: Vec::new(),
+            refuse_after: None,
+        };
+        let taken = receive(first, &mut streamed(chunks), sink).await.unwrap();
+        assert_eq!(taken.len(), expected.len());
+        assert!(taken == expected, "the chunks were taken out of order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_that_refuses_a_chunk_fails_the_call_with_its_reason() {
+        let chunks = chunks_of(&[256 * 1024; 30]);
+        let sink = Collecting {
+            bytes: Vec::new(),
+            refuse_after: Some(3 * 1024 * 1024),
+        };
+        let first = prost::bytes::Bytes::new();
+        let refused = receive(first, &mut streamed(chunks), sink)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Internal);
+        assert_eq!(
+            refused.message(),
+            "cannot store the snapshot: cannot load the snapshot: storage failure: the disk is full"
+        );
     }
 
     /// A member takes the leader's snapshot through a file once a load
