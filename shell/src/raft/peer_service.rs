@@ -396,112 +396,119 @@ mod tests {
         all
     }
 
-    /// Takes chunks into memory; refuses the chunk after `refuse_after`
-    /// bytes, if set, and is slow enough that chunks come in meanwhile.
-    struct Collecting {
-        bytes: Vec<u8>,
-        refuse_after: Option<usize>,
-    }
+    /// `receive` over a real request body (the simulator's tonic has no
+    /// bodies to build one from).
+    #[cfg(not(madsim))]
+    mod receiving {
+        use super::*;
 
-    impl ChunkSink for Collecting {
-        type Whole = Vec<u8>;
-
-        fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
-            if self
-                .refuse_after
-                .is_some_and(|after| self.bytes.len() >= after)
-            {
-                return Err(SnapshotError::Load(e2d_core::storage::StorageError(
-                    "the disk is full".into(),
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_micros(200));
-            self.bytes.extend_from_slice(chunk);
-            Ok(())
+        /// Takes chunks into memory; refuses the chunk after `refuse_after`
+        /// bytes, if set, and is slow enough that chunks come in meanwhile.
+        struct Collecting {
+            bytes: Vec<u8>,
+            refuse_after: Option<usize>,
         }
 
-        fn finish(self) -> Result<Vec<u8>, SnapshotError> {
-            Ok(self.bytes)
-        }
-    }
+        impl ChunkSink for Collecting {
+            type Whole = Vec<u8>;
 
-    /// A snapshot call's request stream, its chunks sent one at a time
-    /// from another task, as a peer's connection hands them over.
-    fn streamed(chunks: Vec<SnapshotChunk>) -> Streaming<SnapshotChunk> {
-        use e2d_proto::codec::SizedCodec;
-        use tonic::codec::Codec;
-        let (frames, mut incoming) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            for chunk in chunks {
-                let message = prost::Message::encode_to_vec(&chunk);
-                let mut framed = vec![0];
-                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                framed.extend_from_slice(&message);
-                let frame = hyper::body::Frame::data(prost::bytes::Bytes::from(framed));
-                if frames
-                    .send(Ok::<_, std::convert::Infallible>(frame))
-                    .await
-                    .is_err()
+            fn take(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
+                if self
+                    .refuse_after
+                    .is_some_and(|after| self.bytes.len() >= after)
                 {
-                    return;
+                    return Err(SnapshotError::Load(e2d_core::storage::StorageError(
+                        "the disk is full".into(),
+                    )));
                 }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                self.bytes.extend_from_slice(chunk);
+                Ok(())
             }
-        });
-        let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| {
-            incoming.poll_recv(cx)
-        }));
-        let decoder = SizedCodec::<SendAck, SnapshotChunk>::default().decoder();
-        Streaming::new_request(decoder, body, None, None)
-    }
 
-    /// Chunks of `sizes` bytes, each byte telling its chunk and place.
-    fn chunks_of(sizes: &[usize]) -> Vec<SnapshotChunk> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &size)| SnapshotChunk {
-                data: (0..size)
-                    .map(|at| (i * 7 + at % 13) as u8)
-                    .collect::<Vec<u8>>()
-                    .into(),
-                ..SnapshotChunk::default()
-            })
-            .collect()
-    }
+            fn finish(self) -> Result<Vec<u8>, SnapshotError> {
+                Ok(self.bytes)
+            }
+        }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_sink_takes_every_chunk_in_order_whatever_their_sizes() {
-        let mut sizes = vec![0, 1, 300_000, 5];
-        sizes.extend(std::iter::repeat_n(256 * 1024, 40));
-        sizes.extend([17, 2 * 1024 * 1024, 0, 900]);
-        let mut chunks = chunks_of(&sizes);
-        let first = chunks.remove(0).data;
-        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
-        let sink = Collecting {
-            bytes: Vec::new(),
-            refuse_after: None,
-        };
-        let taken = receive(first, &mut streamed(chunks), sink).await.unwrap();
-        assert_eq!(taken.len(), expected.len());
-        assert!(taken == expected, "the chunks were taken out of order");
-    }
+        /// A snapshot call's request stream, its chunks sent one at a time
+        /// from another task, as a peer's connection hands them over.
+        fn streamed(chunks: Vec<SnapshotChunk>) -> Streaming<SnapshotChunk> {
+            use e2d_proto::codec::SizedCodec;
+            use tonic::codec::Codec;
+            let (frames, mut incoming) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for chunk in chunks {
+                    let message = prost::Message::encode_to_vec(&chunk);
+                    let mut framed = vec![0];
+                    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&message);
+                    let frame = hyper::body::Frame::data(prost::bytes::Bytes::from(framed));
+                    if frames
+                        .send(Ok::<_, std::convert::Infallible>(frame))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+                incoming.poll_recv(cx)
+            }));
+            let decoder = SizedCodec::<SendAck, SnapshotChunk>::default().decoder();
+            Streaming::new_request(decoder, body, None, None)
+        }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sink_that_refuses_a_chunk_fails_the_call_with_its_reason() {
-        let chunks = chunks_of(&[256 * 1024; 30]);
-        let sink = Collecting {
-            bytes: Vec::new(),
-            refuse_after: Some(3 * 1024 * 1024),
-        };
-        let first = prost::bytes::Bytes::new();
-        let refused = receive(first, &mut streamed(chunks), sink)
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::Internal);
-        assert_eq!(
-            refused.message(),
-            "cannot store the snapshot: cannot load the snapshot: storage failure: the disk is full"
-        );
+        /// Chunks of `sizes` bytes, each byte telling its chunk and place.
+        fn chunks_of(sizes: &[usize]) -> Vec<SnapshotChunk> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| SnapshotChunk {
+                    data: (0..size)
+                        .map(|at| (i * 7 + at % 13) as u8)
+                        .collect::<Vec<u8>>()
+                        .into(),
+                    ..SnapshotChunk::default()
+                })
+                .collect()
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_sink_takes_every_chunk_in_order_whatever_their_sizes() {
+            let mut sizes = vec![0, 1, 300_000, 5];
+            sizes.extend(std::iter::repeat_n(256 * 1024, 40));
+            sizes.extend([17, 2 * 1024 * 1024, 0, 900]);
+            let mut chunks = chunks_of(&sizes);
+            let first = chunks.remove(0).data;
+            let expected: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+            let sink = Collecting {
+                bytes: Vec::new(),
+                refuse_after: None,
+            };
+            let taken = receive(first, &mut streamed(chunks), sink).await.unwrap();
+            assert_eq!(taken.len(), expected.len());
+            assert!(taken == expected, "the chunks were taken out of order");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_sink_that_refuses_a_chunk_fails_the_call_with_its_reason() {
+            let chunks = chunks_of(&[256 * 1024; 30]);
+            let sink = Collecting {
+                bytes: Vec::new(),
+                refuse_after: Some(3 * 1024 * 1024),
+            };
+            let first = prost::bytes::Bytes::new();
+            let refused = receive(first, &mut streamed(chunks), sink)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Internal);
+            assert_eq!(
+                refused.message(),
+                "cannot store the snapshot: cannot load the snapshot: storage failure: the disk is full"
+            );
+        }
     }
 
     /// A member takes the leader's snapshot through a file once a load
