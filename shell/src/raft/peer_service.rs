@@ -279,7 +279,7 @@ const HANDOVER_BYTES_MIN: usize = 1024 * 1024;
 async fn receive<S: ChunkSink>(
     first: prost::bytes::Bytes,
     incoming: &mut Streaming<SnapshotChunk>,
-    sink: S,
+    mut sink: S,
 ) -> Result<S::Whole, Status> {
     let refused = |e: SnapshotError| match e {
         SnapshotError::Io(_) | SnapshotError::Load(_) => {
@@ -289,49 +289,34 @@ async fn receive<S: ChunkSink>(
     };
     let mut ahead = ChunksAhead::default();
     ahead.push(first);
-    let mut idle = Some(sink);
-    let mut taking = None;
     let mut ended = false;
     loop {
-        if let Some(sink) = idle.take() {
-            let hand_over = !ahead.is_empty() && (ended || ahead.bytes >= HANDOVER_BYTES_MIN);
-            if hand_over {
-                let chunks = std::mem::take(&mut ahead);
-                taking = Some(crate::blocking::spawn(move || chunks.into_sink(sink)));
-            } else if ended {
-                return crate::blocking::spawn(move || sink.finish())
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(refused);
-            } else {
-                idle = Some(sink);
-            }
+        // The sink is idle: it waits for enough to take, or the end.
+        while !ended && ahead.bytes < HANDOVER_BYTES_MIN {
+            ahead.receive(incoming.message().await?, &mut ended);
         }
-        let room = !ended && ahead.bytes < RECEIVED_AHEAD_BYTES_MAX;
-        let taken = match (&mut taking, room) {
-            (None, _) => {
-                // Nothing being taken: the sink waits for chunks (the
-                // stream's end would have handed them over or finished).
-                debug_assert!(!ended);
-                ahead.receive(incoming.message().await?, &mut ended);
-                continue;
-            }
-            (Some(taken), false) => taken.await,
-            (Some(taken), true) => tokio::select! {
-                biased;
-                taken = taken => taken,
-                message = incoming.message() => {
-                    ahead.receive(message?, &mut ended);
-                    continue;
-                }
-            },
-        };
-        taking = None;
-        idle = Some(
-            taken
+        if ahead.is_empty() {
+            return crate::blocking::spawn(move || sink.finish())
+                .await
                 .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(refused)?,
-        );
+                .map_err(refused);
+        }
+        let chunks = std::mem::take(&mut ahead);
+        let mut taking = crate::blocking::spawn(move || chunks.into_sink(sink));
+        // While it takes them, the next ones are read, up to the bound.
+        let taken = loop {
+            if ended || ahead.bytes >= RECEIVED_AHEAD_BYTES_MAX {
+                break taking.await;
+            }
+            tokio::select! {
+                biased;
+                taken = &mut taking => break taken,
+                message = incoming.message() => ahead.receive(message?, &mut ended),
+            }
+        };
+        sink = taken
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
     }
 }
 
@@ -439,10 +424,7 @@ mod tests {
             let (frames, mut incoming) = tokio::sync::mpsc::channel(1);
             tokio::spawn(async move {
                 for chunk in chunks {
-                    let message = prost::Message::encode_to_vec(&chunk);
-                    let mut framed = vec![0];
-                    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                    framed.extend_from_slice(&message);
+                    let framed = crate::raft::snapshot_call::tests::as_generated(&chunk);
                     let frame = hyper::body::Frame::data(prost::bytes::Bytes::from(framed));
                     if frames
                         .send(Ok::<_, std::convert::Infallible>(frame))

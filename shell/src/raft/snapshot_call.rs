@@ -126,14 +126,14 @@ fn framed(chunk: SnapshotChunk, message_bytes_max: usize) -> Result<[Bytes; 3], 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 
     /// What the generated client writes for `chunk`: the prefix, then
     /// prost's encoding of the whole message.
-    fn as_generated(chunk: &SnapshotChunk) -> Vec<u8> {
+    pub(crate) fn as_generated(chunk: &SnapshotChunk) -> Vec<u8> {
         let message = chunk.encode_to_vec();
         let mut out = vec![0];
         out.extend_from_slice(&(message.len() as u32).to_be_bytes());
