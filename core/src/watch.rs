@@ -66,6 +66,10 @@ pub struct WatchStream {
     progress_requested: bool,
     fragment_bytes_max: usize,
     responses: VecDeque<WatchResponse>,
+    /// The least next revision of any watcher (`i64::MAX` with none): a
+    /// stream woken for a revision learns whether it lags without
+    /// visiting its watchers.
+    lag_floor: i64,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -86,6 +90,7 @@ impl WatchStream {
             progress_requested: false,
             fragment_bytes_max,
             responses: VecDeque::new(),
+            lag_floor: i64::MAX,
         }
     }
 
@@ -155,6 +160,7 @@ impl WatchStream {
                 current_revision + 1
             },
         };
+        self.lag_floor = self.lag_floor.min(watcher.next_revision);
         self.watchers.insert(id, watcher);
         self.responses.push_back(WatchResponse {
             header: header(current_revision),
@@ -166,6 +172,7 @@ impl WatchStream {
 
     pub fn handle_cancel(&mut self, watch_id: i64, current_revision: i64) {
         if self.watchers.remove(&watch_id).is_some() {
+            self.lag_floor = self.least_next_revision();
             self.responses.push_back(WatchResponse {
                 header: header(current_revision),
                 watch_id,
@@ -204,9 +211,16 @@ impl WatchStream {
 
     /// Whether some watcher is behind `current_revision`.
     pub fn wants_sync(&self, current_revision: i64) -> bool {
+        debug_assert_eq!(self.lag_floor, self.least_next_revision());
+        self.lag_floor <= current_revision
+    }
+
+    fn least_next_revision(&self) -> i64 {
         self.watchers
             .values()
-            .any(|w| w.next_revision <= current_revision)
+            .map(|w| w.next_revision)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Moves lagging watchers forward by one bounded step of events; call
@@ -217,16 +231,18 @@ impl WatchStream {
         compact_revision: i64,
         read: &mut ReadEvents<'_>,
     ) -> Result<(), Error> {
-        self.cancel_compacted(compact_revision);
-        let lagging = self
-            .watchers
-            .values()
-            .filter(|w| w.next_revision <= current_revision);
-        let Some(from) = lagging.clone().map(|w| w.next_revision).min() else {
+        if self.lag_floor < compact_revision {
+            self.cancel_compacted(compact_revision);
+        }
+        if !self.wants_sync(current_revision) {
             self.answer_progress_request(current_revision);
             return Ok(());
-        };
-        let with_prev = lagging.clone().any(|w| w.prev_kv);
+        }
+        let from = self.lag_floor;
+        let with_prev = self
+            .watchers
+            .values()
+            .any(|w| w.prev_kv && w.next_revision <= current_revision);
         let events = read(from, current_revision, EVENTS_PER_SYNC_MAX, with_prev)?;
         let read_to = match events.last().and_then(|e| e.kv.as_ref()) {
             Some(kv) if events.len() >= EVENTS_PER_SYNC_MAX => kv.mod_revision,
@@ -238,9 +254,12 @@ impl WatchStream {
             current_revision,
             fragment_bytes_max: self.fragment_bytes_max,
         };
+        let mut lag_floor = i64::MAX;
         for (&id, watcher) in &mut self.watchers {
             delivery.to(id, watcher, &mut self.responses);
+            lag_floor = lag_floor.min(watcher.next_revision);
         }
+        self.lag_floor = lag_floor;
         self.answer_progress_request(current_revision);
         Ok(())
     }
@@ -268,6 +287,7 @@ impl WatchStream {
                 ..Default::default()
             });
         }
+        self.lag_floor = self.least_next_revision();
     }
 
     fn answer_progress_request(&mut self, current_revision: i64) {
@@ -542,5 +562,119 @@ mod tests {
         assert_eq!(progress.watch_id, INVALID_WATCH_ID);
         assert!(progress.events.is_empty());
         assert_eq!(progress.header.unwrap().revision, 5);
+    }
+
+    /// What a stream's operations may be, in a random run.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Create { key: u8, whole: bool, start: i64 },
+        Cancel(i64),
+        Commit,
+        Compact(i64),
+        Sync,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..3, any::<bool>(), 0i64..8).prop_map(|(key, whole, start)| Op::Create {
+                key,
+                whole,
+                start
+            }),
+            (0i64..6).prop_map(Op::Cancel),
+            Just(Op::Commit),
+            (0i64..8).prop_map(Op::Compact),
+            Just(Op::Sync),
+        ]
+    }
+
+    /// A live watcher as its client knows it: its key span, the first
+    /// revision it watches and the revisions it was sent.
+    struct Seen {
+        key: Vec<u8>,
+        end: Vec<u8>,
+        first: i64,
+        revisions: Vec<i64>,
+    }
+
+    /// Hands the stream's responses to the watchers they are for; a
+    /// canceled one is forgotten.
+    fn take(stream: &mut WatchStream, watchers: &mut BTreeMap<i64, Seen>) {
+        for response in drain(stream) {
+            if response.canceled {
+                watchers.remove(&response.watch_id);
+            } else if let Some(watcher) = watchers.get_mut(&response.watch_id) {
+                watcher.revisions.extend(revisions(&response));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever creates, cancels, commits, compactions and syncs came
+        /// before, a stream lags exactly when one of its watchers does,
+        /// and once it no longer lags, every watcher compaction left has
+        /// had each event it matches from its start, once and in order.
+        #[test]
+        fn every_watcher_sees_its_events_whatever_the_order_of_operations(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            // Revisions 2..=13: puts and deletes of a, b and c in turn.
+            let history: Vec<Event> = (2..=13)
+                .map(|revision| {
+                    let key = ["a", "b", "c"][(revision % 3) as usize];
+                    let kind = if revision % 4 == 0 { EventType::Delete } else { EventType::Put };
+                    event(kind, key, revision, 1)
+                })
+                .collect();
+            let mut stream = WatchStream::new(1 << 20);
+            let (mut current, mut compacted) = (1i64, 0i64);
+            let mut watchers: BTreeMap<i64, Seen> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Create { key, whole, start } => {
+                        let key = vec![b'a' + key];
+                        let end = if whole { b"\0".to_vec() } else { Vec::new() };
+                        let request = WatchCreateRequest {
+                            key: key.clone(),
+                            range_end: end.clone(),
+                            start_revision: start,
+                            ..Default::default()
+                        };
+                        let first = if start > 0 { start } else { current + 1 };
+                        stream.handle_create(&request, current);
+                        if let Some(created) = stream.responses.back().filter(|r| !r.canceled) {
+                            let seen = Seen { key, end, first, revisions: Vec::new() };
+                            watchers.insert(created.watch_id, seen);
+                        }
+                    }
+                    Op::Cancel(id) => {
+                        stream.handle_cancel(id, current);
+                    }
+                    Op::Commit => current = (current + 1).min(13),
+                    Op::Compact(revision) => compacted = compacted.max(revision.min(current)),
+                    Op::Sync => stream.sync(current, compacted, &mut reader(&history)).unwrap(),
+                }
+                take(&mut stream, &mut watchers);
+                // Lagging as defined, against the floor the stream keeps.
+                let lags = stream.watchers.values().any(|w| w.next_revision <= current);
+                proptest::prop_assert_eq!(stream.wants_sync(current), lags);
+            }
+            while stream.wants_sync(current) {
+                stream.sync(current, compacted, &mut reader(&history)).unwrap();
+                take(&mut stream, &mut watchers);
+            }
+            for (id, seen) in &watchers {
+                let span = KeySpan::new(&seen.key, &seen.end);
+                let wanted: Vec<i64> = history
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap())
+                    .filter(|kv| kv.mod_revision >= seen.first && kv.mod_revision <= current)
+                    .filter(|kv| span.contains(&kv.key))
+                    .map(|kv| kv.mod_revision)
+                    .collect();
+                proptest::prop_assert_eq!(&seen.revisions, &wanted, "watcher {}", id);
+            }
+        }
     }
 }
