@@ -6,7 +6,9 @@
 //! Events are read through a callback over committed revisions only, so a
 //! watcher never sees a revision the store could still lose.
 
-use std::collections::{BTreeMap, VecDeque};
+mod by_id;
+
+use std::collections::VecDeque;
 
 use e2d_proto::etcdserverpb::watch_create_request::FilterType;
 use e2d_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
@@ -15,6 +17,7 @@ use prost::Message;
 
 use crate::error::Error;
 use crate::mvcc::KeySpan;
+use by_id::ById;
 
 /// Most watchers one stream may hold.
 pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
@@ -61,7 +64,7 @@ pub type ReadEvents<'a> =
 
 #[derive(Debug)]
 pub struct WatchStream {
-    watchers: BTreeMap<i64, Watcher>,
+    watchers: ById<Watcher>,
     next_auto_id: i64,
     progress_requested: bool,
     fragment_bytes_max: usize,
@@ -85,7 +88,7 @@ impl WatchStream {
     pub fn new(fragment_bytes_max: usize) -> Self {
         assert!(fragment_bytes_max > 0);
         Self {
-            watchers: BTreeMap::new(),
+            watchers: ById::default(),
             next_auto_id: 0,
             progress_requested: false,
             fragment_bytes_max,
@@ -132,13 +135,13 @@ impl WatchStream {
             return;
         }
         let id = if req.watch_id > 0 {
-            if self.watchers.contains_key(&req.watch_id) {
+            if self.watchers.contains(req.watch_id) {
                 self.responses.push_back(refuse(DUPLICATE_WATCH_ID));
                 return;
             }
             req.watch_id
         } else {
-            while self.watchers.contains_key(&self.next_auto_id) {
+            while self.watchers.contains(self.next_auto_id) {
                 self.next_auto_id += 1;
             }
             self.next_auto_id
@@ -171,7 +174,7 @@ impl WatchStream {
     }
 
     pub fn handle_cancel(&mut self, watch_id: i64, current_revision: i64) {
-        if self.watchers.remove(&watch_id).is_some() {
+        if self.watchers.remove(watch_id).is_some() {
             self.lag_floor = self.least_next_revision();
             self.responses.push_back(WatchResponse {
                 header: header(current_revision),
@@ -198,7 +201,7 @@ impl WatchStream {
     /// The periodic progress timer fired: caught-up watchers that asked for
     /// progress notifications learn the current revision.
     pub fn handle_progress_tick(&mut self, current_revision: i64) {
-        for (&id, watcher) in &self.watchers {
+        for (id, watcher) in self.watchers.iter() {
             if watcher.progress_notify && watcher.next_revision > current_revision {
                 self.responses.push_back(WatchResponse {
                     header: header(current_revision),
@@ -255,7 +258,7 @@ impl WatchStream {
             fragment_bytes_max: self.fragment_bytes_max,
         };
         let mut lag_floor = i64::MAX;
-        for (&id, watcher) in &mut self.watchers {
+        for (id, watcher) in self.watchers.iter_mut() {
             delivery.to(id, watcher, &mut self.responses);
             lag_floor = lag_floor.min(watcher.next_revision);
         }
@@ -271,14 +274,10 @@ impl WatchStream {
     /// Cancels the watchers whose next revision was compacted away; as
     /// etcd's, the answer's header carries no revision.
     fn cancel_compacted(&mut self, compact_revision: i64) {
-        let compacted: Vec<i64> = self
+        let compacted = self
             .watchers
-            .iter()
-            .filter(|(_, w)| w.next_revision < compact_revision)
-            .map(|(&id, _)| id)
-            .collect();
+            .remove_where(|w| w.next_revision < compact_revision);
         for id in compacted {
-            self.watchers.remove(&id);
             self.responses.push_back(WatchResponse {
                 header: header(0),
                 watch_id: id,
@@ -600,7 +599,7 @@ mod tests {
 
     /// Hands the stream's responses to the watchers they are for; a
     /// canceled one is forgotten.
-    fn take(stream: &mut WatchStream, watchers: &mut BTreeMap<i64, Seen>) {
+    fn take(stream: &mut WatchStream, watchers: &mut std::collections::BTreeMap<i64, Seen>) {
         for response in drain(stream) {
             if response.canceled {
                 watchers.remove(&response.watch_id);
@@ -629,7 +628,7 @@ mod tests {
                 .collect();
             let mut stream = WatchStream::new(1 << 20);
             let (mut current, mut compacted) = (1i64, 0i64);
-            let mut watchers: BTreeMap<i64, Seen> = BTreeMap::new();
+            let mut watchers = std::collections::BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Create { key, whole, start } => {
