@@ -4,7 +4,6 @@
 //! stream, so an event costs no task hop or channel on its way out, and a
 //! client that stops reading stops the stream's work (HTTP/2 flow control).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use e2d_core::watch::WatchStream;
 use e2d_proto::etcdserverpb::watch_request::RequestUnion;
 use e2d_proto::etcdserverpb::watch_server::Watch;
-use e2d_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use e2d_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -59,8 +58,9 @@ impl Watch for WatchService {
             incoming: WakeGate::new(request.into_inner()),
             metadata,
             extensions,
+            member_header: node.header(0),
             node,
-            ready: VecDeque::new(),
+            failure: None,
             lagging: false,
             ended: false,
             requests_ended: false,
@@ -94,12 +94,14 @@ struct StreamTask {
     incoming: WakeGate<Streaming<WatchRequest>>,
     revision: tokio::sync::watch::Receiver<i64>,
     progress: tokio::time::Interval,
-    /// Responses made and not yet taken by the connection; one sync step's
-    /// worth at most, as [`StreamTask::sync_step`] bounds it.
-    ready: VecDeque<Result<WatchResponse, Status>>,
+    /// Why the stream failed, sent after the responses made before.
+    failure: Option<Status>,
+    /// The member's part of the headers of the last step's responses.
+    member_header: Option<ResponseHeader>,
     /// Watchers still lag the store: the next step syncs without waiting.
     lagging: bool,
-    /// The client is gone or the stream failed: nothing after `ready`.
+    /// The client is gone or the stream failed: nothing after the
+    /// responses made and the failure.
     ended: bool,
     /// The client sent its last request. Its watchers go on, as etcd's
     /// do, until it cancels the call or goes away.
@@ -124,8 +126,14 @@ impl StreamTask {
     /// The stream's next response; `None` ends it.
     async fn next_response(&mut self) -> Option<Result<WatchResponse, Status>> {
         loop {
-            if let Some(response) = self.ready.pop_front() {
-                return Some(response);
+            // Taken from the core stream as the connection asks for them,
+            // each moved once on its way out.
+            if let Some(mut response) = self.stream.poll_response() {
+                fill_header_from(self.member_header, &mut response.header);
+                return Some(Ok(response));
+            }
+            if let Some(status) = self.failure.take() {
+                return Some(Err(status));
             }
             if self.ended {
                 return None;
@@ -133,14 +141,14 @@ impl StreamTask {
             if !self.lagging {
                 self.wait_for_input().await;
                 if self.ended {
-                    // What the end left in `ready` (its status) goes first.
+                    // What the end left (its failure) goes first.
                     continue;
                 }
             }
             match self.sync_step() {
                 Ok(lagging) => self.lagging = lagging,
                 Err(status) => {
-                    self.ready.push_back(Err(status));
+                    self.failure = Some(status);
                     self.ended = true;
                 }
             }
@@ -193,7 +201,7 @@ impl StreamTask {
             // status (tonic's INTERNAL, as grpc-go's for etcd), not OK, so
             // the client learns its stream failed.
             Err(status) => {
-                self.ready.push_back(Err(status));
+                self.failure = Some(status);
                 self.ended = true;
             }
         }
@@ -250,8 +258,8 @@ impl StreamTask {
         )
     }
 
-    /// One bounded step under the read lock: queues the responses to send
-    /// in `ready` and returns whether watchers still lag.
+    /// One bounded step under the read lock: leaves the responses to send
+    /// in the core stream and returns whether watchers still lag.
     fn sync_step(&mut self) -> Result<bool, Status> {
         let state = self.node.read();
         let current = state.current_revision();
@@ -275,12 +283,7 @@ impl StreamTask {
             .watchers_add(self.stream.watcher_count() as i64 - before);
         // The member's part of the header, read once for the step's
         // responses, which differ only in their revisions.
-        let mut member_header = None;
-        while let Some(mut response) = self.stream.poll_response() {
-            let member = *member_header.get_or_insert_with(|| self.node.header(0));
-            fill_header_from(member, &mut response.header);
-            self.ready.push_back(Ok(response));
-        }
+        self.member_header = self.node.header(0);
         Ok(self.stream.wants_sync(current))
     }
 }
