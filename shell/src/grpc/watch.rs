@@ -58,7 +58,7 @@ impl Watch for WatchService {
             incoming: WakeGate::new(request.into_inner()),
             metadata,
             extensions,
-            member_header: node.header(0),
+            member_header: None,
             node,
             failure: None,
             lagging: false,
@@ -96,8 +96,9 @@ struct StreamTask {
     progress: tokio::time::Interval,
     /// Why the stream failed, sent after the responses made before.
     failure: Option<Status>,
-    /// The member's part of the headers of the last step's responses.
-    member_header: Option<ResponseHeader>,
+    /// The member's part of the headers of the last step's responses,
+    /// read for its first response (`None`: not read since the step).
+    member_header: Option<Option<ResponseHeader>>,
     /// Watchers still lag the store: the next step syncs without waiting.
     lagging: bool,
     /// The client is gone or the stream failed: nothing after the
@@ -129,7 +130,10 @@ impl StreamTask {
             // Taken from the core stream as the connection asks for them,
             // each moved once on its way out.
             if let Some(mut response) = self.stream.poll_response() {
-                fill_header_from(self.member_header, &mut response.header);
+                let member = *self
+                    .member_header
+                    .get_or_insert_with(|| self.node.header(0));
+                fill_header_from(member, &mut response.header);
                 return Some(Ok(response));
             }
             if let Some(status) = self.failure.take() {
@@ -281,9 +285,10 @@ impl StreamTask {
         self.node
             .metrics
             .watchers_add(self.stream.watcher_count() as i64 - before);
-        // The member's part of the header, read once for the step's
-        // responses, which differ only in their revisions.
-        self.member_header = self.node.header(0);
+        // The member's part of the header is read again for the step's
+        // responses, which differ only in their revisions; a step that
+        // makes none (its watchers matched nothing) reads nothing.
+        self.member_header = None;
         Ok(self.stream.wants_sync(current))
     }
 }
