@@ -140,9 +140,11 @@ pub enum Workload {
 /// The load generator's own allocation cost is part of every run; a fast
 /// allocator leaves more of the machine to the server under test.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: e2d_allocator::MiMalloc = e2d_allocator::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first thing main does; no other thread exists yet.
+    unsafe { e2d_allocator::configure() };
     let cli = Cli::parse();
     if cli.conns == 0 || cli.clients == 0 || cli.endpoints.is_empty() {
         eprintln!("error: --conns, --clients and --endpoints must not be zero or empty");

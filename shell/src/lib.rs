@@ -2,8 +2,6 @@
 //! and the manager's driver. The `e2d` binary is a thin `main` over it;
 //! the simulator (`sim/`) runs the same code under `--cfg madsim`.
 
-#[cfg(not(madsim))]
-pub mod allocator;
 pub mod auth;
 pub mod backup;
 mod blocking;

@@ -7,13 +7,13 @@ use e2d_shell::{grpc, logging, run, status};
 
 #[cfg(not(madsim))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: e2d_allocator::MiMalloc = e2d_allocator::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // SAFETY: the first thing main does; no other thread exists yet.
     #[cfg(not(madsim))]
     unsafe {
-        e2d_shell::allocator::configure()
+        e2d_allocator::configure()
     };
     e2d_shell::fail_stop::stop_on_panic();
     let matches = Cli::command().get_matches();

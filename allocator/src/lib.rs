@@ -1,17 +1,22 @@
-//! The global allocator's settings, made once at start.
+//! The global allocator of e2d's binaries, and its settings, made once at
+//! start by the server (`e2d`) and the load generator (`e2d-bench`).
 //!
 //! mimalloc gives freed memory back to the system 10 ms after it is freed.
 //! A member under kube-apiserver's load builds and frees a response of
 //! megabytes for every page of a list, so each next one faulted its pages
-//! in (and the kernel zeroed them) again: a tenth of a member's CPU. Kept
-//! for a second, freed memory is reused while the load lasts and still
-//! goes back soon after it stops. The peak barely moves, as what is kept
-//! is what the next allocation takes first (229 to 237 MiB after a
-//! million puts of 256 B).
+//! in (and the kernel zeroed them) again: a tenth of a member's CPU. The
+//! load generator, which decodes those pages, did the same: a sixth of its
+//! CPU went to faulting pages in. Kept for a second, freed memory is
+//! reused while the load lasts and still goes back soon after it stops.
+//! The peak barely moves, as what is kept is what the next allocation
+//! takes first (229 to 237 MiB after a million puts of 256 B).
 
 use std::ffi::c_long;
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+
+/// The allocator type each binary declares as its `#[global_allocator]`.
+pub use mimalloc::MiMalloc;
 
 /// How long freed memory stays with the allocator before going back.
 const PURGE_DELAY_MS: c_long = 1000;
@@ -31,7 +36,8 @@ const MIMALLOC_PURGE_DELAY_DEFAULT_MS: c_long = 10;
 ///
 /// mimalloc's options are plain integers that `mi_option_set` writes
 /// without synchronisation: no other thread may allocate through mimalloc
-/// meanwhile. `main` calls this first, before it starts any thread.
+/// meanwhile. A binary's `main` calls this first, before it starts any
+/// thread.
 pub unsafe fn configure() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
