@@ -35,13 +35,14 @@ const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// table overlaps nothing below it and compaction moves it down whole: a
 /// history written by applying keeps the first level's blocks at every
 /// level. The deeper size is what a bulk load writes (a snapshot from the
-/// leader, a restore), and a defrag, which rewrites every table. A list
-/// reads one block per value there too, so a block much larger than a
-/// value makes each read copy the difference: with 32 KiB, a member that
-/// joined from a snapshot spent 1.4x the CPU of one that applied the same
-/// history on a list of 2,500 objects of 1-8 KiB; 8 KiB brings that within
-/// a tenth, while 4 KiB made the join itself 15-20% slower (more blocks to
-/// write and index).
+/// leader, a restore), a defrag, which rewrites every table, and a
+/// compaction that merges an MVCC compaction's deletions into the older
+/// tables they overlap. A list reads one block per value there too, so a
+/// block much larger than a value makes each read copy the difference:
+/// with 32 KiB, a member that joined from a snapshot spent 1.4x the CPU of
+/// one that applied the same history on a list of 2,500 objects of 1-8
+/// KiB; 8 KiB brings that within a tenth, while 4 KiB made the join itself
+/// 15-20% slower (more blocks to write and index).
 const KV_BLOCK_BYTES_BY_LEVEL: [u32; 2] = [4 * 1024, 8 * 1024];
 /// Threads a whole-table read runs on, at most.
 const SCAN_THREADS_MAX: usize = 4;
