@@ -107,7 +107,7 @@ pub enum Workload {
         txn_ops: usize,
     },
     /// One writer, many watchers of its key: events delivered per second
-    /// and the time from a put's answer to each watcher's event.
+    /// and the time from a put's sending to each watcher's event.
     Watch {
         #[command(flatten)]
         common: Common,

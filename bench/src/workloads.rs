@@ -20,8 +20,23 @@ const RANGE_RESPONSE_BYTES_MAX: usize = 1 << 30;
 /// How long watchers wait for the last events after the writer is done.
 const WATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The key the watch workload writes and watches.
+const WATCHED_KEY: &str = "e2d-bench/watch";
+
 pub(crate) async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
-    let tls = match &cli.cacert {
+    let tls = tls_options(cli)?;
+    let mut clients = Vec::with_capacity(cli.conns);
+    for i in 0..cli.conns {
+        let endpoint = &cli.endpoints[i % cli.endpoints.len()];
+        let channel = crate::channel::connect(endpoint, tls.clone()).await?;
+        clients.push(Client::from_channel(channel, None).await?);
+    }
+    Ok(clients)
+}
+
+/// The client's TLS settings from `--cacert`, `--cert` and `--key`.
+fn tls_options(cli: &Cli) -> Result<Option<etcd_client::TlsOptions>, Error> {
+    Ok(match &cli.cacert {
         Some(ca) => {
             let mut tls = etcd_client::TlsOptions::new()
                 .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(ca)?));
@@ -34,14 +49,7 @@ pub(crate) async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
             Some(tls)
         }
         None => None,
-    };
-    let mut clients = Vec::with_capacity(cli.conns);
-    for i in 0..cli.conns {
-        let endpoint = &cli.endpoints[i % cli.endpoints.len()];
-        let channel = crate::channel::connect(endpoint, tls.clone()).await?;
-        clients.push(Client::from_channel(channel, None).await?);
-    }
-    Ok(clients)
+    })
 }
 
 /// A small generator per client for random keys.
@@ -306,7 +314,6 @@ async fn watch(
     watchers: usize,
     val_size: usize,
 ) -> Result<Report, Error> {
-    const KEY: &str = "e2d-bench/watch";
     let conns = connections(cli).await?;
     let total = common.total;
     // When each put went out, in nanoseconds after `epoch` plus one (zero:
@@ -320,7 +327,7 @@ async fn watch(
         let (sent_at, ready) = (sent_at.clone(), ready.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Latencies::default();
-            let mut stream = match client.watch(KEY, None).await {
+            let mut stream = match client.watch(WATCHED_KEY, None).await {
                 Ok(watch) => watch,
                 Err(_) => {
                     ready.wait().await;
@@ -361,20 +368,35 @@ async fn watch(
     }
     ready.wait().await;
     let start = Instant::now();
-    let mut writer = conns[0].clone();
-    let mut errors = 0;
-    for n in 0..total {
-        if common.rate > 0 {
-            let due = start + Duration::from_secs_f64(n as f64 / common.rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let value = format!("{n:0width$}", width = val_size.max(1));
-        let sent_ns = epoch.elapsed().as_nanos() as u64 + 1;
-        sent_at[n as usize].store(sent_ns, Ordering::Release);
-        if writer.put(KEY, value, None).await.is_err() {
-            errors += 1;
-        }
-    }
+    // The writer has a thread, a runtime and a connection of its own, so
+    // its puts are not queued behind this process's handling of the events
+    // they cause: the pace of revisions is the server's, not the load
+    // generator's.
+    let (done, errors) = tokio::sync::oneshot::channel();
+    let writer_target = WriterTarget::of(cli)?;
+    let rate = common.rate;
+    std::thread::Builder::new()
+        .name("watch-writer".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::from)
+                .and_then(|runtime| {
+                    runtime.block_on(write_watched(
+                        writer_target,
+                        total,
+                        rate,
+                        val_size,
+                        &sent_at,
+                        epoch,
+                    ))
+                });
+            let _ = done.send(outcome);
+        })?;
+    let errors = errors
+        .await
+        .map_err(|_| "the watch writer's thread ended without a result")??;
     let mut all = Vec::with_capacity(tasks.len());
     let mut delivered = 0;
     let mut missed = 0;
@@ -394,4 +416,48 @@ async fn watch(
         by_operation: Vec::new(),
         watch: None,
     })
+}
+
+/// What the watch workload's writer needs to connect on its own thread.
+struct WriterTarget {
+    endpoint: String,
+    tls: Option<etcd_client::TlsOptions>,
+}
+
+impl WriterTarget {
+    fn of(cli: &Cli) -> Result<Self, Error> {
+        Ok(Self {
+            endpoint: cli.endpoints[0].clone(),
+            tls: tls_options(cli)?,
+        })
+    }
+}
+
+/// Puts `total` values into the watched key one after another, each
+/// carrying its number, noting when each went out; returns the failures.
+async fn write_watched(
+    target: WriterTarget,
+    total: u64,
+    rate: u64,
+    val_size: usize,
+    sent_at: &[AtomicU64],
+    epoch: Instant,
+) -> Result<u64, Error> {
+    let channel = crate::channel::connect(&target.endpoint, target.tls).await?;
+    let mut writer = Client::from_channel(channel, None).await?;
+    let start = Instant::now();
+    let mut errors = 0;
+    for n in 0..total {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let value = format!("{n:0width$}", width = val_size.max(1));
+        let sent_ns = epoch.elapsed().as_nanos() as u64 + 1;
+        sent_at[n as usize].store(sent_ns, Ordering::Release);
+        if writer.put(WATCHED_KEY, value, None).await.is_err() {
+            errors += 1;
+        }
+    }
+    Ok(errors)
 }
