@@ -2,7 +2,9 @@
 # e2d beside etcd (Debian etcd-server, default settings), on loopback and on
 # disk with fsync on for both: the same e2d-bench workloads against each,
 # in alternation, then one table: workload, e2d, etcd, ratio. Also the
-# disk's fsync time, server peak RSS after loading KEYS (default 1M) keys
+# disk's fsync time (before each one-client round on 1 node, whose p50 is
+# set against it, and at the end), server peak RSS after loading KEYS
+# (default 1M) keys
 # of 256 B, and cold start to the first served request. Each workload runs
 # ROUNDS times (default 3) per server, which one goes first alternating,
 # and the table shows each server's median: the machine's speed drifts
@@ -27,9 +29,28 @@ for base in 23300 24300; do for i in 0 1 2; do wait_for "127.0.0.1:$((base + i))
 for base in 21300 22300; do etcdctl --endpoints "127.0.0.1:$base" put bench-key bench-value >/dev/null; done
 
 results="$work/results.jsonl"
+# fsync_probe: the disk's sync time now, in ms: the median of 200 4 KiB
+# writes, each synced.
+fsync_probe() {
+  python3 - "$work" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+times = []
+for _ in range(200):
+    os.write(fd, b"x" * 4096)
+    start = time.perf_counter(); os.fsync(fd); times.append(time.perf_counter() - start)
+times.sort()
+print(f"{times[len(times) // 2] * 1000:.3f}")
+PY
+}
+
 # run_at LABEL SHAPE E2D_BASE ETCD_BASE E2D_ENDPOINTS ETCD_ENDPOINTS ARGS...:
 # ROUNDS rounds of the same load, e2d and etcd in turn, the first of each
-# round alternating.
+# round alternating. With PROBE_FSYNC set, the disk's sync time is taken
+# just before each run and kept with it: the disk's speed moves within
+# minutes, and a latency set beside a probe taken elsewhere in the run
+# says more about that than about the server.
 run_at() {
   local label=$1 shape=$2 e2d_base=$3 etcd_base=$4 e2d_endpoints=$5 etcd_endpoints=$6; shift 6
   local round order server
@@ -38,12 +59,13 @@ run_at() {
     for server in $order; do
       local base=$e2d_base endpoints=$e2d_endpoints
       [ "$server" = etcd ] && base=$etcd_base endpoints=$etcd_endpoints
-      local out before after
+      local out before after probe=null
+      [ -n "${PROBE_FSYNC:-}" ] && probe=$(fsync_probe)
       before=$(cpu_ticks "$base")
       out=$("$bin/e2d-bench" --endpoints "$endpoints" --json "$@") ||
         { echo "$label ($shape) failed on $server" >&2; exit 1; }
       after=$(cpu_ticks "$base")
-      echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"result\": $out}" >>"$results"
+      echo "{\"label\": \"$label\", \"shape\": \"$shape\", \"server\": \"$server\", \"server_cpu_s\": $(python3 -c "print(($after - $before) / $clk_tck)"), \"fsync_ms\": $probe, \"result\": $out}" >>"$results"
     done
   done
 }
@@ -54,7 +76,7 @@ run() {
 }
 big=(--conns 100 --clients 1000)
 run "put, 1000 clients" "1 node" 21300 22300 1 "${big[@]}" put --total "$(n 100000)" --key-size 8 --val-size 256 --key-space-size 100000
-run "put, 1 client" "1 node" 21300 22300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
+PROBE_FSYNC=1 run "put, 1 client" "1 node" 21300 22300 1 put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
 run "range linearizable" "1 node" 21300 22300 1 "${big[@]}" range bench-key --total "$(n 100000)"
 run "range serializable" "1 node" 21300 22300 1 "${big[@]}" range bench-key --consistency s --total "$(n 100000)"
 run "txn-put" "1 node" 21300 22300 1 "${big[@]}" txn-put --total "$(n 50000)" --key-size 8 --val-size 256 --key-space-size 100000
@@ -74,19 +96,8 @@ for role in leader follower; do
     put --total "$(n 3000)" --key-size 8 --val-size 256 --key-space-size 100000
 done
 
-# The disk's fsync time: 4 KiB writes, each synced.
-fsync_ms=$(python3 - "$work" <<'PY'
-import os, sys, time
-path = os.path.join(sys.argv[1], "fsync-probe")
-fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-times = []
-for _ in range(200):
-    os.write(fd, b"x" * 4096)
-    start = time.perf_counter(); os.fsync(fd); times.append(time.perf_counter() - start)
-times.sort()
-print(f"{times[len(times) // 2] * 1000:.3f}")
-PY
-)
+# The disk's fsync time at the end of the run.
+fsync_ms=$(fsync_probe)
 
 # Peak RSS after KEYS keys of 256 B, then cold start of each server on
 # its loaded data dir.
@@ -119,6 +130,7 @@ for line in open(path):
     r = json.loads(line)
     # Server CPU (all members) per operation the bench counted.
     r["result"]["server_cpu_us_per_op"] = r["server_cpu_s"] * 1e6 / max(1, r["result"]["total"])
+    r["result"]["fsync_ms"] = r.get("fsync_ms")
     rows.setdefault((r["label"], r["shape"]), {}).setdefault(r["server"], []).append(r["result"])
 def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.3f}"
 print(f"| workload | shape | measure | e2d | etcd | e2d / etcd |")
@@ -139,6 +151,12 @@ for (label, shape), by in rows.items():
             get = lambda r: r["operations"][op]["latency_ms"][q]
             a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
             print(f"| {label}: {op} | {shape} | {q} ms | {fmt(a)} | {fmt(b)} | {a / b if b else float('nan'):.2f} |")
+    # A lone client's latency against the disk's sync time taken just
+    # before the same run: each round's ratio, then their median.
+    if e[0]["fsync_ms"] is not None:
+        get = lambda r: r["latency_ms"]["p50"] / r["fsync_ms"]
+        a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
+        print(f"| {label} | {shape} | p50 / fsync just before | {a:.2f} | {b:.2f} | {a / b:.2f} |")
     if "watch_catch_up_ms" in e[0]:
         get = lambda r: r["watch_catch_up_ms"]
         a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
