@@ -4,11 +4,11 @@
 # in alternation, then one table: workload, e2d, etcd, ratio. Also the
 # disk's fsync time (before each one-client round on 1 node, whose p50 is
 # set against it, and at the end), server peak RSS after loading KEYS
-# (default 1M) keys
-# of 256 B, and cold start to the first served request. Each workload runs
-# ROUNDS times (default 3) per server, which one goes first alternating,
-# and the table shows each server's median: the machine's speed drifts
-# while the bench runs, and one pair of runs can land on either side of it.
+# (default 1M) keys of 256 B, and cold start to the first served request.
+# Each workload runs ROUNDS times (default 3) per server, which one goes
+# first alternating, and the table shows each server's median: the
+# machine's speed drifts while the bench runs, and one pair of runs can
+# land on either side of it.
 #
 # Usage: bench/compare.sh          (SCALE=0.1 for a quick run, KEYS=N, ROUNDS=N)
 set -euo pipefail
