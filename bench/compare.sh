@@ -130,6 +130,8 @@ for line in open(path):
     r = json.loads(line)
     # Server CPU (all members) per operation the bench counted.
     r["result"]["server_cpu_us_per_op"] = r["server_cpu_s"] * 1e6 / max(1, r["result"]["total"])
+    # The load generator's own, on the same cores and counted the same way.
+    r["result"]["client_cpu_us_per_op"] = r["result"].get("client_cpu_s", float("nan")) * 1e6 / max(1, r["result"]["total"])
     r["result"]["fsync_ms"] = r.get("fsync_ms")
     rows.setdefault((r["label"], r["shape"]), {}).setdefault(r["server"], []).append(r["result"])
 def fmt(x): return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.3f}"
@@ -140,7 +142,8 @@ for (label, shape), by in rows.items():
     for name, get in [("ops/s", lambda r: r["throughput_ops_per_sec"]),
                       ("p50 ms", lambda r: r["latency_ms"]["p50"]),
                       ("p99 ms", lambda r: r["latency_ms"]["p99"]),
-                      ("server CPU µs/op", lambda r: r["server_cpu_us_per_op"])]:
+                      ("server CPU µs/op", lambda r: r["server_cpu_us_per_op"]),
+                      ("load generator CPU µs/op", lambda r: r["client_cpu_us_per_op"])]:
         # Each server's median over the rounds.
         a, b = statistics.median(map(get, e)), statistics.median(map(get, c))
         ratio = a / b if b else float("nan")

@@ -11,6 +11,7 @@
 
 mod channel;
 mod kube;
+mod own_cpu;
 mod report;
 mod values;
 mod workloads;
@@ -157,10 +158,11 @@ fn main() -> std::process::ExitCode {
     runtime.spawn(stop_on_signal());
     match runtime.block_on(workloads::run(&cli)) {
         Ok(report) => {
+            let own_cpu = own_cpu::process_cpu();
             if cli.json {
-                println!("{}", report.json());
+                println!("{}", report.json(own_cpu));
             } else {
-                println!("{}", report.text());
+                println!("{}", report.text(own_cpu));
             }
             std::process::ExitCode::SUCCESS
         }

@@ -67,7 +67,10 @@ impl Report {
         ms(&self.latencies, quantile)
     }
 
-    pub fn json(&self) -> String {
+    /// The report as one JSON object; `own_cpu`, the load generator's
+    /// CPU time over its whole run (loading included, as the servers'
+    /// CPU that `compare.sh` reads around the run), as `client_cpu_s`.
+    pub fn json(&self, own_cpu: Option<Duration>) -> String {
         let mut json = serde_json::json!({
             "workload": self.workload,
             "total": self.total,
@@ -96,6 +99,9 @@ impl Report {
                 .collect::<serde_json::Map<_, _>>()
                 .into();
         }
+        if let Some(cpu) = own_cpu {
+            json["client_cpu_s"] = cpu.as_secs_f64().into();
+        }
         if let Some((events, catch_up)) = self.watch {
             json["watch_events"] = events.into();
             json["watch_catch_up_ms"] = (catch_up.as_secs_f64() * 1000.0).into();
@@ -103,7 +109,7 @@ impl Report {
         json.to_string()
     }
 
-    pub fn text(&self) -> String {
+    pub fn text(&self, own_cpu: Option<Duration>) -> String {
         let mut text = format!(
             "{}: {} requests, {} errors in {:.2} s: {:.0} ops/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
             self.workload,
@@ -129,6 +135,13 @@ impl Report {
             text += &format!(
                 "\n  watches: {events} events, at the last revision {:.0} ms after the load",
                 catch_up.as_secs_f64() * 1000.0
+            );
+        }
+        if let Some(cpu) = own_cpu {
+            text += &format!(
+                "\n  load generator CPU: {:.2} s, {:.1} µs per request",
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / self.total.max(1) as f64
             );
         }
         text
