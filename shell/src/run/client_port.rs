@@ -156,7 +156,7 @@ struct Served {
 /// A call goes straight to its service by the path's service name, with no
 /// HTTP router on its way.
 struct GrpcServices {
-    kv: KvServer<grpc::KvService>,
+    kv: super::kv_unary::KvUnary<grpc::KvService>,
     watch: WatchServer<grpc::WatchService>,
     lease: LeaseServer<grpc::LeaseService>,
     cluster: ClusterServer<grpc::ClusterService>,
@@ -175,7 +175,7 @@ impl GrpcServices {
     fn new(node: &Arc<Node>) -> Self {
         let max = grpc_message_bytes_max(node.config.max_request_bytes);
         Self {
-            kv: KvServer::new(grpc::KvService::new(node.clone())).max_decoding_message_size(max),
+            kv: super::kv_unary::KvUnary::new(grpc::KvService::new(node.clone()), max),
             watch: WatchServer::new(grpc::WatchService::new(node.clone()))
                 .max_decoding_message_size(max),
             lease: LeaseServer::new(grpc::LeaseService::new(node.clone()))
@@ -225,14 +225,14 @@ impl GrpcServices {
             S::NAME == service
         }
         let path = request.uri().path();
-        let Some((service, _method)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
-        else {
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
             return elsewhere(request);
         };
         // Only the service called is cloned (its handle's `call` takes it
         // mutably).
-        if named(&self.kv, service) {
-            self.kv.clone().call(request)
+        if service == <KvServer<grpc::KvService> as NamedService>::NAME {
+            let method = method.to_owned();
+            self.kv.call(&method, request)
         } else if named(&self.watch, service) {
             self.watch.clone().call(request)
         } else if named(&self.lease, service) {

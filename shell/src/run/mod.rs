@@ -9,6 +9,8 @@ mod client_port;
 mod client_port;
 mod cluster_calls;
 mod data_dir;
+#[cfg(not(madsim))]
+mod kv_unary;
 mod managed;
 pub mod recover;
 pub(crate) mod seeds;
