@@ -62,6 +62,10 @@ pub enum Error {
     LeaderChanged,
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// This member's raft driver has stopped (the member is stopping, or
+    /// starting over as a new member): nothing more is served from it.
+    #[error("etcdserver: server stopped")]
+    Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
     #[error("etcdserver: member not found")]
@@ -145,7 +149,7 @@ impl Error {
             BadMemberUrls => StatusCode::InvalidArgument,
             LeaseExists | AuthNotEnabled => StatusCode::FailedPrecondition,
             NoSpace | TooManyRequests => StatusCode::ResourceExhausted,
-            NoLeader | NotLeader | LeaderChanged | Timeout => StatusCode::Unavailable,
+            NoLeader | NotLeader | LeaderChanged | Timeout | Stopped => StatusCode::Unavailable,
             NotCapable => StatusCode::Unimplemented,
             RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
             | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted => {
@@ -192,6 +196,8 @@ mod tests {
             Error::NoSpace.to_string(),
             "etcdserver: mvcc: database space exceeded"
         );
+        assert_eq!(Error::Stopped.to_string(), "etcdserver: server stopped");
+        assert_eq!(Error::Stopped.status_code(), StatusCode::Unavailable);
         assert_eq!(Error::Corrupt.to_string(), "etcdserver: corrupt cluster");
         assert_eq!(Error::Corrupt.status_code(), StatusCode::DataLoss);
     }

@@ -124,11 +124,15 @@ pub struct DriverHandle {
 }
 
 impl DriverHandle {
+    /// Hands `request` to the driver. Once its task has ended the member
+    /// is stopping (what ended it stops the member, or starts it over as
+    /// a new one), so the caller is answered that the server stopped: the
+    /// driver's end is not a failed read of this member's data.
     pub async fn send(&self, request: DriverRequest) -> Result<(), Error> {
         self.requests
             .send(request)
             .await
-            .map_err(|_| storage("the raft driver has stopped".into()))
+            .map_err(|_| Error::Stopped)
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -1225,4 +1229,31 @@ fn parse_member_scoped_context(context: &[u8]) -> Option<(u64, u64)> {
     let member = u64::from_be_bytes(context.get(..8)?.try_into().ok()?);
     let id = u64::from_be_bytes(context.get(8..16)?.try_into().ok()?);
     Some((member, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that reaches a driver whose task has ended is told the
+    /// server stopped (Unavailable, as etcd answers while it stops); it
+    /// is not a failed read of the member's data, which would stop the
+    /// process while it starts over as a new member.
+    #[tokio::test]
+    async fn a_request_after_the_driver_ended_is_told_the_server_stopped() {
+        let (requests, incoming) = mpsc::channel(1);
+        drop(incoming);
+        let handle = DriverHandle {
+            requests,
+            status: watch::channel(RaftStatus::default()).1,
+            removed: Arc::new(watch::Sender::new(false)),
+            stopped: Arc::new(watch::Sender::new(true)),
+        };
+        let (reply, _) = oneshot::channel();
+        let refused = handle.send(DriverRequest::ReadIndex { reply }).await;
+        assert!(matches!(refused, Err(Error::Stopped)), "{refused:?}");
+        let status = crate::grpc::to_status(Error::Stopped);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "etcdserver: server stopped");
+    }
 }
