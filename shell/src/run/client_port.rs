@@ -225,14 +225,14 @@ impl GrpcServices {
             S::NAME == service
         }
         let path = request.uri().path();
-        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        let Some((service, _method)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))
+        else {
             return elsewhere(request);
         };
         // Only the service called is cloned (its handle's `call` takes it
         // mutably).
         if service == <KvServer<grpc::KvService> as NamedService>::NAME {
-            let method = method.to_owned();
-            self.kv.call(&method, request)
+            self.kv.call(request)
         } else if named(&self.watch, service) {
             self.watch.clone().call(request)
         } else if named(&self.lease, service) {

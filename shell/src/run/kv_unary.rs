@@ -61,15 +61,20 @@ impl<T: Kv> KvUnary<T> {
         }
     }
 
-    /// Serves a call of the KV service; `method` is the path's last part.
-    pub fn call(&self, method: &str, request: Request<Body>) -> Responding {
-        match method {
-            "Range" => self.serve(request, |kv, r| async move { kv.range(r).await }),
-            "Put" => self.serve(request, |kv, r| async move { kv.put(r).await }),
-            "DeleteRange" => self.serve(request, |kv, r| async move { kv.delete_range(r).await }),
-            "Txn" => self.serve(request, |kv, r| async move { kv.txn(r).await }),
-            "Compact" => self.serve(request, |kv, r| async move { kv.compact(r).await }),
-            _ => self.tonic.clone().call(request),
+    /// Serves a call of the KV service, the method its path names.
+    pub fn call(&self, request: Request<Body>) -> Responding {
+        let method = request.uri().path().rsplit('/').next().unwrap_or("");
+        match Method::named(method) {
+            Some(Method::Range) => self.serve(request, |kv, r| async move { kv.range(r).await }),
+            Some(Method::Put) => self.serve(request, |kv, r| async move { kv.put(r).await }),
+            Some(Method::DeleteRange) => {
+                self.serve(request, |kv, r| async move { kv.delete_range(r).await })
+            }
+            Some(Method::Txn) => self.serve(request, |kv, r| async move { kv.txn(r).await }),
+            Some(Method::Compact) => {
+                self.serve(request, |kv, r| async move { kv.compact(r).await })
+            }
+            None => self.tonic.clone().call(request),
         }
     }
 
@@ -110,6 +115,29 @@ impl<T: Kv> KvUnary<T> {
                 Ok(response) => answer(response),
                 Err(status) => status.into_http(),
             })
+        })
+    }
+}
+
+/// The KV service's methods, by the name a call's path ends with.
+#[derive(Clone, Copy)]
+enum Method {
+    Range,
+    Put,
+    DeleteRange,
+    Txn,
+    Compact,
+}
+
+impl Method {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "Range" => Method::Range,
+            "Put" => Method::Put,
+            "DeleteRange" => Method::DeleteRange,
+            "Txn" => Method::Txn,
+            "Compact" => Method::Compact,
+            _ => return None,
         })
     }
 }
@@ -544,10 +572,11 @@ mod tests {
     ) -> (Seen, Seen) {
         let unary = KvUnary::new(Echo, LIMIT_BYTES);
         let here = unary
-            .call(
+            .call(request(
                 method,
-                request(method, headers, Scripted(frames.iter().map(copy).collect())),
-            )
+                headers,
+                Scripted(frames.iter().map(copy).collect()),
+            ))
             .await
             .unwrap();
         let mut tonic = KvServer::new(Echo).max_decoding_message_size(LIMIT_BYTES);
