@@ -22,6 +22,7 @@ use prometheus::{
 };
 
 mod grpc_calls;
+pub use grpc_calls::GrpcCall;
 #[cfg(not(madsim))]
 pub mod metered_body;
 mod process;

@@ -217,7 +217,7 @@ impl Metrics {
 /// A call dropped before it finished (its client went away) counts as
 /// `Canceled`.
 pub struct GrpcCall {
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     /// The method's place in [`METHODS`].
     method: usize,
     started: Instant,
@@ -225,6 +225,18 @@ pub struct GrpcCall {
 }
 
 impl GrpcCall {
+    /// The call's request carried `bytes` more bytes.
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub fn count_received_bytes(&self, bytes: u64) {
+        self.metrics.grpc.count_received_bytes(bytes);
+    }
+
+    /// The call's response carried `bytes` more bytes.
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub fn count_sent_bytes(&self, bytes: u64) {
+        self.metrics.grpc.count_sent_bytes(bytes);
+    }
+
     /// The call ended with status `code` (the `grpc-status` number).
     pub fn finish(&mut self, code: i32) {
         if std::mem::replace(&mut self.finished, true) {

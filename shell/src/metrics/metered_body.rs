@@ -1,8 +1,12 @@
-//! The client port's gRPC calls as [`GrpcCall`]s: the bytes of each
-//! request and response body, and the status code the call ends with,
-//! read from the response's headers (a call that fails at once answers
-//! with headers only) or its trailers.
+//! The client port's gRPC calls as [`GrpcCall`]s, for services that
+//! answer with bodies of their own: the bytes of each request and
+//! response body, and the status code the call ends with, read from the
+//! response's headers (a call that fails at once answers with headers
+//! only) or its trailers. The KV service's plain calls count themselves
+//! (`run::kv_unary`).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,8 +26,22 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
+/// `serve`'s answer to `request`, its bodies' bytes counted as they are
+/// read and `call` ended with the status the answer carries.
+pub fn metered<Answering>(
+    call: GrpcCall,
+    request: Request<Body>,
+    serve: impl FnOnce(Request<Body>) -> Answering,
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static
+where
+    Answering: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let answering = serve(meter_request(&call.metrics, request));
+    async move { Ok(meter_response(call, answering.await?)) }
+}
+
 /// Counts the request body's bytes as they are read.
-pub fn meter_request(metrics: &Arc<Metrics>, request: Request<Body>) -> Request<Body> {
+fn meter_request(metrics: &Arc<Metrics>, request: Request<Body>) -> Request<Body> {
     let metrics = metrics.clone();
     request.map(|inner| {
         Body::new(MeteredBody {
@@ -37,15 +55,11 @@ pub fn meter_request(metrics: &Arc<Metrics>, request: Request<Body>) -> Request<
 
 /// Counts the response body's bytes and ends `call` with the status the
 /// response carries.
-pub fn meter_response(
-    metrics: &Arc<Metrics>,
-    mut call: GrpcCall,
-    response: Response<Body>,
-) -> Response<Body> {
+fn meter_response(mut call: GrpcCall, response: Response<Body>) -> Response<Body> {
     if let Some(code) = grpc_status(response.headers()) {
         call.finish(code);
     }
-    let metrics = metrics.clone();
+    let metrics = call.metrics.clone();
     response.map(|inner| {
         Body::new(MeteredBody {
             inner,

@@ -202,16 +202,16 @@ impl GrpcServices {
         request: Request<Body>,
         elsewhere: impl FnOnce(Request<Body>) -> Responding,
     ) -> Responding {
-        use crate::metrics::metered_body::{meter_request, meter_response};
         let Some(call) = self.metrics.start_grpc_call(request.uri().path()) else {
             return self.call(request, elsewhere);
         };
-        let responding = self.call(meter_request(&self.metrics, request), elsewhere);
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let response = responding.await?;
-            Ok(meter_response(&metrics, call, response))
-        })
+        if kv_service(request.uri().path()) {
+            return self.kv.call(request, Some(call));
+        }
+        let metered = crate::metrics::metered_body::metered;
+        Box::pin(metered(call, request, |request| {
+            self.call(request, elsewhere)
+        }))
     }
 
     /// Calls the service `request`'s path names (`/etcdserverpb.KV/Put`),
@@ -232,7 +232,7 @@ impl GrpcServices {
         // Only the service called is cloned (its handle's `call` takes it
         // mutably).
         if service == <KvServer<grpc::KvService> as NamedService>::NAME {
-            self.kv.call(request)
+            self.kv.call(request, None)
         } else if named(&self.watch, service) {
             self.watch.clone().call(request)
         } else if named(&self.lease, service) {
@@ -253,6 +253,13 @@ impl GrpcServices {
             elsewhere(request)
         }
     }
+}
+
+/// Whether `path` names a method of the KV service.
+fn kv_service(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .is_some_and(|(service, _)| service == <KvServer<grpc::KvService> as NamedService>::NAME)
 }
 
 impl ClientRoutes {

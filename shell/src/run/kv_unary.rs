@@ -26,6 +26,9 @@ use prost::Message;
 use tonic::Status;
 use tower::Service;
 
+use crate::metrics::metered_body::metered;
+use crate::metrics::GrpcCall;
+
 type Body = tonic::body::Body;
 type Responding =
     Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
@@ -61,26 +64,34 @@ impl<T: Kv> KvUnary<T> {
         }
     }
 
-    /// Serves a call of the KV service, the method its path names.
-    pub fn call(&self, request: Request<Body>) -> Responding {
+    /// Serves a call of the KV service, the method its path names,
+    /// counting its bytes and status in `call` when it is metered.
+    pub fn call(&self, request: Request<Body>, call: Option<GrpcCall>) -> Responding {
         let method = request.uri().path().rsplit('/').next().unwrap_or("");
         match Method::named(method) {
-            Some(Method::Range) => self.serve(request, |kv, r| async move { kv.range(r).await }),
-            Some(Method::Put) => self.serve(request, |kv, r| async move { kv.put(r).await }),
+            Some(Method::Range) => {
+                self.serve(request, call, |kv, r| async move { kv.range(r).await })
+            }
+            Some(Method::Put) => self.serve(request, call, |kv, r| async move { kv.put(r).await }),
             Some(Method::DeleteRange) => {
-                self.serve(request, |kv, r| async move { kv.delete_range(r).await })
+                self.serve(
+                    request,
+                    call,
+                    |kv, r| async move { kv.delete_range(r).await },
+                )
             }
-            Some(Method::Txn) => self.serve(request, |kv, r| async move { kv.txn(r).await }),
+            Some(Method::Txn) => self.serve(request, call, |kv, r| async move { kv.txn(r).await }),
             Some(Method::Compact) => {
-                self.serve(request, |kv, r| async move { kv.compact(r).await })
+                self.serve(request, call, |kv, r| async move { kv.compact(r).await })
             }
-            None => self.tonic.clone().call(request),
+            None => by_tonic(self.tonic.clone(), request, call),
         }
     }
 
     fn serve<Req, Resp, Handler, Answering>(
         &self,
         request: Request<Body>,
+        mut call: Option<GrpcCall>,
         handler: Handler,
     ) -> Responding
     where
@@ -90,32 +101,46 @@ impl<T: Kv> KvUnary<T> {
         Answering: Future<Output = Result<tonic::Response<Resp>, Status>> + Send,
     {
         let service = self.service.clone();
-        let mut tonic = self.tonic.clone();
+        let tonic = self.tonic.clone();
         let limit = self.request_bytes_max;
         Box::pin(async move {
             let (head, body) = request.into_parts();
-            let message = match read_message(&head.headers, body, limit).await {
+            let replay = match read_message(&head.headers, body, limit).await {
                 Read::Whole(bytes) => match Req::decode(&bytes[MESSAGE_HEADER_BYTES..]) {
-                    Ok(message) => message,
-                    Err(_) => {
-                        let replay = Replay::new(bytes, Tail::Ended);
-                        return tonic
-                            .call(Request::from_parts(head, Body::new(replay)))
-                            .await;
+                    Ok(message) => {
+                        if let Some(call) = &call {
+                            call.count_received_bytes(bytes.len() as u64);
+                        }
+                        let request = tonic::Request::from_http(Request::from_parts(head, message));
+                        return Ok(match handler(service, request).await {
+                            Ok(response) => answer(response, call),
+                            Err(status) => {
+                                if let Some(call) = &mut call {
+                                    call.finish(status.code() as i32);
+                                }
+                                status.into_http()
+                            }
+                        });
                     }
+                    Err(_) => Replay::new(bytes, Tail::Ended),
                 },
-                Read::Other(replay) => {
-                    return tonic
-                        .call(Request::from_parts(head, Body::new(replay)))
-                        .await;
-                }
+                Read::Other(replay) => replay,
             };
-            let request = tonic::Request::from_http(Request::from_parts(head, message));
-            Ok(match handler(service, request).await {
-                Ok(response) => answer(response),
-                Err(status) => status.into_http(),
-            })
+            by_tonic(tonic, Request::from_parts(head, Body::new(replay)), call).await
         })
+    }
+}
+
+/// `request` served by tonic's own KV service, metered around it when
+/// `call` is.
+fn by_tonic<T: Kv>(
+    mut tonic: KvServer<T>,
+    request: Request<Body>,
+    call: Option<GrpcCall>,
+) -> Responding {
+    match call {
+        Some(call) => Box::pin(metered(call, request, |request| tonic.call(request))),
+        None => tonic.call(request),
     }
 }
 
@@ -241,7 +266,10 @@ fn plain_so_far(bytes: &[u8], limit: usize) -> bool {
 /// A handler's answer as tonic writes it: its metadata as headers with
 /// the gRPC content type, the message in one data frame, and the
 /// `grpc-status` trailer.
-fn answer<Resp: Message>(response: tonic::Response<Resp>) -> Response<Body> {
+fn answer<Resp: Message>(
+    response: tonic::Response<Resp>,
+    call: Option<GrpcCall>,
+) -> Response<Body> {
     let (metadata, message, extensions) = response.into_parts();
     let mut headers = metadata.into_headers();
     for name in RESERVED_HEADERS {
@@ -260,6 +288,7 @@ fn answer<Resp: Message>(response: tonic::Response<Resp>) -> Response<Body> {
                 data: Some(bytes.freeze()),
                 status: Status::ok(""),
                 ended: false,
+                call,
             }
         }
         Err(_) => Answer {
@@ -268,6 +297,7 @@ fn answer<Resp: Message>(response: tonic::Response<Resp>) -> Response<Body> {
                 "Cannot return body with more than 4GB of data but got {length} bytes"
             )),
             ended: false,
+            call,
         },
     };
     let mut response = Response::new(Body::new(body));
@@ -277,11 +307,14 @@ fn answer<Resp: Message>(response: tonic::Response<Resp>) -> Response<Body> {
     response
 }
 
-/// An answer's body: its message, then its status as trailers.
+/// An answer's body: its message, then its status as trailers; the call
+/// it ends, when metered, counts the message's bytes and ends with the
+/// status.
 struct Answer {
     data: Option<Bytes>,
     status: Status,
     ended: bool,
+    call: Option<GrpcCall>,
 }
 
 impl hyper::body::Body for Answer {
@@ -293,6 +326,9 @@ impl hyper::body::Body for Answer {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         if let Some(data) = self.data.take() {
+            if let Some(call) = &self.call {
+                call.count_sent_bytes(data.len() as u64);
+            }
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if self.ended {
@@ -300,10 +336,15 @@ impl hyper::body::Body for Answer {
         }
         self.ended = true;
         let mut trailers = HeaderMap::with_capacity(1);
-        Poll::Ready(Some(match self.status.add_header(&mut trailers) {
-            Ok(()) => Ok(Frame::trailers(trailers)),
-            Err(status) => Err(status),
-        }))
+        let (code, frame) = match self.status.add_header(&mut trailers) {
+            Ok(()) => (self.status.code(), Ok(Frame::trailers(trailers))),
+            // A body that fails ends its call as Internal.
+            Err(status) => (tonic::Code::Internal, Err(status)),
+        };
+        if let Some(call) = &mut self.call {
+            call.finish(code as i32);
+        }
+        Poll::Ready(Some(frame))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -370,6 +411,7 @@ mod tests {
     use e2d_proto::mvccpb::KeyValue;
 
     use super::*;
+    use crate::metrics::{Gauges, Metrics};
 
     /// A marker a request's extensions carry, which `Echo` answers with.
     #[derive(Clone)]
@@ -564,27 +606,72 @@ mod tests {
 
     const LIMIT_BYTES: usize = 1024;
 
-    /// Serves the same request both ways: here, and by tonic alone.
+    /// The gRPC call metrics of `metrics` once the answers are read: the
+    /// calls started and handled by code, their count of handling times,
+    /// the bytes received and sent.
+    fn counted(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .render(&Gauges::default(), 0)
+            .lines()
+            .filter(|line| {
+                line.starts_with("grpc_server_started_total")
+                    || line.starts_with("grpc_server_handled_total")
+                    || line.starts_with("grpc_server_handling_seconds_count")
+                    || line.starts_with("etcd_network_client_grpc_")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Serves the same request both ways: here, and by tonic alone; both
+    /// unmetered, then both metered (tonic's as the client port meters
+    /// every other service), and the metrics must agree too.
     async fn both_ways(
         method: &str,
         headers: &[(&str, &str)],
         frames: Vec<Result<Frame<Bytes>, Status>>,
     ) -> (Seen, Seen) {
         let unary = KvUnary::new(Echo, LIMIT_BYTES);
+        let tonic = KvServer::new(Echo).max_decoding_message_size(LIMIT_BYTES);
+        let scripted = || Scripted(frames.iter().map(copy).collect());
         let here = unary
-            .call(request(
-                method,
-                headers,
-                Scripted(frames.iter().map(copy).collect()),
-            ))
+            .call(request(method, headers, scripted()), None)
             .await
             .unwrap();
-        let mut tonic = KvServer::new(Echo).max_decoding_message_size(LIMIT_BYTES);
         let by_tonic = tonic
-            .call(request(method, headers, Scripted(frames.into())))
+            .clone()
+            .call(request(method, headers, scripted()))
             .await
             .unwrap();
-        (seen(here).await, seen(by_tonic).await)
+        let (here, by_tonic) = (seen(here).await, seen(by_tonic).await);
+
+        let path = format!("/etcdserverpb.KV/{method}");
+        let (metrics_here, metrics_tonic) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
+        let metered_here = unary
+            .call(
+                request(method, headers, scripted()),
+                metrics_here.start_grpc_call(&path),
+            )
+            .await
+            .unwrap();
+        let request = request(method, headers, scripted());
+        let metered_tonic = match metrics_tonic.start_grpc_call(&path) {
+            Some(call) => metered(call, request, |request| tonic.clone().call(request)).await,
+            None => tonic.clone().call(request).await,
+        }
+        .unwrap();
+        assert_eq!(seen(metered_here).await, here, "{method}: metered here");
+        assert_eq!(
+            seen(metered_tonic).await,
+            by_tonic,
+            "{method}: metered by tonic"
+        );
+        assert_eq!(
+            counted(&metrics_here),
+            counted(&metrics_tonic),
+            "{method} {headers:?}: the call's metrics"
+        );
+        (here, by_tonic)
     }
 
     /// A request: the method called, its headers of note, its body.
@@ -661,6 +748,31 @@ mod tests {
             (&b"key"[..], 300, 7)
         );
         assert_eq!(answer.header.unwrap().revision, 42);
+    }
+
+    #[tokio::test]
+    async fn a_plain_call_counts_its_bytes_and_its_status() {
+        let put = framed(&a_put());
+        let metrics = Arc::new(Metrics::new());
+        let unary = KvUnary::new(Echo, LIMIT_BYTES);
+        let call = metrics.start_grpc_call("/etcdserverpb.KV/Put");
+        let answer = unary
+            .call(request("Put", &[], Scripted([data(&put)].into())), call)
+            .await
+            .unwrap();
+        let answer = seen(answer).await;
+        let counted = counted(&metrics);
+        for expected in [
+            format!("etcd_network_client_grpc_received_bytes_total {}", put.len()),
+            format!(
+                "etcd_network_client_grpc_sent_bytes_total {}",
+                answer.data.len()
+            ),
+            "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1".to_string(),
+            "grpc_server_handling_seconds_count{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1".to_string(),
+        ] {
+            assert!(counted.contains(&expected), "{expected} in {counted:#?}");
+        }
     }
 
     #[tokio::test]
