@@ -421,11 +421,12 @@ impl<B: Backend> StateMachine<B> {
             .collect()
     }
 
-    /// Whether a write of `request_bytes` would take the backend over
-    /// `quota_bytes`.
-    pub fn exceeds_quota(&self, quota_bytes: u64, request_bytes: u64) -> bool {
-        let size_bytes = self.mvcc.backend().size_bytes();
-        size_bytes.saturating_add(request_bytes) > quota_bytes
+    /// What a write's quota check reads, as of now.
+    pub fn quota_state(&self) -> QuotaState {
+        QuotaState {
+            size_bytes: self.mvcc.backend().size_bytes(),
+            nospace: !self.alarms_of(AlarmType::Nospace).is_empty(),
+        }
     }
 
     fn set_alarm(&mut self, member_id: u64, alarm: i32, active: bool) {
@@ -548,6 +549,22 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
         &req.success
     } else {
         &req.failure
+    }
+}
+
+/// What a write's quota check reads: the backend's size and whether
+/// the NOSPACE alarm is raised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaState {
+    pub size_bytes: u64,
+    pub nospace: bool,
+}
+
+impl QuotaState {
+    /// Whether a write of `request_bytes` would take the backend over
+    /// `quota_bytes`.
+    pub fn exceeded_by(&self, request_bytes: u64, quota_bytes: u64) -> bool {
+        self.size_bytes.saturating_add(request_bytes) > quota_bytes
     }
 }
 

@@ -756,7 +756,7 @@ impl Driver {
                 let _ = reply.send(outcome);
             }
         }
-        self.node.publish_revision();
+        self.node.publish_applied();
         Ok(())
     }
 
@@ -989,7 +989,7 @@ impl Driver {
                 crate::backup::wall_clock_ms(),
             );
         }
-        self.node.publish_revision();
+        self.node.publish_applied();
         tracing::info!(
             index = metadata.index,
             state_applied,

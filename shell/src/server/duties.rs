@@ -55,12 +55,15 @@ async fn finish_compactions(node: Arc<Node>) {
             continue;
         }
         tokio::time::sleep(COMPACTION_STEP_INTERVAL).await;
-        let mut state = node.write_state();
-        state.compact_step(COMPACTION_STEP_KEYS_MAX);
-        if let Err(e) = state.backend_mut().commit(false) {
-            tracing::error!(error = %e, "the compaction's deletes cannot be written; stopping so nothing half-written is served");
-            std::process::exit(1);
+        {
+            let mut state = node.write_state();
+            state.compact_step(COMPACTION_STEP_KEYS_MAX);
+            if let Err(e) = state.backend_mut().commit(false) {
+                tracing::error!(error = %e, "the compaction's deletes cannot be written; stopping so nothing half-written is served");
+                std::process::exit(1);
+            }
         }
+        node.publish_applied();
     }
 }
 

@@ -1,10 +1,11 @@
 //! [`Node`]: what every request handler shares.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use e2d_core::state_machine::QuotaState;
 use e2d_core::{Error, StateMachine};
 use e2d_proto::etcdserverpb::{LeaseGrantResponse, ResponseHeader};
 use e2d_proto::peer::{outcome, proposal::Op, LeaseGrant, Outcome, Proposal, Requester};
@@ -51,6 +52,10 @@ pub struct Node {
     state: RwLock<StateMachine<DiskBackend>>,
     raft: DriverHandle,
     committed_revision: watch::Sender<i64>,
+    /// The quota check's view of the state, as of the last applied batch
+    /// (etcd reads its backend's size as of its last commit too), so a
+    /// write checks it without the state's lock.
+    quota: PublishedQuota,
     applied_index: watch::Sender<u64>,
     /// Raised when an applied entry starts a compaction, for the task that
     /// deletes what it drops (`server::duties`).
@@ -78,6 +83,8 @@ impl Node {
             << 8;
         metrics.set_member_id(identity.member_id);
         let (committed_revision, _) = watch::channel(state.current_revision());
+        let quota = PublishedQuota::default();
+        quota.store(state.quota_state());
         let delta_journal = config.delta_journal_bytes.map(|bytes_max| {
             std::sync::Mutex::new(e2d_core::delta::DeltaJournal::new(
                 bytes_max,
@@ -97,6 +104,7 @@ impl Node {
             state: RwLock::new(state),
             raft,
             committed_revision,
+            quota,
             applied_index,
             compaction_applied: Notify::new(),
             delta_journal,
@@ -227,13 +235,9 @@ impl Node {
             }
         }
         let request_bytes = prost::Message::encoded_len(proposal) as u64;
-        let (alarmed, over) = {
-            let state = self.read();
-            (
-                !state.alarms_of(AlarmType::Nospace).is_empty(),
-                state.exceeds_quota(self.config.quota_backend_bytes, request_bytes),
-            )
-        };
+        let quota = self.quota.load();
+        let alarmed = quota.nospace;
+        let over = quota.exceeded_by(request_bytes, self.config.quota_backend_bytes);
         if !alarmed && !over {
             return Ok(());
         }
@@ -292,9 +296,15 @@ impl Node {
         self.compaction_applied.notified().await;
     }
 
-    /// Tells watchers the revision after an apply.
-    pub(crate) fn publish_revision(&self) {
-        let current = self.read().current_revision();
+    /// Tells watchers the revision after an apply, and the quota check
+    /// what the state holds now (also after a step of compaction and a
+    /// defragmentation, which shrink it).
+    pub(crate) fn publish_applied(&self) {
+        let (current, quota) = {
+            let state = self.read();
+            (state.current_revision(), state.quota_state())
+        };
+        self.quota.store(quota);
         self.committed_revision.send_if_modified(|r| {
             let changed = *r != current;
             *r = current;
@@ -456,7 +466,10 @@ impl Node {
         // leaves the data as it was: the member goes on.
         defragmenter
             .run()
-            .map_err(|e| Error::Internal(format!("defragmenting the database: {}", e.0)))
+            .map_err(|e| Error::Internal(format!("defragmenting the database: {}", e.0)))?;
+        // The quota check sees the smaller size before the next write.
+        self.publish_applied();
+        Ok(())
     }
 }
 
@@ -466,4 +479,26 @@ impl Node {
 pub fn fill_header_from(member: Option<ResponseHeader>, header: &mut Option<ResponseHeader>) {
     let revision = header.as_ref().map_or(0, |h| h.revision);
     *header = member.map(|member| ResponseHeader { revision, ..member });
+}
+
+/// A [`QuotaState`] shared without a lock: each field is read on its own,
+/// and either may be a batch behind the other.
+#[derive(Default)]
+struct PublishedQuota {
+    size_bytes: AtomicU64,
+    nospace: AtomicBool,
+}
+
+impl PublishedQuota {
+    fn store(&self, quota: QuotaState) {
+        self.size_bytes.store(quota.size_bytes, Ordering::Relaxed);
+        self.nospace.store(quota.nospace, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> QuotaState {
+        QuotaState {
+            size_bytes: self.size_bytes.load(Ordering::Relaxed),
+            nospace: self.nospace.load(Ordering::Relaxed),
+        }
+    }
 }
