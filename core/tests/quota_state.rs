@@ -31,7 +31,10 @@ fn the_quota_state_follows_the_backend_and_the_nospace_alarm() {
     sm.backend_mut().commit(false).expect("commit");
     let grown = sm.quota_state();
     assert_eq!(grown.size_bytes, sm.mvcc().backend().size_bytes());
-    assert!(grown.size_bytes >= empty.size_bytes + 4096, "{empty:?} then {grown:?}");
+    assert!(
+        grown.size_bytes >= empty.size_bytes + 4096,
+        "{empty:?} then {grown:?}"
+    );
 
     sm.alarm(&nospace(AlarmAction::Activate));
     assert!(sm.quota_state().nospace);
@@ -61,6 +64,9 @@ fn a_write_exceeds_the_quota_only_past_it() {
         size_bytes: u64::MAX,
         nospace: false,
     };
-    assert!(full.exceeded_by(1, u64::MAX - 1), "no overflow past u64::MAX");
+    assert!(
+        full.exceeded_by(1, u64::MAX - 1),
+        "no overflow past u64::MAX"
+    );
     assert!(!full.exceeded_by(0, u64::MAX));
 }

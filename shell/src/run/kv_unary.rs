@@ -272,8 +272,10 @@ fn answer<Resp: Message>(
 ) -> Response<Body> {
     let (metadata, message, extensions) = response.into_parts();
     let mut headers = metadata.into_headers();
-    for name in RESERVED_HEADERS {
-        headers.remove(name);
+    if !headers.is_empty() {
+        for name in RESERVED_HEADERS {
+            headers.remove(name);
+        }
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     let length = message.encoded_len();
@@ -286,16 +288,16 @@ fn answer<Resp: Message>(
             debug_assert_eq!(bytes.len(), MESSAGE_HEADER_BYTES + length);
             Answer {
                 data: Some(bytes.freeze()),
-                status: Status::ok(""),
+                refused: None,
                 ended: false,
                 call,
             }
         }
         Err(_) => Answer {
             data: None,
-            status: Status::resource_exhausted(format!(
+            refused: Some(Status::resource_exhausted(format!(
                 "Cannot return body with more than 4GB of data but got {length} bytes"
-            )),
+            ))),
             ended: false,
             call,
         },
@@ -307,12 +309,12 @@ fn answer<Resp: Message>(
     response
 }
 
-/// An answer's body: its message, then its status as trailers; the call
-/// it ends, when metered, counts the message's bytes and ends with the
-/// status.
+/// An answer's body: its message, then its status as trailers (OK
+/// unless `refused`); the call it ends, when metered, counts the
+/// message's bytes and ends with the status.
 struct Answer {
     data: Option<Bytes>,
-    status: Status,
+    refused: Option<Status>,
     ended: bool,
     call: Option<GrpcCall>,
 }
@@ -336,10 +338,16 @@ impl hyper::body::Body for Answer {
         }
         self.ended = true;
         let mut trailers = HeaderMap::with_capacity(1);
-        let (code, frame) = match self.status.add_header(&mut trailers) {
-            Ok(()) => (self.status.code(), Ok(Frame::trailers(trailers))),
-            // A body that fails ends its call as Internal.
-            Err(status) => (tonic::Code::Internal, Err(status)),
+        let (code, frame) = match &self.refused {
+            None => {
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                (tonic::Code::Ok, Ok(Frame::trailers(trailers)))
+            }
+            Some(refused) => match refused.add_header(&mut trailers) {
+                Ok(()) => (refused.code(), Ok(Frame::trailers(trailers))),
+                // A body that fails ends its call as Internal.
+                Err(status) => (tonic::Code::Internal, Err(status)),
+            },
         };
         if let Some(call) = &mut self.call {
             call.finish(code as i32);
