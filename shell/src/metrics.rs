@@ -22,6 +22,7 @@ use prometheus::{
 };
 
 mod grpc_calls;
+#[cfg(not(madsim))]
 pub use grpc_calls::GrpcCall;
 #[cfg(not(madsim))]
 pub mod metered_body;
