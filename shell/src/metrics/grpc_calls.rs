@@ -225,6 +225,12 @@ pub struct GrpcCall {
 }
 
 impl GrpcCall {
+    /// The service called (`etcdserverpb.KV`).
+    #[cfg_attr(madsim, allow(dead_code))]
+    pub fn service(&self) -> &'static str {
+        METHODS[self.method].0
+    }
+
     /// The call's request carried `bytes` more bytes.
     #[cfg_attr(madsim, allow(dead_code))]
     pub fn count_received_bytes(&self, bytes: u64) {
@@ -270,6 +276,7 @@ mod tests {
     fn a_call_is_counted_once_with_its_code() {
         let metrics = Arc::new(Metrics::new());
         let mut call = metrics.start_grpc_call("/etcdserverpb.KV/Range").unwrap();
+        assert_eq!(call.service(), "etcdserverpb.KV");
         call.finish(0);
         drop(call);
         drop(

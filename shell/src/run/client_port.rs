@@ -205,7 +205,7 @@ impl GrpcServices {
         let Some(call) = self.metrics.start_grpc_call(request.uri().path()) else {
             return self.call(request, elsewhere);
         };
-        if kv_service(request.uri().path()) {
+        if call.service() == <KvServer<grpc::KvService> as NamedService>::NAME {
             return self.kv.call(request, Some(call));
         }
         let metered = crate::metrics::metered_body::metered;
@@ -253,13 +253,6 @@ impl GrpcServices {
             elsewhere(request)
         }
     }
-}
-
-/// Whether `path` names a method of the KV service.
-fn kv_service(path: &str) -> bool {
-    path.strip_prefix('/')
-        .and_then(|path| path.split_once('/'))
-        .is_some_and(|(service, _)| service == <KvServer<grpc::KvService> as NamedService>::NAME)
 }
 
 impl ClientRoutes {
