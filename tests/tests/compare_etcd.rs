@@ -476,3 +476,33 @@ fn hashkv_hash_matches_etcd() {
         );
     }
 }
+
+/// A member restarted with a quota its database already exceeds raises
+/// NOSPACE on the first write and refuses writes while it is up; reads
+/// and deletes go on, as on etcd.
+#[test]
+fn nospace_matches_etcd() {
+    let mut p = pair();
+    p.same(&["put", "before", "quota"]);
+    for server in [&mut p.e2d, &mut p.etcd] {
+        server.kill9();
+        server.set_extra_args(&["--quota-backend-bytes", "1"]);
+        server.start();
+    }
+    let member = |s: &Server| {
+        let json = s.etcdctl(&["get", "x", "-w", "json"]).json();
+        vec![(
+            e2d_tests::uint(&json["header"]["member_id"]).to_string(),
+            "<id>",
+        )]
+    };
+    let (e2d_subst, etcd_subst) = (member(&p.e2d), member(&p.etcd));
+    p.fails(&["put", "k", "v"]);
+    p.same_with(&["alarm", "list"], None, &e2d_subst, &etcd_subst, true);
+    p.fails(&["put", "k", "v"]);
+    p.fails_stdin(&["txn", "-i"], "\nput t v\n\n\n");
+    p.fails(&["lease", "grant", "60"]);
+    p.same(&["get", "before"]);
+    p.same(&["get", "k"]);
+    p.same(&["del", "before"]);
+}
