@@ -78,18 +78,13 @@ fn wait_for_snapshot(
 ) -> String {
     let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
     loop {
-        // A file store's folder is made by its first snapshot: until
-        // then, listing it fails.
-        let store_made = url
-            .strip_prefix("file://")
-            .is_none_or(|dir| Path::new(dir).exists());
-        if store_made {
-            if let Some(found) = listed(url, env, extra)
-                .iter()
-                .find(|s| s["revision"].as_i64().unwrap_or(0) >= revision)
-            {
-                return found["name"].as_str().unwrap().to_string();
-            }
+        // Listed while the member writes and prunes beside it: a file
+        // store's listing passes over what goes away as it reads.
+        if let Some(found) = listed(url, env, extra)
+            .iter()
+            .find(|s| s["revision"].as_i64().unwrap_or(0) >= revision)
+        {
+            return found["name"].as_str().unwrap().to_string();
         }
         assert!(
             Instant::now() < deadline,

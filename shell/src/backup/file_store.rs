@@ -74,13 +74,9 @@ impl FileStore {
             let mut objects = Vec::new();
             for entry in entries {
                 let entry = entry?;
-                let metadata = entry.metadata()?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if metadata.is_file() && !name.starts_with('.') {
-                    objects.push(StoredObject {
-                        name,
-                        size_bytes: metadata.len(),
-                    });
+                if let Some(object) = stored_object(name, entry.metadata())? {
+                    objects.push(object);
                 }
             }
             Ok(objects)
@@ -111,6 +107,29 @@ impl FileStore {
             },
         )
         .await
+    }
+}
+
+/// The snapshot a directory entry named `name` holds, if any: not a
+/// temporary file (their names start with a dot) nor a directory. An entry
+/// gone between reading the directory and looking at it (a temporary file
+/// renamed into place, a snapshot pruned) is passed over: the listing is of
+/// one moment, and a writer or a pruner may be at work beside it.
+fn stored_object(
+    name: String,
+    metadata: std::io::Result<std::fs::Metadata>,
+) -> std::io::Result<Option<StoredObject>> {
+    if name.starts_with('.') {
+        return Ok(None);
+    }
+    match metadata {
+        Ok(metadata) if metadata.is_file() => Ok(Some(StoredObject {
+            name,
+            size_bytes: metadata.len(),
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -220,5 +239,25 @@ mod tests {
         assert_eq!(store.get("s-1", &fetched, &progress).await.unwrap(), 8);
         assert_eq!(std::fs::read(&fetched).unwrap(), b"snapshot");
         assert_eq!(mode(&fetched), 0o600);
+    }
+
+    #[test]
+    fn an_entry_gone_before_it_is_looked_at_is_passed_over() {
+        let root = tempfile::tempdir().unwrap();
+        let gone = std::fs::metadata(root.path().join("renamed-away"));
+        assert!(stored_object("s-2".into(), gone).unwrap().is_none());
+        let denied = Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(stored_object("s-2".into(), denied).is_err());
+        let file = root.path().join("s-3");
+        std::fs::write(&file, b"abc").unwrap();
+        let found = stored_object("s-3".into(), std::fs::metadata(&file)).unwrap();
+        assert_eq!(
+            found.map(|o| (o.name, o.size_bytes)),
+            Some(("s-3".into(), 3))
+        );
+        let temp = stored_object(".s-3.writing".into(), std::fs::metadata(&file)).unwrap();
+        assert!(temp.is_none());
+        let dir = stored_object("d".into(), std::fs::metadata(root.path())).unwrap();
+        assert!(dir.is_none());
     }
 }
