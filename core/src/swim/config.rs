@@ -1,6 +1,12 @@
-//! Timings and bounds of the SWIM machine, with memberlist's LAN defaults.
+//! Timings and bounds of the SWIM machine, with memberlist's LAN defaults
+//! (but a shorter push-pull period).
 
 use super::meta::META_NAMES_MAX;
+
+/// Up members one push-pull interval serves; each further such number of
+/// members begun adds an interval to the period (memberlist stretches its
+/// period past 32 members too, by log2).
+pub const PUSH_PULL_MEMBERS_PER_INTERVAL: usize = 32;
 
 /// Longest textual socket address accepted on the wire
 /// (`[ffff:...:ffff%scope]:65535` fits well within it).
@@ -31,7 +37,9 @@ pub struct Config {
     /// A dead member still receives gossip for this long, so it can hear of
     /// its death and refute it.
     pub gossip_to_the_dead_ms: u64,
-    /// A full state exchange with one random up member this often.
+    /// A full state exchange with one random up member this often, in a
+    /// group of up to [`PUSH_PULL_MEMBERS_PER_INTERVAL`] up members; larger
+    /// groups exchange less often ([`Config::push_pull_period_ms`]).
     pub push_pull_interval_ms: u64,
     /// While no other member is up, the seeds are pushed-pulled this often.
     pub rejoin_interval_ms: u64,
@@ -56,7 +64,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// memberlist's `DefaultLANConfig`, plus serf-like rejoin and reconnect.
+    /// memberlist's `DefaultLANConfig` with a shorter push-pull period, plus
+    /// serf-like rejoin and reconnect.
     pub fn lan() -> Self {
         Self {
             probe_interval_ms: 1_000,
@@ -67,7 +76,12 @@ impl Config {
             gossip_interval_ms: 200,
             gossip_nodes: 3,
             gossip_to_the_dead_ms: 30_000,
-            push_pull_interval_ms: 30_000,
+            // memberlist exchanges every 30 s. A member whose every copy of
+            // an update was lost or went elsewhere learns it only from an
+            // exchange, and e2d's founding and replacement decisions wait
+            // for every node's view to agree; in the small groups e2d runs
+            // an exchange costs a few KiB, so it comes sooner.
+            push_pull_interval_ms: 5_000,
             rejoin_interval_ms: 2_000,
             reconnect_interval_ms: 10_000,
             max_packet_bytes: 1_400,
@@ -85,6 +99,16 @@ impl Config {
         let scale = (up.max(1) as f64).log10().max(1.0);
         let timeout_ms = f64::from(self.suspicion_mult) * scale * self.probe_interval_ms as f64;
         timeout_ms.ceil() as u64
+    }
+
+    /// The time between one member's full state exchanges, with `up` members
+    /// (alive or suspect, the local node included) in view: the interval for
+    /// every [`PUSH_PULL_MEMBERS_PER_INTERVAL`] of them begun, so that the
+    /// bytes a member exchanges per second do not grow with the group (each
+    /// exchange carries every member).
+    pub fn push_pull_period_ms(&self, up: usize) -> u64 {
+        let steps = up.div_ceil(PUSH_PULL_MEMBERS_PER_INTERVAL).max(1) as u64;
+        self.push_pull_interval_ms.saturating_mul(steps)
     }
 
     /// How many times one update is sent, with `up` members in view.
@@ -195,6 +219,16 @@ mod tests {
         assert_eq!(config.suspicion_timeout_ms(1), 4_000);
         assert_eq!(config.suspicion_timeout_ms(7), 4_000);
         assert_eq!(config.suspicion_timeout_ms(100), 8_000);
+    }
+
+    #[test]
+    fn push_pull_period_grows_with_every_32_members() {
+        let config = Config::lan();
+        assert_eq!(config.push_pull_period_ms(0), 5_000);
+        assert_eq!(config.push_pull_period_ms(5), 5_000);
+        assert_eq!(config.push_pull_period_ms(32), 5_000);
+        assert_eq!(config.push_pull_period_ms(33), 10_000);
+        assert_eq!(config.push_pull_period_ms(1_024), 160_000);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! timeouts with the current time, and drained of transmits and events.
 //!
 //! - `config`: timings and bounds ([`Config::lan`] = memberlist's LAN
-//!   defaults).
+//!   defaults, with a shorter push-pull period).
 //! - `codec`: the versioned wire, and the decoding that refuses anything
 //!   malformed ([`DecodeError`]).
 //! - `broadcast`: the retransmit queue of updates riding on datagrams.

@@ -68,6 +68,8 @@ pub struct Net {
     pub history: Vec<Observed>,
     pub datagrams_sent: u64,
     pub datagram_bytes_max: usize,
+    /// State exchanges the nodes began.
+    pub push_pulls_sent: u64,
 }
 
 pub fn addr_of(index: usize) -> SocketAddr {
@@ -101,6 +103,7 @@ impl Net {
             history: Vec::new(),
             datagrams_sent: 0,
             datagram_bytes_max: 0,
+            push_pulls_sent: 0,
         };
         for index in 0..count {
             let name = format!("n{index}");
@@ -413,6 +416,7 @@ impl Net {
             match transmit.kind {
                 TransmitKind::Datagram => self.send_datagram(index, transmit.to, transmit.bytes),
                 TransmitKind::PushPull => {
+                    self.push_pulls_sent += 1;
                     self.schedule(from, transmit.to, transmit.bytes, Payload::PushPullRequest)
                 }
             }

@@ -422,6 +422,27 @@ fn meta_update_reaches_all() {
     }
 }
 
+/// State exchanges begun by `count` joined nodes in 60 s.
+fn push_pulls_in_a_minute(count: usize) -> u64 {
+    let mut net = Net::joined(Config::lan(), count, 21);
+    net.run_for(30_000);
+    let before = net.push_pulls_sent;
+    net.run_for(60_000);
+    net.push_pulls_sent - before
+}
+
+#[test]
+fn each_member_exchanges_state_every_period_and_less_often_in_large_groups() {
+    // 5 s for up to 32 members: a member that missed every copy of an
+    // update hears it within seconds.
+    assert_eq!(Config::lan().push_pull_period_ms(5), 5_000);
+    let small = push_pulls_in_a_minute(5);
+    assert!((5 * 11..=5 * 13).contains(&small), "{small} exchanges");
+    // 10 s for 33 to 64 members, so each member's bytes a second stay flat.
+    let large = push_pulls_in_a_minute(40);
+    assert!((40 * 5..=40 * 7).contains(&large), "{large} exchanges");
+}
+
 #[test]
 fn leave_is_disseminated() {
     let mut net = Net::joined(Config::lan(), 5, 8);

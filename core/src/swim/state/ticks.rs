@@ -152,10 +152,8 @@ impl Swim {
     }
 
     pub(super) fn push_pull_tick(&mut self) {
-        self.timers.set(
-            Timer::PushPull,
-            self.now_ms + self.config.push_pull_interval_ms,
-        );
+        let period_ms = self.config.push_pull_period_ms(self.up_count());
+        self.timers.set(Timer::PushPull, self.now_ms + period_ms);
         let peer = self.random_member(|member| member.liveness.is_up());
         if let Some(addr) = peer {
             self.push_pull(addr, false);
