@@ -223,12 +223,20 @@ mod tests {
 
     #[test]
     fn push_pull_period_grows_with_every_32_members() {
-        let config = Config::lan();
-        assert_eq!(config.push_pull_period_ms(0), 5_000);
-        assert_eq!(config.push_pull_period_ms(5), 5_000);
-        assert_eq!(config.push_pull_period_ms(32), 5_000);
-        assert_eq!(config.push_pull_period_ms(33), 10_000);
-        assert_eq!(config.push_pull_period_ms(1_024), 160_000);
+        let periods_ms = [
+            (0, 5_000),
+            (5, 5_000),
+            (32, 5_000),
+            (33, 10_000),
+            (1_024, 160_000),
+        ];
+        for (up, period_ms) in periods_ms {
+            assert_eq!(
+                Config::lan().push_pull_period_ms(up),
+                period_ms,
+                "{up} up members"
+            );
+        }
     }
 
     #[test]
