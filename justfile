@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 # planted bugs it must catch.
 test: lint
     cargo build -p e2d-shell --bins
-    cargo test --workspace
+    cargo test --workspace --no-fail-fast
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/madsim" cargo test --release -p e2d-sim
 
 # Simulated clusters under faults: N seeds (default 200) from --seed S
