@@ -12,6 +12,7 @@
 mod channel;
 mod kube;
 mod own_cpu;
+mod reaches;
 mod report;
 mod values;
 mod workloads;
@@ -136,6 +137,18 @@ pub enum Workload {
         #[arg(long, default_value_t = 10)]
         namespaces: u64,
     },
+    /// Not a load: waits until the first endpoint serves `--revision` or
+    /// later (a member catching up), polling its status, prints when (in
+    /// nanoseconds since the Unix epoch), and fails after `--timeout-s`.
+    Reaches {
+        #[arg(long)]
+        revision: i64,
+        /// Milliseconds between polls.
+        #[arg(long, default_value_t = 20)]
+        poll_ms: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
 }
 
 /// The load generator's own allocation cost is part of every run; a fast
@@ -163,7 +176,8 @@ fn main() -> std::process::ExitCode {
         .expect("the runtime starts");
     runtime.spawn(stop_on_signal());
     match runtime.block_on(workloads::run(&cli)) {
-        Ok(report) => {
+        Ok(None) => std::process::ExitCode::SUCCESS,
+        Ok(Some(report)) => {
             let own_cpu = own_cpu::process_cpu();
             if cli.json {
                 println!("{}", report.json(own_cpu));

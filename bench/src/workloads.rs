@@ -35,7 +35,7 @@ pub(crate) async fn connections(cli: &Cli) -> Result<Vec<Client>, Error> {
 }
 
 /// The client's TLS settings from `--cacert`, `--cert` and `--key`.
-fn tls_options(cli: &Cli) -> Result<Option<etcd_client::TlsOptions>, Error> {
+pub(crate) fn tls_options(cli: &Cli) -> Result<Option<etcd_client::TlsOptions>, Error> {
     Ok(match &cli.cacert {
         Some(ca) => {
             let mut tls = etcd_client::TlsOptions::new()
@@ -184,8 +184,24 @@ where
     })
 }
 
-pub async fn run(cli: &Cli) -> Result<Report, Error> {
-    match &cli.workload {
+/// Runs the command's workload and reports on it (`None` for `reaches`,
+/// which prints when the revision was reached, in nanoseconds since the
+/// Unix epoch, as `date +%s%N` does).
+pub async fn run(cli: &Cli) -> Result<Option<Report>, Error> {
+    let report = match &cli.workload {
+        Workload::Reaches {
+            revision,
+            poll_ms,
+            timeout_s,
+        } => {
+            let (poll, timeout) = (
+                Duration::from_millis(*poll_ms),
+                Duration::from_secs(*timeout_s),
+            );
+            let reached_unix_ns = crate::reaches::reaches(cli, *revision, poll, timeout).await?;
+            println!("{reached_unix_ns}");
+            return Ok(None);
+        }
         Workload::Put { common, keys } => {
             let (keys, values) = (Arc::new(keys.clone()), Arc::new(ValuePool::new()));
             run_clients(cli, common, "put", move |mut client, n, who| {
@@ -303,7 +319,8 @@ pub async fn run(cli: &Cli) -> Result<Report, Error> {
             watchers,
             val_size,
         } => watch(cli, common, *watchers, *val_size).await,
-    }
+    };
+    report.map(Some)
 }
 
 /// One writer puts `total` values into one key, each carrying its number;
