@@ -33,6 +33,11 @@ impl Member {
         etcdctl(&self.endpoint(), args, None)
     }
 
+    /// Runs `etcdctl ARGS` against this member with `stdin` as its input.
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &[u8]) -> CmdOutput {
+        etcdctl(&self.endpoint(), args, Some(stdin))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -447,6 +447,32 @@ fn members_behind_a_compacted_log_catch_up_from_a_snapshot() {
     assert_same_revision(&cluster, &[leader, follower, joined]);
 }
 
+/// The log is held in memory, so it is compacted by its bytes too, not
+/// only every `--snapshot-count` entries: a follower that missed 80 MiB of
+/// large entries catches up from a snapshot although they are only 80.
+#[test]
+fn a_log_of_large_entries_is_compacted_by_its_bytes() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    cluster.kill9(follower);
+    let value = vec![b'v'; 1024 * 1024];
+    for n in 0..80 {
+        cluster.members[leader]
+            .etcdctl_stdin(&["put", &format!("big/{n:02}")], &value)
+            .ok();
+    }
+    cluster.start_member(follower);
+    wait_for_keys(&cluster, follower, "big/", 80);
+    assert!(
+        cluster.members[follower]
+            .log()
+            .contains("installed a snapshot"),
+        "the follower caught up from the log: it was not compacted"
+    );
+    assert_same_revision(&cluster, &[leader, follower]);
+}
+
 #[test]
 fn a_member_of_another_cluster_is_refused() {
     let cluster = Cluster::start(3);

@@ -54,6 +54,15 @@ const RAFT_MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// outlasts the election timeout, and the leader, not hearing from a
 /// quorum, steps down (check quorum) while the member is being added.
 const RAFT_INFLIGHT_MESSAGES_MAX: usize = 16;
+/// The log is also compacted once this many bytes of entries were
+/// appended to it since its last compaction, however few they are: the
+/// log is held in memory, and `--snapshot-count` entries of the objects a
+/// Kubernetes cluster stores (1-8 KiB) would take hundreds of megabytes.
+const LOG_COMPACT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+/// Of the applied entries a compaction keeps for followers slightly
+/// behind, at most this many bytes' worth (a follower further behind
+/// catches up from a snapshot, which large entries make the cheaper way).
+const LOG_RETAINED_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Membership changes waiting for the one in flight to apply (raft takes
 /// one at a time and would drop the others unanswered); more are refused.
 const CONF_CHANGES_WAITING_MAX: usize = 16;
@@ -288,6 +297,7 @@ impl DriverParts {
             leader_id: raft::INVALID_ID,
             removed: false,
             incoming_snapshot: None,
+            log_appended_bytes: 0,
             state_applied_floor: self.state_applied_floor,
             applied_through,
             conf_applied_floor: self.conf_applied_floor,
@@ -306,6 +316,11 @@ impl DriverParts {
             stopped.send_replace(true);
         });
     }
+}
+
+/// An entry's bytes as the log holds them in memory, near enough.
+fn entry_bytes(entry: &Entry) -> u64 {
+    (entry.data.len() + entry.context.len()) as u64
 }
 
 struct Driver {
@@ -328,6 +343,10 @@ struct Driver {
     /// Records of a snapshot whose raft message was stepped, waiting for
     /// raft to hand the snapshot over in a Ready.
     incoming_snapshot: Option<IncomingSnapshot>,
+    /// Bytes of the entries appended to the log since its last compaction
+    /// (or a snapshot's install, or the driver's start): see
+    /// [`LOG_COMPACT_AFTER_BYTES`].
+    log_appended_bytes: u64,
     /// Entries up to this index are in the state machine already (it came
     /// from a snapshot taken after them); their effects are not applied again.
     state_applied_floor: u64,
@@ -593,6 +612,7 @@ impl Driver {
                 .wl()
                 .append(entries)
                 .map_err(|e| storage(format!("raft append: {e}")))?;
+            self.log_appended_bytes += entries.iter().map(entry_bytes).sum::<u64>();
         }
         if let Some(hard_state) = ready.hs() {
             self.wal.set_hard_state(hard_state)?;
@@ -969,6 +989,7 @@ impl Driver {
             .wl()
             .apply_snapshot(snapshot)
             .map_err(|e| storage(format!("raft snapshot: {e}")))?;
+        self.log_appended_bytes = 0;
         let state_applied = read_meta_u64(state.mvcc().backend(), META_APPLIED_INDEX)?.unwrap_or(0);
         let members = state.members()?;
         drop(state);
@@ -1000,31 +1021,39 @@ impl Driver {
         Ok(())
     }
 
-    /// Drops applied entries from the log once there are many, keeping
-    /// the last few for followers that are slightly behind.
+    /// Drops applied entries from the log once there are many, or many
+    /// bytes of them ([`LOG_COMPACT_AFTER_BYTES`]), keeping the last few
+    /// for followers that are slightly behind.
     fn compact_log(&mut self) {
         let applied = self.raw_node.raft.raft_log.applied;
         let store = self.raw_node.store().clone();
         let first = store.first_index().unwrap_or(1);
-        if applied < first + self.log_limits.compact_after_entries {
+        if applied < first + self.log_limits.compact_after_entries
+            && self.log_appended_bytes < LOG_COMPACT_AFTER_BYTES
+        {
             return;
         }
-        let last_dropped = applied - self.log_limits.retained_entries;
-        if let Err(e) = self.compact_log_to(&store, first, last_dropped) {
+        let last_dropped = applied
+            .saturating_sub(self.log_limits.retained_entries)
+            .max(first - 1);
+        if let Err(e) = self.compact_log_to(&store, first, last_dropped, applied) {
             tracing::warn!(error = %e, "log compaction failed; will retry");
         }
     }
 
+    /// Drops the entries up to `last_dropped`, and more of those up to
+    /// `applied` while the applied ones kept hold more than
+    /// [`LOG_RETAINED_BYTES_MAX`].
     fn compact_log_to(
         &mut self,
         store: &MemStorage,
         first: u64,
         last_dropped: u64,
+        applied: u64,
     ) -> Result<(), Error> {
         let raft_error = |e: raft::Error| storage(format!("raft log: {e}"));
-        let term = store.term(last_dropped).map_err(raft_error)?;
         let last = store.last_index().map_err(raft_error)?;
-        let kept = store
+        let mut kept = store
             .entries(
                 last_dropped + 1,
                 last + 1,
@@ -1032,6 +1061,20 @@ impl Driver {
                 raft::GetEntriesContext::empty(false),
             )
             .map_err(raft_error)?;
+        let applied_kept = (applied - last_dropped) as usize;
+        let mut retained_bytes: u64 = kept[..applied_kept].iter().map(entry_bytes).sum();
+        let mut also_dropped = 0;
+        while retained_bytes > LOG_RETAINED_BYTES_MAX && also_dropped < applied_kept {
+            retained_bytes -= entry_bytes(&kept[also_dropped]);
+            also_dropped += 1;
+        }
+        kept.drain(..also_dropped);
+        let last_dropped = last_dropped + also_dropped as u64;
+        self.log_appended_bytes = 0;
+        if last_dropped < first {
+            return Ok(());
+        }
+        let term = store.term(last_dropped).map_err(raft_error)?;
         let raft_state = store.initial_state().map_err(raft_error)?;
         // The dropped entries live on only in the state machine: make it
         // durable before the log lets them go.
