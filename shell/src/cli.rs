@@ -502,8 +502,9 @@ pub struct RunArgs {
     )]
     pub initial_cluster_token: String,
 
-    /// Applied raft entries after which the log is compacted; members
-    /// further behind catch up from a snapshot.
+    /// Applied raft entries after which the log is compacted (it is also
+    /// compacted after every 64 MiB of entries); members further behind
+    /// catch up from a snapshot.
     #[arg(long, env = "E2D_SNAPSHOT_COUNT", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..))]
     pub snapshot_count: u64,
 

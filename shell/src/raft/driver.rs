@@ -1061,7 +1061,7 @@ impl Driver {
                 raft::GetEntriesContext::empty(false),
             )
             .map_err(raft_error)?;
-        let applied_kept = (applied - last_dropped) as usize;
+        let applied_kept = (applied.saturating_sub(last_dropped) as usize).min(kept.len());
         let mut retained_bytes: u64 = kept[..applied_kept].iter().map(entry_bytes).sum();
         let mut also_dropped = 0;
         while retained_bytes > LOG_RETAINED_BYTES_MAX && also_dropped < applied_kept {
