@@ -1312,23 +1312,98 @@ proptest! {
     /// majority's old data dirs too.
     #[test]
     fn survivors_recover_once_and_the_cluster_grows_back((nodes, size, seed, actions) in recovery_schedule()) {
-        let mut world = formed_recovering_world(nodes, size, seed, PlantedBugs::NONE);
-        for action in &actions {
-            world.apply(action);
-        }
-        for i in 0..nodes {
-            world.apply(&Action::Restart(i));
-        }
-        for _ in 0..300 {
-            world.apply(&Action::Tick(500));
-        }
-        let running: BTreeSet<usize> = world.nodes.iter().filter_map(|n| n.server.map(|s| s.0)).collect();
-        prop_assert_eq!(running.len(), 1, "nodes run {} clusters: {:#?}", running.len(), world.report());
-        let cluster = *running.iter().next().unwrap();
-        let voters = world.clusters[cluster].members.iter().filter(|m| !m.is_learner).count();
-        prop_assert_eq!(voters, world.size_of(cluster), "members: {:?}\nnodes: {:#?}", world.clusters[cluster].members, world.report());
-        prop_assert!(world.leader(cluster, false).is_some(), "members: {:?}\nnodes: {:#?}", world.clusters[cluster].members, world.report());
+        recover_and_grow_back(nodes, size, seed, &actions)?;
     }
+}
+
+/// The run of [`survivors_recover_once_and_the_cluster_grows_back`]: the
+/// world's own checks hold throughout, and once every node is back, one
+/// cluster of its size runs with a leader.
+fn recover_and_grow_back(
+    nodes: usize,
+    size: usize,
+    seed: u64,
+    actions: &[Action],
+) -> Result<(), TestCaseError> {
+    let mut world = formed_recovering_world(nodes, size, seed, PlantedBugs::NONE);
+    for action in actions {
+        world.apply(action);
+    }
+    for i in 0..nodes {
+        world.apply(&Action::Restart(i));
+    }
+    for _ in 0..300 {
+        world.apply(&Action::Tick(500));
+    }
+    let running: BTreeSet<usize> = world
+        .nodes
+        .iter()
+        .filter_map(|n| n.server.map(|s| s.0))
+        .collect();
+    prop_assert_eq!(
+        running.len(),
+        1,
+        "nodes run {} clusters: {:#?}",
+        running.len(),
+        world.report()
+    );
+    let cluster = *running.iter().next().unwrap();
+    let voters = world.clusters[cluster]
+        .members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .count();
+    prop_assert_eq!(
+        voters,
+        world.size_of(cluster),
+        "members: {:?}\nnodes: {:#?}",
+        world.clusters[cluster].members,
+        world.report()
+    );
+    prop_assert!(
+        world.leader(cluster, false).is_some(),
+        "members: {:?}\nnodes: {:#?}",
+        world.clusters[cluster].members,
+        world.report()
+    );
+    Ok(())
+}
+
+/// A survivor recovers its cluster alone and goes down; two lost members
+/// come back, run the old cluster with a quorum, and one of them goes down
+/// again. The other saw a leader since it started but never saw the
+/// survivor that recovered: it must not recover the old cluster a second
+/// time (it waits, and joins the recovered cluster once that is back).
+#[test]
+fn a_member_that_never_saw_a_lost_voter_does_not_recover_again() {
+    use Action::{Crash, Restart, Tick};
+    let actions = [
+        Crash(0),
+        Crash(2),
+        Tick(100),
+        Tick(100),
+        Tick(2917),
+        Tick(4905),
+        Tick(2236),
+        Tick(4965),
+        Tick(3385),
+        Tick(1592),
+        Tick(3000),
+        Crash(1),
+        Restart(2),
+        Restart(0),
+        Tick(100),
+        Crash(2),
+        Tick(100),
+        Tick(4052),
+        Tick(4910),
+        Tick(3505),
+        Tick(3386),
+        Tick(4147),
+        Tick(1803),
+        Tick(1197),
+    ];
+    recover_and_grow_back(3, 3, 55_249_126_373_828_890, &actions).unwrap();
 }
 
 /// Whether some seed's run of `actions` (after the cluster forms) trips a

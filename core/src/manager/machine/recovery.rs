@@ -16,9 +16,11 @@
 //!   the cluster has no leader and a majority of its voters has not been
 //!   live in gossip for that long, each other voter is a survivor (a
 //!   learner is not: it waits, and joins the recovered cluster). Only a
-//!   member that has seen its cluster with a leader since it started
-//!   stands: one that started during the outage may be a lost member come
-//!   back after a recovery it never saw, and must not recover again. A
+//!   member that has seen its cluster with a leader, and each lost voter
+//!   live, since it started stands: one that started during the outage,
+//!   or never saw a lost voter that may have recovered the cluster while
+//!   it was down, may be a lost member come back after a recovery it
+//!   never saw, and must not recover again. A
 //!   survivor stands with where its raft log ends (last term and index);
 //!   once every survivor stands, each publishes a digest of the survivors
 //!   and their positions. When all digests have been equal for
@@ -34,7 +36,7 @@
 //!   an acknowledged entry it has not applied, or not learned committed).
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log_position::LogPosition;
 use crate::swim::{survivors_digest, Liveness, MemberView, NodeStatus};
@@ -63,6 +65,8 @@ pub(super) struct Recovery {
     pub(super) left_to: Option<u64>,
     /// The cluster has had a leader since this node started.
     saw_leader: bool,
+    /// Voters (by id) seen live in gossip since this node started.
+    seen_live: BTreeSet<u64>,
 }
 
 /// Whether two clusters' voters (names) share a name.
@@ -187,6 +191,13 @@ impl Manager {
         };
         let me = status.member_id;
         let voters: Vec<&ClusterMember> = status.members.iter().filter(|m| !m.is_learner).collect();
+        let name = self.config.name.clone();
+        let live: BTreeSet<u64> = voters
+            .iter()
+            .filter(|m| is_live(&self.view, m, status.cluster_id, &name))
+            .map(|m| m.id)
+            .collect();
+        self.recovery.seen_live.extend(&live);
         if status.leader_id != 0 {
             self.recovery.saw_leader = true;
         }
@@ -195,11 +206,11 @@ impl Manager {
             self.recovery.agreed_since_ms = None;
             return false;
         }
-        let (now_ms, name) = (self.now_ms, self.config.name.clone());
+        let now_ms = self.now_ms;
         let since = &mut self.recovery.not_live_since_ms;
         since.retain(|id, _| voters.iter().any(|m| m.id == *id));
         for member in &voters {
-            if is_live(&self.view, member, status.cluster_id, &name) {
+            if live.contains(&member.id) {
                 since.remove(&member.id);
             } else {
                 since.entry(member.id).or_insert(now_ms);
@@ -220,11 +231,26 @@ impl Manager {
             self.recovery.agreed_since_ms = None;
             return false;
         }
-        if !self.recovery.saw_leader {
+        // Lost voters this node never saw live since it started: one may
+        // have recovered the cluster while this node was down.
+        let unseen: Vec<&str> = voters
+            .iter()
+            .filter(|m| lost(m) && !self.recovery.seen_live.contains(&m.id))
+            .map(|m| m.name.as_str())
+            .collect();
+        if !self.recovery.saw_leader || !unseen.is_empty() {
             // It may be a lost member come back after a recovery it did
             // not see: only a member that saw the majority go may stand.
+            let why = if self.recovery.saw_leader {
+                format!(
+                    "has not seen {} since it started (one may have recovered the cluster while this member was down)",
+                    unseen.join(", ")
+                )
+            } else {
+                "has not seen its cluster with a leader since it started".to_string()
+            };
             self.set_waiting(format!(
-                "the majority ({}) is lost, but this member has not seen its cluster with a leader since it started, \
+                "the majority ({}) is lost, but this member {why}, \
                  so it does not stand for automatic recovery: recover by hand (e2d cluster recover) if the majority is gone for good",
                 lost_names.join(", ")
             ));
