@@ -1070,8 +1070,9 @@ impl Driver {
         }
         kept.drain(..also_dropped);
         let last_dropped = last_dropped + also_dropped as u64;
-        self.log_appended_bytes = 0;
         if last_dropped < first {
+            // Nothing applied to drop yet: count the bytes afresh.
+            self.log_appended_bytes = 0;
             return Ok(());
         }
         let term = store.term(last_dropped).map_err(raft_error)?;
@@ -1094,6 +1095,9 @@ impl Driver {
             core.append(&kept).map_err(raft_error)?;
         }
         core.set_hardstate(raft_state.hard_state);
+        // Only now: a compaction that failed is tried again at the next
+        // Ready, whichever limit started it.
+        self.log_appended_bytes = 0;
         tracing::debug!(
             first,
             last_dropped,
